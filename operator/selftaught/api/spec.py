@@ -1,0 +1,381 @@
+"""`SelfTaughtRun` v1alpha1: the one document that both `selftaught run` and the operator read.
+
+Every field carries a description because the CRD schema (and so `kubectl explain`) and the
+configuration reference are generated from these models. Defaults are the paper's.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+API_GROUP = "selftaught.dev"
+API_VERSION = "v1alpha1"
+KIND = "SelfTaughtRun"
+PLURAL = "selftaughtruns"
+
+#: The 15 categories of the paper's instruction-selection template, in its order.
+CATEGORIES: tuple[str, ...] = (
+    "Coding",
+    "Mathematical reasoning",
+    "Asking for Advice",
+    "Brainstorming",
+    "Classification",
+    "Closed QA",
+    "Creative Writing",
+    "Extraction",
+    "Inhabiting a Character/Persona",
+    "Open QA",
+    "Rewriting",
+    "Summarization",
+    "Knowledge and Reasoning",
+    "Humanity, History or Social Studies",
+    "Other",
+)
+#: The paper keeps "reasoning" prompts; it does not say whether maths counts, so both do by default.
+REASONING_CATEGORIES: tuple[str, ...] = ("Knowledge and Reasoning", "Mathematical reasoning")
+
+
+class Model(BaseModel):
+    """Base for all spec models: camelCase on the wire, unknown fields are errors (typos surface)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+def _field(default: Any = ..., description: str = "", **kwargs: Any) -> Any:
+    return Field(default, description=description, **kwargs)
+
+
+class ModelSource(Model):
+    """Where a model comes from."""
+
+    source: str = _field(
+        description="A Hugging Face model id (`meta-llama/Meta-Llama-3-70B-Instruct`), a local "
+        "path, or an `s3://bucket/prefix/` holding an HF checkpoint. Downloaded once per pod or "
+        "process and cached.",
+        min_length=1,
+    )
+    revision: str | None = _field(None, description="Hub revision (branch, tag or commit) to pin.")
+
+
+class Models(Model):
+    seed: ModelSource = _field(
+        description="The seed instruction-tuned LLM: judge M(0), and the model every iteration is "
+        "fine-tuned from (unless train.initFrom is `previous`)."
+    )
+    generator: ModelSource | None = _field(
+        None,
+        description="Model that categorizes instructions and writes the response pairs. Defaults "
+        "to the seed (the paper used Mixtral 8x22B-Instruct here).",
+    )
+    hf_token_secret: str | None = _field(
+        None,
+        description="Name of a Secret with key `HF_TOKEN`, for gated Hub models (operator only; "
+        "locally the HF_TOKEN environment variable is used).",
+    )
+
+
+class DataSource(Model):
+    source: str = _field(
+        description="JSONL file or prefix (local path or `s3://`), or a Hugging Face dataset as "
+        "`hf://datasets/<id>` (loaded with `datasets`, streamed).",
+        min_length=1,
+    )
+    field: str = _field(
+        "instruction",
+        description="Field that holds the instruction text; dots index into nested records, "
+        "e.g. `conversation.0.content` for WildChat.",
+    )
+    id_field: str | None = _field(
+        None, description="Field with a stable record id; by default a hash of the text."
+    )
+    split: str = _field("train", description="Dataset split (Hugging Face datasets only).")
+    limit: int | None = _field(None, ge=1, description="Read at most this many records.")
+    on_bad_record: Literal["fail", "skip"] = _field(
+        "fail",
+        description="A malformed line or a record without the field: `fail` stops the stage with "
+        "an error naming the file and line; `skip` counts it in the stage manifest and goes on.",
+    )
+
+
+class EvaluationData(Model):
+    source: str | None = _field(
+        None,
+        description="Held-out pairs in RewardBench's format (JSONL with prompt, chosen, rejected, "
+        "subset). When empty, a fraction of the generated pairs is held out instead.",
+    )
+    held_out_fraction: float = _field(
+        0.1,
+        ge=0.0,
+        lt=1.0,
+        description="Fraction of generated pairs kept out of training for evaluation when no "
+        "evaluation source is given.",
+    )
+    on_bad_record: Literal["fail", "skip"] = _field(
+        "fail", description="What to do with a malformed evaluation record."
+    )
+
+
+class Data(Model):
+    instructions: DataSource = _field(description="Unlabeled user instructions.")
+    evaluation: EvaluationData = _field(
+        default_factory=EvaluationData, description="Held-out evaluation pairs."
+    )
+
+
+class Storage(Model):
+    uri: str = _field(
+        description="Root of the run store: `s3://bucket/prefix` or a local path. The run lives "
+        "under `<uri>/<namespace>/<name>/`.",
+        min_length=1,
+    )
+    endpoint: str | None = _field(
+        None, description="S3 endpoint URL for MinIO, Ceph RGW or other S3-compatible stores."
+    )
+    region: str | None = _field(None, description="S3 region.")
+    credentials_secret: str | None = _field(
+        None,
+        description="Name of a Secret with `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (and "
+        "optionally `AWS_SESSION_TOKEN`) mounted into every Job as environment variables. Leave "
+        "empty for IRSA / workload identity.",
+    )
+
+
+class Generation(Model):
+    """vLLM settings shared by the generation stages."""
+
+    tensor_parallel: int = _field(
+        1, ge=1, description="vLLM tensor-parallel size; also the GPUs requested per pod."
+    )
+    shards: int = _field(
+        1,
+        ge=1,
+        le=10000,
+        description="Shards per generation stage: one completion index each; resuming restarts "
+        "only unfinished shards.",
+    )
+    parallelism: int = _field(1, ge=1, description="Generation pods running at once.")
+    max_model_len: int | None = _field(
+        None, ge=128, description="Context length given to vLLM; the model's own by default."
+    )
+    gpu_memory_utilization: float = _field(
+        0.9, gt=0.0, le=1.0, description="Fraction of GPU memory vLLM may take."
+    )
+    dtype: str = _field("auto", description="Weights dtype for vLLM (`auto`, `bfloat16`, ...).")
+    enforce_eager: bool = _field(
+        False, description="Disable CUDA graphs / torch.compile: slower steps, faster start."
+    )
+    enable_prefix_caching: bool = _field(
+        True, description="Reuse the KV cache of the shared judge-prompt prefix across samples."
+    )
+    batch_size: int = _field(
+        4096,
+        ge=1,
+        description="Requests handed to vLLM per call; bounds memory while vLLM batches inside.",
+    )
+
+
+class Categorize(Model):
+    max_tokens: int = _field(64, ge=8, description="Tokens for the category answer.")
+    temperature: float = _field(0.0, ge=0.0, description="0 = greedy.")
+
+
+class Select(Model):
+    categories: list[str] = _field(
+        default_factory=lambda: list(REASONING_CATEGORIES),
+        description="Categories to keep (names from the 15-category template).",
+        min_length=1,
+    )
+    min_complexity: int = _field(
+        1, ge=1, le=10, description="Drop instructions rated below this complexity (1-10)."
+    )
+    per_category_cap: int | None = _field(
+        None, ge=1, description="At most this many instructions per category, for balance."
+    )
+    total_cap: int | None = _field(
+        None, ge=1, description="At most this many instructions in total (paper: ~20K)."
+    )
+    deduplicate: bool = _field(
+        True, description="Drop instructions whose normalised text was already seen."
+    )
+
+    @field_validator("categories")
+    @classmethod
+    def _known_categories(cls, value: list[str]) -> list[str]:
+        unknown = [c for c in value if c not in CATEGORIES]
+        if unknown:
+            raise ValueError(f"unknown categories {unknown}; choose from {list(CATEGORIES)}")
+        return value
+
+
+class Pairs(Model):
+    max_tokens: int = _field(2048, ge=8, description="Tokens per generated response.")
+    temperature: float = _field(0.0, ge=0.0, description="Sampling temperature for responses.")
+    top_p: float = _field(1.0, gt=0.0, le=1.0, description="Nucleus sampling for responses.")
+
+
+class Judge(Model):
+    samples: int = _field(
+        15, ge=1, le=256, description="N: most judgments sampled per example and order."
+    )
+    adaptive: bool = _field(
+        True,
+        description="Sample in rounds and stop for an example once it has a correct judgment; "
+        "`false` always samples all N.",
+    )
+    first_round: int = _field(
+        2, ge=1, description="Samples in the first adaptive round; later rounds double it."
+    )
+    temperature: float = _field(0.7, ge=0.0, description="Sampling temperature.")
+    top_p: float = _field(0.9, gt=0.0, le=1.0, description="Nucleus sampling.")
+    max_tokens: int = _field(2048, ge=8, description="Tokens per judgment.")
+    orders: Literal["both", "random"] = _field(
+        "both",
+        description="`both` judges each pair with the chosen answer first and second (official "
+        "code); `random` judges one random order per pair.",
+    )
+    balance: bool = _field(True, description="Truncate the larger of the A- and B-wins sets.")
+
+
+class Train(Model):
+    init_from: Literal["seed", "previous"] = _field(
+        "seed",
+        description="`seed` fine-tunes the seed at every iteration (paper); `previous` continues "
+        "from the last iteration's checkpoint.",
+    )
+    zero_stage: Literal[0, 1, 2, 3] = _field(3, description="DeepSpeed ZeRO stage.")
+    offload_optimizer: bool = _field(False, description="ZeRO optimizer-state offload to CPU.")
+    learning_rate: float = _field(1.0e-6, gt=0.0, description="Peak learning rate.")
+    min_lr_ratio: float = _field(
+        0.2, ge=0.0, le=1.0, description="Final learning rate as a fraction of the peak (cosine)."
+    )
+    warmup_steps: int = _field(100, ge=0, description="Linear warm-up steps.")
+    epochs: float = _field(2.0, gt=0.0, description="Passes over the kept judgments.")
+    micro_batch_size: int = _field(1, ge=1, description="Sequences per GPU per step.")
+    gradient_accumulation: int = _field(8, ge=1, description="Micro-batches per optimizer step.")
+    max_seq_len: int = _field(4096, ge=64, description="Longer examples are truncated on the left.")
+    weight_decay: float = _field(0.1, ge=0.0, description="AdamW weight decay.")
+    bf16: bool = _field(True, description="bfloat16 mixed precision.")
+    gradient_checkpointing: bool = _field(True, description="Trade compute for activation memory.")
+    nodes: int = _field(1, ge=1, description="Training nodes; >1 makes a multi-node Indexed Job.")
+    gpus_per_node: int = _field(8, ge=1, description="Processes (GPUs) per training node.")
+    seed: int = _field(42, description="Training seed.")
+
+
+class Evaluate(Model):
+    baseline: bool = _field(True, description="Also evaluate the seed judge (iteration 0).")
+    max_tokens: int = _field(2048, ge=8, description="Tokens per judgment (greedy).")
+    position_consistency: bool = _field(
+        True, description="Also judge the swapped order and report position-consistent accuracy."
+    )
+    majority_vote: int = _field(
+        0,
+        ge=0,
+        le=256,
+        description="k > 0 also samples k judgments (temperature 0.7, top-p 0.9) and scores the "
+        "most common verdict (paper: 32).",
+    )
+
+
+class PodOverrides(Model):
+    """Where and how a stage's pods run (operator only; ignored by `selftaught run`)."""
+
+    image: str | None = _field(None, description="Container image; the operator's default if empty.")
+    resources: dict[str, dict[str, str]] | None = _field(
+        None, description="Container requests/limits; GPUs are added from the stage's settings."
+    )
+    node_selector: dict[str, str] | None = _field(None, description="Pod nodeSelector.")
+    tolerations: list[dict[str, Any]] | None = _field(None, description="Pod tolerations.")
+    affinity: dict[str, Any] | None = _field(None, description="Pod affinity.")
+    priority_class_name: str | None = _field(None, description="Pod priorityClassName.")
+    service_account_name: str | None = _field(None, description="Pod serviceAccountName.")
+    image_pull_secrets: list[str] | None = _field(None, description="Names of image pull Secrets.")
+    queue_name: str | None = _field(
+        None, description="Kueue LocalQueue: sets the `kueue.x-k8s.io/queue-name` label."
+    )
+    active_deadline_seconds: int | None = _field(
+        None, ge=1, description="Job activeDeadlineSeconds."
+    )
+    ttl_seconds_after_finished: int | None = _field(
+        None, ge=0, description="Job ttlSecondsAfterFinished (the store keeps the results)."
+    )
+    model_cache_volume: dict[str, Any] | None = _field(
+        None,
+        description="Volume source for the model cache at /cache (e.g. a persistentVolumeClaim); "
+        "an emptyDir by default.",
+    )
+    shm_size: str | None = _field(None, description="Size of the memory-backed /dev/shm.")
+
+
+StageName = Literal["categorize", "select", "pairs", "judge", "train", "evaluate"]
+
+
+class Scheduling(Model):
+    generation: PodOverrides = _field(
+        default_factory=PodOverrides, description="Defaults for categorize, pairs, judge, evaluate."
+    )
+    training: PodOverrides = _field(default_factory=PodOverrides, description="Defaults for train.")
+    data: PodOverrides = _field(default_factory=PodOverrides, description="Defaults for select.")
+    stages: dict[StageName, PodOverrides] = _field(
+        default_factory=dict, description="Per-stage overrides, merged field by field over the above."
+    )
+
+
+class Retries(Model):
+    per_stage: int = _field(
+        2, ge=0, le=20, description="Times a failed stage Job is recreated before the run fails."
+    )
+    backoff_seconds: int = _field(
+        30, ge=0, description="Wait before the first retry; doubles with each retry."
+    )
+
+
+class SelfTaughtRunSpec(Model):
+    """What to train: models, data, store, the method's knobs and where pods run."""
+
+    models: Models = _field(description="Seed judge and generator.")
+    data: Data = _field(description="Instructions and evaluation pairs.")
+    storage: Storage = _field(description="Where data, checkpoints and manifests live.")
+    iterations: int = _field(5, ge=1, le=50, description="Judge-then-train iterations (paper: 5).")
+    seed: int = _field(0, description="Seed for every random choice of the method.")
+    suspend: bool = _field(
+        False, description="Pause: no new stage starts; running Jobs finish. Unset to resume."
+    )
+    generation: Generation = _field(default_factory=Generation, description="vLLM settings.")
+    categorize: Categorize = _field(default_factory=Categorize, description="Categorize stage.")
+    select: Select = _field(default_factory=Select, description="Select stage.")
+    pairs: Pairs = _field(default_factory=Pairs, description="Response-pair stage.")
+    judge: Judge = _field(default_factory=Judge, description="Judgment-annotation stage.")
+    train: Train = _field(default_factory=Train, description="Fine-tuning stage.")
+    evaluate: Evaluate = _field(default_factory=Evaluate, description="Evaluation stage.")
+    scheduling: Scheduling = _field(
+        default_factory=Scheduling, description="Pod placement per stage (operator only)."
+    )
+    retries: Retries = _field(default_factory=Retries, description="Stage retry policy.")
+
+    @property
+    def generator_model(self) -> ModelSource:
+        return self.models.generator or self.models.seed
+
+
+class ObjectMeta(BaseModel):
+    """The part of metadata a run uses; everything else is kept and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    namespace: str = Field("default", min_length=1, max_length=63)
+    generation: int | None = None
+    uid: str | None = None
+
+
+class SelfTaughtRun(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    api_version: Annotated[Literal["selftaught.dev/v1alpha1"], Field(alias="apiVersion")]
+    kind: Literal["SelfTaughtRun"]
+    metadata: ObjectMeta
+    spec: SelfTaughtRunSpec
+    status: dict[str, Any] | None = None

@@ -1,0 +1,171 @@
+"""A tiny seed model for the quickstart and the tests, built in seconds, offline.
+
+Random weights never write `[[A]]` or a category line, so the pipeline would have nothing to
+select, pair or keep. This builds a 2-layer Llama with its own byte-level BPE tokenizer and chat
+template, then briefly fine-tunes it to *speak the formats* of every stage: the category answer,
+a response, the modified-instruction markers and a judgment ending in a verdict. Its verdicts
+are right about 70% of the time by construction. It proves the plumbing, not judge quality.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+
+from selftaught.method.prompts import (
+    MODIFIED_ANSWER_END,
+    MODIFIED_ANSWER_START,
+    MODIFIED_QUESTION_MARKER,
+    categorize_messages,
+    judge_messages,
+    modified_instruction_messages,
+    response_messages,
+)
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<s>{{ message['role'] }}\n{{ message['content'] }}</s>{% endfor %}"
+    "{% if add_generation_prompt %}<s>assistant\n{% endif %}"
+)
+SPECIAL = ["<s>", "</s>", "<pad>"]
+
+
+def _category(instruction: str) -> tuple[str, int]:
+    """A learnable rule: most quickstart instructions land in the reasoning categories."""
+    first = instruction.split()[0].lower()
+    if any(ch.isdigit() for ch in instruction) or first in {"solve", "prove", "how"}:
+        return "Mathematical reasoning", 7
+    if first in {"write", "pretend", "rewrite", "give"}:
+        return "Creative Writing", 3
+    if first in {"summarize", "classify", "extract"}:
+        return "Extraction", 2
+    return "Knowledge and Reasoning", 6
+
+
+def _short(text: str, words: int) -> str:
+    return " ".join(text.rstrip("?.!").split()[:words])
+
+
+def synthetic_conversations(instructions: list[str], seed: int = 0) -> list[tuple[list[dict], str]]:
+    """(prompt messages, target answer) pairs in each stage's format."""
+    rng = random.Random(seed)
+    examples = []
+    for instruction in instructions:
+        category, complexity = _category(instruction)
+        examples.append((categorize_messages(instruction), f"Category: {category}\nComplexity: {complexity}\nLength: (b)"))
+        chosen = f"The answer: {_short(instruction, 6)} because of the main reason."
+        examples.append((response_messages(instruction), chosen))
+        modified = f"Describe the history of {_short(instruction, 4).lower()}"
+        rejected = f"Historically, {_short(instruction, 4).lower()} was studied long ago."
+        examples.append(
+            (
+                modified_instruction_messages(instruction, chosen),
+                f"{MODIFIED_QUESTION_MARKER}\n{modified}\n\n{MODIFIED_ANSWER_START}\n{rejected}\n{MODIFIED_ANSWER_END}",
+            )
+        )
+        for chosen_first in (True, False):
+            a, b = (chosen, rejected) if chosen_first else (rejected, chosen)
+            right = "A" if chosen_first else "B"
+            verdict = right if rng.random() < 0.7 else ("B" if right == "A" else "A")
+            examples.append(
+                (judge_messages(instruction, a, b), f"Assistant {verdict} answers the question asked. [[{verdict}]]")
+            )
+    return examples
+
+
+def build_tiny_model(
+    output: Path, instructions: list[str], *, steps: int = 300, seed: int = 0, log=print
+) -> Path:
+    """Write an HF checkpoint (safetensors, tokenizer, chat template) to `output`."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    started = time.monotonic()
+    torch.manual_seed(seed)
+    examples = synthetic_conversations(instructions, seed)
+    rendered = []
+    tokenizer_corpus = []
+    for messages, target in examples:
+        prompt = _render(messages)
+        rendered.append((prompt, target + "</s>"))
+        tokenizer_corpus += [prompt, target]
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(
+        tokenizer_corpus,
+        trainers.BpeTrainer(vocab_size=2048, special_tokens=SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()),
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>", padding_side="left"
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL}
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=128,  # 2 heads of 64: vLLM rejects head_dim 16
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        bos_token_id=ids["<s>"],
+        eos_token_id=ids["</s>"],
+        pad_token_id=ids["<pad>"],
+        tie_word_embeddings=False,
+    )
+    model = LlamaForCausalLM(config)
+    batches = [_encode(tokenizer, prompt, target) for prompt, target in rendered]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    rng = random.Random(seed)
+    model.train()
+    for step in range(steps):
+        batch = rng.sample(batches, k=min(8, len(batches)))
+        input_ids, labels = _pad(batch, ids["<pad>"])
+        loss = model(input_ids=input_ids, attention_mask=(input_ids != ids["<pad>"]).long(), labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        if step % 100 == 0 or step == steps - 1:
+            log(f"tiny model: step {step + 1}/{steps} loss {loss.item():.3f}")
+
+    output.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(output)
+    tokenizer.save_pretrained(output)
+    GenerationConfig(bos_token_id=ids["<s>"], eos_token_id=ids["</s>"], pad_token_id=ids["<pad>"]).save_pretrained(output)
+    for path in output.iterdir():
+        path.chmod(0o644)
+    log(f"tiny model: saved to {output} in {time.monotonic() - started:.1f}s")
+    return output
+
+
+def _render(messages: list[dict]) -> str:
+    text = "".join(f"<s>{m['role']}\n{m['content']}</s>" for m in messages)
+    return text + "<s>assistant\n"
+
+
+def _encode(tokenizer, prompt: str, target: str) -> tuple[list[int], list[int]]:
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    target_ids = tokenizer(target, add_special_tokens=False)["input_ids"]
+    return prompt_ids + target_ids, [-100] * len(prompt_ids) + target_ids
+
+
+def _pad(batch, pad_id: int):
+    import torch
+
+    width = max(len(ids) for ids, _ in batch)
+    input_ids = torch.full((len(batch), width), pad_id)
+    labels = torch.full((len(batch), width), -100)
+    for row, (ids, target) in enumerate(batch):
+        # right padding: positions then start at 0, as they do for each request in vLLM
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        labels[row, : len(ids)] = torch.tensor(target)
+    return input_ids, labels
+
+
+def read_instructions(path: Path) -> list[str]:
+    return [json.loads(line)["instruction"] for line in path.read_text().splitlines() if line.strip()]

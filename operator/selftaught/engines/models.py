@@ -1,0 +1,78 @@
+"""Turning a model source (Hub id, local path, s3:// prefix) into a local folder, once per
+machine: pods share a cache volume, the local default shares ~/.cache/selftaught."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from selftaught.api.spec import ModelSource, Storage
+from selftaught.errors import ModelNotFound
+from selftaught.store import ObjectNotFound, open_store
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("SELFTAUGHT_CACHE", Path.home() / ".cache" / "selftaught"))
+
+
+def resolve_model(model: ModelSource, storage: Storage | None = None) -> Path:
+    """A local folder with config, weights and tokenizer for `model`."""
+    source = model.source
+    if source.startswith("s3://"):
+        return _from_s3(source, storage)
+    path = Path(source.removeprefix("file://")).expanduser()
+    if path.exists() or source.startswith(("/", ".", "file://")):
+        if not (path / "config.json").is_file():
+            raise ModelNotFound(f"model {source!r}: no config.json in {path}")
+        return path
+    return _from_hub(source, model.revision)
+
+
+def _from_s3(uri: str, storage: Storage | None) -> Path:
+    target = cache_root() / "models" / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    if (target / "config.json").is_file():
+        return target
+    store = open_store(uri, endpoint=storage.endpoint if storage else None, region=storage.region if storage else None)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".download-"))
+    try:
+        for key in store.list(""):
+            if key.startswith("_"):  # our done-marker, not part of the checkpoint
+                continue
+            store.download_file(key, staging / key)
+        if not (staging / "config.json").is_file():
+            raise ModelNotFound(f"model {uri!r}: no config.json under this prefix")
+        try:
+            staging.rename(target)  # atomic: another process may have won the race, that is fine
+        except OSError:
+            if not (target / "config.json").is_file():
+                raise
+    except ObjectNotFound as error:
+        raise ModelNotFound(f"model {uri!r}: {error}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _from_hub(repo_id: str, revision: str | None) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return Path(
+            snapshot_download(
+                repo_id,
+                revision=revision,
+                cache_dir=cache_root() / "hub",
+                allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*"],
+            )
+        )
+    except LocalEntryNotFoundError:
+        raise ModelNotFound(
+            f"model {repo_id!r}: not in the local cache and the Hugging Face Hub is unreachable"
+        ) from None
+    except (HfHubHTTPError, ValueError) as error:
+        raise ModelNotFound(f"model {repo_id!r}: {error.__class__.__name__}: {error}") from None

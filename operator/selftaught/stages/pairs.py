@@ -1,0 +1,71 @@
+"""pairs: y_w = the model's answer to x; y_l = its answer to a similar-but-different x'."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from selftaught.engines.generation import Sampling
+from selftaught.errors import EmptyDataset
+from selftaught.method.pairs import as_rewardbench, build_pair, is_held_out
+from selftaught.method.prompts import modified_instruction_messages, response_messages
+from selftaught.stages.base import ShardResult, Stage, sum_counts
+from selftaught.stages.context import in_shard
+from selftaught.store.jsonl import JsonlWriter, read_jsonl
+from selftaught.store.layout import PAIRS_HELDOUT, PAIRS_TRAIN, SELECTED
+from selftaught.store.manifest import Manifest
+
+
+class Pairs(Stage):
+    name = "pairs"
+    sharded = True
+
+    def model(self, ctx):
+        return ctx.spec.generator_model
+
+    def run_shard(self, ctx, shard, out, generator):
+        records = list(in_shard(read_jsonl(ctx.store, SELECTED), shard, ctx.num_shards))
+        counts: Counter[str] = Counter(records=len(records))
+        if not records:
+            return ShardResult(dict(counts))
+        settings = ctx.spec.pairs
+        sampling = Sampling(n=1, temperature=settings.temperature, top_p=settings.top_p, max_tokens=settings.max_tokens)
+        baselines = generator.engine.chat([response_messages(r["instruction"]) for r in records], sampling)
+        modified = generator.engine.chat(
+            [modified_instruction_messages(r["instruction"], b[0].text) for r, b in zip(records, baselines)],
+            sampling,
+        )
+        for record, baseline, answer in zip(records, baselines, modified):
+            pair = build_pair(record, baseline[0].text, answer[0].text)
+            if pair is None:
+                counts["unparsed"] += 1
+                continue
+            counts["pairs"] += 1
+            out.write(pair)
+        return ShardResult(dict(counts))
+
+    def finalize(self, ctx, shard_manifests):
+        evaluation = ctx.spec.data.evaluation
+        fraction = 0.0 if evaluation.source else evaluation.held_out_fraction
+        with JsonlWriter(ctx.store, PAIRS_TRAIN) as train, JsonlWriter(ctx.store, PAIRS_HELDOUT) as heldout:
+            for manifest in shard_manifests:
+                for key in manifest.outputs:
+                    for pair in read_jsonl(ctx.store, key):
+                        if is_held_out(pair["id"], ctx.spec.seed, fraction):
+                            heldout.write(as_rewardbench(pair))
+                        else:
+                            train.write(pair)
+        counts = sum_counts(shard_manifests)
+        counts.update(train=train.written.records, heldout=heldout.written.records)
+        if train.written.records == 0:
+            raise EmptyDataset(
+                f"no usable response pair: {int(counts.get('records', 0))} instructions, "
+                f"{int(counts.get('unparsed', 0))} answers without the modified-instruction markers"
+                + (f", {heldout.written.records} held out" if heldout.written.records else "")
+            )
+        return Manifest(
+            stage=self.name,
+            counts=counts,
+            outputs={PAIRS_TRAIN: train.written.as_dict(), PAIRS_HELDOUT: heldout.written.as_dict()},
+            seconds=sum(m.seconds for m in shard_manifests),
+            summary={"pairs": train.written.records, "heldOut": heldout.written.records, "unparsed": int(counts.get("unparsed", 0))},
+        )

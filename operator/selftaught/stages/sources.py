@@ -1,0 +1,127 @@
+"""Reading the user's data: instructions and evaluation pairs, from a local path, S3 or the
+Hugging Face Hub, streamed. Every bad record is named by where it is."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from selftaught.api.spec import DataSource, EvaluationData, Storage
+from selftaught.errors import InvalidInput
+from selftaught.store import LocalStore, ObjectNotFound, Store, open_store
+from selftaught.store.jsonl import BadRecord, SkipCounter, dotted_get, numbered_jsonl
+
+HF_PREFIX = "hf://datasets/"
+
+
+def text_id(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def _jsonl_objects(uri: str, storage: Storage | None) -> Iterator[tuple[Store, str]]:
+    """(store, key) for a file, or for every `.jsonl` under a folder / prefix, in name order."""
+    if uri.startswith("s3://"):
+        parent, _, name = uri.rstrip("/").rpartition("/")
+        if name.endswith((".jsonl", ".json")):
+            store = open_store(parent, endpoint=storage and storage.endpoint, region=storage and storage.region)
+            if not store.exists(name):
+                raise InvalidInput(f"{uri}: no such object")
+            yield store, name
+            return
+        store = open_store(uri, endpoint=storage and storage.endpoint, region=storage and storage.region)
+        keys = [k for k in store.list("") if k.endswith(".jsonl")]
+        if not keys:
+            raise InvalidInput(f"{uri}: no .jsonl objects under this prefix")
+        for key in keys:
+            yield store, key
+        return
+    path = Path(uri.removeprefix("file://")).expanduser()
+    if path.is_file():
+        yield LocalStore(path.parent), path.name
+    elif path.is_dir():
+        files = sorted(path.rglob("*.jsonl"))
+        if not files:
+            raise InvalidInput(f"{uri}: no .jsonl files in this folder")
+        for file in files:
+            yield LocalStore(file.parent), file.name
+    else:
+        raise InvalidInput(f"{uri}: no such file or folder")
+
+
+def iter_records(
+    source: str, storage: Storage | None, skip: SkipCounter | None, split: str = "train"
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, record) for every record of a JSONL source or a Hub dataset."""
+    if source.startswith(HF_PREFIX):
+        yield from _hub_records(source[len(HF_PREFIX) :], split)
+        return
+    try:
+        for store, key in _jsonl_objects(source, storage):
+            for number, record in numbered_jsonl(store, key, skip=skip):
+                yield f"{store.url(key)}:{number}", record
+    except BadRecord as error:
+        raise InvalidInput(str(error)) from None
+    except ObjectNotFound as error:
+        raise InvalidInput(str(error)) from None
+
+
+def _hub_records(dataset_id: str, split: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    try:
+        import datasets
+    except ImportError:  # pragma: no cover - the generate image has it
+        raise InvalidInput("reading a Hugging Face dataset needs the `datasets` package") from None
+    try:
+        rows = datasets.load_dataset(dataset_id, split=split, streaming=True)
+    except Exception as error:  # datasets raises many kinds; all mean "cannot read it"
+        raise InvalidInput(f"hf://datasets/{dataset_id}: cannot load: {error}") from None
+    for index, row in enumerate(rows):
+        yield f"hf://datasets/{dataset_id}[{index}]", row
+
+
+def iter_instructions(source: DataSource, storage: Storage | None, skipped: SkipCounter) -> Iterator[dict[str, Any]]:
+    """{"id", "instruction"} per usable record. Under `onBadRecord: skip` bad records are counted
+    in `skipped`; otherwise the first one stops the stage with an error naming where it is."""
+    skipping = skipped if source.on_bad_record == "skip" else None
+    count = 0
+    for where, record in iter_records(source.source, storage, skipping, source.split):
+        try:
+            text = dotted_get(record, source.field)
+            if not isinstance(text, str) or not text.strip():
+                raise KeyError(source.field)
+            record_id = str(dotted_get(record, source.id_field)) if source.id_field else text_id(text)
+        except KeyError as error:
+            reason = f"{where}: record has no non-empty text field {error.args[0]!r}"
+            if skipping is None:
+                raise InvalidInput(reason) from None
+            skipping.add(reason)
+            continue
+        yield {"id": record_id, "instruction": text.strip()}
+        count += 1
+        if source.limit is not None and count >= source.limit:
+            return
+
+
+EVAL_FIELDS = ("prompt", "chosen", "rejected")
+
+
+def iter_evaluation_pairs(data: EvaluationData, storage: Storage | None, skipped: SkipCounter) -> Iterator[dict[str, Any]]:
+    """RewardBench-format records: prompt, chosen, rejected, subset (default "default")."""
+    assert data.source is not None
+    skipping = skipped if data.on_bad_record == "skip" else None
+    for where, record in iter_records(data.source, storage, skipping):
+        missing = [f for f in EVAL_FIELDS if not isinstance(record.get(f), str) or not record[f].strip()]
+        if missing:
+            reason = f"{where}: evaluation record is missing {', '.join(missing)}"
+            if skipping is None:
+                raise InvalidInput(reason)
+            skipping.add(reason)
+            continue
+        yield {
+            "id": str(record.get("id", text_id(record["prompt"] + record["chosen"]))),
+            "prompt": record["prompt"],
+            "chosen": record["chosen"],
+            "rejected": record["rejected"],
+            "subset": str(record.get("subset") or "default"),
+        }

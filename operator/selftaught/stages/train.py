@@ -1,0 +1,58 @@
+"""train (iteration i): SFT of the seed (or of M(i-1)) on the kept judgments with DeepSpeed;
+the checkpoint M(i) goes to the store, then the manifest that marks it usable."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from selftaught.api.spec import ModelSource
+from selftaught.engines.models import resolve_model
+from selftaught.stages.base import Stage
+from selftaught.store.jsonl import read_jsonl
+from selftaught.store.layout import checkpoint_prefix, sft_key
+from selftaught.store.manifest import Manifest
+
+
+def base_model(ctx) -> ModelSource:
+    iteration = ctx.stage.iteration
+    if ctx.spec.train.init_from == "previous" and iteration > 1:
+        return ModelSource(source=ctx.store.url(checkpoint_prefix(iteration - 1)))
+    return ctx.spec.models.seed
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+class Train(Stage):
+    name = "train"
+
+    def finalize(self, ctx, shard_manifests):
+        from selftaught.engines.training import train_sft
+
+        iteration = ctx.stage.iteration
+        model_path = resolve_model(base_model(ctx), ctx.spec.storage)
+        records = read_jsonl(ctx.store, sft_key(iteration))
+        work = Path(tempfile.mkdtemp(prefix=f"selftaught-train-{iteration}-"))
+        try:
+            output = work / "checkpoint"
+            numbers = train_sft(
+                model_path=model_path, records=records, train=ctx.spec.train, output_dir=output, work_dir=work / "trainer"
+            )
+            if not is_main_process():
+                return None  # rank 0 publishes the checkpoint and the manifest
+            prefix = checkpoint_prefix(iteration)
+            ctx.store.delete_prefix(prefix + "/")  # leftovers of an interrupted upload
+            keys = ctx.store.upload_dir(output, prefix)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        checkpoint = ctx.store.url(prefix)
+        return Manifest(
+            stage=self.name,
+            counts=numbers,
+            outputs={key: {} for key in keys},
+            summary={"checkpoint": checkpoint, "examples": int(numbers["examples"]), "trainLoss": round(numbers["train_loss"], 4)},
+        )

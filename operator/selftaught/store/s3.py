@@ -1,0 +1,135 @@
+"""A store under an S3 prefix (AWS S3, MinIO, Ceph RGW...) through boto3.
+
+Big objects (checkpoints) go through boto3's transfer manager: multipart, parallel, retried.
+Credentials come from the standard AWS chain (env vars from a Kubernetes Secret, IRSA, ...),
+so they never pass through our code or our messages.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import boto3
+import botocore.config
+import botocore.exceptions
+from boto3.s3.transfer import TransferConfig
+
+from selftaught.store.base import ObjectNotFound, Store, StoreError
+
+_TRANSFER = TransferConfig(multipart_threshold=64 * 2**20, multipart_chunksize=64 * 2**20, max_concurrency=8)
+_NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+
+
+@functools.cache
+def _client(endpoint: str | None, region: str | None):  # one client per endpoint and process
+    config = botocore.config.Config(
+        retries={"max_attempts": 8, "mode": "adaptive"},
+        connect_timeout=10,
+        read_timeout=120,
+        s3={"addressing_style": "path"} if endpoint else None,
+    )
+    return boto3.session.Session().client("s3", endpoint_url=endpoint, region_name=region, config=config)
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise StoreError(f"{uri}: not an s3://bucket/prefix URI")
+    return parsed.netloc, parsed.path.strip("/")
+
+
+class S3Store(Store):
+    def __init__(self, uri: str, *, endpoint: str | None = None, region: str | None = None):
+        self.bucket, self.prefix = split_s3_uri(uri)
+        self.uri = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+        self.endpoint, self.region = endpoint, region
+        self.client = _client(endpoint, region)
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _fail(self, error: Exception, key: str) -> StoreError:
+        where = self.url(key)
+        if isinstance(error, botocore.exceptions.ClientError):
+            code = str(error.response.get("Error", {}).get("Code", ""))
+            if code in _NOT_FOUND:
+                return ObjectNotFound(f"{where}: no such object")
+            if code == "NoSuchBucket":
+                return StoreError(f"{where}: bucket {self.bucket!r} does not exist")
+            if code in {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"}:
+                return StoreError(f"{where}: access denied ({code}); check the credentials Secret")
+            return StoreError(f"{where}: S3 error {code}")
+        if isinstance(error, botocore.exceptions.NoCredentialsError):
+            return StoreError(f"{where}: no S3 credentials found (set storage.credentialsSecret)")
+        if isinstance(error, botocore.exceptions.BotoCoreError):
+            return StoreError(f"{where}: storage unreachable: {error}")
+        return StoreError(f"{where}: {error}")
+
+    def read_bytes(self, key: str) -> bytes:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+            raise self._fail(error, key) from None
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+            raise self._fail(error, key) from None
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except botocore.exceptions.ClientError as error:
+            failure = self._fail(error, key)
+            if isinstance(failure, ObjectNotFound):
+                return False
+            raise failure from None
+        except botocore.exceptions.BotoCoreError as error:
+            raise self._fail(error, key) from None
+
+    def list(self, prefix: str = "") -> list[str]:
+        full = self._key(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        keys = []
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
+                keys.extend(item["Key"][strip:] for item in page.get("Contents", []))
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+            raise self._fail(error, prefix) from None
+        return sorted(keys)
+
+    def upload_file(self, path: Path, key: str) -> None:
+        try:
+            self.client.upload_file(str(path), self.bucket, self._key(key), Config=_TRANSFER)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, boto3.exceptions.S3UploadFailedError) as error:
+            raise self._fail(error, key) from None
+
+    def download_file(self, key: str, path: Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        try:  # the transfer manager writes a temporary file and renames it when complete
+            self.client.download_file(self.bucket, self._key(key), str(path), Config=_TRANSFER)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+            raise self._fail(error, key) from None
+
+    def iter_lines(self, key: str) -> Iterator[bytes]:
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+            raise self._fail(error, key) from None
+        for line in body.iter_lines(keepends=True):
+            yield line
+
+    def delete_prefix(self, prefix: str) -> None:
+        keys = [self._key(k) for k in self.list(prefix)]
+        for start in range(0, len(keys), 1000):
+            batch = [{"Key": k} for k in keys[start : start + 1000]]
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch})
+
+    def child(self, prefix: str) -> "S3Store":
+        return S3Store(f"{self.uri}/{prefix.strip('/')}", endpoint=self.endpoint, region=self.region)
+

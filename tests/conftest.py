@@ -1,0 +1,105 @@
+"""Shared fixtures: a tiny seed model built once per session, S3 on loopback (moto's server,
+real HTTP), and a factory for runs."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """The quickstart's seed: a 2-layer Llama that writes every stage's format."""
+    from selftaught.dev.tiny_model import build_tiny_model, read_instructions
+
+    cached = os.environ.get("SELFTAUGHT_TEST_MODEL")
+    if cached and (Path(cached) / "config.json").is_file():
+        return Path(cached)
+    output = tmp_path_factory.mktemp("models") / "tiny-judge"
+    return build_tiny_model(output, read_instructions(REPO / "examples/data/instructions.jsonl"), log=lambda _: None)
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """A real S3 endpoint over HTTP on 127.0.0.1 (moto server mode)."""
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def bucket(s3_server, request) -> str:
+    """A fresh bucket per test: `s3://<bucket>`."""
+    import boto3
+
+    name = "t-" + request.node.name.lower().replace("_", "-").replace("[", "-").replace("]", "")[:50].strip("-")
+    client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+    client.create_bucket(Bucket=name)
+    return f"s3://{name}"
+
+
+QUICK_SPEC: dict[str, Any] = {
+    "generation": {"enforceEager": True, "maxModelLen": 2048},
+    "categorize": {"maxTokens": 24},
+    "select": {"minComplexity": 2},
+    "pairs": {"maxTokens": 48},
+    "judge": {"samples": 4, "maxTokens": 24},
+    "train": {
+        "zeroStage": 2, "gpusPerNode": 1, "learningRate": 1e-4, "warmupSteps": 0, "epochs": 1,
+        "microBatchSize": 4, "gradientAccumulation": 1, "maxSeqLen": 1024, "bf16": False,
+        "gradientCheckpointing": False,
+    },
+    "evaluate": {"maxTokens": 24},
+}  # fmt: skip
+
+
+def _merge(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return merged
+
+
+@pytest.fixture
+def make_run(tiny_model, tmp_path) -> Callable[..., Any]:
+    """A SelfTaughtRun on the tiny model; keyword overrides are merged into the spec."""
+    from selftaught.api.load import parse_run
+
+    def factory(name: str = "test", storage: str | None = None, endpoint: str | None = None, **spec: Any):
+        document = {
+            "apiVersion": "selftaught.dev/v1alpha1",
+            "kind": "SelfTaughtRun",
+            "metadata": {"name": name, "namespace": "tests"},
+            "spec": _merge(
+                {
+                    **QUICK_SPEC,
+                    "models": {"seed": {"source": str(tiny_model)}},
+                    "data": {
+                        "instructions": {"source": str(REPO / "examples/data/instructions.jsonl")},
+                        "evaluation": {"heldOutFraction": 0.2},
+                    },
+                    "storage": {"uri": storage or str(tmp_path / "store"), **({"endpoint": endpoint} if endpoint else {})},
+                    "iterations": 1,
+                },
+                spec,
+            ),
+        }
+        return parse_run(document)
+
+    return factory

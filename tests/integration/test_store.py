@@ -1,0 +1,86 @@
+"""The same behaviour from a local folder and from S3 over HTTP (moto's server)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from selftaught.store import ObjectNotFound, StoreError, open_store
+from selftaught.store.jsonl import JsonlWriter, read_jsonl, write_jsonl
+from selftaught.store.manifest import Manifest, read_manifest, write_manifest
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path):
+    if request.param == "local":
+        return open_store(str(tmp_path / "root"))
+    bucket = request.getfixturevalue("bucket")
+    return open_store(f"{bucket}/prefix", endpoint=request.getfixturevalue("s3_server"))
+
+
+def test_objects_round_trip_and_listing_is_recursive_and_sorted(store):
+    store.write_text("b/two.json", "2")
+    store.write_text("a/one.json", "1")
+    store.write_text("a/deeper/three.json", "3")
+    assert store.list("") == ["a/deeper/three.json", "a/one.json", "b/two.json"]
+    assert store.list("a/") == ["a/deeper/three.json", "a/one.json"]
+    assert store.read_text("a/one.json") == "1"
+    assert store.exists("b/two.json") and not store.exists("b/none.json")
+    assert store.child("a").list("") == ["deeper/three.json", "one.json"]
+
+
+def test_a_missing_object_is_named_in_the_error(store):
+    with pytest.raises(ObjectNotFound, match=r"nothing\.json: no such object"):
+        store.read_bytes("nothing.json")
+    assert read_manifest(store, "stage/_manifest.json") is None
+
+
+def test_jsonl_is_published_only_when_complete(store):
+    writer = JsonlWriter(store, "out/part.jsonl")
+    writer.write({"a": 1})
+    assert not store.exists("out/part.jsonl")  # nothing partial is visible
+    written = writer.close()
+    assert written.records == 1 and len(written.sha256) == 64
+    assert list(read_jsonl(store, "out/part.jsonl")) == [{"a": 1}]
+
+
+def test_a_failed_writer_publishes_nothing(store):
+    with pytest.raises(RuntimeError):
+        with JsonlWriter(store, "out/failed.jsonl") as writer:
+            writer.write({"a": 1})
+            raise RuntimeError("killed")
+    assert not store.exists("out/failed.jsonl")
+
+
+def test_directories_upload_and_download_whole(store, tmp_path):
+    source = tmp_path / "checkpoint"
+    (source / "sub").mkdir(parents=True)
+    (source / "config.json").write_text("{}")
+    (source / "sub" / "weights.bin").write_bytes(b"\0" * 1000)
+    store.upload_dir(source, "iter-001/train/checkpoint")
+    target = tmp_path / "copy"
+    store.download_dir("iter-001/train/checkpoint", target)
+    assert (target / "sub" / "weights.bin").read_bytes() == b"\0" * 1000
+    with pytest.raises(ObjectNotFound):
+        store.download_dir("iter-009/train/checkpoint", tmp_path / "none")
+
+
+def test_manifests_round_trip(store):
+    write_manifest(store, "pairs/_manifest.json", Manifest(stage="pairs", counts={"pairs": 3}, summary={"pairs": 3}))
+    assert read_manifest(store, "pairs/_manifest.json").counts == {"pairs": 3}
+
+
+def test_large_objects_go_through_multipart_uploads(bucket, s3_server, tmp_path):
+    store = open_store(bucket, endpoint=s3_server)
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"x" * (70 * 2**20))  # above the 64 MiB multipart threshold
+    store.upload_file(big, "big.bin")
+    store.download_file("big.bin", tmp_path / "back.bin")
+    assert (tmp_path / "back.bin").stat().st_size == 70 * 2**20
+
+
+def test_a_missing_bucket_and_an_unreachable_endpoint_are_clear_errors(s3_server):
+    with pytest.raises(StoreError, match="bucket 'no-such-bucket' does not exist"):
+        open_store("s3://no-such-bucket/x", endpoint=s3_server).write_text("a", "b")
+    with pytest.raises(StoreError, match="storage unreachable"):
+        open_store("s3://b/x", endpoint="http://127.0.0.1:9").read_bytes("a")
