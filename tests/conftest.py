@@ -30,17 +30,36 @@ def tiny_model(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[str]:
-    """A real S3 endpoint over HTTP on 127.0.0.1 (moto server mode)."""
-    from moto.server import ThreadedMotoServer
+    """A real S3 endpoint over HTTP on 127.0.0.1: moto's server, in its own process (its Flask
+    proxies must not live in the test process, where importing vLLM scans every module)."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise RuntimeError("moto server did not start")
+            time.sleep(0.1)
     os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+    yield url
+    server.terminate()
+    server.wait(timeout=10)
 
 
 @pytest.fixture
@@ -103,3 +122,12 @@ def make_run(tiny_model, tmp_path) -> Callable[..., Any]:
         return parse_run(document)
 
     return factory
+
+
+@pytest.fixture(scope="session")
+def untrained_model(tmp_path_factory) -> Path:
+    """Same shapes and tokenizer as the tiny model, random weights: it never writes a verdict."""
+    from selftaught.dev.tiny_model import build_tiny_model, read_instructions
+
+    output = tmp_path_factory.mktemp("models") / "untrained"
+    return build_tiny_model(output, read_instructions(REPO / "examples/data/instructions.jsonl"), steps=0, log=lambda _: None)

@@ -1,0 +1,76 @@
+"""`selftaught run`: a whole run on the local default, killed mid-stage and started again."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import yaml
+
+from selftaught.stages.context import run_store
+from selftaught.store.layout import StageRef, metrics_key
+from selftaught.store.manifest import read_manifest
+
+
+def _start(manifest_path, logs):
+    return subprocess.Popen(
+        [sys.executable, "-m", "selftaught", "run", str(manifest_path), "--logs", str(logs)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # so the test can kill the runner and its stage process together
+    )
+
+
+def _wait_for(predicate, timeout, process):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert process.poll() is None, process.stdout.read()
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_a_run_killed_inside_a_stage_resumes_without_redoing_finished_work(make_run, bucket, s3_server, tmp_path):
+    run = make_run(name="killed", storage=bucket, endpoint=s3_server, generation={"shards": 4})
+    manifest_path = tmp_path / "run.yaml"
+    manifest_path.write_text(yaml.safe_dump(run.model_dump(mode="json", by_alias=True, exclude_none=True)))
+    store = run_store(run)
+    judge = StageRef("judge", 1)
+
+    first = _start(manifest_path, tmp_path / "logs-1")
+    _wait_for(lambda: store.exists(judge.shard_manifest_key(0)), 240, first)
+    os.killpg(first.pid, signal.SIGKILL)  # no chance to clean up: like a lost node
+    first.wait()
+    before = {ref: read_manifest(store, ref.manifest_key) for ref in (StageRef("categorize"), StageRef("select"), StageRef("pairs"))}
+    shard_zero = read_manifest(store, judge.shard_manifest_key(0))
+
+    second = _start(manifest_path, tmp_path / "logs-2")
+    output, _ = second.communicate(timeout=600)
+    assert second.returncode == 0, output
+    started = [line.split()[1] for line in output.splitlines() if "▶" in line]
+    assert not {"categorize", "select", "pairs"} & set(started), output
+    for ref, manifest in before.items():
+        assert read_manifest(store, ref.manifest_key).finished_at == manifest.finished_at
+    assert read_manifest(store, judge.shard_manifest_key(0)).finished_at == shard_zero.finished_at
+    assert "run finished in" in output and "iter" in output
+    for iteration in (0, 1):
+        assert store.exists(metrics_key(iteration))
+    assert read_manifest(store, StageRef("train", 1).manifest_key).summary["checkpoint"].startswith(bucket)
+
+
+def test_a_restart_with_an_unsafe_edit_is_refused_by_field_name(make_run, tmp_path):
+    from selftaught.api.load import SpecError
+    from selftaught.local import accept_spec
+
+    run = make_run()
+    store = run_store(run)
+    accept_spec(store, run)
+    edited = make_run(judge={"samples": 9}, iterations=3)
+    try:
+        accept_spec(store, edited)
+    except SpecError as error:
+        assert "cannot change mid-run: judge.samples" in str(error) and "iterations" not in str(error)
+    else:
+        raise AssertionError("an unsafe edit was accepted")
+    accept_spec(store, make_run(iterations=3))  # safe: more iterations

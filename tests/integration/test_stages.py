@@ -1,0 +1,111 @@
+"""Each stage on the real engines: vLLM (CPU build) on the tiny model, DeepSpeed on CPU, data in
+S3 over HTTP."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from selftaught.errors import NoTrainingData
+from selftaught.local import _run_process
+from selftaught.stages import run_stage
+from selftaught.stages.context import run_store
+from selftaught.store.jsonl import read_jsonl
+from selftaught.store.layout import PAIRS_HELDOUT, PAIRS_TRAIN, SELECTED, StageRef, sft_key
+from selftaught.store.manifest import read_manifest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _prepare_pairs(run):
+    for name in ("categorize", "select", "pairs"):
+        run_stage(run, StageRef(name))
+
+
+def test_categorize_select_and_pairs_build_preference_pairs_in_s3(make_run, bucket, s3_server):
+    run = make_run(storage=bucket, endpoint=s3_server)
+    _prepare_pairs(run)
+    store = run_store(run)
+    assert store.uri.startswith("s3://") and store.uri.endswith("/tests/test")
+    categorized = read_manifest(store, StageRef("categorize").manifest_key)
+    assert categorized.summary["instructions"] == 50 and categorized.summary["categorized"] >= 45
+    selected = list(read_jsonl(store, SELECTED))
+    assert selected and {r["category"] for r in selected} <= {"Knowledge and Reasoning", "Mathematical reasoning"}
+    pairs = list(read_jsonl(store, PAIRS_TRAIN))
+    heldout = list(read_jsonl(store, PAIRS_HELDOUT))
+    assert len(pairs) + len(heldout) + read_manifest(store, StageRef("pairs").manifest_key).counts.get("unparsed", 0) == len(selected)
+    assert pairs and all(p["chosen"] != p["rejected"] and p["modified_instruction"] for p in pairs)
+    assert heldout and set(heldout[0]) == {"id", "prompt", "chosen", "rejected", "subset"}
+    manifest = read_manifest(store, StageRef("pairs").manifest_key)
+    assert manifest.outputs[PAIRS_TRAIN]["records"] == len(pairs) and len(manifest.outputs[PAIRS_TRAIN]["sha256"]) == 64
+
+
+def test_a_generation_stage_resumes_from_its_last_finished_shard(make_run):
+    run = make_run(generation={"shards": 3})
+    store = run_store(run)
+    ref = StageRef("categorize")
+    assert run_stage(run, ref, shards=[1]) is None  # other shards pending: no stage manifest yet
+    assert [store.exists(ref.shard_manifest_key(s)) for s in range(3)] == [False, True, False]
+    first = read_manifest(store, ref.shard_manifest_key(1))
+    manifest = run_stage(run, ref)  # the local runner: every unfinished shard, then finalize
+    assert manifest.shards == 3 and manifest.summary["instructions"] == 50
+    assert read_manifest(store, ref.shard_manifest_key(1)).finished_at == first.finished_at  # not redone
+    assert run_stage(run, ref).finished_at == manifest.finished_at  # a finished stage is a no-op
+
+
+def test_judge_keeps_one_correct_judgment_per_item_balanced_between_a_and_b(make_run):
+    run = make_run(judge={"samples": 6, "firstRound": 1})
+    _prepare_pairs(run)
+    manifest = run_stage(run, StageRef("judge", 1))
+    store = run_store(run)
+    records = list(read_jsonl(store, sft_key(1)))
+    pairs = list(read_jsonl(store, PAIRS_TRAIN))
+    summary = manifest.summary
+    assert summary["tried"] == 2 * len(pairs)  # both orders
+    assert 0 < summary["kept"] <= summary["tried"]
+    winners = [r["winner"] for r in records]
+    assert winners.count("A") == winners.count("B") == len(records) // 2
+    assert all(f"[[{r['winner']}]]" in r["completion"] for r in records)
+    assert all(r["messages"][0]["role"] == "system" and "[User Question]" in r["messages"][1]["content"] for r in records)
+    assert len({r["id"] for r in records}) == len(records)  # one judgment per (pair, order)
+    assert summary["tokensPerKept"] < summary["fixedNTokensPerKept"]  # adaptive sampling stopped early
+
+
+def test_training_with_deepspeed_zero3_on_two_processes_gives_a_checkpoint_vllm_evaluates(make_run, tmp_path):
+    evaluation = {"source": str(REPO / "examples/data/rewardbench-sample.jsonl")}
+    run = make_run(
+        train={"zeroStage": 3, "gpusPerNode": 2},
+        data={"evaluation": evaluation},
+        evaluate={"majorityVote": 3},
+    )
+    _prepare_pairs(run)
+    run_stage(run, StageRef("judge", 1))
+    _run_process(run, StageRef("train", 1), tmp_path)  # torchrun --nproc-per-node 2, gloo
+    store = run_store(run)
+    trained = read_manifest(store, StageRef("train", 1).manifest_key)
+    checkpoint = Path(trained.summary["checkpoint"])
+    assert {"model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json"} <= {p.name for p in checkpoint.iterdir()}
+    assert "chat_template" in json.loads((checkpoint / "tokenizer_config.json").read_text()) or (checkpoint / "chat_template.jinja").exists()
+    assert trained.counts["examples"] > 0 and trained.counts["steps"] >= 1
+    evaluated = run_stage(run, StageRef("evaluate", 1))
+    metrics = json.loads(store.read_text("iter-001/evaluate/metrics.json"))
+    assert metrics["examples"] == 8 and set(metrics["sections"]) == {"Chat", "Chat Hard", "Safety", "Reasoning"}
+    assert metrics["overall"] == pytest.approx(sum(metrics["sections"].values()) / 4)
+    assert {"position_consistent_accuracy", "majority_vote_accuracy"} <= set(metrics)
+    assert evaluated.summary["accuracy"] == round(metrics["accuracy"], 4)
+
+
+def test_a_judge_that_never_finds_a_correct_verdict_fails_with_no_training_data_and_keeps_the_pairs(
+    make_run, untrained_model, bucket, s3_server
+):
+    run = make_run(
+        storage=bucket, endpoint=s3_server,
+        models={"seed": {"source": str(untrained_model)}, "generator": {"source": make_run().spec.models.seed.source}},
+        judge={"samples": 2},
+    )  # fmt: skip
+    _prepare_pairs(run)
+    with pytest.raises(NoTrainingData, match="no correct verdict for any of .* items"):
+        run_stage(run, StageRef("judge", 1))
+    store = run_store(run)
+    assert list(read_jsonl(store, PAIRS_TRAIN))  # the pairs survive in S3
+    assert store.exists(StageRef("judge", 1).shard_key(0)) and not store.exists(StageRef("judge", 1).manifest_key)

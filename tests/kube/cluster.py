@@ -1,0 +1,2027 @@
+"""An in-process fake Kubernetes cluster for operator tests.
+
+Three pieces, each usable on its own (see README.md next to this file):
+
+* :class:`FakeCluster` serves :class:`ClusterEmulator` (kmock's Kubernetes emulator plus the API-server
+  behaviour operators rely on and kmock leaves out) on 127.0.0.1 from its own thread and event loop.
+* :class:`Kubelet` plays the Job controller and the kubelet: it runs Jobs' containers as local processes.
+* :func:`run_operator` runs Kopf handlers against the cluster in a thread (``kopf.testing.KopfRunner``).
+
+Everything talks real HTTP, so Kopf, the ``kubernetes`` client and the tests see one consistent API server.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import contextlib
+import copy
+import dataclasses
+import datetime
+import importlib.util
+import inspect
+import itertools
+import json
+import logging
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp.test_utils
+import attrs
+import jsonschema
+import kmock
+import kmock._internal.parsing
+import kopf
+import kopf.testing
+import kubernetes.client
+import kubernetes_validate
+import urllib3
+
+__all__ = [
+    'DEFAULT_RESOURCES', 'KUBERNETES_VERSION', 'REPO_ROOT',
+    'ApiError', 'Attempt', 'ClusterEmulator', 'FakeCluster', 'Kubelet', 'ResourceSpec',
+    'job_condition', 'job_finished', 'operator_settings', 'run_operator',
+]
+
+logger = logging.getLogger(__name__)
+
+Body = dict[str, Any]
+T = TypeVar('T')
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+KUBERNETES_VERSION = '1.33'  # what /version reports and which built-in schemas objects are checked against
+
+ALL_VERBS = frozenset({'create', 'delete', 'deletecollection', 'get', 'list', 'patch', 'update', 'watch'})
+STATUS = frozenset({'status'})
+NO_SUBRESOURCES: frozenset[str] = frozenset()
+
+
+@dataclasses.dataclass(frozen=True)
+class ResourceSpec:
+    """A resource the fake API server serves, as if its CRD were installed or it were built in."""
+
+    name: str  # "group/version/plural", or "v1/plural" for the core group
+    kind: str
+    namespaced: bool = True
+    subresources: frozenset[str] = STATUS
+    custom: bool = False  # CRD-defined: no strategic-merge patches, no built-in schema check
+
+
+DEFAULT_RESOURCES: tuple[ResourceSpec, ...] = (
+    ResourceSpec('selftaught.dev/v1alpha1/selftaughtruns', 'SelfTaughtRun', custom=True),
+    ResourceSpec('batch/v1/jobs', 'Job'),
+    ResourceSpec('v1/pods', 'Pod'),
+    ResourceSpec('v1/services', 'Service'),
+    ResourceSpec('v1/events', 'Event', subresources=NO_SUBRESOURCES),
+    ResourceSpec('v1/secrets', 'Secret', subresources=NO_SUBRESOURCES),
+    ResourceSpec('v1/configmaps', 'ConfigMap', subresources=NO_SUBRESOURCES),
+    ResourceSpec('v1/persistentvolumeclaims', 'PersistentVolumeClaim'),
+    ResourceSpec('v1/serviceaccounts', 'ServiceAccount', subresources=NO_SUBRESOURCES),
+    ResourceSpec('apps/v1/deployments', 'Deployment'),
+    ResourceSpec('coordination.k8s.io/v1/leases', 'Lease', subresources=NO_SUBRESOURCES),
+    # Kopf needs these two served: without them it silently starts no watchers (see shared/testing.md).
+    ResourceSpec('v1/namespaces', 'Namespace', namespaced=False),
+    ResourceSpec('apiextensions.k8s.io/v1/customresourcedefinitions', 'CustomResourceDefinition',
+                 namespaced=False),
+)
+
+_JOBS = kmock.resource('batch/v1/jobs')
+_NAMESPACES = kmock.resource('v1/namespaces')
+_CRDS = kmock.resource('apiextensions.k8s.io/v1/customresourcedefinitions')
+_UNCHECKED_KINDS = frozenset({'Event'})  # written by Kopf itself, not by the code under test
+_NAME_ALPHABET = 'bcdfghjklmnpqrstvwxz2456789'  # what the real API server uses for generateName
+_DNS1123_SUBDOMAIN = re.compile(r'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')
+_DNS1123_LABEL = re.compile(r'[a-z0-9]([-a-z0-9]*[a-z0-9])?')
+_DNS1035_LABEL = re.compile(r'[a-z]([-a-z0-9]*[a-z0-9])?')
+_GO_TRUE = frozenset({'1', 't', 'T', 'true', 'TRUE', 'True'})  # strconv.ParseBool
+_MERGE_PATCH = 'application/merge-patch+json'
+_STRATEGIC_PATCH = 'application/strategic-merge-patch+json'
+_JSON_PATCH = 'application/json-patch+json'
+_PATCH_TYPES = {'merge': _MERGE_PATCH, 'strategic': _STRATEGIC_PATCH, 'json': _JSON_PATCH}
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%dT%H:%M:%SZ')
+
+
+def _api_version(res: kmock.resource) -> str:
+    return f'{res.group}/{res.version}' if res.group else str(res.version)
+
+
+def _qualified(res: kmock.resource) -> str:
+    return f'{res.plural}.{res.group}' if res.group else str(res.plural)
+
+
+def _error(code: int, reason: str, message: str, **details: Any) -> kmock.KubernetesError:
+    """A ``Status`` response the way the real API server words it (clients branch on ``code``)."""
+    return kmock.KubernetesError(status=code, reason=reason, message=message, details=details or None)
+
+
+def _not_found(res: kmock.resource, name: str) -> kmock.KubernetesError:
+    return _error(404, 'NotFound', f'{_qualified(res)} "{name}" not found', name=name, kind=res.plural)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Patches and selectors: the bits of API machinery that kmock does not do.
+# --------------------------------------------------------------------------------------------------------------
+
+def _merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch: dicts merge recursively, ``None`` deletes, everything else replaces."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = _merge_patch(result.get(key), value)
+    return result
+
+
+def _json_patch(doc: Body, operations: list[Any]) -> Body:
+    """RFC 6902 JSON patch (add/remove/replace/move/copy/test) on a deep copy of ``doc``."""
+    doc = copy.deepcopy(doc)
+
+    def parse(pointer: str) -> list[str]:
+        if pointer == '':
+            return []
+        if not pointer.startswith('/'):
+            raise _error(400, 'BadRequest', f'invalid JSON pointer: {pointer!r}')
+        return [part.replace('~1', '/').replace('~0', '~') for part in pointer[1:].split('/')]
+
+    def parent_of(path: list[str]) -> tuple[Any, str]:
+        if not path:
+            raise _error(422, 'Invalid', 'JSON patches on the whole document are not supported')
+        node: Any = doc
+        for part in path[:-1]:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        return node, path[-1]
+
+    def get(path: list[str]) -> Any:
+        container, key = parent_of(path)
+        return container[int(key)] if isinstance(container, list) else container[key]
+
+    def add(path: list[str], value: Any) -> None:
+        container, key = parent_of(path)
+        if isinstance(container, list):
+            container.insert(len(container) if key == '-' else int(key), value)
+        else:
+            container[key] = value
+
+    def remove(path: list[str]) -> Any:
+        container, key = parent_of(path)
+        return container.pop(int(key) if isinstance(container, list) else key)
+
+    for op in operations:
+        try:
+            kind, path = op['op'], parse(op['path'])
+            if kind == 'add':
+                add(path, copy.deepcopy(op['value']))
+            elif kind == 'remove':
+                remove(path)
+            elif kind == 'replace':
+                remove(path)
+                add(path, copy.deepcopy(op['value']))
+            elif kind == 'move':
+                add(path, remove(parse(op['from'])))
+            elif kind == 'copy':
+                add(path, copy.deepcopy(get(parse(op['from']))))
+            elif kind == 'test':
+                if get(path) != op['value']:
+                    raise _error(422, 'Invalid', f'the JSON patch test failed at {op["path"]}')
+            else:
+                raise _error(400, 'BadRequest', f'unknown JSON patch operation: {kind!r}')
+        except (KeyError, IndexError, ValueError, TypeError) as e:
+            raise _error(422, 'Invalid', f'the JSON patch cannot be applied: {op!r}: {e!r}') from e
+    return doc
+
+
+def _split_selector(text: str) -> list[str]:
+    """Split on commas that are not inside ``in (a,b)`` value sets."""
+    terms, depth, current = [], 0, ''
+    for char in text:
+        depth += char == '('
+        depth -= char == ')'
+        if char == ',' and depth == 0:
+            terms.append(current)
+            current = ''
+        else:
+            current += char
+    terms.append(current)
+    return [term.strip() for term in terms if term.strip()]
+
+
+def _label_selector(text: str) -> Callable[[Mapping[str, str]], bool]:
+    """Compile ``a=b,c!=d,e in (f,g),h notin (i),j,!k`` into a predicate over a labels dict."""
+    requirements: list[tuple[str, str, frozenset[str]]] = []  # (key, operator, values)
+    for term in _split_selector(text):
+        if m := re.fullmatch(r'([^\s!=(),]+)\s+(in|notin)\s+\(([^)]*)\)', term):
+            requirements.append((m[1], m[2], frozenset(v.strip() for v in m[3].split(',') if v.strip())))
+        elif m := re.fullmatch(r'([^\s!=(),]+)\s*(==|=|!=)\s*([^\s!=(),]*)', term):
+            requirements.append((m[1], 'notin' if m[2] == '!=' else 'in', frozenset({m[3]})))
+        elif m := re.fullmatch(r'!\s*([^\s!=(),]+)', term):
+            requirements.append((m[1], 'absent', frozenset()))
+        elif m := re.fullmatch(r'[^\s!=(),]+', term):
+            requirements.append((m[0], 'present', frozenset()))
+        else:
+            raise ValueError(f'unable to parse requirement: {term!r}')
+
+    def match(labels: Mapping[str, str]) -> bool:
+        for key, operator, values in requirements:
+            value = labels.get(key)
+            if ((operator == 'in' and value not in values) or (operator == 'notin' and value in values)
+                    or (operator == 'present' and key not in labels) or (operator == 'absent' and key in labels)):
+                return False
+        return True
+    return match
+
+
+def _field_value(obj: Any, path: str) -> str:
+    for part in path.split('.'):
+        obj = obj.get(part) if isinstance(obj, dict) else None
+    if isinstance(obj, bool):
+        return 'true' if obj else 'false'
+    return '' if obj is None else str(obj)
+
+
+def _field_selector(text: str) -> Callable[[Body], bool]:
+    """Compile ``metadata.name=x,status.phase!=Running`` into a predicate over an object."""
+    requirements: list[tuple[str, bool, str]] = []  # (path, equal, value)
+    for term in _split_selector(text):
+        m = re.fullmatch(r'([\w.]+)\s*(==|=|!=)\s*(.*)', term)
+        if m is None:
+            raise ValueError(f'invalid field selector: {term!r}')
+        requirements.append((m[1], m[2] != '!=', m[3].strip()))
+    return lambda obj: all((_field_value(obj, path) == value) == equal for path, equal, value in requirements)
+
+
+def _install_parsing_fixes() -> None:
+    """Work around two request-parsing gaps of kmock 0.8 (only these cases change; the rest is kmock's).
+
+    * ``/api/v1/namespaces[/name[/status]]`` is read as a *namespaced* path: ``/api/v1/namespaces/foo`` means
+      "namespace foo, no resource", and the bare collection crashes the parser — so Namespace objects could
+      not be created, read or listed.
+    * ``?watch=True`` (what the ``kubernetes`` client sends) is not a watch for kmock, only ``watch=true`` is;
+      the API server parses it with Go's ``strconv.ParseBool``.
+    """
+    parsing = kmock._internal.parsing
+    if getattr(parsing.parse_path, '_fake_cluster_fix', False):
+        return
+    original_parse_path, original_guess_k8s = parsing.parse_path, parsing.guess_k8s
+
+    def parse_path(path: str) -> kmock._internal.parsing.ParsedPath:
+        parts = path.strip('/').split('/')
+        if parts[:3] == ['api', 'v1', 'namespaces'] and (
+                len(parts) <= 4 or (len(parts) == 5 and parts[4] in ('status', 'finalize'))):
+            return parsing.ParsedPath(group='', version='v1', plural='namespaces',
+                                      name=parts[3] if len(parts) > 3 else None,
+                                      subresource=parts[4] if len(parts) > 4 else None)
+        return original_parse_path(path)
+
+    def guess_k8s(k8s: kmock._internal.parsing.ParsedPath, method: kmock.method, query: dict[str, str]
+                  ) -> kmock.action | None:
+        if k8s.group is not None and method == kmock.method.GET and query.get('watch') in _GO_TRUE:
+            return kmock.action.WATCH
+        return original_guess_k8s(k8s, method, query)
+
+    parse_path._fake_cluster_fix = True  # type: ignore[attr-defined]
+    parsing.parse_path, parsing.guess_k8s = parse_path, guess_k8s
+
+
+_install_parsing_fixes()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# CRD structural schemas: pruning, defaulting, validation (the API server does all three for custom resources).
+# --------------------------------------------------------------------------------------------------------------
+
+def _prune_and_default(value: Any, schema: Mapping[str, Any]) -> Any:
+    """Drop undeclared fields and non-nullable nulls, then fill defaults — what the API server does to CRs."""
+    if isinstance(value, dict) and (schema.get('type') == 'object' or 'properties' in schema):
+        properties: Mapping[str, Any] = schema.get('properties') or {}
+        extra = schema.get('additionalProperties')
+        keep_unknown = extra is True or bool(schema.get('x-kubernetes-preserve-unknown-fields'))
+        result: Body = {}
+        for key, item in value.items():
+            sub = properties.get(key, extra if isinstance(extra, dict) else None)
+            if sub is None:
+                if keep_unknown:
+                    result[key] = item
+                continue  # pruned, silently — a classic source of "my status field vanished"
+            if item is None and not sub.get('nullable'):
+                continue
+            result[key] = _prune_and_default(item, sub)
+        for key, sub in properties.items():
+            if key not in result and 'default' in sub:
+                result[key] = _prune_and_default(copy.deepcopy(sub['default']), sub)
+        return result
+    if isinstance(value, list) and isinstance(schema.get('items'), dict):
+        return [_prune_and_default(item, schema['items']) for item in value]
+    return value
+
+
+def _jsonschema_of(schema: Any) -> Any:
+    """Turn an OpenAPI v3 CRD schema into plain JSON Schema (``nullable`` → a ``null`` type)."""
+    if isinstance(schema, list):
+        return [_jsonschema_of(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    result = {key: _jsonschema_of(value) for key, value in schema.items() if not key.startswith('x-kubernetes-')}
+    if schema.get('nullable') and isinstance(result.get('type'), str):
+        result['type'] = [result['type'], 'null']
+    if schema.get('x-kubernetes-int-or-string'):
+        result.setdefault('anyOf', [{'type': 'integer'}, {'type': 'string'}])
+    return result
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The API server.
+# --------------------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class _Change:
+    """One stored write; watches replay these from any resourceVersion, so list-then-watch loses nothing."""
+
+    rv: int
+    type: str  # ADDED, MODIFIED, DELETED
+    obj: Body
+    old: Body | None  # the previous state: a label-selector watch must see objects leave or enter its set
+
+
+@attrs.define(kw_only=True)
+class ClusterEmulator(kmock.KubernetesEmulator):
+    """kmock's Kubernetes emulator with the API-server semantics operators depend on.
+
+    kmock stores and serves objects; this adds: uid/resourceVersion/creationTimestamp/generation, apiVersion and
+    kind, generateName, status subresources (the main endpoint ignores ``status``, ``/status`` ignores the rest),
+    merge/strategic/JSON patches and PUT, resourceVersion preconditions (409), no-op writes that change nothing,
+    label and field selectors on list/watch/deletecollection, watches that resume from a resourceVersion,
+    finalizers, ownerReference garbage collection (background), namespace deletion, built-in defaulting and
+    schema checks for Jobs/Pods/Secrets/Services, and CRDs: creating one installs its resource with its schema.
+
+    All methods run on the emulator's event loop and never await while writing, so every write is atomic.
+    The mutations happen in kmock's *fallback* reactions, so a test's own reaction on the emulator
+    (e.g. ``cluster.emulator['create batch/v1/jobs'] << 500``) replaces the write instead of answering on top of it.
+    """
+
+    validate: str | None = KUBERNETES_VERSION  # built-in schemas to check against; None to skip
+    bookmark_interval: float = 30.0  # Kopf calls a watch dead after 70 s of silence
+
+    _custom: set[kmock.resource] = attrs.field(factory=set, init=False)
+    _schemas: dict[kmock.resource, Any] = attrs.field(factory=dict, init=False)
+    _rv: int = attrs.field(default=0, init=False)
+    _changes: collections.defaultdict[kmock.resource, list[_Change]] = attrs.field(
+        factory=lambda: collections.defaultdict(list), init=False)
+    _watchers: collections.defaultdict[kmock.resource, set[asyncio.Queue[_Change | None]]] = attrs.field(
+        factory=lambda: collections.defaultdict(set), init=False)
+    _service_ips: Iterator[int] = attrs.field(factory=lambda: itertools.count(10), init=False)
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()  # registers _serve_list/_serve_watch/... (overridden below) as fallbacks
+        self.fallback[kmock.method.PUT] << self._serve_replace
+        self.fallback[kmock.method.DELETE] << self._serve_delete_collection
+
+    # ---- resources --------------------------------------------------------------------------------------------
+
+    def install(self, spec: ResourceSpec, schema: Mapping[str, Any] | None = None) -> None:
+        """Serve a resource (discovery included); ``schema`` is a CRD's openAPIV3Schema for custom resources."""
+        res = kmock.resource(spec.name)
+        self.resources[res] = kmock.ResourceInfo(
+            kind=spec.kind, singular=spec.kind.lower(), namespaced=spec.namespaced,
+            verbs=ALL_VERBS, subresources=spec.subresources)
+        if spec.custom:
+            self._custom.add(res)
+        if schema is not None:
+            self._schemas[res] = schema
+
+    def uninstall(self, name: str) -> None:
+        """Stop serving a resource and delete its objects, as deleting its CRD does."""
+        res = kmock.resource(name)
+        for key in [key for key in self._objects if key[0] == res]:
+            obj = self._objects[key]
+            if not obj.deleted:
+                self._store(res, 'DELETED', copy.deepcopy(obj.raw), obj.raw)
+        self._schemas.pop(res, None)
+        self._custom.discard(res)
+        if res in self.resources:
+            del self.resources[res]
+
+    def close_watches(self) -> None:
+        """End every open watch stream, so that the HTTP server can shut down without waiting for them."""
+        for queues in self._watchers.values():
+            for queue in queues:
+                queue.put_nowait(None)
+
+    @property
+    def watch_count(self) -> int:
+        """How many watch streams are open now (e.g. to see that an operator is watching)."""
+        return sum(len(queues) for queues in self._watchers.values())
+
+    # ---- request plumbing -------------------------------------------------------------------------------------
+
+    async def _handle(self, request: kmock.Request) -> Any:
+        # Deliberately skip KubernetesEmulator._handle: it stores writes naively *before* reactions run.
+        # Here, the fallback reactions below do all the writing.
+        return await kmock.RawHandler._handle(self, request)
+
+    async def _serve_server_version(self, request: kmock.Request) -> Any:
+        major, minor = KUBERNETES_VERSION.split('.')
+        return {'major': major, 'minor': minor, 'gitVersion': f'v{KUBERNETES_VERSION}.0-fake',
+                'platform': 'linux/amd64'}
+
+    def _resource(self, request: kmock.Request) -> tuple[kmock.resource, kmock.ResourceInfo]:
+        res = request.resource
+        if res is None or res.plural is None or res not in self.resources:
+            raise _error(404, 'NotFound', 'the server could not find the requested resource')
+        info = self.resources[res]
+        if not info.namespaced and request.namespace is not None:
+            raise _error(404, 'NotFound', f'{_qualified(res)} is not namespaced')
+        return res, info
+
+    def _current(self, res: kmock.resource, namespace: str | None, name: str) -> Body | None:
+        key = (res, namespace, name)
+        if key in self._objects and not self._objects[key].deleted:
+            return self._objects[key].raw
+        return None
+
+    def _live(self, res: kmock.resource | None = None) -> Iterator[tuple[kmock.resource, Body]]:
+        for (key_res, _, _), obj in list(self._objects.items()):
+            if (res is None or key_res == res) and not obj.deleted:
+                yield key_res, obj.raw
+
+    def _existing(self, request: kmock.Request, res: kmock.resource, info: kmock.ResourceInfo) -> Body:
+        if request.name is None:
+            raise _error(405, 'MethodNotAllowed', 'the server does not allow this method on the requested resource')
+        if info.namespaced and request.namespace is None:
+            raise _error(404, 'NotFound', 'the server could not find the requested resource')
+        obj = self._current(res, request.namespace, request.name)
+        if obj is None:
+            raise _not_found(res, request.name)
+        return obj
+
+    @staticmethod
+    def _content_type(request: kmock.Request) -> str:
+        for key, value in request.headers.items():
+            if key.lower() == 'content-type':
+                return value.split(';')[0].strip().lower()
+        return ''
+
+    def _matcher(self, request: kmock.Request) -> Callable[[Body], bool]:
+        try:
+            labels = _label_selector(request.params.get('labelSelector', ''))
+            fields = _field_selector(request.params.get('fieldSelector', ''))
+        except ValueError as e:
+            raise _error(400, 'BadRequest', str(e)) from e
+        namespace, name = request.namespace, request.name
+
+        def match(obj: Body) -> bool:
+            meta = obj.get('metadata') or {}
+            return ((namespace is None or meta.get('namespace') == namespace)
+                    and (name is None or meta.get('name') == name)
+                    and labels(meta.get('labels') or {}) and fields(obj))
+        return match
+
+    def _list_body(self, res: kmock.resource, info: kmock.ResourceInfo, items: list[Body]) -> Body:
+        return {'apiVersion': _api_version(res), 'kind': f'{info.kind}List',
+                'metadata': {'resourceVersion': str(self._rv)}, 'items': items}
+
+    # ---- reads ------------------------------------------------------------------------------------------------
+
+    def _serve_list(self, request: kmock.Request) -> Any:  # type: ignore[override]
+        res, info = self._resource(request)
+        match = self._matcher(request)
+        items = [obj for _, obj in self._live(res) if match(obj)]
+        items.sort(key=lambda obj: (obj['metadata'].get('namespace') or '', obj['metadata']['name']))
+        return self._list_body(res, info, items)
+
+    def _serve_fetch(self, request: kmock.Request) -> Any:  # type: ignore[override]
+        res, info = self._resource(request)
+        if request.subresource is not None and (request.subresource != 'status' or 'status' not in info.subresources):
+            raise _error(404, 'NotFound', 'the server could not find the requested resource')
+        return self._existing(request, res, info)
+
+    async def _serve_watch(self, request: kmock.Request) -> AsyncIterator[Any]:  # type: ignore[override]
+        # Everything up to the first yield runs before the response starts: errors become proper 4xx answers,
+        # and the snapshot + subscription happen with no await in between, so no change can slip through.
+        res, info = self._resource(request)
+        match = self._matcher(request)
+        params = request.params
+        since = params.get('resourceVersion', '')
+        bookmarks = params.get('allowWatchBookmarks') == 'true'
+        timeout = float(params['timeoutSeconds']) if params.get('timeoutSeconds') else None
+        backlog: list[Body] = []
+        if since in ('', '0') or params.get('sendInitialEvents') == 'true':
+            backlog = [{'type': 'ADDED', 'object': obj} for _, obj in self._live(res) if match(obj)]
+            if params.get('sendInitialEvents') == 'true' and bookmarks:
+                backlog.append(self._bookmark(res, info, initial_events_end=True))
+        else:
+            try:
+                since_rv = int(since)
+            except ValueError:
+                raise _error(400, 'BadRequest', f'invalid resourceVersion: {since!r}') from None
+            for change in self._changes[res]:
+                if change.rv > since_rv and (event := self._event(change, match)) is not None:
+                    backlog.append(event)
+        queue: asyncio.Queue[_Change | None] = asyncio.Queue()
+        self._watchers[res].add(queue)
+        try:
+            yield b''  # start the streaming response
+            for event in backlog:
+                yield event
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout if timeout is not None else None
+            while True:
+                wait = self.bookmark_interval
+                if deadline is not None:
+                    wait = min(wait, deadline - loop.time())
+                    if wait <= 0:
+                        return
+                try:
+                    async with asyncio.timeout(wait):
+                        live = await queue.get()
+                except TimeoutError:
+                    if bookmarks and queue.empty():
+                        yield self._bookmark(res, info)
+                    continue
+                if live is None:  # the server is shutting down
+                    return
+                if (event := self._event(live, match)) is not None:
+                    yield event
+        finally:
+            self._watchers[res].discard(queue)
+
+    def _bookmark(self, res: kmock.resource, info: kmock.ResourceInfo, initial_events_end: bool = False) -> Body:
+        meta: Body = {'resourceVersion': str(self._rv)}
+        if initial_events_end:
+            meta['annotations'] = {'k8s.io/initial-events-end': 'true'}
+        return {'type': 'BOOKMARK', 'object': {'apiVersion': _api_version(res), 'kind': info.kind, 'metadata': meta}}
+
+    @staticmethod
+    def _event(change: _Change, match: Callable[[Body], bool]) -> Body | None:
+        """What one watcher sees of a change: objects entering/leaving its selector are ADDED/DELETED."""
+        now = change.type != 'DELETED' and match(change.obj)
+        before = change.old is not None and match(change.old)
+        if change.type == 'DELETED':
+            return {'type': 'DELETED', 'object': change.obj} if before or match(change.obj) else None
+        if now and (before or change.type == 'ADDED'):
+            return {'type': change.type, 'object': change.obj}
+        if now:
+            return {'type': 'ADDED', 'object': change.obj}
+        if before:
+            return {'type': 'DELETED', 'object': change.obj}
+        return None
+
+    # ---- writes -----------------------------------------------------------------------------------------------
+
+    def _store(self, res: kmock.resource, kind: str, obj: Body, old: Body | None) -> None:
+        self._rv += 1
+        obj['metadata']['resourceVersion'] = str(self._rv)
+        key = (res, obj['metadata'].get('namespace'), obj['metadata']['name'])
+        if kind == 'DELETED':
+            self._objects[key].delete()  # soft: kmock keeps the history for assertions
+        elif key in self._objects:
+            self._objects[key].history.append(obj)
+        else:
+            self._objects[key] = obj
+        change = _Change(self._rv, kind, obj, old)
+        self._changes[res].append(change)
+        for queue in self._watchers[res]:
+            queue.put_nowait(change)
+
+    def _serve_create(self, request: kmock.Request) -> Any:  # type: ignore[override]
+        res, info = self._resource(request)
+        if request.subresource is not None:
+            raise _error(404, 'NotFound', 'the server could not find the requested resource')
+        body = request.data
+        if not isinstance(body, dict) or not isinstance(body.get('metadata', {}), dict):
+            raise _error(400, 'BadRequest', 'the request body must be a JSON object with object metadata')
+        obj = copy.deepcopy(body)
+        meta = obj.setdefault('metadata', {})
+        namespace: str | None = None
+        if info.namespaced:
+            namespace = request.namespace
+            if namespace is None:
+                raise _error(404, 'NotFound', 'the server could not find the requested resource')
+            if meta.get('namespace') not in (None, '', namespace):
+                raise _error(400, 'BadRequest', 'the namespace of the provided object does not match the '
+                                                'namespace sent on the request')
+            meta['namespace'] = namespace
+        else:
+            meta.pop('namespace', None)
+        name = meta.get('name') or self._generate_name(res, namespace, meta.get('generateName'), info.kind)
+        self._check_name(res, info, name)
+        if self._current(res, namespace, name) is not None:
+            raise _error(409, 'AlreadyExists', f'{_qualified(res)} "{name}" already exists', name=name,
+                         kind=res.plural)
+        for key in ('deletionTimestamp', 'deletionGracePeriodSeconds', 'resourceVersion', 'managedFields',
+                    'selfLink'):
+            meta.pop(key, None)
+        meta.update(name=name, uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1)
+        obj = {'apiVersion': _api_version(res), 'kind': info.kind,
+               **{key: value for key, value in obj.items() if key not in ('apiVersion', 'kind')}}
+        if 'status' in info.subresources:
+            obj.pop('status', None)  # the status is written through /status only, by controllers
+        obj = self._admit(res, info, obj, None)
+        self._store(res, 'ADDED', obj, None)
+        if res == _CRDS:
+            self._install_crd(obj)
+        return kmock.Response(status=201, payload=obj)  # type: ignore[attr-defined]  # not in kmock.__all__
+
+    def _serve_update(self, request: kmock.Request) -> Any:  # type: ignore[override]
+        res, info = self._resource(request)
+        current = self._existing(request, res, info)
+        content_type, patch = self._content_type(request), request.data
+        precondition: str | None = None
+        if content_type == _JSON_PATCH:
+            if not isinstance(patch, list):
+                raise _error(400, 'BadRequest', 'a JSON patch must be a list of operations')
+            new = _json_patch(current, patch)
+        elif content_type in (_MERGE_PATCH, _STRATEGIC_PATCH):
+            if content_type == _STRATEGIC_PATCH and res in self._custom:
+                raise _error(415, 'UnsupportedMediaType', 'the body of the request was in an unknown format - '
+                             'accepted media types include: application/json-patch+json, '
+                             'application/merge-patch+json, application/apply-patch+yaml')
+            if not isinstance(patch, dict):
+                raise _error(400, 'BadRequest', 'a merge patch must be a JSON object')
+            # Strategic merge is approximated by a JSON merge patch: lists are replaced, not merged by key.
+            new = _merge_patch(current, patch)
+            precondition = (patch.get('metadata') or {}).get('resourceVersion')
+        else:
+            raise _error(415, 'UnsupportedMediaType', f'unsupported patch type: {content_type!r}')
+        return self._update(res, info, request.subresource, current, new, precondition)
+
+    def _serve_replace(self, request: kmock.Request) -> Any:
+        res, info = self._resource(request)
+        current = self._existing(request, res, info)
+        body = request.data
+        if not isinstance(body, dict):
+            raise _error(400, 'BadRequest', 'the request body must be a JSON object')
+        meta = body.get('metadata') or {}
+        if meta.get('name') not in (None, request.name):
+            raise _error(400, 'BadRequest', 'the name of the object does not match the name on the URL')
+        return self._update(res, info, request.subresource, current, body, meta.get('resourceVersion'))
+
+    def _update(self, res: kmock.resource, info: kmock.ResourceInfo, subresource: str | None,
+                current: Body, new: Body, precondition: str | None) -> Body:
+        old_meta = current['metadata']
+        new = copy.deepcopy(new)  # patches share unpatched branches with the stored version
+        if precondition and precondition != old_meta['resourceVersion']:
+            raise _error(409, 'Conflict', f'Operation cannot be fulfilled on {_qualified(res)} '
+                         f'"{old_meta["name"]}": the object has been modified; please apply your changes to the '
+                         f'latest version and try again', name=old_meta['name'], kind=res.plural)
+        if subresource is not None and (subresource != 'status' or 'status' not in info.subresources):
+            raise _error(404, 'NotFound', 'the server could not find the requested resource')
+        if subresource == 'status':  # only the status changes through /status
+            status = new.get('status')
+            new = copy.deepcopy(current)
+            new.pop('status', None)
+            if status is not None:
+                new['status'] = status
+        else:
+            if not isinstance(new.get('metadata'), dict):
+                new['metadata'] = {}
+            for key in ('name', 'namespace', 'uid', 'creationTimestamp', 'generation', 'deletionTimestamp',
+                        'deletionGracePeriodSeconds'):
+                if key in old_meta:
+                    new['metadata'][key] = old_meta[key]
+                else:
+                    new['metadata'].pop(key, None)
+            new['apiVersion'], new['kind'] = current['apiVersion'], current['kind']
+            if 'status' in info.subresources:  # the main endpoint ignores status changes
+                new.pop('status', None)
+                if 'status' in current:
+                    new['status'] = copy.deepcopy(current['status'])
+        new['metadata'].pop('resourceVersion', None)
+        new = self._admit(res, info, new, current)
+        if new == {**current, 'metadata': {k: v for k, v in old_meta.items() if k != 'resourceVersion'}}:
+            return current  # a no-op write: no new resourceVersion, no watch event — as in Kubernetes
+        if self._essence(new, info) != self._essence(current, info):
+            new['metadata']['generation'] = old_meta.get('generation', 1) + 1
+        self._store(res, 'MODIFIED', new, current)
+        if res == _CRDS:
+            self._install_crd(new)
+        if new['metadata'].get('deletionTimestamp') and not new['metadata'].get('finalizers'):
+            return self._purge(res, new)
+        return new
+
+    @staticmethod
+    def _essence(obj: Body, info: kmock.ResourceInfo) -> Body:
+        """What ``metadata.generation`` tracks: all but metadata (and status, if it is a subresource)."""
+        skipped = {'metadata', 'status'} if 'status' in info.subresources else {'metadata'}
+        return {key: value for key, value in obj.items() if key not in skipped}
+
+    def _serve_delete(self, request: kmock.Request) -> Any:  # type: ignore[override]
+        res, info = self._resource(request)
+        if request.subresource is not None:
+            raise _error(404, 'NotFound', 'the server could not find the requested resource')
+        current = self._existing(request, res, info)
+        options = request.data if isinstance(request.data, dict) else {}
+        preconditions = options.get('preconditions') or {}
+        for field, actual in (('uid', current['metadata']['uid']),
+                              ('resourceVersion', current['metadata']['resourceVersion'])):
+            if preconditions.get(field) and preconditions[field] != actual:
+                raise _error(409, 'Conflict', f'Precondition failed: {field} in precondition: '
+                             f'{preconditions[field]}, {field} in object meta: {actual}')
+        return self._delete(res, current, self._propagation(request))
+
+    def _serve_delete_collection(self, request: kmock.Request) -> Any:
+        if request.name is not None:
+            raise NotImplementedError  # not ours: named deletes are served by _serve_delete
+        res, info = self._resource(request)
+        match = self._matcher(request)
+        propagation = self._propagation(request)
+        deleted = []
+        for _, obj in list(self._live(res)):
+            current = self._current(res, obj['metadata'].get('namespace'), obj['metadata']['name'])
+            if current is not None and match(current):  # an earlier deletion's cascade may have taken it
+                deleted.append(self._delete(res, current, propagation))
+        return self._list_body(res, info, deleted)
+
+    @staticmethod
+    def _propagation(request: kmock.Request) -> str:
+        options = request.data if isinstance(request.data, dict) else {}
+        policy = options.get('propagationPolicy') or request.params.get('propagationPolicy')
+        if policy is None and options.get('orphanDependents') is True:
+            policy = 'Orphan'
+        return policy or 'Background'  # NB: a real API server orphans a batch/v1 Job's pods by default
+
+    def _delete(self, res: kmock.resource, current: Body, propagation: str) -> Body:
+        meta = current['metadata']
+        if meta.get('deletionTimestamp'):
+            return current
+        if meta.get('finalizers'):
+            new = copy.deepcopy(current)
+            new['metadata'].update(deletionTimestamp=_now(), deletionGracePeriodSeconds=0)
+            self._store(res, 'MODIFIED', new, current)
+            return new
+        return self._purge(res, current, propagation)
+
+    def _purge(self, res: kmock.resource, current: Body, propagation: str = 'Background') -> Body:
+        gone = copy.deepcopy(current)
+        self._store(res, 'DELETED', gone, current)
+        uid = gone['metadata']['uid']
+        if res == _NAMESPACES:
+            for child_res, obj in list(self._live()):
+                if obj['metadata'].get('namespace') == gone['metadata']['name']:
+                    self._delete_if_live(child_res, obj)
+        if res == _CRDS:
+            for spec, _ in self._crd_resources(gone):
+                self.uninstall(spec.name)
+        if propagation != 'Orphan':
+            self._collect_garbage(uid)
+        return gone
+
+    def _collect_garbage(self, owner_uid: str) -> None:
+        """Delete the dependents whose owners are all gone (background propagation)."""
+        live = list(self._live())
+        live_uids = {obj['metadata']['uid'] for _, obj in live}
+        for res, obj in live:
+            owners = {ref.get('uid') for ref in obj['metadata'].get('ownerReferences') or []}
+            if owner_uid in owners and not owners & live_uids:
+                self._delete_if_live(res, obj)
+
+    def _delete_if_live(self, res: kmock.resource, obj: Body) -> None:
+        """Delete an object unless an earlier cascade step already did (a cascade can reach it twice)."""
+        current = self._current(res, obj['metadata'].get('namespace'), obj['metadata']['name'])
+        if current is not None and current['metadata']['uid'] == obj['metadata']['uid']:
+            self._delete(res, current, 'Background')
+
+    # ---- admission: names, defaults, validation ---------------------------------------------------------------
+
+    def _generate_name(self, res: kmock.resource, namespace: str | None, prefix: str | None, kind: str | None
+                       ) -> str:
+        if not prefix:
+            raise _error(422, 'Invalid', f'{kind} is invalid: metadata.name: Required value: name or '
+                                         f'generateName is required')
+        for _ in range(100):
+            name = prefix[:58] + ''.join(random.choices(_NAME_ALPHABET, k=5))
+            if self._current(res, namespace, name) is None:
+                return name
+        raise _error(500, 'InternalError', 'unable to generate a unique name')
+
+    @staticmethod
+    def _check_name(res: kmock.resource, info: kmock.ResourceInfo, name: str) -> None:
+        pattern, limit = _DNS1123_SUBDOMAIN, 253
+        if res.group == '' and res.plural in ('services',):
+            pattern, limit = _DNS1035_LABEL, 63
+        elif res.group == '' and res.plural == 'namespaces':
+            pattern, limit = _DNS1123_LABEL, 63
+        elif res == _JOBS:
+            limit = 63  # the name becomes a label value on the Job's pods
+        if not isinstance(name, str) or len(name) > limit or not pattern.fullmatch(name):
+            raise _error(422, 'Invalid', f'{info.kind} "{name}" is invalid: metadata.name: Invalid value: '
+                         f'"{name}": must be a lowercase RFC 1123 name of at most {limit} characters')
+
+    def _admit(self, res: kmock.resource, info: kmock.ResourceInfo, obj: Body, old: Body | None) -> Body:
+        if res == _JOBS:
+            self._admit_job(obj, old)
+        elif res == kmock.resource('v1/secrets'):
+            self._admit_secret(obj)
+        elif res == kmock.resource('v1/services'):
+            self._admit_service(obj, old)
+        elif res == kmock.resource('v1/pods') and old is None:
+            obj.setdefault('status', {}).setdefault('phase', 'Pending')
+        elif res == _NAMESPACES:
+            obj.setdefault('spec', {})
+            obj['status'] = {**(obj.get('status') or {}),
+                             'phase': 'Terminating' if obj['metadata'].get('deletionTimestamp') else 'Active'}
+        elif res == _CRDS:
+            self._admit_crd(obj, old)
+        if res in self._schemas:
+            obj = self._check_custom(res, info, obj)
+        elif self.validate and res not in self._custom and info.kind not in _UNCHECKED_KINDS:
+            self._check_builtin(obj)
+        return obj
+
+    def _check_builtin(self, obj: Body) -> None:
+        try:
+            kubernetes_validate.validate(obj, self.validate or KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.SchemaNotFoundError:
+            pass
+        except jsonschema.ValidationError as e:
+            path = '.'.join(str(part) for part in e.absolute_path) or '<root>'
+            raise _error(422, 'Invalid', f'{obj.get("kind")} "{obj["metadata"].get("name")}" is invalid: '
+                                         f'{path}: {e.message}') from None
+
+    def _check_custom(self, res: kmock.resource, info: kmock.ResourceInfo, obj: Body) -> Body:
+        """Prune, default and validate a custom resource against its CRD schema (metadata is never pruned)."""
+        schema = dict(self._schemas[res])
+        schema['properties'] = {key: value for key, value in (schema.get('properties') or {}).items()
+                                if key not in ('metadata', 'apiVersion', 'kind')}
+        schema['required'] = [key for key in schema.get('required') or [] if key != 'metadata']
+        content = _prune_and_default({key: value for key, value in obj.items()
+                                      if key not in ('metadata', 'apiVersion', 'kind')}, schema)
+        try:
+            jsonschema.validate(content, _jsonschema_of(schema))
+        except jsonschema.ValidationError as e:
+            path = '.'.join(str(part) for part in e.absolute_path) or '<root>'
+            raise _error(422, 'Invalid', f'{info.kind}.{res.group} "{obj["metadata"].get("name")}" is invalid: '
+                                         f'{path}: {e.message}') from None
+        return {'apiVersion': obj['apiVersion'], 'kind': obj['kind'], 'metadata': obj['metadata'], **content}
+
+    @staticmethod
+    def _admit_job(job: Body, old: Body | None) -> None:
+        spec = job.setdefault('spec', {})
+        meta = job['metadata']
+        if old is not None:
+            for field in ('template', 'completionMode', 'selector', 'completions', 'backoffLimitPerIndex',
+                          'podFailurePolicy', 'manualSelector'):
+                if old.get('spec', {}).get(field) != spec.get(field):
+                    raise _error(422, 'Invalid', f'Job.batch "{meta["name"]}" is invalid: spec.{field}: '
+                                                 f'Invalid value: field is immutable')
+            return
+        spec.setdefault('completionMode', 'NonIndexed')
+        if spec['completionMode'] == 'Indexed' and spec.get('completions') is None:
+            raise _error(422, 'Invalid', f'Job.batch "{meta["name"]}" is invalid: spec.completions: Required '
+                                         f'value: when completion mode is Indexed')
+        if spec.get('completions') is None and spec.get('parallelism') is None:
+            spec['completions'] = 1
+        spec.setdefault('parallelism', 1)
+        spec.setdefault('backoffLimit', 2147483647 if spec.get('backoffLimitPerIndex') is not None else 6)
+        spec.setdefault('suspend', False)
+        spec.setdefault('podReplacementPolicy', 'TerminatingOrFailed')
+        uid, name = meta['uid'], meta['name']
+        labels = {'batch.kubernetes.io/controller-uid': uid, 'batch.kubernetes.io/job-name': name,
+                  'controller-uid': uid, 'job-name': name}
+        spec.setdefault('selector', {'matchLabels': {'batch.kubernetes.io/controller-uid': uid}})
+        template = spec.setdefault('template', {})
+        template_meta = template.setdefault('metadata', {})
+        template_meta['labels'] = {**(template_meta.get('labels') or {}), **labels}
+        if (template.get('spec') or {}).get('restartPolicy') not in ('Never', 'OnFailure'):
+            raise _error(422, 'Invalid', f'Job.batch "{name}" is invalid: spec.template.spec.restartPolicy: '
+                                         f'Required value: valid values: "OnFailure", "Never"')
+
+    @staticmethod
+    def _admit_secret(secret: Body) -> None:
+        data = dict(secret.get('data') or {})
+        for key, value in (secret.pop('stringData', None) or {}).items():
+            data[key] = base64.b64encode(str(value).encode()).decode()
+        for key, value in data.items():
+            try:
+                base64.b64decode(value, validate=True)
+            except (ValueError, TypeError):
+                raise _error(422, 'Invalid', f'Secret "{secret["metadata"]["name"]}" is invalid: data[{key}]: '
+                                             f'illegal base64 data') from None
+        if data:
+            secret['data'] = data
+
+    def _admit_service(self, service: Body, old: Body | None) -> None:
+        spec = service.setdefault('spec', {})
+        spec.setdefault('type', 'ClusterIP')
+        if old is not None:
+            for field in ('clusterIP', 'clusterIPs'):
+                if field in old.get('spec', {}):
+                    spec[field] = old['spec'][field]
+        elif not spec.get('clusterIP'):
+            n = next(self._service_ips)
+            spec['clusterIP'] = f'10.96.{n // 250}.{n % 250 + 1}'
+        if spec.get('clusterIP'):
+            spec.setdefault('clusterIPs', [spec['clusterIP']])
+
+    @staticmethod
+    def _admit_crd(crd: Body, old: Body | None) -> None:
+        now = _now()
+        names = (crd.get('spec') or {}).get('names') or {}
+        storage = [v['name'] for v in (crd.get('spec') or {}).get('versions') or [] if v.get('storage')]
+        crd['status'] = {
+            'acceptedNames': names,
+            'storedVersions': storage,
+            'conditions': [
+                {'type': 'NamesAccepted', 'status': 'True', 'reason': 'NoConflicts',
+                 'message': 'no conflicts found', 'lastTransitionTime': now},
+                {'type': 'Established', 'status': 'True', 'reason': 'InitialNamesAccepted',
+                 'message': 'the initial names have been accepted', 'lastTransitionTime': now},
+            ],
+        }
+
+    @staticmethod
+    def _crd_resources(crd: Body) -> list[tuple[ResourceSpec, Any]]:
+        spec = crd.get('spec') or {}
+        names = spec.get('names') or {}
+        result = []
+        for version in spec.get('versions') or []:
+            if not version.get('served', True):
+                continue
+            subresources = frozenset((version.get('subresources') or {}).keys()) & {'status', 'scale'}
+            schema = (version.get('schema') or {}).get('openAPIV3Schema')
+            result.append((ResourceSpec(f'{spec.get("group")}/{version["name"]}/{names.get("plural")}',
+                                        names.get('kind', ''), namespaced=spec.get('scope') != 'Cluster',
+                                        subresources=subresources, custom=True), schema))
+        return result
+
+    def _install_crd(self, crd: Body) -> None:
+        for spec, schema in self._crd_resources(crd):
+            self.install(spec, schema=schema)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The cluster: the emulator in its own thread, plus thin synchronous helpers for tests.
+# --------------------------------------------------------------------------------------------------------------
+
+class ApiError(Exception):
+    """An HTTP error answered by the fake API server (``status`` is the HTTP code, ``reason`` the K8s reason)."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        self.status = status
+        self.body = body
+        self.reason = body.get('reason', '') if isinstance(body, dict) else ''
+        self.message = body.get('message', '') if isinstance(body, dict) else str(body)
+        super().__init__(f'{status} {self.reason}: {self.message}')
+
+
+class FakeCluster:
+    """A Kubernetes API server on 127.0.0.1 (random port), served from its own thread and event loop.
+
+    Use it as a context manager (or ``start()``/``stop()``). ``resource`` arguments of the helpers are
+    ``"group/version/plural"`` (``"v1/pods"`` for the core group) or a bare plural if it is unambiguous.
+    The helpers are thin synchronous HTTP calls that return plain dicts, so tests see what clients see.
+    """
+
+    def __init__(self, *, resources: Iterable[ResourceSpec] = DEFAULT_RESOURCES,
+                 namespaces: Iterable[str] = ('default',), validate: str | None = KUBERNETES_VERSION,
+                 startup_timeout: float = 10.0) -> None:
+        self._resource_specs = tuple(resources)
+        self._namespaces = tuple(namespaces)
+        self._validate = validate
+        self._startup_timeout = startup_timeout
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._startup_error: BaseException | None = None
+        self._http = urllib3.PoolManager(maxsize=16, retries=False)
+        self._tmpdir: Path | None = None
+        self._emulator: ClusterEmulator | None = None
+        self._url: str | None = None
+        self.kubelet: Kubelet | None = None
+
+    # ---- lifecycle --------------------------------------------------------------------------------------------
+
+    def __enter__(self) -> FakeCluster:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def start(self) -> FakeCluster:
+        if self._thread is not None:
+            raise RuntimeError('the cluster is already started')
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve_forever, args=(ready,), name='fake-kube-apiserver',
+                                        daemon=True)
+        self._thread.start()
+        try:
+            if not ready.wait(self._startup_timeout) or self._startup_error is not None:
+                raise RuntimeError('the fake API server did not start') from self._startup_error
+            self._tmpdir = Path(tempfile.mkdtemp(prefix='fake-cluster-'))
+            self.kubeconfig.write_text(json.dumps({
+                'apiVersion': 'v1', 'kind': 'Config', 'current-context': 'fake',
+                'clusters': [{'name': 'fake', 'cluster': {'server': self.url}}],
+                'users': [{'name': 'fake', 'user': {'token': 'fake'}}],
+                'contexts': [{'name': 'fake', 'context': {'cluster': 'fake', 'user': 'fake',
+                                                          'namespace': 'default'}}],
+            }))
+            for namespace in self._namespaces:
+                self.create('v1/namespaces', {'metadata': {'name': namespace}})
+        except BaseException:
+            self.stop()  # `with` does not call __exit__ when __enter__ fails: leave no thread or files behind
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop the kubelet (if started via :meth:`start_kubelet`) and the API server. Idempotent."""
+        if self.kubelet is not None:
+            self.kubelet.stop()
+        if self._thread is not None and self._loop is not None and self._stopping is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                self._loop.call_soon_threadsafe(self._stopping.set)
+            self._thread.join(timeout=30)
+        self._thread = None
+        self._http.clear()
+        if self._tmpdir is not None:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
+
+    def _serve_forever(self, ready: threading.Event) -> None:
+        try:
+            asyncio.run(self._serve(ready))
+        except BaseException as e:  # surfaced by start() if it happens before the server is up
+            self._startup_error = e
+            logger.exception('the fake API server crashed')
+        finally:
+            ready.set()
+
+    async def _serve(self, ready: threading.Event) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        emulator = ClusterEmulator(validate=self._validate)
+        for spec in self._resource_specs:
+            emulator.install(spec)
+        # NB: aiohttp's RawTestServer rather than kmock.Server: the latter patches aiohttp's DNS resolution
+        # process-wide and fails on exit if two servers are stopped in other than the reverse order.
+        # No access log: requests are recorded in `emulator.requests`, and Kopf's log stays readable.
+        server = aiohttp.test_utils.RawTestServer(emulator, host='127.0.0.1')
+        async with emulator:
+            await server.start_server(access_log=None)
+            try:
+                self._emulator = emulator
+                self._url = str(server.make_url('')).rstrip('/')
+                ready.set()
+                await self._stopping.wait()
+                emulator.close_watches()
+            finally:
+                await server.close()
+
+    @property
+    def url(self) -> str:
+        if self._url is None:
+            raise RuntimeError('the cluster is not started')
+        return self._url
+
+    @property
+    def emulator(self) -> ClusterEmulator:
+        """The kmock handler, e.g. for ``cluster.emulator['create batch/v1/jobs'] << 500`` (set up before use)."""
+        if self._emulator is None:
+            raise RuntimeError('the cluster is not started')
+        return self._emulator
+
+    @property
+    def kubeconfig(self) -> Path:
+        """A kubeconfig file pointing at this cluster (``kubernetes.config.load_kube_config(str(path))``)."""
+        if self._tmpdir is None:
+            raise RuntimeError('the cluster is not started')
+        return self._tmpdir / 'kubeconfig'
+
+    def call(self, fn: Callable[[], T], timeout: float = 10.0) -> T:
+        """Run ``fn`` on the emulator's event loop: the thread-safe way to touch ``emulator`` state directly."""
+        async def call() -> T:
+            return fn()
+        if self._loop is None:
+            raise RuntimeError('the cluster is not started')
+        return asyncio.run_coroutine_threadsafe(call(), self._loop).result(timeout)
+
+    def install(self, spec: ResourceSpec) -> None:
+        """Serve another resource (as if its CRD were applied), without a schema."""
+        self.call(lambda: self.emulator.install(spec))
+
+    def install_crd(self, crd: Mapping[str, Any]) -> Body:
+        """Create a CRD object (e.g. loaded from a manifest); its resources then get served with its schema."""
+        return self.create('apiextensions.k8s.io/v1/customresourcedefinitions', dict(crd))
+
+    def history(self, resource: str, namespace: str | None, name: str) -> list[Body | None]:
+        """Every stored version of an object, oldest first (``None`` marks a deletion)."""
+        res, _ = self._resolve(resource)
+
+        def versions() -> list[Body | None]:
+            if (res, namespace, name) not in self.emulator.objects:
+                return []
+            return [None if v is None else copy.deepcopy(v.raw)
+                    for v in self.emulator.objects[res, namespace, name].history]
+        return self.call(versions)
+
+    def start_kubelet(self, **options: Any) -> Kubelet:
+        """Start a :class:`Kubelet` that stops together with this cluster."""
+        if self.kubelet is not None:
+            raise RuntimeError('a kubelet is already attached to this cluster')
+        self.kubelet = Kubelet(self, **options).start()
+        return self.kubelet
+
+    # ---- clients ----------------------------------------------------------------------------------------------
+
+    def configuration(self) -> kubernetes.client.Configuration:
+        config = kubernetes.client.Configuration()
+        config.host = self.url
+        return config
+
+    def api_client(self) -> kubernetes.client.ApiClient:
+        """A ``kubernetes`` client pointed at this cluster; close it (or use ``with``) when done."""
+        return kubernetes.client.ApiClient(self.configuration())
+
+    def _resolve(self, resource: str) -> tuple[kmock.resource, bool]:
+        def resolve() -> tuple[kmock.resource, bool]:
+            known = [kmock.resource(key) for key in self.emulator.resources]
+            if resource.count('/') >= 1:
+                candidates = [kmock.resource(resource)]
+            else:
+                candidates = [res for res in known if res.plural == resource]
+            found = [res for res in candidates if res in self.emulator.resources]
+            if len(found) != 1:
+                raise KeyError(f'unknown or ambiguous resource {resource!r}; served: '
+                               f'{sorted(f"{_api_version(r)}/{r.plural}" for r in known)}')
+            return found[0], bool(self.emulator.resources[found[0]].namespaced)
+        return self.call(resolve)
+
+    def path(self, resource: str, namespace: str | None = None, name: str | None = None,
+             subresource: str | None = None) -> str:
+        """The URL path of a collection or an object, e.g. ``/apis/batch/v1/namespaces/ns/jobs/x/status``."""
+        res, namespaced = self._resolve(resource)
+        if not namespaced and namespace is not None:
+            raise ValueError(f'{resource} is cluster-scoped, but a namespace was given')
+        parts = ['/api/v1' if res.group == '' else f'/apis/{res.group}/{res.version}']
+        if namespace is not None:
+            parts.append(f'namespaces/{namespace}')
+        parts.append(str(res.plural))
+        parts += [part for part in (name, subresource) if part is not None]
+        return '/'.join(parts)
+
+    def request(self, method: str, path: str, *, body: Any = None, params: Mapping[str, str] | None = None,
+                content_type: str = 'application/json', timeout: float = 30.0) -> Any:
+        """One raw HTTP call: returns the decoded JSON, raises :class:`ApiError` on HTTP errors."""
+        url = self.url + path + (f'?{urllib.parse.urlencode(params)}' if params else '')
+        response = self._http.request(method, url, body=None if body is None else json.dumps(body).encode(),
+                                      headers={'Content-Type': content_type, 'Accept': 'application/json'},
+                                      timeout=timeout)
+        payload = json.loads(response.data) if response.data else None
+        if response.status >= 400:
+            raise ApiError(response.status, payload)
+        return payload
+
+    def _object(self, method: str, path: str, **kwargs: Any) -> Body:
+        result: Body = self.request(method, path, **kwargs)
+        return result
+
+    def get(self, resource: str, namespace: str | None, name: str, *, subresource: str | None = None
+            ) -> Body | None:
+        """The object, or ``None`` if it does not exist."""
+        try:
+            return self._object('GET', self.path(resource, namespace, name, subresource))
+        except ApiError as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def list(self, resource: str, namespace: str | None = None, *, label_selector: str | None = None,
+             field_selector: str | None = None) -> list[Body]:
+        """Objects in a namespace (or in all namespaces, if ``None``), optionally filtered by selectors."""
+        params = {key: value for key, value in (('labelSelector', label_selector),
+                                                ('fieldSelector', field_selector)) if value}
+        items: list[Body] = self.request('GET', self.path(resource, namespace), params=params)['items']
+        return items
+
+    def create(self, resource: str, body: Mapping[str, Any], namespace: str | None = None) -> Body:
+        """Create an object; the namespace defaults to the body's, then to ``default`` (as kubectl does)."""
+        _, namespaced = self._resolve(resource)
+        if namespaced:
+            namespace = namespace or (body.get('metadata') or {}).get('namespace') or 'default'
+        return self._object('POST', self.path(resource, namespace), body=body)
+
+    def patch(self, resource: str, namespace: str | None, name: str, patch: Any, *,
+              subresource: str | None = None, patch_type: str = 'merge') -> Body:
+        """Patch an object: ``patch_type`` is ``merge`` (default), ``strategic`` or ``json``."""
+        return self._object('PATCH', self.path(resource, namespace, name, subresource), body=patch,
+                            content_type=_PATCH_TYPES[patch_type])
+
+    def replace(self, resource: str, namespace: str | None, name: str, body: Mapping[str, Any], *,
+                subresource: str | None = None) -> Body:
+        """PUT the whole object (a ``metadata.resourceVersion`` in it makes it conditional)."""
+        return self._object('PUT', self.path(resource, namespace, name, subresource), body=body)
+
+    def delete(self, resource: str, namespace: str | None, name: str, *, propagation: str | None = None
+               ) -> Body | None:
+        """Delete an object; returns its last state, or ``None`` if it did not exist."""
+        body = {'propagationPolicy': propagation} if propagation else None
+        try:
+            return self._object('DELETE', self.path(resource, namespace, name), body=body)
+        except ApiError as e:
+            if e.status == 404:
+                return None
+            raise
+
+    # ---- waiting ----------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def wait_for(predicate: Callable[[], T | None], timeout: float = 10.0, interval: float = 0.05,
+                 message: str = '') -> T:
+        """Poll ``predicate`` until it returns something truthy, and return that; ``TimeoutError`` otherwise."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise TimeoutError(message or f'not true within {timeout} s: {predicate!r}')
+            time.sleep(interval)
+
+    def wait_for_job(self, namespace: str, name: str, timeout: float = 30.0) -> Body:
+        """Wait until a Job has a ``Complete`` or ``Failed`` condition; returns the Job."""
+        def finished() -> Body | None:
+            job = self.get('batch/v1/jobs', namespace, name)
+            return job if job is not None and job_finished(job) else None
+        return self.wait_for(finished, timeout, message=f'Job {namespace}/{name} did not finish in {timeout} s')
+
+
+def job_condition(job: Mapping[str, Any], type_: str) -> Body | None:
+    """The Job's condition of that type if its status is "True" (e.g. ``Complete``, ``Failed``)."""
+    for condition in (job.get('status') or {}).get('conditions') or []:
+        if condition.get('type') == type_ and condition.get('status') == 'True':
+            return condition  # type: ignore[no-any-return]
+    return None
+
+
+def job_finished(job: Mapping[str, Any]) -> bool:
+    return job_condition(job, 'Complete') is not None or job_condition(job, 'Failed') is not None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The kubelet (and Job controller): Jobs run as local processes.
+# --------------------------------------------------------------------------------------------------------------
+
+RewriteEnv = Callable[[Body, 'int | None', dict[str, str]], Mapping[str, str]]
+DEFAULT_PASSTHROUGH_ENV = ('PATH', 'HOME', 'TMPDIR', 'LANG', 'LC_ALL', 'TZ')
+MAX_TERMINATION_MESSAGE = 4096  # bytes, as the kubelet reads from terminationMessagePath
+_VAR_REF = re.compile(r'\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)')
+
+
+def _expand(text: str, env: Mapping[str, str]) -> str:
+    """Kubernetes' ``$(VAR)`` expansion in env values, command and args (``$$`` escapes, unknowns stay)."""
+    return _VAR_REF.sub(lambda m: '$' if m[0] == '$$' else env.get(m[1], m[0]), text)
+
+
+def _format_indexes(indexes: Iterable[int]) -> str:
+    """The Job controller's interval format: ``0-2,4,6,7`` (a dash only for runs of three or more)."""
+    ordered, parts = sorted(indexes), []
+    for _, group in itertools.groupby(enumerate(ordered), key=lambda pair: pair[1] - pair[0]):
+        run = [index for _, index in group]
+        if len(run) >= 3:
+            parts.append(f'{run[0]}-{run[-1]}')
+        else:
+            parts += [str(index) for index in run]
+    return ','.join(parts)
+
+
+@contextlib.contextmanager
+def _unless_gone() -> Iterator[None]:
+    """Ignore 404s: the object was deleted (e.g. a Pod collected with its Job), there is nothing to update."""
+    try:
+        yield
+    except ApiError as e:
+        if e.status != 404:
+            raise
+
+
+class _ConfigError(Exception):
+    """The container cannot start yet (a missing Secret key, ...): the pod waits, as in Kubernetes."""
+
+
+@dataclasses.dataclass(eq=False)
+class Attempt:
+    """One attempt of one Job index: a Pod object and (unless injected or blocked) a local process."""
+
+    namespace: str
+    job: str
+    job_uid: str
+    index: int | None  # the completion index of an Indexed Job, else None
+    pod: str
+    log_prefix: Path
+    pid: int | None = None
+    exit_code: int | None = None
+    message: str = ''  # the termination message, as written into the Pod's status
+    injected: bool = False  # failed by Kubelet.fail_next(), without running anything
+    killed: bool = False  # terminated by the kubelet (Job deleted, suspended or failed)
+    waiting: str | None = None  # why the container cannot start yet
+    started_at: str | None = None
+    finished_at: str | None = None
+    slot: int = dataclasses.field(default=0, repr=False)
+    _pod_body: Body = dataclasses.field(default_factory=dict, repr=False)
+    _proc: subprocess.Popen[bytes] | None = dataclasses.field(default=None, repr=False)
+    _injected_code: int | None = dataclasses.field(default=None, repr=False)
+    _kill_deadline: float | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def stdout_path(self) -> Path:
+        return self.log_prefix.with_name(self.log_prefix.name + '.stdout.log')
+
+    @property
+    def stderr_path(self) -> Path:
+        return self.log_prefix.with_name(self.log_prefix.name + '.stderr.log')
+
+    @property
+    def message_path(self) -> Path:
+        return self.log_prefix.with_name(self.log_prefix.name + '.termination-log')
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors='replace') if self.stdout_path.exists() else ''
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors='replace') if self.stderr_path.exists() else ''
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self.exit_code is None
+
+    def _poll(self) -> int | None:
+        if self._injected_code is not None:
+            return self._injected_code
+        if self._proc is None:
+            return None
+        code = self._proc.poll()
+        return None if code is None else (128 - code if code < 0 else code)  # killed by signal N: 128+N
+
+    def _signal(self, signum: int) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._proc.pid, signum)  # the whole process group: shells and their children too
+
+
+@dataclasses.dataclass(eq=False)
+class _JobRun:
+    """The kubelet's memory of one Job (by uid): what succeeded, what failed, what runs."""
+
+    uid: str
+    namespace: str
+    name: str
+    indexed: bool
+    succeeded: set[int] = dataclasses.field(default_factory=set)
+    failed_indexes: set[int] = dataclasses.field(default_factory=set)
+    failures: collections.Counter[int] = dataclasses.field(default_factory=collections.Counter)
+    failed: int = 0
+    active: dict[int, Attempt] = dataclasses.field(default_factory=dict)
+    attempts: int = 0
+    start_time: str | None = None
+    started_monotonic: float = 0.0
+    completion_time: str | None = None
+    conditions: list[Body] = dataclasses.field(default_factory=list)
+    finished: bool = False
+    written: Body | None = None  # the last status written, to write only changes
+
+
+@dataclasses.dataclass(frozen=True)
+class _InjectedFailure:
+    prefix: str
+    exit_code: int
+    message: str
+
+
+class Kubelet:
+    """The Job controller and a kubelet in one thread: it polls Jobs and runs their containers locally.
+
+    Each attempt of each index gets a Pod object (``<job>-<index>-<random>``, labelled and owned like the real
+    controller's) and runs the pod template's first container ``command`` + ``args`` as a subprocess in ``cwd``,
+    with stdout/stderr in ``log_dir``. Job and Pod statuses are written the way the controllers write them.
+
+    Semantics kept: completions, parallelism (indexes up to that many run at once), backoffLimit (the Job fails
+    once failures exceed it), backoffLimitPerIndex/maxFailedIndexes, activeDeadlineSeconds, suspend (running
+    processes are killed, nothing starts), deletion (processes of a deleted Job are killed), and Pods that wait
+    (CreateContainerConfigError) while a referenced Secret key is missing. Simplified: no retry back-off delay,
+    restartPolicy OnFailure retries in a new Pod, only the first container runs, deleting a Pod does not kill its
+    process, ``workingDir``/volumes/resources are ignored, and completions unset means 1 (no work-queue mode).
+    """
+
+    def __init__(self, cluster: FakeCluster, *, cwd: str | os.PathLike[str] | None = None,
+                 log_dir: str | os.PathLike[str] | None = None, extra_env: Mapping[str, str] | None = None,
+                 rewrite_env: RewriteEnv | None = None, entrypoints: Mapping[str, Sequence[str]] | None = None,
+                 passthrough_env: Iterable[str] = DEFAULT_PASSTHROUGH_ENV, poll_interval: float = 0.05,
+                 kill_grace: float = 2.0, node_name: str = 'fake-node') -> None:
+        self.cluster = cluster
+        self.cwd = Path(cwd) if cwd is not None else REPO_ROOT
+        self.log_dir = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix='fake-kubelet-'))
+        self.extra_env = dict(extra_env or {})
+        self.rewrite_env = rewrite_env
+        self.entrypoints = {image: list(argv) for image, argv in (entrypoints or {}).items()}
+        self.passthrough_env = tuple(passthrough_env)
+        self.poll_interval = poll_interval
+        self.kill_grace = kill_grace
+        self.node_name = node_name
+        self.errors: list[BaseException] = []  # exceptions of the kubelet's own loop (a harness bug, or the API)
+        self._cond = threading.Condition()
+        self._cycle_lock = threading.RLock()  # held for a whole cycle: pause() waits for the one in flight
+        self._attempts: list[Attempt] = []
+        self._injected: list[_InjectedFailure] = []
+        self._runs: dict[str, _JobRun] = {}
+        self._terminating: list[Attempt] = []
+        self._paused = False
+        self._cycles = 0
+        self._busy: list[str] = ['not started']
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ---- public controls --------------------------------------------------------------------------------------
+
+    def __enter__(self) -> Kubelet:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def start(self) -> Kubelet:
+        if self._thread is not None:
+            raise RuntimeError('the kubelet is already started')
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._loop, name='fake-kubelet', daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop polling and kill every process still running. Idempotent; the logs stay."""
+        if self._thread is None:
+            return
+        self._stopping.set()
+        self._thread.join(timeout=30)
+        self._thread = None
+
+    @property
+    def started(self) -> list[tuple[str, int | None]]:
+        """``(job name, index)`` of every attempt so far, in start order — to assert nothing ran twice."""
+        with self._cond:
+            return [(attempt.job, attempt.index) for attempt in self._attempts]
+
+    @property
+    def attempts(self) -> list[Attempt]:
+        """Every attempt so far (pods, pids, exit codes, log paths), in start order."""
+        with self._cond:
+            return list(self._attempts)
+
+    def fail_next(self, job_name_prefix: str, exit_code: int = 1, message: str = '') -> None:
+        """Make the next attempt of a Job whose name starts with the prefix fail without running its command.
+
+        ``message`` becomes the termination message. Each call injects one failure; they queue up.
+        """
+        if exit_code == 0:
+            raise ValueError('an injected failure needs a non-zero exit code')
+        with self._cond:
+            self._injected.append(_InjectedFailure(job_name_prefix, exit_code, message))
+
+    def pause(self) -> None:
+        """Stop reconciling: nothing starts, no status is written, running processes run on unobserved.
+
+        Returns once a cycle in flight has finished, so nothing at all happens after it returns.
+        """
+        with self._cond:
+            self._paused = True
+        with self._cycle_lock:
+            pass
+
+    def resume(self) -> None:
+        with self._cond:
+            self._paused = False
+
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        """Wait until no process runs and every Job is finished, suspended, or waiting for a missing Secret.
+
+        It only sees Jobs that exist: after creating a resource, first wait for the operator's Job to appear.
+        Raises ``TimeoutError`` (listing what is busy), or ``RuntimeError`` if the kubelet loop has failed.
+        """
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            if self._paused:
+                raise RuntimeError('the kubelet is paused: it will not become idle')
+            target = self._cycles + 2  # one full cycle that started after this call
+            while True:
+                if self.errors:
+                    raise RuntimeError('the kubelet loop failed') from self.errors[-1]
+                if self._cycles >= target and not self._busy:
+                    return
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f'the kubelet is still busy after {timeout} s: {self._busy}')
+                self._cond.wait(min(left, 0.5))
+
+    # ---- the loop ---------------------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                with self._cycle_lock:
+                    with self._cond:
+                        paused = self._paused
+                    if not paused:
+                        try:
+                            busy = self._cycle()
+                        except Exception as e:  # keep going: a test may be about to delete what broke us
+                            logger.exception('the fake kubelet failed a cycle')
+                            busy = [f'error: {e!r}']
+                            with self._cond:
+                                self.errors.append(e)
+                        with self._cond:
+                            self._cycles += 1
+                            self._busy = busy
+                            self._cond.notify_all()
+                self._stopping.wait(self.poll_interval)
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        victims = [a for run in self._runs.values() for a in run.active.values()] + self._terminating
+        for attempt in victims:
+            attempt._signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.kill_grace
+        for attempt in victims:
+            if attempt._proc is not None:
+                try:
+                    attempt._proc.wait(max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    attempt._signal(signal.SIGKILL)
+                    attempt._proc.wait()
+                attempt.killed = True
+                attempt.exit_code = attempt._poll()
+
+    def _cycle(self) -> list[str]:
+        busy: list[str] = []
+        seen: set[str] = set()
+        for job in self.cluster.list('batch/v1/jobs'):
+            seen.add(job['metadata']['uid'])
+            if self._reconcile(job):
+                busy.append(f'Job {job["metadata"]["namespace"]}/{job["metadata"]["name"]}')
+        for uid in [uid for uid in self._runs if uid not in seen]:  # deleted Jobs: kill what they still run
+            run = self._runs.pop(uid)
+            for attempt in run.active.values():
+                self._terminate(attempt)
+        self._reap_terminating()
+        busy += [f'terminating pod {a.namespace}/{a.pod}' for a in self._terminating]
+        return busy
+
+    def _reconcile(self, job: Body) -> bool:
+        """Advance one Job by one step; returns whether it still has work to do."""
+        meta, spec = job['metadata'], job.get('spec') or {}
+        run = self._runs.get(meta['uid'])
+        if run is None:
+            if job_finished(job):
+                return False  # finished before this kubelet started: never rerun it
+            run = self._runs[meta['uid']] = _JobRun(meta['uid'], meta['namespace'], meta['name'],
+                                                    indexed=spec.get('completionMode') == 'Indexed')
+        if run.finished:
+            self._write_status(job, run)  # a no-op unless the last write failed
+            return False
+        if meta.get('deletionTimestamp'):
+            for attempt in run.active.values():
+                self._terminate(attempt)
+            run.active.clear()
+            return False
+        self._reap(run)
+
+        if spec.get('suspend'):
+            for attempt in run.active.values():
+                self._terminate(attempt, delete_pod=True)
+            run.active.clear()
+            self._set_condition(run, 'Suspended', 'True', 'JobSuspended', 'Job suspended')
+            self._write_status(job, run)
+            return False
+        if any(c['type'] == 'Suspended' and c['status'] == 'True' for c in run.conditions):
+            self._set_condition(run, 'Suspended', 'False', 'JobResumed', 'Job resumed')
+            run.start_time = None  # reset on resume, as in Kubernetes
+        if run.start_time is None:
+            run.start_time, run.started_monotonic = _now(), time.monotonic()
+
+        completions = spec.get('completions') or 1
+        per_index_limit = spec.get('backoffLimitPerIndex') if run.indexed else None
+        deadline = spec.get('activeDeadlineSeconds')
+        if deadline is not None and time.monotonic() - run.started_monotonic > deadline:
+            self._fail(run, 'DeadlineExceeded', 'Job was active longer than specified deadline')
+        elif per_index_limit is not None:
+            run.failed_indexes |= {index for index, count in run.failures.items() if count > per_index_limit}
+            max_failed = spec.get('maxFailedIndexes')
+            if max_failed is not None and len(run.failed_indexes) > max_failed:
+                self._fail(run, 'MaxFailedIndexesExceeded', 'Job has exceeded the specified maximal number of '
+                                                            'failed indexes')
+        elif run.failed > spec.get('backoffLimit', 6):
+            self._fail(run, 'BackoffLimitExceeded', 'Job has reached the specified backoff limit')
+
+        if not run.finished and len(run.succeeded) + len(run.failed_indexes) >= completions and not run.active:
+            if run.failed_indexes:
+                self._fail(run, 'FailedIndexes', 'Job has failed indexes')
+            else:
+                self._complete(run)
+        if not run.finished:
+            for attempt in run.active.values():
+                if attempt.waiting is not None:  # e.g. the Secret it needs may exist by now
+                    self._start_process(job, attempt)
+            done = run.succeeded | run.failed_indexes
+            pending = [slot for slot in range(completions) if slot not in done and slot not in run.active]
+            for slot in pending[:max(0, spec.get('parallelism', 1) - len(run.active))]:
+                run.active[slot] = self._launch(job, run, slot)
+        self._write_status(job, run)
+        return not run.finished and not (run.active and all(a.waiting for a in run.active.values()))
+
+    def _reap(self, run: _JobRun) -> None:
+        for slot, attempt in list(run.active.items()):
+            code = attempt._poll()
+            if code is None:
+                continue
+            del run.active[slot]
+            self._finish(attempt, code)
+            if code == 0:
+                run.succeeded.add(slot)
+            else:
+                run.failed += 1
+                run.failures[slot] += 1
+
+    def _fail(self, run: _JobRun, reason: str, message: str) -> None:
+        for attempt in run.active.values():
+            self._terminate(attempt)
+        run.active.clear()
+        self._set_condition(run, 'FailureTarget', 'True', reason, message)
+        self._set_condition(run, 'Failed', 'True', reason, message)
+        run.finished = True
+
+    def _complete(self, run: _JobRun) -> None:
+        message = 'Reached expected number of succeeded pods'
+        self._set_condition(run, 'SuccessCriteriaMet', 'True', 'CompletionsReached', message)
+        self._set_condition(run, 'Complete', 'True', 'CompletionsReached', message)
+        run.completion_time = _now()
+        run.finished = True
+
+    @staticmethod
+    def _set_condition(run: _JobRun, type_: str, status: str, reason: str, message: str) -> None:
+        for condition in run.conditions:
+            if condition['type'] == type_:
+                if condition['status'] != status:
+                    now = _now()
+                    condition.update(status=status, reason=reason, message=message, lastProbeTime=now,
+                                     lastTransitionTime=now)
+                return
+        now = _now()
+        run.conditions.append({'type': type_, 'status': status, 'reason': reason, 'message': message,
+                               'lastProbeTime': now, 'lastTransitionTime': now})
+
+    def _write_status(self, job: Body, run: _JobRun) -> None:
+        """Merge-patch the Job's /status like the Job controller, only when something changed."""
+        status: Body = {'ready': sum(1 for a in run.active.values() if a.running), 'terminating': 0,
+                        'uncountedTerminatedPods': {}}
+        if run.start_time:
+            status['startTime'] = run.start_time
+        for key, value in (('active', len(run.active)), ('succeeded', len(run.succeeded)),
+                           ('failed', run.failed)):
+            if value:  # zero counts are omitted, as the real controller's JSON does
+                status[key] = value
+        if run.indexed and run.succeeded:
+            status['completedIndexes'] = _format_indexes(run.succeeded)
+        if run.indexed and (job.get('spec') or {}).get('backoffLimitPerIndex') is not None:
+            status['failedIndexes'] = _format_indexes(run.failed_indexes)
+        if run.completion_time:
+            status['completionTime'] = run.completion_time
+        if run.conditions:
+            status['conditions'] = copy.deepcopy(run.conditions)
+        if status == run.written:
+            return
+        patch: Body = {key: None for key in (run.written or job.get('status') or {}) if key not in status}
+        patch.update(status)
+        with _unless_gone():
+            self.cluster.patch('batch/v1/jobs', run.namespace, run.name, {'status': patch}, subresource='status')
+            run.written = status
+
+    # ---- attempts ---------------------------------------------------------------------------------------------
+
+    def _launch(self, job: Body, run: _JobRun, slot: int) -> Attempt:
+        spec = job.get('spec') or {}
+        index = slot if run.indexed else None
+        template = spec.get('template') or {}
+        template_meta = template.get('metadata') or {}
+        labels = {**(template_meta.get('labels') or {}), 'batch.kubernetes.io/controller-uid': run.uid,
+                  'controller-uid': run.uid, 'batch.kubernetes.io/job-name': run.name, 'job-name': run.name}
+        annotations = dict(template_meta.get('annotations') or {})
+        pod_spec = copy.deepcopy(template.get('spec') or {})
+        pod_spec['nodeName'] = self.node_name
+        if index is not None:
+            labels['batch.kubernetes.io/job-completion-index'] = annotations[
+                'batch.kubernetes.io/job-completion-index'] = str(index)
+            pod_spec.setdefault('hostname', f'{run.name}-{index}')
+        pod = self.cluster.create('v1/pods', {
+            'metadata': {
+                'generateName': f'{run.name}-{index}-' if index is not None else f'{run.name}-',
+                'labels': labels, 'annotations': annotations,
+                'ownerReferences': [{'apiVersion': 'batch/v1', 'kind': 'Job', 'name': run.name, 'uid': run.uid,
+                                     'controller': True, 'blockOwnerDeletion': True}],
+            },
+            'spec': pod_spec,
+        }, namespace=run.namespace)
+        name = pod['metadata']['name']
+        attempt = Attempt(namespace=run.namespace, job=run.name, job_uid=run.uid, index=index, pod=name,
+                          log_prefix=self.log_dir / f'{run.namespace}.{name}', slot=slot, _pod_body=pod,
+                          waiting='not started yet')
+        run.attempts += 1
+        with self._cond:
+            self._attempts.append(attempt)
+            injected = next((f for f in self._injected if run.name.startswith(f.prefix)), None)
+            if injected is not None:
+                self._injected.remove(injected)
+        if injected is not None:
+            attempt.message_path.write_text(injected.message)
+            attempt.injected, attempt.waiting, attempt.started_at = True, None, _now()
+            attempt._injected_code = injected.exit_code
+        else:
+            self._start_process(job, attempt)
+        return attempt
+
+    def _start_process(self, job: Body, attempt: Attempt) -> None:
+        containers = ((job.get('spec') or {}).get('template') or {}).get('spec', {}).get('containers') or [{}]
+        container = containers[0]
+        try:
+            env = self._environment(job, attempt, container)
+        except _ConfigError as e:
+            if attempt.waiting != str(e):
+                attempt.waiting = str(e)
+                self._pod_status(attempt, {'phase': 'Pending', 'containerStatuses': [self._container_status(
+                    container, attempt, {'waiting': {'reason': 'CreateContainerConfigError', 'message': str(e)}})]})
+            return
+        attempt.waiting = None
+        attempt.started_at = _now()
+        argv = [_expand(str(arg), env) for arg in
+                (container.get('command') or self.entrypoints.get(container.get('image', ''), []))
+                + (container.get('args') or [])]
+        attempt.message_path.write_bytes(b'')
+        try:
+            if not argv:
+                raise FileNotFoundError(f'no command, and no entrypoint registered for image '
+                                        f'{container.get("image")!r} (Kubelet(entrypoints=...))')
+            with attempt.stdout_path.open('wb') as stdout, attempt.stderr_path.open('wb') as stderr:
+                attempt._proc = subprocess.Popen(argv, cwd=self.cwd, env=env, stdin=subprocess.DEVNULL,
+                                                 stdout=stdout, stderr=stderr, start_new_session=True)
+        except OSError as e:  # as a container runtime's StartError
+            attempt.message_path.write_text(f'failed to start container: {e}')
+            attempt._injected_code = 128
+            return
+        attempt.pid = attempt._proc.pid
+        self._pod_status(attempt, {
+            'phase': 'Running', 'startTime': attempt.started_at, 'hostIP': '127.0.0.1', 'podIP': '127.0.0.1',
+            'podIPs': [{'ip': '127.0.0.1'}],
+            'containerStatuses': [self._container_status(container, attempt, {
+                'running': {'startedAt': attempt.started_at}}, ready=True)],
+        })
+
+    def _finish(self, attempt: Attempt, code: int) -> None:
+        """Record how an attempt ended and write the terminal Pod status (phase, exit code, message)."""
+        attempt.exit_code, attempt.finished_at = code, _now()
+        with contextlib.suppress(OSError), attempt.message_path.open('rb') as f:
+            attempt.message = f.read(MAX_TERMINATION_MESSAGE).decode(errors='replace')
+        container = (attempt._pod_body.get('spec', {}).get('containers') or [{}])[0]
+        if (not attempt.message and code != 0
+                and container.get('terminationMessagePolicy') == 'FallbackToLogsOnError'):
+            log = attempt.stderr or attempt.stdout
+            attempt.message = '\n'.join(log.splitlines()[-80:])[-2048:]
+        terminated: Body = {'exitCode': code, 'reason': 'Completed' if code == 0 else 'Error',
+                            'startedAt': attempt.started_at or attempt.finished_at,
+                            'finishedAt': attempt.finished_at}
+        if attempt.pid is not None:
+            terminated['containerID'] = f'fake://{attempt.pid}'
+        if attempt.message:
+            terminated['message'] = attempt.message
+        self._pod_status(attempt, {
+            'phase': 'Succeeded' if code == 0 else 'Failed',
+            'containerStatuses': [self._container_status(container, attempt, {'terminated': terminated})],
+        })
+
+    def _terminate(self, attempt: Attempt, delete_pod: bool = False) -> None:
+        attempt.killed = True
+        if attempt.running:
+            attempt._signal(signal.SIGTERM)
+            attempt._kill_deadline = time.monotonic() + self.kill_grace
+            self._terminating.append(attempt)
+        elif attempt.exit_code is None:
+            self._finish(attempt, attempt._poll() or 137)
+        if delete_pod:
+            self.cluster.delete('v1/pods', attempt.namespace, attempt.pod)
+
+    def _reap_terminating(self) -> None:
+        for attempt in list(self._terminating):
+            code = attempt._poll()
+            if code is None:
+                if attempt._kill_deadline is not None and time.monotonic() > attempt._kill_deadline:
+                    attempt._signal(signal.SIGKILL)
+                continue
+            self._terminating.remove(attempt)
+            self._finish(attempt, code)
+
+    def _pod_status(self, attempt: Attempt, status: Body) -> None:
+        with _unless_gone():
+            self.cluster.patch('v1/pods', attempt.namespace, attempt.pod, {'status': status},
+                               subresource='status')
+
+    @staticmethod
+    def _container_status(container: Body, attempt: Attempt, state: Body, ready: bool = False) -> Body:
+        return {'name': container.get('name', 'main'), 'image': container.get('image', ''), 'imageID': '',
+                'ready': ready, 'started': ready, 'restartCount': 0, 'state': state}
+
+    # ---- environment ------------------------------------------------------------------------------------------
+
+    def _environment(self, job: Body, attempt: Attempt, container: Body) -> dict[str, str]:
+        """The container's environment, resolved like the kubelet does, plus the test's additions."""
+        env = {key: os.environ[key] for key in self.passthrough_env if key in os.environ}
+        for source in container.get('envFrom') or []:
+            prefix = source.get('prefix', '')
+            if 'secretRef' in source:
+                data = self._data('v1/secrets', attempt.namespace, source['secretRef'])
+            else:
+                data = self._data('v1/configmaps', attempt.namespace, source.get('configMapRef') or {})
+            env.update({prefix + key: value for key, value in data.items()})
+        for var in container.get('env') or []:
+            if 'valueFrom' in var:
+                value = self._value_from(attempt, container, var['valueFrom'])
+                if value is not None:
+                    env[var['name']] = value
+            else:
+                env[var['name']] = _expand(str(var.get('value', '')), env)
+        # The venv's bin first: `python` and console scripts resolve to this interpreter's environment.
+        env['PATH'] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get('PATH', os.defpath)])
+        if attempt.index is not None:
+            env['JOB_COMPLETION_INDEX'] = str(attempt.index)
+        env['SELFTAUGHT_TERMINATION_MESSAGE_PATH'] = str(attempt.message_path)
+        env.update(self.extra_env)
+        if self.rewrite_env is not None:
+            env = dict(self.rewrite_env(job, attempt.index, env))
+        return env
+
+    def _data(self, resource: str, namespace: str, ref: Mapping[str, Any], key: str | None = None
+              ) -> dict[str, str]:
+        kind = 'secret' if resource == 'v1/secrets' else 'configmap'
+        obj = self.cluster.get(resource, namespace, ref.get('name', ''))
+        if obj is None:
+            if ref.get('optional'):
+                return {}
+            raise _ConfigError(f'{kind} "{ref.get("name")}" not found')
+        if resource == 'v1/secrets':
+            data = {k: base64.b64decode(v).decode(errors='replace') for k, v in (obj.get('data') or {}).items()}
+            data.update(obj.get('stringData') or {})
+        else:
+            data = dict(obj.get('data') or {})
+            data.update({k: base64.b64decode(v).decode(errors='replace')
+                         for k, v in (obj.get('binaryData') or {}).items()})
+        if key is not None and key not in data and not ref.get('optional'):
+            raise _ConfigError(f"couldn't find key {key} in {kind.capitalize()} {namespace}/{ref.get('name')}")
+        return data
+
+    def _value_from(self, attempt: Attempt, container: Body, source: Mapping[str, Any]) -> str | None:
+        if ref := source.get('secretKeyRef'):
+            return self._data('v1/secrets', attempt.namespace, ref, ref.get('key')).get(ref.get('key'))
+        if ref := source.get('configMapKeyRef'):
+            return self._data('v1/configmaps', attempt.namespace, ref, ref.get('key')).get(ref.get('key'))
+        if ref := source.get('fieldRef'):
+            return self._field_ref(attempt._pod_body, ref.get('fieldPath', ''))
+        if ref := source.get('resourceFieldRef'):
+            kind, _, name = ref.get('resource', '').partition('.')
+            return str((container.get('resources') or {}).get(kind, {}).get(name, '0'))
+        raise _ConfigError(f'unsupported valueFrom: {source!r}')
+
+    def _field_ref(self, pod: Body, path: str) -> str:
+        meta = pod.get('metadata') or {}
+        if m := re.fullmatch(r"metadata\.(labels|annotations)\['([^']+)'\]", path):
+            return str((meta.get(m[1]) or {}).get(m[2], ''))
+        simple = {
+            'metadata.name': meta.get('name'), 'metadata.namespace': meta.get('namespace'),
+            'metadata.uid': meta.get('uid'), 'spec.nodeName': self.node_name,
+            'spec.serviceAccountName': (pod.get('spec') or {}).get('serviceAccountName', 'default'),
+            'status.podIP': '127.0.0.1', 'status.podIPs': '127.0.0.1',
+            'status.hostIP': '127.0.0.1', 'status.hostIPs': '127.0.0.1',
+        }
+        if path not in simple:
+            raise _ConfigError(f'unsupported fieldRef.fieldPath: {path!r}')
+        return str(simple[path])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Running a Kopf operator against the cluster.
+# --------------------------------------------------------------------------------------------------------------
+
+HandlerSource = str | os.PathLike[str] | Callable[..., object]
+_module_counter = itertools.count()
+
+
+def _load_handlers(source: HandlerSource) -> None:
+    """Register handlers into the current default Kopf registry, executing module code afresh each time.
+
+    A fresh execution is what a restarted operator process does: module-level state starts empty again.
+    """
+    if callable(source):
+        source(kopf.get_default_registry()) if inspect.signature(source).parameters else source()
+        return
+    text = os.fspath(source)
+    if text.endswith('.py') or os.sep in text:
+        name = f'_fake_cluster_operator_{next(_module_counter)}'
+        spec = importlib.util.spec_from_file_location(name, text)
+    else:
+        name = text
+        spec = importlib.util.find_spec(text)
+    if spec is None or spec.loader is None:
+        raise ImportError(f'cannot load the operator handlers from {text!r}')
+    module = importlib.util.module_from_spec(spec)
+    previous = sys.modules.get(name)
+    sys.modules[name] = module  # dataclasses/pydantic look their module up while the module executes
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        if previous is not None:
+            sys.modules[name] = previous  # keep the test's own imports of that module untouched
+
+
+def operator_settings(settings: kopf.OperatorSettings | None = None) -> kopf.OperatorSettings:
+    """Kopf settings for tests: no CRD scanning, no peering, quick retries."""
+    settings = settings if settings is not None else kopf.OperatorSettings()
+    settings.scanning.disabled = True
+    settings.peering.standalone = True
+    settings.networking.error_backoffs = [0.1, 0.2, 0.5, 1.0]
+    settings.watching.reconnect_backoff = 0.1
+    return settings
+
+
+@contextlib.contextmanager
+def run_operator(cluster: FakeCluster, handlers: HandlerSource, *, namespace: str | None = 'default',
+                 settings: kopf.OperatorSettings | None = None, verbose: bool = False,
+                 startup_timeout: float = 30.0, stop_timeout: float = 30.0
+                 ) -> Iterator[kopf.testing.KopfRunner]:
+    """Run Kopf handlers against the cluster in a thread until the ``with`` block ends.
+
+    ``handlers`` is a module name (``"selftaught.controller.handlers"``), a ``.py`` path, or a callable that
+    registers handlers (it gets the fresh ``kopf.OperatorRegistry`` if it takes an argument; plain
+    ``@kopf.on...`` decorators inside it work too). Each call builds a fresh registry and executes the
+    module afresh, so a second ``run_operator`` on the same cluster is a restarted operator.
+
+    The operator never learns it is under test: the harness adds its own ``@kopf.on.login`` handler to the
+    fresh registry, and while it runs, the ``kubernetes`` client's default configuration and ``KUBECONFIG``
+    point at the fake cluster (as Kopf's ``login_via_client`` would leave them on a laptop).
+    ``namespace=None`` runs cluster-wide. The runner's ``output`` (Kopf's log) is readable after the block.
+    """
+    registry = kopf.OperatorRegistry()
+    own_settings: kopf.OperatorSettings | None = None
+    previous_registry = kopf.get_default_registry()
+    previous_config = kubernetes.client.Configuration._default  # no public getter that is not a copy
+    previous_kubeconfig = os.environ.get('KUBECONFIG')
+    started = threading.Event()
+    try:
+        kopf.set_default_registry(registry)
+        _load_handlers(handlers)
+
+        @kopf.on.login(registry=registry)
+        def _fake_cluster_login(**_: Any) -> kopf.ConnectionInfo:
+            return kopf.ConnectionInfo(server=cluster.url, insecure=True, default_namespace=namespace or 'default')
+
+        @kopf.on.startup(registry=registry)
+        def _fake_cluster_started(**_: Any) -> None:
+            started.set()
+
+        kubernetes.client.Configuration.set_default(cluster.configuration())
+        os.environ['KUBECONFIG'] = str(cluster.kubeconfig)
+        args = ['run', '--standalone', *(['--namespace', namespace] if namespace else ['--all-namespaces']),
+                *(['--verbose'] if verbose else [])]
+        own_settings = operator_settings(settings)
+        runner = kopf.testing.KopfRunner(args, registry=registry, settings=own_settings, timeout=stop_timeout)
+        with runner:
+            deadline = time.monotonic() + startup_timeout
+            while not started.wait(0.05):
+                if runner.future.done():
+                    break  # it exited during startup: the runner re-raises its error on exit
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f'the operator did not start within {startup_timeout} s')
+            yield runner
+    finally:
+        if own_settings is not None and settings is None:  # its executor thread would outlive the operator
+            own_settings.execution.executor.shutdown(wait=False)
+        kopf.set_default_registry(previous_registry)
+        kubernetes.client.Configuration.set_default(previous_config)
+        if previous_kubeconfig is None:
+            os.environ.pop('KUBECONFIG', None)
+        else:
+            os.environ['KUBECONFIG'] = previous_kubeconfig

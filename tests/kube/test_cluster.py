@@ -1,0 +1,482 @@
+"""Tests of the fake cluster itself: the behaviour that operator tests built on it rely on."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kopf
+import kubernetes.client
+import kubernetes.watch
+import pytest
+
+from .cluster import ApiError, FakeCluster, Kubelet, job_condition, run_operator
+
+RUNS = 'selftaught.dev/v1alpha1/selftaughtruns'
+JOBS = 'batch/v1/jobs'
+PODS = 'v1/pods'
+
+
+@pytest.fixture
+def cluster() -> Iterator[FakeCluster]:
+    with FakeCluster() as fake:
+        yield fake
+
+
+@pytest.fixture
+def kubelet(cluster: FakeCluster, tmp_path: Path) -> Kubelet:
+    return cluster.start_kubelet(cwd=tmp_path, log_dir=tmp_path / 'logs')
+
+
+def job(name: str, script: str, *, env: list[dict[str, Any]] | None = None, **spec: Any) -> dict[str, Any]:
+    """A Job manifest whose container runs a Python snippet with this interpreter."""
+    return {
+        'metadata': {'name': name},
+        'spec': {
+            'backoffLimit': 0,
+            **spec,
+            'template': {'spec': {'restartPolicy': 'Never', 'containers': [{
+                'name': 'main', 'image': 'selftaught:test',
+                'command': [sys.executable, '-c', textwrap.dedent(script)], 'env': env or [],
+            }]}},
+        },
+    }
+
+
+def names(objs: list[dict[str, Any]]) -> list[str]:
+    return sorted(obj['metadata']['name'] for obj in objs)
+
+
+# ---- the API server --------------------------------------------------------------------------------------------
+
+def test_server_assigns_metadata_like_kubernetes(cluster: FakeCluster) -> None:
+    run = cluster.create(RUNS, {'metadata': {'name': 'r1'}, 'spec': {'model': 'm'}, 'status': {'phase': 'X'}})
+    meta = run['metadata']
+    assert run['apiVersion'] == 'selftaught.dev/v1alpha1' and run['kind'] == 'SelfTaughtRun'
+    assert re.fullmatch(r'[0-9a-f-]{36}', meta['uid'])
+    assert meta['resourceVersion'].isdigit() and meta['generation'] == 1 and meta['namespace'] == 'default'
+    assert re.fullmatch(r'\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ', meta['creationTimestamp'])
+    assert 'status' not in run  # a status subresource: only /status writes it
+
+    other = cluster.create(RUNS, {'metadata': {'generateName': 'run-'}, 'spec': {}})
+    assert re.fullmatch(r'run-[a-z0-9]{5}', other['metadata']['name'])
+    assert other['metadata']['uid'] != meta['uid']
+    assert int(other['metadata']['resourceVersion']) > int(meta['resourceVersion'])
+
+    with pytest.raises(ApiError) as conflict:
+        cluster.create(RUNS, {'metadata': {'name': 'r1'}, 'spec': {}})
+    assert conflict.value.status == 409 and conflict.value.reason == 'AlreadyExists'
+    with pytest.raises(ApiError) as invalid:
+        cluster.create(RUNS, {'metadata': {'name': 'Not_A_Name'}, 'spec': {}})
+    assert invalid.value.status == 422
+
+
+def test_generation_bumps_only_on_spec_changes(cluster: FakeCluster) -> None:
+    cluster.create(RUNS, {'metadata': {'name': 'r1'}, 'spec': {'steps': 1}})
+
+    def patch(body: Any, **kwargs: Any) -> dict[str, Any]:
+        return cluster.patch(RUNS, 'default', 'r1', body, **kwargs)
+
+    labelled = patch({'metadata': {'labels': {'a': 'b'}}})
+    assert labelled['metadata']['generation'] == 1
+    changed = patch({'spec': {'steps': 2}})
+    assert changed['metadata']['generation'] == 2
+    assert int(changed['metadata']['resourceVersion']) > int(labelled['metadata']['resourceVersion'])
+
+    status = patch({'status': {'phase': 'Running'}}, subresource='status')
+    assert status['status'] == {'phase': 'Running'} and status['metadata']['generation'] == 2
+    ignored = patch({'status': {'phase': 'Hacked'}, 'spec': {'steps': 2}})  # main endpoint ignores status
+    assert ignored['status'] == {'phase': 'Running'}
+    assert ignored['metadata']['resourceVersion'] == status['metadata']['resourceVersion']  # a no-op write
+
+    json_patched = patch([{'op': 'replace', 'path': '/spec/steps', 'value': 3}], patch_type='json')
+    assert json_patched['spec'] == {'steps': 3} and json_patched['metadata']['generation'] == 3
+    with pytest.raises(ApiError) as stale:  # resourceVersion preconditions: optimistic concurrency
+        patch({'metadata': {'resourceVersion': status['metadata']['resourceVersion']}, 'spec': {'steps': 4}})
+    assert stale.value.status == 409
+    with pytest.raises(ApiError) as unsupported:  # as for any custom resource: no strategic merge
+        patch({'spec': {'steps': 5}}, patch_type='strategic')
+    assert unsupported.value.status == 415
+
+    replaced = cluster.replace(RUNS, 'default', 'r1', {**json_patched, 'spec': {'steps': 9}})
+    assert replaced['spec'] == {'steps': 9} and replaced['metadata']['generation'] == 4
+    assert [v['spec'] for v in cluster.history(RUNS, 'default', 'r1') if v] == [
+        {'steps': 1}, {'steps': 1}, {'steps': 2}, {'steps': 2}, {'steps': 3}, {'steps': 9}]
+
+
+def test_label_and_field_selectors_filter_lists(cluster: FakeCluster) -> None:
+    cluster.create('v1/namespaces', {'metadata': {'name': 'other'}})
+    for name, namespace, labels in [('a', 'default', {'app': 'x', 'tier': 'web'}), ('b', 'default', {'app': 'x'}),
+                                    ('c', 'default', {'app': 'y'}), ('d', 'default', {}),
+                                    ('e', 'other', {'app': 'x'})]:
+        cluster.create('v1/configmaps', {'metadata': {'name': name, 'labels': labels}}, namespace=namespace)
+
+    def select(selector: str, namespace: str | None = 'default') -> list[str]:
+        return names(cluster.list('v1/configmaps', namespace, label_selector=selector))
+
+    assert select('app=x') == ['a', 'b']
+    assert select('app==x', None) == ['a', 'b', 'e']
+    assert select('app!=x') == ['c', 'd']
+    assert select('app in (x, y),!tier') == ['b', 'c']
+    assert select('app notin (x)') == ['c', 'd']
+    assert select('tier') == ['a']
+    assert select('app=x,tier=web') == ['a']
+    assert names(cluster.list('v1/configmaps', None, field_selector='metadata.name=e')) == ['e']
+    assert names(cluster.list('v1/configmaps', field_selector='metadata.namespace!=default')) == ['e']
+    with pytest.raises(ApiError) as bad:
+        select('app=(x')
+    assert bad.value.status == 400
+
+
+def test_watch_resumes_from_a_resource_version_and_honours_selectors(cluster: FakeCluster) -> None:
+    cluster.create('v1/configmaps', {'metadata': {'name': 'before', 'labels': {'app': 'x'}}})
+    listed = cluster.request('GET', cluster.path('v1/configmaps', 'default'))
+    cluster.create('v1/configmaps', {'metadata': {'name': 'after', 'labels': {'app': 'x'}}})
+    cluster.create('v1/configmaps', {'metadata': {'name': 'unrelated', 'labels': {'app': 'y'}}})
+    cluster.patch('v1/configmaps', 'default', 'after', {'metadata': {'labels': {'app': 'z'}}})
+
+    with cluster.api_client() as client:
+        events = list(kubernetes.watch.Watch().stream(
+            kubernetes.client.CoreV1Api(client).list_namespaced_config_map, 'default', label_selector='app=x',
+            resource_version=listed['metadata']['resourceVersion'], timeout_seconds=1))
+    # Only what happened after the list; the object leaving the selector is seen as deleted.
+    assert [(e['type'], e['object'].metadata.name) for e in events] == [('ADDED', 'after'), ('DELETED', 'after')]
+
+
+def test_deleting_an_owner_collects_its_dependents(cluster: FakeCluster) -> None:
+    def owned(name: str, *owners: dict[str, Any]) -> None:
+        refs = [{'apiVersion': o['apiVersion'], 'kind': o['kind'], 'name': o['metadata']['name'],
+                 'uid': o['metadata']['uid']} for o in owners]
+        cluster.create('v1/configmaps', {'metadata': {'name': name, 'ownerReferences': refs}})
+
+    run = cluster.create(RUNS, {'metadata': {'name': 'run', 'finalizers': ['selftaught.dev/cleanup']}, 'spec': {}})
+    other = cluster.create(RUNS, {'metadata': {'name': 'other'}, 'spec': {}})
+    owned('single', run)
+    owned('shared', run, other)
+
+    deleting = cluster.delete(RUNS, 'default', 'run')
+    assert deleting is not None and deleting['metadata']['deletionTimestamp']  # held by its finalizer
+    assert names(cluster.list('v1/configmaps')) == ['shared', 'single']
+    cluster.patch(RUNS, 'default', 'run', {'metadata': {'finalizers': None}})  # released: deleted now
+    assert cluster.get(RUNS, 'default', 'run') is None
+    assert names(cluster.list('v1/configmaps')) == ['shared']  # still has a live owner
+    cluster.delete(RUNS, 'default', 'other')
+    assert cluster.list('v1/configmaps') == []
+
+    orphaning = cluster.create(RUNS, {'metadata': {'name': 'orphaning'}, 'spec': {}})
+    owned('orphan', orphaning)
+    cluster.delete(RUNS, 'default', 'orphaning', propagation='Orphan')
+    assert names(cluster.list('v1/configmaps')) == ['orphan']
+
+
+def test_the_kubernetes_client_works_against_it(cluster: FakeCluster) -> None:
+    with cluster.api_client() as client:
+        core, batch = kubernetes.client.CoreV1Api(client), kubernetes.client.BatchV1Api(client)
+        custom = kubernetes.client.CustomObjectsApi(client)
+
+        core.create_namespaced_secret('default', kubernetes.client.V1Secret(
+            metadata=kubernetes.client.V1ObjectMeta(name='creds', labels={'app': 'st'}),
+            string_data={'token': 't0k3n'}))
+        secret = core.read_namespaced_secret('creds', 'default')
+        assert base64.b64decode(secret.data['token']) == b't0k3n' and secret.metadata.uid
+        assert [s.metadata.name for s in core.list_namespaced_secret('default', label_selector='app=st').items] == [
+            'creds']
+
+        created = batch.create_namespaced_job('default', job('train', 'pass', suspend=True))
+        assert created.metadata.creation_timestamp.year >= 2024 and created.spec.template.metadata.labels[
+            'job-name'] == 'train'
+        patched = batch.patch_namespaced_job('train', 'default', {'metadata': {'labels': {'stage': 'sft'}}})
+        assert patched.metadata.labels == {'stage': 'sft'}
+        batch.patch_namespaced_job_status('train', 'default', {'status': {'active': 1}})
+        assert batch.read_namespaced_job_status('train', 'default').status.active == 1
+        with pytest.raises(kubernetes.client.ApiException) as immutable:
+            batch.patch_namespaced_job('train', 'default', {'spec': {'completions': 5}})
+        assert immutable.value.status == 422
+        assert [j.metadata.name for j in batch.list_job_for_all_namespaces().items] == ['train']
+
+        args = ('selftaught.dev', 'v1alpha1', 'default', 'selftaughtruns')
+        custom.create_namespaced_custom_object(*args, {'apiVersion': 'selftaught.dev/v1alpha1',
+                                                       'kind': 'SelfTaughtRun', 'metadata': {'name': 'r'},
+                                                       'spec': {'iterations': 2}})
+        custom.patch_namespaced_custom_object(*args, 'r', {'spec': {'iterations': 3}})
+        custom.patch_namespaced_custom_object_status(*args, 'r', {'status': {'phase': 'Running'}})
+        run = custom.get_namespaced_custom_object(*args, 'r')
+        assert run['spec'] == {'iterations': 3} and run['status'] == {'phase': 'Running'}
+        assert run['metadata']['generation'] == 2
+        assert [r['metadata']['name'] for r in custom.list_namespaced_custom_object(*args)['items']] == ['r']
+        stale = {**run, 'metadata': {**run['metadata'], 'resourceVersion': '1'}}
+        with pytest.raises(kubernetes.client.ApiException) as conflict:
+            custom.replace_namespaced_custom_object(*args, 'r', stale)
+        assert conflict.value.status == 409
+        with pytest.raises(kubernetes.client.ApiException) as missing:
+            core.read_namespaced_pod('nope', 'default')
+        assert missing.value.status == 404
+
+        batch.delete_namespaced_job('train', 'default', propagation_policy='Background')
+        assert batch.list_namespaced_job('default').items == []
+
+
+def test_an_applied_crd_serves_its_resource_with_schema(cluster: FakeCluster) -> None:
+    spec_schema = {'type': 'object', 'required': ['model'], 'properties': {
+        'model': {'type': 'string'}, 'iterations': {'type': 'integer', 'default': 1, 'minimum': 1}}}
+    cluster.install_crd({
+        'apiVersion': 'apiextensions.k8s.io/v1', 'kind': 'CustomResourceDefinition',
+        'metadata': {'name': 'evaluators.selftaught.dev'},
+        'spec': {'group': 'selftaught.dev', 'scope': 'Namespaced',
+                 'names': {'plural': 'evaluators', 'singular': 'evaluator', 'kind': 'Evaluator'},
+                 'versions': [{'name': 'v1alpha1', 'served': True, 'storage': True,
+                               'subresources': {'status': {}},
+                               'schema': {'openAPIV3Schema': {'type': 'object', 'properties': {
+                                   'spec': spec_schema,
+                                   'status': {'type': 'object', 'x-kubernetes-preserve-unknown-fields': True},
+                               }}}}]},
+    })
+    created = cluster.create('selftaught.dev/v1alpha1/evaluators',
+                             {'metadata': {'name': 'e'}, 'spec': {'model': 'tiny', 'typo': 1}})
+    assert created['spec'] == {'model': 'tiny', 'iterations': 1}  # unknown fields pruned, defaults filled
+    with pytest.raises(ApiError) as invalid:
+        cluster.create('selftaught.dev/v1alpha1/evaluators', {'metadata': {'name': 'bad'}, 'spec': {'iterations': 0}})
+    assert invalid.value.status == 422 and 'model' in invalid.value.message
+    status = cluster.patch('evaluators', 'default', 'e', {'status': {'anything': {'goes': 1}}}, subresource='status')
+    assert status['status'] == {'anything': {'goes': 1}}
+
+
+def test_kmock_reactions_inject_api_errors_instead_of_writing(cluster: FakeCluster) -> None:
+    cluster.emulator['create batch/v1/jobs'][:1] << 500  # only the next creation fails
+    with pytest.raises(ApiError) as failed:
+        cluster.create(JOBS, job('once', 'pass', suspend=True))
+    assert failed.value.status == 500 and cluster.list(JOBS) == []  # nothing was stored
+    assert cluster.create(JOBS, job('once', 'pass', suspend=True))['metadata']['name'] == 'once'
+
+
+# ---- the kubelet -----------------------------------------------------------------------------------------------
+
+def test_a_job_runs_to_completion(cluster: FakeCluster, kubelet: Kubelet) -> None:
+    cluster.create(JOBS, job('hello', 'print("hello from the pod")'))
+    done = cluster.wait_for_job('default', 'hello')
+
+    status = done['status']
+    assert job_condition(done, 'Complete') and job_condition(done, 'SuccessCriteriaMet')
+    assert status['succeeded'] == 1 and 'failed' not in status and 'active' not in status
+    assert status['startTime'] and status['completionTime']
+    [pod] = cluster.list(PODS, label_selector='job-name=hello')
+    assert pod['status']['phase'] == 'Succeeded' and pod['metadata']['ownerReferences'][0]['uid'] == done[
+        'metadata']['uid']
+    assert pod['status']['containerStatuses'][0]['state']['terminated']['reason'] == 'Completed'
+    assert kubelet.started == [('hello', None)]
+    assert kubelet.attempts[0].stdout == 'hello from the pod\n'
+
+
+def test_an_indexed_job_runs_each_index_once_with_its_ranks_together(
+        cluster: FakeCluster, kubelet: Kubelet, tmp_path: Path) -> None:
+    script = '''
+        import os, pathlib, sys, time
+        index = int(os.environ["JOB_COMPLETION_INDEX"])
+        pathlib.Path(f"start-{index}").write_text(repr(time.time()))
+        if index < 2:  # ranks 0 and 1 rendezvous: they must run at the same time
+            deadline = time.time() + 10
+            while not pathlib.Path(f"start-{1 - index}").exists():
+                if time.time() > deadline:
+                    sys.exit(7)
+                time.sleep(0.01)
+        pathlib.Path(f"end-{index}").write_text(repr(time.time()))
+    '''
+    cluster.create(JOBS, job('ranks', script, completionMode='Indexed', completions=3, parallelism=2))
+    done = cluster.wait_for_job('default', 'ranks')
+
+    assert job_condition(done, 'Complete')
+    assert done['status']['completedIndexes'] == '0-2' and done['status']['succeeded'] == 3
+    assert sorted(kubelet.started) == [('ranks', 0), ('ranks', 1), ('ranks', 2)]
+    ends = [float((tmp_path / f'end-{i}').read_text()) for i in range(2)]
+    assert float((tmp_path / 'start-2').read_text()) >= min(ends)  # parallelism 2: index 2 waited for a slot
+    pods = cluster.list(PODS, label_selector='batch.kubernetes.io/job-name=ranks')
+    assert sorted(p['metadata']['labels']['batch.kubernetes.io/job-completion-index'] for p in pods) == ['0', '1', '2']
+    assert all(re.fullmatch(rf'ranks-{p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]}'
+                            r'-[a-z0-9]{5}', p['metadata']['name']) for p in pods)
+
+
+def test_a_failing_job_reports_its_termination_message_and_fails_after_retries(
+        cluster: FakeCluster, kubelet: Kubelet) -> None:
+    script = '''
+        import os, sys
+        with open(os.environ["SELFTAUGHT_TERMINATION_MESSAGE_PATH"], "w") as f:
+            f.write("loss is NaN " + "x" * 5000)
+        sys.exit(3)
+    '''
+    cluster.create(JOBS, job('diverges', script, backoffLimit=1))
+    done = cluster.wait_for_job('default', 'diverges')
+
+    failed = job_condition(done, 'Failed')
+    assert failed is not None and failed['reason'] == 'BackoffLimitExceeded' and failed['lastTransitionTime']
+    assert job_condition(done, 'FailureTarget') and not job_condition(done, 'Complete')
+    assert done['status']['failed'] == 2 and kubelet.started == [('diverges', None)] * 2
+    for pod in cluster.list(PODS, label_selector='job-name=diverges'):
+        terminated = pod['status']['containerStatuses'][0]['state']['terminated']
+        assert pod['status']['phase'] == 'Failed'
+        assert terminated['exitCode'] == 3 and terminated['reason'] == 'Error'
+        assert terminated['message'].startswith('loss is NaN') and len(terminated['message']) == 4096
+
+
+def test_injected_failures_pause_and_idle(cluster: FakeCluster, kubelet: Kubelet) -> None:
+    kubelet.fail_next('flaky', exit_code=42, message='node lost')
+    kubelet.pause()
+    cluster.create(JOBS, job('flaky-1', 'pass', backoffLimit=1))
+    time.sleep(0.3)
+    assert kubelet.started == [] and cluster.list(PODS) == []  # paused: nothing happens
+    kubelet.resume()
+    kubelet.wait_idle(timeout=20)
+
+    done = cluster.get(JOBS, 'default', 'flaky-1')
+    assert done is not None and job_condition(done, 'Complete')
+    assert done['status']['failed'] == 1 and done['status']['succeeded'] == 1
+    first, second = kubelet.attempts
+    assert first.injected and first.exit_code == 42 and first.pid is None and second.exit_code == 0
+    pod = cluster.get(PODS, 'default', first.pod)
+    assert pod is not None
+    terminated = pod['status']['containerStatuses'][0]['state']['terminated']
+    assert terminated == {**terminated, 'exitCode': 42, 'message': 'node lost'}
+
+
+def test_env_comes_from_values_secrets_fields_and_the_test(cluster: FakeCluster, tmp_path: Path) -> None:
+    cluster.create('v1/secrets', {'metadata': {'name': 'hub'}, 'data': {'token': base64.b64encode(b's3cr3t').decode()},
+                                  'stringData': {'user': 'alice'}})
+    env: list[dict[str, Any]] = [
+        {'name': 'PLAIN', 'value': 'x'},
+        {'name': 'EXPANDED', 'value': '$(PLAIN)-y'},
+        {'name': 'TOKEN', 'valueFrom': {'secretKeyRef': {'name': 'hub', 'key': 'token'}}},
+        {'name': 'USER', 'valueFrom': {'secretKeyRef': {'name': 'hub', 'key': 'user'}}},
+        {'name': 'RANK', 'valueFrom': {'fieldRef': {
+            'fieldPath': "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}},
+        {'name': 'LATE', 'valueFrom': {'secretKeyRef': {'name': 'late', 'key': 'k'}}},
+        {'name': 'MASTER_ADDR', 'value': 'ranks-0.ranks.default.svc'},
+    ]
+    script = '''
+        import json, os, pathlib
+        pathlib.Path(f"env-{os.environ['JOB_COMPLETION_INDEX']}.json").write_text(json.dumps(dict(os.environ)))
+    '''
+
+    def rewrite(job_body: dict[str, Any], index: int | None, env: dict[str, str]) -> dict[str, str]:
+        return {**env, 'MASTER_ADDR': '127.0.0.1'}  # a headless Service's DNS name, made local
+
+    with Kubelet(cluster, cwd=tmp_path, log_dir=tmp_path / 'logs', extra_env={'EXTRA': '1'},
+                 rewrite_env=rewrite) as kubelet:
+        cluster.create(JOBS, job('envy', script, env=env, completionMode='Indexed', completions=2, parallelism=2))
+        kubelet.wait_idle(timeout=20)  # blocked on the missing Secret "late": nothing runs, and that is idle
+        assert kubelet.started == [('envy', 0), ('envy', 1)] and not list(tmp_path.glob('env-*'))
+        waiting = cluster.list(PODS)[0]['status']['containerStatuses'][0]['state']['waiting']
+        assert waiting == {'reason': 'CreateContainerConfigError', 'message': 'secret "late" not found'}
+
+        cluster.create('v1/secrets', {'metadata': {'name': 'late'}, 'stringData': {'k': 'v'}})
+        done = cluster.wait_for_job('default', 'envy')
+    assert job_condition(done, 'Complete') and kubelet.started == [('envy', 0), ('envy', 1)]
+    for index in (0, 1):
+        seen = json.loads((tmp_path / f'env-{index}.json').read_text())
+        assert {key: seen.get(key) for key in ('PLAIN', 'EXPANDED', 'TOKEN', 'USER', 'RANK', 'JOB_COMPLETION_INDEX',
+                                               'LATE', 'EXTRA', 'MASTER_ADDR')} == {
+            'PLAIN': 'x', 'EXPANDED': 'x-y', 'TOKEN': 's3cr3t', 'USER': 'alice', 'RANK': str(index),
+            'JOB_COMPLETION_INDEX': str(index), 'LATE': 'v', 'EXTRA': '1', 'MASTER_ADDR': '127.0.0.1'}
+        assert seen['PATH'].split(os.pathsep)[0] == os.path.dirname(sys.executable)
+        assert 'PYTEST_CURRENT_TEST' not in seen  # the host's environment does not leak in
+        assert seen['SELFTAUGHT_TERMINATION_MESSAGE_PATH']
+
+
+def test_a_suspended_job_does_not_run_until_resumed(cluster: FakeCluster, kubelet: Kubelet) -> None:
+    cluster.create(JOBS, job('later', 'pass', suspend=True))
+    kubelet.wait_idle(timeout=20)
+    suspended = cluster.get(JOBS, 'default', 'later')
+    assert suspended is not None and job_condition(suspended, 'Suspended') and kubelet.started == []
+    assert cluster.list(PODS) == []
+
+    cluster.patch(JOBS, 'default', 'later', {'spec': {'suspend': False}})
+    done = cluster.wait_for_job('default', 'later')
+    assert job_condition(done, 'Complete') and kubelet.started == [('later', None)]
+    resumed = [c for c in done['status']['conditions'] if c['type'] == 'Suspended']
+    assert resumed[0]['status'] == 'False' and resumed[0]['reason'] == 'JobResumed'
+
+
+def test_deleting_a_running_job_kills_its_process(cluster: FakeCluster, kubelet: Kubelet) -> None:
+    cluster.create(JOBS, job('forever', 'import time; time.sleep(60)'))
+    cluster.wait_for(lambda: [p for p in cluster.list(PODS) if p['status']['phase'] == 'Running'])
+    [attempt] = kubelet.attempts
+    assert attempt.pid is not None and attempt.running
+
+    cluster.delete(JOBS, 'default', 'forever')
+    cluster.wait_for(lambda: attempt.exit_code is not None, timeout=10)
+    assert attempt.killed and attempt.exit_code == 128 + 15  # SIGTERM
+    with pytest.raises(ProcessLookupError):
+        os.kill(attempt.pid, 0)
+    assert cluster.list(PODS) == []  # garbage-collected with their Job
+    kubelet.wait_idle(timeout=10)
+
+
+# ---- Kopf ------------------------------------------------------------------------------------------------------
+
+HANDLERS = '''
+import kopf
+import kubernetes.client
+
+@kopf.on.create('selftaught.dev', 'v1alpha1', 'selftaughtruns')
+def start(name, namespace, uid, patch, **_):
+    owner = {'apiVersion': 'selftaught.dev/v1alpha1', 'kind': 'SelfTaughtRun', 'name': name, 'uid': uid,
+             'controller': True}
+    kubernetes.client.BatchV1Api().create_namespaced_job(namespace, {
+        'metadata': {'name': f'{name}-train', 'ownerReferences': [owner], 'labels': {'run': name}},
+        'spec': {'backoffLimit': 0, 'template': {'spec': {'restartPolicy': 'Never', 'containers': [
+            {'name': 'train', 'image': 'selftaught:test', 'command': ['python', '-c', 'print("trained")']}]}}},
+    })
+    patch.status['phase'] = 'Training'
+
+@kopf.on.field('batch', 'v1', 'jobs', field='status.succeeded', labels={'run': kopf.PRESENT})
+def finished(new, namespace, labels, **_):
+    if new:
+        kubernetes.client.CustomObjectsApi().patch_namespaced_custom_object_status(
+            'selftaught.dev', 'v1alpha1', namespace, 'selftaughtruns', labels['run'],
+            {'status': {'phase': 'Succeeded'}})
+'''
+
+
+def phase(cluster: FakeCluster, name: str) -> str | None:
+    run = cluster.get(RUNS, 'default', name)
+    return None if run is None else (run.get('status') or {}).get('phase')
+
+
+def test_an_operator_runs_end_to_end_and_survives_a_restart(
+        cluster: FakeCluster, kubelet: Kubelet, tmp_path: Path) -> None:
+    module = tmp_path / 'handlers.py'
+    module.write_text(HANDLERS)
+
+    with run_operator(cluster, module):
+        cluster.create(RUNS, {'metadata': {'name': 'first'}, 'spec': {}})
+        cluster.wait_for(lambda: phase(cluster, 'first') == 'Succeeded', timeout=20)
+
+    cluster.create(RUNS, {'metadata': {'name': 'second'}, 'spec': {}})  # while the operator is down
+    time.sleep(0.2)
+    assert phase(cluster, 'second') is None
+
+    with run_operator(cluster, module) as runner:
+        cluster.wait_for(lambda: phase(cluster, 'second') == 'Succeeded', timeout=20)
+    assert kubelet.started == [('first-train', None), ('second-train', None)]  # nothing handled twice
+    assert "Handler 'start' succeeded" in runner.output
+
+    cluster.delete(RUNS, 'default', 'first')
+    assert cluster.get(JOBS, 'default', 'first-train') is None  # owned, so collected
+
+
+def test_an_operator_can_be_a_callable_registering_handlers(cluster: FakeCluster) -> None:
+    def register(registry: kopf.OperatorRegistry) -> None:
+        @kopf.on.create('selftaught.dev', 'v1alpha1', 'selftaughtruns', registry=registry)
+        def seen(patch: kopf.Patch, **_: Any) -> None:
+            patch.status['phase'] = 'Seen'
+
+    default_registry = kopf.get_default_registry()
+    cluster.create(RUNS, {'metadata': {'name': 'existing'}, 'spec': {}})
+    with run_operator(cluster, register):
+        cluster.wait_for(lambda: phase(cluster, 'existing') == 'Seen')
+    assert kopf.get_default_registry() is default_registry  # the harness's registry does not leak
