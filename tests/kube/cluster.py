@@ -344,6 +344,11 @@ def _jsonschema_of(schema: Any) -> Any:
         result['type'] = [result['type'], 'null']
     if schema.get('x-kubernetes-int-or-string'):
         result.setdefault('anyOf', [{'type': 'integer'}, {'type': 'string'}])
+    for exclusive, bound in (('exclusiveMinimum', 'minimum'), ('exclusiveMaximum', 'maximum')):
+        if isinstance(schema.get(exclusive), bool):  # OpenAPI 3.0 flag → JSON Schema's number form
+            flag = result.pop(exclusive)
+            if flag and bound in result:
+                result[exclusive] = result.pop(bound)
     return result
 
 

@@ -311,7 +311,15 @@ class PodOverrides(Model):
     shm_size: str | None = _field(None, description="Size of the memory-backed /dev/shm.")
 
 
-StageName = Literal["categorize", "select", "pairs", "judge", "train", "evaluate"]
+class StageOverrides(Model):
+    """Per-stage pod settings, merged field by field over the stage kind's defaults."""
+
+    categorize: PodOverrides | None = _field(None, description="Overrides for categorize pods.")
+    select: PodOverrides | None = _field(None, description="Overrides for the select pod.")
+    pairs: PodOverrides | None = _field(None, description="Overrides for pairs pods.")
+    judge: PodOverrides | None = _field(None, description="Overrides for judge pods.")
+    train: PodOverrides | None = _field(None, description="Overrides for training pods.")
+    evaluate: PodOverrides | None = _field(None, description="Overrides for evaluate pods.")
 
 
 class Scheduling(Model):
@@ -320,8 +328,8 @@ class Scheduling(Model):
     )
     training: PodOverrides = _field(default_factory=PodOverrides, description="Defaults for train.")
     data: PodOverrides = _field(default_factory=PodOverrides, description="Defaults for select.")
-    stages: dict[StageName, PodOverrides] = _field(
-        default_factory=dict, description="Per-stage overrides, merged field by field over the above."
+    stages: StageOverrides = _field(
+        default_factory=StageOverrides, description="Per-stage overrides, merged over the above."
     )
 
 

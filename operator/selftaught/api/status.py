@@ -1,0 +1,64 @@
+"""`SelfTaughtRun` status, per the Kubernetes API conventions. Small and bounded whatever the
+dataset: the full history lives in the store, never in etcd."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from selftaught.api.spec import Model
+
+ConditionType = Literal["Succeeded", "Ready", "Reconciling", "Stalled", "Suspended", "SpecAccepted"]
+Phase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed"]
+
+
+class Condition(Model):
+    type: str = Field(description="Succeeded, Ready, Reconciling, Stalled, Suspended or SpecAccepted.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field("", description="CamelCase reason a program can match.")
+    message: str = Field("", description="What happened, for a human.")
+    last_transition_time: str | None = Field(None, description="When status last changed (RFC 3339).")
+    observed_generation: int | None = Field(None, description="Generation this condition describes.")
+
+
+class StageProgress(Model):
+    stage: str = Field(description="The stage, e.g. judge-2.")
+    shards_done: int = Field(0, description="Finished shards.")
+    shards: int = Field(1, description="All shards of the stage.")
+    attempt: int = Field(0, description="Retry number of the stage's current Job (0 = first try).")
+    job: str | None = Field(None, description="Name of the stage's current Job.")
+
+
+class IterationSummary(Model):
+    iteration: int = Field(description="0 is the seed judge's baseline evaluation.")
+    tried: int | None = Field(None, description="Items (pair x order) the judge annotated.")
+    kept: int | None = Field(None, description="Items with a correct judgment kept for training.")
+    keep_rate: float | None = Field(None, description="kept / tried.")
+    accuracy: float | None = Field(None, description="Pairwise accuracy on the evaluation pairs.")
+    position_consistent: float | None = Field(None, description="Correct in both response orders.")
+    majority_vote: float | None = Field(None, description="Accuracy of the majority verdict over k samples.")
+    checkpoint: str | None = Field(None, description="URI of this iteration's checkpoint.")
+
+
+class SelfTaughtRunStatus(Model):
+    observed_generation: int | None = Field(None, description="The metadata.generation last reconciled.")
+    phase: Phase | None = Field(None, description="Derived from the conditions, for display.")
+    stage: str | None = Field(None, description="The stage the run is at (derived).")
+    iteration: int | None = Field(None, description="The iteration the run is at (derived).")
+    message: str | None = Field(None, description="One line on what is happening.")
+    latest_accuracy: float | None = Field(None, description="Accuracy of the newest evaluated judge.")
+    store: str | None = Field(None, description="URI of the run's folder in the store.")
+    started_at: str | None = Field(None, description="When the operator first saw the run.")
+    completed_at: str | None = Field(None, description="When the run succeeded or failed.")
+    store_unreachable_since: str | None = Field(
+        None, description="Since when the operator cannot reach the store (cleared when it can)."
+    )
+    stages_done: int | None = Field(None, description="Finished stages.")
+    stages_total: int | None = Field(None, description="All stages of the run.")
+    active: list[StageProgress] = Field(default_factory=list, description="Stages running now.")
+    retries: dict[str, int] = Field(default_factory=dict, description="Failed attempts per stage.")
+    iterations: list[IterationSummary] = Field(
+        default_factory=list, description="The newest 10 iterations' numbers; the store has all."
+    )
+    conditions: list[Condition] = Field(default_factory=list, description="Standard conditions.")

@@ -1,0 +1,45 @@
+"""Kopf handlers: thin triggers. Every event on a run or on one of its Jobs, and a periodic
+resync, call the same level-triggered reconcile; there is no edge-triggered state to lose."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from selftaught.api.spec import API_GROUP, API_VERSION, PLURAL
+from selftaught.controller import metrics
+from selftaught.controller.config import OperatorConfig
+from selftaught.controller.jobs import LABEL_RUN, MANAGED_BY
+from selftaught.controller.reconciler import Reconciler
+
+CONFIG = OperatorConfig.from_env()
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """One reconciler (and its caches) per operator process."""
+    settings.execution.max_workers = CONFIG.workers
+    settings.posting.level = 30  # Kopf's own events: warnings and errors only; ours are richer
+    memo.reconciler = Reconciler(CONFIG)
+    metrics.serve(CONFIG.metrics_port)
+
+
+@kopf.on.event(API_GROUP, API_VERSION, PLURAL)
+def run_changed(event: dict[str, Any], name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    if event.get("type") == "DELETED":
+        memo.reconciler.forget(namespace, name)
+        return
+    memo.reconciler.reconcile(namespace, name)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
+def job_changed(labels: dict[str, str], namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    run = labels.get(LABEL_RUN)
+    if run:
+        memo.reconciler.reconcile(namespace, run)
+
+
+@kopf.timer(API_GROUP, API_VERSION, PLURAL, interval=CONFIG.resync_seconds, initial_delay=CONFIG.resync_seconds)
+def resync(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    memo.reconciler.reconcile(namespace, name)

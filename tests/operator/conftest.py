@@ -1,0 +1,64 @@
+"""An operator under test: the fake API server with the real CRD, a kubelet running each Job's
+real command locally, S3 on loopback, and Kopf in a thread."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from selftaught.api.crd import crd
+from tests.kube.cluster import FakeCluster
+
+NAMESPACE = "ml"
+HANDLERS = "selftaught.controller.handlers"
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def cluster(s3_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("SELFTAUGHT_METRICS_PORT", "0")
+    monkeypatch.setenv("SELFTAUGHT_HEALTH_PORT", "0")
+    monkeypatch.setenv("SELFTAUGHT_RESYNC_SECONDS", "5")
+    with FakeCluster(namespaces=(NAMESPACE,)) as fake:
+        fake.install_crd(crd())  # the real schema: pruning and defaulting as an API server does
+        fake.create(
+            "v1/secrets",
+            {"metadata": {"name": "s3-credentials"}, "stringData": {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}},
+            NAMESPACE,
+        )
+        yield fake
+
+
+@pytest.fixture
+def kubelet(cluster, tmp_path):
+    """Runs Jobs as local processes; paths a pod would have map to temporary folders."""
+    home = tmp_path / "pod-home"
+    extensions = Path(os.environ.get("TORCH_EXTENSIONS_DIR", Path.home() / ".cache" / "torch_extensions"))
+
+    def local_paths(job, index, env):
+        env = dict(env)
+        env.update(
+            HOME=str(home),
+            SELFTAUGHT_CACHE=str(tmp_path / "pod-cache"),
+            HF_HOME=str(tmp_path / "pod-cache" / "hf"),
+            TORCH_EXTENSIONS_DIR=str(extensions),  # reuse the compiled DeepSpeed ops
+        )
+        if "MASTER_ADDR" in env:
+            env["MASTER_ADDR"] = "127.0.0.1"  # the headless Service's DNS name, on one machine
+        return env
+
+    return cluster.start_kubelet(
+        cwd=REPO,
+        log_dir=tmp_path / "pod-logs",
+        extra_env={"DS_ACCELERATOR": "cpu", "HF_HUB_OFFLINE": "1", "AWS_DEFAULT_REGION": "us-east-1"},
+        rewrite_env=local_paths,
+    )
+
+
+def run_object(run, name: str = "run") -> dict:
+    """A SelfTaughtRun custom object for the cluster, from a parsed run."""
+    spec = run.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    spec["storage"]["credentialsSecret"] = "s3-credentials"
+    return {"apiVersion": "selftaught.dev/v1alpha1", "kind": "SelfTaughtRun", "metadata": {"name": name}, "spec": spec}

@@ -1,0 +1,132 @@
+"""The operator, end to end: real Kopf against the fake API server, every Job's real command run
+by the test kubelet (vLLM and DeepSpeed on the tiny model, S3 over HTTP)."""
+
+from __future__ import annotations
+
+import kubernetes_validate
+
+from selftaught.store.layout import RUN_SNAPSHOT
+from tests.kube.cluster import run_operator
+
+from .conftest import HANDLERS, NAMESPACE, run_object
+
+RUNS = "selftaught.dev/v1alpha1/selftaughtruns"
+
+
+def condition(obj, kind):
+    return next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == kind), {})
+
+
+def status_of(cluster, name):
+    return cluster.get(RUNS, NAMESPACE, name) or {}
+
+
+def jobs(cluster, run_name):
+    return cluster.list("batch/v1/jobs", NAMESPACE, label_selector=f"selftaught.dev/run={run_name}")
+
+
+def test_a_run_goes_from_creation_to_succeeded_even_when_the_operator_is_restarted(cluster, kubelet, make_run, bucket, s3_server):
+    run = make_run(storage=bucket, endpoint=s3_server, generation={"shards": 2, "parallelism": 2})
+    with run_operator(cluster, HANDLERS, namespace=NAMESPACE):
+        cluster.create(RUNS, run_object(run, "e2e"), NAMESPACE)
+        first = cluster.wait_for(lambda: condition(status_of(cluster, "e2e"), "Succeeded"), timeout=30)
+        assert first["status"] == "Unknown"  # written on the first visit
+        cluster.wait_for(lambda: any(j["metadata"]["labels"]["selftaught.dev/stage"] == "pairs" for j in jobs(cluster, "e2e")), timeout=180)
+    # the operator is gone while Jobs keep running; a new one takes over from what exists
+    with run_operator(cluster, HANDLERS, namespace=NAMESPACE):
+        done = cluster.wait_for(lambda: condition(status_of(cluster, "e2e"), "Succeeded").get("status") in ("True", "False"), timeout=480)
+        obj = status_of(cluster, "e2e")
+    assert condition(obj, "Succeeded")["status"] == "True", obj["status"]
+    status = obj["status"]
+    assert status["phase"] == "Succeeded" and status["observedGeneration"] == obj["metadata"]["generation"]
+    assert condition(obj, "Ready")["status"] == "True" and condition(obj, "Reconciling")["status"] == "False"
+    rows = {row["iteration"]: row for row in status["iterations"]}
+    assert rows[1]["kept"] > 0 and 0 <= rows[1]["accuracy"] <= 1 and rows[1]["checkpoint"].startswith(bucket)
+    assert "accuracy" in rows[0] and status["latestAccuracy"] == rows[1]["accuracy"]
+
+    names = [j["metadata"]["name"] for j in jobs(cluster, "e2e")]
+    assert sorted(names) == sorted(f"e2e-{s}-0" for s in ("categorize", "select", "pairs", "evaluate-0", "judge-1", "train-1", "evaluate-1"))
+    assert len(kubelet.started) == len(set(kubelet.started))  # nothing ran twice
+    for job in jobs(cluster, "e2e"):
+        kubernetes_validate.validate(job, "1.33", strict=True)
+        assert job["metadata"]["ownerReferences"][0]["uid"] == obj["metadata"]["uid"]
+    reasons = [e["reason"] for e in cluster.list("v1/events", NAMESPACE) if e["involvedObject"]["name"] == "e2e"]
+    assert {"StageStarted", "StageSucceeded", "RunRunning", "RunSucceeded"} <= set(reasons)
+    env = {e["name"]: e for e in jobs(cluster, "e2e")[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "s3-credentials"
+    assert "testing" not in str(obj["status"]) + str(reasons)  # the secret's value appears nowhere
+
+
+def test_a_stage_that_keeps_failing_is_retried_then_fails_the_run_with_its_reason(cluster, kubelet, make_run, bucket, s3_server):
+    run = make_run(storage=bucket, endpoint=s3_server, retries={"perStage": 1, "backoffSeconds": 1})
+    message = '{"reason": "StorageUnavailable", "message": "s3://x: storage unreachable", "permanent": false}'
+    kubelet.fail_next("flaky-categorize", exit_code=1, message=message)
+    kubelet.fail_next("flaky-categorize", exit_code=1, message=message)
+    with run_operator(cluster, HANDLERS, namespace=NAMESPACE):
+        cluster.create(RUNS, run_object(run, "flaky"), NAMESPACE)
+        cluster.wait_for(lambda: condition(status_of(cluster, "flaky"), "Succeeded").get("status") == "False", timeout=60)
+    obj = status_of(cluster, "flaky")
+    failed = condition(obj, "Succeeded")
+    assert failed["reason"] == "StorageUnavailable" and "categorize failed 2 times" in failed["message"]
+    assert condition(obj, "Stalled")["status"] == "True" and obj["status"]["phase"] == "Failed"
+    assert sorted(j["metadata"]["name"] for j in jobs(cluster, "flaky")) == ["flaky-categorize-0", "flaky-categorize-1"]
+    reasons = [e["reason"] for e in cluster.list("v1/events", NAMESPACE) if e["involvedObject"]["name"] == "flaky"]
+    assert {"StageFailed", "StageRetrying", "RunFailed"} <= set(reasons)
+
+
+def test_a_missing_input_fails_the_run_at_once_with_a_message_naming_it(cluster, kubelet, make_run, bucket, s3_server, tmp_path):
+    missing = tmp_path / "nowhere.jsonl"
+    run = make_run(storage=bucket, endpoint=s3_server, data={"instructions": {"source": str(missing)}})
+    with run_operator(cluster, HANDLERS, namespace=NAMESPACE):
+        cluster.create(RUNS, run_object(run, "nodata"), NAMESPACE)
+        cluster.wait_for(lambda: condition(status_of(cluster, "nodata"), "Succeeded").get("status") == "False", timeout=60)
+    failed = condition(status_of(cluster, "nodata"), "Succeeded")
+    assert failed["reason"] == "InvalidInput" and f"{missing}: no such file or folder" in failed["message"]
+    assert [j["metadata"]["name"] for j in jobs(cluster, "nodata")] == ["nodata-categorize-0"]  # not retried
+
+
+def test_a_spec_the_operator_cannot_use_is_refused_with_the_field_named(cluster, kubelet, make_run, bucket, s3_server):
+    body = run_object(make_run(storage=bucket, endpoint=s3_server), "bad")
+    body["spec"]["select"] = {"categories": ["Poetry"]}
+    with run_operator(cluster, HANDLERS, namespace=NAMESPACE):
+        cluster.create(RUNS, body, NAMESPACE)
+        cluster.wait_for(lambda: condition(status_of(cluster, "bad"), "SpecAccepted").get("status") == "False", timeout=30)
+    obj = status_of(cluster, "bad")
+    assert condition(obj, "Succeeded")["reason"] == "InvalidSpec"
+    assert "spec.select.categories" in condition(obj, "SpecAccepted")["message"] and "Poetry" in condition(obj, "SpecAccepted")["message"]
+    assert jobs(cluster, "bad") == []
+
+
+def test_suspend_pauses_resume_continues_and_delete_removes_jobs_but_keeps_data(cluster, kubelet, make_run, bucket, s3_server):
+    from selftaught.stages.context import run_store
+
+    run = make_run(storage=bucket, endpoint=s3_server)
+    body = run_object(run, "paused")
+    body["spec"]["suspend"] = True
+    kubelet.pause()  # Jobs are created but do not run: we look at the operator only
+    with run_operator(cluster, HANDLERS, namespace=NAMESPACE):
+        cluster.create(RUNS, body, NAMESPACE)
+        cluster.wait_for(lambda: condition(status_of(cluster, "paused"), "Suspended").get("status") == "True", timeout=30)
+        assert jobs(cluster, "paused") == [] and status_of(cluster, "paused")["status"]["phase"] == "Suspended"
+        cluster.patch(RUNS, NAMESPACE, "paused", {"spec": {"suspend": False}})
+        cluster.wait_for(lambda: jobs(cluster, "paused"), timeout=30)
+        obj = cluster.wait_for(lambda: (o := status_of(cluster, "paused")) and condition(o, "Suspended").get("status") == "False" and o, timeout=30)
+        assert obj["status"]["phase"] == "Pending" and condition(obj, "Reconciling")["status"] == "True"
+        cluster.delete(RUNS, NAMESPACE, "paused")
+        cluster.wait_for(lambda: not jobs(cluster, "paused"), timeout=30)
+    assert run_store(run.model_copy(update={"metadata": run.metadata.model_copy(update={"name": "paused", "namespace": NAMESPACE})})).exists(RUN_SNAPSHOT)
+
+
+def test_an_unsafe_edit_is_refused_with_a_condition_and_the_run_keeps_its_spec(cluster, kubelet, make_run, bucket, s3_server):
+    run = make_run(storage=bucket, endpoint=s3_server)
+    kubelet.pause()
+    with run_operator(cluster, HANDLERS, namespace=NAMESPACE):
+        cluster.create(RUNS, run_object(run, "edited"), NAMESPACE)
+        cluster.wait_for(lambda: jobs(cluster, "edited"), timeout=30)
+        cluster.patch(RUNS, NAMESPACE, "edited", {"spec": {"judge": {"samples": 9}, "retries": {"perStage": 5}}})
+        cluster.wait_for(lambda: condition(status_of(cluster, "edited"), "SpecAccepted").get("status") == "False", timeout=30)
+    obj = status_of(cluster, "edited")
+    accepted = condition(obj, "SpecAccepted")
+    assert accepted["reason"] == "UnsafeEdit" and "judge.samples" in accepted["message"] and "retries" not in accepted["message"]
+    assert condition(obj, "Stalled")["status"] == "True"  # GitOps tools see that Git's spec cannot apply
+    assert accepted["observedGeneration"] == obj["metadata"]["generation"] == 2
