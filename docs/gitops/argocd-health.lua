@@ -62,23 +62,24 @@ end
 local conditions = status.conditions
 
 local succeeded = findCondition(conditions, "Succeeded")
-if succeeded ~= nil and succeeded.status == "True" then
-  hs.status = "Healthy"
-  hs.message = nonempty(succeeded.message) or nonempty(status.message) or "run succeeded"
-  return hs
-end
 if succeeded ~= nil and succeeded.status == "False" then
   hs.status = "Degraded"
   hs.message = describe(succeeded, "run failed")
   return hs
 end
 
--- A refused mid-run edit: the run goes on with its old spec, so what Git
--- says is not what is running.
+-- A refused edit: the run goes on (or finished) with its old spec, so what
+-- Git says is not what ran. Checked before success for that reason.
 local accepted = findCondition(conditions, "SpecAccepted")
 if accepted ~= nil and accepted.status == "False" then
   hs.status = "Degraded"
   hs.message = describe(accepted, "spec edit refused")
+  return hs
+end
+
+if succeeded ~= nil and succeeded.status == "True" then
+  hs.status = "Healthy"
+  hs.message = nonempty(succeeded.message) or nonempty(status.message) or "run succeeded"
   return hs
 end
 

@@ -30,6 +30,10 @@ class OperatorConfig:
     run_as_user: int = 1000
     #: how long the store may be unreachable before a run fails with StorageUnavailable
     storage_grace_seconds: float = 300.0
+    #: `spec.storage.endpoint` for runs that leave it empty (e.g. the cluster's MinIO)
+    default_s3_endpoint: str = ""
+    #: `spec.storage.credentialsSecret` for runs that leave it empty (a Secret in the run's namespace)
+    default_credentials_secret: str = ""
     #: worker threads for reconciles (each run is reconciled by one thread at a time)
     workers: int = 16
 

@@ -20,6 +20,7 @@ CONFIG = OperatorConfig.from_env()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """One reconciler (and its caches) per operator process."""
     settings.execution.max_workers = CONFIG.workers
+    settings.scanning.disabled = True  # no CRD or namespace watching: least-privilege RBAC
     settings.posting.level = 30  # Kopf's own events: warnings and errors only; ours are richer
     memo.reconciler = Reconciler(CONFIG)
     metrics.serve(CONFIG.metrics_port)

@@ -132,6 +132,7 @@ class Reconciler:
             seen.invalid = str(error)
             self._write_status(obj, build_status(seen))
             return None
+        run = self._with_defaults(run)
         seen.suspended = run.spec.suspend
         requeue: float | None = None
         try:
@@ -160,6 +161,19 @@ class Reconciler:
         self._announce(obj, seen, jobs, status)
         self._write_status(obj, status)
         return requeue
+
+    def _with_defaults(self, run: SelfTaughtRun) -> SelfTaughtRun:
+        """The platform's default S3 endpoint and credentials Secret, where the run names none."""
+        storage = run.spec.storage
+        update = {}
+        if not storage.endpoint and self.config.default_s3_endpoint:
+            update["endpoint"] = self.config.default_s3_endpoint
+        if not storage.credentials_secret and self.config.default_credentials_secret:
+            update["credentials_secret"] = self.config.default_credentials_secret
+        if not update:
+            return run
+        spec = run.spec.model_copy(update={"storage": storage.model_copy(update=update)})
+        return run.model_copy(update={"spec": spec})
 
     def _accept(self, store, run: SelfTaughtRun) -> tuple[SelfTaughtRunSpec, list[str]]:
         """The spec this run executes: the one it started with, plus any safe edits."""
