@@ -19,6 +19,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in (Categorize(), Select(), Pairs(),
 
 def run_stage(run: SelfTaughtRun, ref: StageRef, shards: list[int] | None = None) -> Manifest | None:
     stage = STAGES[ref.name]
+    if not stage.sharded:
+        shards = None  # e.g. a training pod's completion index is its node rank, not a shard
     num_shards = run.spec.generation.shards if stage.sharded else 1
     for shard in shards or []:
         if not 0 <= shard < num_shards:
