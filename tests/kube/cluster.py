@@ -383,10 +383,14 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     """
 
     validate: str | None = KUBERNETES_VERSION  # built-in schemas to check against; None to skip
+    # kmock keeps every request for assertions, and matches each new request against that history:
+    # O(requests) per request. Load tests keep only the newest N (None keeps all).
+    request_history: int | None = None
     bookmark_interval: float = 30.0  # Kopf calls a watch dead after 70 s of silence
 
     _custom: set[kmock.resource] = attrs.field(factory=set, init=False)
     _schemas: dict[kmock.resource, Any] = attrs.field(factory=dict, init=False)
+    _validators: dict[kmock.resource, Any] = attrs.field(factory=dict, init=False)
     _rv: int = attrs.field(default=0, init=False)
     _changes: collections.defaultdict[kmock.resource, list[_Change]] = attrs.field(
         factory=lambda: collections.defaultdict(list), init=False)
@@ -440,6 +444,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     async def _handle(self, request: kmock.Request) -> Any:
         # Deliberately skip KubernetesEmulator._handle: it stores writes naively *before* reactions run.
         # Here, the fallback reactions below do all the writing.
+        if self.request_history is not None and len(self._requests) > 2 * self.request_history:
+            del self._requests[: -self.request_history]
         return await kmock.RawHandler._handle(self, request)
 
     async def _serve_server_version(self, request: kmock.Request) -> Any:
@@ -476,6 +482,22 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         if obj is None:
             raise _not_found(res, request.name)
         return obj
+
+    def _custom_validator(self, res: kmock.resource) -> tuple[Body, Any]:
+        """The CRD's schema and a compiled validator, built once per schema (compiling a large
+        schema on every write made the emulator, not the code under test, the bottleneck)."""
+        source = self._schemas[res]
+        cached = self._validators.get(res)
+        if cached is not None and cached[0] is source:
+            return cached[1], cached[2]
+        schema = dict(source)
+        schema['properties'] = {key: value for key, value in (schema.get('properties') or {}).items()
+                                if key not in ('metadata', 'apiVersion', 'kind')}
+        schema['required'] = [key for key in schema.get('required') or [] if key != 'metadata']
+        converted = _jsonschema_of(schema)
+        validator = jsonschema.validators.validator_for(converted)(converted)
+        self._validators[res] = (source, schema, validator)
+        return schema, validator
 
     @staticmethod
     def _content_type(request: kmock.Request) -> str:
@@ -863,14 +885,13 @@ class ClusterEmulator(kmock.KubernetesEmulator):
 
     def _check_custom(self, res: kmock.resource, info: kmock.ResourceInfo, obj: Body) -> Body:
         """Prune, default and validate a custom resource against its CRD schema (metadata is never pruned)."""
-        schema = dict(self._schemas[res])
-        schema['properties'] = {key: value for key, value in (schema.get('properties') or {}).items()
-                                if key not in ('metadata', 'apiVersion', 'kind')}
-        schema['required'] = [key for key in schema.get('required') or [] if key != 'metadata']
+        schema, validator = self._custom_validator(res)
         content = _prune_and_default({key: value for key, value in obj.items()
                                       if key not in ('metadata', 'apiVersion', 'kind')}, schema)
         try:
-            jsonschema.validate(content, _jsonschema_of(schema))
+            error = jsonschema.exceptions.best_match(validator.iter_errors(content))
+            if error is not None:
+                raise error
         except jsonschema.ValidationError as e:
             path = '.'.join(str(part) for part in e.absolute_path) or '<root>'
             raise _error(422, 'Invalid', f'{info.kind}.{res.group} "{obj["metadata"].get("name")}" is invalid: '
@@ -997,7 +1018,8 @@ class FakeCluster:
 
     def __init__(self, *, resources: Iterable[ResourceSpec] = DEFAULT_RESOURCES,
                  namespaces: Iterable[str] = ('default',), validate: str | None = KUBERNETES_VERSION,
-                 startup_timeout: float = 10.0) -> None:
+                 startup_timeout: float = 10.0, request_history: int | None = None) -> None:
+        self._request_history = request_history
         self._resource_specs = tuple(resources)
         self._namespaces = tuple(namespaces)
         self._validate = validate
@@ -1071,7 +1093,7 @@ class FakeCluster:
     async def _serve(self, ready: threading.Event) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
-        emulator = ClusterEmulator(validate=self._validate)
+        emulator = ClusterEmulator(validate=self._validate, request_history=self._request_history)
         for spec in self._resource_specs:
             emulator.install(spec)
         # NB: aiohttp's RawTestServer rather than kmock.Server: the latter patches aiohttp's DNS resolution

@@ -1,5 +1,8 @@
 """Kopf handlers: thin triggers. Every event on a run or on one of its Jobs, and a periodic
-resync, call the same level-triggered reconcile; there is no edge-triggered state to lose."""
+resync, call the same level-triggered reconcile; there is no edge-triggered state to lose.
+
+The resync is the reconciler's own thread, not a `@kopf.timer`: Kopf puts a finalizer on every
+object with a timer, and a run could then not be deleted while the operator is down."""
 
 from __future__ import annotations
 
@@ -23,7 +26,13 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.scanning.disabled = True  # no CRD or namespace watching: least-privilege RBAC
     settings.posting.level = 30  # Kopf's own events: warnings and errors only; ours are richer
     memo.reconciler = Reconciler(CONFIG)
+    memo.reconciler.start_resync(CONFIG.resync_seconds)
     metrics.serve(CONFIG.metrics_port)
+
+
+@kopf.on.cleanup()
+def stop(memo: kopf.Memo, **_: Any) -> None:
+    memo.reconciler.stop()
 
 
 @kopf.on.event(API_GROUP, API_VERSION, PLURAL)
@@ -31,16 +40,13 @@ def run_changed(event: dict[str, Any], name: str, namespace: str, memo: kopf.Mem
     if event.get("type") == "DELETED":
         memo.reconciler.forget(namespace, name)
         return
+    memo.reconciler.observe_run(event["object"])
     memo.reconciler.reconcile(namespace, name)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
-def job_changed(labels: dict[str, str], namespace: str, memo: kopf.Memo, **_: Any) -> None:
+def job_changed(event: dict[str, Any], labels: dict[str, str], namespace: str, memo: kopf.Memo, **_: Any) -> None:
     run = labels.get(LABEL_RUN)
     if run:
+        memo.reconciler.observe_job(event["object"], deleted=event.get("type") == "DELETED")
         memo.reconciler.reconcile(namespace, run)
-
-
-@kopf.timer(API_GROUP, API_VERSION, PLURAL, interval=CONFIG.resync_seconds, initial_delay=CONFIG.resync_seconds)
-def resync(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
-    memo.reconciler.reconcile(namespace, name)

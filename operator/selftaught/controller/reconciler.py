@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -35,6 +37,24 @@ log = logging.getLogger(__name__)
 TERMINAL = ("Succeeded", "Failed")
 
 
+@dataclass
+class _RunState:
+    busy: bool = False  # a reconcile of this run is under way
+    dirty: bool = False  # something happened meanwhile: go round once more
+    fresh: bool = False  # the next pass reads the run and its Jobs from the API, not the cache
+
+
+def _newer(body: dict[str, Any], than: dict[str, Any] | None) -> bool:
+    """Whether `body` is a later version than `than` (resourceVersions are etcd revisions:
+    numbers in practice, opaque strings by contract; when not numbers, the later arrival wins)."""
+    if than is None:
+        return True
+    new, old = body["metadata"].get("resourceVersion", ""), than["metadata"].get("resourceVersion", "")
+    if new.isdigit() and old.isdigit():
+        return int(new) >= int(old)
+    return True
+
+
 def _api_message(error: ApiException) -> str:
     try:
         return json.loads(error.body)["message"]
@@ -52,33 +72,115 @@ class Reconciler:
         self.custom = client.CustomObjectsApi(api)
         self.batch = client.BatchV1Api(api)
         self.core = client.CoreV1Api(api)
-        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._states: dict[tuple[str, str], _RunState] = {}
         self._locks_guard = threading.Lock()
+        self._events: queue.SimpleQueue[tuple[str, dict[str, Any]] | None] = queue.SimpleQueue()
+        threading.Thread(target=self._post_events, name="selftaught-events", daemon=True).start()
         self._manifests: dict[str, dict[str, Manifest]] = {}  # per store: immutable once written
         self._failures: dict[str, dict[str, Any]] = {}  # failed Job uid → termination message
         self._seen_done: dict[tuple[str, str], set[str]] = {}  # stages already announced
         self._seen_failed: set[str] = set()
         self._timers: dict[tuple[str, str], threading.Timer] = {}
         self._phases: dict[tuple[str, str], str] = {}
+        self._known: set[tuple[str, str]] = set()
+        # the latest bodies Kopf delivered (or our own writes returned): most reconciles need no
+        # GET or LIST at all; the periodic resync reads everything fresh to heal any drift
+        self._runs: dict[tuple[str, str], dict[str, Any]] = {}
+        self._job_bodies: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+        self._stopping = threading.Event()
+
+    def start_resync(self, interval: float) -> None:
+        """Re-reconcile every known run every `interval` seconds: the safety net for missed
+        events and for backoffs that expire while nothing else happens."""
+
+        def loop() -> None:
+            while not self._stopping.wait(interval):
+                for namespace, name in sorted(self._known):
+                    try:
+                        self.reconcile(namespace, name, fresh=True)
+                    except Exception:  # one broken run must not stop the others' resync
+                        log.exception("resync of %s/%s failed", namespace, name)
+
+        threading.Thread(target=loop, name="selftaught-resync", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._events.put(None)
+        for timer in list(self._timers.values()):
+            timer.cancel()
 
     # -- entry points ------------------------------------------------------------------------
 
-    def reconcile(self, namespace: str, name: str) -> None:
+    def observe_run(self, body: dict[str, Any]) -> None:
+        """A run as a watch event delivered it."""
+        meta = body["metadata"]
+        self._remember_run((meta["namespace"], meta["name"]), body)
+
+    def observe_job(self, body: dict[str, Any], deleted: bool = False) -> None:
+        """A stage Job as a watch event delivered it."""
+        meta = body["metadata"]
+        run = meta.get("labels", {}).get(LABEL_RUN)
+        with self._locks_guard:
+            jobs = self._job_bodies.get((meta["namespace"], run))
+            if jobs is None:
+                return  # that run's Jobs were never listed: its next reconcile lists them
+            if deleted:
+                jobs.pop(meta["name"], None)
+            elif _newer(body, jobs.get(meta["name"])):
+                jobs[meta["name"]] = body
+
+    def _remember_run(self, key: tuple[str, str], body: dict[str, Any]) -> None:
+        with self._locks_guard:
+            if _newer(body, self._runs.get(key)):
+                self._runs[key] = body
+
+    def reconcile(self, namespace: str, name: str, *, fresh: bool = False) -> None:
+        """Reconcile one run now, or, if that run is being reconciled already, make sure the
+        running reconcile goes round once more: a burst of events costs at most two passes."""
         key = (namespace, name)
         with self._locks_guard:
-            lock = self._locks.setdefault(key, threading.Lock())
+            state = self._states.setdefault(key, _RunState())
+            state.fresh = state.fresh or fresh
+            if state.busy:
+                state.dirty = True
+                return
+            state.busy = True
+        try:
+            while True:
+                with self._locks_guard:
+                    state.dirty, fresh, state.fresh = False, state.fresh, False
+                self._reconcile_once(namespace, name, fresh)
+                with self._locks_guard:
+                    if not state.dirty:
+                        state.busy = False
+                        return
+        except BaseException:
+            with self._locks_guard:
+                state.busy = False
+            raise
+
+    def _reconcile_once(self, namespace: str, name: str, fresh: bool) -> None:
+        key = (namespace, name)
         started = time.perf_counter()
-        with lock:
+        obj = None if fresh else self._runs.get(key)
+        if obj is None:
             try:
-                obj = self.custom.get_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name)
+                response = self.custom.get_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name, _preload_content=False)
             except ApiException as error:
                 if error.status == 404:
                     self.forget(namespace, name)
                     return
                 raise
-            if obj["metadata"].get("deletionTimestamp"):
-                return
-            requeue = self._reconcile(obj)
+            obj = json.loads(response.data)
+            with self._locks_guard:
+                self._runs[key] = obj
+        if fresh:
+            with self._locks_guard:
+                self._job_bodies.pop(key, None)
+        if obj["metadata"].get("deletionTimestamp"):
+            return
+        self._known.add(key)
+        requeue = self._reconcile(obj)
         metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
         if requeue is not None:
             self._schedule(namespace, name, requeue)
@@ -86,6 +188,10 @@ class Reconciler:
     def forget(self, namespace: str, name: str) -> None:
         """The run was deleted: its Jobs go with it (owner references); its data stays."""
         key = (namespace, name)
+        self._known.discard(key)
+        self._states.pop(key, None)
+        self._runs.pop(key, None)
+        self._job_bodies.pop(key, None)
         timer = self._timers.pop(key, None)
         if timer:
             timer.cancel()
@@ -206,8 +312,16 @@ class Reconciler:
     # -- Kubernetes I/O ----------------------------------------------------------------------
 
     def _jobs(self, namespace: str, name: str) -> list[JobView]:
-        listed = self.batch.list_namespaced_job(namespace, label_selector=f"{LABEL_RUN}={name}", _preload_content=False)
-        return [job_view(job, self._failure_of(job)) for job in json.loads(listed.data)["items"]]
+        key = (namespace, name)
+        with self._locks_guard:
+            cached = self._job_bodies.get(key)
+            bodies = list(cached.values()) if cached is not None else None
+        if bodies is None:
+            listed = self.batch.list_namespaced_job(namespace, label_selector=f"{LABEL_RUN}={name}", _preload_content=False)
+            bodies = json.loads(listed.data)["items"]
+            with self._locks_guard:
+                self._job_bodies[key] = {job["metadata"]["name"]: job for job in bodies}
+        return [job_view(job, self._failure_of(job)) for job in bodies]
 
     def _failure_of(self, job: dict[str, Any]) -> dict[str, Any] | None:
         """The failed pod's termination message: the stage's own reason and message."""
@@ -239,7 +353,12 @@ class Reconciler:
         if needs_service(run, ref):
             self._create_ignoring_conflict(lambda: self.core.create_namespaced_service(namespace, build_service(run, owner, ref, attempt)))
         job = build_job(run, owner, ref, attempt, self.config)
-        if self._create_ignoring_conflict(lambda: self.batch.create_namespaced_job(namespace, job)):
+        created = self._create_ignoring_conflict(lambda: self.batch.create_namespaced_job(namespace, job, _preload_content=False))
+        if created is None:  # it exists, so our cache missed it: list this run's Jobs next time
+            with self._locks_guard:
+                self._job_bodies.pop((namespace, run.metadata.name), None)
+        else:
+            self.observe_job(json.loads(created.data))
             metrics.JOBS_CREATED.labels(ref.name).inc()
             if attempt:
                 metrics.RETRIES.labels(ref.name).inc()
@@ -248,13 +367,12 @@ class Reconciler:
                 self._post(obj, "Normal", "StageStarted", f"{ref.label}: Job {job['metadata']['name']}")
 
     @staticmethod
-    def _create_ignoring_conflict(create: Callable[[], Any]) -> bool:
+    def _create_ignoring_conflict(create: Callable[[], Any]) -> Any:
         try:
-            create()
-            return True
+            return create()
         except ApiException as error:
             if error.status == 409:  # deterministic names: someone (an earlier us) made it already
-                return False
+                return None
             raise
 
     def _write_status(self, obj: dict[str, Any], status: dict[str, Any]) -> None:
@@ -264,7 +382,10 @@ class Reconciler:
         if previous == status:
             return
         patch = {"status": {**{k: None for k in previous if k not in status}, **status}}
-        self.custom.patch_namespaced_custom_object_status(API_GROUP, API_VERSION, meta["namespace"], PLURAL, meta["name"], patch)
+        response = self.custom.patch_namespaced_custom_object_status(
+            API_GROUP, API_VERSION, meta["namespace"], PLURAL, meta["name"], patch, _preload_content=False
+        )
+        self._remember_run((meta["namespace"], meta["name"]), json.loads(response.data))
         if previous.get("phase") != status.get("phase"):
             kind = "Warning" if status.get("phase") == "Failed" else "Normal"
             self._post(obj, kind, f"Run{status.get('phase')}", status.get("message", ""))
@@ -316,10 +437,16 @@ class Reconciler:
             "lastTimestamp": now,
             "count": 1,
         }
-        try:
-            self.core.create_namespaced_event(meta["namespace"], body)
-        except ApiException as error:  # events are best effort; the status has the truth
-            log.warning("could not post event %s for %s/%s: %s", reason, meta["namespace"], meta["name"], error.reason)
+        self._events.put((meta["namespace"], body))
+
+    def _post_events(self) -> None:
+        """Events are best effort and must not delay the next Job: a thread posts them."""
+        while (item := self._events.get()) is not None:
+            namespace, body = item
+            try:
+                self.core.create_namespaced_event(namespace, body)
+            except Exception as error:  # the status has the truth; an event is a courtesy
+                log.warning("could not post event %s in %s: %s", body["reason"], namespace, error)
 
     def _record_phase(self, namespace: str, name: str, phase: str | None) -> None:
         if phase:
