@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 TORCH_INDEX ?=
 TINY_MODEL  := .selftaught/models/tiny-judge
 
-.PHONY: setup quickstart test test-all lint clean
+.PHONY: setup quickstart test test-all images docs clean
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -29,6 +29,14 @@ test: setup
 
 test-all: setup
 	$(VENV)/bin/pytest -m "slow or not slow"
+
+# build and push the operator, generate and train images, tagged with the package version
+images:
+	images/build.sh
+
+# regenerate the CRD copies, docs/configuration.md and the chart README tables
+docs: setup
+	$(PY) docs/gen_reference.py
 
 clean:
 	rm -rf .selftaught
