@@ -47,7 +47,6 @@ class SimulatedJudge:
 
 
 def _judge(run, engine):
-    from selftaught.stages.base import execute
     from selftaught.stages.context import LazyGenerator, StageContext, run_store
     from selftaught.stages.judge import Judge
     from selftaught.store.layout import StageRef

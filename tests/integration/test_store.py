@@ -1,12 +1,10 @@
 """The same behaviour from a local folder and from S3 over HTTP (moto's server)."""
 
-import json
-from pathlib import Path
 
 import pytest
 
 from selftaught.store import ObjectNotFound, StoreError, open_store
-from selftaught.store.jsonl import JsonlWriter, read_jsonl, write_jsonl
+from selftaught.store.jsonl import JsonlWriter, read_jsonl
 from selftaught.store.manifest import Manifest, read_manifest, write_manifest
 
 

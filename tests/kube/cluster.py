@@ -333,15 +333,19 @@ def _prune_and_default(value: Any, schema: Mapping[str, Any]) -> Any:
     return value
 
 
-def _jsonschema_of(schema: Any) -> Any:
-    """Turn an OpenAPI v3 CRD schema into plain JSON Schema (``nullable`` → a ``null`` type)."""
+def _jsonschema_of(schema: Any, *, reject_unknown: bool = False) -> Any:
+    """Turn an OpenAPI v3 CRD schema into plain JSON Schema: ``nullable`` becomes a ``null`` type,
+    boolean ``exclusiveMinimum``/``exclusiveMaximum`` their numeric form. ``reject_unknown`` makes an
+    undeclared (e.g. misspelt) field an error, where the API server would silently prune it."""
     if isinstance(schema, list):
-        return [_jsonschema_of(item) for item in schema]
+        return [_jsonschema_of(item, reject_unknown=reject_unknown) for item in schema]
     if not isinstance(schema, dict):
         return schema
-    result = {key: _jsonschema_of(value) for key, value in schema.items() if not key.startswith('x-kubernetes-')}
+    result = {key: _jsonschema_of(value, reject_unknown=reject_unknown)
+              for key, value in schema.items() if not key.startswith('x-kubernetes-')}
     if schema.get('nullable') and isinstance(result.get('type'), str):
         result['type'] = [result['type'], 'null']
+    result.pop('nullable', None)
     if schema.get('x-kubernetes-int-or-string'):
         result.setdefault('anyOf', [{'type': 'integer'}, {'type': 'string'}])
     for exclusive, bound in (('exclusiveMinimum', 'minimum'), ('exclusiveMaximum', 'maximum')):
@@ -349,6 +353,8 @@ def _jsonschema_of(schema: Any) -> Any:
             flag = result.pop(exclusive)
             if flag and bound in result:
                 result[exclusive] = result.pop(bound)
+    if reject_unknown and 'properties' in schema and not schema.get('x-kubernetes-preserve-unknown-fields'):
+        result.setdefault('additionalProperties', False)
     return result
 
 

@@ -34,7 +34,7 @@ def test_a_run_goes_from_creation_to_succeeded_even_when_the_operator_is_restart
         cluster.wait_for(lambda: any(j["metadata"]["labels"]["selftaught.dev/stage"] == "pairs" for j in jobs(cluster, "e2e")), timeout=180)
     # the operator is gone while Jobs keep running; a new one takes over from what exists
     with run_operator(cluster, HANDLERS, namespace=NAMESPACE):
-        done = cluster.wait_for(lambda: condition(status_of(cluster, "e2e"), "Succeeded").get("status") in ("True", "False"), timeout=480)
+        cluster.wait_for(lambda: condition(status_of(cluster, "e2e"), "Succeeded").get("status") in ("True", "False"), timeout=480)
         obj = status_of(cluster, "e2e")
     assert condition(obj, "Succeeded")["status"] == "True", obj["status"]
     status = obj["status"]
@@ -130,3 +130,32 @@ def test_an_unsafe_edit_is_refused_with_a_condition_and_the_run_keeps_its_spec(c
     assert accepted["reason"] == "UnsafeEdit" and "judge.samples" in accepted["message"] and "retries" not in accepted["message"]
     assert condition(obj, "Stalled")["status"] == "True"  # GitOps tools see that Git's spec cannot apply
     assert accepted["observedGeneration"] == obj["metadata"]["generation"] == 2
+
+
+def test_unreachable_storage_fails_the_run_with_storage_unavailable_after_the_grace_period(cluster, kubelet, make_run, monkeypatch):
+    monkeypatch.setenv("SELFTAUGHT_STORAGE_GRACE_SECONDS", "0")
+    run = make_run(storage="s3://nowhere/runs", endpoint="http://127.0.0.1:9")  # nothing listens there
+    with run_operator(cluster, HANDLERS, namespace=NAMESPACE):
+        cluster.create(RUNS, run_object(run, "offline"), NAMESPACE)
+        cluster.wait_for(lambda: condition(status_of(cluster, "offline"), "Succeeded").get("status") == "False", timeout=60)
+    failed = condition(status_of(cluster, "offline"), "Succeeded")
+    assert failed["reason"] == "StorageUnavailable" and "s3://nowhere/runs" in failed["message"]
+    assert jobs(cluster, "offline") == []
+
+
+def test_the_operator_serves_prometheus_metrics(cluster, kubelet, make_run, bucket, s3_server, monkeypatch):
+    import socket
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("SELFTAUGHT_METRICS_PORT", str(port))
+    kubelet.pause()
+    with run_operator(cluster, HANDLERS, namespace=NAMESPACE):
+        cluster.create(RUNS, run_object(make_run(storage=bucket, endpoint=s3_server), "measured"), NAMESPACE)
+        cluster.wait_for(lambda: jobs(cluster, "measured"), timeout=30)
+        text = cluster.wait_for(lambda: (t := urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()) and 'selftaught_runs{phase="Pending"} 1.0' in t and t, timeout=10)
+    assert 'selftaught_jobs_created_total{stage="categorize"}' in text
+    for family in ("selftaught_stage_duration_seconds", "selftaught_job_failures_total", "selftaught_stage_retries_total", "selftaught_examples_kept", "selftaught_reconcile_seconds"):
+        assert f"# TYPE {family}" in text

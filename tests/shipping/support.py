@@ -202,28 +202,10 @@ def rbac_problems(obj: dict[str, Any]) -> list[str]:
 
 
 def jsonschema_of(schema: Any) -> Any:
-    """A CRD's OpenAPI v3.0 schema as plain JSON Schema: `nullable` becomes a null type, boolean
-    `exclusiveMinimum`/`exclusiveMaximum` become JSON Schema's numeric form, `x-kubernetes-*`
-    markers go."""
-    if isinstance(schema, list):
-        return [jsonschema_of(item) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    result = {key: jsonschema_of(value) for key, value in schema.items() if not key.startswith("x-kubernetes-")}
-    if schema.get("nullable") and isinstance(result.get("type"), str):
-        result["type"] = [result["type"], "null"]
-    result.pop("nullable", None)
-    if schema.get("x-kubernetes-int-or-string"):
-        result.setdefault("anyOf", [{"type": "integer"}, {"type": "string"}])
-    for exclusive, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
-        if isinstance(schema.get(exclusive), bool):
-            flag = result.pop(exclusive)
-            if flag and bound in result:
-                result[exclusive] = result.pop(bound)
-    if "properties" in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
-        # the API server would silently prune an unknown (misspelt) field: here it is an error
-        result.setdefault("additionalProperties", False)
-    return result
+    """A CRD's OpenAPI v3.0 schema as plain JSON Schema, with misspelt fields as errors."""
+    from tests.kube.cluster import _jsonschema_of
+
+    return _jsonschema_of(schema, reject_unknown=True)
 
 
 def crd_validator():

@@ -38,7 +38,7 @@ class OperatorConfig:
     workers: int = 16
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> "OperatorConfig":
+    def from_env(cls, environ: dict[str, str] | None = None) -> OperatorConfig:
         environ = os.environ if environ is None else environ
         values = {}
         for field in fields(cls):

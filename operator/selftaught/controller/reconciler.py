@@ -198,7 +198,7 @@ class Reconciler:
         self._seen_done.pop(key, None)
         self._phases.pop(key, None)
         self._update_phase_gauge()
-        for labels in list(metrics.KEPT._metrics):  # noqa: SLF001 - prometheus has no prefix removal
+        for labels in list(metrics.KEPT._metrics):  # prometheus_client has no removal by label prefix
             if labels[:2] == key:
                 metrics.KEPT.remove(*labels)
                 metrics.ACCURACY.remove(*labels)
@@ -297,7 +297,7 @@ class Reconciler:
     def _store_unavailable(self, obj: dict[str, Any], seen: Observation, message: str) -> float | None:
         since = seen.previous.get("storeUnreachableSince") or seen.now
         elapsed = self.clock() - datetime.fromisoformat(since.replace("Z", "+00:00")).timestamp()
-        if elapsed > self.config.storage_grace_seconds:
+        if elapsed >= self.config.storage_grace_seconds:
             seen.failure = ("StorageUnavailable", f"the store was unreachable for {int(elapsed)}s: {message}")
             status = build_status(seen)
             self._post(obj, "Warning", "StorageUnavailable", seen.failure[1])

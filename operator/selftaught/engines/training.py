@@ -89,7 +89,7 @@ def train_sft(
     )
 
     on_gpu = torch.cuda.is_available()
-    bf16 = train.bf16 and (on_gpu and torch.cuda.is_bf16_supported() or not on_gpu)
+    bf16 = train.bf16 and ((on_gpu and torch.cuda.is_bf16_supported()) or not on_gpu)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

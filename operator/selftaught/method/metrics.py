@@ -75,7 +75,7 @@ class Scoreboard:
             subset["n_vote"] += 1
             subset["vote"] += scored["vote_score"]
 
-    def merge(self, other: "Scoreboard") -> None:
+    def merge(self, other: Scoreboard) -> None:
         for name, sums in other.sums.items():
             self.sums[name].update(sums)
 
@@ -83,7 +83,7 @@ class Scoreboard:
         return {name: dict(sums) for name, sums in self.sums.items()}
 
     @classmethod
-    def from_json(cls, data: dict[str, dict[str, float]]) -> "Scoreboard":
+    def from_json(cls, data: dict[str, dict[str, float]]) -> Scoreboard:
         board = cls()
         for name, sums in data.items():
             board.sums[name].update(sums)

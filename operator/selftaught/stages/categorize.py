@@ -31,7 +31,7 @@ class Categorize(Stage):
             Sampling(n=1, temperature=settings.temperature, max_tokens=settings.max_tokens),
         ) if records else []
         counts: Counter[str] = Counter(records=len(records))
-        for record, samples in zip(records, answers):
+        for record, samples in zip(records, answers, strict=True):
             parsed = parse_categorization(samples[0].text)
             if parsed is None:
                 counts["unparsed"] += 1

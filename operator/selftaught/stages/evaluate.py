@@ -42,7 +42,7 @@ class Evaluate(Stage):
             shown = [self._item(p, random_order(p["id"], seed)) for p in pairs]
             requests = [item.messages() for item in shown]
             if settings.position_consistency:
-                requests += [self._item(p, "BA" if s.order == "AB" else "AB").messages() for p, s in zip(pairs, shown)]
+                requests += [self._item(p, "BA" if s.order == "AB" else "AB").messages() for p, s in zip(pairs, shown, strict=True)]
             greedy = generator.engine.chat(requests, Sampling(n=1, temperature=0.0, max_tokens=settings.max_tokens))
             votes = None
             if settings.majority_vote:
@@ -52,7 +52,7 @@ class Evaluate(Stage):
                     Sampling(n=settings.majority_vote, temperature=0.7, top_p=0.9, max_tokens=settings.max_tokens),
                     seeds,
                 )
-            for index, (pair, item) in enumerate(zip(pairs, shown)):
+            for index, (pair, item) in enumerate(zip(pairs, shown, strict=True)):
                 verdict = parse_verdict(greedy[index][0].text)
                 scored = {"id": pair["id"], "subset": pair["subset"], "order": item.order, "verdict": verdict, "score": score(verdict, item.expected)}
                 if settings.position_consistency:

@@ -55,7 +55,7 @@ class Judge(Stage):
             seeds = [priority(seed, f"judge:{iteration}:{s.item.key}:{number}") % 2**31 for s in pending]
             results = generator.engine.chat([s.item.messages() for s in pending], sampling, seeds)
             still_pending = []
-            for state, request_seed, samples in zip(pending, seeds, results):
+            for state, request_seed, samples in zip(pending, seeds, results, strict=True):
                 kept = choose_correct(state, samples, random.Random(request_seed))
                 if kept is None:
                     still_pending.append(state)

@@ -31,10 +31,10 @@ class Pairs(Stage):
         sampling = Sampling(n=1, temperature=settings.temperature, top_p=settings.top_p, max_tokens=settings.max_tokens)
         baselines = generator.engine.chat([response_messages(r["instruction"]) for r in records], sampling)
         modified = generator.engine.chat(
-            [modified_instruction_messages(r["instruction"], b[0].text) for r, b in zip(records, baselines)],
+            [modified_instruction_messages(r["instruction"], b[0].text) for r, b in zip(records, baselines, strict=True)],
             sampling,
         )
-        for record, baseline, answer in zip(records, baselines, modified):
+        for record, baseline, answer in zip(records, baselines, modified, strict=True):
             pair = build_pair(record, baseline[0].text, answer[0].text)
             if pair is None:
                 counts["unparsed"] += 1

@@ -53,7 +53,7 @@ class Store(abc.ABC):
     def delete_prefix(self, prefix: str) -> None: ...
 
     @abc.abstractmethod
-    def child(self, prefix: str) -> "Store":
+    def child(self, prefix: str) -> Store:
         """A store rooted at `prefix` below this one."""
 
     def url(self, key: str = "") -> str:

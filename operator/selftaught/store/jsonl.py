@@ -109,7 +109,7 @@ class JsonlWriter:
         self._handle.close()
         Path(self._tmp).unlink(missing_ok=True)
 
-    def __enter__(self) -> "JsonlWriter":
+    def __enter__(self) -> JsonlWriter:
         return self
 
     def __exit__(self, kind: type | None, *_: object) -> None:

@@ -65,7 +65,7 @@ class StageRef:
         return f"{self.prefix}/{name}"
 
     @classmethod
-    def parse(cls, label: str) -> "StageRef":
+    def parse(cls, label: str) -> StageRef:
         name, _, iteration = label.partition("-")
         return cls(name, int(iteration) if iteration else 0)  # type: ignore[arg-type]
 

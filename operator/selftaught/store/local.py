@@ -98,5 +98,5 @@ class LocalStore(Store):
         for key in self.list(prefix):
             self._path(key).unlink(missing_ok=True)
 
-    def child(self, prefix: str) -> "LocalStore":
+    def child(self, prefix: str) -> LocalStore:
         return LocalStore(self.root / prefix)

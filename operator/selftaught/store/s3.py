@@ -121,8 +121,7 @@ class S3Store(Store):
             body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
             raise self._fail(error, key) from None
-        for line in body.iter_lines(keepends=True):
-            yield line
+        yield from body.iter_lines(keepends=True)
 
     def delete_prefix(self, prefix: str) -> None:
         keys = [self._key(k) for k in self.list(prefix)]
@@ -130,6 +129,6 @@ class S3Store(Store):
             batch = [{"Key": k} for k in keys[start : start + 1000]]
             self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch})
 
-    def child(self, prefix: str) -> "S3Store":
+    def child(self, prefix: str) -> S3Store:
         return S3Store(f"{self.uri}/{prefix.strip('/')}", endpoint=self.endpoint, region=self.region)
 
