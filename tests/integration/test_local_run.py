@@ -1,6 +1,7 @@
 """`selftaught run`: a whole run on the local default, killed mid-stage and started again."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -48,8 +49,8 @@ def test_a_run_killed_inside_a_stage_resumes_without_redoing_finished_work(make_
     second = _start(manifest_path, tmp_path / "logs-2")
     output, _ = second.communicate(timeout=600)
     assert second.returncode == 0, output
-    started = [line.split()[1] for line in output.splitlines() if "▶" in line]
-    assert not {"categorize", "select", "pairs"} & set(started), output
+    started = re.findall(r"\]\s+(\S+)\s+▶", output)
+    assert started and not {"categorize", "select", "pairs"} & set(started), output
     for ref, manifest in before.items():
         assert read_manifest(store, ref.manifest_key).finished_at == manifest.finished_at
     assert read_manifest(store, judge.shard_manifest_key(0)).finished_at == shard_zero.finished_at

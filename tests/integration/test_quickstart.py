@@ -19,7 +19,7 @@ def test_the_quickstart_runs_every_stage_and_finishes_within_five_minutes(tmp_pa
     subprocess.run([*selftaught, "dev", "tiny-model", ".selftaught/models/tiny-judge"], cwd=tmp_path, check=True, capture_output=True)
     result = subprocess.run([*selftaught, "run", "examples/local-quickstart.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
-    finished = [line.split()[1] for line in result.stdout.splitlines() if "✓" in line]
+    finished = re.findall(r"\]\s+(\S+)\s+✓", result.stdout)
     assert finished == ["categorize", "select", "pairs", "evaluate-0", "judge-1", "train-1", "evaluate-1", "judge-2", "train-2", "evaluate-2"]
     seconds = float(re.search(r"run finished in ([\d.]+)s", result.stdout).group(1))
     assert seconds <= 300
