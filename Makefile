@@ -30,11 +30,13 @@ test: setup
 test-all: setup
 	$(VENV)/bin/pytest -m "slow or not slow"
 
-# build and push the operator, generate and train images, tagged with the package version
+# build and push the operator, generate and train images (the targets of images/Dockerfile),
+# tagged with the package version (selftaught.__version__)
 images:
 	images/build.sh
 
-# regenerate the CRD copies, docs/configuration.md and the chart README tables
+# regenerate manifests/ (from the chart), the CRD copies, docs/configuration.md, the chart's
+# version and its README tables
 docs: setup
 	$(PY) docs/gen_reference.py
 

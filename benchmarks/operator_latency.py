@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,8 +30,8 @@ sys.path.insert(0, str(REPO))  # tests.kube lives in the repository, not in the 
 from kubernetes import client, watch  # noqa: E402
 
 from selftaught.api.crd import crd  # noqa: E402
+from selftaught.pipeline.table import StageRef  # noqa: E402
 from selftaught.store import LocalStore  # noqa: E402
-from selftaught.store.layout import StageRef  # noqa: E402
 from selftaught.store.manifest import Manifest, write_manifest  # noqa: E402
 from tests.kube import cluster as kube  # noqa: E402
 from tests.kube.cluster import FakeCluster  # noqa: E402
@@ -68,7 +68,7 @@ class ApiServerClock:
         self.lock = threading.Lock()
         original = kube.ClusterEmulator._store
 
-        def store(emulator, res, kind, obj, old):  # noqa: ANN001 - the emulator's own signature
+        def store(emulator, res, kind, obj, old):
             if obj.get("kind") == "Job" and kind == "ADDED":
                 run = obj["metadata"]["labels"]["selftaught.dev/run"]
                 with self.lock:
@@ -108,7 +108,7 @@ class StandInKubelet(threading.Thread):
             store = LocalStore(Path(self.store_root) / NAMESPACE / run)
             self.clock.stage_finished(run)
             write_manifest(store, ref.manifest_key, Manifest(stage=ref.name, iteration=ref.iteration, seconds=1.0, summary=SUMMARIES.get(ref.name, {})))
-            now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             status = {"status": {"succeeded": 1, "completionTime": now, "conditions": [
                 {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
                 {"type": "Complete", "status": "True", "lastTransitionTime": now}]}}  # fmt: skip
@@ -135,7 +135,7 @@ def main(runs: int = 200) -> None:
         metrics_port = _free_port()
         env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig), SELFTAUGHT_METRICS_PORT=str(metrics_port), SELFTAUGHT_HEALTH_PORT="0", SELFTAUGHT_LOG_LEVEL=os.environ.get("BENCH_LOG_LEVEL", "WARNING"))
         env.pop("AWS_ENDPOINT_URL", None)
-        log = open(Path(store_root) / "operator.log", "w")  # a pipe nobody reads would block the operator
+        log = open(Path(store_root) / "operator.log", "w")  # noqa: SIM115 (open for the operator process's life; a pipe nobody reads would block it)
         operator = subprocess.Popen([sys.executable, "-m", "selftaught", "operator", "--namespace", NAMESPACE], env=env, stdout=log, stderr=subprocess.STDOUT)
         time.sleep(5)  # Kopf starts its watches
         idle_rss = rss_mb(operator.pid)[0]

@@ -47,23 +47,21 @@ class SimulatedJudge:
 
 
 def _judge(run, engine):
-    from selftaught.stages.context import LazyGenerator, StageContext, run_store
+    from selftaught.pipeline.runstore import open_run_store
+    from selftaught.pipeline.table import StageRef
+    from selftaught.stages.context import StageContext
     from selftaught.stages.judge import Judge
-    from selftaught.store.layout import StageRef
-
-    ctx = StageContext(run=run, stage=StageRef("judge", 1), store=run_store(run))
-    stage = Judge()
-    generator = LazyGenerator(lambda: engine)
     from selftaught.store.jsonl import JsonlWriter
 
+    ctx = StageContext(run=run, stage=StageRef("judge", 1), store=open_run_store(run))
     with JsonlWriter(ctx.store, "bench/shard.jsonl") as out:
-        result = stage.run_shard(ctx, 0, out, generator)
+        result = Judge().map_shard(ctx, 0, out, engine)  # any ChatEngine will do
     return result.counts
 
 
 def simulated(pairs: int = 2000, samples: int = 15) -> None:
     from selftaught.api.load import parse_run
-    from selftaught.stages.context import run_store
+    from selftaught.pipeline.runstore import open_run_store
     from selftaught.store.jsonl import write_jsonl
     from selftaught.store.layout import PAIRS_TRAIN
 
@@ -78,7 +76,7 @@ def simulated(pairs: int = 2000, samples: int = 15) -> None:
                     "spec": {"models": {"seed": {"source": "sim"}}, "data": {"instructions": {"source": "x"}},
                              "storage": {"uri": folder}, "judge": {"samples": samples, "adaptive": adaptive}},
                 })  # fmt: skip
-                write_jsonl(run_store(run), PAIRS_TRAIN, ({"id": f"p{i}", "instruction": f"q{i}", "chosen": "good answer", "rejected": "bad answer"} for i in range(pairs)))
+                write_jsonl(open_run_store(run), PAIRS_TRAIN, ({"id": f"p{i}", "instruction": f"q{i}", "chosen": "good answer", "rejected": "bad answer"} for i in range(pairs)))
                 row[adaptive] = _judge(run, SimulatedJudge(mean))
         fixed, adapt = row[False], row[True]
         per_fixed, per_adapt = fixed["tokens"] / fixed["kept"], adapt["tokens"] / adapt["kept"]
@@ -89,9 +87,9 @@ def real(samples: int = 8) -> None:
     """The judge stage with vLLM on the tiny model, same pairs, both ways."""
     from selftaught.api.load import parse_run
     from selftaught.dev.tiny_model import build_tiny_model, read_instructions
-    from selftaught.stages import run_stage
-    from selftaught.stages.context import run_store
-    from selftaught.store.layout import StageRef
+    from selftaught.pipeline.process import run_stage
+    from selftaught.pipeline.runstore import open_run_store
+    from selftaught.pipeline.table import StageRef
 
     with tempfile.TemporaryDirectory() as folder:
         model = build_tiny_model(Path(folder) / "tiny", read_instructions(REPO / "examples/data/instructions.jsonl"), log=lambda _: None)
@@ -109,7 +107,7 @@ def real(samples: int = 8) -> None:
         fixed_run, adaptive_run = make("fixed", False), make("adaptive", True)
         for name in ("categorize", "select", "pairs"):
             run_stage(fixed_run, StageRef(name))
-        shutil.copytree(Path(run_store(fixed_run).uri), Path(run_store(adaptive_run).uri), dirs_exist_ok=True)
+        shutil.copytree(Path(open_run_store(fixed_run).uri), Path(open_run_store(adaptive_run).uri), dirs_exist_ok=True)
         rows = {}
         for label, run in (("fixed", fixed_run), ("adaptive", adaptive_run)):
             counts = run_stage(run, StageRef("judge", 1)).counts

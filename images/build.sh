@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build and push the three images, tagged with the package version:
+# Build and push the three images, the targets of images/Dockerfile, tagged with the package version:
 #   <REGISTRY>/operator:<version>  <REGISTRY>/generate:<version>  <REGISTRY>/train:<version>
 # which are the defaults of the operator (controller/config.py) and of the Helm chart.
 #
@@ -8,9 +8,10 @@
 #   PUSH=0 images/build.sh operator    build into the local image store, no push
 #   DRY_RUN=1 images/build.sh          print the commands only
 #
-# Environment: REGISTRY (default ghcr.io/selftaught), VERSION (default: pyproject.toml's, which
-# must equal selftaught.__version__), PLATFORM (default linux/amd64), DOCKER (default docker),
-# EXTRA_ARGS (more `docker buildx build` arguments, e.g. cache settings).
+# Environment: REGISTRY (default ghcr.io/selftaught), VERSION (default and only allowed value:
+# selftaught.__version__, the one version string; pyproject.toml reads it too), PLATFORM (default
+# linux/amd64), DOCKER (default docker), EXTRA_ARGS (more `docker buildx build` arguments, e.g.
+# cache settings).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,13 +21,13 @@ DOCKER="${DOCKER:-docker}"
 PUSH="${PUSH:-1}"
 DRY_RUN="${DRY_RUN:-0}"
 
-project_version() {
-  python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])'
-}
+DOCKERFILE=images/Dockerfile
+TARGETS=(operator generate train)
+
 package_version() {
   sed -n 's/^__version__ = "\(.*\)"$/\1/p' operator/selftaught/__init__.py
 }
-VERSION="${VERSION:-$(project_version)}"
+VERSION="${VERSION:-$(package_version)}"
 if [[ "$VERSION" != "$(package_version)" ]]; then
   echo "error: VERSION $VERSION differs from selftaught.__version__ $(package_version)" >&2
   exit 1
@@ -38,17 +39,18 @@ if [[ -n "$(git status --porcelain -- pyproject.toml operator images 2>/dev/null
   echo "warning: uncommitted changes in the build context; org.opencontainers.image.revision=$REVISION is not the whole truth" >&2
 fi
 
-if [[ $# -gt 0 ]]; then images=("$@"); else images=(operator generate train); fi
+if [[ $# -gt 0 ]]; then images=("$@"); else images=("${TARGETS[@]}"); fi
 if [[ "$PUSH" == "1" ]]; then output=--push; else output=--load; fi
 
 for image in "${images[@]}"; do
-  if [[ ! -f "images/$image/Dockerfile" ]]; then
-    echo "error: no images/$image/Dockerfile" >&2
+  if [[ " ${TARGETS[*]} " != *" $image "* ]] || ! grep -qE "^FROM .* AS ${image}\$" "$DOCKERFILE"; then
+    echo "error: $image is not an image target of $DOCKERFILE (${TARGETS[*]})" >&2
     exit 1
   fi
   command=(
     "$DOCKER" buildx build
-    --file "images/$image/Dockerfile"
+    --file "$DOCKERFILE"
+    --target "$image"
     --platform "$PLATFORM"
     --build-arg "VERSION=$VERSION"
     --build-arg "REVISION=$REVISION"

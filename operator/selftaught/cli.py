@@ -4,83 +4,31 @@ operator, print the CRD, build the tiny quickstart model."""
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 from pathlib import Path
 
 from selftaught import __version__
-
-
-def _load_run(path: str | None):
-    from selftaught.api.load import load_run, parse_run
-
-    if path:
-        return load_run(path)
-    document = os.environ.get("SELFTAUGHT_RUN")
-    if not document:
-        raise SystemExit("selftaught stage: give --run FILE or set SELFTAUGHT_RUN")
-    return parse_run(json.loads(document), source="SELFTAUGHT_RUN")
-
-
-def _write_termination_message(reason: str, message: str, permanent: bool) -> None:
-    """What the operator shows as the failure reason (Kubernetes caps it at 4 KiB)."""
-    path = os.environ.get("SELFTAUGHT_TERMINATION_MESSAGE_PATH", "/dev/termination-log")
-    text = json.dumps({"reason": reason, "message": message[:3500], "permanent": permanent})
-    try:
-        Path(path).write_text(text)
-    except OSError:
-        pass
+from selftaught.pipeline.table import STAGE_NAMES
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
-    from selftaught.api.load import SpecError
-    from selftaught.errors import EXIT_PERMANENT, EXIT_RETRYABLE, SelftaughtError
-    from selftaught.stages import run_stage
-    from selftaught.store import StoreError
-    from selftaught.store.layout import StageRef
+    from selftaught.pipeline.process import main as stage_main
 
-    log = logging.getLogger("selftaught.stage")
-    try:
-        run = _load_run(args.run)
-        ref = StageRef(args.name, args.iteration or 0)
-        shard = args.shard if args.shard is not None else os.environ.get("JOB_COMPLETION_INDEX")
-        manifest = run_stage(run, ref, None if shard is None else [int(shard)])
-    except SpecError as error:
-        _write_termination_message("InvalidSpec", str(error), True)
-        log.error("%s", error)
-        return EXIT_PERMANENT
-    except SelftaughtError as error:
-        _write_termination_message(error.reason, str(error), error.permanent)
-        log.error("%s: %s", error.reason, error)
-        return EXIT_PERMANENT if error.permanent else EXIT_RETRYABLE
-    except StoreError as error:
-        _write_termination_message("StorageUnavailable", str(error), False)
-        log.error("StorageUnavailable: %s", error)
-        return EXIT_RETRYABLE
-    except Exception as error:  # a bug or an engine crash: retry, with the message for the user
-        _write_termination_message("StageFailed", f"{type(error).__name__}: {error}", False)
-        log.exception("stage failed")
-        return EXIT_RETRYABLE
-    if manifest is not None:
-        log.info("%s done: %s", ref.label, json.dumps(manifest.summary)[:2000])
-    return 0
+    return stage_main(args.name, args.iteration or 0, args.shard, args.run)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from selftaught.api.load import SpecError, load_run
-    from selftaught.local import StageFailed, run_local
+    from selftaught.api.load import load_run
+    from selftaught.errors import InvalidSpec, SelftaughtError
+    from selftaught.local import run_local
 
     try:
-        run = load_run(args.file)
-        run_local(run, log_dir=Path(args.logs) if args.logs else None)
-    except SpecError as error:
+        run_local(load_run(args.file), log_dir=Path(args.logs) if args.logs else None)
+    except SelftaughtError as error:  # a bad spec, a failed stage, an unreachable store
         print(f"error: {error}", file=sys.stderr)
-        return 2
-    except StageFailed as error:
-        print(f"error: run {error.stage.label} failed, reason {error.reason}: {error.message}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(error, InvalidSpec) else 1
     return 0
 
 
@@ -119,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     stage = sub.add_parser("stage", help="run one stage of a run (the command every Job runs)")
-    stage.add_argument("name", choices=["categorize", "select", "pairs", "judge", "train", "evaluate"])
+    stage.add_argument("name", choices=STAGE_NAMES)
     stage.add_argument("--iteration", type=int, default=0, help="iteration of judge/train/evaluate")
     stage.add_argument("--shard", type=int, help="one shard only (default: $JOB_COMPLETION_INDEX, else all)")
     stage.add_argument("--run", help="manifest file (default: the SELFTAUGHT_RUN environment variable)")

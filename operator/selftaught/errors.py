@@ -1,18 +1,37 @@
-"""Failures a user can act on. Each has a stable `reason` that ends up in the run's status, its
-events and the failed pod's termination message."""
+"""One vocabulary of failures. Each has a stable `reason` (in the run's status, its events and a
+failed pod's termination message) and a class: *permanent* (retrying cannot fix it; the Job's
+podFailurePolicy fails fast on `EXIT_PERMANENT`) or *transient* (the operator retries the stage
+with backoff). Code raises these; the stage process turns any exception into one with
+`failure_of`, so there is exactly one place that decides what a user is told.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Exit codes the Job's podFailurePolicy knows: 3 means "do not retry".
+EXIT_PERMANENT = 3
+EXIT_RETRYABLE = 1
 
 
 class SelftaughtError(RuntimeError):
     reason = "StageFailed"
-    #: Retrying cannot fix it: the Job's podFailurePolicy fails fast on this exit code.
     permanent = False
 
     def __init__(self, message: str, *, reason: str | None = None):
         super().__init__(message)
         if reason:
             self.reason = reason
+
+
+# -- permanent: the input, the spec or the model must change -------------------------------------
+
+
+class InvalidSpec(SelftaughtError, ValueError):
+    """A manifest that is not a valid SelfTaughtRun; the message names each bad field."""
+
+    reason = "InvalidSpec"
+    permanent = True
 
 
 class InvalidInput(SelftaughtError):
@@ -30,15 +49,53 @@ class ModelNotFound(SelftaughtError):
     permanent = True
 
 
-class StorageUnavailable(SelftaughtError):
-    reason = "StorageUnavailable"
-
-
-#: Exit codes the Job's podFailurePolicy knows: 3 means "do not retry".
-EXIT_PERMANENT = 3
-EXIT_RETRYABLE = 1
-
-
 class NoTrainingData(SelftaughtError):
     reason = "NoTrainingData"
     permanent = True
+
+
+# -- transient: the world may be better in a minute ------------------------------------------------
+
+
+class StorageUnavailable(SelftaughtError):
+    """The store could not be reached or answered with an error; the message names the URI."""
+
+    reason = "StorageUnavailable"
+
+
+class ObjectNotFound(StorageUnavailable):
+    """An object that should exist does not (callers that read *user* input turn it into
+    InvalidInput; a stage's own missing input is retried)."""
+
+    reason = "ObjectNotFound"
+
+
+class StorageDenied(StorageUnavailable):
+    """The store refuses us: no bucket, no access, no credentials. Retrying the same Secret will
+    not help, so this one is permanent."""
+
+    reason = "StorageDenied"
+    permanent = True
+
+
+class SourceUnavailable(SelftaughtError):
+    """A model or dataset host (the Hugging Face Hub) is unreachable, rate-limits us or fails."""
+
+    reason = "SourceUnavailable"
+
+
+@dataclass(frozen=True)
+class Failure:
+    reason: str
+    message: str
+    permanent: bool
+
+
+def failure_of(error: BaseException) -> Failure:
+    """What the user is told about any exception that ends a stage. Unknown exceptions are a
+    bug or an engine crash: transient, with the exception's type in the message."""
+    if isinstance(error, SelftaughtError):
+        return Failure(error.reason, str(error), error.permanent)
+    if isinstance(error, MemoryError):
+        return Failure("OutOfMemory", "the stage ran out of memory", False)
+    return Failure("StageFailed", f"{type(error).__name__}: {error}", False)

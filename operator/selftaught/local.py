@@ -11,7 +11,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -19,21 +18,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from selftaught.api.changes import unsafe_changes
 from selftaught.api.load import SpecError
-from selftaught.api.spec import SelfTaughtRun, SelfTaughtRunSpec
-from selftaught.controller.planner import plan
-from selftaught.controller.progress import Progress, iteration_summaries, scan
-from selftaught.engines.launch import torchrun_command
-from selftaught.stages.context import run_store
-from selftaught.store import Store
-from selftaught.store.layout import RUN_SNAPSHOT, StageRef
+from selftaught.api.spec import SelfTaughtRun
+from selftaught.errors import SelftaughtError
+from selftaught.pipeline.launch import RUN_VARIABLE, stage_command, stage_document
+from selftaught.pipeline.planner import plan
+from selftaught.pipeline.process import TERMINATION_MESSAGE_VARIABLE
+from selftaught.pipeline.progress import Progress, iteration_summaries, scan
+from selftaught.pipeline.runstore import accept, open_run_store
+from selftaught.pipeline.table import StageRef
 
 
-class StageFailed(RuntimeError):
+class StageFailed(SelftaughtError):
+    """A stage process of the local run failed; `reason` is the stage's own."""
+
     def __init__(self, stage: StageRef, reason: str, message: str):
-        super().__init__(f"{stage.label} failed ({reason}): {message}")
-        self.stage, self.reason, self.message = stage, reason, message
+        super().__init__(f"run {stage.label} failed, reason {reason}: {message}", reason=reason)
+        self.stage, self.message = stage, message
 
 
 @dataclass
@@ -44,48 +45,35 @@ class RunResult:
     store: str = ""
 
 
-def run_document(run: SelfTaughtRun) -> str:
-    return run.model_dump_json(by_alias=True, exclude={"status"}, exclude_none=True)
-
-
-def accept_spec(store: Store, run: SelfTaughtRun) -> None:
-    """Record the spec on first start; on a restart refuse edits that would not match the data
-    already produced (the operator reports the same refusal as a condition)."""
-    if not store.exists(RUN_SNAPSHOT):
-        store.write_text(RUN_SNAPSHOT, run_document(run))
-        return
-    accepted = SelfTaughtRunSpec.model_validate(json.loads(store.read_text(RUN_SNAPSHOT))["spec"])
-    refused = unsafe_changes(accepted, run.spec)
-    if refused:
-        raise SpecError(
-            f"{store.url(RUN_SNAPSHOT)}: this run already started with another spec; these fields "
-            f"cannot change mid-run: {', '.join(refused)} (use a new metadata.name for a new run)"
-        )
-    store.write_text(RUN_SNAPSHOT, run_document(run))
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def stage_command(run: SelfTaughtRun, ref: StageRef) -> list[str]:
-    if ref.name == "train":
-        return torchrun_command(run.spec.train, ref.iteration, master_port=_free_port())
-    return [sys.executable, "-m", "selftaught", "stage", ref.name, f"--iteration={ref.iteration}"]
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:  # pragma: no cover
+        return False
 
 
 def _run_process(run: SelfTaughtRun, ref: StageRef, log_dir: Path) -> None:
-    env = dict(os.environ, SELFTAUGHT_RUN=run_document(run), PYTHONUNBUFFERED="1")
-    if ref.name == "train":
-        env.setdefault("DS_ACCELERATOR", "cpu" if not _has_cuda() else "cuda")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env[RUN_VARIABLE] = stage_document(run)
+    if ref.kind == "training":  # torchrun's rendezvous on a free port: runs may share the machine
+        env.setdefault("DS_ACCELERATOR", "cuda" if _has_cuda() else "cpu")
+        command = stage_command(run.spec, ref, master_port=_free_port())
+    else:
+        command = stage_command(run.spec, ref)
     with tempfile.NamedTemporaryFile(prefix="selftaught-termination-", delete=False) as message_file:
-        env["SELFTAUGHT_TERMINATION_MESSAGE_PATH"] = message_file.name
+        env[TERMINATION_MESSAGE_VARIABLE] = message_file.name
     log_path = log_dir / f"{ref.label}.log"
     try:
         with log_path.open("ab") as log:
-            code = subprocess.call(stage_command(run, ref), env=env, stdout=log, stderr=subprocess.STDOUT)
+            code = subprocess.call(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         if code != 0:
             text = Path(message_file.name).read_text().strip()
             try:
@@ -98,25 +86,19 @@ def _run_process(run: SelfTaughtRun, ref: StageRef, log_dir: Path) -> None:
         Path(message_file.name).unlink(missing_ok=True)
 
 
-def _has_cuda() -> bool:
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except ImportError:  # pragma: no cover
-        return False
-
-
 def describe(ref: StageRef, progress: Progress) -> str:
     manifest = progress.manifests[ref]
-    details = ", ".join(f"{k} {v}" for k, v in manifest.summary.items() if k != "scoreboard")
+    details = ", ".join(f"{k} {v}" for k, v in manifest.summary.items())
     return f"{details} ({manifest.seconds:.1f}s)"
 
 
 def run_local(run: SelfTaughtRun, *, echo: Callable[[str], None] = print, log_dir: Path | None = None) -> RunResult:
     started = time.monotonic()
-    store = run_store(run)
-    accept_spec(store, run)
+    store = open_run_store(run)
+    acceptance = accept(store, run)
+    if acceptance.refused:
+        raise SpecError(f"{store.url()}: this run already started with another spec; {acceptance.refusal}")
+    run = run.model_copy(update={"spec": acceptance.spec})
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix=f"selftaught-{run.metadata.name}-logs-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     echo(f"selftaught run {run.metadata.name}: store {store.uri}, logs {log_dir}")

@@ -5,10 +5,10 @@ import pytest
 
 from selftaught.api.load import parse_run
 from selftaught.controller.decide import Decision, JobView
-from selftaught.controller.planner import plan, stage_graph
-from selftaught.controller.progress import Progress
-from selftaught.controller.status import Observation, build_status
-from selftaught.store.layout import StageRef
+from selftaught.controller.status import Observation, build_status, status_document
+from selftaught.pipeline.planner import plan, stage_graph
+from selftaught.pipeline.progress import Progress
+from selftaught.pipeline.table import StageRef
 from selftaught.store.manifest import Manifest
 
 from . import kstatus
@@ -28,7 +28,7 @@ ALL = frozenset(n.ref for n in stage_graph(SPEC))
 def _status(done=frozenset(), generation=1, previous=None, **seen):
     progress = Progress(manifests={ref: Manifest(stage=ref.name, iteration=ref.iteration) for ref in done})
     observation = Observation(generation=generation, now="2026-11-28T10:00:00Z", previous=previous or {}, plan=plan(SPEC, done), progress=progress, **seen)
-    return build_status(observation)
+    return status_document(build_status(observation))
 
 
 def _obj(status, generation=1):
@@ -65,9 +65,9 @@ def test_a_status_of_an_older_generation_reads_as_in_progress():
 
 def test_conditions_keep_their_transition_time_until_their_status_changes():
     first = _status(decision=RUNNING)
-    again = build_status(
+    again = status_document(build_status(
         Observation(generation=1, now="2026-11-28T11:00:00Z", previous=first, plan=plan(SPEC, frozenset()), progress=Progress(), decision=RUNNING)
-    )
+    ))
     assert again == first  # nothing changed: no write, no event
     done = _status(done=ALL, decision=Decision(), previous=first)
     succeeded = next(c for c in done["conditions"] if c["type"] == "Succeeded")

@@ -7,10 +7,13 @@ import subprocess
 import sys
 import time
 
+import pytest
 import yaml
 
-from selftaught.stages.context import run_store
-from selftaught.store.layout import StageRef, metrics_key
+from selftaught.local import run_local
+from selftaught.pipeline.runstore import open_run_store
+from selftaught.pipeline.table import StageRef
+from selftaught.store.layout import metrics_key
 from selftaught.store.manifest import read_manifest
 
 
@@ -36,7 +39,7 @@ def test_a_run_killed_inside_a_stage_resumes_without_redoing_finished_work(make_
     run = make_run(name="killed", storage=bucket, endpoint=s3_server, generation={"shards": 4})
     manifest_path = tmp_path / "run.yaml"
     manifest_path.write_text(yaml.safe_dump(run.model_dump(mode="json", by_alias=True, exclude_none=True)))
-    store = run_store(run)
+    store = open_run_store(run)
     judge = StageRef("judge", 1)
 
     first = _start(manifest_path, tmp_path / "logs-1")
@@ -60,18 +63,17 @@ def test_a_run_killed_inside_a_stage_resumes_without_redoing_finished_work(make_
     assert read_manifest(store, StageRef("train", 1).manifest_key).summary["checkpoint"].startswith(bucket)
 
 
-def test_a_restart_with_an_unsafe_edit_is_refused_by_field_name(make_run, tmp_path):
+def test_a_restart_with_an_unsafe_edit_is_refused_by_field_name_and_safe_edits_apply(make_run):
     from selftaught.api.load import SpecError
-    from selftaught.local import accept_spec
+    from selftaught.pipeline.runstore import accept
 
     run = make_run()
-    store = run_store(run)
-    accept_spec(store, run)
+    store = open_run_store(run)
+    assert accept(store, run).refused == []
     edited = make_run(judge={"samples": 9}, iterations=3)
-    try:
-        accept_spec(store, edited)
-    except SpecError as error:
-        assert "cannot change mid-run: judge.samples" in str(error) and "iterations" not in str(error)
-    else:
-        raise AssertionError("an unsafe edit was accepted")
-    accept_spec(store, make_run(iterations=3))  # safe: more iterations
+    acceptance = accept(store, edited)  # the operator's policy, and the local runner's
+    assert acceptance.refused == ["judge.samples"] and "judge.samples" in acceptance.refusal
+    assert acceptance.spec.iterations == 3 and acceptance.spec.judge.samples == run.spec.judge.samples
+    with pytest.raises(SpecError, match="cannot change after the run started .*: judge.samples"):
+        run_local(edited, echo=lambda _: None)  # refused before any stage runs
+    assert accept(store, make_run(iterations=3)).refused == []  # safe: more iterations

@@ -8,10 +8,11 @@ import pytest
 
 from selftaught.errors import NoTrainingData
 from selftaught.local import _run_process
-from selftaught.stages import run_stage
-from selftaught.stages.context import run_store
+from selftaught.pipeline.process import run_stage
+from selftaught.pipeline.runstore import open_run_store
+from selftaught.pipeline.table import StageRef
 from selftaught.store.jsonl import read_jsonl
-from selftaught.store.layout import PAIRS_HELDOUT, PAIRS_TRAIN, SELECTED, StageRef, sft_key
+from selftaught.store.layout import PAIRS_HELDOUT, PAIRS_TRAIN, SELECTED, sft_key
 from selftaught.store.manifest import read_manifest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,7 +26,7 @@ def _prepare_pairs(run):
 def test_categorize_select_and_pairs_build_preference_pairs_in_s3(make_run, bucket, s3_server):
     run = make_run(storage=bucket, endpoint=s3_server)
     _prepare_pairs(run)
-    store = run_store(run)
+    store = open_run_store(run)
     assert store.uri.startswith("s3://") and store.uri.endswith("/tests/test")
     categorized = read_manifest(store, StageRef("categorize").manifest_key)
     assert categorized.summary["instructions"] == 50 and categorized.summary["categorized"] >= 45
@@ -42,7 +43,7 @@ def test_categorize_select_and_pairs_build_preference_pairs_in_s3(make_run, buck
 
 def test_a_generation_stage_resumes_from_its_last_finished_shard(make_run):
     run = make_run(generation={"shards": 3})
-    store = run_store(run)
+    store = open_run_store(run)
     ref = StageRef("categorize")
     assert run_stage(run, ref, shards=[1]) is None  # other shards pending: no stage manifest yet
     assert [store.exists(ref.shard_manifest_key(s)) for s in range(3)] == [False, True, False]
@@ -57,7 +58,7 @@ def test_judge_keeps_one_correct_judgment_per_item_balanced_between_a_and_b(make
     run = make_run(judge={"samples": 6, "firstRound": 1})
     _prepare_pairs(run)
     manifest = run_stage(run, StageRef("judge", 1))
-    store = run_store(run)
+    store = open_run_store(run)
     records = list(read_jsonl(store, sft_key(1)))
     pairs = list(read_jsonl(store, PAIRS_TRAIN))
     summary = manifest.summary
@@ -81,7 +82,7 @@ def test_training_with_deepspeed_zero3_on_two_processes_gives_a_checkpoint_vllm_
     _prepare_pairs(run)
     run_stage(run, StageRef("judge", 1))
     _run_process(run, StageRef("train", 1), tmp_path)  # torchrun --nproc-per-node 2, gloo
-    store = run_store(run)
+    store = open_run_store(run)
     trained = read_manifest(store, StageRef("train", 1).manifest_key)
     checkpoint = Path(trained.summary["checkpoint"])
     assert {"model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json"} <= {p.name for p in checkpoint.iterdir()}
@@ -106,6 +107,6 @@ def test_a_judge_that_never_finds_a_correct_verdict_fails_with_no_training_data_
     _prepare_pairs(run)
     with pytest.raises(NoTrainingData, match="no correct verdict for any of .* items"):
         run_stage(run, StageRef("judge", 1))
-    store = run_store(run)
+    store = open_run_store(run)
     assert list(read_jsonl(store, PAIRS_TRAIN))  # the pairs survive in S3
     assert store.exists(StageRef("judge", 1).shard_key(0)) and not store.exists(StageRef("judge", 1).manifest_key)

@@ -43,24 +43,24 @@ def test_jsonl_is_published_only_when_complete(store):
 
 
 def test_a_failed_writer_publishes_nothing(store):
-    with pytest.raises(RuntimeError):
-        with JsonlWriter(store, "out/failed.jsonl") as writer:
-            writer.write({"a": 1})
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), JsonlWriter(store, "out/failed.jsonl") as writer:
+        writer.write({"a": 1})
+        raise RuntimeError("killed")
     assert not store.exists("out/failed.jsonl")
 
 
-def test_directories_upload_and_download_whole(store, tmp_path):
+def test_a_directory_uploads_whole_and_each_file_downloads(store, tmp_path):
     source = tmp_path / "checkpoint"
     (source / "sub").mkdir(parents=True)
     (source / "config.json").write_text("{}")
     (source / "sub" / "weights.bin").write_bytes(b"\0" * 1000)
     store.upload_dir(source, "iter-001/train/checkpoint")
-    target = tmp_path / "copy"
-    store.download_dir("iter-001/train/checkpoint", target)
-    assert (target / "sub" / "weights.bin").read_bytes() == b"\0" * 1000
+    assert store.list("iter-001/") == ["iter-001/train/checkpoint/config.json", "iter-001/train/checkpoint/sub/weights.bin"]
+    target = tmp_path / "copy" / "weights.bin"
+    store.download_file("iter-001/train/checkpoint/sub/weights.bin", target)
+    assert target.read_bytes() == b"\0" * 1000
     with pytest.raises(ObjectNotFound):
-        store.download_dir("iter-009/train/checkpoint", tmp_path / "none")
+        store.download_file("iter-009/train/checkpoint/weights.bin", tmp_path / "none")
 
 
 def test_manifests_round_trip(store):

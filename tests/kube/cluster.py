@@ -41,6 +41,8 @@ from typing import Any, TypeVar
 
 import aiohttp.test_utils
 import attrs
+import json_merge_patch
+import jsonpatch
 import jsonschema
 import kmock
 import kmock._internal.parsing
@@ -135,79 +137,8 @@ def _not_found(res: kmock.resource, name: str) -> kmock.KubernetesError:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Patches and selectors: the bits of API machinery that kmock does not do.
+# Selectors: the bits of API machinery that kmock does not do.
 # --------------------------------------------------------------------------------------------------------------
-
-def _merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch: dicts merge recursively, ``None`` deletes, everything else replaces."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = _merge_patch(result.get(key), value)
-    return result
-
-
-def _json_patch(doc: Body, operations: list[Any]) -> Body:
-    """RFC 6902 JSON patch (add/remove/replace/move/copy/test) on a deep copy of ``doc``."""
-    doc = copy.deepcopy(doc)
-
-    def parse(pointer: str) -> list[str]:
-        if pointer == '':
-            return []
-        if not pointer.startswith('/'):
-            raise _error(400, 'BadRequest', f'invalid JSON pointer: {pointer!r}')
-        return [part.replace('~1', '/').replace('~0', '~') for part in pointer[1:].split('/')]
-
-    def parent_of(path: list[str]) -> tuple[Any, str]:
-        if not path:
-            raise _error(422, 'Invalid', 'JSON patches on the whole document are not supported')
-        node: Any = doc
-        for part in path[:-1]:
-            node = node[int(part)] if isinstance(node, list) else node[part]
-        return node, path[-1]
-
-    def get(path: list[str]) -> Any:
-        container, key = parent_of(path)
-        return container[int(key)] if isinstance(container, list) else container[key]
-
-    def add(path: list[str], value: Any) -> None:
-        container, key = parent_of(path)
-        if isinstance(container, list):
-            container.insert(len(container) if key == '-' else int(key), value)
-        else:
-            container[key] = value
-
-    def remove(path: list[str]) -> Any:
-        container, key = parent_of(path)
-        return container.pop(int(key) if isinstance(container, list) else key)
-
-    for op in operations:
-        try:
-            kind, path = op['op'], parse(op['path'])
-            if kind == 'add':
-                add(path, copy.deepcopy(op['value']))
-            elif kind == 'remove':
-                remove(path)
-            elif kind == 'replace':
-                remove(path)
-                add(path, copy.deepcopy(op['value']))
-            elif kind == 'move':
-                add(path, remove(parse(op['from'])))
-            elif kind == 'copy':
-                add(path, copy.deepcopy(get(parse(op['from']))))
-            elif kind == 'test':
-                if get(path) != op['value']:
-                    raise _error(422, 'Invalid', f'the JSON patch test failed at {op["path"]}')
-            else:
-                raise _error(400, 'BadRequest', f'unknown JSON patch operation: {kind!r}')
-        except (KeyError, IndexError, ValueError, TypeError) as e:
-            raise _error(422, 'Invalid', f'the JSON patch cannot be applied: {op!r}: {e!r}') from e
-    return doc
-
 
 def _split_selector(text: str) -> list[str]:
     """Split on commas that are not inside ``in (a,b)`` value sets."""
@@ -677,24 +608,30 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         res, info = self._resource(request)
         current = self._existing(request, res, info)
         content_type, patch = self._content_type(request), request.data
-        precondition: str | None = None
+        # Status codes as in the API server's patch handler: an undecodable patch is a 400, one that cannot
+        # be applied (a failed "test", a missing path, an unknown op) or yields no object is a 422.
         if content_type == _JSON_PATCH:
-            if not isinstance(patch, list):
+            if not isinstance(patch, list) or not all(isinstance(op, dict) for op in patch):
                 raise _error(400, 'BadRequest', 'a JSON patch must be a list of operations')
-            new = _json_patch(current, patch)
+            try:
+                new = jsonpatch.apply_patch(current, patch)
+            except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as e:
+                raise _error(422, 'Invalid', str(e)) from e
         elif content_type in (_MERGE_PATCH, _STRATEGIC_PATCH):
             if content_type == _STRATEGIC_PATCH and res in self._custom:
                 raise _error(415, 'UnsupportedMediaType', 'the body of the request was in an unknown format - '
                              'accepted media types include: application/json-patch+json, '
                              'application/merge-patch+json, application/apply-patch+yaml')
-            if not isinstance(patch, dict):
-                raise _error(400, 'BadRequest', 'a merge patch must be a JSON object')
-            # Strategic merge is approximated by a JSON merge patch: lists are replaced, not merged by key.
-            new = _merge_patch(current, patch)
-            precondition = (patch.get('metadata') or {}).get('resourceVersion')
+            if patch is None or (content_type == _STRATEGIC_PATCH and not isinstance(patch, dict)):
+                raise _error(400, 'BadRequest', 'the patch is not a JSON object')
+            # No Python library does strategic merge (it needs each built-in type's patch-merge keys), so it is
+            # approximated by a JSON merge patch: lists are replaced, not merged by key; no $patch directives.
+            new = json_merge_patch.merge(copy.deepcopy(current), patch)  # merges into its first argument
         else:
             raise _error(415, 'UnsupportedMediaType', f'unsupported patch type: {content_type!r}')
-        return self._update(res, info, request.subresource, current, new, precondition)
+        if not isinstance(new, dict):
+            raise _error(422, 'Invalid', f'the patched document is not an object: {new!r}')
+        return self._update(res, info, request.subresource, current, new)
 
     def _serve_replace(self, request: kmock.Request) -> Any:
         res, info = self._resource(request)
@@ -705,12 +642,14 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         meta = body.get('metadata') or {}
         if meta.get('name') not in (None, request.name):
             raise _error(400, 'BadRequest', 'the name of the object does not match the name on the URL')
-        return self._update(res, info, request.subresource, current, body, meta.get('resourceVersion'))
+        return self._update(res, info, request.subresource, current, body)
 
     def _update(self, res: kmock.resource, info: kmock.ResourceInfo, subresource: str | None,
-                current: Body, new: Body, precondition: str | None) -> Body:
+                current: Body, new: Body) -> Body:
         old_meta = current['metadata']
-        new = copy.deepcopy(new)  # patches share unpatched branches with the stored version
+        new = copy.deepcopy(new)  # the request's body stays as kmock recorded it
+        # A resourceVersion in the new object (the PUT body, or what a patch left or put there) is a precondition.
+        precondition = new['metadata'].get('resourceVersion') if isinstance(new.get('metadata'), dict) else None
         if precondition and precondition != old_meta['resourceVersion']:
             raise _error(409, 'Conflict', f'Operation cannot be fulfilled on {_qualified(res)} '
                          f'"{old_meta["name"]}": the object has been modified; please apply your changes to the '

@@ -16,6 +16,7 @@ import kopf
 import kubernetes.client
 import kubernetes.watch
 import pytest
+import urllib3
 
 from .cluster import ApiError, FakeCluster, Kubelet, job_condition, run_operator
 
@@ -109,6 +110,51 @@ def test_generation_bumps_only_on_spec_changes(cluster: FakeCluster) -> None:
     assert replaced['spec'] == {'steps': 9} and replaced['metadata']['generation'] == 4
     assert [v['spec'] for v in cluster.history(RUNS, 'default', 'r1') if v] == [
         {'steps': 1}, {'steps': 1}, {'steps': 2}, {'steps': 2}, {'steps': 3}, {'steps': 9}]
+
+
+def test_patches_follow_the_rfcs_and_fail_with_the_api_servers_codes(cluster: FakeCluster) -> None:
+    cluster.create('v1/configmaps', {'metadata': {'name': 'c', 'labels': {'a': '1', 'b': '2'}},
+                                     'data': {'x': '1', 'y': '2'}})
+    path = cluster.path('v1/configmaps', 'default', 'c')
+
+    def patch(body: Any, patch_type: str = 'merge') -> dict[str, Any]:
+        return cluster.patch('v1/configmaps', 'default', 'c', body, patch_type=patch_type)
+
+    def status_of(body: Any, patch_type: str = 'merge') -> int:
+        with pytest.raises(ApiError) as error:
+            patch(body, patch_type)
+        return error.value.status
+
+    merged = patch({'metadata': {'labels': {'a': None, 'c': '3'}}, 'data': {'y': None}})  # RFC 7386: null deletes
+    assert merged['metadata']['labels'] == {'b': '2', 'c': '3'} and merged['data'] == {'x': '1'}
+    rv = merged['metadata']['resourceVersion']
+    assert patch({'data': {'gone': None}})['metadata']['resourceVersion'] == rv  # deleting nothing is a no-op
+
+    ops = [{'op': 'test', 'path': '/data/x', 'value': '1'}, {'op': 'copy', 'from': '/data/x', 'path': '/data/z'},
+           {'op': 'move', 'from': '/metadata/labels/b', 'path': '/metadata/labels/d'},
+           {'op': 'remove', 'path': '/data/x'}, {'op': 'add', 'path': '/data/a~1b', 'value': 'slash'}]
+    json_patched = patch(ops, 'json')
+    assert json_patched['data'] == {'z': '1', 'a/b': 'slash'}
+    assert json_patched['metadata']['labels'] == {'c': '3', 'd': '2'}
+
+    # A failed "test" applies nothing (the patch is atomic): 422 Invalid, as from the real API server.
+    with pytest.raises(ApiError) as failed:
+        patch([{'op': 'remove', 'path': '/data/z'}, {'op': 'test', 'path': '/data/a~1b', 'value': 'nope'}], 'json')
+    assert failed.value.status == 422 and failed.value.reason == 'Invalid'
+    assert cluster.get('v1/configmaps', 'default', 'c') == json_patched
+    assert status_of([{'op': 'remove', 'path': '/data/missing'}], 'json') == 422
+    assert status_of([{'op': 'replace', 'path': '/metadata/resourceVersion', 'value': rv}], 'json') == 409  # stale
+    assert status_of([{'op': 'frobnicate', 'path': '/data/z'}], 'json') == 422
+    assert status_of([{'op': 'replace', 'path': '', 'value': [1]}], 'json') == 422  # not an object any more
+    assert status_of({'op': 'remove', 'path': '/data/z'}, 'json') == 400  # not a list: cannot be decoded
+    assert status_of(['remove /data/z'], 'json') == 400
+    assert status_of(['not', 'an', 'object']) == 422  # merged, it replaces the whole object
+    assert status_of(['a list'], 'strategic') == 400
+    for content_type in ('application/merge-patch+json', 'application/json-patch+json'):  # not JSON at all
+        malformed = urllib3.request('PATCH', cluster.url + path, body=b'{"data": ',
+                                    headers={'Content-Type': content_type})
+        assert malformed.status == 400 and json.loads(malformed.data)['reason'] == 'BadRequest', content_type
+    assert cluster.get('v1/configmaps', 'default', 'c') == json_patched
 
 
 def test_label_and_field_selectors_filter_lists(cluster: FakeCluster) -> None:

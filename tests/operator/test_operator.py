@@ -98,7 +98,7 @@ def test_a_spec_the_operator_cannot_use_is_refused_with_the_field_named(cluster,
 
 
 def test_suspend_pauses_resume_continues_and_delete_removes_jobs_but_keeps_data(cluster, kubelet, make_run, bucket, s3_server):
-    from selftaught.stages.context import run_store
+    from selftaught.pipeline.runstore import open_run_store
 
     run = make_run(storage=bucket, endpoint=s3_server)
     body = run_object(run, "paused")
@@ -114,7 +114,7 @@ def test_suspend_pauses_resume_continues_and_delete_removes_jobs_but_keeps_data(
         assert obj["status"]["phase"] == "Pending" and condition(obj, "Reconciling")["status"] == "True"
         cluster.delete(RUNS, NAMESPACE, "paused")
         cluster.wait_for(lambda: not jobs(cluster, "paused"), timeout=30)
-    assert run_store(run.model_copy(update={"metadata": run.metadata.model_copy(update={"name": "paused", "namespace": NAMESPACE})})).exists(RUN_SNAPSHOT)
+    assert open_run_store(run.model_copy(update={"metadata": run.metadata.model_copy(update={"name": "paused", "namespace": NAMESPACE})})).exists(RUN_SNAPSHOT)
 
 
 def test_an_unsafe_edit_is_refused_with_a_condition_and_the_run_keeps_its_spec(cluster, kubelet, make_run, bucket, s3_server):

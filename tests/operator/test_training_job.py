@@ -6,13 +6,15 @@ from __future__ import annotations
 from selftaught.controller.config import OperatorConfig
 from selftaught.controller.jobs import build_job, build_service
 from selftaught.method.prompts import judge_messages
-from selftaught.stages.context import run_store
+from selftaught.pipeline.runstore import open_run_store
+from selftaught.pipeline.table import StageRef
 from selftaught.store.jsonl import write_jsonl
-from selftaught.store.layout import StageRef, sft_key
+from selftaught.store.layout import sft_key
 from selftaught.store.manifest import read_manifest
 from tests.kube.cluster import job_condition
 
 from .conftest import NAMESPACE
+
 
 def test_a_two_node_training_job_rendezvouses_on_index_zero_and_publishes_one_checkpoint(cluster, kubelet, make_run, bucket, s3_server):
     run = make_run(name="gang", storage=bucket, endpoint=s3_server, train={"nodes": 2, "gpusPerNode": 1, "zeroStage": 3})
@@ -24,14 +26,13 @@ def test_a_two_node_training_job_rendezvouses_on_index_zero_and_publishes_one_ch
         {"id": f"{i}:AB", "messages": judge_messages(f"question {i}", "good answer", "bad answer"), "completion": "A is better. [[A]]", "winner": "A"}
         for i in range(8)
     ]
-    write_jsonl(run_store(run), sft_key(1), records)
-    owner = {"apiVersion": "selftaught.dev/v1alpha1", "kind": "SelfTaughtRun", "name": "gang", "uid": "0000-gang", "controller": True}
+    write_jsonl(open_run_store(run), sft_key(1), records)
     ref = StageRef("train", 1)
-    cluster.create("v1/services", build_service(run, owner, ref, 0), NAMESPACE)
-    job = cluster.create("batch/v1/jobs", build_job(run, owner, ref, 0, OperatorConfig()), NAMESPACE)
+    cluster.create("v1/services", build_service(run, ref, 0), NAMESPACE)
+    job = cluster.create("batch/v1/jobs", build_job(run, ref, 0, OperatorConfig()), NAMESPACE)
     done = cluster.wait_for_job(NAMESPACE, job["metadata"]["name"], timeout=300)
     assert job_condition(done, "Complete"), [a.stderr_path for a in kubelet.attempts]
     assert sorted(index for _, index in kubelet.started) == [0, 1]  # both ranks ran, once each
-    manifest = read_manifest(run_store(run), ref.manifest_key)
+    manifest = read_manifest(open_run_store(run), ref.manifest_key)
     assert manifest.counts["examples"] == 8 and manifest.summary["checkpoint"].endswith("iter-001/train/checkpoint")
-    assert run_store(run).exists("iter-001/train/checkpoint/model.safetensors")
+    assert open_run_store(run).exists("iter-001/train/checkpoint/model.safetensors")

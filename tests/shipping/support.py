@@ -193,7 +193,7 @@ def rbac_problems(obj: dict[str, Any]) -> list[str]:
         for key in ("apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs"):
             if "*" in (rule.get(key) or []):
                 problems.append(f"{obj['kind']} {obj['metadata']['name']}: wildcard in {key}")
-        for group, resource, verb in permissions([rule]):
+        for _group, resource, verb in permissions([rule]):
             if resource.split("/")[0] in ("secrets", "configmaps", "serviceaccounts", "pods/exec", "nodes"):
                 problems.append(f"{obj['kind']} {obj['metadata']['name']}: {verb} {resource}")
             if verb in ("escalate", "bind", "impersonate"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+
 from selftaught.api.crd import crd
 from selftaught.api.spec import SelfTaughtRunSpec
 

@@ -1,6 +1,6 @@
-"""The three images: what each Dockerfile installs exists in pyproject, versions agree everywhere
-(package, tags, chart, operator defaults, pinned engines), the images run as uid 1000, and a
-real Dockerfile linter (hadolint) has nothing to say. No Docker engine is needed."""
+"""The three images, the targets of images/Dockerfile: what each installs exists in pyproject,
+versions agree everywhere (package, tags, chart, operator defaults, pinned engines), the images run
+as uid 1000, and real linters (hadolint, shellcheck) have nothing to say. No Docker engine is needed."""
 
 from __future__ import annotations
 
@@ -12,19 +12,22 @@ import sys
 import tomllib
 
 import pytest
-import selftaught
 import yaml
+
+import selftaught
 from selftaught.controller.config import IMAGE_REPOSITORY, OperatorConfig
 
 from .support import CHART, IMAGES, REPO
 
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
-DOCKERFILES = {name: REPO / "images" / name / "Dockerfile" for name in IMAGES}
+DOCKERFILE = REPO / "images" / "Dockerfile"
+INSTALL_SCRIPT = REPO / "images" / "install-selftaught.sh"
+BUILD_SCRIPT = REPO / "images" / "build.sh"
 
 
-def instructions(name: str) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
-    text = DOCKERFILES[name].read_text()
+def instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of images/Dockerfile, with line continuations joined and comments dropped."""
+    text = DOCKERFILE.read_text()
     text = re.sub(r"\\\n", " ", "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")))
     result = []
     for line in text.splitlines():
@@ -34,14 +37,34 @@ def instructions(name: str) -> list[tuple[str, str]]:
     return result
 
 
-def build_args(name: str) -> dict[str, str]:
-    """Defaults of every ARG (the last declaration with a default wins)."""
+def stages() -> dict[str, list[tuple[str, str]]]:
+    """Each build stage by name, from its FROM to the next; "" holds the global ARGs before the first FROM."""
+    result: dict[str, list[tuple[str, str]]] = {"": []}
+    current = ""
+    for keyword, rest in instructions():
+        if keyword == "FROM":
+            match = re.fullmatch(r"\S+ AS (\w[\w.-]*)", rest, flags=re.IGNORECASE)
+            assert match, f"every stage is named: FROM {rest}"
+            current = match.group(1)
+            result[current] = []
+        result[current].append((keyword, rest))
+    return result
+
+
+def _defaults(items: list[tuple[str, str]]) -> dict[str, str]:
     args = {}
-    for keyword, rest in instructions(name):
+    for keyword, rest in items:
         if keyword == "ARG" and "=" in rest:
             key, _, value = rest.partition("=")
             args[key] = value.strip('"')
     return args
+
+
+def build_args(name: str) -> dict[str, str]:
+    """Defaults of every ARG a stage sees: the global ones, then its own (a redeclared ARG without
+    a default keeps the global default)."""
+    all_stages = stages()
+    return {**_defaults(all_stages[""]), **_defaults(all_stages[name])}
 
 
 def expand(value: str, args: dict[str, str]) -> str:
@@ -49,9 +72,8 @@ def expand(value: str, args: dict[str, str]) -> str:
 
 
 def final_stage(name: str) -> list[tuple[str, str]]:
-    items = instructions(name)
-    last_from = max(i for i, (keyword, _) in enumerate(items) if keyword == "FROM")
-    return items[last_from:]
+    """The instructions of the image target `name`."""
+    return stages()[name]
 
 
 def pinned_requirement(extra: str, package: str) -> str:
@@ -62,14 +84,25 @@ def pinned_requirement(extra: str, package: str) -> str:
     raise AssertionError(f"{package} is not pinned in the {extra} extra")
 
 
+def test_one_dockerfile_with_a_target_per_image_and_a_shared_wheel():
+    assert set(stages()) == {"", "wheel", *IMAGES}
+    assert not [p for p in (REPO / "images").iterdir() if p.is_dir()], "one images/Dockerfile, no folder per image"
+    for name in IMAGES:
+        copied = [rest for keyword, rest in final_stage(name) if keyword == "COPY"]
+        assert copied == ["--from=wheel /dist/ /tmp/dist/"], name
+    targets = re.search(r"^TARGETS=\((.*)\)$", BUILD_SCRIPT.read_text(), flags=re.MULTILINE).group(1).split()
+    assert tuple(targets) == IMAGES
+
+
 @pytest.mark.parametrize("name", IMAGES)
 def test_each_image_installs_only_extras_and_entrypoints_that_exist(name):
     stage = final_stage(name)
     runs = " ".join(rest for keyword, rest in stage if keyword == "RUN")
-    extras = set(re.findall(r"selftaught-\$\{VERSION\}-py3-none-any\.whl\[([\w,]+)\]", runs))
-    assert extras == {name}, f"images/{name} installs the extras {extras}"
+    extras = set(re.findall(r"bash /tmp/dist/install-selftaught\.sh ([\w,]+) \"\$\{VERSION\}\"", runs))
+    assert extras == {name}, f"the {name} target installs the extras {extras}"
+    assert '"/tmp/dist/selftaught-${version}-py3-none-any.whl[${extra}]"' in INSTALL_SCRIPT.read_text()
     for extra in ",".join(extras).split(","):
-        assert extra in PYPROJECT["project"]["optional-dependencies"], f"images/{name} installs unknown extra {extra}"
+        assert extra in PYPROJECT["project"]["optional-dependencies"], f"the {name} target installs unknown extra {extra}"
     assert extras <= {"operator", "generate", "train"}, "an image must not install the `local` or `test` extra"
     (entrypoint,) = [rest for keyword, rest in stage if keyword == "ENTRYPOINT"]
     assert yaml.safe_load(entrypoint) == ["selftaught"]
@@ -93,15 +126,26 @@ def test_images_run_as_uid_1000_with_a_version_and_source_label(name):
     for key in ("title", "description", "version", "revision", "created", "source", "licenses"):
         assert f"org.opencontainers.image.{key}=" in labels, key
     assert 'org.opencontainers.image.version="${VERSION}"' in labels
-    assert build_args(name)["VERSION"] == selftaught.__version__
+    # no default VERSION to drift from selftaught.__version__: build.sh passes it, the wheel stage
+    # and the install script check it
+    assert ("ARG", "VERSION") in stage and "VERSION" not in build_args(name)
 
 
-@pytest.mark.parametrize("name", IMAGES)
+def test_the_shared_install_checks_the_version_and_creates_uid_1000():
+    script = INSTALL_SCRIPT.read_text()
+    assert 'assert version("selftaught") == sys.argv[1]' in script
+    assert "groupadd --gid 1000 selftaught" in script and "useradd --uid 1000 --gid 1000" in script
+    assert "--home-dir /tmp" in script and "--shell /usr/sbin/nologin" in script
+    (wheel_run,) = [rest for keyword, rest in stages()["wheel"] if keyword == "RUN"]
+    assert '-f "/dist/selftaught-${VERSION}-py3-none-any.whl"' in wheel_run and "exit 1" in wheel_run
+
+
+@pytest.mark.parametrize("name", ["wheel", *IMAGES])
 def test_base_images_are_pinned(name):
     args = build_args(name)
-    for keyword, rest in instructions(name):
+    for keyword, rest in final_stage(name):
         if keyword == "FROM":
-            image = expand(rest.split()[0], args)
+            image = expand(expand(rest.split()[0], args), args)
             assert ":" in image.rsplit("/", 1)[-1], f"{image} has no tag"
             assert not image.endswith(":latest"), image
 
@@ -123,12 +167,13 @@ def test_the_training_image_has_the_tested_torch_and_deepspeed():
 
 @pytest.mark.parametrize("name", ["generate", "train"])
 def test_gpu_images_never_swap_the_base_images_packages(name):
-    """Every installed distribution of the vLLM / PyTorch image is a constraint of our install,
-    and the build asserts the engine versions afterwards."""
+    """Every installed distribution of the vLLM / PyTorch image is a constraint of our install
+    (the shared install script), and the build asserts the engine versions afterwards."""
+    script = INSTALL_SCRIPT.read_text()
+    assert "python3 -m pip list --format=freeze > /tmp/base-constraints.txt" in script
+    assert "--constraint /tmp/base-constraints.txt" in script
     runs = " ".join(rest for keyword, rest in final_stage(name) if keyword == "RUN")
-    assert re.search(r"pip list --format=freeze > /tmp/base-constraints.txt", runs)
-    assert "--constraint /tmp/base-constraints.txt" in runs
-    assert "v('selftaught') == '${VERSION}'" in runs
+    assert runs.startswith(f'bash /tmp/dist/install-selftaught.sh {name} "${{VERSION}}"')
     assert ("v('vllm').split('+')[0] == '${VLLM_VERSION}'" if name == "generate" else "v('deepspeed') == '${DEEPSPEED_VERSION}'") in runs
 
 
@@ -162,7 +207,7 @@ def test_the_operator_extra_is_enough_to_run_the_operator():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     declared = {re.split(r"[<>=\[ ]", r)[0].lower() for r in PYPROJECT["project"]["optional-dependencies"]["operator"]}
-    assert declared == {"kopf", "kubernetes", "prometheus-client"}
+    assert declared == {"kopf", "kubernetes", "prometheus-client", "pydantic-settings"}
 
 
 def test_build_script_tags_every_image_with_the_package_version():
@@ -179,8 +224,8 @@ def test_build_script_tags_every_image_with_the_package_version():
     commands = [line[2:] for line in result.stdout.splitlines() if line.startswith("+ ")]
     tags = [re.search(r"--tag (\S+)", c).group(1) for c in commands]
     assert tags == [f"{IMAGE_REPOSITORY}/{name}:{selftaught.__version__}" for name in IMAGES]
-    for command, name in zip(commands, IMAGES):
-        assert f"--file images/{name}/Dockerfile" in command
+    for command, name in zip(commands, IMAGES, strict=True):
+        assert f"--file images/Dockerfile --target {name} " in command
         assert f"--build-arg VERSION={selftaught.__version__}" in command
         assert command.endswith(" .")  # the repository root is the context (.dockerignore)
 
@@ -198,14 +243,26 @@ def test_build_script_refuses_a_version_that_is_not_the_packages():
     assert result.returncode != 0 and "differs from selftaught.__version__" in result.stderr
 
 
+@pytest.mark.parametrize("target", ["wheel", "bogus"])
+def test_build_script_refuses_what_is_not_an_image_target(target):
+    result = subprocess.run(
+        ["bash", str(BUILD_SCRIPT), target], env={**os.environ, "DRY_RUN": "1"}, capture_output=True, text=True, cwd=REPO, timeout=30, check=False
+    )
+    assert result.returncode != 0 and "is not an image target" in result.stderr
+
+
 def test_one_version_everywhere():
-    """pyproject, selftaught.__version__, the chart (version and appVersion), and the image tags
-    the operator and the chart use by default."""
+    """selftaught.__version__ is the one version string: pyproject reads it (dynamic), the chart
+    (version and appVersion) and manifests/ are generated from it, and the image tags the operator
+    and the chart use by default follow it."""
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     version = selftaught.__version__
-    assert PYPROJECT["project"]["version"] == version
-    assert chart["version"] == chart["appVersion"] == version
+    assert "version" not in PYPROJECT["project"] and "version" in PYPROJECT["project"]["dynamic"]
+    assert PYPROJECT["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "selftaught.__version__"}
+    assert chart["version"] == chart["appVersion"] == version, "regenerate: python docs/gen_reference.py"
+    kustomization = yaml.safe_load((REPO / "manifests" / "kustomization.yaml").read_text())
+    assert kustomization["images"] == [{"name": f"{IMAGE_REPOSITORY}/operator", "newTag": version}]
     assert values["image"]["tag"] in ("", version)
     defaults = OperatorConfig()
     for image, default in (("generate", defaults.generate_image), ("train", defaults.train_image)):
@@ -221,9 +278,8 @@ def test_the_build_context_is_an_allow_list():
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
     assert {"pyproject.toml", "operator"} <= allowed
     assert not allowed & {".venv", ".selftaught", "examples", "tests", ".git"}
-    for name in IMAGES:
-        copied = [rest.split()[0] for keyword, rest in instructions(name) if keyword == "COPY" and not rest.startswith("--from")]
-        assert all(src.rstrip("/") in allowed for src in copied), copied
+    copied = [rest.split()[0] for keyword, rest in instructions() if keyword == "COPY" and not rest.startswith("--from")]
+    assert copied and all(src.rstrip("/") in allowed for src in copied), copied
 
 
 def _linter(name: str) -> str:
@@ -233,10 +289,9 @@ def _linter(name: str) -> str:
     return found
 
 
-@pytest.mark.parametrize("name", IMAGES)
-def test_hadolint_finds_nothing(name):
+def test_hadolint_finds_nothing():
     result = subprocess.run(
-        [_linter("hadolint"), "--failure-threshold", "info", str(DOCKERFILES[name])],
+        [_linter("hadolint"), "--failure-threshold", "info", str(DOCKERFILE)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -245,8 +300,7 @@ def test_hadolint_finds_nothing(name):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_shellcheck_finds_nothing_in_the_build_script():
-    result = subprocess.run(
-        [_linter("shellcheck"), str(REPO / "images" / "build.sh")], capture_output=True, text=True, timeout=60, check=False
-    )
+@pytest.mark.parametrize("script", [BUILD_SCRIPT, INSTALL_SCRIPT], ids=lambda p: p.name)
+def test_shellcheck_finds_nothing_in_the_scripts(script):
+    result = subprocess.run([_linter("shellcheck"), str(script)], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stdout + result.stderr

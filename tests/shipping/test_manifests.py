@@ -1,26 +1,34 @@
-"""manifests/: the CRD is exactly `selftaught crd`; `kubectl kustomize manifests/` renders objects
-that pass the real Kubernetes schemas; the operator runs locked down with least-privilege RBAC;
-the example runs are valid for both the code and the CRD, and make valid, locked-down Jobs."""
+"""manifests/: generated, never hand-kept: the Helm chart rendered for a plain install plus the CRD
+(exactly `selftaught crd`), held equal by `python docs/gen_reference.py --check`; `kubectl
+kustomize manifests/` gives exactly those objects, which pass the real Kubernetes schemas; the
+operator runs locked down with least-privilege RBAC; the example runs are valid for both the code
+and the CRD, and make valid, locked-down Jobs."""
 
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
 from selftaught.api.crd import crd, crd_yaml
 from selftaught.api.load import load_run, parse_run
 from selftaught.controller.config import OperatorConfig
 from selftaught.controller.jobs import build_job, build_service, needs_service
-from selftaught.controller.planner import stage_graph
+from selftaught.pipeline.planner import stage_graph
 
 from .support import (
     EXAMPLES,
     MANIFESTS,
     OPERATOR_PERMISSIONS,
     REPO,
+    chart_objects,
     crd_validator,
+    gen_reference,
     kustomize_objects,
     load_all,
     permissions,
@@ -36,6 +44,51 @@ def by_kind(objects, kind):
 
 def test_the_crd_is_exactly_what_selftaught_crd_prints():
     assert (MANIFESTS / "crd.yaml").read_text() == crd_yaml(), "regenerate: python docs/gen_reference.py"
+
+
+def test_manifests_are_the_chart_rendered():
+    """`gen_reference.py --check`: every manifests/*.yaml is what the generator renders from the
+    chart (and the code), and there is no other."""
+    result = subprocess.run(
+        [sys.executable, str(REPO / "docs" / "gen_reference.py"), "--check"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, f"run `python docs/gen_reference.py`:\n{result.stdout}{result.stderr}"
+    generated = {path.name for path in gen_reference().manifests()}
+    assert generated == {path.name for path in MANIFESTS.glob("*.yaml")}
+
+
+def test_kustomize_gives_exactly_the_charts_objects():
+    """What `kubectl apply -k manifests/` creates is the chart with MANIFEST_VALUES (Helm's own
+    labels aside), the namespace and the CRD; kustomize changes nothing on the way."""
+    module = gen_reference()
+    expected = chart_objects(module.MANIFEST_VALUES, namespace=module.MANIFEST_NAMESPACE)
+    for obj in expected:
+        for metadata in (obj["metadata"], obj.get("spec", {}).get("template", {}).get("metadata", {})):
+            for label in module.HELM_LABELS:
+                (metadata.get("labels") or {}).pop(label, None)
+    expected += [yaml.safe_load(module.MANIFEST_NAMESPACE_YAML), crd()]
+
+    def key(obj):
+        return obj["kind"], obj["metadata"]["name"]
+
+    assert sorted(kustomize_objects(), key=key) == sorted(expected, key=key)
+    assert not [o for o in kustomize_objects() for v in (o["metadata"].get("labels") or {}).values() if v == "Helm"]
+
+
+def test_the_generator_notices_drift_and_strays_in_manifests(tmp_path, monkeypatch):
+    module = gen_reference()
+    copy = tmp_path / "manifests"
+    shutil.copytree(MANIFESTS, copy)
+    deployment = copy / "deployment.yaml"
+    deployment.write_text(deployment.read_text().replace("replicas: 1", "replicas: 2"))
+    (copy / "extra.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n")
+    monkeypatch.setattr(module, "MANIFESTS", copy)
+    assert {path.name for path in module.stale() if path.parent == copy} == {"deployment.yaml", "extra.yaml"}
+    monkeypatch.setattr(module, "outputs", module.manifests)  # write nothing outside tmp_path
+    assert module.main(["--check"]) == 1
+    assert module.main([]) == 0  # rewrites the stale one, removes the stray
+    assert module.stale() == [] and not (copy / "extra.yaml").exists()
+    assert deployment.read_text() == (MANIFESTS / "deployment.yaml").read_text()
 
 
 def test_kustomize_renders_valid_objects_in_the_operator_namespace():
@@ -133,9 +186,8 @@ def test_the_metrics_service_selects_the_operator_and_never_a_stage_pod():
     assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
     assert service["spec"]["ports"][0]["targetPort"] == "metrics"
     run = load_run(EXAMPLES[0])
-    owner = {"apiVersion": "selftaught.dev/v1alpha1", "kind": "SelfTaughtRun", "name": "x", "uid": "u", "controller": True}
     for node in stage_graph(run.spec):
-        labels = build_job(run, owner, node.ref, 0, OperatorConfig())["spec"]["template"]["metadata"]["labels"]
+        labels = build_job(run, node.ref, 0, OperatorConfig())["spec"]["template"]["metadata"]["labels"]
         assert not selector.items() <= labels.items(), f"the metrics Service would select {node.ref.label} pods"
 
 
@@ -160,13 +212,12 @@ def test_example_is_a_valid_run_for_the_code_and_for_the_crd(path):
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_example_makes_valid_locked_down_jobs_for_every_stage(path):
     run = parse_run({**_documents(path), "metadata": {"name": path.stem, "namespace": "team-a"}})
-    owner = {"apiVersion": "selftaught.dev/v1alpha1", "kind": "SelfTaughtRun", "name": path.stem, "uid": "0000", "controller": True}
     for node in stage_graph(run.spec):
-        job = build_job(run, owner, node.ref, 0, OperatorConfig())
+        job = build_job(run, node.ref, 0, OperatorConfig())
         validate_object(job)
         assert security_problems(job) == []
         if needs_service(run, node.ref):
-            validate_object(build_service(run, owner, node.ref, 0))
+            validate_object(build_service(run, node.ref, 0))
 
 
 def test_the_crd_schema_catches_what_the_api_server_would_drop_or_refuse():

@@ -2,8 +2,8 @@
 
 from selftaught.api.load import parse_run
 from selftaught.controller.decide import JobView, decide, job_view, parse_termination_message
-from selftaught.controller.planner import plan
-from selftaught.store.layout import StageRef
+from selftaught.pipeline.planner import plan
+from selftaught.pipeline.table import StageRef
 
 from .test_spec import MINIMAL
 

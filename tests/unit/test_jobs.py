@@ -6,11 +6,10 @@ import pytest
 from selftaught.api.load import parse_run
 from selftaught.controller.config import OperatorConfig
 from selftaught.controller.jobs import MAX_JOB_NAME, build_job, build_service, job_name, needs_service
-from selftaught.store.layout import StageRef
+from selftaught.pipeline.table import StageRef
 
 from .test_spec import MINIMAL
 
-OWNER = {"apiVersion": "selftaught.dev/v1alpha1", "kind": "SelfTaughtRun", "name": "r1", "uid": "u-1", "controller": True, "blockOwnerDeletion": True}
 CONFIG = OperatorConfig()
 
 
@@ -25,29 +24,29 @@ def _container(job):
 @pytest.mark.parametrize("ref", [StageRef("categorize"), StageRef("select"), StageRef("judge", 2), StageRef("train", 1), StageRef("evaluate", 0)])
 def test_every_stage_job_validates_against_the_kubernetes_schema(ref):
     run = _run(train={"nodes": 2}, scheduling={"training": {"queueName": "gpu"}})
-    kubernetes_validate.validate(build_job(run, OWNER, ref, 0, CONFIG), "1.33", strict=True)
+    kubernetes_validate.validate(build_job(run, ref, 0, CONFIG), "1.33", strict=True)
     if needs_service(run, ref):
-        kubernetes_validate.validate(build_service(run, OWNER, ref, 0), "1.33", strict=True)
+        kubernetes_validate.validate(build_service(run, ref, 0), "1.33", strict=True)
 
 
 def test_a_generation_job_is_indexed_by_shard_on_the_vllm_image_with_gpus_for_tensor_parallel():
     run = _run(generation={"shards": 16, "parallelism": 4, "tensorParallel": 8})
-    job = build_job(run, OWNER, StageRef("judge", 2), 1, CONFIG)
+    job = build_job(run, StageRef("judge", 2), 1, CONFIG)
     spec, container = job["spec"], _container(job)
     assert job["metadata"]["name"] == "r1-judge-2-1"
     assert (spec["completionMode"], spec["completions"], spec["parallelism"], spec["backoffLimit"]) == ("Indexed", 16, 4, 0)
     assert container["image"] == CONFIG.generate_image
-    assert container["command"] == ["selftaught", "stage", "judge", "--iteration=2"]
+    assert container["command"] == ["python", "-m", "selftaught", "stage", "judge", "--iteration=2"]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "8"
     volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
     assert volumes["dshm"]["emptyDir"]["medium"] == "Memory" and "cache" in volumes
     assert job["metadata"]["labels"]["selftaught.dev/attempt"] == "1"
-    assert job["metadata"]["ownerReferences"] == [OWNER]
+    assert "ownerReferences" not in job["metadata"]  # the reconciler adopts it (kopf.append_owner_reference)
 
 
 def test_pods_run_as_non_root_without_privilege_and_secrets_come_from_secret_refs():
     run = _run(storage={"uri": "s3://b/runs", "credentialsSecret": "s3"}, models={"seed": {"source": "m"}, "hfTokenSecret": "hf"})
-    job = build_job(run, OWNER, StageRef("pairs"), 0, CONFIG)
+    job = build_job(run, StageRef("pairs"), 0, CONFIG)
     pod = job["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
     security = _container(job)["securityContext"]
@@ -59,15 +58,15 @@ def test_pods_run_as_non_root_without_privilege_and_secrets_come_from_secret_ref
 
 
 def test_program_errors_fail_fast_and_infrastructure_failures_are_not_counted():
-    rules = build_job(_run(), OWNER, StageRef("train", 1), 0, CONFIG)["spec"]["podFailurePolicy"]["rules"]
+    rules = build_job(_run(), StageRef("train", 1), 0, CONFIG)["spec"]["podFailurePolicy"]["rules"]
     assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
     assert rules[1]["action"] == "FailJob" and rules[1]["onExitCodes"]["values"] == [3]
 
 
 def test_multi_node_training_is_one_indexed_job_with_a_rendezvous_on_index_zero():
     run = _run(train={"nodes": 4, "gpusPerNode": 8})
-    job = build_job(run, OWNER, StageRef("train", 3), 0, CONFIG)
-    service = build_service(run, OWNER, StageRef("train", 3), 0)
+    job = build_job(run, StageRef("train", 3), 0, CONFIG)
+    service = build_service(run, StageRef("train", 3), 0)
     pod = job["spec"]["template"]["spec"]
     assert (job["spec"]["completions"], job["spec"]["parallelism"]) == (4, 4)  # the whole gang at once
     assert pod["subdomain"] == service["metadata"]["name"] and service["spec"]["clusterIP"] == "None"
@@ -86,12 +85,12 @@ def test_scheduling_merges_stage_overrides_over_the_stage_kind_defaults():
             "stages": {"judge": {"priorityClassName": "urgent", "tolerations": [{"key": "gpu", "operator": "Exists"}], "activeDeadlineSeconds": 3600, "ttlSecondsAfterFinished": 60}},
         }
     )
-    judge = build_job(run, OWNER, StageRef("judge", 1), 0, CONFIG)
+    judge = build_job(run, StageRef("judge", 1), 0, CONFIG)
     pod = judge["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"gpu": "h100"} and pod["priorityClassName"] == "urgent" and pod["tolerations"]
     assert judge["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gen"
     assert (judge["spec"]["activeDeadlineSeconds"], judge["spec"]["ttlSecondsAfterFinished"]) == (3600, 60)
-    categorize = build_job(run, OWNER, StageRef("categorize"), 0, CONFIG)["spec"]["template"]["spec"]
+    categorize = build_job(run, StageRef("categorize"), 0, CONFIG)["spec"]["template"]["spec"]
     assert categorize["priorityClassName"] == "batch" and "tolerations" not in categorize
 
 

@@ -1,11 +1,11 @@
 import random
 from collections import Counter
 
+from selftaught.chat import Sample
 from selftaught.method.judging import (
     BalanceCounts,
     ItemState,
     JudgeItem,
-    Sample,
     balance,
     choose_correct,
     judge_items,

@@ -1,6 +1,6 @@
 from selftaught.api.load import parse_run
-from selftaught.controller.planner import plan, stage_graph
-from selftaught.store.layout import StageRef
+from selftaught.pipeline.planner import plan, stage_graph
+from selftaught.pipeline.table import StageRef
 
 from .test_spec import MINIMAL
 

@@ -9,10 +9,9 @@ import yaml
 from pydantic import ValidationError
 
 from selftaught.api.spec import SelfTaughtRun
+from selftaught.errors import InvalidSpec as SpecError
 
-
-class SpecError(ValueError):
-    """A manifest that is not a valid SelfTaughtRun; the message names each bad field."""
+__all__ = ["SpecError", "format_validation_error", "load_run", "parse_run"]
 
 
 def format_validation_error(error: ValidationError, prefix: str = "") -> str:

@@ -11,31 +11,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
+from selftaught.method.categories import CATEGORIES, REASONING_CATEGORIES
+
 API_GROUP = "selftaught.dev"
 API_VERSION = "v1alpha1"
 KIND = "SelfTaughtRun"
 PLURAL = "selftaughtruns"
 
-#: The 15 categories of the paper's instruction-selection template, in its order.
-CATEGORIES: tuple[str, ...] = (
-    "Coding",
-    "Mathematical reasoning",
-    "Asking for Advice",
-    "Brainstorming",
-    "Classification",
-    "Closed QA",
-    "Creative Writing",
-    "Extraction",
-    "Inhabiting a Character/Persona",
-    "Open QA",
-    "Rewriting",
-    "Summarization",
-    "Knowledge and Reasoning",
-    "Humanity, History or Social Studies",
-    "Other",
-)
-#: The paper keeps "reasoning" prompts; it does not say whether maths counts, so both do by default.
-REASONING_CATEGORIES: tuple[str, ...] = ("Knowledge and Reasoning", "Mathematical reasoning")
 
 
 class Model(BaseModel):

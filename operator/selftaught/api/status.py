@@ -9,7 +9,6 @@ from pydantic import Field
 
 from selftaught.api.spec import Model
 
-ConditionType = Literal["Succeeded", "Ready", "Reconciling", "Stalled", "Suspended", "SpecAccepted"]
 Phase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed"]
 
 

@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 from selftaught.api.spec import SelfTaughtRunSpec
 from selftaught.controller.jobs import LABEL_ATTEMPT, LABEL_STAGE
-from selftaught.controller.planner import Plan
-from selftaught.store.layout import StageRef
+from selftaught.pipeline.planner import Plan
+from selftaught.pipeline.table import StageRef
 
 JobState = Literal["active", "succeeded", "failed"]
 

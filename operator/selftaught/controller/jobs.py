@@ -11,14 +11,13 @@ infrastructure failures from program errors.
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
 
-from selftaught.api.spec import API_GROUP, API_VERSION, KIND, PodOverrides, SelfTaughtRun
+from selftaught.api.spec import API_GROUP, PodOverrides, SelfTaughtRun
 from selftaught.controller.config import OperatorConfig
-from selftaught.engines.launch import torchrun_command
 from selftaught.errors import EXIT_PERMANENT
-from selftaught.store.layout import StageRef
+from selftaught.pipeline.launch import MASTER_PORT, RUN_VARIABLE, stage_command, stage_document
+from selftaught.pipeline.table import StageRef
 
 LABEL_RUN = f"{API_GROUP}/run"
 LABEL_STAGE = f"{API_GROUP}/stage"
@@ -26,7 +25,6 @@ LABEL_ITERATION = f"{API_GROUP}/iteration"
 LABEL_ATTEMPT = f"{API_GROUP}/attempt"
 MANAGED_BY = "selftaught-operator"
 KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
-MASTER_PORT = 29500
 MAX_JOB_NAME = 52  # pods of an Indexed Job are <job>-<index>-<5 chars>; hostnames stop at 63
 
 
@@ -53,26 +51,10 @@ def stage_labels(run_name: str, ref: StageRef, attempt: int) -> dict[str, str]:
     }
 
 
-def owner_reference(run: dict[str, Any]) -> dict[str, Any]:
-    metadata = run["metadata"]
-    return {
-        "apiVersion": f"{API_GROUP}/{API_VERSION}",
-        "kind": KIND,
-        "name": metadata["name"],
-        "uid": metadata["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
-
-
-def stage_kind(ref: StageRef) -> str:
-    return {"train": "training", "select": "data"}.get(ref.name, "generation")
-
-
 def pod_overrides(run: SelfTaughtRun, ref: StageRef) -> PodOverrides:
     """The stage kind's defaults with the stage's own overrides on top, field by field."""
     scheduling = run.spec.scheduling
-    base = getattr(scheduling, stage_kind(ref))
+    base = getattr(scheduling, ref.kind)
     specific = getattr(scheduling.stages, ref.name)
     if specific is None:
         return base
@@ -80,15 +62,12 @@ def pod_overrides(run: SelfTaughtRun, ref: StageRef) -> PodOverrides:
 
 
 def _gpus(run: SelfTaughtRun, ref: StageRef) -> int:
-    kind = stage_kind(ref)
-    if kind == "generation":
-        return run.spec.generation.tensor_parallel
-    return run.spec.train.gpus_per_node if kind == "training" else 0
+    return {"generation": run.spec.generation.tensor_parallel, "training": run.spec.train.gpus_per_node, "data": 0}[ref.kind]
 
 
 def _env(run: SelfTaughtRun, document: str) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
-        {"name": "SELFTAUGHT_RUN", "value": document},
+        {"name": RUN_VARIABLE, "value": document},
         {"name": "SELFTAUGHT_CACHE", "value": "/cache"},
         {"name": "HF_HOME", "value": "/cache/huggingface"},
         {"name": "HOME", "value": "/tmp"},  # caches of torch, triton, DeepSpeed ops
@@ -111,15 +90,10 @@ def _env(run: SelfTaughtRun, document: str) -> list[dict[str, Any]]:
 
 
 def _command(run: SelfTaughtRun, ref: StageRef, name: str, service: str | None) -> tuple[list[str], list[dict[str, Any]]]:
-    if ref.name != "train":
-        return ["selftaught", "stage", ref.name, f"--iteration={ref.iteration}"], []
-    train = run.spec.train
-    if train.nodes == 1:
-        return torchrun_command(train, ref.iteration, python="python", node_rank=0, master_port=MASTER_PORT), []
+    if service is None:
+        return stage_command(run.spec, ref, python="python"), []
     # every rank waits for index 0's DNS name, then joins the static rendezvous there
-    launch = torchrun_command(
-        train, ref.iteration, python="python", master_addr="${MASTER_ADDR}", node_rank="${JOB_COMPLETION_INDEX}", master_port=MASTER_PORT
-    )
+    launch = stage_command(run.spec, ref, python="python", master_addr="${MASTER_ADDR}", node_rank="${JOB_COMPLETION_INDEX}")
     script = (
         'until getent hosts "$MASTER_ADDR" >/dev/null; do echo "waiting for $MASTER_ADDR"; sleep 2; done; '
         + "exec " + " ".join(launch)  # plain tokens: the shell expands ${MASTER_ADDR} and the index
@@ -127,28 +101,16 @@ def _command(run: SelfTaughtRun, ref: StageRef, name: str, service: str | None) 
     return ["sh", "-c", script], [{"name": "MASTER_ADDR", "value": f"{name}-0.{service}"}]
 
 
-def run_document(run: SelfTaughtRun) -> str:
-    """What a stage pod needs to know: the run's identity and its (accepted) spec."""
-    return json.dumps(
-        {
-            "apiVersion": f"{API_GROUP}/{API_VERSION}",
-            "kind": KIND,
-            "metadata": {"name": run.metadata.name, "namespace": run.metadata.namespace},
-            "spec": run.spec.model_dump(mode="json", by_alias=True, exclude_none=True),
-        },
-        separators=(",", ":"),
-    )
-
-
 def service_name(run_name: str, ref: StageRef, attempt: int) -> str:
     return job_name(run_name, ref, attempt)
 
 
-def build_job(run: SelfTaughtRun, owner: dict[str, Any], ref: StageRef, attempt: int, config: OperatorConfig) -> dict[str, Any]:
+def build_job(run: SelfTaughtRun, ref: StageRef, attempt: int, config: OperatorConfig) -> dict[str, Any]:
+    """The stage's Job; the caller adds the owner reference to the run."""
     name = job_name(run.metadata.name, ref, attempt)
     overrides = pod_overrides(run, ref)
-    kind = stage_kind(ref)
-    multi_node = ref.name == "train" and run.spec.train.nodes > 1
+    kind = ref.kind
+    multi_node = needs_service(run, ref)
     service = service_name(run.metadata.name, ref, attempt) if multi_node else None
     labels = stage_labels(run.metadata.name, ref, attempt)
     if overrides.queue_name:
@@ -160,10 +122,10 @@ def build_job(run: SelfTaughtRun, owner: dict[str, Any], ref: StageRef, attempt:
         for section in ("requests", "limits"):
             resources.setdefault(section, {})["nvidia.com/gpu"] = str(gpus)
     image = overrides.image or {
-        "generation": config.generate_image,
-        "training": config.train_image,
+        "generate": config.generate_image,
+        "train": config.train_image,
         "data": config.data_image or config.generate_image,
-    }[kind]
+    }[ref.info.image]
     completions = {
         "generation": run.spec.generation.shards,
         "training": run.spec.train.nodes,
@@ -193,7 +155,7 @@ def build_job(run: SelfTaughtRun, owner: dict[str, Any], ref: StageRef, attempt:
                 "name": "stage",
                 "image": image,
                 "command": command,
-                "env": _env(run, run_document(run)) + extra_env,
+                "env": _env(run, stage_document(run)) + extra_env,
                 "resources": resources,
                 "volumeMounts": mounts,
                 "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -240,12 +202,12 @@ def build_job(run: SelfTaughtRun, owner: dict[str, Any], ref: StageRef, attempt:
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": name, "namespace": run.metadata.namespace, "labels": labels, "ownerReferences": [owner]},
+        "metadata": {"name": name, "namespace": run.metadata.namespace, "labels": labels},
         "spec": job_spec,
     }
 
 
-def build_service(run: SelfTaughtRun, owner: dict[str, Any], ref: StageRef, attempt: int) -> dict[str, Any]:
+def build_service(run: SelfTaughtRun, ref: StageRef, attempt: int) -> dict[str, Any]:
     """Headless Service giving each training pod a DNS name (`<job>-<index>.<service>`)."""
     name = service_name(run.metadata.name, ref, attempt)
     return {
@@ -255,7 +217,6 @@ def build_service(run: SelfTaughtRun, owner: dict[str, Any], ref: StageRef, atte
             "name": name,
             "namespace": run.metadata.namespace,
             "labels": stage_labels(run.metadata.name, ref, attempt),
-            "ownerReferences": [owner],
         },
         "spec": {
             "clusterIP": "None",
@@ -267,4 +228,4 @@ def build_service(run: SelfTaughtRun, owner: dict[str, Any], ref: StageRef, atte
 
 
 def needs_service(run: SelfTaughtRun, ref: StageRef) -> bool:
-    return ref.name == "train" and run.spec.train.nodes > 1
+    return ref.kind == "training" and run.spec.train.nodes > 1

@@ -6,20 +6,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from selftaught.api.spec import Generation
-from selftaught.method.judging import Sample
-from selftaught.method.prompts import Messages
-
-
-@dataclass(frozen=True)
-class Sampling:
-    n: int = 1
-    temperature: float = 0.0
-    top_p: float = 1.0
-    max_tokens: int = 512
+from selftaught.chat import Messages, Sample, Sampling
 
 
 def _on_cpu() -> bool:
@@ -46,7 +36,9 @@ def _cpu_defaults() -> dict[str, object]:
     return {"enable_chunked_prefill": False}
 
 
-class VllmGenerator:
+class VllmEngine:
+    """The `ChatEngine` of every generation stage."""
+
     def __init__(self, model_path: Path, settings: Generation, seed: int = 0):
         platform_options = _cpu_defaults()
         from vllm import LLM

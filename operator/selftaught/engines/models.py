@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from selftaught.api.spec import ModelSource, Storage
+from selftaught.engines.hub import hub_failure
 from selftaught.errors import ModelNotFound
 from selftaught.store import ObjectNotFound, open_store
 
@@ -59,7 +60,6 @@ def _from_s3(uri: str, storage: Storage | None) -> Path:
 
 def _from_hub(repo_id: str, revision: str | None) -> Path:
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     try:
         return Path(
@@ -70,9 +70,5 @@ def _from_hub(repo_id: str, revision: str | None) -> Path:
                 allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*"],
             )
         )
-    except LocalEntryNotFoundError:
-        raise ModelNotFound(
-            f"model {repo_id!r}: not in the local cache and the Hugging Face Hub is unreachable"
-        ) from None
-    except (HfHubHTTPError, ValueError) as error:
-        raise ModelNotFound(f"model {repo_id!r}: {error.__class__.__name__}: {error}") from None
+    except Exception as error:  # huggingface_hub, httpx and OS errors: hub_failure sorts them
+        raise hub_failure(f"model {repo_id!r}", error, ModelNotFound) from None

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
+from selftaught.chat import Messages, Sample
 from selftaught.method.parsing import Verdict, parse_verdict
-from selftaught.method.prompts import Messages, judge_messages
+from selftaught.method.prompts import judge_messages
 from selftaught.method.selection import priority
 
 Order = Literal["AB", "BA"]  # AB: the chosen answer is shown as A
@@ -70,12 +71,6 @@ def sampling_rounds(samples: int, first_round: int, adaptive: bool) -> list[int]
 
 
 @dataclass
-class Sample:
-    text: str
-    tokens: int
-
-
-@dataclass
 class ItemState:
     """What has been sampled for one item so far."""
 
@@ -118,7 +113,6 @@ def choose_correct(
 class BalanceCounts:
     a_wins: int = 0
     b_wins: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
     @property
     def target(self) -> int:

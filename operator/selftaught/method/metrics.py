@@ -13,7 +13,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from selftaught.method.parsing import Verdict
+from selftaught.method.parsing import Verdict, parse_verdict
 
 EXAMPLE_COUNTS: dict[str, int] = {
     "alpacaeval-easy": 100, "alpacaeval-length": 95, "alpacaeval-hard": 95,
@@ -50,6 +50,35 @@ def majority(verdicts: list[Verdict | None]) -> Verdict | None:
     if rest and rest[0][1] == top_count:
         return None
     return top
+
+
+def score_example(
+    example_id: str,
+    subset: str,
+    expected: Verdict,
+    output: str,
+    *,
+    order: str,
+    swapped_output: str | None = None,
+    vote_outputs: list[str] | None = None,
+) -> dict[str, Any]:
+    """One evaluation example, scored from the judge's raw outputs: the greedy verdict in the
+    shown order; with `swapped_output` (the same pair in the other order) whether the judge was
+    right both ways; with `vote_outputs` the majority verdict over k samples. The result is what
+    `Scoreboard.add` takes and what the stage writes per example."""
+    verdict = parse_verdict(output)
+    scored: dict[str, Any] = {"id": example_id, "subset": subset, "order": order, "verdict": verdict, "score": score(verdict, expected)}
+    if swapped_output is not None:
+        swapped_expected = swap(expected)
+        swapped = parse_verdict(swapped_output)
+        scored["swapped_verdict"] = swapped
+        scored["swapped_score"] = score(swapped, swapped_expected)  # type: ignore[arg-type]
+        scored["consistent"] = float(verdict == expected and swapped == swapped_expected)
+    if vote_outputs is not None:
+        voted = majority([parse_verdict(text) for text in vote_outputs])
+        scored["vote_verdict"] = voted
+        scored["vote_score"] = score(voted, expected)
+    return scored
 
 
 def swap(verdict: Verdict | None) -> Verdict | None:

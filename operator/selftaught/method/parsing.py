@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from selftaught.api.spec import CATEGORIES
+from selftaught.method.categories import CATEGORIES
 from selftaught.method.prompts import (
     LENGTHS,
     MODIFIED_ANSWER_END,

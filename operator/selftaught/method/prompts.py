@@ -6,9 +6,8 @@ Messages are chat-format lists; the engine applies the model's own chat template
 
 from __future__ import annotations
 
-from selftaught.api.spec import CATEGORIES
-
-Messages = list[dict[str, str]]
+from selftaught.chat import Messages
+from selftaught.method.categories import CATEGORIES
 
 LENGTHS = {
     "a": "one sentence",

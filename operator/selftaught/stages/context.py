@@ -1,23 +1,28 @@
-"""What every stage process knows: the run, its store, which stage and which shard."""
+"""What every stage process knows: the run, its store, which stage and shard, and how to start
+an engine for a model."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from selftaught.api.spec import SelfTaughtRun
-from selftaught.store import Store, open_store
-from selftaught.store.layout import StageRef
+from selftaught.api.spec import ModelSource, SelfTaughtRun, SelfTaughtRunSpec
+from selftaught.chat import ChatEngine
+from selftaught.store import Store
+
+if TYPE_CHECKING:  # the pipeline core hands a stage its reference; stages never build one
+    from selftaught.pipeline.table import StageRef
 
 
-def run_store(run: SelfTaughtRun) -> Store:
-    """`<storage.uri>/<namespace>/<name>/`: runs never share a folder."""
-    storage = run.spec.storage
-    root = open_store(storage.uri, endpoint=storage.endpoint, region=storage.region)
-    return root.child(f"{run.metadata.namespace}/{run.metadata.name}")
+def vllm_engine(ctx: StageContext, model: ModelSource) -> ChatEngine:
+    """The production engine: the model resolved to a local folder, loaded into vLLM."""
+    from selftaught.engines.generation import VllmEngine
+    from selftaught.engines.models import resolve_model
+
+    return VllmEngine(resolve_model(model, ctx.spec.storage), ctx.spec.generation, seed=ctx.spec.seed)
 
 
 @dataclass
@@ -27,10 +32,15 @@ class StageContext:
     store: Store
     num_shards: int = 1
     started: float = field(default_factory=time.monotonic)
+    #: how a generation stage gets its engine (tests hand in a scripted one)
+    make_engine: Callable[[StageContext, ModelSource], ChatEngine] = vllm_engine
 
     @property
-    def spec(self):
+    def spec(self) -> SelfTaughtRunSpec:
         return self.run.spec
+
+    def engine_factory(self, model: ModelSource) -> ChatEngine:
+        return self.make_engine(self, model)
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -43,12 +53,16 @@ def in_shard(records: Iterator[dict[str, Any]], shard: int, num_shards: int) -> 
             yield record
 
 
-@dataclass
-class LazyGenerator:
-    """Loads vLLM only when a shard actually needs it: a finalize-only pass never does."""
+class LazyEngine:
+    """An engine that is loaded on the first `chat`: a shard with nothing to generate, or a
+    reduce-only pass, never pays for loading a model."""
 
-    factory: Any
+    def __init__(self, factory: Callable[[], ChatEngine]):
+        self._factory = factory
 
     @cached_property
-    def engine(self):
-        return self.factory()
+    def _engine(self) -> ChatEngine:
+        return self._factory()
+
+    def chat(self, conversations, sampling, seeds=None):  # type: ignore[no-untyped-def]
+        return self._engine.chat(conversations, sampling, seeds)

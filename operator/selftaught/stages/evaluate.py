@@ -1,17 +1,17 @@
 """evaluate (iteration i): judge M(i) on held-out pairs, scored the RewardBench way, plus
-position-consistent accuracy (both orders) and majority vote over k samples."""
+position-consistent accuracy (both orders) and majority vote over k samples. The scoring itself
+is `method.metrics`; this module only asks the engine and writes what it scored."""
 
 from __future__ import annotations
 
 import json
 
-from selftaught.engines.generation import Sampling
+from selftaught.chat import Sampling
 from selftaught.method.judging import JudgeItem, random_order
-from selftaught.method.metrics import Scoreboard, majority, score
-from selftaught.method.parsing import parse_verdict
+from selftaught.method.metrics import Scoreboard, score_example
 from selftaught.method.selection import priority
-from selftaught.stages.base import ShardResult, Stage
 from selftaught.stages.context import in_shard
+from selftaught.stages.contract import MapReduceStage, ShardResult
 from selftaught.stages.judge import judge_model
 from selftaught.stages.sources import iter_evaluation_pairs
 from selftaught.store.jsonl import SkipCounter, read_jsonl
@@ -26,60 +26,56 @@ def evaluation_pairs(ctx, skipped: SkipCounter):
     return read_jsonl(ctx.store, PAIRS_HELDOUT)
 
 
-class Evaluate(Stage):
+def _item(pair, order) -> JudgeItem:
+    return JudgeItem(pair["id"], order, pair["prompt"], pair["chosen"], pair["rejected"])
+
+
+class Evaluate(MapReduceStage):
     name = "evaluate"
-    sharded = True
 
     def model(self, ctx):
         return judge_model(ctx, ctx.stage.iteration)
 
-    def run_shard(self, ctx, shard, out, generator):
+    def map_shard(self, ctx, shard, out, engine):
         settings, seed = ctx.spec.evaluate, ctx.spec.seed
         skipped = SkipCounter()
         pairs = list(in_shard(evaluation_pairs(ctx, skipped), shard, ctx.num_shards))
         board = Scoreboard()
         if pairs:
-            shown = [self._item(p, random_order(p["id"], seed)) for p in pairs]
+            shown = [_item(p, random_order(p["id"], seed)) for p in pairs]
             requests = [item.messages() for item in shown]
             if settings.position_consistency:
-                requests += [self._item(p, "BA" if s.order == "AB" else "AB").messages() for p, s in zip(pairs, shown, strict=True)]
-            greedy = generator.engine.chat(requests, Sampling(n=1, temperature=0.0, max_tokens=settings.max_tokens))
+                requests += [_item(p, "BA" if s.order == "AB" else "AB").messages() for p, s in zip(pairs, shown, strict=True)]
+            greedy = engine.chat(requests, Sampling(n=1, temperature=0.0, max_tokens=settings.max_tokens))
             votes = None
             if settings.majority_vote:
                 seeds = [priority(seed, f"vote:{p['id']}") % 2**31 for p in pairs]
-                votes = generator.engine.chat(
+                votes = engine.chat(
                     requests[: len(pairs)],
                     Sampling(n=settings.majority_vote, temperature=0.7, top_p=0.9, max_tokens=settings.max_tokens),
                     seeds,
                 )
             for index, (pair, item) in enumerate(zip(pairs, shown, strict=True)):
-                verdict = parse_verdict(greedy[index][0].text)
-                scored = {"id": pair["id"], "subset": pair["subset"], "order": item.order, "verdict": verdict, "score": score(verdict, item.expected)}
-                if settings.position_consistency:
-                    swapped = parse_verdict(greedy[len(pairs) + index][0].text)
-                    swapped_expected = "B" if item.expected == "A" else "A"
-                    scored["swapped_verdict"] = swapped
-                    scored["swapped_score"] = score(swapped, swapped_expected)
-                    scored["consistent"] = float(verdict == item.expected and swapped == swapped_expected)
-                if votes is not None:
-                    voted = majority([parse_verdict(s.text) for s in votes[index]])
-                    scored["vote_verdict"] = voted
-                    scored["vote_score"] = score(voted, item.expected)
+                scored = score_example(
+                    pair["id"],
+                    pair["subset"],
+                    item.expected,
+                    greedy[index][0].text,
+                    order=item.order,
+                    swapped_output=greedy[len(pairs) + index][0].text if settings.position_consistency else None,
+                    vote_outputs=[s.text for s in votes[index]] if votes is not None else None,
+                )
                 board.add(scored)
                 out.write(scored)
         counts = {"examples": len(pairs)}
         if shard == 0:
             counts["skipped_records"] = skipped.skipped
-        return ShardResult(counts, extra={"scoreboard": board.to_json()})
+        return ShardResult(counts, partial={"scoreboard": board.to_json()}, skipped=skipped.examples if shard == 0 else [])
 
-    @staticmethod
-    def _item(pair, order) -> JudgeItem:
-        return JudgeItem(pair["id"], order, pair["prompt"], pair["chosen"], pair["rejected"])
-
-    def finalize(self, ctx, shard_manifests):
+    def reduce(self, ctx, shard_manifests):
         board = Scoreboard()
         for manifest in shard_manifests:
-            board.merge(Scoreboard.from_json(manifest.summary.get("scoreboard", {})))
+            board.merge(Scoreboard.from_json(manifest.partial.get("scoreboard", {})))
         report = board.report()
         report["iteration"] = ctx.stage.iteration
         key = metrics_key(ctx.stage.iteration)
@@ -94,4 +90,5 @@ class Evaluate(Stage):
             outputs={key: {}},
             seconds=sum(m.seconds for m in shard_manifests),
             summary=summary,
+            skipped=[reason for m in shard_manifests for reason in m.skipped],
         )

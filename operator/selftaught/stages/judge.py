@@ -7,7 +7,7 @@ import random
 from collections import Counter
 
 from selftaught.api.spec import ModelSource
-from selftaught.engines.generation import Sampling
+from selftaught.chat import Sampling
 from selftaught.errors import NoTrainingData
 from selftaught.method.judging import (
     BalanceCounts,
@@ -19,8 +19,8 @@ from selftaught.method.judging import (
     sft_record,
 )
 from selftaught.method.selection import priority
-from selftaught.stages.base import ShardResult, Stage, sum_counts
 from selftaught.stages.context import in_shard
+from selftaught.stages.contract import MapReduceStage, ShardResult, sum_counts
 from selftaught.store.jsonl import read_jsonl, write_jsonl
 from selftaught.store.layout import PAIRS_TRAIN, checkpoint_prefix, sft_key
 from selftaught.store.manifest import Manifest
@@ -33,14 +33,13 @@ def judge_model(ctx, iteration: int) -> ModelSource:
     return ModelSource(source=ctx.store.url(checkpoint_prefix(iteration)))
 
 
-class Judge(Stage):
+class Judge(MapReduceStage):
     name = "judge"
-    sharded = True
 
     def model(self, ctx):
         return judge_model(ctx, ctx.stage.iteration - 1)
 
-    def run_shard(self, ctx, shard, out, generator):
+    def map_shard(self, ctx, shard, out, engine):
         settings, seed, iteration = ctx.spec.judge, ctx.spec.seed, ctx.stage.iteration
         pairs = in_shard(read_jsonl(ctx.store, PAIRS_TRAIN), shard, ctx.num_shards)
         states = [ItemState(item) for pair in pairs for item in judge_items(pair, settings.orders, seed)]
@@ -53,7 +52,7 @@ class Judge(Stage):
             sampling = Sampling(n=size, temperature=settings.temperature, top_p=settings.top_p, max_tokens=settings.max_tokens)
             # per-request seeds: a resumed shard draws exactly the samples the killed one drew
             seeds = [priority(seed, f"judge:{iteration}:{s.item.key}:{number}") % 2**31 for s in pending]
-            results = generator.engine.chat([s.item.messages() for s in pending], sampling, seeds)
+            results = engine.chat([s.item.messages() for s in pending], sampling, seeds)
             still_pending = []
             for state, request_seed, samples in zip(pending, seeds, results, strict=True):
                 kept = choose_correct(state, samples, random.Random(request_seed))
@@ -70,7 +69,7 @@ class Judge(Stage):
             counts["unparsed"] += state.unparsed
         return ShardResult(dict(counts))
 
-    def finalize(self, ctx, shard_manifests):
+    def reduce(self, ctx, shard_manifests):
         counts = sum_counts(shard_manifests)
         items, kept = int(counts.get("items", 0)), int(counts.get("kept", 0))
         if kept == 0:

@@ -4,33 +4,32 @@ from __future__ import annotations
 
 from collections import Counter
 
-from selftaught.engines.generation import Sampling
+from selftaught.chat import Sampling
 from selftaught.errors import EmptyDataset
 from selftaught.method.pairs import as_rewardbench, build_pair, is_held_out
 from selftaught.method.prompts import modified_instruction_messages, response_messages
-from selftaught.stages.base import ShardResult, Stage, sum_counts
 from selftaught.stages.context import in_shard
+from selftaught.stages.contract import MapReduceStage, ShardResult, sum_counts
 from selftaught.store.jsonl import JsonlWriter, read_jsonl
 from selftaught.store.layout import PAIRS_HELDOUT, PAIRS_TRAIN, SELECTED
 from selftaught.store.manifest import Manifest
 
 
-class Pairs(Stage):
+class Pairs(MapReduceStage):
     name = "pairs"
-    sharded = True
 
     def model(self, ctx):
         return ctx.spec.generator_model
 
-    def run_shard(self, ctx, shard, out, generator):
+    def map_shard(self, ctx, shard, out, engine):
         records = list(in_shard(read_jsonl(ctx.store, SELECTED), shard, ctx.num_shards))
         counts: Counter[str] = Counter(records=len(records))
         if not records:
             return ShardResult(dict(counts))
         settings = ctx.spec.pairs
         sampling = Sampling(n=1, temperature=settings.temperature, top_p=settings.top_p, max_tokens=settings.max_tokens)
-        baselines = generator.engine.chat([response_messages(r["instruction"]) for r in records], sampling)
-        modified = generator.engine.chat(
+        baselines = engine.chat([response_messages(r["instruction"]) for r in records], sampling)
+        modified = engine.chat(
             [modified_instruction_messages(r["instruction"], b[0].text) for r, b in zip(records, baselines, strict=True)],
             sampling,
         )
@@ -43,7 +42,7 @@ class Pairs(Stage):
             out.write(pair)
         return ShardResult(dict(counts))
 
-    def finalize(self, ctx, shard_manifests):
+    def reduce(self, ctx, shard_manifests):
         evaluation = ctx.spec.data.evaluation
         fraction = 0.0 if evaluation.source else evaluation.held_out_fraction
         with JsonlWriter(ctx.store, PAIRS_TRAIN) as train, JsonlWriter(ctx.store, PAIRS_HELDOUT) as heldout:

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from selftaught.errors import EmptyDataset
+from selftaught.errors import EmptyDataset, ObjectNotFound
 from selftaught.method.selection import Selector
-from selftaught.stages.base import Stage
+from selftaught.stages.contract import Stage
 from selftaught.store.jsonl import read_jsonl, write_jsonl
-from selftaught.store.layout import SELECTED, StageRef
+from selftaught.store.layout import CATEGORIZED, SELECTED
 from selftaught.store.manifest import Manifest, read_manifest
 
 
 class Select(Stage):
     name = "select"
 
-    def finalize(self, ctx, shard_manifests):
-        categorized = read_manifest(ctx.store, StageRef("categorize").manifest_key)
-        assert categorized is not None, "select runs after categorize"
+    def run(self, ctx):
+        categorized = read_manifest(ctx.store, CATEGORIZED)
+        if categorized is None:  # the planner never starts select before categorize is done
+            raise ObjectNotFound(f"{ctx.store.url(CATEGORIZED)}: select needs the categorize stage's output")
         selector = Selector(ctx.spec.select, ctx.spec.seed)
         for key in sorted(categorized.outputs):
             for record in read_jsonl(ctx.store, key):

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from selftaught.api.spec import DataSource, EvaluationData, Storage
+from selftaught.engines.hub import hub_failure
 from selftaught.errors import InvalidInput
 from selftaught.store import LocalStore, ObjectNotFound, Store, open_store
 from selftaught.store.jsonl import BadRecord, SkipCounter, dotted_get, numbered_jsonl
@@ -72,12 +73,16 @@ def _hub_records(dataset_id: str, split: str) -> Iterator[tuple[str, dict[str, A
         import datasets
     except ImportError:  # pragma: no cover - the generate image has it
         raise InvalidInput("reading a Hugging Face dataset needs the `datasets` package") from None
+    subject = f"hf://datasets/{dataset_id} (split {split!r})"
     try:
         rows = datasets.load_dataset(dataset_id, split=split, streaming=True)
-    except Exception as error:  # datasets raises many kinds; all mean "cannot read it"
-        raise InvalidInput(f"hf://datasets/{dataset_id}: cannot load: {error}") from None
-    for index, row in enumerate(rows):
-        yield f"hf://datasets/{dataset_id}[{index}]", row
+        # streaming: a network error can also come while reading, not only at load time
+        for index, row in enumerate(rows):
+            yield f"hf://datasets/{dataset_id}[{index}]", row
+    except InvalidInput:
+        raise
+    except Exception as error:  # datasets raises many kinds: not there (permanent) or unreachable
+        raise hub_failure(subject, error, InvalidInput) from None
 
 
 def iter_instructions(source: DataSource, storage: Storage | None, skipped: SkipCounter) -> Iterator[dict[str, Any]]:
@@ -108,7 +113,8 @@ EVAL_FIELDS = ("prompt", "chosen", "rejected")
 
 def iter_evaluation_pairs(data: EvaluationData, storage: Storage | None, skipped: SkipCounter) -> Iterator[dict[str, Any]]:
     """RewardBench-format records: prompt, chosen, rejected, subset (default "default")."""
-    assert data.source is not None
+    if data.source is None:
+        raise InvalidInput("data.evaluation.source is not set")
     skipping = skipped if data.on_bad_record == "skip" else None
     for where, record in iter_records(data.source, storage, skipping):
         missing = [f for f in EVAL_FIELDS if not isinstance(record.get(f), str) or not record[f].strip()]

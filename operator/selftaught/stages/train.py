@@ -10,7 +10,7 @@ from pathlib import Path
 
 from selftaught.api.spec import ModelSource
 from selftaught.engines.models import resolve_model
-from selftaught.stages.base import Stage
+from selftaught.stages.contract import Stage
 from selftaught.store.jsonl import read_jsonl
 from selftaught.store.layout import checkpoint_prefix, sft_key
 from selftaught.store.manifest import Manifest
@@ -30,7 +30,7 @@ def is_main_process() -> bool:
 class Train(Stage):
     name = "train"
 
-    def finalize(self, ctx, shard_manifests):
+    def run(self, ctx):
         from selftaught.engines.training import train_sft
 
         iteration = ctx.stage.iteration

@@ -12,13 +12,10 @@ import abc
 from collections.abc import Iterator
 from pathlib import Path
 
+from selftaught.errors import ObjectNotFound, StorageDenied
+from selftaught.errors import StorageUnavailable as StoreError
 
-class StoreError(RuntimeError):
-    """A store operation failed; the message names the URI."""
-
-
-class ObjectNotFound(StoreError):
-    """The object does not exist (a missing input, a missing checkpoint)."""
+__all__ = ["ObjectNotFound", "StorageDenied", "Store", "StoreError"]
 
 
 class Store(abc.ABC):
@@ -72,14 +69,3 @@ class Store(abc.ABC):
             self.upload_file(path, key)
             keys.append(key)
         return keys
-
-    def download_dir(self, prefix: str, directory: Path) -> list[Path]:
-        prefix = prefix.rstrip("/") + "/"
-        paths = []
-        for key in self.list(prefix):
-            path = directory / key[len(prefix) :]
-            self.download_file(key, path)
-            paths.append(path)
-        if not paths:
-            raise ObjectNotFound(f"{self.url(prefix)}: no objects under this prefix")
-        return paths

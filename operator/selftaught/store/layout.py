@@ -11,78 +11,57 @@ iter-001/judge/sft.jsonl                   the kept, balanced judgments
 iter-001/train/checkpoint/                 HF checkpoint (safetensors, tokenizer, chat template)
 iter-001/evaluate/metrics.json             iter-000/evaluate is the seed judge's baseline
 ```
+Keys are built from a stage's name and, for the stages of an iteration, its number; which stages
+have iterations is the pipeline's stage table's business, not the store's.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
-StageName = Literal["categorize", "select", "pairs", "judge", "train", "evaluate"]
-GENERATION_STAGES: frozenset[str] = frozenset({"categorize", "pairs", "judge", "evaluate"})
-ITERATION_STAGES: frozenset[str] = frozenset({"judge", "train", "evaluate"})
+MANIFEST = "_manifest.json"
+SHARD_MARKERS = "_shards"
 
 
-@dataclass(frozen=True, order=True)
-class StageRef:
-    """One stage of one iteration (iteration 0 for the pre-iteration stages and the baseline)."""
+def stage_prefix(name: str, iteration: int | None = None) -> str:
+    """`categorize`, or `iter-001/judge` for a stage of an iteration."""
+    return name if iteration is None else f"iter-{iteration:03d}/{name}"
 
-    name: StageName
-    iteration: int = 0
 
-    def __post_init__(self) -> None:
-        if self.name in ITERATION_STAGES and self.iteration < (0 if self.name == "evaluate" else 1):
-            raise ValueError(f"{self.name} needs an iteration >= 1, got {self.iteration}")
-        if self.name not in ITERATION_STAGES and self.iteration != 0:
-            raise ValueError(f"{self.name} has no iteration")
+def parse_stage_prefix(prefix: str) -> tuple[str, int | None] | None:
+    """The inverse of `stage_prefix`, or None for a key that is not a stage folder."""
+    parts = prefix.split("/")
+    if len(parts) == 1 and parts[0]:
+        return parts[0], None
+    if len(parts) == 2 and parts[0].startswith("iter-") and parts[0][5:].isdigit():
+        return parts[1], int(parts[0][5:])
+    return None
 
-    @property
-    def prefix(self) -> str:
-        if self.name in ITERATION_STAGES:
-            return f"iter-{self.iteration:03d}/{self.name}"
-        return self.name
 
-    @property
-    def label(self) -> str:
-        """Human and Kubernetes friendly: `judge-1`, `categorize`."""
-        return f"{self.name}-{self.iteration}" if self.name in ITERATION_STAGES else self.name
+def manifest_key(prefix: str) -> str:
+    return f"{prefix}/{MANIFEST}"
 
-    @property
-    def sharded(self) -> bool:
-        return self.name in GENERATION_STAGES
 
-    @property
-    def manifest_key(self) -> str:
-        return f"{self.prefix}/_manifest.json"
+def shard_key(prefix: str, shard: int) -> str:
+    return f"{prefix}/shard-{shard:05d}.jsonl"
 
-    def shard_key(self, shard: int) -> str:
-        return f"{self.prefix}/shard-{shard:05d}.jsonl"
 
-    def shard_manifest_key(self, shard: int) -> str:
-        return f"{self.prefix}/_shards/{shard:05d}.json"
-
-    def key(self, name: str) -> str:
-        return f"{self.prefix}/{name}"
-
-    @classmethod
-    def parse(cls, label: str) -> StageRef:
-        name, _, iteration = label.partition("-")
-        return cls(name, int(iteration) if iteration else 0)  # type: ignore[arg-type]
+def shard_marker_key(prefix: str, shard: int) -> str:
+    return f"{prefix}/{SHARD_MARKERS}/{shard:05d}.json"
 
 
 RUN_SNAPSHOT = "run.json"
+CATEGORIZED = manifest_key(stage_prefix("categorize"))
 SELECTED = "select/selected.jsonl"
 PAIRS_TRAIN = "pairs/train.jsonl"
 PAIRS_HELDOUT = "pairs/heldout.jsonl"
 
 
 def sft_key(iteration: int) -> str:
-    return StageRef("judge", iteration).key("sft.jsonl")
+    return f"{stage_prefix('judge', iteration)}/sft.jsonl"
 
 
 def checkpoint_prefix(iteration: int) -> str:
-    return StageRef("train", iteration).key("checkpoint")
+    return f"{stage_prefix('train', iteration)}/checkpoint"
 
 
 def metrics_key(iteration: int) -> str:
-    return StageRef("evaluate", iteration).key("metrics.json")
+    return f"{stage_prefix('evaluate', iteration)}/metrics.json"

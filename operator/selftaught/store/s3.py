@@ -17,10 +17,12 @@ import botocore.config
 import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
 
-from selftaught.store.base import ObjectNotFound, Store, StoreError
+from selftaught.store.base import ObjectNotFound, StorageDenied, Store, StoreError
 
 _TRANSFER = TransferConfig(multipart_threshold=64 * 2**20, multipart_chunksize=64 * 2**20, max_concurrency=8)
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+#: every error boto3 raises on a call or while streaming a body: each is translated by `_fail`
+_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, boto3.exceptions.Boto3Error)
 
 
 @functools.cache
@@ -58,12 +60,12 @@ class S3Store(Store):
             if code in _NOT_FOUND:
                 return ObjectNotFound(f"{where}: no such object")
             if code == "NoSuchBucket":
-                return StoreError(f"{where}: bucket {self.bucket!r} does not exist")
+                return StorageDenied(f"{where}: bucket {self.bucket!r} does not exist")
             if code in {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"}:
-                return StoreError(f"{where}: access denied ({code}); check the credentials Secret")
+                return StorageDenied(f"{where}: access denied ({code}); check the credentials Secret")
             return StoreError(f"{where}: S3 error {code}")
         if isinstance(error, botocore.exceptions.NoCredentialsError):
-            return StoreError(f"{where}: no S3 credentials found (set storage.credentialsSecret)")
+            return StorageDenied(f"{where}: no S3 credentials found (set storage.credentialsSecret)")
         if isinstance(error, botocore.exceptions.BotoCoreError):
             return StoreError(f"{where}: storage unreachable: {error}")
         return StoreError(f"{where}: {error}")
@@ -71,13 +73,13 @@ class S3Store(Store):
     def read_bytes(self, key: str) -> bytes:
         try:
             return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+        except _ERRORS as error:
             raise self._fail(error, key) from None
 
     def write_bytes(self, key: str, data: bytes) -> None:
         try:
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+        except _ERRORS as error:
             raise self._fail(error, key) from None
 
     def exists(self, key: str) -> bool:
@@ -89,7 +91,7 @@ class S3Store(Store):
             if isinstance(failure, ObjectNotFound):
                 return False
             raise failure from None
-        except botocore.exceptions.BotoCoreError as error:
+        except _ERRORS as error:
             raise self._fail(error, key) from None
 
     def list(self, prefix: str = "") -> list[str]:
@@ -99,35 +101,44 @@ class S3Store(Store):
         try:
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
                 keys.extend(item["Key"][strip:] for item in page.get("Contents", []))
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+        except _ERRORS as error:
             raise self._fail(error, prefix) from None
         return sorted(keys)
 
     def upload_file(self, path: Path, key: str) -> None:
         try:
             self.client.upload_file(str(path), self.bucket, self._key(key), Config=_TRANSFER)
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, boto3.exceptions.S3UploadFailedError) as error:
+        except _ERRORS as error:
             raise self._fail(error, key) from None
 
     def download_file(self, key: str, path: Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         try:  # the transfer manager writes a temporary file and renames it when complete
             self.client.download_file(self.bucket, self._key(key), str(path), Config=_TRANSFER)
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+        except _ERRORS as error:
             raise self._fail(error, key) from None
 
     def iter_lines(self, key: str) -> Iterator[bytes]:
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+        except _ERRORS as error:
             raise self._fail(error, key) from None
-        yield from body.iter_lines(keepends=True)
+        try:  # a connection lost mid-stream surfaces here, not at get_object
+            yield from body.iter_lines(keepends=True)
+        except _ERRORS as error:
+            raise self._fail(error, key) from None
 
     def delete_prefix(self, prefix: str) -> None:
         keys = [self._key(k) for k in self.list(prefix)]
         for start in range(0, len(keys), 1000):
             batch = [{"Key": k} for k in keys[start : start + 1000]]
-            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch})
+            try:
+                response = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch})
+            except _ERRORS as error:
+                raise self._fail(error, prefix) from None
+            if response.get("Errors"):  # per-key failures come back in a 200 response
+                first = response["Errors"][0]
+                raise StoreError(f"{self.url(first.get('Key', prefix))}: delete failed: {first.get('Code')} {first.get('Message', '')}")
 
     def child(self, prefix: str) -> S3Store:
         return S3Store(f"{self.uri}/{prefix.strip('/')}", endpoint=self.endpoint, region=self.region)

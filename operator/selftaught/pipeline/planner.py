@@ -10,9 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from selftaught.api.spec import SelfTaughtRunSpec
-from selftaught.store.layout import StageRef
-
-STAGE_ORDER = {"categorize": 0, "select": 1, "pairs": 2, "judge": 3, "train": 4, "evaluate": 5}
+from selftaught.pipeline.table import ORDER, StageRef
 
 
 @dataclass(frozen=True)
@@ -39,7 +37,7 @@ def stage_graph(spec: SelfTaughtRunSpec) -> list[Node]:
         nodes.append(Node(train, (judge,)))
         if evaluate:
             nodes.append(Node(StageRef("evaluate", i), (train,)))
-    return sorted(nodes, key=lambda n: (n.ref.iteration, STAGE_ORDER[n.ref.name]))
+    return sorted(nodes, key=lambda n: (n.ref.iteration, ORDER[n.ref.name]))
 
 
 @dataclass

@@ -6,11 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from selftaught.pipeline.table import STAGES, StageRef
 from selftaught.store import Store
-from selftaught.store.layout import StageRef
+from selftaught.store.layout import MANIFEST, SHARD_MARKERS
 from selftaught.store.manifest import Manifest, read_manifest
-
-MANIFEST = "_manifest.json"
 
 
 @dataclass
@@ -23,18 +22,6 @@ class Progress:
         return frozenset(self.manifests)
 
 
-def _stage_of(prefix: str) -> StageRef | None:
-    parts = prefix.split("/")
-    try:
-        if len(parts) == 1:
-            return StageRef(parts[0])  # type: ignore[arg-type]
-        if len(parts) == 2 and parts[0].startswith("iter-"):
-            return StageRef(parts[1], int(parts[0][5:]))  # type: ignore[arg-type]
-    except (ValueError, TypeError):
-        return None
-    return None
-
-
 def scan(store: Store, cache: dict[str, Manifest] | None = None) -> Progress:
     """One listing of the store; manifests are immutable once written, so `cache` (keyed by
     object key) saves re-reading them on every reconcile."""
@@ -43,36 +30,30 @@ def scan(store: Store, cache: dict[str, Manifest] | None = None) -> Progress:
     for key in store.list(""):
         head, _, name = key.rpartition("/")
         if name == MANIFEST:
-            ref = _stage_of(head)
+            ref = StageRef.from_prefix(head)
             if ref is None:
                 continue
             manifest = cache.get(key) or read_manifest(store, key)
             if manifest is not None:
                 cache[key] = manifest
                 progress.manifests[ref] = manifest
-        elif head.endswith("/_shards"):
-            ref = _stage_of(head[: -len("/_shards")])
+        elif head.endswith(f"/{SHARD_MARKERS}"):
+            ref = StageRef.from_prefix(head[: -len(SHARD_MARKERS) - 1])
             if ref is not None:
                 progress.shards_done[ref] = progress.shards_done.get(ref, 0) + 1
     return progress
 
 
 def iteration_summaries(progress: Progress, limit: int = 10) -> list[dict[str, Any]]:
-    """Per iteration: tried, kept, keep rate, accuracy, checkpoint; the newest `limit` only, so
-    the status stays small however long the run."""
+    """Per iteration, what its stages report (the table's `reports`: tried, kept, keep rate,
+    checkpoint, accuracy, ...); the newest `limit` only, so the status stays small however long
+    the run."""
+    reporting = {info.name: info.reports for info in STAGES if info.reports}
     rows: dict[int, dict[str, Any]] = {}
     for ref, manifest in progress.manifests.items():
-        if ref.name not in {"judge", "train", "evaluate"}:
+        keys = reporting.get(ref.name)
+        if not keys:
             continue
         row = rows.setdefault(ref.iteration, {"iteration": ref.iteration})
-        summary = manifest.summary
-        if ref.name == "judge":
-            row.update(tried=summary.get("tried"), kept=summary.get("kept"), keepRate=summary.get("keepRate"))
-        elif ref.name == "train":
-            row["checkpoint"] = summary.get("checkpoint")
-        else:
-            row["accuracy"] = summary.get("accuracy")
-            for extra in ("positionConsistent", "majorityVote"):
-                if extra in summary:
-                    row[extra] = summary[extra]
+        row.update({key: manifest.summary[key] for key in keys if manifest.summary.get(key) is not None})
     return [rows[i] for i in sorted(rows)][-limit:]

@@ -1,0 +1,91 @@
+"""What the operator tells people besides the status: Kubernetes Events for what changed since
+it last looked, and Prometheus metrics. Events are announced once per operator process: a
+restarted operator does not repeat the story of stages that finished before it started."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from selftaught.controller import metrics
+from selftaught.controller.decide import JobView
+from selftaught.controller.kube import Kube
+from selftaught.controller.status import Observation
+
+PHASES = ("Pending", "Running", "Suspended", "Succeeded", "Failed")
+RunKey = tuple[str, str]
+
+
+class Reporter:
+    def __init__(self, kube: Kube):
+        self.kube = kube
+        self._lock = threading.Lock()
+        self._announced: dict[RunKey, set[str]] = {}  # stages whose success was announced
+        self._failed_jobs: set[str] = set()  # failed Job uids already announced
+        self._phases: dict[RunKey, str] = {}
+
+    def event(self, run: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        self.kube.post_event(run, kind, reason, message)
+
+    def changes(self, run: dict[str, Any], seen: Observation, jobs: list[JobView], iterations: list[dict[str, Any]]) -> None:
+        """Events and metrics for stages that finished and Jobs that failed since last time."""
+        meta = run["metadata"]
+        key = (meta["namespace"], meta["name"])
+        done = {ref.label: (ref, manifest) for ref, manifest in (seen.progress.manifests.items() if seen.progress else ())}
+        with self._lock:
+            first_look = key not in self._announced
+            announced = self._announced.setdefault(key, set(done) if first_look else set())
+            new = sorted(set(done) - announced)
+            announced.update(new)
+            failed = [view for view in jobs if view.state == "failed" and view.uid not in self._failed_jobs]
+            self._failed_jobs.update(view.uid for view in failed)
+        for label in new:
+            ref, manifest = done[label]
+            metrics.STAGE_SECONDS.labels(ref.name).observe(manifest.seconds)
+            summary = ", ".join(f"{k} {v}" for k, v in manifest.summary.items())
+            self.event(run, "Normal", "StageSucceeded", f"{label}: {summary}")
+        if not first_look:
+            for view in failed:
+                metrics.JOB_FAILURES.labels(view.stage.split("-")[0], view.reason).inc()
+                self.event(run, "Warning", "StageFailed", f"{view.stage} (Job {view.name}): {view.reason}: {view.message}")
+        for row in iterations:
+            labels = (meta["namespace"], meta["name"], str(row["iteration"]))
+            if row.get("kept") is not None:
+                metrics.KEPT.labels(*labels).set(row["kept"])
+            if row.get("accuracy") is not None:
+                metrics.ACCURACY.labels(*labels).set(row["accuracy"])
+
+    def job_created(self, run: dict[str, Any], stage: str, label: str, attempt: int, job: str) -> None:
+        metrics.JOBS_CREATED.labels(stage).inc()
+        if attempt:
+            metrics.RETRIES.labels(stage).inc()
+            self.event(run, "Warning", "StageRetrying", f"{label}: attempt {attempt + 1}, Job {job}")
+        else:
+            self.event(run, "Normal", "StageStarted", f"{label}: Job {job}")
+
+    def phase(self, namespace: str, name: str, phase: str | None) -> None:
+        if not phase:
+            return
+        with self._lock:
+            self._phases[(namespace, name)] = phase
+            counts = dict.fromkeys(PHASES, 0)
+            for value in self._phases.values():
+                counts[value] = counts.get(value, 0) + 1
+        for value, count in counts.items():
+            metrics.RUNS.labels(value).set(count)
+
+    def forget(self, namespace: str, name: str) -> None:
+        key = (namespace, name)
+        with self._lock:
+            self._announced.pop(key, None)
+            self._phases.pop(key, None)
+            remaining = next(iter(self._phases.items()), None)
+        if remaining:
+            self.phase(*remaining[0], remaining[1])
+        else:
+            for value in PHASES:
+                metrics.RUNS.labels(value).set(0)
+        for labels in list(metrics.KEPT._metrics):  # prometheus_client has no removal by label prefix
+            if labels[:2] == key:
+                metrics.KEPT.remove(*labels)
+                metrics.ACCURACY.remove(*labels)

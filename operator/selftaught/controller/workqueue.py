@@ -1,0 +1,131 @@
+"""A coalescing work queue: one pass at a time per key, bursts folded, delayed revisits.
+
+`submit(key)` works on a key now, in the caller's thread — unless that key is being worked on
+already; then the running pass simply goes round once more when it ends, so a burst of events
+costs at most two passes. The work returns how soon to come back (or None); the queue keeps the
+earliest such time per key and a timer thread (or a test, with its own clock, through
+`run_due`) works on keys whose time has come. Nothing here knows about Kubernetes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Generic, TypeVar
+
+log = logging.getLogger(__name__)
+K = TypeVar("K", bound=Hashable)
+#: work(key, fresh) -> seconds until the key wants another pass, or None
+Work = Callable[[K, bool], "float | None"]
+
+
+class WorkQueue(Generic[K]):
+    def __init__(self, work: Work[K], *, clock: Callable[[], float] = time.monotonic, min_delay: float = 0.0, timer_workers: int = 4):
+        self._work = work
+        self._clock = clock
+        self._min_delay = min_delay
+        self._lock = threading.Lock()
+        self._wakeup = threading.Condition(self._lock)
+        self._busy: set[K] = set()
+        self._again: dict[K, bool] = {}  # key -> fresh, for a pass asked for while one ran
+        self._due: dict[K, tuple[float, bool]] = {}  # key -> (when, fresh)
+        self._stopping = False
+        self._timer_workers = timer_workers
+        self._pool: ThreadPoolExecutor | None = None
+
+    # -- working on a key ----------------------------------------------------------------------
+
+    def submit(self, key: K, *, fresh: bool = False) -> None:
+        """Work on `key` now, or make the pass already under way go round once more."""
+        with self._lock:
+            if key in self._busy:
+                self._again[key] = self._again.get(key, False) or fresh
+                return
+            self._busy.add(key)
+        try:
+            while True:
+                delay = self._work(key, fresh)
+                with self._lock:
+                    if delay is not None:
+                        self._later(key, delay, False)
+                    if key not in self._again:
+                        self._busy.discard(key)
+                        return
+                    fresh = self._again.pop(key)
+        except BaseException:
+            with self._lock:
+                self._busy.discard(key)
+                self._again.pop(key, None)
+            raise
+
+    def later(self, key: K, delay: float, *, fresh: bool = False) -> None:
+        """Work on `key` again in `delay` seconds (sooner if something else asks sooner)."""
+        with self._lock:
+            self._later(key, delay, fresh)
+
+    def _later(self, key: K, delay: float, fresh: bool) -> None:
+        when = self._clock() + max(delay, self._min_delay)
+        current = self._due.get(key)
+        if current is None or when < current[0]:
+            self._due[key] = (when, fresh or bool(current and current[1]))
+            self._wakeup.notify()
+        elif fresh and not current[1]:
+            self._due[key] = (current[0], True)
+
+    def forget(self, key: K) -> None:
+        """The key is gone: no revisit. (A pass under way finishes.)"""
+        with self._lock:
+            self._due.pop(key, None)
+            self._again.pop(key, None)
+
+    # -- the timer ------------------------------------------------------------------------------
+
+    def take_due(self) -> list[tuple[K, bool]]:
+        """Remove and return the keys whose time has come (with their fresh flag)."""
+        now = self._clock()
+        with self._lock:
+            keys = [(key, fresh) for key, (when, fresh) in self._due.items() if when <= now]
+            for key, _ in keys:
+                del self._due[key]
+        return keys
+
+    def run_due(self) -> list[K]:
+        """Work on every key whose time has come, here and now (for tests with a fake clock)."""
+        due = self.take_due()
+        for key, fresh in due:
+            self._submit_logged(key, fresh)
+        return [key for key, _ in due]
+
+    def _submit_logged(self, key: K, fresh: bool) -> None:
+        try:
+            self.submit(key, fresh=fresh)
+        except Exception:  # one broken key must not stop the others' revisits
+            log.exception("work on %s failed", key)
+
+    def start(self) -> None:
+        """A thread that hands due keys to a small pool, so one slow pass delays no other key."""
+        self._pool = ThreadPoolExecutor(self._timer_workers, thread_name_prefix="selftaught-requeue")
+        threading.Thread(target=self._timer_loop, args=(self._pool,), name="selftaught-timer", daemon=True).start()
+
+    def _timer_loop(self, pool: ThreadPoolExecutor) -> None:
+        while True:
+            with self._lock:
+                if self._stopping:
+                    return
+                next_at = min((when for when, _ in self._due.values()), default=None)
+                wait = None if next_at is None else max(0.0, next_at - self._clock())
+                if wait is None or wait > 0:
+                    self._wakeup.wait(timeout=wait if wait is not None else 1.0)
+                    continue
+            for key, fresh in self.take_due():
+                pool.submit(self._submit_logged, key, fresh)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            self._wakeup.notify_all()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,71 @@
+"""The stage process: what `selftaught stage <name>` does in a pod or under the local runner.
+
+It runs what is left of one stage (or one shard of it) and, whatever goes wrong, leaves the user
+one reason and message: in the termination message the operator reads (Kubernetes caps it at
+4 KiB), in the log, and in the exit code the Job's podFailurePolicy reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from pathlib import Path
+
+from selftaught.api.load import load_run
+from selftaught.api.spec import SelfTaughtRun
+from selftaught.errors import EXIT_PERMANENT, EXIT_RETRYABLE, Failure, InvalidInput, failure_of
+from selftaught.pipeline.launch import read_stage_document
+from selftaught.pipeline.runstore import open_run_store
+from selftaught.pipeline.table import StageRef
+from selftaught.store.manifest import Manifest
+
+log = logging.getLogger("selftaught.stage")
+TERMINATION_MESSAGE_VARIABLE = "SELFTAUGHT_TERMINATION_MESSAGE_PATH"
+
+
+def run_stage(run: SelfTaughtRun, ref: StageRef, shards: list[int] | None = None) -> Manifest | None:
+    """Run what is left of `ref` (every unfinished shard, or only `shards`); the stage manifest
+    once the whole stage is done, else None."""
+    from selftaught import stages  # the ML side: only stage processes load it
+
+    num_shards = run.spec.generation.shards if ref.sharded else 1
+    if not ref.sharded:
+        shards = None  # e.g. a training pod's completion index is its node rank, not a shard
+    for shard in shards or []:
+        if not 0 <= shard < num_shards:
+            raise InvalidInput(f"shard {shard} out of range: {ref.label} has {num_shards} shards")
+    ctx = stages.StageContext(run=run, stage=ref, store=open_run_store(run), num_shards=num_shards)
+    return stages.execute(stages.IMPLEMENTATIONS[ref.name], ctx, shards)
+
+
+def write_termination_message(failure: Failure) -> None:
+    path = os.environ.get(TERMINATION_MESSAGE_VARIABLE, "/dev/termination-log")
+    text = json.dumps({"reason": failure.reason, "message": failure.message[:3500], "permanent": failure.permanent})
+    with contextlib.suppress(OSError):  # outside a pod there may be nowhere to write it: the log has it
+        Path(path).write_text(text)
+
+
+def main(name: str, iteration: int, shard: int | None, run_file: str | None) -> int:
+    """The exit code of `selftaught stage`: 0, EXIT_RETRYABLE or EXIT_PERMANENT."""
+    try:
+        run = load_run(run_file) if run_file else read_stage_document()
+        try:
+            ref = StageRef(name, iteration)  # type: ignore[arg-type]
+        except ValueError as error:
+            raise InvalidInput(str(error)) from None
+        if shard is None and os.environ.get("JOB_COMPLETION_INDEX"):
+            shard = int(os.environ["JOB_COMPLETION_INDEX"])
+        manifest = run_stage(run, ref, None if shard is None else [shard])
+    except Exception as error:  # the one place any failure becomes what the user is told
+        failure = failure_of(error)
+        write_termination_message(failure)
+        if failure.reason == "StageFailed":
+            log.exception("stage failed")  # a bug or an engine crash: the traceback helps
+        else:
+            log.error("%s: %s", failure.reason, failure.message)
+        return EXIT_PERMANENT if failure.permanent else EXIT_RETRYABLE
+    if manifest is not None:
+        log.info("%s done: %s", ref.label, json.dumps(manifest.summary)[:2000])
+    return 0

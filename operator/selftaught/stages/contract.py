@@ -1,0 +1,123 @@
+"""The stage contract, in two honest shapes, and the driver that makes every stage resumable and
+idempotent.
+
+- `MapReduceStage` (the generation stages): `map_shard` over shards (one per Indexed-Job
+  completion index), each loading its model once, then a cheap, deterministic `reduce` (merge,
+  balance, score). A shard is done when its marker exists; whoever finishes the last shard
+  reduces, and two pods racing to reduce write the same bytes.
+- `Stage` (the CPU and training stages): one `run`.
+
+Either way the stage is done exactly when its manifest exists.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from selftaught.api.spec import ModelSource
+from selftaught.chat import ChatEngine
+from selftaught.stages.context import LazyEngine, StageContext
+from selftaught.store.jsonl import JsonlWriter
+from selftaught.store.manifest import Manifest, read_manifest, write_manifest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ShardResult:
+    counts: dict[str, float] = field(default_factory=dict)
+    #: what `reduce` needs besides the shard's output file (e.g. evaluation's score sums)
+    partial: dict[str, Any] = field(default_factory=dict)
+    #: the first reasons the input reader skipped a bad record (under `onBadRecord: skip`)
+    skipped: list[str] = field(default_factory=list)
+
+
+class Stage:
+    """A stage that does its work in one process (or one process group, for training)."""
+
+    name: ClassVar[str]
+
+    def run(self, ctx: StageContext) -> Manifest | None:
+        """Do the work; None when another process of the group publishes the manifest."""
+        raise NotImplementedError
+
+
+class MapReduceStage:
+    """A generation stage: a model, a map over shards, a reduce."""
+
+    name: ClassVar[str]
+
+    def model(self, ctx: StageContext) -> ModelSource:
+        """The model this stage generates with."""
+        raise NotImplementedError
+
+    def map_shard(self, ctx: StageContext, shard: int, out: JsonlWriter, engine: ChatEngine) -> ShardResult:
+        raise NotImplementedError
+
+    def reduce(self, ctx: StageContext, shards: list[Manifest]) -> Manifest:
+        raise NotImplementedError
+
+
+AnyStage = Stage | MapReduceStage
+
+
+def sum_counts(manifests: list[Manifest]) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for manifest in manifests:
+        for key, value in manifest.counts.items():
+            total[key] = total.get(key, 0) + value
+    return total
+
+
+def execute(stage: AnyStage, ctx: StageContext, shards: list[int] | None = None) -> Manifest | None:
+    """Run what is left of `stage` (all unfinished shards, or just `shards`), then reduce if every
+    shard is done. Returns the stage manifest, or None while other shards (or ranks) are pending."""
+    ref = ctx.stage
+    existing = read_manifest(ctx.store, ref.manifest_key)
+    if existing is not None:
+        log.info("%s already done", ref.label)
+        return existing
+    if isinstance(stage, Stage):
+        return _publish(ctx, stage.run(ctx))
+    engine = LazyEngine(lambda: ctx.engine_factory(stage.model(ctx)))
+    for shard in shards if shards is not None else range(ctx.num_shards):
+        if ctx.store.exists(ref.shard_manifest_key(shard)):
+            continue
+        started = time.monotonic()
+        with JsonlWriter(ctx.store, ref.shard_key(shard)) as out:
+            result = stage.map_shard(ctx, shard, out, engine)
+        written = out.written
+        write_manifest(
+            ctx.store,
+            ref.shard_manifest_key(shard),
+            Manifest(
+                stage=ref.name,
+                iteration=ref.iteration,
+                shard=shard,
+                shards=ctx.num_shards,
+                counts=result.counts,
+                outputs={written.key: written.as_dict()},
+                seconds=time.monotonic() - started,
+                partial=result.partial,
+                skipped=result.skipped,
+            ),
+        )
+        log.info("%s shard %d/%d done: %s", ref.label, shard + 1, ctx.num_shards, result.counts)
+    markers = [read_manifest(ctx.store, ref.shard_manifest_key(s)) for s in range(ctx.num_shards)]
+    finished = [m for m in markers if m is not None]
+    if len(finished) < ctx.num_shards:
+        return None
+    return _publish(ctx, stage.reduce(ctx, finished))
+
+
+def _publish(ctx: StageContext, manifest: Manifest | None) -> Manifest | None:
+    if manifest is None:
+        return None
+    manifest.stage, manifest.iteration, manifest.shards = ctx.stage.name, ctx.stage.iteration, ctx.num_shards
+    if not manifest.seconds:
+        manifest.seconds = ctx.elapsed()
+    write_manifest(ctx.store, ctx.stage.manifest_key, manifest)
+    return manifest

@@ -1,0 +1,104 @@
+"""The operator's coalescing work queue, driven by a fake clock: what a burst of events, a
+backoff and a resync each cost in reconcile passes."""
+
+import threading
+
+from selftaught.controller.workqueue import WorkQueue
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_a_burst_of_events_during_a_pass_costs_one_more_pass_not_one_each():
+    passes, inside, release = [], threading.Event(), threading.Event()
+
+    def work(key, fresh):
+        passes.append((key, fresh))
+        if len(passes) == 1:
+            inside.set()
+            release.wait(5)
+        return None
+
+    queue = WorkQueue(work, clock=Clock())
+    first = threading.Thread(target=queue.submit, args=("run",))
+    first.start()
+    assert inside.wait(5)
+    for _ in range(10):  # ten events while the first pass runs
+        queue.submit("run")
+    queue.submit("run", fresh=True)
+    release.set()
+    first.join(5)
+    assert passes == [("run", False), ("run", True)]  # the second pass re-reads, as one event asked
+
+
+def test_keys_do_not_wait_for_each_other():
+    seen = []
+    queue = WorkQueue(lambda key, fresh: seen.append(key), clock=Clock())
+    queue.submit("a")
+    queue.submit("b")
+    assert seen == ["a", "b"]
+
+
+def test_a_requeue_comes_back_when_its_time_has_come_and_not_before():
+    clock, passes = Clock(), []
+
+    def work(key, fresh):
+        passes.append(fresh)
+        return 30.0 if len(passes) == 1 else None  # e.g. a retry backoff
+
+    queue = WorkQueue(work, clock=clock)
+    queue.submit("run")
+    clock.now += 29
+    assert queue.run_due() == [] and passes == [False]
+    clock.now += 1
+    assert queue.run_due() == ["run"] and passes == [False, False]
+    clock.now += 1000
+    assert queue.run_due() == []  # the second pass asked for nothing more
+
+
+def test_the_earliest_revisit_wins_and_a_fresh_one_stays_fresh():
+    clock, passes = Clock(), []
+    queue = WorkQueue(lambda key, fresh: passes.append(fresh), clock=clock)
+    queue.later("run", 60, fresh=True)  # the resync
+    queue.later("run", 5)  # a backoff, sooner
+    clock.now += 4
+    assert queue.run_due() == []
+    clock.now += 1
+    assert queue.run_due() == ["run"] and passes == [True]  # one pass, and it re-reads
+
+
+def test_a_forgotten_key_is_not_revisited_and_a_failing_pass_does_not_stop_the_others():
+    clock, seen = Clock(), []
+
+    def work(key, fresh):
+        seen.append(key)
+        if key == "broken":
+            raise RuntimeError("boom")
+
+    queue = WorkQueue(work, clock=clock)
+    for key in ("gone", "broken", "ok"):
+        queue.later(key, 1)
+    queue.forget("gone")
+    clock.now += 1
+    assert sorted(queue.run_due()) == ["broken", "ok"] and sorted(seen) == ["broken", "ok"]
+    seen.clear()
+    queue.later("broken", 0)
+    clock.now += 1
+    queue.run_due()
+    assert seen == ["broken"]  # a pass that raised left no key stuck as busy
+
+
+def test_the_timer_thread_runs_due_keys_on_its_own():
+    done = threading.Event()
+    queue = WorkQueue(lambda key, fresh: done.set(), min_delay=0.0)
+    queue.start()
+    try:
+        queue.later("run", 0.05)
+        assert done.wait(5)
+    finally:
+        queue.stop()
