@@ -100,7 +100,7 @@ def real(samples: int = 8) -> None:
                 "spec": {"models": {"seed": {"source": str(model)}},
                          "data": {"instructions": {"source": str(REPO / "examples/data/instructions.jsonl")}, "evaluation": {"heldOutFraction": 0}},
                          "storage": {"uri": folder}, "generation": {"enforceEager": True, "maxModelLen": 2048},
-                         "categorize": {"maxTokens": 24}, "pairs": {"maxTokens": 48},
+                         "categorize": {"maxTokens": 24}, "pairs": {"maxTokens": 96},
                          "judge": {"samples": samples, "adaptive": adaptive, "maxTokens": 24}},
             })  # fmt: skip
 

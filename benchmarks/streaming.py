@@ -36,14 +36,15 @@ def make_judgments(path: Path, count: int) -> None:
 def make_scored(path: Path, count: int) -> None:
     with path.open("w") as out:
         for i in range(count):
-            record = {"id": f"e{i}", "subset": ["math-prm", "hep-python", "alpacaeval-easy", "Coding"][i % 4], "verdict": "A", "score": float(i % 2), "consistent": 0.0, "swapped_score": 1.0}
+            record = {"id": f"e{i}", "subset": ["math-prm", "hep-python", "alpacaeval-easy", "Coding"][i % 4], "winner": "AB"[i % 2],
+                      "output": "A is better. [[A]]", "swapped_output": "[[B]]"}  # fmt: skip
             out.write(json.dumps(record) + "\n")
 
 
 def work(kind: str, folder: str, queue) -> None:
     from selftaught.api.spec import Select
     from selftaught.method.judging import BalanceCounts, balance, sft_record
-    from selftaught.method.metrics import Scoreboard
+    from selftaught.method.scoring import score
     from selftaught.method.selection import Selector
     from selftaught.store import LocalStore
     from selftaught.store.jsonl import read_jsonl, write_jsonl
@@ -68,11 +69,7 @@ def work(kind: str, folder: str, queue) -> None:
         chosen = balance(read_jsonl(store, "judgments.jsonl"), counts, seed=0)  # pass 2: stream
         write_jsonl(store, "sft.jsonl", (sft_record(r) for r in chosen))
     elif kind == "metrics":
-        board = Scoreboard()
-        for record in read_jsonl(store, "scored.jsonl"):
-            board.add(record)
-            rows += 1
-        board.report()
+        rows = score(read_jsonl(store, "scored.jsonl"), "rewardbench")["examples"]  # one streaming pass
     seconds = time.perf_counter() - started
     queue.put((rows, seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
 

@@ -77,7 +77,7 @@ QUICK_SPEC: dict[str, Any] = {
     "generation": {"enforceEager": True, "maxModelLen": 2048},
     "categorize": {"maxTokens": 24},
     "select": {"minComplexity": 2},
-    "pairs": {"maxTokens": 48},
+    "pairs": {"maxTokens": 96},
     "judge": {"samples": 4, "maxTokens": 24},
     "train": {
         "zeroStage": 2, "gpusPerNode": 1, "learningRate": 1e-4, "warmupSteps": 0, "epochs": 1,

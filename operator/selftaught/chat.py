@@ -24,10 +24,12 @@ class Sampling:
 
 @dataclass(frozen=True)
 class Sample:
-    """One generated completion and its length in tokens (what sampling cost)."""
+    """One generated completion, its length in tokens (what sampling cost), and whether it was
+    cut off at `max_tokens` (vLLM's finish reason "length"): a cut-off text is never used."""
 
     text: str
     tokens: int
+    truncated: bool = False
 
 
 class ChatEngine(Protocol):

@@ -1,15 +1,17 @@
 """The `selftaught` command: run a whole run locally, run one stage (what pods run), start the
-operator, print the CRD, build the tiny quickstart model."""
+operator, print the CRD, score a judge's outputs on a leaderboard, build the tiny quickstart model."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 from pathlib import Path
 
 from selftaught import __version__
+from selftaught.method.scoring import BENCHMARKS
 from selftaught.pipeline.table import STAGE_NAMES
 
 
@@ -43,6 +45,78 @@ def cmd_operator(args: argparse.Namespace) -> int:
     from selftaught.controller.main import run_operator
 
     return run_operator(namespaces=args.namespace, all_namespaces=args.all_namespaces)
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from selftaught.method.scoring import check_record, score
+
+    bad: list[str] = []
+
+    def records():
+        with open(args.file, encoding="utf-8") as lines:
+            for number, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as error:
+                    bad.append(f"{args.file}:{number}: not JSON ({error.msg})")
+                    continue
+                reason = check_record(record, args.benchmark) if isinstance(record, dict) else "not a JSON object"
+                if reason is not None:
+                    bad.append(f"{args.file}:{number}: {reason}")
+                    continue
+                yield record
+
+    try:
+        report = score(records(), args.benchmark)
+    except (OSError, UnicodeDecodeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if bad:
+        for message in bad:
+            print(message, file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_report(report))
+    return 0
+
+
+def _fraction(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def format_report(report: dict, title: str | None = None) -> str:
+    """The readable table of `selftaught score`."""
+    lines = [f"{title or report['benchmark']}: {report['examples']} examples, accuracy {_fraction(report['accuracy'])}"]
+    custom = report["custom"]
+    rows = [(name, report["counts"][name], accuracy, report["errors"][name]) for name, accuracy in report["subsets"].items()]
+    rows += [(f"{name} (custom)", report["counts"][name], accuracy, report["errors"][name]) for name, accuracy in custom["subsets"].items()]
+    if rows:
+        width = max(len("subset"), *(len(row[0]) for row in rows))
+        lines += ["", f"{'subset':<{width}}  {'n':>6}  {'accuracy':>8}  {'errors':>6}"]
+        lines += [f"{name:<{width}}  {n:>6}  {_fraction(accuracy):>8}  {errors:>6}" for name, n, accuracy, errors in rows]
+    width = max([len("overall"), *(len(name) for name in report["sections"])])
+    lines += ["", f"{'section':<{width}}  {'score':>8}"]
+    lines += [f"{name:<{width}}  {_fraction(value):>8}" for name, value in report["sections"].items()]
+    overall = f"{'overall':<{width}}  {_fraction(report['overall']):>8}"
+    if report["partial"]:
+        missing = [", ".join(report["missing"])] if report["missing"] else []
+        if report["missing_subsets"]:
+            shown = report["missing_subsets"][:4]
+            more = len(report["missing_subsets"]) - len(shown)
+            missing.append("subsets " + ", ".join(shown) + (f" and {more} more" if more else ""))
+        overall += f"  (partial: missing {'; '.join(missing)})"
+    lines.append(overall)
+    if custom["examples"]:
+        lines += ["", f"custom (not in overall): {custom['examples']} examples, score {_fraction(custom['score'])}"]
+    if report["position_consistent"] is not None:
+        lines += ["", f"position consistent (right in both orders): {_fraction(report['position_consistent'])}"]
+    if report["majority_vote"] is not None:
+        lines += ["", format_report(report["majority_vote"], title="majority vote")]
+    return "\n".join(lines)
 
 
 def cmd_tiny_model(args: argparse.Namespace) -> int:
@@ -81,6 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     crd = sub.add_parser("crd", help="print the SelfTaughtRun CustomResourceDefinition (YAML)")
     crd.set_defaults(func=cmd_crd)
+
+    scoring = sub.add_parser("score", help="score a judge's outputs the way a leaderboard's official scorer does")
+    scoring.add_argument("file", help="JSONL, one record per example (docs/evaluation.md)")
+    scoring.add_argument("--benchmark", choices=BENCHMARKS, default="rewardbench")
+    scoring.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    scoring.set_defaults(func=cmd_score)
 
     dev = sub.add_parser("dev", help="developer tools").add_subparsers(dest="tool", required=True)
     tiny = dev.add_parser("tiny-model", help="build the tiny offline seed model of the quickstart")

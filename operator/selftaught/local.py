@@ -122,13 +122,13 @@ def run_local(run: SelfTaughtRun, *, echo: Callable[[str], None] = print, log_di
 
 def format_summary(result: RunResult) -> str:
     lines = [f"\nrun finished in {result.seconds:.1f}s; results in {result.store}", ""]
-    header = f"{'iter':>4}  {'tried':>6}  {'kept':>6}  {'keep%':>6}  {'accuracy':>8}  {'pos-cons':>8}  checkpoint"
+    header = f"{'iter':>4}  {'tried':>6}  {'kept':>6}  {'keep%':>6}  {'accuracy':>8}  {'overall':>8}  {'pos-cons':>8}  checkpoint"
     lines.append(header)
     for row in result.iterations:
         keep = row.get("keepRate")
         lines.append(
             f"{row['iteration']:>4}  {_fmt(row.get('tried'))}  {_fmt(row.get('kept'))}  "
-            f"{'' if keep is None else f'{100 * keep:5.1f}%':>6}  {_fmt(row.get('accuracy'), 8, '.3f')}  "
+            f"{'' if keep is None else f'{100 * keep:5.1f}%':>6}  {_fmt(row.get('accuracy'), 8, '.3f')}  {_fmt(row.get('overall'), 8, '.3f')}  "
             f"{_fmt(row.get('positionConsistent'), 8, '.3f')}  {row.get('checkpoint') or ''}"
         )
     return "\n".join(lines)

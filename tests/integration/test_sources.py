@@ -6,7 +6,7 @@ import pytest
 
 from selftaught.api.spec import DataSource, EvaluationData, Storage
 from selftaught.errors import InvalidInput
-from selftaught.stages.sources import iter_evaluation_pairs, iter_instructions
+from selftaught.stages.sources import iter_evaluation_examples, iter_instructions
 from selftaught.store.jsonl import SkipCounter
 
 
@@ -71,7 +71,29 @@ def test_a_hugging_face_dataset_is_streamed(tmp_path):
 def test_evaluation_records_need_prompt_chosen_and_rejected(tmp_path):
     path = _write(tmp_path / "rb.jsonl", ['{"prompt": "p", "chosen": "c", "rejected": "r", "subset": "math-prm"}', '{"prompt": "p", "chosen": "c"}'])
     with pytest.raises(InvalidInput, match=r"rb\.jsonl:2: evaluation record is missing rejected"):
-        list(iter_evaluation_pairs(EvaluationData(source=str(path)), None, SkipCounter()))
+        list(iter_evaluation_examples(EvaluationData(source=str(path)), "rewardbench", None, SkipCounter()))
     skipped = SkipCounter()
-    records = list(iter_evaluation_pairs(EvaluationData(source=str(path), on_bad_record="skip"), None, skipped))
+    records = list(iter_evaluation_examples(EvaluationData(source=str(path), on_bad_record="skip"), "rewardbench", None, skipped))
     assert [r["subset"] for r in records] == ["math-prm"] and skipped.skipped == 1
+
+
+def test_each_benchmark_format_is_read_and_a_bad_record_is_named(tmp_path):
+    rb2 = _write(tmp_path / "rb2.jsonl", [
+        '{"id": "7", "prompt": "p", "chosen": ["good"], "rejected": ["bad1", "bad2", "bad3"], "num_correct": 1, "subset": "Focus"}',
+        '{"id": "ref:3", "prompt": "p", "chosen": ["a", "b"], "rejected": ["x"], "num_correct": 2, "subset": "Ties"}',
+        '{"id": "8", "prompt": "p", "chosen": ["good"], "rejected": [], "subset": "Math"}',
+    ])  # fmt: skip
+    with pytest.raises(InvalidInput, match=r"rb2\.jsonl:3: RewardBench 2 record is missing rejected"):
+        list(iter_evaluation_examples(EvaluationData(source=str(rb2)), "rewardbench2", None, SkipCounter()))
+    first, ties = list(iter_evaluation_examples(EvaluationData(source=str(rb2), on_bad_record="skip"), "rewardbench2", None, SkipCounter()))
+    assert first["answers"] == ["good", "bad1", "bad2", "bad3"] and first["num_correct"] == 1
+    assert ties["id"] == "ref:3" and ties["answers"] == ["a", "b", "x"] and ties["num_correct"] == 2
+    jb = _write(tmp_path / "jb.jsonl", [
+        '{"pair_id": "p1", "question": "q", "response_A": "a", "response_B": "b", "label": "B>A", "source": "livebench-math"}',
+        '{"pair_id": "p2", "question": "q", "response_A": "a", "response_B": "b", "label": "A=B", "source": "livecodebench"}',
+    ])  # fmt: skip
+    with pytest.raises(InvalidInput, match=r"jb\.jsonl:2: JudgeBench record has label 'A=B'"):
+        list(iter_evaluation_examples(EvaluationData(source=str(jb)), "judgebench", None, SkipCounter()))
+    skipped = SkipCounter()
+    (pair,) = iter_evaluation_examples(EvaluationData(source=str(jb), on_bad_record="skip"), "judgebench", None, skipped)
+    assert (pair["id"], pair["winner"], pair["subset"]) == ("p1", "B", "livebench-math") and skipped.skipped == 1

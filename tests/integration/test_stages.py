@@ -2,6 +2,8 @@
 S3 over HTTP."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -91,9 +93,15 @@ def test_training_with_deepspeed_zero3_on_two_processes_gives_a_checkpoint_vllm_
     evaluated = run_stage(run, StageRef("evaluate", 1))
     metrics = json.loads(store.read_text("iter-001/evaluate/metrics.json"))
     assert metrics["examples"] == 8 and set(metrics["sections"]) == {"Chat", "Chat Hard", "Safety", "Reasoning"}
-    assert metrics["overall"] == pytest.approx(sum(metrics["sections"].values()) / 4)
-    assert {"position_consistent_accuracy", "majority_vote_accuracy"} <= set(metrics)
-    assert evaluated.summary["accuracy"] == round(metrics["accuracy"], 4)
+    assert metrics["overall"] == pytest.approx(sum(metrics["sections"].values()) / 4) and metrics["missing"] == []
+    assert metrics["partial"] and evaluated.summary["partial"]  # 8 examples leave most subsets out: said so
+    assert metrics["position_consistent"] is not None and metrics["majority_vote"]["examples"] == 8
+    assert evaluated.summary["overall"] == round(metrics["overall"], 4) and evaluated.summary["benchmark"] == "rewardbench"
+    # the stage's numbers are what `selftaught score` prints for the outputs it wrote
+    outputs = tmp_path / "outputs.jsonl"
+    outputs.write_text("".join(store.read_text(key) for key in sorted(store.list("iter-001/evaluate/")) if key.endswith(".jsonl")))
+    scored = subprocess.run([sys.executable, "-m", "selftaught", "score", str(outputs), "--json"], capture_output=True, text=True, check=True)
+    assert json.loads(scored.stdout)["overall"] == pytest.approx(metrics["overall"])
 
 
 def test_a_judge_that_never_finds_a_correct_verdict_fails_with_no_training_data_and_keeps_the_pairs(
@@ -110,3 +118,24 @@ def test_a_judge_that_never_finds_a_correct_verdict_fails_with_no_training_data_
     store = open_run_store(run)
     assert list(read_jsonl(store, PAIRS_TRAIN))  # the pairs survive in S3
     assert store.exists(StageRef("judge", 1).shard_key(0)) and not store.exists(StageRef("judge", 1).manifest_key)
+
+
+def test_rewardbench2_is_evaluated_in_rating_mode_with_its_six_subsets(make_run, tmp_path):
+    rows = [
+        {"id": str(i), "prompt": f"What is {i} plus {i}?", "chosen": [f"{2 * i}."], "rejected": [f"{2 * i + 1}.", f"{i}.", "I do not know."],
+         "num_correct": 1, "subset": subset}
+        for i, subset in enumerate(["Factuality", "Precise IF", "Math", "Safety", "Focus"])
+    ] + [
+        {"id": f"{kind}:0", "prompt": "Name a primary colour.", "chosen": chosen, "rejected": ["Green is a primary colour of paint."],
+         "num_correct": len(chosen), "subset": "Ties"}
+        for kind, chosen in (("ref", ["Red."]), ("tied", ["Red.", "Blue.", "Yellow."]))
+    ]  # fmt: skip
+    source = tmp_path / "rb2.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    run = make_run(data={"evaluation": {"source": str(source)}}, evaluate={"benchmark": "rewardbench2", "maxTokens": 16})
+    manifest = run_stage(run, StageRef("evaluate", 0))  # the seed judge; needs no other stage
+    metrics = json.loads(open_run_store(run).read_text("iter-000/evaluate/metrics.json"))
+    assert metrics["benchmark"] == "rewardbench2" and metrics["examples"] == 7
+    assert set(metrics["subsets"]) == {"Factuality", "Precise IF", "Math", "Safety", "Focus", "Ties"} and not metrics["partial"]
+    assert metrics["overall"] == pytest.approx(sum(metrics["sections"].values()) / 6)  # Ties: its own official score
+    assert manifest.summary["overall"] == round(metrics["overall"], 4)

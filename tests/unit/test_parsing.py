@@ -1,4 +1,12 @@
-from selftaught.method.parsing import parse_categorization, parse_modified_pair, parse_verdict
+import pytest
+
+from selftaught.method.parsing import (
+    parse_categorization,
+    parse_modified_pair,
+    parse_rating,
+    parse_rewardbench_verdict,
+    parse_verdict,
+)
 from selftaught.method.prompts import MODIFIED_ANSWER_END, MODIFIED_ANSWER_START, MODIFIED_QUESTION_MARKER
 
 
@@ -56,3 +64,46 @@ def test_verdict_is_a_or_b_and_anything_ambiguous_is_none():
     assert parse_verdict("[[A]] ... no wait [[B]]") is None
     assert parse_verdict("It's a tie: [[C]]") is None
     assert parse_verdict("") is None
+
+
+# The official RewardBench rule (rewardbench/generative.py `process_judgement`) against the strict
+# training parser: same on clean outputs, different where the official rule is lenient.
+@pytest.mark.parametrize(
+    ("text", "official", "strict"),
+    [
+        ("Answer A is better. [[A]]", "A", "A"),
+        ("Final verdict: [[B]]", "B", "B"),
+        ("**[[A]]**", "A", "A"),  # markdown around the marker is fine for both
+        ("Verdict:\n\n**[[B]]**.", "B", "B"),
+        ("[[B]] ... on reflection [[A]]", "A", None),  # both markers: official takes A wherever it is
+        ("[[A]] ... no wait [[B]]", "A", None),
+        ("It's a tie: [[C]]", None, None),
+        ("[[a]]", None, None),  # exact substrings only: case matters
+        ("[[ A ]]", None, None),  # and so do spaces inside the brackets
+        ("[A]", None, None),
+        ("", None, None),
+    ],
+)
+def test_rewardbench_verdict_follows_the_official_rule_and_differs_from_the_strict_parser(text, official, strict):
+    assert parse_rewardbench_verdict(text) == official
+    assert parse_verdict(text) == strict
+
+
+@pytest.mark.parametrize(
+    ("text", "rating"),
+    [
+        ("Helpful and correct.\n\n9", 9),
+        ("Rating: 10", 10),
+        ("7  \n", 7),  # stripped first
+        ("**8**", None),  # anything after the number, markdown included, is unparseable
+        ("Rating: 7.", None),
+        ("Score: 8/10", 10),  # the official regex reads the trailing 10
+        ("0", None),
+        ("11", None),
+        ("rating 10 out of 10", 10),
+        ("I'd say 9 or so", None),
+        ("", None),
+    ],
+)
+def test_rating_follows_the_official_rewardbench2_regex(text, rating):
+    assert parse_rating(text) == rating

@@ -89,12 +89,13 @@ def test_a_map_reduce_stage_runs_on_any_chat_engine_and_a_reduce_only_pass_loads
     ref = StageRef("evaluate", 0)
     ctx = StageContext(run=run, stage=ref, store=store, num_shards=2, make_engine=lambda ctx, model: engine)
     assert execute(IMPLEMENTATIONS["evaluate"], ctx, [0]) is None  # shard 1 pending
-    shard = read_manifest(store, ref.shard_manifest_key(0))
-    assert "scoreboard" in shard.partial and shard.summary == {}  # partial results have their own field
+    assert read_manifest(store, ref.shard_manifest_key(0)).summary == {}
     manifest = execute(IMPLEMENTATIONS["evaluate"], ctx)
-    scored = [r for s in range(2) for r in read_jsonl(store, ref.shard_key(s))]
-    expected = sum(1.0 if r["order"] == "AB" else 0.0 for r in scored) / len(scored)  # always says A
+    written = [r for s in range(2) for r in read_jsonl(store, ref.shard_key(s))]
+    assert all(r["output"] == "The first is better. [[A]]" and r["winner"] in "AB" for r in written)  # what `selftaught score` reads
+    expected = sum(r["winner"] == "A" for r in written) / len(written)  # the judge always says A
     assert manifest.summary["accuracy"] == round(expected, 4) and manifest.summary["examples"] == 6
+    assert manifest.summary["custom"] == round(expected, 4) and "overall" not in manifest.summary  # own data: no RewardBench overall
     calls = engine.calls
     assert execute(IMPLEMENTATIONS["evaluate"], ctx) == manifest and engine.calls == calls  # done: a no-op
 
@@ -105,3 +106,34 @@ def test_select_is_a_plain_stage_that_fails_clearly_without_its_input(tmp_path):
     with pytest.raises(Exception, match="categorize") as raised:
         execute(IMPLEMENTATIONS["select"], ctx)
     assert raised.value.reason == "ObjectNotFound" and not LocalStore(tmp_path).exists(SELECTED)
+
+
+class KnowingEngine:
+    """A judge that knows: it names the answer that contains RIGHT (in either position)."""
+
+    def chat(self, conversations, sampling, seeds=None):
+        answers = []
+        for messages in conversations:
+            text = messages[-1]["content"]
+            a_block = text.split("[The Start of Assistant A's Answer]")[1].split("[The End of Assistant A's Answer]")[0]
+            answers.append([Sample(f"Reasoning. [[{'A' if 'RIGHT' in a_block else 'B'}]]", 5)] * sampling.n)
+        return answers
+
+
+def test_judgebench_pairs_are_judged_in_both_orders_and_scored_on_the_net_vote(tmp_path):
+    rows = [
+        {"pair_id": f"p{i}", "question": f"q{i}", "response_A": "RIGHT" if label == "A>B" else "wrong",
+         "response_B": "wrong" if label == "A>B" else "RIGHT", "label": label, "source": source}
+        for i, (label, source) in enumerate([("A>B", "mmlu-pro-law"), ("B>A", "livebench-math"), ("B>A", "livecodebench"), ("A>B", "livebench-reasoning")])
+    ]  # fmt: skip
+    source = tmp_path / "judgebench.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    run = _run(data={"instructions": {"source": "x"}, "evaluation": {"source": str(source)}}, evaluate={"benchmark": "judgebench"})
+    store = LocalStore(tmp_path / "store")
+    ctx = StageContext(run=run, stage=StageRef("evaluate", 0), store=store, make_engine=lambda ctx, model: KnowingEngine())
+    manifest = execute(IMPLEMENTATIONS["evaluate"], ctx)
+    written = list(read_jsonl(store, StageRef("evaluate", 0).shard_key(0)))
+    assert all({"output", "swapped_output", "winner"} <= set(r) for r in written)
+    assert manifest.summary["overall"] == 1.0 and manifest.summary["benchmark"] == "judgebench"
+    report = json.loads(store.read_text("iter-000/evaluate/metrics.json"))
+    assert report["sections"] == {"Knowledge": 1.0, "Reasoning": 1.0, "Math": 1.0, "Coding": 1.0}

@@ -87,8 +87,16 @@ class DataSource(Model):
 class EvaluationData(Model):
     source: str | None = _field(
         None,
-        description="Held-out pairs in RewardBench's format (JSONL with prompt, chosen, rejected, "
-        "subset). When empty, a fraction of the generated pairs is held out instead.",
+        description="An evaluation set in the format of `evaluate.benchmark` (JSONL file, folder, `s3://` "
+        "or `hf://datasets/<id>`): RewardBench (prompt, chosen, rejected, subset), RewardBench 2 "
+        "(id, prompt, chosen[], rejected[], num_correct, subset) or JudgeBench (pair_id, question, "
+        "response_A, response_B, label, source). When empty, a fraction of the generated pairs is "
+        "held out instead and scored as custom subsets.",
+    )
+    split: str = _field(
+        "train",
+        description="Dataset split, for `hf://datasets/...` only (RewardBench's is `filtered`, "
+        "RewardBench 2's `test`, JudgeBench's `gpt`).",
     )
     held_out_fraction: float = _field(
         0.1,
@@ -195,9 +203,13 @@ class Select(Model):
 
 
 class Pairs(Model):
-    max_tokens: int = _field(2048, ge=8, description="Tokens per generated response.")
-    temperature: float = _field(0.0, ge=0.0, description="Sampling temperature for responses.")
-    top_p: float = _field(1.0, gt=0.0, le=1.0, description="Nucleus sampling for responses.")
+    max_tokens: int = _field(
+        2048, ge=8, description="Tokens per generated response; a response cut off here is dropped (counted as `truncated`)."
+    )
+    temperature: float = _field(
+        0.7, ge=0.0, description="Sampling temperature for responses (the official code's data generation: 0.7)."
+    )
+    top_p: float = _field(0.9, gt=0.0, le=1.0, description="Nucleus sampling for responses (the official code's: 0.9).")
 
 
 class Judge(Model):
@@ -214,7 +226,7 @@ class Judge(Model):
     )
     temperature: float = _field(0.7, ge=0.0, description="Sampling temperature.")
     top_p: float = _field(0.9, gt=0.0, le=1.0, description="Nucleus sampling.")
-    max_tokens: int = _field(2048, ge=8, description="Tokens per judgment.")
+    max_tokens: int = _field(2048, ge=8, description="Tokens per judgment; a judgment cut off here is never kept (counted as `truncated`).")
     orders: Literal["both", "random"] = _field(
         "both",
         description="`both` judges each pair with the chosen answer first and second (official "
@@ -239,7 +251,12 @@ class Train(Model):
     epochs: float = _field(2.0, gt=0.0, description="Passes over the kept judgments.")
     micro_batch_size: int = _field(1, ge=1, description="Sequences per GPU per step.")
     gradient_accumulation: int = _field(8, ge=1, description="Micro-batches per optimizer step.")
-    max_seq_len: int = _field(4096, ge=64, description="Longer examples are truncated on the left.")
+    max_seq_len: int = _field(
+        4096,
+        ge=64,
+        description="Examples longer than this many tokens (prompt + judgment) are dropped, not truncated "
+        "(a cut judgment would lose its verdict); the train stage reports how many as `tooLong`.",
+    )
     weight_decay: float = _field(0.1, ge=0.0, description="AdamW weight decay.")
     bf16: bool = _field(True, description="bfloat16 mixed precision.")
     gradient_checkpointing: bool = _field(True, description="Trade compute for activation memory.")
@@ -249,10 +266,19 @@ class Train(Model):
 
 
 class Evaluate(Model):
+    benchmark: Literal["rewardbench", "rewardbench2", "judgebench"] = _field(
+        "rewardbench",
+        description="How the evaluation set is read and scored, exactly as the benchmark's official "
+        "scorer does (docs/evaluation.md): `rewardbench` (pairwise, one random order, four "
+        "sections), `rewardbench2` (each answer rated 1-10, six subsets), `judgebench` (pairwise, "
+        "both orders, net vote per pair).",
+    )
     baseline: bool = _field(True, description="Also evaluate the seed judge (iteration 0).")
     max_tokens: int = _field(2048, ge=8, description="Tokens per judgment (greedy).")
     position_consistency: bool = _field(
-        True, description="Also judge the swapped order and report position-consistent accuracy."
+        True,
+        description="Also judge the swapped order and report position-consistent accuracy "
+        "(`rewardbench`; `judgebench` always judges both orders).",
     )
     majority_vote: int = _field(
         0,

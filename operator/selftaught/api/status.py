@@ -34,7 +34,11 @@ class IterationSummary(Model):
     tried: int | None = Field(None, description="Items (pair x order) the judge annotated.")
     kept: int | None = Field(None, description="Items with a correct judgment kept for training.")
     keep_rate: float | None = Field(None, description="kept / tried.")
-    accuracy: float | None = Field(None, description="Pairwise accuracy on the evaluation pairs.")
+    truncated: int | None = Field(None, description="Sampled judgments cut off at judge.maxTokens (never kept).")
+    accuracy: float | None = Field(None, description="Mean per-example score on the evaluation set (1 right, 0 wrong, 0.5 unparseable).")
+    overall: float | None = Field(
+        None, description="The benchmark's overall score as its official scorer computes it (RewardBench: mean of four sections)."
+    )
     position_consistent: float | None = Field(None, description="Correct in both response orders.")
     majority_vote: float | None = Field(None, description="Accuracy of the majority verdict over k samples.")
     checkpoint: str | None = Field(None, description="URI of this iteration's checkpoint.")
@@ -47,6 +51,9 @@ class SelfTaughtRunStatus(Model):
     iteration: int | None = Field(None, description="The iteration the run is at (derived).")
     message: str | None = Field(None, description="One line on what is happening.")
     latest_accuracy: float | None = Field(None, description="Accuracy of the newest evaluated judge.")
+    latest_overall: float | None = Field(
+        None, description="The benchmark's overall score (as its official scorer computes it) of the newest evaluated judge."
+    )
     store: str | None = Field(None, description="URI of the run's folder in the store.")
     started_at: str | None = Field(None, description="When the operator first saw the run.")
     completed_at: str | None = Field(None, description="When the run succeeded or failed.")

@@ -92,6 +92,7 @@ def build_status(seen: Observation) -> SelfTaughtRunStatus:
             stages_total=step.total,
             iterations=iterations,
             latest_accuracy=accuracies[-1] if accuracies else None,
+            latest_overall=next((row.overall for row in reversed(iterations) if row.overall is not None), None),
             active=[
                 StageProgress(
                     stage=ref.label,
@@ -111,8 +112,12 @@ def build_status(seen: Observation) -> SelfTaughtRunStatus:
         phase, message = "Failed", f"{failure[0]}: {failure[1]}"
     elif finished:
         phase = "Succeeded"
-        accuracy = fields.get("latest_accuracy")
-        message = f"{step.total} stages done" + (f"; latest accuracy {accuracy:.3f}" if accuracy is not None else "")  # type: ignore[union-attr]
+        accuracy, overall = fields.get("latest_accuracy"), fields.get("latest_overall")
+        message = (
+            f"{step.total} stages done"  # type: ignore[union-attr]
+            + (f"; latest accuracy {accuracy:.3f}" if accuracy is not None else "")
+            + (f", benchmark overall {overall:.3f}" if overall is not None else "")
+        )
     elif seen.suspended:
         phase = "Suspended"
         running = len(seen.decision.running) if seen.decision else 0

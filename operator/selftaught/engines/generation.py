@@ -82,6 +82,6 @@ class VllmEngine:
             ]
             outputs = self.llm.chat(list(batch), params, use_tqdm=False)
             results.extend(
-                [Sample(c.text, len(c.token_ids)) for c in output.outputs] for output in outputs
+                [Sample(c.text, len(c.token_ids), c.finish_reason == "length") for c in output.outputs] for output in outputs
             )
         return results

@@ -78,6 +78,7 @@ class ItemState:
     samples: int = 0
     tokens: int = 0
     unparsed: int = 0
+    truncated: int = 0
     kept: dict[str, Any] | None = None
 
 
@@ -89,6 +90,9 @@ def choose_correct(
     state.tokens += sum(s.tokens for s in round_samples)
     correct = []
     for sample in round_samples:
+        if sample.truncated:  # its verdict, if any, was never finished: never kept
+            state.truncated += 1
+            continue
         verdict = parse_verdict(sample.text)
         if verdict is None:
             state.unparsed += 1

@@ -90,3 +90,26 @@ def parse_verdict(text: str) -> Verdict | None:
     if has_a == has_b:
         return None
     return "A" if has_a else "B"
+
+
+def parse_rewardbench_verdict(text: str) -> Verdict | None:
+    """RewardBench's official reading of a pairwise verdict (`rewardbench/generative.py`,
+    `process_judgement`, default prompt): `[[A]]` anywhere wins, else `[[B]]` anywhere, else an
+    error (None). Exact substrings: both markers → "A"; `[[a]]`, `[[ A ]]`, `[[C]]` → None.
+    Leaderboard scores use this; the stricter `parse_verdict` is for training data."""
+    if "[[A]]" in text:
+        return "A"
+    if "[[B]]" in text:
+        return "B"
+    return None
+
+
+_RATING_RE = re.compile(r"\b([1-9]|10)\b\s*$")
+
+
+def parse_rating(text: str) -> int | None:
+    """RewardBench 2's official reading of an absolute rating (`rewardbench/generative_v2.py`,
+    `get_single_rating`): an integer 1-10 at the very end of the stripped text, else None (the
+    official -1). Quirks kept: "8/10" reads 10, "Rating: 7." reads None."""
+    match = _RATING_RE.search(text.strip())
+    return int(match.group(1)) if match else None

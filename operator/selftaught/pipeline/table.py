@@ -41,11 +41,11 @@ STAGES: tuple[StageInfo, ...] = (
     StageInfo("categorize", "generation", "generate", sharded=True, engine="vllm"),
     StageInfo("select", "data", "data", sharded=False, engine=None),
     StageInfo("pairs", "generation", "generate", sharded=True, engine="vllm"),
-    StageInfo("judge", "generation", "generate", sharded=True, engine="vllm", first_iteration=1, reports=("tried", "kept", "keepRate")),
+    StageInfo("judge", "generation", "generate", sharded=True, engine="vllm", first_iteration=1, reports=("tried", "kept", "keepRate", "truncated")),
     StageInfo("train", "training", "train", sharded=False, engine="deepspeed", first_iteration=1, reports=("checkpoint",)),
     StageInfo(
         "evaluate", "generation", "generate", sharded=True, engine="vllm", first_iteration=0,
-        reports=("accuracy", "positionConsistent", "majorityVote"),
+        reports=("accuracy", "overall", "positionConsistent", "majorityVote"),
     ),
 )  # fmt: skip
 BY_NAME: dict[str, StageInfo] = {info.name: info for info in STAGES}

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from selftaught.api.spec import ModelSource
 from selftaught.chat import ChatEngine
@@ -29,8 +29,6 @@ log = logging.getLogger(__name__)
 @dataclass
 class ShardResult:
     counts: dict[str, float] = field(default_factory=dict)
-    #: what `reduce` needs besides the shard's output file (e.g. evaluation's score sums)
-    partial: dict[str, Any] = field(default_factory=dict)
     #: the first reasons the input reader skipped a bad record (under `onBadRecord: skip`)
     skipped: list[str] = field(default_factory=list)
 
@@ -101,7 +99,6 @@ def execute(stage: AnyStage, ctx: StageContext, shards: list[int] | None = None)
                 counts=result.counts,
                 outputs={written.key: written.as_dict()},
                 seconds=time.monotonic() - started,
-                partial=result.partial,
                 skipped=result.skipped,
             ),
         )

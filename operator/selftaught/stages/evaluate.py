@@ -1,33 +1,91 @@
-"""evaluate (iteration i): judge M(i) on held-out pairs, scored the RewardBench way, plus
-position-consistent accuracy (both orders) and majority vote over k samples. The scoring itself
-is `method.metrics`; this module only asks the engine and writes what it scored."""
+"""evaluate (iteration i): judge M(i) on an evaluation set and score it exactly as the set's
+benchmark does (`method.scoring`, the code behind `selftaught score`).
+
+Each shard writes, per example, the judge's raw outputs in the scorer's record format; the reduce
+scores all of them at once, so the stage's numbers are by construction what `selftaught score`
+prints for the same file.
+"""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
-from selftaught.chat import Sampling
+from selftaught.chat import Messages, Sampling
 from selftaught.method.judging import JudgeItem, random_order
-from selftaught.method.metrics import Scoreboard, score_example
+from selftaught.method.prompts import judge_messages, rating_messages
+from selftaught.method.scoring import score
 from selftaught.method.selection import priority
 from selftaught.stages.context import in_shard
 from selftaught.stages.contract import MapReduceStage, ShardResult
 from selftaught.stages.judge import judge_model
-from selftaught.stages.sources import iter_evaluation_pairs
+from selftaught.stages.sources import iter_evaluation_examples
 from selftaught.store.jsonl import SkipCounter, read_jsonl
 from selftaught.store.layout import PAIRS_HELDOUT, metrics_key
 from selftaught.store.manifest import Manifest
 
+#: the official settings of RewardBench's and the paper's majority vote
+VOTE_TEMPERATURE, VOTE_TOP_P = 0.7, 0.9
 
-def evaluation_pairs(ctx, skipped: SkipCounter):
+
+def benchmark_of(ctx) -> str:
+    """Held-out generated pairs are RewardBench-format pairs of the user's own subsets."""
+    return ctx.spec.evaluate.benchmark if ctx.spec.data.evaluation.source else "rewardbench"
+
+
+def evaluation_examples(ctx, skipped: SkipCounter):
     data = ctx.spec.data.evaluation
     if data.source:
-        return iter_evaluation_pairs(data, ctx.spec.storage, skipped)
-    return read_jsonl(ctx.store, PAIRS_HELDOUT)
+        return iter_evaluation_examples(data, ctx.spec.evaluate.benchmark, ctx.spec.storage, skipped)
+    return ({**pair, "subset": pair.get("subset") or "default"} for pair in read_jsonl(ctx.store, PAIRS_HELDOUT))
 
 
-def _item(pair, order) -> JudgeItem:
-    return JudgeItem(pair["id"], order, pair["prompt"], pair["chosen"], pair["rejected"])
+class Requests:
+    """Conversations for one greedy batch, and where each answer goes in the records."""
+
+    def __init__(self) -> None:
+        self.conversations: list[Messages] = []
+        self.slots: list[tuple[dict[str, Any], str, int | None]] = []
+
+    def add(self, record: dict[str, Any], field: str, messages: Messages, index: int | None = None) -> None:
+        self.conversations.append(messages)
+        self.slots.append((record, field, index))
+
+    def fill(self, answers) -> None:  # type: ignore[no-untyped-def]
+        for (record, field, index), samples in zip(self.slots, answers, strict=True):
+            if index is None:
+                record[field] = samples[0].text
+            else:
+                record[field][index] = samples[0].text
+
+
+def _pairwise(example: dict[str, Any], seed: int, settings, requests: Requests) -> dict[str, Any]:
+    """RewardBench: one reproducible random order per example; optionally the swapped order."""
+    order = random_order(example["id"], seed)
+    item = JudgeItem(example["id"], order, example["prompt"], example["chosen"], example["rejected"])
+    record: dict[str, Any] = {"id": example["id"], "subset": example["subset"], "winner": item.expected}
+    requests.add(record, "output", item.messages())
+    if settings.position_consistency:
+        swapped = JudgeItem(example["id"], "BA" if order == "AB" else "AB", example["prompt"], example["chosen"], example["rejected"])
+        requests.add(record, "swapped_output", swapped.messages())
+    return record
+
+
+def _both_orders(example: dict[str, Any], requests: Requests) -> dict[str, Any]:
+    """JudgeBench: the pair as given, then swapped; the pair scores on the net vote."""
+    record: dict[str, Any] = {"id": example["id"], "subset": example["subset"], "winner": example["winner"]}
+    requests.add(record, "output", judge_messages(example["prompt"], example["a"], example["b"]))
+    requests.add(record, "swapped_output", judge_messages(example["prompt"], example["b"], example["a"]))
+    return record
+
+
+def _ratings(example: dict[str, Any], requests: Requests) -> dict[str, Any]:
+    """RewardBench 2: every answer rated on its own (the Ties subset with its own prompt)."""
+    answers = example["answers"]
+    record: dict[str, Any] = {"id": example["id"], "subset": example["subset"], "num_correct": example["num_correct"], "ratings": [""] * len(answers)}
+    for index, answer in enumerate(answers):
+        requests.add(record, "ratings", rating_messages(example["prompt"], answer, ties=example["subset"] == "Ties"), index)
+    return record
 
 
 class Evaluate(MapReduceStage):
@@ -37,58 +95,67 @@ class Evaluate(MapReduceStage):
         return judge_model(ctx, ctx.stage.iteration)
 
     def map_shard(self, ctx, shard, out, engine):
-        settings, seed = ctx.spec.evaluate, ctx.spec.seed
+        settings, seed, benchmark = ctx.spec.evaluate, ctx.spec.seed, benchmark_of(ctx)
         skipped = SkipCounter()
-        pairs = list(in_shard(evaluation_pairs(ctx, skipped), shard, ctx.num_shards))
-        board = Scoreboard()
-        if pairs:
-            shown = [_item(p, random_order(p["id"], seed)) for p in pairs]
-            requests = [item.messages() for item in shown]
-            if settings.position_consistency:
-                requests += [_item(p, "BA" if s.order == "AB" else "AB").messages() for p, s in zip(pairs, shown, strict=True)]
-            greedy = engine.chat(requests, Sampling(n=1, temperature=0.0, max_tokens=settings.max_tokens))
-            votes = None
-            if settings.majority_vote:
-                seeds = [priority(seed, f"vote:{p['id']}") % 2**31 for p in pairs]
-                votes = engine.chat(
-                    requests[: len(pairs)],
-                    Sampling(n=settings.majority_vote, temperature=0.7, top_p=0.9, max_tokens=settings.max_tokens),
-                    seeds,
-                )
-            for index, (pair, item) in enumerate(zip(pairs, shown, strict=True)):
-                scored = score_example(
-                    pair["id"],
-                    pair["subset"],
-                    item.expected,
-                    greedy[index][0].text,
-                    order=item.order,
-                    swapped_output=greedy[len(pairs) + index][0].text if settings.position_consistency else None,
-                    vote_outputs=[s.text for s in votes[index]] if votes is not None else None,
-                )
-                board.add(scored)
-                out.write(scored)
-        counts = {"examples": len(pairs)}
+        examples = list(in_shard(evaluation_examples(ctx, skipped), shard, ctx.num_shards))
+        requests = Requests()
+        if benchmark == "rewardbench2":
+            records = [_ratings(e, requests) for e in examples]
+        elif benchmark == "judgebench":
+            records = [_both_orders(e, requests) for e in examples]
+        else:
+            records = [_pairwise(e, seed, settings, requests) for e in examples]
+        if requests.conversations:
+            requests.fill(engine.chat(requests.conversations, Sampling(n=1, temperature=0.0, max_tokens=settings.max_tokens)))
+        if settings.majority_vote and benchmark == "rewardbench" and records:
+            shown = [requests.conversations[i] for i, (_, field, _) in enumerate(requests.slots) if field == "output"]
+            seeds = [priority(seed, f"vote:{r['id']}") % 2**31 for r in records]
+            sampling = Sampling(n=settings.majority_vote, temperature=VOTE_TEMPERATURE, top_p=VOTE_TOP_P, max_tokens=settings.max_tokens)
+            for record, samples in zip(records, engine.chat(shown, sampling, seeds), strict=True):
+                record["outputs"] = [s.text for s in samples]
+        for record in records:
+            out.write(record)
+        counts = {"examples": len(records)}
         if shard == 0:
             counts["skipped_records"] = skipped.skipped
-        return ShardResult(counts, partial={"scoreboard": board.to_json()}, skipped=skipped.examples if shard == 0 else [])
+        return ShardResult(counts, skipped=skipped.examples if shard == 0 else [])
 
     def reduce(self, ctx, shard_manifests):
-        board = Scoreboard()
-        for manifest in shard_manifests:
-            board.merge(Scoreboard.from_json(manifest.partial.get("scoreboard", {})))
-        report = board.report()
+        benchmark = benchmark_of(ctx)
+        records = (record for manifest in shard_manifests for key in sorted(manifest.outputs) for record in read_jsonl(ctx.store, key))
+        report = score(records, benchmark)
         report["iteration"] = ctx.stage.iteration
         key = metrics_key(ctx.stage.iteration)
         ctx.store.write_text(key, json.dumps(report, indent=2))
-        summary = {"accuracy": round(report["accuracy"], 4), "overall": round(report["overall"], 4), "examples": report["examples"]}
-        for name, short in (("position_consistent_accuracy", "positionConsistent"), ("majority_vote_accuracy", "majorityVote")):
-            if name in report:
-                summary[short] = round(report[name], 4)
         return Manifest(
             stage=self.name,
-            counts={"examples": report["examples"]},
+            counts={"examples": report["examples"], "skipped_records": sum(m.counts.get("skipped_records", 0) for m in shard_manifests)},
             outputs={key: {}},
             seconds=sum(m.seconds for m in shard_manifests),
-            summary=summary,
+            summary=summarize(report),
             skipped=[reason for m in shard_manifests for reason in m.skipped],
         )
+
+
+def summarize(report: dict[str, Any]) -> dict[str, Any]:
+    """The few numbers the status, the events and `selftaught run` show."""
+    summary: dict[str, Any] = {"benchmark": report["benchmark"], "examples": report["examples"]}
+    if report.get("accuracy") is not None:
+        summary["accuracy"] = round(report["accuracy"], 4)
+    if report.get("overall") is not None:
+        summary["overall"] = round(report["overall"], 4)
+    if report.get("partial"):  # said, never silent: an overall over fewer sections or subsets
+        missing = report.get("missing") or []
+        summary["partial"] = ", ".join(missing) if missing else f"{len(report.get('missing_subsets') or [])} subsets missing"
+    custom = report.get("custom") or {}
+    if custom.get("examples"):
+        summary["custom"] = round(custom["score"], 4)
+    errors = sum(report.get("errors", {}).values())
+    if errors:
+        summary["unparsed"] = errors
+    if report.get("position_consistent") is not None:
+        summary["positionConsistent"] = round(report["position_consistent"], 4)
+    vote = report.get("majority_vote")
+    if vote:
+        summary["majorityVote"] = round(vote["overall"] if vote.get("overall") is not None else vote["accuracy"], 4)
+    return summary

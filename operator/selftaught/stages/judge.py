@@ -67,6 +67,7 @@ class Judge(MapReduceStage):
             counts["samples"] += state.samples
             counts["tokens"] += state.tokens
             counts["unparsed"] += state.unparsed
+            counts["truncated"] += state.truncated
         return ShardResult(dict(counts))
 
     def reduce(self, ctx, shard_manifests):
@@ -97,6 +98,7 @@ class Judge(MapReduceStage):
             "kept": kept,
             "keepRate": round(kept / items, 4) if items else 0.0,
             "trainingExamples": written.records,
+            "truncated": int(counts.get("truncated", 0)),
             "tokensPerKept": round(tokens / kept, 1),
             "fixedNTokensPerKept": round(fixed_tokens / kept, 1),
         }

@@ -8,6 +8,7 @@ from selftaught.chat import Sampling
 from selftaught.errors import EmptyDataset
 from selftaught.method.pairs import as_rewardbench, build_pair, is_held_out
 from selftaught.method.prompts import modified_instruction_messages, response_messages
+from selftaught.method.selection import priority
 from selftaught.stages.context import in_shard
 from selftaught.stages.contract import MapReduceStage, ShardResult, sum_counts
 from selftaught.store.jsonl import JsonlWriter, read_jsonl
@@ -28,13 +29,25 @@ class Pairs(MapReduceStage):
             return ShardResult(dict(counts))
         settings = ctx.spec.pairs
         sampling = Sampling(n=1, temperature=settings.temperature, top_p=settings.top_p, max_tokens=settings.max_tokens)
-        baselines = engine.chat([response_messages(r["instruction"]) for r in records], sampling)
+        seed = ctx.spec.seed
+
+        def seeds(step: str, batch: list) -> list[int]:  # sampled, yet a resumed shard draws the same
+            return [priority(seed, f"pairs:{step}:{r['id']}") % 2**31 for r in batch]
+
+        baselines = engine.chat([response_messages(r["instruction"]) for r in records], sampling, seeds("baseline", records))
+        # an answer cut off at maxTokens is never used: neither as y_w nor to prompt for y_l
+        finished = [(r, b[0]) for r, b in zip(records, baselines, strict=True) if not b[0].truncated]
+        counts["truncated"] += len(records) - len(finished)
         modified = engine.chat(
-            [modified_instruction_messages(r["instruction"], b[0].text) for r, b in zip(records, baselines, strict=True)],
+            [modified_instruction_messages(r["instruction"], b.text) for r, b in finished],
             sampling,
-        )
-        for record, baseline, answer in zip(records, baselines, modified, strict=True):
-            pair = build_pair(record, baseline[0].text, answer[0].text)
+            seeds("modified", [r for r, _ in finished]),
+        ) if finished else []
+        for (record, baseline), answer in zip(finished, modified, strict=True):
+            if answer[0].truncated:
+                counts["truncated"] += 1
+                continue
+            pair = build_pair(record, baseline.text, answer[0].text)
             if pair is None:
                 counts["unparsed"] += 1
                 continue
@@ -58,7 +71,8 @@ class Pairs(MapReduceStage):
         if train.written.records == 0:
             raise EmptyDataset(
                 f"no usable response pair: {int(counts.get('records', 0))} instructions, "
-                f"{int(counts.get('unparsed', 0))} answers without the modified-instruction markers"
+                f"{int(counts.get('unparsed', 0))} answers without the modified-instruction markers, "
+                f"{int(counts.get('truncated', 0))} cut off at pairs.maxTokens"
                 + (f", {heldout.written.records} held out" if heldout.written.records else "")
             )
         return Manifest(
@@ -66,5 +80,10 @@ class Pairs(MapReduceStage):
             counts=counts,
             outputs={PAIRS_TRAIN: train.written.as_dict(), PAIRS_HELDOUT: heldout.written.as_dict()},
             seconds=sum(m.seconds for m in shard_manifests),
-            summary={"pairs": train.written.records, "heldOut": heldout.written.records, "unparsed": int(counts.get("unparsed", 0))},
+            summary={
+                "pairs": train.written.records,
+                "heldOut": heldout.written.records,
+                "unparsed": int(counts.get("unparsed", 0)),
+                "truncated": int(counts.get("truncated", 0)),
+            },
         )

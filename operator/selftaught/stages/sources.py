@@ -108,26 +108,89 @@ def iter_instructions(source: DataSource, storage: Storage | None, skipped: Skip
             return
 
 
-EVAL_FIELDS = ("prompt", "chosen", "rejected")
+def _text(record: dict[str, Any], field: str) -> str | None:
+    value = record.get(field)
+    return value if isinstance(value, str) and value.strip() else None
 
 
-def iter_evaluation_pairs(data: EvaluationData, storage: Storage | None, skipped: SkipCounter) -> Iterator[dict[str, Any]]:
-    """RewardBench-format records: prompt, chosen, rejected, subset (default "default")."""
+def _missing(record: dict[str, Any], fields: tuple[str, ...]) -> list[str]:
+    return [field for field in fields if _text(record, field) is None]
+
+
+def _rewardbench(record: dict[str, Any]) -> dict[str, Any] | str:
+    """RewardBench: prompt, chosen, rejected, subset (default "default"), id."""
+    missing = _missing(record, ("prompt", "chosen", "rejected"))
+    if missing:
+        return f"evaluation record is missing {', '.join(missing)}"
+    return {
+        "id": str(record.get("id", text_id(record["prompt"] + record["chosen"]))),
+        "subset": str(record.get("subset") or "default"),
+        "prompt": record["prompt"],
+        "chosen": record["chosen"],
+        "rejected": record["rejected"],
+    }
+
+
+def _rewardbench2(record: dict[str, Any]) -> dict[str, Any] | str:
+    """RewardBench 2: prompt, chosen (list; the correct answers), rejected (list), num_correct,
+    subset, id (`ref:N`/`tied:N` in the Ties subset)."""
+    def answers(field: str) -> list[str] | None:
+        value = record.get(field)
+        value = [value] if isinstance(value, str) else value
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            return None
+        return value
+
+    chosen, rejected = answers("chosen"), answers("rejected")
+    problems = [name for name, value in (("prompt", _text(record, "prompt")), ("chosen", chosen), ("rejected", rejected)) if value is None]
+    if problems or _text(record, "subset") is None:
+        return f"RewardBench 2 record is missing {', '.join(problems + ([] if _text(record, 'subset') else ['subset']))}"
+    num_correct = record.get("num_correct", len(chosen))  # type: ignore[arg-type]
+    if not isinstance(num_correct, int) or not 1 <= num_correct <= len(chosen):  # type: ignore[arg-type]
+        return f"RewardBench 2 record has num_correct {num_correct!r} for {len(chosen)} chosen answers"  # type: ignore[arg-type]
+    return {
+        "id": str(record.get("id", text_id(record["prompt"]))),
+        "subset": record["subset"],
+        "prompt": record["prompt"],
+        "answers": [*chosen[:num_correct], *rejected],  # type: ignore[index, misc]
+        "num_correct": num_correct,
+    }
+
+
+def _judgebench(record: dict[str, Any]) -> dict[str, Any] | str:
+    """JudgeBench: pair_id, question, response_A, response_B, label ("A>B" or "B>A"), source."""
+    missing = _missing(record, ("question", "response_A", "response_B", "source"))
+    if missing:
+        return f"JudgeBench record is missing {', '.join(missing)}"
+    if record.get("label") not in ("A>B", "B>A"):
+        return f"JudgeBench record has label {record.get('label')!r}, expected 'A>B' or 'B>A'"
+    return {
+        "id": str(record.get("pair_id", text_id(record["question"] + record["response_A"]))),
+        "subset": record["source"],
+        "prompt": record["question"],
+        "a": record["response_A"],
+        "b": record["response_B"],
+        "winner": record["label"][0],
+    }
+
+
+READERS = {"rewardbench": _rewardbench, "rewardbench2": _rewardbench2, "judgebench": _judgebench}
+
+
+def iter_evaluation_examples(
+    data: EvaluationData, benchmark: str, storage: Storage | None, skipped: SkipCounter
+) -> Iterator[dict[str, Any]]:
+    """The evaluation set, read in `benchmark`'s format; every bad record is named by where it is."""
     if data.source is None:
         raise InvalidInput("data.evaluation.source is not set")
+    read = READERS[benchmark]
     skipping = skipped if data.on_bad_record == "skip" else None
-    for where, record in iter_records(data.source, storage, skipping):
-        missing = [f for f in EVAL_FIELDS if not isinstance(record.get(f), str) or not record[f].strip()]
-        if missing:
-            reason = f"{where}: evaluation record is missing {', '.join(missing)}"
+    for where, record in iter_records(data.source, storage, skipping, data.split):
+        example = read(record)
+        if isinstance(example, str):
+            reason = f"{where}: {example}"
             if skipping is None:
                 raise InvalidInput(reason)
             skipping.add(reason)
             continue
-        yield {
-            "id": str(record.get("id", text_id(record["prompt"] + record["chosen"]))),
-            "prompt": record["prompt"],
-            "chosen": record["chosen"],
-            "rejected": record["rejected"],
-            "subset": str(record.get("subset") or "default"),
-        }
+        yield example

@@ -54,5 +54,10 @@ class Train(Stage):
             stage=self.name,
             counts=numbers,
             outputs={key: {} for key in keys},
-            summary={"checkpoint": checkpoint, "examples": int(numbers["examples"]), "trainLoss": round(numbers["train_loss"], 4)},
+            summary={
+                "checkpoint": checkpoint,
+                "examples": int(numbers["examples"]),
+                "tooLong": int(numbers["too_long"]),  # dropped: longer than train.maxSeqLen
+                "trainLoss": round(numbers["train_loss"], 4),
+            },
         )

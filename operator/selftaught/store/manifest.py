@@ -27,9 +27,6 @@ class Manifest(BaseModel):
     summary: dict[str, Any] = Field(
         default_factory=dict, description="A few numbers worth showing in the run's status and events."
     )
-    partial: dict[str, Any] = Field(
-        default_factory=dict, description="A shard's partial result for the reduce (e.g. score sums); empty for a stage."
-    )
     skipped: list[str] = Field(
         default_factory=list, description="The first few bad input records that were skipped, and why (onBadRecord: skip)."
     )
