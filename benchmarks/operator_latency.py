@@ -1,12 +1,16 @@
-"""200 runs at once against the emulated API server (tests/kube): how long from a stage Job's
-completion to the next stage's Job, and how much memory the operator takes.
+"""Many runs at once against the emulated API server (tests/kube), in a namespace full of other
+people's Jobs: how long from a stage Job's completion to the next stage's Job, and how much memory
+the operator takes.
+
+    python benchmarks/operator_latency.py [RUNS=200] [UNRELATED_JOBS=0]
+    python benchmarks/operator_latency.py 1000 20000     # the big-cluster check
 
 The operator runs as its own process (`selftaught operator`, KUBECONFIG pointing at the
 emulator). A stand-in kubelet in this process watches Jobs; for each new one it writes the
 stage's manifest to the run's (local) store and marks the Job Complete, as a real pod would.
 Latency runs from a stage's completion (its manifest written, which is what a pod does just
 before it exits; the Job is marked Complete right after) to the API server storing the run's
-next Job. Targets: p99 < 1 s, operator RSS < 200 MB.
+next Job. Targets: p99 < 250 ms and operator RSS < 300 MB at 1,000 runs with 20,000 unrelated Jobs.
 """
 
 from __future__ import annotations
@@ -98,7 +102,8 @@ class StandInKubelet(threading.Thread):
         self.jobs = 0
 
     def run(self) -> None:
-        for event in watch.Watch().stream(self.batch.list_namespaced_job, NAMESPACE, deserialize=False):
+        stage_jobs = "app.kubernetes.io/managed-by=selftaught-operator"
+        for event in watch.Watch().stream(self.batch.list_namespaced_job, NAMESPACE, label_selector=stage_jobs, deserialize=False):
             if event["type"] != "ADDED":
                 continue
             job = event["object"]  # plain JSON: building client models here would starve the emulator
@@ -126,12 +131,24 @@ def rss_mb(pid: int) -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
-def main(runs: int = 200) -> None:
+def unrelated_job(i: int) -> dict:
+    """Someone else's Job: a big cluster is full of them, and the operator must not pay for them."""
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": f"other-{i:05d}", "labels": {"app": "someone-else"}},
+        "spec": {"suspend": True, "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox", "command": ["true"]}]}}},
+    }
+
+
+def main(runs: int = 200, unrelated: int = 0) -> None:
     # The emulator is Python: schema checks on every write (the tests' job) and kmock's full request
     # history (matched on every request) would make it, not the operator, what this measures.
     clock = ApiServerClock()
     with tempfile.TemporaryDirectory() as store_root, FakeCluster(namespaces=(NAMESPACE,), validate=None, request_history=10) as cluster:
         cluster.install_crd(crd())
+        for i in range(unrelated):
+            cluster.create("batch/v1/jobs", unrelated_job(i), NAMESPACE)
         metrics_port = _free_port()
         env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig), SELFTAUGHT_METRICS_PORT=str(metrics_port), SELFTAUGHT_HEALTH_PORT="0", SELFTAUGHT_LOG_LEVEL=os.environ.get("BENCH_LOG_LEVEL", "WARNING"))
         env.pop("AWS_ENDPOINT_URL", None)
@@ -145,7 +162,7 @@ def main(runs: int = 200) -> None:
         for i in range(runs):
             cluster.create("selftaughtruns", run_body(f"run-{i:03d}", store_root), NAMESPACE)
         expected = runs * 5  # categorize, select, pairs, judge-1, train-1, evaluate-1: 5 hand-overs
-        deadline = time.monotonic() + 600
+        deadline = time.monotonic() + 1200
         while len(clock.latencies) < expected and time.monotonic() < deadline and operator.poll() is None:
             time.sleep(0.5)
             if time.perf_counter() - started > 30 and int(time.perf_counter() - started) % 10 == 0:
@@ -170,13 +187,13 @@ def main(runs: int = 200) -> None:
         values = sorted(clock.latencies)
         p50 = statistics.median(values)
         p99 = values[int(0.99 * (len(values) - 1))]
-        print(f"{runs} runs, {kubelet.jobs} Jobs, {len(values)} hand-overs in {elapsed:.1f}s; all Succeeded: {bool(finished)}")
-        print(f"Job completed -> next Job created: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, max {values[-1] * 1000:.0f} ms (target p99 < 1000 ms)")
+        print(f"{runs} runs, {kubelet.jobs} Jobs (+{unrelated} unrelated), {len(values)} hand-overs in {elapsed:.1f}s; all Succeeded: {bool(finished)}")
+        print(f"Job completed -> next Job created: p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, max {values[-1] * 1000:.0f} ms (target p99 < 250 ms)")
         count, total = reconcile["selftaught_reconcile_seconds_count"], reconcile["selftaught_reconcile_seconds_sum"]
         print(f"operator: {count:.0f} reconciles, {1000 * total / count:.1f} ms each on average (its own work incl. API calls)")
-        print(f"operator RSS: idle {idle_rss:.0f} MB, after {rss:.0f} MB, peak {peak:.0f} MB (target < 200 MB)")
+        print(f"operator RSS: idle {idle_rss:.0f} MB, after {rss:.0f} MB, peak {peak:.0f} MB (target < 300 MB)")
         print(json.dumps({"p50_ms": round(p50 * 1000), "p99_ms": round(p99 * 1000), "rss_mb": round(rss), "peak_rss_mb": round(peak)}))
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 200)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 200, int(sys.argv[2]) if len(sys.argv) > 2 else 0)

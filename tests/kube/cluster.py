@@ -18,6 +18,9 @@ import contextlib
 import copy
 import dataclasses
 import datetime
+import fractions
+import functools
+import hashlib
 import importlib.util
 import inspect
 import itertools
@@ -50,12 +53,14 @@ import kopf
 import kopf.testing
 import kubernetes.client
 import kubernetes_validate
+import kubernetes_validate.utils
+import referencing
 import urllib3
 
 __all__ = [
     'DEFAULT_RESOURCES', 'KUBERNETES_VERSION', 'REPO_ROOT',
-    'ApiError', 'Attempt', 'ClusterEmulator', 'FakeCluster', 'Kubelet', 'ResourceSpec',
-    'job_condition', 'job_finished', 'operator_settings', 'run_operator',
+    'ApiError', 'Attempt', 'ClusterEmulator', 'FakeCluster', 'Kubelet', 'Kueue', 'ResourceSpec',
+    'job_condition', 'job_finished', 'operator_settings', 'pod_condition', 'run_operator',
 ]
 
 logger = logging.getLogger(__name__)
@@ -113,6 +118,8 @@ _MERGE_PATCH = 'application/merge-patch+json'
 _STRATEGIC_PATCH = 'application/strategic-merge-patch+json'
 _JSON_PATCH = 'application/json-patch+json'
 _PATCH_TYPES = {'merge': _MERGE_PATCH, 'strategic': _STRATEGIC_PATCH, 'json': _JSON_PATCH}
+_PODS = kmock.resource('v1/pods')
+_FIELD_VALIDATION = ('Ignore', 'Warn', 'Strict')  # ?fieldValidation=; the API server's default is Warn
 
 
 def _now() -> str:
@@ -239,8 +246,12 @@ _install_parsing_fixes()
 # CRD structural schemas: pruning, defaulting, validation (the API server does all three for custom resources).
 # --------------------------------------------------------------------------------------------------------------
 
-def _prune_and_default(value: Any, schema: Mapping[str, Any]) -> Any:
-    """Drop undeclared fields and non-nullable nulls, then fill defaults — what the API server does to CRs."""
+def _prune_and_default(value: Any, schema: Mapping[str, Any], path: tuple[str | int, ...] = (),
+                       pruned: list[tuple[str | int, ...]] | None = None) -> Any:
+    """Drop undeclared fields and non-nullable nulls, then fill defaults — what the API server does to CRs.
+
+    The paths of dropped unknown fields are appended to ``pruned`` (for ``fieldValidation`` warnings/errors).
+    """
     if isinstance(value, dict) and (schema.get('type') == 'object' or 'properties' in schema):
         properties: Mapping[str, Any] = schema.get('properties') or {}
         extra = schema.get('additionalProperties')
@@ -251,17 +262,66 @@ def _prune_and_default(value: Any, schema: Mapping[str, Any]) -> Any:
             if sub is None:
                 if keep_unknown:
                     result[key] = item
-                continue  # pruned, silently — a classic source of "my status field vanished"
+                elif pruned is not None:
+                    pruned.append((*path, key))
+                continue  # pruned — with only a warning header: a classic source of "my status field vanished"
             if item is None and not sub.get('nullable'):
                 continue
-            result[key] = _prune_and_default(item, sub)
+            result[key] = _prune_and_default(item, sub, (*path, key), pruned)
         for key, sub in properties.items():
             if key not in result and 'default' in sub:
                 result[key] = _prune_and_default(copy.deepcopy(sub['default']), sub)
         return result
     if isinstance(value, list) and isinstance(schema.get('items'), dict):
-        return [_prune_and_default(item, schema['items']) for item in value]
+        return [_prune_and_default(item, schema['items'], (*path, i), pruned) for i, item in enumerate(value)]
     return value
+
+
+def _field_path(path: Iterable[str | int]) -> str:
+    """``spec.template.spec.containers[0].name``: how the API server names a field in messages."""
+    text = ''
+    for part in path:
+        text += f'[{part}]' if isinstance(part, int) else (f'.{part}' if text else str(part))
+    return text
+
+
+@functools.cache
+def _builtin_validator(kubernetes_version: str, api_version: str, kind: str) -> Any:
+    """kubernetes-validate's strict schema of a built-in kind, compiled once (``None`` if it has none).
+
+    The same lookup as ``kubernetes_validate.validate``, which re-reads and recompiles the schemas on every call.
+    """
+    utils = kubernetes_validate.utils
+    wanted = utils.major_minor(kubernetes_version)
+    version = [v for v in utils.all_versions() if utils.major_minor(v) <= wanted][-1]
+    directory = f'kubernetes-json-schema/v{version}-local-strict'
+    group_version = re.sub(r'^([^./]*)(?:\.[^/]*)?/', r'\1-', api_version)
+    try:
+        schema = utils.schema_contents(f'{directory}/{kind.lower()}-{group_version}.json', kubernetes_version)
+    except FileNotFoundError:
+        return None
+    definitions = utils.schema_contents(f'{directory}/_definitions.json', kubernetes_version)
+    registry = referencing.Resource.from_contents(definitions) @ (
+        referencing.Resource.from_contents(schema) @ referencing.Registry())
+    return jsonschema.validators.Draft202012Validator(schema, registry=registry)
+
+
+def _unknown_fields(validator: Any, obj: Body) -> list[tuple[str | int, ...]]:
+    """Paths of the fields a built-in kind's schema does not declare (``additionalProperties: false``)."""
+    found = []
+    for error in validator.iter_errors(obj):
+        if error.validator == 'additionalProperties' and isinstance(error.instance, dict):
+            known = set(error.schema.get('properties') or {})
+            patterns = list(error.schema.get('patternProperties') or {})
+            found += [(*error.absolute_path, key) for key in error.instance
+                      if key not in known and not any(re.search(pattern, key) for pattern in patterns)]
+    return found
+
+
+def _drop(obj: Any, path: tuple[str | int, ...]) -> None:
+    for part in path[:-1]:
+        obj = obj[part]
+    obj.pop(path[-1], None)
 
 
 def _jsonschema_of(schema: Any, *, reject_unknown: bool = False) -> Any:
@@ -312,7 +372,9 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     merge/strategic/JSON patches and PUT, resourceVersion preconditions (409), no-op writes that change nothing,
     label and field selectors on list/watch/deletecollection, watches that resume from a resourceVersion,
     finalizers, ownerReference garbage collection (background), namespace deletion, built-in defaulting and
-    schema checks for Jobs/Pods/Secrets/Services, and CRDs: creating one installs its resource with its schema.
+    schema checks for Jobs/Pods/Secrets/Services, ``fieldValidation`` (unknown fields dropped with a ``Warning``
+    header, or a 400 when ``Strict``), ``limit``/``continue`` paging, and CRDs: creating one installs its resource
+    with its schema, updating it changes the schema (stored objects are read through the new one).
 
     All methods run on the emulator's event loop and never await while writing, so every write is atomic.
     The mutations happen in kmock's *fallback* reactions, so a test's own reaction on the emulator
@@ -334,6 +396,10 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     _watchers: collections.defaultdict[kmock.resource, set[asyncio.Queue[_Change | None]]] = attrs.field(
         factory=lambda: collections.defaultdict(set), init=False)
     _service_ips: Iterator[int] = attrs.field(factory=lambda: itertools.count(10), init=False)
+    # Mutating admission webhooks: fn(resource, obj, old) changes obj in place before validation (old is None
+    # on create). Called on the emulator's loop: keep them quick, and add/remove them via FakeCluster.call().
+    webhooks: list[Callable[[kmock.resource, Body, Body | None], None]] = attrs.field(factory=list, init=False)
+    _warnings: list[str] = attrs.field(factory=list, init=False)  # of the write being served
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()  # registers _serve_list/_serve_watch/... (overridden below) as fallbacks
@@ -418,7 +484,46 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         obj = self._current(res, request.namespace, request.name)
         if obj is None:
             raise _not_found(res, request.name)
-        return obj
+        return self._present(res, obj)
+
+    def _present(self, res: kmock.resource, obj: Body) -> Body:
+        """An object as read from storage: a custom resource goes through its CRD's *current* schema (pruned and
+        defaulted on every read, as the API server does when it decodes from etcd; never written back)."""
+        if res not in self._schemas:
+            return obj
+        schema, _ = self._custom_validator(res)
+        content = _prune_and_default({key: value for key, value in obj.items()
+                                      if key not in ('metadata', 'apiVersion', 'kind')}, schema)
+        return {'apiVersion': obj['apiVersion'], 'kind': obj['kind'], 'metadata': obj['metadata'], **content}
+
+    def _field_validation(self, request: kmock.Request) -> str:
+        directive = request.params.get('fieldValidation') or 'Warn'
+        if directive not in _FIELD_VALIDATION:
+            raise _error(400, 'BadRequest', f'fieldValidation: Unsupported value: "{directive}": supported values: '
+                                            f'"Ignore", "Strict", "Warn"')
+        self._warnings = []
+        return directive
+
+    def _unknown(self, obj: Body, paths: list[tuple[str | int, ...]], directive: str, patch: bool) -> None:
+        """Unknown fields (already dropped from ``obj``): a 400 if ``Strict``, warnings if ``Warn``."""
+        if not paths:
+            return
+        unknown = [f'unknown field "{_field_path(path)}"' for path in paths]
+        if directive == 'Strict':
+            message = 'strict decoding error: ' + ', '.join(unknown)
+            if not patch:  # how the create/update handlers word a body that cannot be decoded
+                kind, version = obj.get('kind'), str(obj.get('apiVersion', '')).rpartition('/')[2]
+                message = f'{kind} in version "{version}" cannot be handled as a {kind}: {message}'
+            raise _error(400, 'BadRequest', message)
+        if directive == 'Warn':
+            self._warnings += unknown
+
+    def _reply(self, payload: Body, status: int = 200) -> Any:
+        """The response, with the write's warnings as ``Warning: 299 - "..."`` headers (RFC 7234 style)."""
+        if not self._warnings and status == 200:
+            return payload
+        headers = {'Warning': ', '.join('299 - ' + json.dumps(text) for text in self._warnings)} if self._warnings else {}
+        return kmock.Response(status=status, payload=payload, headers=headers)  # type: ignore[attr-defined]
 
     def _custom_validator(self, res: kmock.resource) -> tuple[Body, Any]:
         """The CRD's schema and a compiled validator, built once per schema (compiling a large
@@ -467,9 +572,55 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     def _serve_list(self, request: kmock.Request) -> Any:  # type: ignore[override]
         res, info = self._resource(request)
         match = self._matcher(request)
-        items = [obj for _, obj in self._live(res) if match(obj)]
-        items.sort(key=lambda obj: (obj['metadata'].get('namespace') or '', obj['metadata']['name']))
-        return self._list_body(res, info, items)
+        params = request.params
+        try:
+            limit = int(params.get('limit') or 0)
+        except ValueError:
+            raise _error(400, 'BadRequest', f'invalid limit: {params.get("limit")!r}') from None
+        # Pages of one list are cut from one snapshot (the first page's resourceVersion), in etcd's key order.
+        rv, start = self._decode_continue(params['continue']) if params.get('continue') else (self._rv, '')
+        objects = self._snapshot(res, rv) if start else [obj for _, obj in self._live(res)]
+        items = sorted((obj for obj in objects if match(obj) and self._storage_key(obj) >= start),
+                       key=self._storage_key)
+        body = self._list_body(res, info, [self._present(res, obj) for obj in items[:limit or None]])
+        body['metadata']['resourceVersion'] = str(rv)
+        if 0 < limit < len(items):
+            body['metadata']['continue'] = self._encode_continue(rv, self._storage_key(items[limit - 1]) + '\x00')
+            if not params.get('labelSelector') and not params.get('fieldSelector'):
+                body['metadata']['remainingItemCount'] = len(items) - limit
+        return body
+
+    @staticmethod
+    def _storage_key(obj: Body) -> str:
+        meta = obj['metadata']
+        return f'{meta["namespace"]}/{meta["name"]}' if meta.get('namespace') else meta['name']
+
+    @staticmethod
+    def _encode_continue(rv: int, start: str) -> str:
+        token = json.dumps({'v': 'meta.k8s.io/v1', 'rv': rv, 'start': start}, separators=(',', ':'))
+        return base64.urlsafe_b64encode(token.encode()).decode().rstrip('=')
+
+    def _decode_continue(self, token: str) -> tuple[int, str]:
+        try:
+            data = json.loads(base64.urlsafe_b64decode(token + '=' * (-len(token) % 4)))
+            if data.get('v') != 'meta.k8s.io/v1' or not data.get('start'):
+                raise ValueError(token)
+            return int(data['rv']), str(data['start'])
+        except (ValueError, TypeError, AttributeError, KeyError):
+            raise _error(400, 'BadRequest', 'continue key is not valid: incorrect encoded start resourceVersion '
+                                            '(version meta.k8s.io/v1)') from None
+
+    def _snapshot(self, res: kmock.resource, rv: int) -> list[Body]:
+        """The objects of a resource as they were at a resourceVersion, replayed from the change log."""
+        state: dict[str, Body] = {}
+        for change in self._changes[res]:
+            if change.rv > rv:
+                break
+            if change.type == 'DELETED':
+                state.pop(self._storage_key(change.obj), None)
+            else:
+                state[self._storage_key(change.obj)] = change.obj
+        return list(state.values())
 
     def _serve_fetch(self, request: kmock.Request) -> Any:  # type: ignore[override]
         res, info = self._resource(request)
@@ -488,7 +639,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         timeout = float(params['timeoutSeconds']) if params.get('timeoutSeconds') else None
         backlog: list[Body] = []
         if since in ('', '0') or params.get('sendInitialEvents') == 'true':
-            backlog = [{'type': 'ADDED', 'object': obj} for _, obj in self._live(res) if match(obj)]
+            backlog = [{'type': 'ADDED', 'object': self._present(res, obj)} for _, obj in self._live(res) if match(obj)]
             if params.get('sendInitialEvents') == 'true' and bookmarks:
                 backlog.append(self._bookmark(res, info, initial_events_end=True))
         else:
@@ -498,7 +649,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 raise _error(400, 'BadRequest', f'invalid resourceVersion: {since!r}') from None
             for change in self._changes[res]:
                 if change.rv > since_rv and (event := self._event(change, match)) is not None:
-                    backlog.append(event)
+                    backlog.append({**event, 'object': self._present(res, event['object'])})
         queue: asyncio.Queue[_Change | None] = asyncio.Queue()
         self._watchers[res].add(queue)
         try:
@@ -523,7 +674,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 if live is None:  # the server is shutting down
                     return
                 if (event := self._event(live, match)) is not None:
-                    yield event
+                    yield {**event, 'object': self._present(res, event['object'])}
         finally:
             self._watchers[res].discard(queue)
 
@@ -569,6 +720,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         res, info = self._resource(request)
         if request.subresource is not None:
             raise _error(404, 'NotFound', 'the server could not find the requested resource')
+        directive = self._field_validation(request)
         body = request.data
         if not isinstance(body, dict) or not isinstance(body.get('metadata', {}), dict):
             raise _error(400, 'BadRequest', 'the request body must be a JSON object with object metadata')
@@ -598,15 +750,16 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                **{key: value for key, value in obj.items() if key not in ('apiVersion', 'kind')}}
         if 'status' in info.subresources:
             obj.pop('status', None)  # the status is written through /status only, by controllers
-        obj = self._admit(res, info, obj, None)
+        obj = self._admit(res, info, obj, None, directive)
         self._store(res, 'ADDED', obj, None)
         if res == _CRDS:
-            self._install_crd(obj)
-        return kmock.Response(status=201, payload=obj)  # type: ignore[attr-defined]  # not in kmock.__all__
+            self._install_crd(obj, None)
+        return self._reply(obj, status=201)
 
     def _serve_update(self, request: kmock.Request) -> Any:  # type: ignore[override]
         res, info = self._resource(request)
         current = self._existing(request, res, info)
+        directive = self._field_validation(request)
         content_type, patch = self._content_type(request), request.data
         # Status codes as in the API server's patch handler: an undecodable patch is a 400, one that cannot
         # be applied (a failed "test", a missing path, an unknown op) or yields no object is a 422.
@@ -631,21 +784,22 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             raise _error(415, 'UnsupportedMediaType', f'unsupported patch type: {content_type!r}')
         if not isinstance(new, dict):
             raise _error(422, 'Invalid', f'the patched document is not an object: {new!r}')
-        return self._update(res, info, request.subresource, current, new)
+        return self._reply(self._update(res, info, request.subresource, current, new, directive, patch=True))
 
     def _serve_replace(self, request: kmock.Request) -> Any:
         res, info = self._resource(request)
         current = self._existing(request, res, info)
+        directive = self._field_validation(request)
         body = request.data
         if not isinstance(body, dict):
             raise _error(400, 'BadRequest', 'the request body must be a JSON object')
         meta = body.get('metadata') or {}
         if meta.get('name') not in (None, request.name):
             raise _error(400, 'BadRequest', 'the name of the object does not match the name on the URL')
-        return self._update(res, info, request.subresource, current, body)
+        return self._reply(self._update(res, info, request.subresource, current, body, directive))
 
     def _update(self, res: kmock.resource, info: kmock.ResourceInfo, subresource: str | None,
-                current: Body, new: Body) -> Body:
+                current: Body, new: Body, directive: str = 'Warn', patch: bool = False) -> Body:
         old_meta = current['metadata']
         new = copy.deepcopy(new)  # the request's body stays as kmock recorded it
         # A resourceVersion in the new object (the PUT body, or what a patch left or put there) is a precondition.
@@ -677,14 +831,14 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 if 'status' in current:
                     new['status'] = copy.deepcopy(current['status'])
         new['metadata'].pop('resourceVersion', None)
-        new = self._admit(res, info, new, current)
+        new = self._admit(res, info, new, current, directive, patch)
         if new == {**current, 'metadata': {k: v for k, v in old_meta.items() if k != 'resourceVersion'}}:
             return current  # a no-op write: no new resourceVersion, no watch event — as in Kubernetes
         if self._essence(new, info) != self._essence(current, info):
             new['metadata']['generation'] = old_meta.get('generation', 1) + 1
         self._store(res, 'MODIFIED', new, current)
         if res == _CRDS:
-            self._install_crd(new)
+            self._install_crd(new, current)
         if new['metadata'].get('deletionTimestamp') and not new['metadata'].get('finalizers'):
             return self._purge(res, new)
         return new
@@ -797,7 +951,9 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             raise _error(422, 'Invalid', f'{info.kind} "{name}" is invalid: metadata.name: Invalid value: '
                          f'"{name}": must be a lowercase RFC 1123 name of at most {limit} characters')
 
-    def _admit(self, res: kmock.resource, info: kmock.ResourceInfo, obj: Body, old: Body | None) -> Body:
+    def _admit(self, res: kmock.resource, info: kmock.ResourceInfo, obj: Body, old: Body | None,
+               directive: str = 'Warn', patch: bool = False) -> Body:
+        """Defaulting, mutating webhooks, then validation — the API server's admission order."""
         if res == _JOBS:
             self._admit_job(obj, old)
         elif res == kmock.resource('v1/secrets'):
@@ -812,33 +968,44 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                              'phase': 'Terminating' if obj['metadata'].get('deletionTimestamp') else 'Active'}
         elif res == _CRDS:
             self._admit_crd(obj, old)
+        for webhook in list(self.webhooks):
+            webhook(res, obj, old)
         if res in self._schemas:
-            obj = self._check_custom(res, info, obj)
+            obj = self._check_custom(res, info, obj, directive, patch)
         elif self.validate and res not in self._custom and info.kind not in _UNCHECKED_KINDS:
-            self._check_builtin(obj)
+            self._check_builtin(obj, directive, patch)
         return obj
 
-    def _check_builtin(self, obj: Body) -> None:
-        try:
-            kubernetes_validate.validate(obj, self.validate or KUBERNETES_VERSION, strict=True)
-        except kubernetes_validate.SchemaNotFoundError:
-            pass
-        except jsonschema.ValidationError as e:
-            path = '.'.join(str(part) for part in e.absolute_path) or '<root>'
+    def _check_builtin(self, obj: Body, directive: str = 'Warn', patch: bool = False) -> None:
+        """Unknown fields are dropped (and reported per ``fieldValidation``); invalid values are a 422."""
+        validator = _builtin_validator(self.validate or KUBERNETES_VERSION, str(obj.get('apiVersion')),
+                                       str(obj.get('kind')))
+        if validator is None:
+            return
+        unknown = _unknown_fields(validator, obj)
+        for path in unknown:
+            _drop(obj, path)
+        self._unknown(obj, unknown, directive, patch)
+        error = jsonschema.exceptions.best_match(validator.iter_errors(obj))
+        if error is not None:
+            path = _field_path(error.absolute_path) or '<root>'
             raise _error(422, 'Invalid', f'{obj.get("kind")} "{obj["metadata"].get("name")}" is invalid: '
-                                         f'{path}: {e.message}') from None
+                                         f'{path}: {error.message}')
 
-    def _check_custom(self, res: kmock.resource, info: kmock.ResourceInfo, obj: Body) -> Body:
+    def _check_custom(self, res: kmock.resource, info: kmock.ResourceInfo, obj: Body, directive: str = 'Warn',
+                      patch: bool = False) -> Body:
         """Prune, default and validate a custom resource against its CRD schema (metadata is never pruned)."""
         schema, validator = self._custom_validator(res)
+        pruned: list[tuple[str | int, ...]] = []
         content = _prune_and_default({key: value for key, value in obj.items()
-                                      if key not in ('metadata', 'apiVersion', 'kind')}, schema)
+                                      if key not in ('metadata', 'apiVersion', 'kind')}, schema, (), pruned)
+        self._unknown(obj, pruned, directive, patch)
         try:
             error = jsonschema.exceptions.best_match(validator.iter_errors(content))
             if error is not None:
                 raise error
         except jsonschema.ValidationError as e:
-            path = '.'.join(str(part) for part in e.absolute_path) or '<root>'
+            path = _field_path(e.absolute_path) or '<root>'
             raise _error(422, 'Invalid', f'{info.kind}.{res.group} "{obj["metadata"].get("name")}" is invalid: '
                                          f'{path}: {e.message}') from None
         return {'apiVersion': obj['apiVersion'], 'kind': obj['kind'], 'metadata': obj['metadata'], **content}
@@ -871,9 +1038,22 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         template = spec.setdefault('template', {})
         template_meta = template.setdefault('metadata', {})
         template_meta['labels'] = {**(template_meta.get('labels') or {}), **labels}
-        if (template.get('spec') or {}).get('restartPolicy') not in ('Never', 'OnFailure'):
+        restart_policy = (template.get('spec') or {}).get('restartPolicy')
+        if restart_policy not in ('Never', 'OnFailure'):
             raise _error(422, 'Invalid', f'Job.batch "{name}" is invalid: spec.template.spec.restartPolicy: '
                                          f'Required value: valid values: "OnFailure", "Never"')
+        if isinstance(spec.get('podFailurePolicy'), dict):
+            if restart_policy != 'Never':
+                raise _error(422, 'Invalid', f'Job.batch "{name}" is invalid: spec.template.spec.restartPolicy: '
+                                             f'Invalid value: "{restart_policy}": only "Never" is supported when '
+                                             f'podFailurePolicy is specified')
+            for i, rule in enumerate(spec['podFailurePolicy'].get('rules') or []):
+                if rule.get('action') == 'FailIndex' and spec.get('backoffLimitPerIndex') is None:
+                    raise _error(422, 'Invalid', f'Job.batch "{name}" is invalid: spec.podFailurePolicy.rules[{i}]'
+                                                 f'.action: Invalid value: "FailIndex": requires the '
+                                                 f'backoffLimitPerIndex to be set')
+                for pattern in rule.get('onPodConditions') or []:
+                    pattern.setdefault('status', 'True')  # API defaulting
 
     @staticmethod
     def _admit_secret(secret: Body) -> None:
@@ -907,9 +1087,10 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         now = _now()
         names = (crd.get('spec') or {}).get('names') or {}
         storage = [v['name'] for v in (crd.get('spec') or {}).get('versions') or [] if v.get('storage')]
+        stored = list(((old or {}).get('status') or {}).get('storedVersions') or [])  # only ever grows
         crd['status'] = {
             'acceptedNames': names,
-            'storedVersions': storage,
+            'storedVersions': stored + [version for version in storage if version not in stored],
             'conditions': [
                 {'type': 'NamesAccepted', 'status': 'True', 'reason': 'NoConflicts',
                  'message': 'no conflicts found', 'lastTransitionTime': now},
@@ -933,9 +1114,18 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                                         subresources=subresources, custom=True), schema))
         return result
 
-    def _install_crd(self, crd: Body) -> None:
-        for spec, schema in self._crd_resources(crd):
+    def _install_crd(self, crd: Body, old: Body | None) -> None:
+        """Serve a CRD's versions with their schemas; an update swaps the schemas (objects stay stored)."""
+        served = self._crd_resources(crd)
+        for spec, schema in served:
+            self._schemas.pop(kmock.resource(spec.name), None)  # a schema removed by the update is gone too
             self.install(spec, schema=schema)
+        names = {spec.name for spec, _ in served}
+        for spec, _ in self._crd_resources(old) if old is not None else []:
+            res = kmock.resource(spec.name)
+            if spec.name not in names and res in self.resources:  # a version no longer served
+                del self.resources[res]
+                self._schemas.pop(res, None)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -949,7 +1139,7 @@ class ApiError(Exception):
         self.status = status
         self.body = body
         self.reason = body.get('reason', '') if isinstance(body, dict) else ''
-        self.message = body.get('message', '') if isinstance(body, dict) else str(body)
+        self.message = (body.get('message') or '') if isinstance(body, dict) else str(body or '')
         super().__init__(f'{status} {self.reason}: {self.message}')
 
 
@@ -978,6 +1168,8 @@ class FakeCluster:
         self._emulator: ClusterEmulator | None = None
         self._url: str | None = None
         self.kubelet: Kubelet | None = None
+        self.kueue: Kueue | None = None
+        self.warnings: list[str] = []  # texts of the `Warning` headers the helpers received, oldest first
 
     # ---- lifecycle --------------------------------------------------------------------------------------------
 
@@ -1013,9 +1205,12 @@ class FakeCluster:
         return self
 
     def stop(self) -> None:
-        """Stop the kubelet (if started via :meth:`start_kubelet`) and the API server. Idempotent."""
+        """Stop the kubelet and Kueue (if started via :meth:`start_kubelet`/:meth:`start_kueue`) and the API
+        server. Idempotent."""
         if self.kubelet is not None:
             self.kubelet.stop()
+        if self.kueue is not None:
+            self.kueue.stop()
         if self._thread is not None and self._loop is not None and self._stopping is not None:
             with contextlib.suppress(RuntimeError):  # the loop is already closed
                 self._loop.call_soon_threadsafe(self._stopping.set)
@@ -1089,8 +1284,23 @@ class FakeCluster:
         self.call(lambda: self.emulator.install(spec))
 
     def install_crd(self, crd: Mapping[str, Any]) -> Body:
-        """Create a CRD object (e.g. loaded from a manifest); its resources then get served with its schema."""
-        return self.create('apiextensions.k8s.io/v1/customresourcedefinitions', dict(crd))
+        """Create a CRD object (e.g. loaded from a manifest); its resources then get served with its schema.
+
+        If it exists, it is replaced, as ``kubectl apply`` of a newer manifest does: stored objects then read
+        through the new schema (its defaults filled, undeclared fields pruned) and writes are checked against it.
+        """
+        resource = 'apiextensions.k8s.io/v1/customresourcedefinitions'
+        name = (crd.get('metadata') or {}).get('name', '')
+        current = self.get(resource, None, name) if name else None
+        if current is None:
+            return self.create(resource, dict(crd))
+        body = copy.deepcopy(dict(crd))
+        meta = body.setdefault('metadata', {})
+        meta['resourceVersion'] = current['metadata']['resourceVersion']
+        for key in ('labels', 'annotations', 'finalizers'):  # kept unless the manifest sets them
+            if key in current['metadata'] and key not in meta:
+                meta[key] = current['metadata'][key]
+        return self.replace(resource, None, name, body)
 
     def history(self, resource: str, namespace: str | None, name: str) -> list[Body | None]:
         """Every stored version of an object, oldest first (``None`` marks a deletion)."""
@@ -1109,6 +1319,13 @@ class FakeCluster:
             raise RuntimeError('a kubelet is already attached to this cluster')
         self.kubelet = Kubelet(self, **options).start()
         return self.kubelet
+
+    def start_kueue(self, **options: Any) -> Kueue:
+        """Start a :class:`Kueue` that stops together with this cluster."""
+        if self.kueue is not None:
+            raise RuntimeError('Kueue is already running on this cluster')
+        self.kueue = Kueue(self, **options).start()
+        return self.kueue
 
     # ---- clients ----------------------------------------------------------------------------------------------
 
@@ -1156,6 +1373,8 @@ class FakeCluster:
                                       headers={'Content-Type': content_type, 'Accept': 'application/json'},
                                       timeout=timeout)
         payload = json.loads(response.data) if response.data else None
+        for header in response.headers.getlist('Warning'):
+            self.warnings += [json.loads(text) for text in re.findall(r'\d{3} \S+ ("(?:[^"\\]|\\.)*")', header)]
         if response.status >= 400:
             raise ApiError(response.status, payload)
         return payload
@@ -1182,23 +1401,35 @@ class FakeCluster:
         items: list[Body] = self.request('GET', self.path(resource, namespace), params=params)['items']
         return items
 
-    def create(self, resource: str, body: Mapping[str, Any], namespace: str | None = None) -> Body:
-        """Create an object; the namespace defaults to the body's, then to ``default`` (as kubectl does)."""
+    @staticmethod
+    def _validation(field_validation: str | None) -> dict[str, str] | None:
+        return {'fieldValidation': field_validation} if field_validation else None
+
+    def create(self, resource: str, body: Mapping[str, Any], namespace: str | None = None, *,
+               field_validation: str | None = None) -> Body:
+        """Create an object; the namespace defaults to the body's, then to ``default`` (as kubectl does).
+
+        ``field_validation`` (``Strict``/``Warn``/``Ignore``; the server's default is ``Warn``) is the query
+        parameter: unknown fields are a 400 with ``Strict``, else dropped (``Warn`` adds to :attr:`warnings`).
+        """
         _, namespaced = self._resolve(resource)
         if namespaced:
             namespace = namespace or (body.get('metadata') or {}).get('namespace') or 'default'
-        return self._object('POST', self.path(resource, namespace), body=body)
+        return self._object('POST', self.path(resource, namespace), body=body,
+                            params=self._validation(field_validation))
 
     def patch(self, resource: str, namespace: str | None, name: str, patch: Any, *,
-              subresource: str | None = None, patch_type: str = 'merge') -> Body:
+              subresource: str | None = None, patch_type: str = 'merge', field_validation: str | None = None
+              ) -> Body:
         """Patch an object: ``patch_type`` is ``merge`` (default), ``strategic`` or ``json``."""
         return self._object('PATCH', self.path(resource, namespace, name, subresource), body=patch,
-                            content_type=_PATCH_TYPES[patch_type])
+                            content_type=_PATCH_TYPES[patch_type], params=self._validation(field_validation))
 
     def replace(self, resource: str, namespace: str | None, name: str, body: Mapping[str, Any], *,
-                subresource: str | None = None) -> Body:
+                subresource: str | None = None, field_validation: str | None = None) -> Body:
         """PUT the whole object (a ``metadata.resourceVersion`` in it makes it conditional)."""
-        return self._object('PUT', self.path(resource, namespace, name, subresource), body=body)
+        return self._object('PUT', self.path(resource, namespace, name, subresource), body=body,
+                            params=self._validation(field_validation))
 
     def delete(self, resource: str, namespace: str | None, name: str, *, propagation: str | None = None
                ) -> Body | None:
@@ -1246,13 +1477,23 @@ def job_finished(job: Mapping[str, Any]) -> bool:
     return job_condition(job, 'Complete') is not None or job_condition(job, 'Failed') is not None
 
 
+def pod_condition(pod: Mapping[str, Any], type_: str) -> Body | None:
+    """The Pod's condition of that type, whatever its status (e.g. ``PodScheduled``, ``DisruptionTarget``)."""
+    for condition in (pod.get('status') or {}).get('conditions') or []:
+        if condition.get('type') == type_:
+            return condition  # type: ignore[no-any-return]
+    return None
+
+
 # --------------------------------------------------------------------------------------------------------------
 # The kubelet (and Job controller): Jobs run as local processes.
 # --------------------------------------------------------------------------------------------------------------
 
 RewriteEnv = Callable[[Body, 'int | None', dict[str, str]], Mapping[str, str]]
+BadImages = Iterable[str] | Mapping[str, str] | Callable[[str], 'bool | str | None']
 DEFAULT_PASSTHROUGH_ENV = ('PATH', 'HOME', 'TMPDIR', 'LANG', 'LC_ALL', 'TZ')
 MAX_TERMINATION_MESSAGE = 4096  # bytes, as the kubelet reads from terminationMessagePath
+DEFAULT_QUOTA_MESSAGE = ('exceeded quota: compute-resources, requested: pods=1, used: pods=10, limited: pods=10')
 _VAR_REF = re.compile(r'\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)')
 
 
@@ -1273,6 +1514,28 @@ def _format_indexes(indexes: Iterable[int]) -> str:
     return ','.join(parts)
 
 
+_GENERIC_ERRORS = {  # client-go's texts for an error response without a Status message
+    400: 'the server rejected our request for an unknown reason', 403: 'the server does not allow access to the '
+    'requested resource', 404: 'the server could not find the requested resource', 409: 'the server reported a '
+    'conflict', 422: 'the server rejected our request due to an error in our request', 429: 'the server has '
+    'received too many requests and has asked us to try again later', 503: 'the server is currently unable to '
+    'handle the request'}
+
+
+def _client_error(error: ApiError, verb: str = 'post', resource: str = 'pods') -> str:
+    """How a Go client's error reads: the server's Status message, or client-go's generic text."""
+    if error.message:
+        return error.message
+    text = _GENERIC_ERRORS.get(error.status, 'an error on the server ("unknown") has prevented the request from '
+                                             'succeeding')
+    return f'{text} ({verb} {resource})'
+
+
+def _go_quote(text: str) -> str:
+    """Go's ``%q`` (close enough for image names and messages)."""
+    return json.dumps(text, ensure_ascii=False)
+
+
 @contextlib.contextmanager
 def _unless_gone() -> Iterator[None]:
     """Ignore 404s: the object was deleted (e.g. a Pod collected with its Job), there is nothing to update."""
@@ -1285,6 +1548,310 @@ def _unless_gone() -> Iterator[None]:
 
 class _ConfigError(Exception):
     """The container cannot start yet (a missing Secret key, ...): the pod waits, as in Kubernetes."""
+
+
+class _EventRecorder:
+    """Posts core/v1 Events for one component as client-go's recorder does: the same event again (same object,
+    type, reason and message) bumps the Event's ``count`` and ``lastTimestamp``; once an object has had 10
+    different messages for one reason, further ones go into one Event whose message starts with
+    ``(combined from similar events): `` (its count bumped, its message the latest) — client-go's aggregator."""
+
+    MAX_SIMILAR = 10
+
+    def __init__(self, cluster: FakeCluster, component: str) -> None:
+        self.cluster, self.component = cluster, component
+        self._seen: dict[tuple[Any, ...], list[Any]] = {}  # key -> [Event name, count]
+        self._messages: collections.defaultdict[tuple[Any, ...], set[str]] = collections.defaultdict(set)
+        self._lock = threading.Lock()
+
+    def record(self, obj: Mapping[str, Any], type_: str, reason: str, message: str, *,
+               field_path: str | None = None, host: str | None = None) -> None:
+        meta = obj['metadata']
+        namespace = meta.get('namespace') or 'default'
+        involved = {'apiVersion': obj.get('apiVersion'), 'kind': obj.get('kind'), 'namespace': meta.get('namespace'),
+                    'name': meta['name'], 'uid': meta['uid']}
+        if field_path:
+            involved['fieldPath'] = field_path
+        similar = (meta['uid'], field_path, type_, reason)
+        now = _now()
+        with self._lock, _unless_gone():
+            messages = self._messages[similar]
+            if message in messages or len(messages) < self.MAX_SIMILAR:
+                messages.add(message)
+                key: tuple[Any, ...] = (*similar, message)
+            else:
+                key, message = similar, f'(combined from similar events): {message}'
+            seen = self._seen.get(key)
+            if seen is not None:
+                seen[1] += 1
+                self.cluster.patch('v1/events', namespace, seen[0],
+                                   {'count': seen[1], 'lastTimestamp': now, 'message': message})
+                return
+            name = f'{meta["name"]}.{time.time_ns():x}'
+            self.cluster.create('v1/events', {
+                'metadata': {'name': name, 'namespace': namespace}, 'involvedObject': involved,
+                'type': type_, 'reason': reason, 'message': message,
+                'source': {'component': self.component, **({'host': host} if host else {})},
+                'firstTimestamp': now, 'lastTimestamp': now, 'count': 1, 'eventTime': None,
+                'reportingComponent': self.component, 'reportingInstance': host or '',
+            }, namespace=namespace)
+            self._seen[key] = [name, 1]
+
+
+# ---- the scheduler: resources, node selection, and its messages ----------------------------------------------
+
+_QUANTITY = re.compile(r'([+-]?(?:\d+\.?\d*|\.\d+))(?:[eE]([+-]?\d+)|(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]))?')
+_QUANTITY_SUFFIXES: dict[str, fractions.Fraction] = {
+    **{suffix: fractions.Fraction(2) ** (10 * (i + 1)) for i, suffix in enumerate(('Ki', 'Mi', 'Gi', 'Ti', 'Pi', 'Ei'))},
+    'n': fractions.Fraction(1, 10 ** 9), 'u': fractions.Fraction(1, 10 ** 6), 'm': fractions.Fraction(1, 1000),
+    **{suffix: fractions.Fraction(10) ** (3 * (i + 1)) for i, suffix in enumerate('kMGTPE')},
+}
+_STANDARD_RESOURCES = ('cpu', 'memory', 'ephemeral-storage')  # unlimited on a node that does not declare them
+
+
+def _quantity(value: Any) -> fractions.Fraction:
+    """A Kubernetes resource quantity (``500m``, ``512Gi``, ``1e3``, ``8``) as an exact number."""
+    m = _QUANTITY.fullmatch(str(value).strip())
+    if m is None:
+        raise ValueError(f"quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
+                         f': {value!r}')
+    number = fractions.Fraction(m[1])
+    if m[2]:
+        number *= fractions.Fraction(10) ** int(m[2])
+    elif m[3]:
+        number *= _QUANTITY_SUFFIXES[m[3]]
+    return number
+
+
+def _pod_requests(pod_spec: Mapping[str, Any]) -> dict[str, fractions.Fraction]:
+    """What the scheduler reserves for a pod: the sum over containers (a limit without a request is the request,
+    as API defaulting makes it), at least the largest init container's."""
+    def requests(container: Mapping[str, Any]) -> dict[str, fractions.Fraction]:
+        resources = container.get('resources') or {}
+        merged = {**(resources.get('limits') or {}), **(resources.get('requests') or {})}
+        return {name: _quantity(value) for name, value in merged.items()}
+    total: dict[str, fractions.Fraction] = collections.defaultdict(fractions.Fraction)
+    for container in pod_spec.get('containers') or []:
+        for name, amount in requests(container).items():
+            total[name] += amount
+    for container in pod_spec.get('initContainers') or []:
+        for name, amount in requests(container).items():
+            total[name] = max(total[name], amount)
+    return {name: amount for name, amount in total.items() if amount}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Node:
+    name: str
+    labels: Mapping[str, str]
+    allocatable: Mapping[str, fractions.Fraction] | None  # None: unlimited
+    taints: Sequence[Mapping[str, str]]
+    unschedulable: bool
+
+    @classmethod
+    def of(cls, spec: Mapping[str, Any]) -> _Node:
+        name = str(spec.get('name') or 'fake-node')
+        labels = {'kubernetes.io/hostname': name, 'kubernetes.io/os': 'linux', 'kubernetes.io/arch': 'amd64',
+                  **(spec.get('labels') or {})}
+        allocatable = spec.get('allocatable')
+        return cls(name, labels, None if allocatable is None else {k: _quantity(v) for k, v in allocatable.items()},
+                   list(spec.get('taints') or []), bool(spec.get('unschedulable')))
+
+
+def _tolerates(toleration: Mapping[str, Any], taint: Mapping[str, Any]) -> bool:
+    """``Toleration.ToleratesTaint`` of k8s.io/api."""
+    if toleration.get('effect') and toleration['effect'] != taint.get('effect'):
+        return False
+    if toleration.get('key') and toleration['key'] != taint.get('key'):
+        return False
+    operator = toleration.get('operator') or 'Equal'
+    if operator == 'Exists':
+        return True
+    return operator == 'Equal' and (toleration.get('value') or '') == (taint.get('value') or '')
+
+
+def _selector_requirement(requirement: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    key, operator, values = requirement.get('key'), requirement.get('operator'), requirement.get('values') or []
+    if operator == 'Exists':
+        return key in labels
+    if operator == 'DoesNotExist':
+        return key not in labels
+    if operator == 'In':
+        return key in labels and labels[key] in values
+    if operator == 'NotIn':
+        return key not in labels or labels[key] not in values
+    if operator in ('Gt', 'Lt') and key in labels and len(values) == 1:
+        try:
+            actual, bound = int(labels[key]), int(values[0])
+        except ValueError:
+            return False
+        return actual > bound if operator == 'Gt' else actual < bound
+    return False
+
+
+def _matches_node_affinity(pod_spec: Mapping[str, Any], node: _Node) -> bool:
+    """The pod's ``nodeSelector`` and required node affinity (terms are ORed, expressions in a term ANDed)."""
+    if any(node.labels.get(key) != value for key, value in (pod_spec.get('nodeSelector') or {}).items()):
+        return False
+    required = (((pod_spec.get('affinity') or {}).get('nodeAffinity') or {})
+                .get('requiredDuringSchedulingIgnoredDuringExecution'))
+    if not required:
+        return True
+    for term in required.get('nodeSelectorTerms') or []:
+        expressions, fields = term.get('matchExpressions') or [], term.get('matchFields') or []
+        if (expressions or fields) and all(_selector_requirement(e, node.labels) for e in expressions) and all(
+                _selector_requirement(f, {'metadata.name': node.name}) for f in fields):
+            return True
+    return False
+
+
+def _filter_node(node: _Node, pod_spec: Mapping[str, Any], requests: Mapping[str, fractions.Fraction],
+                 used: Mapping[str, fractions.Fraction], pods: int) -> tuple[list[str], bool]:
+    """The default scheduler's filter plugins, in their order, for one node: the reasons it does not fit, and
+    whether preemption could help (resource shortages) or not (taints, affinity: UnschedulableAndUnresolvable)."""
+    tolerations = pod_spec.get('tolerations') or []
+    if node.unschedulable and not any(_tolerates(t, {'key': 'node.kubernetes.io/unschedulable',
+                                                     'effect': 'NoSchedule'}) for t in tolerations):
+        return ['node(s) were unschedulable'], False
+    for taint in node.taints:
+        if taint.get('effect') in ('NoSchedule', 'NoExecute') and not any(_tolerates(t, taint) for t in tolerations):
+            return [f'node(s) had untolerated taint {{{taint.get("key")}: {taint.get("value") or ""}}}'], False
+    if not _matches_node_affinity(pod_spec, node):
+        return ["node(s) didn't match Pod's node affinity/selector"], False
+    if node.allocatable is None:
+        return [], True
+    reasons = []
+    if 'pods' in node.allocatable and pods + 1 > node.allocatable['pods']:
+        reasons.append('Too many pods')
+    for name, amount in requests.items():
+        if name not in node.allocatable and (name in _STANDARD_RESOURCES or name.startswith('hugepages-')):
+            continue  # not declared: unlimited
+        if used.get(name, 0) + amount > node.allocatable.get(name, 0):  # an undeclared extended resource: none
+            reasons.append(f'Insufficient {name}')
+    return reasons, True
+
+
+def _fit_error(failures: Sequence[tuple[list[str], bool]]) -> str:
+    """The scheduler's FitError message, with the default preemption plugin's verdict (no lower-priority pods to
+    evict here), e.g. ``0/1 nodes are available: 1 Insufficient nvidia.com/gpu. preemption: 0/1 nodes are
+    available: 1 No preemption victims found for incoming pod.``"""
+    if not failures:
+        return 'no nodes available to schedule pods'
+
+    def histogram(reasons: Iterable[str]) -> str:
+        return ', '.join(sorted(f'{count} {reason}' for reason, count in collections.Counter(reasons).items()))
+    nodes = len(failures)
+    why = histogram(reason for reasons, _ in failures for reason in reasons)
+    preemption = histogram('No preemption victims found for incoming pod' if resolvable
+                           else 'Preemption is not helpful for scheduling' for _, resolvable in failures)
+    return (f'0/{nodes} nodes are available: {why}. '
+            f'preemption: 0/{nodes} nodes are available: {preemption}.')
+
+
+# ---- images: what the kubelet (and distribution/reference) accept ------------------------------------------------
+
+_ALNUM = r'[a-z0-9]+'
+_PATH_COMPONENT = rf'{_ALNUM}(?:(?:[._]|__|[-]+){_ALNUM})*'
+_DOMAIN_COMPONENT = r'(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])'
+_DOMAIN = rf'(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?'
+_IMAGE_REFERENCE = re.compile(
+    rf'((?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)'
+    r'(?::([A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?'
+    r'(?:@([A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}))?')
+
+
+def _split_docker_domain(name: str) -> tuple[str, str]:
+    """distribution/reference's ``splitDockerDomain``: ``busybox`` is ``docker.io`` + ``library/busybox``."""
+    first, slash, rest = name.partition('/')
+    if not slash or (not any(c in first for c in '.:') and first != 'localhost' and first.lower() == first):
+        domain, remainder = 'docker.io', name
+    else:
+        domain, remainder = first, rest
+    if domain == 'index.docker.io':
+        domain = 'docker.io'
+    if domain == 'docker.io' and '/' not in remainder:
+        remainder = 'library/' + remainder
+    return domain, remainder
+
+
+def _invalid_image(image: str) -> str | None:
+    """The kubelet's InvalidImageName message for an image reference it cannot parse, or ``None``."""
+    error: str | None
+    if re.fullmatch(r'[a-f0-9]{64}', image):
+        error = f'invalid repository name ({image}), cannot specify 64-byte hexadecimal strings'
+    else:
+        domain, remainder = _split_docker_domain(image)
+        remote = remainder.partition(':')[0]
+        if remote.lower() != remote:
+            error = f'invalid reference format: repository name ({remote}) must be lowercase'
+        elif (m := _IMAGE_REFERENCE.fullmatch(f'{domain}/{remainder}')) is None:
+            error = 'invalid reference format'
+        elif len(m[1]) > 255:
+            error = 'repository name must not be more than 255 characters'
+        else:
+            error = None
+    if error is None:
+        return None
+    return f'Failed to apply default image tag {_go_quote(image)}: couldn\'t parse image name {_go_quote(image)}: {error}'
+
+
+def _image_not_found(image: str) -> str:
+    """What containerd answers for an image (or tag) that does not exist, with the name fully qualified."""
+    domain, remainder = _split_docker_domain(image)
+    ref = f'{domain}/{remainder}'
+    m = _IMAGE_REFERENCE.fullmatch(ref)
+    if m is not None and not m[2] and not m[3]:
+        ref += ':latest'
+    return (f'rpc error: code = NotFound desc = failed to pull and unpack image "{ref}": failed to resolve '
+            f'reference "{ref}": {ref}: not found')
+
+
+# ---- the Job controller's podFailurePolicy and disruptions -------------------------------------------------------
+
+DISRUPTION_MESSAGES = {  # DisruptionTarget reason -> the message the component that disrupts the pod writes
+    'EvictionByEvictionAPI': 'Eviction API: evicting',
+    'PreemptionByScheduler': '{scheduler}: preempting to accommodate a higher priority pod',
+    'DeletionByTaintManager': 'Taint manager: deleting due to NoExecute taint',
+    'TerminationByKubelet': 'The node was low on resource: memory. Threshold quantity: 100Mi, available: 0Ki. ',
+}
+
+
+def _match_pod_failure_policy(policy: Mapping[str, Any] | None, pod: Mapping[str, Any]) -> tuple[str | None, str]:
+    """The Job controller's ``matchPodFailurePolicy``: the action of the first rule that matches a failed pod
+    (``None``: no rule matches, count it), and for ``FailJob`` the message of the Job's Failed condition."""
+    meta, status = pod['metadata'], pod.get('status') or {}
+    where = f'{meta.get("namespace")}/{meta["name"]}'
+    for index, rule in enumerate((policy or {}).get('rules') or []):
+        action, message = rule.get('action'), ''
+        if rule.get('onExitCodes') is not None:
+            requirement = rule['onExitCodes']
+            values = requirement.get('values') or []
+            for container in [*(status.get('containerStatuses') or []), *(status.get('initContainerStatuses') or [])]:
+                terminated = (container.get('state') or {}).get('terminated')
+                if not terminated or terminated.get('exitCode', 0) == 0:
+                    continue
+                if requirement.get('containerName') not in (None, container.get('name')):
+                    continue
+                code = terminated['exitCode']
+                if (code in values) == (requirement.get('operator') == 'In'):
+                    message = (f'Container {container.get("name")} for pod {where} failed with exit code {code} '
+                               f'matching {action} rule at index {index}')
+                    break
+            else:
+                continue
+        elif rule.get('onPodConditions'):
+            matched = next((c for c in status.get('conditions') or [] for pattern in rule['onPodConditions']
+                            if c.get('type') == pattern.get('type')
+                            and c.get('status') == (pattern.get('status') or 'True')), None)
+            if matched is None:
+                continue
+            message = f'Pod {where} has condition {matched["type"]} matching {action} rule at index {index}'
+        else:
+            continue
+        if action in ('Ignore', 'FailJob', 'FailIndex', 'Count'):
+            return action, message
+        # an action this version does not know: skipped, as clients are told to do
+    return None, ''
 
 
 @dataclasses.dataclass(eq=False)
@@ -1301,15 +1868,27 @@ class Attempt:
     exit_code: int | None = None
     message: str = ''  # the termination message, as written into the Pod's status
     injected: bool = False  # failed by Kubelet.fail_next(), without running anything
-    killed: bool = False  # terminated by the kubelet (Job deleted, suspended or failed)
-    waiting: str | None = None  # why the container cannot start yet
+    killed: bool = False  # terminated by the kubelet (Job deleted, suspended or failed; pod evicted)
+    waiting: str | None = None  # why the container cannot start yet (unschedulable, image, config)
     started_at: str | None = None
     finished_at: str | None = None
+    node: str | None = None  # where the scheduler bound the pod
+    disruption: str | None = None  # the DisruptionTarget reason, once evicted
     slot: int = dataclasses.field(default=0, repr=False)
     _pod_body: Body = dataclasses.field(default_factory=dict, repr=False)
     _proc: subprocess.Popen[bytes] | None = dataclasses.field(default=None, repr=False)
     _injected_code: int | None = dataclasses.field(default=None, repr=False)
     _kill_deadline: float | None = dataclasses.field(default=None, repr=False)
+    _conditions: list[Body] = dataclasses.field(default_factory=list, repr=False)  # the pod's status.conditions
+    _requests: dict[str, fractions.Fraction] = dataclasses.field(default_factory=dict, repr=False)
+    _shown: tuple[str, str] | None = dataclasses.field(default=None, repr=False)  # the waiting state written
+    _shown_at: float = dataclasses.field(default=0.0, repr=False)
+    _image_ready: bool = dataclasses.field(default=False, repr=False)
+    _pull_error: str | None = dataclasses.field(default=None, repr=False)
+    _pulled_at: float = dataclasses.field(default=0.0, repr=False)
+    _end_reason: str | None = dataclasses.field(default=None, repr=False)  # containerStatuses[].state.terminated
+    _pod_reason: str | None = dataclasses.field(default=None, repr=False)  # status.reason, e.g. Evicted
+    _delete_when_done: bool = dataclasses.field(default=False, repr=False)
 
     @property
     def stdout_path(self) -> Path:
@@ -1368,6 +1947,9 @@ class _JobRun:
     completion_time: str | None = None
     conditions: list[Body] = dataclasses.field(default_factory=list)
     finished: bool = False
+    finished_wall: float | None = None  # time.time() when it finished (for ttlSecondsAfterFinished)
+    refused: bool = False  # the last pod creation was refused by the API server
+    retry_create_at: float = 0.0
     written: Body | None = None  # the last status written, to write only changes
 
 
@@ -1378,26 +1960,40 @@ class _InjectedFailure:
     message: str
 
 
+def _finish_time(job: Mapping[str, Any]) -> float | None:
+    """When a Job finished (its Complete/Failed condition's transition), as a Unix time."""
+    condition = job_condition(job, 'Complete') or job_condition(job, 'Failed')
+    stamp = (condition or {}).get('lastTransitionTime')
+    if not stamp:
+        return None
+    return datetime.datetime.strptime(stamp, '%Y-%m-%dT%H:%M:%SZ').replace(tzinfo=datetime.UTC).timestamp()
+
+
 class Kubelet:
-    """The Job controller and a kubelet in one thread: it polls Jobs and runs their containers locally.
+    """The Job controller, the scheduler and a kubelet in one thread: it polls Jobs and runs their containers locally.
 
     Each attempt of each index gets a Pod object (``<job>-<index>-<random>``, labelled and owned like the real
-    controller's) and runs the pod template's first container ``command`` + ``args`` as a subprocess in ``cwd``,
-    with stdout/stderr in ``log_dir``. Job and Pod statuses are written the way the controllers write them.
+    controller's), which the scheduler binds to one of ``nodes`` (or leaves Pending, Unschedulable); the kubelet
+    "pulls" its image (see ``bad_images``), resolves its environment, and runs the pod template's first container
+    ``command`` + ``args`` as a subprocess in ``cwd``, with stdout/stderr in ``log_dir``. Job and Pod statuses,
+    conditions and Events are written the way the real components write them.
 
     Semantics kept: completions, parallelism (indexes up to that many run at once), backoffLimit (the Job fails
-    once failures exceed it), backoffLimitPerIndex/maxFailedIndexes, activeDeadlineSeconds, suspend (running
-    processes are killed, nothing starts), deletion (processes of a deleted Job are killed), and Pods that wait
-    (CreateContainerConfigError) while a referenced Secret key is missing. Simplified: no retry back-off delay,
-    restartPolicy OnFailure retries in a new Pod, only the first container runs, deleting a Pod does not kill its
-    process, ``workingDir``/volumes/resources are ignored, and completions unset means 1 (no work-queue mode).
+    once failures exceed it), backoffLimitPerIndex/maxFailedIndexes, podFailurePolicy, activeDeadlineSeconds,
+    suspend (running processes are killed, nothing starts), ttlSecondsAfterFinished, deletion (processes of a
+    deleted Job are killed), node resources/selectors/affinity/taints, image pull errors, Pods that wait
+    (CreateContainerConfigError) while a referenced Secret key is missing, refused pod creation, and evictions.
+    Simplified: back-offs are a fixed ``retry_interval``, restartPolicy OnFailure retries in a new Pod, only the first
+    container runs, deleting a Pod does not kill its process, ``workingDir``/volumes are ignored, and completions
+    unset means 1 (no work-queue mode).
     """
 
     def __init__(self, cluster: FakeCluster, *, cwd: str | os.PathLike[str] | None = None,
                  log_dir: str | os.PathLike[str] | None = None, extra_env: Mapping[str, str] | None = None,
                  rewrite_env: RewriteEnv | None = None, entrypoints: Mapping[str, Sequence[str]] | None = None,
                  passthrough_env: Iterable[str] = DEFAULT_PASSTHROUGH_ENV, poll_interval: float = 0.05,
-                 kill_grace: float = 2.0, node_name: str = 'fake-node') -> None:
+                 kill_grace: float = 2.0, node_name: str = 'fake-node',
+                 nodes: Iterable[Mapping[str, Any]] | None = None, retry_interval: float = 1.0) -> None:
         self.cluster = cluster
         self.cwd = Path(cwd) if cwd is not None else REPO_ROOT
         self.log_dir = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix='fake-kubelet-'))
@@ -1408,11 +2004,20 @@ class Kubelet:
         self.poll_interval = poll_interval
         self.kill_grace = kill_grace
         self.node_name = node_name
+        # The cluster's nodes: {"name", "labels", "allocatable", "taints", "unschedulable"}; a node without
+        # "allocatable" has unlimited resources. Tests may change the list while it runs (a node joins, ...).
+        self.nodes: list[dict[str, Any]] = [dict(n) for n in nodes] if nodes is not None else [{'name': node_name}]
+        # Images whose pull fails (ErrImagePull, then ImagePullBackOff): a set of image names as the pod spec
+        # writes them, a mapping of them to the runtime's error message, or a predicate (returning a message or
+        # True). Tests may change it while pods wait: the next pull succeeds.
+        self.bad_images: BadImages = set()
+        self.retry_interval = retry_interval  # the back-off between retries (pulls, pod creation, scheduling)
         self.errors: list[BaseException] = []  # exceptions of the kubelet's own loop (a harness bug, or the API)
         self._cond = threading.Condition()
         self._cycle_lock = threading.RLock()  # held for a whole cycle: pause() waits for the one in flight
         self._attempts: list[Attempt] = []
         self._injected: list[_InjectedFailure] = []
+        self._refusals: dict[str, str] = {}  # Job name prefix -> why the API server refuses its pods
         self._runs: dict[str, _JobRun] = {}
         self._terminating: list[Attempt] = []
         self._paused = False
@@ -1420,6 +2025,10 @@ class Kubelet:
         self._busy: list[str] = ['not started']
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._kubelet_events = _EventRecorder(cluster, 'kubelet')
+        self._scheduler_events = _EventRecorder(cluster, 'default-scheduler')
+        self._job_events = _EventRecorder(cluster, 'job-controller')
+        self._taint_events = _EventRecorder(cluster, 'taint-eviction-controller')
 
     # ---- public controls --------------------------------------------------------------------------------------
 
@@ -1468,6 +2077,68 @@ class Kubelet:
         with self._cond:
             self._injected.append(_InjectedFailure(job_name_prefix, exit_code, message))
 
+    def refuse_pods(self, job_name_prefix: str, message: str = DEFAULT_QUOTA_MESSAGE) -> None:
+        """Make the API server refuse the pods of Jobs whose name starts with the prefix (403 Forbidden, as an
+        exhausted ResourceQuota or a PodSecurity violation does), until :meth:`allow_pods`.
+
+        The Job controller then posts a ``FailedCreate`` Warning Event on the Job (``Error creating: pods
+        "<name>" is forbidden: <message>``), its count bumped on each retry; the Job stays active with no pods.
+        """
+        with self._cond:
+            self._refusals[job_name_prefix] = message
+
+    def allow_pods(self, job_name_prefix: str | None = None) -> None:
+        """Lift :meth:`refuse_pods` for that prefix (all of them if ``None``): the next retry creates the pods."""
+        with self._cond:
+            if job_name_prefix is None:
+                self._refusals.clear()
+            else:
+                self._refusals.pop(job_name_prefix, None)
+
+    def evict(self, job_name: str, index: int | None = None, *, reason: str = 'EvictionByEvictionAPI',
+              message: str | None = None, namespace: str | None = None) -> Attempt:
+        """Disrupt a pod of a Job as a real component would, and return its attempt.
+
+        The pod gets the condition ``DisruptionTarget=True`` with ``reason`` — ``EvictionByEvictionAPI`` (the
+        Eviction API, e.g. a node drain), ``PreemptionByScheduler``, ``DeletionByTaintManager`` (a ``NoExecute``
+        taint) or ``TerminationByKubelet`` (node-pressure eviction: SIGKILL, and the pod keeps ``status.reason``
+        ``Evicted``) — and that component's message (or ``message``); its process is killed (SIGTERM, then
+        SIGKILL after ``kill_grace``) and it ends ``Failed``. The Job controller then applies the Job's
+        podFailurePolicy. Pods deleted by the disruption (all but kubelet evictions) are removed once terminal.
+        ``index`` picks the completion index (default: the Job's first active pod).
+        """
+        if reason not in DISRUPTION_MESSAGES:
+            raise ValueError(f'unknown DisruptionTarget reason {reason!r}: one of {sorted(DISRUPTION_MESSAGES)}')
+        with self._cycle_lock:
+            attempt = self._active_attempt(job_name, index, namespace)
+            pod = attempt._pod_body
+            scheduler = (pod.get('spec') or {}).get('schedulerName') or 'default-scheduler'
+            message = message or DISRUPTION_MESSAGES[reason].format(scheduler=scheduler)
+            attempt.disruption = reason
+            self._set_pod_condition(attempt, 'DisruptionTarget', 'True', reason, message)
+            if reason == 'TerminationByKubelet':
+                attempt._pod_reason = 'Evicted'
+                self._kubelet_events.record(pod, 'Warning', 'Evicted', message, host=attempt.node)
+            else:  # these delete the pod: it goes once terminal and accounted (the Job controller's finalizer)
+                attempt._delete_when_done = True
+                if reason == 'PreemptionByScheduler':
+                    self._scheduler_events.record(pod, 'Normal', 'Preempted',
+                                                  f'Preempted by pod {uuid.uuid4()} on node {attempt.node}')
+                elif reason == 'DeletionByTaintManager':
+                    self._taint_events.record(pod, 'Normal', 'TaintManagerEviction',
+                                              f'Marking for deletion Pod {attempt.namespace}/{attempt.pod}')
+            if attempt.running:
+                self._pod_status(attempt, {})  # the condition first, as the evicting component writes it
+                container = self._container(pod)
+                self._kubelet_events.record(pod, 'Normal', 'Killing', f'Stopping container {container.get("name")}',
+                                            field_path=self._field_path(container), host=attempt.node)
+                self._stop(attempt, signal.SIGKILL if reason == 'TerminationByKubelet' else signal.SIGTERM)
+            else:  # it never started: nothing to kill, the kubelet reports the container as unknown
+                attempt.killed, attempt.waiting = True, None
+                attempt._end_reason, attempt._injected_code = 'ContainerStatusUnknown', 137
+                attempt.message_path.write_text('The container could not be located when the pod was terminated')
+            return attempt
+
     def pause(self) -> None:
         """Stop reconciling: nothing starts, no status is written, running processes run on unobserved.
 
@@ -1483,7 +2154,8 @@ class Kubelet:
             self._paused = False
 
     def wait_idle(self, timeout: float = 30.0) -> None:
-        """Wait until no process runs and every Job is finished, suspended, or waiting for a missing Secret.
+        """Wait until no process runs and every Job is finished, suspended, or blocked (its pods unschedulable,
+        waiting for an image or a missing Secret, or their creation refused).
 
         It only sees Jobs that exist: after creating a resource, first wait for the operator's Job to appear.
         Raises ``TimeoutError`` (listing what is busy), or ``RuntimeError`` if the kubelet loop has failed.
@@ -1562,29 +2234,36 @@ class Kubelet:
         meta, spec = job['metadata'], job.get('spec') or {}
         run = self._runs.get(meta['uid'])
         if run is None:
-            if job_finished(job):
-                return False  # finished before this kubelet started: never rerun it
+            if job_finished(job):  # finished before this kubelet started: never rerun it
+                self._collect_finished(job, None)
+                return False
             run = self._runs[meta['uid']] = _JobRun(meta['uid'], meta['namespace'], meta['name'],
                                                     indexed=spec.get('completionMode') == 'Indexed')
         if run.finished:
             self._write_status(job, run)  # a no-op unless the last write failed
+            self._collect_finished(job, run)
             return False
         if meta.get('deletionTimestamp'):
             for attempt in run.active.values():
                 self._terminate(attempt)
             run.active.clear()
             return False
-        self._reap(run)
+        self._reap(job, run)
+        if run.finished:  # a podFailurePolicy FailJob rule matched
+            self._write_status(job, run)
+            return False
 
         if spec.get('suspend'):
             for attempt in run.active.values():
                 self._terminate(attempt, delete_pod=True)
             run.active.clear()
-            self._set_condition(run, 'Suspended', 'True', 'JobSuspended', 'Job suspended')
+            if self._set_condition(run, 'Suspended', 'True', 'JobSuspended', 'Job suspended'):
+                self._job_events.record(job, 'Normal', 'Suspended', 'Job suspended')
             self._write_status(job, run)
             return False
         if any(c['type'] == 'Suspended' and c['status'] == 'True' for c in run.conditions):
             self._set_condition(run, 'Suspended', 'False', 'JobResumed', 'Job resumed')
+            self._job_events.record(job, 'Normal', 'Resumed', 'Job resumed')
             run.start_time = None  # reset on resume, as in Kubernetes
         if run.start_time is None:
             run.start_time, run.started_monotonic = _now(), time.monotonic()
@@ -1609,18 +2288,35 @@ class Kubelet:
             else:
                 self._complete(run)
         if not run.finished:
-            for attempt in run.active.values():
-                if attempt.waiting is not None:  # e.g. the Secret it needs may exist by now
-                    self._start_process(job, attempt)
-            done = run.succeeded | run.failed_indexes
-            pending = [slot for slot in range(completions) if slot not in done and slot not in run.active]
-            for slot in pending[:max(0, spec.get('parallelism', 1) - len(run.active))]:
-                run.active[slot] = self._launch(job, run, slot)
+            for attempt in list(run.active.values()):
+                if attempt.waiting is not None:  # e.g. a node, the image or the Secret it needs may be there now
+                    self._advance(job, attempt)
+            self._create_pods(job, run, completions)
         self._write_status(job, run)
-        return not run.finished and not (run.active and all(a.waiting for a in run.active.values()))
+        blocked = all(a.waiting is not None for a in run.active.values()) and (bool(run.active) or run.refused)
+        return not run.finished and not blocked
 
-    def _reap(self, run: _JobRun) -> None:
+    def _create_pods(self, job: Body, run: _JobRun, completions: int) -> None:
+        """Create the missing pods, up to ``parallelism``; a refused creation is retried after ``retry_interval``."""
+        if time.monotonic() < run.retry_create_at:
+            return
+        done = run.succeeded | run.failed_indexes
+        pending = [slot for slot in range(completions) if slot not in done and slot not in run.active]
+        for slot in pending[:max(0, (job.get('spec') or {}).get('parallelism', 1) - len(run.active))]:
+            try:
+                attempt = self._launch(job, run, slot)
+            except ApiError as e:  # the controller's podControl: one event per failed creation, then a back-off
+                run.refused, run.retry_create_at = True, time.monotonic() + self.retry_interval
+                self._job_events.record(job, 'Warning', 'FailedCreate', f'Error creating: {_client_error(e)}')
+                return
+            run.refused = False
+            run.active[slot] = attempt
+            if not attempt.injected:
+                self._advance(job, attempt)
+
+    def _reap(self, job: Body, run: _JobRun) -> None:
         for slot, attempt in list(run.active.items()):
+            self._enforce_grace(attempt)
             code = attempt._poll()
             if code is None:
                 continue
@@ -1629,8 +2325,25 @@ class Kubelet:
             if code == 0:
                 run.succeeded.add(slot)
             else:
-                run.failed += 1
-                run.failures[slot] += 1
+                self._count_failure(job, run, attempt, slot)
+            if attempt._delete_when_done:  # accounted: the Job controller lets a deleted pod go
+                with _unless_gone():
+                    self.cluster.delete('v1/pods', attempt.namespace, attempt.pod)
+            if run.finished:
+                return
+
+    def _count_failure(self, job: Body, run: _JobRun, attempt: Attempt, slot: int) -> None:
+        """A failed pod, as the Job controller accounts it under the Job's podFailurePolicy."""
+        spec = job.get('spec') or {}
+        action, message = _match_pod_failure_policy(spec.get('podFailurePolicy'), self._pod_view(attempt))
+        if action == 'Ignore':  # not counted towards any limit: the index simply gets a new pod
+            return
+        run.failed += 1
+        run.failures[slot] += 1
+        if action == 'FailJob':
+            self._fail(run, 'PodFailurePolicy', message)
+        elif action == 'FailIndex' and run.indexed and spec.get('backoffLimitPerIndex') is not None:
+            run.failed_indexes.add(slot)
 
     def _fail(self, run: _JobRun, reason: str, message: str) -> None:
         for attempt in run.active.values():
@@ -1638,27 +2351,42 @@ class Kubelet:
         run.active.clear()
         self._set_condition(run, 'FailureTarget', 'True', reason, message)
         self._set_condition(run, 'Failed', 'True', reason, message)
-        run.finished = True
+        run.finished, run.finished_wall = True, time.time()
 
     def _complete(self, run: _JobRun) -> None:
         message = 'Reached expected number of succeeded pods'
         self._set_condition(run, 'SuccessCriteriaMet', 'True', 'CompletionsReached', message)
         self._set_condition(run, 'Complete', 'True', 'CompletionsReached', message)
         run.completion_time = _now()
-        run.finished = True
+        run.finished, run.finished_wall = True, time.time()
+
+    def _collect_finished(self, job: Body, run: _JobRun | None) -> None:
+        """The TTL-after-finished controller: delete a finished Job (Foreground: its pods go first) once
+        ``ttlSecondsAfterFinished`` have passed since it finished."""
+        ttl = (job.get('spec') or {}).get('ttlSecondsAfterFinished')
+        if ttl is None or job['metadata'].get('deletionTimestamp'):
+            return
+        finished = run.finished_wall if run is not None and run.finished_wall is not None else _finish_time(job)
+        if finished is not None and time.time() >= finished + ttl:
+            with _unless_gone():
+                self.cluster.delete('batch/v1/jobs', job['metadata']['namespace'], job['metadata']['name'],
+                                    propagation='Foreground')
 
     @staticmethod
-    def _set_condition(run: _JobRun, type_: str, status: str, reason: str, message: str) -> None:
+    def _set_condition(run: _JobRun, type_: str, status: str, reason: str, message: str) -> bool:
+        """Set a Job condition; returns whether anything changed."""
         for condition in run.conditions:
             if condition['type'] == type_:
-                if condition['status'] != status:
-                    now = _now()
-                    condition.update(status=status, reason=reason, message=message, lastProbeTime=now,
-                                     lastTransitionTime=now)
-                return
+                if condition['status'] == status:
+                    return False
+                now = _now()
+                condition.update(status=status, reason=reason, message=message, lastProbeTime=now,
+                                 lastTransitionTime=now)
+                return True
         now = _now()
         run.conditions.append({'type': type_, 'status': status, 'reason': reason, 'message': message,
                                'lastProbeTime': now, 'lastTransitionTime': now})
+        return True
 
     def _write_status(self, job: Body, run: _JobRun) -> None:
         """Merge-patch the Job's /status like the Job controller, only when something changed."""
@@ -1688,7 +2416,29 @@ class Kubelet:
 
     # ---- attempts ---------------------------------------------------------------------------------------------
 
+    def _active_attempt(self, job_name: str, index: int | None, namespace: str | None) -> Attempt:
+        for run in self._runs.values():
+            if run.name == job_name and namespace in (None, run.namespace):
+                for slot in sorted(run.active):
+                    attempt = run.active[slot]
+                    if index is None or attempt.index == index:
+                        return attempt
+        raise LookupError(f'Job {job_name!r} has no active pod' + (f' with index {index}' if index is not None else ''))
+
+    @staticmethod
+    def _container(pod_or_job: Mapping[str, Any]) -> Body:
+        """The first container of a Pod, or of a Job's pod template (the only one that runs)."""
+        spec = pod_or_job.get('spec') or {}
+        if 'template' in spec:
+            spec = (spec.get('template') or {}).get('spec') or {}
+        return (spec.get('containers') or [{}])[0]
+
+    @staticmethod
+    def _field_path(container: Mapping[str, Any]) -> str:
+        return f'spec.containers{{{container.get("name", "main")}}}'
+
     def _launch(self, job: Body, run: _JobRun, slot: int) -> Attempt:
+        """Create the pod of one attempt, as the Job controller does (raises ApiError if the server refuses)."""
         spec = job.get('spec') or {}
         index = slot if run.indexed else None
         template = spec.get('template') or {}
@@ -1697,15 +2447,24 @@ class Kubelet:
                   'controller-uid': run.uid, 'batch.kubernetes.io/job-name': run.name, 'job-name': run.name}
         annotations = dict(template_meta.get('annotations') or {})
         pod_spec = copy.deepcopy(template.get('spec') or {})
-        pod_spec['nodeName'] = self.node_name
         if index is not None:
             labels['batch.kubernetes.io/job-completion-index'] = annotations[
                 'batch.kubernetes.io/job-completion-index'] = str(index)
             pod_spec.setdefault('hostname', f'{run.name}-{index}')
+        generate_name = f'{run.name}-{index}-' if index is not None else f'{run.name}-'
+        with self._cond:
+            refusal = next((m for prefix, m in self._refusals.items() if run.name.startswith(prefix)), None)
+            injected = next((f for f in self._injected if run.name.startswith(f.prefix)), None)
+        if refusal is not None:  # as the API server's admission (e.g. ResourceQuota) answers
+            name = generate_name + ''.join(random.choices(_NAME_ALPHABET, k=5))
+            raise ApiError(403, {'kind': 'Status', 'apiVersion': 'v1', 'status': 'Failure', 'reason': 'Forbidden',
+                                 'code': 403, 'message': f'pods "{name}" is forbidden: {refusal}',
+                                 'details': {'name': name, 'kind': 'pods'}})
+        if injected is not None:  # it fails without being scheduled or run: bind it anywhere
+            pod_spec['nodeName'] = self.nodes[0].get('name', self.node_name) if self.nodes else self.node_name
         pod = self.cluster.create('v1/pods', {
             'metadata': {
-                'generateName': f'{run.name}-{index}-' if index is not None else f'{run.name}-',
-                'labels': labels, 'annotations': annotations,
+                'generateName': generate_name, 'labels': labels, 'annotations': annotations,
                 'ownerReferences': [{'apiVersion': 'batch/v1', 'kind': 'Job', 'name': run.name, 'uid': run.uid,
                                      'controller': True, 'blockOwnerDeletion': True}],
             },
@@ -1718,27 +2477,27 @@ class Kubelet:
         run.attempts += 1
         with self._cond:
             self._attempts.append(attempt)
-            injected = next((f for f in self._injected if run.name.startswith(f.prefix)), None)
-            if injected is not None:
+            if injected is not None and injected in self._injected:
                 self._injected.remove(injected)
         if injected is not None:
             attempt.message_path.write_text(injected.message)
             attempt.injected, attempt.waiting, attempt.started_at = True, None, _now()
+            attempt.node = pod_spec['nodeName']
             attempt._injected_code = injected.exit_code
-        else:
-            self._start_process(job, attempt)
         return attempt
 
-    def _start_process(self, job: Body, attempt: Attempt) -> None:
-        containers = ((job.get('spec') or {}).get('template') or {}).get('spec', {}).get('containers') or [{}]
-        container = containers[0]
+    def _advance(self, job: Body, attempt: Attempt) -> None:
+        """Take a pod that has not started one step further, as the scheduler and the kubelet do: bind it to a
+        node, pull its image, build its container's config (env), start its process. Each step may block it."""
+        container = self._container(attempt._pod_body)
+        if attempt.node is None and not self._schedule(attempt):
+            return
+        if not self._pull_image(attempt, container):
+            return
         try:
             env = self._environment(job, attempt, container)
         except _ConfigError as e:
-            if attempt.waiting != str(e):
-                attempt.waiting = str(e)
-                self._pod_status(attempt, {'phase': 'Pending', 'containerStatuses': [self._container_status(
-                    container, attempt, {'waiting': {'reason': 'CreateContainerConfigError', 'message': str(e)}})]})
+            self._block(attempt, 'CreateContainerConfigError', str(e), [('Warning', 'Failed', f'Error: {e}')])
             return
         attempt.waiting = None
         attempt.started_at = _now()
@@ -1765,33 +2524,162 @@ class Kubelet:
                 'running': {'startedAt': attempt.started_at}}, ready=True)],
         })
 
+    def _block(self, attempt: Attempt, reason: str, message: str, events: Sequence[tuple[str, str, str]],
+               status: Body | None = None, force: bool = False, component: _EventRecorder | None = None) -> None:
+        """The pod cannot go on (yet): write why (once; ``status`` defaults to the container's ``waiting`` state)
+        and post the component's events — again (count bumped) after each ``retry_interval``, as its retries do."""
+        now = time.monotonic()
+        attempt.waiting = message
+        if not force and attempt._shown == (reason, message) and now - attempt._shown_at < self.retry_interval:
+            return
+        if attempt._shown != (reason, message):
+            container = self._container(attempt._pod_body)
+            self._pod_status(attempt, status if status is not None else {
+                'phase': 'Pending', 'containerStatuses': [self._container_status(
+                    container, attempt, {'waiting': {'reason': reason, 'message': message}})]})
+        attempt._shown, attempt._shown_at = (reason, message), now
+        recorder = component or self._kubelet_events
+        field_path = None if component is not None else self._field_path(self._container(attempt._pod_body))
+        for type_, event_reason, event_message in events:
+            recorder.record(attempt._pod_body, type_, event_reason, event_message, field_path=field_path,
+                            host=attempt.node)
+
+    def _schedule(self, attempt: Attempt) -> bool:
+        """The scheduler: bind the pod to the first node that fits, or leave it Pending (PodScheduled=False,
+        Unschedulable, and a FailedScheduling Event)."""
+        pod_spec = attempt._pod_body.get('spec') or {}
+        requests = _pod_requests(pod_spec)
+        used: dict[str, dict[str, fractions.Fraction]] = collections.defaultdict(
+            lambda: collections.defaultdict(fractions.Fraction))
+        pods: collections.Counter[str] = collections.Counter()
+        for other in [a for run in self._runs.values() for a in run.active.values()] + self._terminating:
+            if other.node is not None and other.exit_code is None:
+                pods[other.node] += 1
+                for name, amount in other._requests.items():
+                    used[other.node][name] += amount
+        failures = []
+        for node in [_Node.of(spec) for spec in list(self.nodes)]:
+            reasons, resolvable = _filter_node(node, pod_spec, requests, used[node.name], pods[node.name])
+            if not reasons:
+                self._bind(attempt, node.name, requests)
+                return True
+            failures.append((reasons, resolvable))
+        message = _fit_error(failures)
+        self._set_pod_condition(attempt, 'PodScheduled', 'False', 'Unschedulable', message)
+        self._block(attempt, 'Unschedulable', message, [('Warning', 'FailedScheduling', message)],
+                    status={'phase': 'Pending'}, component=self._scheduler_events)
+        return False
+
+    def _bind(self, attempt: Attempt, node: str, requests: dict[str, fractions.Fraction]) -> None:
+        attempt.node, attempt._requests = node, requests
+        attempt._pod_body.setdefault('spec', {})['nodeName'] = node
+        with _unless_gone():  # the binding: spec.nodeName (the status write that follows carries the condition)
+            self.cluster.patch('v1/pods', attempt.namespace, attempt.pod, {'spec': {'nodeName': node}})
+        self._set_pod_condition(attempt, 'PodScheduled', 'True')
+
+    def _pull_image(self, attempt: Attempt, container: Body) -> bool:
+        """The kubelet's image manager: an unparsable reference is InvalidImageName; a failed pull is
+        ErrImagePull, then ImagePullBackOff until the next pull (``retry_interval`` later)."""
+        image = str(container.get('image') or '')
+        if attempt._image_ready or not image:
+            return True
+        if (invalid := _invalid_image(image)) is not None:
+            self._block(attempt, 'InvalidImageName', invalid, [('Warning', 'InspectFailed', invalid),
+                                                               ('Warning', 'Failed', 'Error: InvalidImageName')])
+            return False
+        now = time.monotonic()
+        quoted = _go_quote(image)
+        if attempt._pull_error is None or now - attempt._pulled_at >= self.retry_interval:  # pull (again)
+            error = self._pull_error(image)
+            if error is None:
+                attempt._image_ready, attempt._pull_error = True, None
+                return True
+            attempt._pull_error, attempt._pulled_at = error, now
+            self._block(attempt, 'ErrImagePull', error, [
+                ('Normal', 'Pulling', f'Pulling image {quoted}'),
+                ('Warning', 'Failed', f'Failed to pull image {quoted}: {error}'),
+                ('Warning', 'Failed', 'Error: ErrImagePull')], force=True)
+        elif now - attempt._pulled_at >= self.retry_interval / 4:  # the next sync finds the pull backing off
+            self._block(attempt, 'ImagePullBackOff', f'Back-off pulling image {quoted}: ErrImagePull: '
+                                                     f'{attempt._pull_error}',
+                        [('Normal', 'BackOff', f'Back-off pulling image {quoted}'),
+                         ('Warning', 'Failed', 'Error: ImagePullBackOff')])
+        return False
+
+    def _pull_error(self, image: str) -> str | None:
+        bad = self.bad_images
+        if callable(bad):
+            result = bad(image)
+        elif isinstance(bad, Mapping):
+            result = (bad[image] or True) if image in bad else None
+        else:
+            result = image in bad
+        if not result:
+            return None
+        return result if isinstance(result, str) else _image_not_found(image)
+
+    def _set_pod_condition(self, attempt: Attempt, type_: str, status: str, reason: str | None = None,
+                           message: str | None = None) -> None:
+        """Set a pod condition (written with the pod's next status write); the transition time changes only when
+        the status does."""
+        previous = next((c for c in attempt._conditions if c['type'] == type_), None)
+        condition: Body = {'type': type_, 'status': status, 'lastProbeTime': None,
+                           'lastTransitionTime': _now() if previous is None or previous['status'] != status
+                           else previous['lastTransitionTime']}
+        if reason:
+            condition['reason'] = reason
+        if message:
+            condition['message'] = message
+        attempt._conditions = [c for c in attempt._conditions if c['type'] != type_] + [condition]
+
+    def _pod_view(self, attempt: Attempt) -> Body:
+        """The failed pod as the Job controller sees it (for podFailurePolicy)."""
+        container = self._container(attempt._pod_body)
+        state = {'terminated': {'exitCode': attempt.exit_code}} if attempt.exit_code is not None else {}
+        return {'metadata': {'namespace': attempt.namespace, 'name': attempt.pod},
+                'status': {'conditions': attempt._conditions,
+                           'containerStatuses': [{'name': container.get('name', 'main'), 'state': state}]}}
+
     def _finish(self, attempt: Attempt, code: int) -> None:
         """Record how an attempt ended and write the terminal Pod status (phase, exit code, message)."""
-        attempt.exit_code, attempt.finished_at = code, _now()
+        attempt.exit_code, attempt.finished_at, attempt.waiting = code, _now(), None
         with contextlib.suppress(OSError), attempt.message_path.open('rb') as f:
             attempt.message = f.read(MAX_TERMINATION_MESSAGE).decode(errors='replace')
-        container = (attempt._pod_body.get('spec', {}).get('containers') or [{}])[0]
+        container = self._container(attempt._pod_body)
         if (not attempt.message and code != 0
                 and container.get('terminationMessagePolicy') == 'FallbackToLogsOnError'):
             log = attempt.stderr or attempt.stdout
             attempt.message = '\n'.join(log.splitlines()[-80:])[-2048:]
-        terminated: Body = {'exitCode': code, 'reason': 'Completed' if code == 0 else 'Error',
+        terminated: Body = {'exitCode': code, 'reason': attempt._end_reason or ('Completed' if code == 0 else 'Error'),
                             'startedAt': attempt.started_at or attempt.finished_at,
                             'finishedAt': attempt.finished_at}
         if attempt.pid is not None:
             terminated['containerID'] = f'fake://{attempt.pid}'
         if attempt.message:
             terminated['message'] = attempt.message
-        self._pod_status(attempt, {
-            'phase': 'Succeeded' if code == 0 else 'Failed',
-            'containerStatuses': [self._container_status(container, attempt, {'terminated': terminated})],
-        })
+        status: Body = {'phase': 'Succeeded' if code == 0 else 'Failed',
+                        'containerStatuses': [self._container_status(container, attempt, {'terminated': terminated})]}
+        if attempt._pod_reason:  # a kubelet eviction: the pod says why it failed
+            status.update(reason=attempt._pod_reason, message=next(
+                c.get('message', '') for c in attempt._conditions if c['type'] == 'DisruptionTarget'))
+        self._pod_status(attempt, status)
+
+    def _stop(self, attempt: Attempt, signum: int = signal.SIGTERM) -> None:
+        """Kill the process: SIGTERM, then SIGKILL once ``kill_grace`` has passed (see :meth:`_enforce_grace`)."""
+        attempt.killed = True
+        attempt._signal(signum)
+        if signum != signal.SIGKILL:
+            attempt._kill_deadline = time.monotonic() + self.kill_grace
+
+    @staticmethod
+    def _enforce_grace(attempt: Attempt) -> None:
+        if attempt._kill_deadline is not None and attempt.running and time.monotonic() > attempt._kill_deadline:
+            attempt._signal(signal.SIGKILL)
 
     def _terminate(self, attempt: Attempt, delete_pod: bool = False) -> None:
         attempt.killed = True
         if attempt.running:
-            attempt._signal(signal.SIGTERM)
-            attempt._kill_deadline = time.monotonic() + self.kill_grace
+            self._stop(attempt)
             self._terminating.append(attempt)
         elif attempt.exit_code is None:
             self._finish(attempt, attempt._poll() or 137)
@@ -1800,15 +2688,16 @@ class Kubelet:
 
     def _reap_terminating(self) -> None:
         for attempt in list(self._terminating):
+            self._enforce_grace(attempt)
             code = attempt._poll()
             if code is None:
-                if attempt._kill_deadline is not None and time.monotonic() > attempt._kill_deadline:
-                    attempt._signal(signal.SIGKILL)
                 continue
             self._terminating.remove(attempt)
             self._finish(attempt, code)
 
     def _pod_status(self, attempt: Attempt, status: Body) -> None:
+        if attempt._conditions:
+            status = {**status, 'conditions': copy.deepcopy(attempt._conditions)}
         with _unless_gone():
             self.cluster.patch('v1/pods', attempt.namespace, attempt.pod, {'status': status},
                                subresource='status')
@@ -1863,7 +2752,8 @@ class Kubelet:
             data.update({k: base64.b64decode(v).decode(errors='replace')
                          for k, v in (obj.get('binaryData') or {}).items()})
         if key is not None and key not in data and not ref.get('optional'):
-            raise _ConfigError(f"couldn't find key {key} in {kind.capitalize()} {namespace}/{ref.get('name')}")
+            kind_name = 'Secret' if resource == 'v1/secrets' else 'ConfigMap'
+            raise _ConfigError(f"couldn't find key {key} in {kind_name} {namespace}/{ref.get('name')}")
         return data
 
     def _value_from(self, attempt: Attempt, container: Body, source: Mapping[str, Any]) -> str | None:
@@ -1884,7 +2774,7 @@ class Kubelet:
             return str((meta.get(m[1]) or {}).get(m[2], ''))
         simple = {
             'metadata.name': meta.get('name'), 'metadata.namespace': meta.get('namespace'),
-            'metadata.uid': meta.get('uid'), 'spec.nodeName': self.node_name,
+            'metadata.uid': meta.get('uid'), 'spec.nodeName': (pod.get('spec') or {}).get('nodeName', ''),
             'spec.serviceAccountName': (pod.get('spec') or {}).get('serviceAccountName', 'default'),
             'status.podIP': '127.0.0.1', 'status.podIPs': '127.0.0.1',
             'status.hostIP': '127.0.0.1', 'status.hostIPs': '127.0.0.1',
@@ -1892,6 +2782,119 @@ class Kubelet:
         if path not in simple:
             raise _ConfigError(f'unsupported fieldRef.fieldPath: {path!r}')
         return str(simple[path])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Kueue: queued Jobs wait, suspended, until admitted.
+# --------------------------------------------------------------------------------------------------------------
+
+class Kueue:
+    """Kueue's batch/v1 Job integration, reduced to what a Job's owner sees.
+
+    Its mutating webhook suspends every Job created with the ``kueue.x-k8s.io/queue-name`` label
+    (``spec.suspend: true``); the Job stays suspended (the Job controller's ``Suspended=True`` condition) until
+    it is admitted — by :meth:`admit`/:meth:`admit_all`, or at once with ``admit=True`` — when Kueue sets
+    ``spec.suspend: false``. A queued Job that someone unsuspends before admission is suspended again. Events on
+    the Job as Kueue posts them: ``CreatedWorkload``, ``Started`` (``Admitted by clusterQueue <name>``),
+    ``Stopped`` (``Not admitted by cluster queue``). No Workload/ClusterQueue objects are served.
+    """
+
+    QUEUE_LABEL = 'kueue.x-k8s.io/queue-name'
+
+    def __init__(self, cluster: FakeCluster, *, admit: bool = False, cluster_queue: str = 'cluster-queue',
+                 poll_interval: float = 0.05) -> None:
+        self.cluster = cluster
+        self.auto_admit = admit
+        self.cluster_queue = cluster_queue
+        self.poll_interval = poll_interval
+        self.errors: list[BaseException] = []
+        self._admitted: set[str] = set()  # Job uids
+        self._started: set[str] = set()
+        self._workloads: dict[str, str] = {}  # Job uid -> Workload name
+        self._lock = threading.RLock()
+        self._events = _EventRecorder(cluster, 'batch/job-kueue-controller')
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Kueue:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def start(self) -> Kueue:
+        if self._thread is not None:
+            raise RuntimeError('Kueue is already started')
+        self.cluster.call(lambda: self.cluster.emulator.webhooks.append(self._webhook))
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._loop, name='fake-kueue', daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        self._stopping.set()
+        self._thread.join(timeout=30)
+        self._thread = None
+        with contextlib.suppress(RuntimeError, ValueError):  # the cluster may be gone already
+            self.cluster.call(lambda: self.cluster.emulator.webhooks.remove(self._webhook))
+
+    def admit(self, namespace: str, name: str) -> None:
+        """Admit a queued Job (its Workload got quota): Kueue unsuspends it, and it runs."""
+        job = self.cluster.get('batch/v1/jobs', namespace, name)
+        if job is None or not (job['metadata'].get('labels') or {}).get(self.QUEUE_LABEL):
+            raise LookupError(f'no Job {namespace}/{name} with the label {self.QUEUE_LABEL}')
+        with self._lock:
+            self._admitted.add(job['metadata']['uid'])
+            self._sync(job)
+
+    def admit_all(self) -> None:
+        """Admit every Job queued now."""
+        with self._lock:
+            for job in self._queued():
+                self._admitted.add(job['metadata']['uid'])
+                self._sync(job)
+
+    def _webhook(self, res: kmock.resource, obj: Body, old: Body | None) -> None:
+        if res == _JOBS and old is None and (obj['metadata'].get('labels') or {}).get(self.QUEUE_LABEL):
+            obj.setdefault('spec', {})['suspend'] = True
+
+    def _queued(self) -> list[Body]:
+        return self.cluster.list('batch/v1/jobs', label_selector=self.QUEUE_LABEL)
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                with self._lock:
+                    for job in self._queued():
+                        if self.auto_admit:
+                            self._admitted.add(job['metadata']['uid'])
+                        self._sync(job)
+            except Exception as e:  # keep going, as the kubelet does
+                logger.exception('fake Kueue failed a cycle')
+                self.errors.append(e)
+            self._stopping.wait(self.poll_interval)
+
+    def _sync(self, job: Body) -> None:
+        meta, spec = job['metadata'], job.get('spec') or {}
+        uid, namespace, name = meta['uid'], meta['namespace'], meta['name']
+        if meta.get('deletionTimestamp') or job_finished(job):
+            return
+        if uid not in self._workloads:
+            self._workloads[uid] = workload = f'job-{name}-{hashlib.sha1(uid.encode()).hexdigest()[:5]}'
+            self._events.record(job, 'Normal', 'CreatedWorkload', f'Created Workload: {namespace}/{workload}')
+        if uid in self._admitted:
+            if uid not in self._started:
+                self._started.add(uid)
+                if spec.get('suspend'):
+                    with _unless_gone():
+                        self.cluster.patch('batch/v1/jobs', namespace, name, {'spec': {'suspend': False}})
+                self._events.record(job, 'Normal', 'Started', f'Admitted by clusterQueue {self.cluster_queue}')
+        elif not spec.get('suspend'):
+            with _unless_gone():
+                self.cluster.patch('batch/v1/jobs', namespace, name, {'spec': {'suspend': True}})
+            self._events.record(job, 'Normal', 'Stopped', 'Not admitted by cluster queue')
 
 
 # --------------------------------------------------------------------------------------------------------------

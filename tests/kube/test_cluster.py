@@ -18,7 +18,7 @@ import kubernetes.watch
 import pytest
 import urllib3
 
-from .cluster import ApiError, FakeCluster, Kubelet, job_condition, run_operator
+from .cluster import ApiError, FakeCluster, Kubelet, job_condition, pod_condition, run_operator
 
 RUNS = 'selftaught.dev/v1alpha1/selftaughtruns'
 JOBS = 'batch/v1/jobs'
@@ -36,16 +36,19 @@ def kubelet(cluster: FakeCluster, tmp_path: Path) -> Kubelet:
     return cluster.start_kubelet(cwd=tmp_path, log_dir=tmp_path / 'logs')
 
 
-def job(name: str, script: str, *, env: list[dict[str, Any]] | None = None, **spec: Any) -> dict[str, Any]:
-    """A Job manifest whose container runs a Python snippet with this interpreter."""
+def job(name: str, script: str, *, env: list[dict[str, Any]] | None = None, image: str = 'selftaught:test',
+        labels: dict[str, str] | None = None, pod: dict[str, Any] | None = None,
+        resources: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
+    """A Job manifest whose container runs a Python snippet with this interpreter (``pod``: pod spec fields)."""
     return {
-        'metadata': {'name': name},
+        'metadata': {'name': name, **({'labels': labels} if labels else {})},
         'spec': {
             'backoffLimit': 0,
             **spec,
-            'template': {'spec': {'restartPolicy': 'Never', 'containers': [{
-                'name': 'main', 'image': 'selftaught:test',
+            'template': {'spec': {'restartPolicy': 'Never', **(pod or {}), 'containers': [{
+                'name': 'main', 'image': image,
                 'command': [sys.executable, '-c', textwrap.dedent(script)], 'env': env or [],
+                **({'resources': resources} if resources else {}),
             }]}},
         },
     }
@@ -294,6 +297,83 @@ def test_an_applied_crd_serves_its_resource_with_schema(cluster: FakeCluster) ->
     assert status['status'] == {'anything': {'goes': 1}}
 
 
+def test_unknown_fields_are_dropped_with_a_warning_or_rejected_when_strict(cluster: FakeCluster) -> None:
+    typo = job('typo', 'pass', suspend=True)
+    typo['spec']['template']['spec']['affinty'] = {}
+    with pytest.raises(ApiError) as strict:
+        cluster.create(JOBS, typo, field_validation='Strict')
+    assert strict.value.status == 400 and strict.value.reason == 'BadRequest'
+    assert strict.value.message == ('Job in version "v1" cannot be handled as a Job: strict decoding error: unknown '
+                                    'field "spec.template.spec.affinty"')
+
+    created = cluster.create(JOBS, typo)  # the default, Warn: dropped, with a Warning header
+    assert 'affinty' not in created['spec']['template']['spec']
+    assert cluster.warnings[-1:] == ['unknown field "spec.template.spec.affinty"']
+    with pytest.raises(ApiError) as strict_patch:
+        cluster.patch(JOBS, 'default', 'typo', {'metadata': {'labelz': {'a': 'b'}}}, field_validation='Strict')
+    assert strict_patch.value.status == 400
+    assert strict_patch.value.message == 'strict decoding error: unknown field "metadata.labelz"'
+    warned = len(cluster.warnings)
+    cluster.patch(JOBS, 'default', 'typo', {'metadata': {'labelz': {'a': 'b'}}}, field_validation='Ignore')
+    assert len(cluster.warnings) == warned  # dropped silently
+
+    with pytest.raises(ApiError) as invalid:  # a bad value is still a 422
+        cluster.create(JOBS, job('bad-value', 'pass', completions='two'), field_validation='Strict')
+    assert invalid.value.status == 422 and invalid.value.reason == 'Invalid'
+    with cluster.api_client() as client, pytest.raises(kubernetes.client.ApiException) as via_client:
+        kubernetes.client.BatchV1Api(client).create_namespaced_job('default', {**typo, 'metadata': {'name': 'x'}},
+                                                                   field_validation='Strict')
+    assert via_client.value.status == 400
+
+
+def test_lists_come_in_pages_from_one_snapshot(cluster: FakeCluster) -> None:
+    for name in 'edcba':
+        cluster.create('v1/configmaps', {'metadata': {'name': name}})
+    with cluster.api_client() as client:
+        core = kubernetes.client.CoreV1Api(client)
+        first = core.list_namespaced_config_map('default', limit=2)
+        cluster.create('v1/configmaps', {'metadata': {'name': 'aa'}})  # after the first page: not in this list
+        second = core.list_namespaced_config_map('default', limit=2, _continue=first.metadata._continue)
+        last = core.list_namespaced_config_map('default', limit=2, _continue=second.metadata._continue)
+        assert [[cm.metadata.name for cm in page.items] for page in (first, second, last)] == [
+            ['a', 'b'], ['c', 'd'], ['e']]
+        assert first.metadata.remaining_item_count == 3 and first.metadata._continue
+        assert last.metadata._continue is None and second.metadata.resource_version == first.metadata.resource_version
+        assert [cm.metadata.name for cm in core.list_namespaced_config_map('default').items] == [
+            'a', 'aa', 'b', 'c', 'd', 'e']
+        with pytest.raises(kubernetes.client.ApiException) as bad:
+            core.list_namespaced_config_map('default', limit=2, _continue='not-a-token')
+        assert bad.value.status == 400
+
+
+def test_a_crd_upgrade_changes_the_schema_of_stored_objects(cluster: FakeCluster) -> None:
+    def crd(spec_schema: dict[str, Any]) -> dict[str, Any]:
+        return {'apiVersion': 'apiextensions.k8s.io/v1', 'kind': 'CustomResourceDefinition',
+                'metadata': {'name': 'evaluators.selftaught.dev'},
+                'spec': {'group': 'selftaught.dev', 'scope': 'Namespaced',
+                         'names': {'plural': 'evaluators', 'singular': 'evaluator', 'kind': 'Evaluator'},
+                         'versions': [{'name': 'v1alpha1', 'served': True, 'storage': True,
+                                       'schema': {'openAPIV3Schema': {'type': 'object', 'properties': {
+                                           'spec': spec_schema}}}}]}}
+    evaluators = 'selftaught.dev/v1alpha1/evaluators'
+    cluster.install_crd(crd({'type': 'object', 'properties': {'model': {'type': 'string'}}}))
+    cluster.create(evaluators, {'metadata': {'name': 'old'}, 'spec': {'model': 'tiny'}})
+
+    upgraded = cluster.install_crd(crd({'type': 'object', 'required': ['model'], 'properties': {
+        'model': {'type': 'string'}, 'iterations': {'type': 'integer', 'minimum': 1, 'default': 3}}}))
+    assert upgraded['metadata']['generation'] == 2 and upgraded['status']['storedVersions'] == ['v1alpha1']
+    assert cluster.get(evaluators, 'default', 'old')['spec'] == {'model': 'tiny', 'iterations': 3}  # type: ignore[index]
+    assert cluster.list(evaluators)[0]['spec'] == {'model': 'tiny', 'iterations': 3}
+    with pytest.raises(ApiError) as invalid:
+        cluster.create(evaluators, {'metadata': {'name': 'new'}, 'spec': {'model': 'm', 'iterations': 0}})
+    assert invalid.value.status == 422
+    with pytest.raises(ApiError) as strict:
+        cluster.create(evaluators, {'metadata': {'name': 'new'}, 'spec': {'model': 'm', 'typo': 1}},
+                       field_validation='Strict')
+    assert strict.value.message == ('Evaluator in version "v1alpha1" cannot be handled as a Evaluator: strict '
+                                    'decoding error: unknown field "spec.typo"')
+
+
 def test_kmock_reactions_inject_api_errors_instead_of_writing(cluster: FakeCluster) -> None:
     cluster.emulator['create batch/v1/jobs'][:1] << 500  # only the next creation fails
     with pytest.raises(ApiError) as failed:
@@ -460,6 +540,275 @@ def test_deleting_a_running_job_kills_its_process(cluster: FakeCluster, kubelet:
         os.kill(attempt.pid, 0)
     assert cluster.list(PODS) == []  # garbage-collected with their Job
     kubelet.wait_idle(timeout=10)
+
+
+# ---- what real clusters do to Jobs: scheduling, images, quotas, evictions, queues, TTLs ------------------------
+
+def events(cluster: FakeCluster, name: str, reason: str | None = None) -> list[dict[str, Any]]:
+    """The Events about an object, as ``kubectl describe`` lists them."""
+    selector = f'involvedObject.name={name}' + (f',reason={reason}' if reason else '')
+    return cluster.list('v1/events', 'default', field_selector=selector)
+
+
+def pods_of(cluster: FakeCluster, job_name: str) -> list[dict[str, Any]]:
+    return cluster.list(PODS, label_selector=f'job-name={job_name}')
+
+
+def waiting(pod: dict[str, Any]) -> dict[str, Any] | None:
+    statuses = (pod.get('status') or {}).get('containerStatuses') or [{}]
+    return statuses[0].get('state', {}).get('waiting')
+
+
+def test_pods_that_fit_no_node_stay_pending_unschedulable(cluster: FakeCluster, tmp_path: Path) -> None:
+    gpu_node = {'name': 'gpu-node-1', 'labels': {'pool': 'gpu'},
+                'allocatable': {'nvidia.com/gpu': '8', 'cpu': '64', 'memory': '512Gi'},
+                'taints': [{'key': 'nvidia.com/gpu', 'value': 'present', 'effect': 'NoSchedule'}]}
+    tolerate = {'tolerations': [{'key': 'nvidia.com/gpu', 'operator': 'Exists', 'effect': 'NoSchedule'}]}
+    gpus = {'limits': {'nvidia.com/gpu': '8'}, 'requests': {'cpu': '500m', 'memory': '64Gi'}}
+    with Kubelet(cluster, cwd=tmp_path, log_dir=tmp_path / 'logs', nodes=[gpu_node], retry_interval=0.2) as kubelet:
+        cluster.create(JOBS, job('huge', 'pass', pod=tolerate, resources={'limits': {'nvidia.com/gpu': '16'}}))
+        cluster.create(JOBS, job('picky', 'pass', pod={**tolerate, 'nodeSelector': {'pool': 'cpu'}}))
+        cluster.create(JOBS, job('untolerated', 'pass'))
+        # Two ranks of 8 GPUs each on one 8-GPU node: the second waits for the first to finish.
+        cluster.create(JOBS, job('ranks', 'import time; time.sleep(0.5)', pod=tolerate, resources=gpus,
+                                 completionMode='Indexed', completions=2, parallelism=2))
+        assert job_condition(cluster.wait_for_job('default', 'ranks'), 'Complete')
+        kubelet.wait_idle(timeout=20)  # unschedulable pods block their Jobs: that is idle
+
+        def scheduled(name: str) -> dict[str, Any] | None:
+            [pod] = pods_of(cluster, name)
+            return pod_condition(pod, 'PodScheduled')
+        preempt = 'preemption: 0/1 nodes are available: 1'
+        assert scheduled('huge') == {
+            'type': 'PodScheduled', 'status': 'False', 'reason': 'Unschedulable', 'lastProbeTime': None,
+            'lastTransitionTime': scheduled('huge')['lastTransitionTime'],  # type: ignore[index]
+            'message': f'0/1 nodes are available: 1 Insufficient nvidia.com/gpu. {preempt} No preemption victims '
+                       f'found for incoming pod.'}
+        assert scheduled('picky')['message'] == (  # type: ignore[index]
+            f"0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector. {preempt} Preemption "
+            f"is not helpful for scheduling.")
+        assert scheduled('untolerated')['message'] == (  # type: ignore[index]
+            f'0/1 nodes are available: 1 node(s) had untolerated taint {{nvidia.com/gpu: present}}. {preempt} '
+            f'Preemption is not helpful for scheduling.')
+        [huge] = pods_of(cluster, 'huge')
+        assert huge['status']['phase'] == 'Pending' and 'nodeName' not in huge['spec']
+        # One Event per pod, its count bumped by each retry of the scheduler.
+        cluster.wait_for(lambda: events(cluster, huge['metadata']['name'])[0]['count'] >= 3)
+        [event] = events(cluster, huge['metadata']['name'])
+        assert (event['type'], event['reason'], event['source']['component']) == (
+            'Warning', 'FailedScheduling', 'default-scheduler')
+        assert event['message'] == scheduled('huge')['message']  # type: ignore[index]
+        second = next(p for p in pods_of(cluster, 'ranks') if p['metadata']['annotations'][
+            'batch.kubernetes.io/job-completion-index'] == '1')
+        assert [c['status'] for c in cluster.history(PODS, 'default', second['metadata']['name'])[-1]['status'][
+            'conditions']] == ['True'] and second['spec']['nodeName'] == 'gpu-node-1'
+        assert any(v and pod_condition(v, 'PodScheduled') and pod_condition(v, 'PodScheduled')['status'] == 'False'
+                   for v in cluster.history(PODS, 'default', second['metadata']['name']))
+
+        kubelet.nodes.append({'name': 'cpu-node-1', 'labels': {'pool': 'cpu'}})  # a node joins
+        done = cluster.wait_for_job('default', 'picky')
+    assert job_condition(done, 'Complete') and pods_of(cluster, 'picky')[0]['spec']['nodeName'] == 'cpu-node-1'
+
+
+def test_bad_and_invalid_images_wait_like_the_kubelet(cluster: FakeCluster, tmp_path: Path) -> None:
+    image = 'ghcr.io/selftaught/train:0.0.0-typo'
+    with Kubelet(cluster, cwd=tmp_path, log_dir=tmp_path / 'logs', retry_interval=0.4) as kubelet:
+        kubelet.bad_images = {image}
+        cluster.create(JOBS, job('pull', 'pass', image=image))
+        cluster.create(JOBS, job('upper', 'pass', image='ghcr.io/SelfTaught/train:1'))
+        cluster.create(JOBS, job('spaces', 'pass', image='python 3.11'))
+        pod = cluster.wait_for(lambda: [p for p in pods_of(cluster, 'pull') if (waiting(p) or {}).get('reason')
+                                        == 'ImagePullBackOff'])[0]
+        kubelet.wait_idle(timeout=20)
+        name = pod['metadata']['name']
+        not_found = ('rpc error: code = NotFound desc = failed to pull and unpack image "ghcr.io/selftaught/train:'
+                     '0.0.0-typo": failed to resolve reference "ghcr.io/selftaught/train:0.0.0-typo": '
+                     'ghcr.io/selftaught/train:0.0.0-typo: not found')
+        states = [waiting(v) for v in cluster.history(PODS, 'default', name) if v and waiting(v)]
+        assert states[:2] == [
+            {'reason': 'ErrImagePull', 'message': not_found},
+            {'reason': 'ImagePullBackOff', 'message': f'Back-off pulling image "{image}": ErrImagePull: {not_found}'}]
+        seen = {(e['type'], e['reason'], e['message']) for e in events(cluster, name)}
+        assert seen >= {('Normal', 'Pulling', f'Pulling image "{image}"'),
+                        ('Warning', 'Failed', f'Failed to pull image "{image}": {not_found}'),
+                        ('Warning', 'Failed', 'Error: ErrImagePull'),
+                        ('Normal', 'BackOff', f'Back-off pulling image "{image}"'),
+                        ('Warning', 'Failed', 'Error: ImagePullBackOff')}
+        assert all(e['source'] == {'component': 'kubelet', 'host': 'fake-node'}
+                   and e['involvedObject']['fieldPath'] == 'spec.containers{main}' for e in events(cluster, name))
+
+        [upper], [spaces] = pods_of(cluster, 'upper'), pods_of(cluster, 'spaces')
+        assert waiting(upper) == {'reason': 'InvalidImageName', 'message': (
+            'Failed to apply default image tag "ghcr.io/SelfTaught/train:1": couldn\'t parse image name '
+            '"ghcr.io/SelfTaught/train:1": invalid reference format: repository name (SelfTaught/train) must be '
+            'lowercase')}
+        assert waiting(spaces) == {'reason': 'InvalidImageName', 'message': (
+            'Failed to apply default image tag "python 3.11": couldn\'t parse image name "python 3.11": invalid '
+            'reference format')}
+        assert {e['reason'] for e in events(cluster, upper['metadata']['name'])} == {'InspectFailed', 'Failed'}
+        assert sorted(kubelet.started) == [('pull', None), ('spaces', None), ('upper', None)] and not any(
+            a.pid for a in kubelet.attempts)
+
+        kubelet.bad_images = set()  # the tag got pushed: the next pull succeeds
+        assert job_condition(cluster.wait_for_job('default', 'pull'), 'Complete')
+
+
+def test_missing_secrets_and_keys_wait_with_the_kubelets_messages(cluster: FakeCluster, kubelet: Kubelet) -> None:
+    cluster.create('v1/secrets', {'metadata': {'name': 'hub'}, 'stringData': {'user': 'alice'}})
+    cluster.create(JOBS, job('no-key', 'pass', env=[
+        {'name': 'TOKEN', 'valueFrom': {'secretKeyRef': {'name': 'hub', 'key': 'token'}}}]))
+    cluster.create(JOBS, job('no-map', 'pass', env=[
+        {'name': 'X', 'valueFrom': {'configMapKeyRef': {'name': 'settings', 'key': 'x'}}}]))
+    kubelet.wait_idle(timeout=20)
+    [no_key], [no_map] = pods_of(cluster, 'no-key'), pods_of(cluster, 'no-map')
+    assert waiting(no_key) == {'reason': 'CreateContainerConfigError',
+                               'message': "couldn't find key token in Secret default/hub"}
+    assert waiting(no_map) == {'reason': 'CreateContainerConfigError', 'message': 'configmap "settings" not found'}
+    [event] = events(cluster, no_key['metadata']['name'], 'Failed')
+    assert event['type'] == 'Warning' and event['message'] == "Error: couldn't find key token in Secret default/hub"
+
+    cluster.patch('v1/secrets', 'default', 'hub', {'stringData': {'token': 't'}})
+    assert job_condition(cluster.wait_for_job('default', 'no-key'), 'Complete')
+
+
+def test_refused_pods_leave_the_job_active_with_failed_create_events(cluster: FakeCluster, tmp_path: Path) -> None:
+    quota = 'exceeded quota: gpu-quota, requested: nvidia.com/gpu=8, used: nvidia.com/gpu=0, limited: nvidia.com/gpu=4'
+    cluster.emulator['create v1/pods'][:1] << 403  # any refusal by the API server, here the next one, a bare 403
+    with Kubelet(cluster, cwd=tmp_path, log_dir=tmp_path / 'logs', retry_interval=0.05) as kubelet:
+        cluster.create(JOBS, job('forbidden', 'pass'))
+        assert job_condition(cluster.wait_for_job('default', 'forbidden'), 'Complete')
+        assert [e['message'] for e in events(cluster, 'forbidden', 'FailedCreate')] == [
+            'Error creating: the server does not allow access to the requested resource (post pods)']
+
+        kubelet.refuse_pods('quota', quota)
+        cluster.create(JOBS, job('quota-1', 'pass', completionMode='Indexed', completions=2, parallelism=2))
+        kubelet.wait_idle(timeout=20)  # no pods to run: idle
+        # One Event per retry (each names another generated pod name), then client-go's aggregate, its count bumped.
+        combined = '(combined from similar events): '
+        cluster.wait_for(lambda: [e for e in events(cluster, 'quota-1', 'FailedCreate')
+                                  if e['message'].startswith(combined) and e['count'] >= 2], timeout=20)
+        failed_create = events(cluster, 'quota-1', 'FailedCreate')
+        assert len(failed_create) == 11
+        for event in failed_create:
+            assert event['type'] == 'Warning' and event['source']['component'] == 'job-controller'
+            assert event['involvedObject']['kind'] == 'Job'
+            assert re.fullmatch(rf'({re.escape(combined)})?Error creating: pods "quota-1-0-[a-z0-9]{{5}}" is '
+                                rf'forbidden: {re.escape(quota)}', event['message'])
+        stuck = cluster.get(JOBS, 'default', 'quota-1')
+        assert stuck is not None and 'active' not in stuck['status'] and 'conditions' not in stuck['status']
+        assert pods_of(cluster, 'quota-1') == [] and kubelet.started == [('forbidden', None)]
+
+        kubelet.allow_pods('quota')
+        assert job_condition(cluster.wait_for_job('default', 'quota-1'), 'Complete')
+
+
+POLICY = {'rules': [
+    {'action': 'Ignore', 'onPodConditions': [{'type': 'DisruptionTarget'}]},
+    {'action': 'FailJob', 'onExitCodes': {'containerName': 'main', 'operator': 'In', 'values': [3]}},
+]}
+
+
+def test_an_evicted_pod_is_replaced_when_the_policy_ignores_disruptions(
+        cluster: FakeCluster, kubelet: Kubelet, tmp_path: Path) -> None:
+    script = '''
+        import pathlib, time
+        if not pathlib.Path("ran-once").exists():
+            pathlib.Path("ran-once").write_text("x")
+            time.sleep(60)
+    '''
+    cluster.create(JOBS, job('drained', script, podFailurePolicy=POLICY, completionMode='Indexed', completions=1))
+    cluster.wait_for(lambda: (tmp_path / 'ran-once').exists())
+    attempt = kubelet.evict('drained', 0)  # a node drain: the Eviction API
+
+    done = cluster.wait_for_job('default', 'drained')
+    assert job_condition(done, 'Complete') and 'failed' not in done['status']  # not counted: backoffLimit is 0
+    assert kubelet.started == [('drained', 0), ('drained', 0)]
+    assert attempt.killed and attempt.exit_code == 143 and attempt.disruption == 'EvictionByEvictionAPI'
+    assert cluster.get(PODS, 'default', attempt.pod) is None  # deleted by the eviction, once accounted
+    last = [v for v in cluster.history(PODS, 'default', attempt.pod) if v][-1]
+    assert last['status']['phase'] == 'Failed'
+    assert last['status']['containerStatuses'][0]['state']['terminated']['exitCode'] == 143
+    disruption = pod_condition(last, 'DisruptionTarget')
+    assert disruption is not None and (disruption['status'], disruption['reason'], disruption['message']) == (
+        'True', 'EvictionByEvictionAPI', 'Eviction API: evicting')
+
+
+def test_pod_failure_policies_fail_the_job_or_the_index(cluster: FakeCluster, kubelet: Kubelet) -> None:
+    kubelet.fail_next('bad-input', exit_code=3)
+    cluster.create(JOBS, job('bad-input', 'pass', podFailurePolicy=POLICY, backoffLimit=5))
+    failed = job_condition(cluster.wait_for_job('default', 'bad-input'), 'Failed')
+    [pod] = pods_of(cluster, 'bad-input')
+    assert failed is not None and failed['reason'] == 'PodFailurePolicy' and failed['message'] == (
+        f'Container main for pod default/{pod["metadata"]["name"]} failed with exit code 3 matching FailJob rule '
+        f'at index 1')
+
+    on_condition = {'rules': [{'action': 'FailJob', 'onPodConditions': [{'type': 'DisruptionTarget'}]}]}
+    cluster.create(JOBS, job('pressure', 'import time; time.sleep(60)', podFailurePolicy=on_condition,
+                             backoffLimit=5))
+    cluster.wait_for(lambda: [p for p in pods_of(cluster, 'pressure') if p['status']['phase'] == 'Running'])
+    attempt = kubelet.evict('pressure', reason='TerminationByKubelet')  # node-pressure: SIGKILL, pod stays
+    failed = job_condition(cluster.wait_for_job('default', 'pressure'), 'Failed')
+    assert failed is not None and failed['message'] == (
+        f'Pod default/{attempt.pod} has condition DisruptionTarget matching FailJob rule at index 0')
+    evicted = cluster.get(PODS, 'default', attempt.pod)
+    assert evicted is not None and evicted['status']['phase'] == 'Failed' and evicted['status']['reason'] == 'Evicted'
+    assert attempt.exit_code == 137 and pod_condition(evicted, 'DisruptionTarget')['reason'] == (  # type: ignore[index]
+        'TerminationByKubelet')
+    assert [e['type'] for e in events(cluster, attempt.pod, 'Evicted')] == ['Warning']
+
+    per_index = {'rules': [{'action': 'FailIndex', 'onExitCodes': {'operator': 'In', 'values': [3]}}]}
+    kubelet.fail_next('shards', exit_code=3)
+    cluster.create(JOBS, job('shards', 'pass', podFailurePolicy=per_index, completionMode='Indexed', completions=2,
+                             backoffLimitPerIndex=2))
+    done = cluster.wait_for_job('default', 'shards')
+    assert job_condition(done, 'Failed')['reason'] == 'FailedIndexes'  # type: ignore[index]
+    assert done['status']['failedIndexes'] == '0' and done['status']['completedIndexes'] == '1'
+    assert sorted(kubelet.started[-2:]) == [('shards', 0), ('shards', 1)]  # index 0 not retried, despite its limit
+
+
+def test_kueue_keeps_queued_jobs_suspended_until_admitted(cluster: FakeCluster, kubelet: Kubelet) -> None:
+    kueue = cluster.start_kueue()
+    queued = cluster.create(JOBS, job('queued', 'pass', labels={'kueue.x-k8s.io/queue-name': 'user-queue'}))
+    assert queued['spec']['suspend'] is True  # Kueue's webhook
+    free = cluster.create(JOBS, job('free', 'pass'))
+    assert free['spec']['suspend'] is False
+    cluster.wait_for_job('default', 'free')
+    kubelet.wait_idle(timeout=20)
+    waiting_job = cluster.get(JOBS, 'default', 'queued')
+    suspended = job_condition(waiting_job or {}, 'Suspended')
+    assert suspended is not None and (suspended['reason'], suspended['message']) == ('JobSuspended', 'Job suspended')
+    assert kubelet.started == [('free', None)] and pods_of(cluster, 'queued') == []
+    [created] = events(cluster, 'queued', 'CreatedWorkload')
+    assert re.fullmatch(r'Created Workload: default/job-queued-[0-9a-f]{5}', created['message'])
+
+    kueue.admit('default', 'queued')
+    done = cluster.wait_for_job('default', 'queued')
+    assert job_condition(done, 'Complete') and kubelet.started == [('free', None), ('queued', None)]
+    assert [e['message'] for e in events(cluster, 'queued', 'Started')] == ['Admitted by clusterQueue cluster-queue']
+    assert [e['message'] for e in events(cluster, 'queued', 'Resumed')] == ['Job resumed']
+
+
+def test_finished_jobs_are_deleted_after_their_ttl(cluster: FakeCluster, kubelet: Kubelet) -> None:
+    cluster.create(JOBS, job('short-lived', 'pass', ttlSecondsAfterFinished=1))
+    cluster.create(JOBS, job('kept', 'pass'))
+    cluster.wait_for_job('default', 'short-lived')
+    finished = time.monotonic()
+    assert pods_of(cluster, 'short-lived') != []
+    cluster.wait_for(lambda: cluster.get(JOBS, 'default', 'short-lived') is None, timeout=10)
+    assert 0.5 <= time.monotonic() - finished <= 3
+    assert pods_of(cluster, 'short-lived') == []  # with its pods
+    assert cluster.get(JOBS, 'default', 'kept') is not None
+
+
+def test_deleting_a_job_kills_all_its_pods(cluster: FakeCluster, kubelet: Kubelet) -> None:
+    cluster.create(JOBS, job('pair', 'import time; time.sleep(60)', completionMode='Indexed', completions=2,
+                             parallelism=2))
+    cluster.wait_for(lambda: len([p for p in pods_of(cluster, 'pair') if p['status']['phase'] == 'Running']) == 2)
+    with cluster.api_client() as client:
+        kubernetes.client.BatchV1Api(client).delete_namespaced_job('pair', 'default', propagation_policy='Background')
+    kubelet.wait_idle(timeout=10)
+    assert all(a.killed and a.exit_code == 143 for a in kubelet.attempts)
+    assert pods_of(cluster, 'pair') == []
 
 
 # ---- Kopf ------------------------------------------------------------------------------------------------------

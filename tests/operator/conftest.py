@@ -4,6 +4,7 @@ real command locally, S3 on loopback, and Kopf in a thread."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,24 @@ def run_object(run, name: str = "run") -> dict:
     spec = run.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
     spec["storage"]["credentialsSecret"] = "s3-credentials"
     return {"apiVersion": "selftaught.dev/v1alpha1", "kind": "SelfTaughtRun", "metadata": {"name": name}, "spec": spec}
+
+
+@pytest.fixture
+def fake_stages(cluster, tmp_path):
+    """A kubelet whose pods run tests/operator/fake_stage.py instead of the real stage: a `python`
+    shim first on the pods' PATH. For tests of what the operator does with Jobs and pods."""
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    shim = shims / "python"
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{REPO / "tests" / "operator" / "fake_stage.py"}" "$@"\n')
+    shim.chmod(0o755)
+    path = os.pathsep.join([str(shims), str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    def local_rendezvous(job, index, env):
+        return {**env, "MASTER_ADDR": "127.0.0.1"} if "MASTER_ADDR" in env else env
+
+    return cluster.start_kubelet(
+        cwd=REPO,
+        log_dir=tmp_path / "pod-logs",
+        extra_env={"PATH": path, "PYTHONPATH": str(REPO / "operator"), "AWS_DEFAULT_REGION": "us-east-1"},
+        rewrite_env=local_rendezvous,
+    )

@@ -24,18 +24,34 @@ IMAGES = ("operator", "generate", "train")
 KUBE_VERSION = "1.33"
 RELEASE, NAMESPACE = "selftaught", "selftaught-system"
 
-#: Everything the operator may do (group, resource, verb), and nothing more.
+#: Everything the operator may do (group, resource, verb), and nothing more: the calls of
+#: controller/kube.py, what Kopf needs, and the owners' finalizers for blockOwnerDeletion.
 OPERATOR_PERMISSIONS = frozenset(
     [("selftaught.dev", "selftaughtruns", v) for v in ("get", "list", "watch", "patch")]
-    + [("selftaught.dev", "selftaughtruns/status", v) for v in ("get", "patch", "update")]
-    # blockOwnerDeletion on the Jobs' owner references (OwnerReferencesPermissionEnforcement)
-    + [("selftaught.dev", "selftaughtruns/finalizers", "update")]
-    + [("batch", "jobs", v) for v in ("get", "list", "watch", "create", "delete")]
-    + [("", "services", v) for v in ("get", "list", "watch", "create", "delete")]
-    + [("", "pods", v) for v in ("get", "list", "watch")]
-    + [("", "events", v) for v in ("create", "patch")]
-    + [("events.k8s.io", "events", v) for v in ("create", "patch")]
+    + [("selftaught.dev", "selftaughtruns/status", "patch")]
+    # blockOwnerDeletion on the Jobs' owner references to the run, and on the Services' to their
+    # Job (OwnerReferencesPermissionEnforcement)
+    + [("selftaught.dev", "selftaughtruns/finalizers", "update"), ("batch", "jobs/finalizers", "update")]
+    + [("batch", "jobs", v) for v in ("list", "watch", "create", "delete")]
+    + [("", "services", "create")]
+    + [("", "pods", "list")]
+    + [("", "events", v) for v in ("list", "create", "patch")]
 )
+#: What Kopf itself does (resource, verb): watch runs and stage Jobs (the Job index), its
+#: bookkeeping patch on runs, its events.
+KOPF_CALLS = frozenset(
+    {
+        ("selftaughtruns", "list"),
+        ("selftaughtruns", "watch"),
+        ("selftaughtruns", "patch"),
+        ("jobs", "list"),
+        ("jobs", "watch"),
+        ("events", "create"),
+        ("events", "patch"),
+    }
+)
+#: Needed by the OwnerReferencesPermissionEnforcement admission plugin, not called.
+OWNER_FINALIZERS = frozenset({("selftaughtruns/finalizers", "update"), ("jobs/finalizers", "update")})
 
 
 class KubeLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
@@ -138,8 +154,9 @@ def pod_spec(obj: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def security_problems(obj: dict[str, Any]) -> list[str]:
-    """Why a workload is not non-root, read-only-root, unprivileged and seccomp-confined."""
+def security_problems(obj: dict[str, Any], *, allowed_capabilities: frozenset[str] = frozenset()) -> list[str]:
+    """Why a workload is not non-root, read-only-root, unprivileged and seccomp-confined (adding
+    only `allowed_capabilities` to an otherwise empty set)."""
     pod = pod_spec(obj)
     if pod is None:
         return []
@@ -165,8 +182,9 @@ def security_problems(obj: dict[str, Any]) -> list[str]:
             problems.append(f"{where}: privileged")
         if "ALL" not in ((context.get("capabilities") or {}).get("drop") or []):
             problems.append(f"{where}: capabilities are not all dropped")
-        if (context.get("capabilities") or {}).get("add"):
-            problems.append(f"{where}: adds capabilities")
+        added = set((context.get("capabilities") or {}).get("add") or [])
+        if added - allowed_capabilities:
+            problems.append(f"{where}: adds capabilities {sorted(added - allowed_capabilities)}")
         if (effective("seccompProfile") or {}).get("type") != "RuntimeDefault":
             problems.append(f"{where}: no RuntimeDefault seccomp profile")
     if pod.get("hostNetwork") or pod.get("hostPID") or pod.get("hostIPC"):

@@ -100,7 +100,11 @@ def test_defaults_install_the_crd_kept_on_uninstall_and_a_cluster_wide_operator(
         ]
     )
     (crd_object,) = by_kind(objects, "CustomResourceDefinition")
-    assert crd_object["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    # kept by `helm uninstall`, and by Argo CD's prune and Application deletion
+    assert crd_object["metadata"]["annotations"] == {
+        "helm.sh/resource-policy": "keep",
+        "argocd.argoproj.io/sync-options": "Prune=false,Delete=false",
+    }
     assert operator_container(objects)["args"] == ["operator", "--all-namespaces"]
     assert not by_kind(objects, "ServiceMonitor")
 

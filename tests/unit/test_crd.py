@@ -29,7 +29,11 @@ def test_every_field_has_a_description_for_kubectl_explain(section):
 
 
 def test_the_schema_is_structural_every_node_has_a_type():
-    untyped = [p for p, n in _walk(SCHEMA) if "type" not in n and not n.get("x-kubernetes-preserve-unknown-fields")]
+    untyped = [
+        p
+        for p, n in _walk(SCHEMA)
+        if "type" not in n and not n.get("x-kubernetes-preserve-unknown-fields") and not n.get("x-kubernetes-int-or-string")
+    ]
     assert untyped == []
     forbidden = [p for p, n in _walk(SCHEMA) if {"anyOf", "oneOf", "$ref", "propertyNames", "const"} & set(n)]
     assert forbidden == []
@@ -65,3 +69,38 @@ def test_printer_columns_show_phase_stage_iteration_accuracy_and_age():
         "Age": ".metadata.creationTimestamp",
     }  # fmt: skip
     assert "str" in crd()["spec"]["names"]["shortNames"]
+
+
+def test_status_conditions_are_a_map_keyed_by_type():
+    conditions = SCHEMA["properties"]["status"]["properties"]["conditions"]
+    assert conditions["x-kubernetes-list-type"] == "map" and conditions["x-kubernetes-list-map-keys"] == ["type"]
+    assert "type" in conditions["items"]["required"]  # a map key must be required
+
+
+def test_resource_quantities_are_int_or_string_in_the_crd_and_the_code():
+    overrides = SCHEMA["properties"]["spec"]["properties"]["scheduling"]["properties"]["generation"]["properties"]
+    for section in ("requests", "limits"):
+        assert overrides["resources"]["properties"][section]["additionalProperties"] == {"x-kubernetes-int-or-string": True}
+    document = {
+        "apiVersion": "selftaught.dev/v1alpha1",
+        "kind": "SelfTaughtRun",
+        "metadata": {"name": "r"},
+        "spec": {
+            "models": {"seed": {"source": "m"}},
+            "data": {"instructions": {"source": "s3://b/i.jsonl"}},
+            "storage": {"uri": "s3://b/runs"},
+            "scheduling": {"generation": {"resources": {"requests": {"cpu": 4, "memory": "64Gi"}, "limits": {"cpu": "500m"}}}},
+        },
+    }
+    stored = {**document, "spec": _prune_and_default(document["spec"], SCHEMA["properties"]["spec"])}
+    resources = parse_run(stored).spec.scheduling.generation.resources
+    assert resources.requests == {"cpu": 4, "memory": "64Gi"} and resources.limits == {"cpu": "500m"}
+
+
+def test_the_model_cache_volume_is_one_of_four_sources_never_a_host_path():
+    overrides = SCHEMA["properties"]["spec"]["properties"]["scheduling"]["properties"]["generation"]["properties"]
+    volume = overrides["modelCacheVolume"]
+    assert set(volume["properties"]) == {"persistentVolumeClaim", "ephemeral", "emptyDir", "csi"}
+    # the API server prunes a hostPath to {}, which minProperties then refuses
+    assert (volume["minProperties"], volume["maxProperties"]) == (1, 1)
+    assert _prune_and_default({"hostPath": {"path": "/"}}, volume) == {}

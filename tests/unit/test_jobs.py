@@ -1,11 +1,24 @@
 """Stage Jobs as a cluster would receive them: valid, labelled, placed and secured as the spec says."""
 
+import json
+import re
+import subprocess
+
 import kubernetes_validate
 import pytest
 
 from selftaught.api.load import parse_run
 from selftaught.controller.config import OperatorConfig
-from selftaught.controller.jobs import MAX_JOB_NAME, build_job, build_service, job_name, needs_service
+from selftaught.controller.jobs import (
+    MAX_JOB_NAME,
+    RENDEZVOUS_TIMEOUT_SECONDS,
+    build_job,
+    build_service,
+    job_name,
+    needs_service,
+    pod_overrides,
+    service_name,
+)
 from selftaught.pipeline.table import StageRef
 
 from .test_spec import MINIMAL
@@ -21,6 +34,18 @@ def _container(job):
     return job["spec"]["template"]["spec"]["containers"][0]
 
 
+def _pod(job):
+    return job["spec"]["template"]["spec"]
+
+
+def _valid(obj):
+    kubernetes_validate.validate(obj, "1.33", strict=True)
+    return obj
+
+
+DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
 @pytest.mark.parametrize("ref", [StageRef("categorize"), StageRef("select"), StageRef("judge", 2), StageRef("train", 1), StageRef("evaluate", 0)])
 def test_every_stage_job_validates_against_the_kubernetes_schema(ref):
     run = _run(train={"nodes": 2}, scheduling={"training": {"queueName": "gpu"}})
@@ -34,7 +59,10 @@ def test_a_generation_job_is_indexed_by_shard_on_the_vllm_image_with_gpus_for_te
     job = build_job(run, StageRef("judge", 2), 1, CONFIG)
     spec, container = job["spec"], _container(job)
     assert job["metadata"]["name"] == "r1-judge-2-1"
-    assert (spec["completionMode"], spec["completions"], spec["parallelism"], spec["backoffLimit"]) == ("Indexed", 16, 4, 0)
+    assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 16, 4)
+    # one try per shard; a failed shard does not stop the running ones (the retry runs only the
+    # unfinished shards); backoffLimit is left to Kubernetes' default, 0 would undo all of that
+    assert (spec["backoffLimitPerIndex"], spec["maxFailedIndexes"]) == (0, 16) and "backoffLimit" not in spec
     assert container["image"] == CONFIG.generate_image
     assert container["command"] == ["python", "-m", "selftaught", "stage", "judge", "--iteration=2"]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "8"
@@ -57,10 +85,28 @@ def test_pods_run_as_non_root_without_privilege_and_secrets_come_from_secret_ref
     assert '"credentialsSecret":"s3"' in env["SELFTAUGHT_RUN"]["value"]
 
 
-def test_program_errors_fail_fast_and_infrastructure_failures_are_not_counted():
-    rules = build_job(_run(), StageRef("train", 1), 0, CONFIG)["spec"]["podFailurePolicy"]["rules"]
+@pytest.mark.parametrize("ref", [StageRef("train", 1), StageRef("judge", 1), StageRef("select")])
+def test_program_errors_fail_fast_and_infrastructure_failures_are_not_counted(ref):
+    job = _valid(build_job(_run(generation={"shards": 4}), ref, 0, CONFIG))
+    rules = job["spec"]["podFailurePolicy"]["rules"]
     assert rules[0] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
     assert rules[1]["action"] == "FailJob" and rules[1]["onExitCodes"]["values"] == [3]
+
+
+def test_single_pod_jobs_fail_at_their_first_failed_pod():
+    for ref in (StageRef("train", 1), StageRef("select")):
+        spec = _valid(build_job(_run(), ref, 0, CONFIG))["spec"]
+        assert spec["backoffLimit"] == 0 and "backoffLimitPerIndex" not in spec and "maxFailedIndexes" not in spec
+
+
+def test_a_disrupted_multi_node_training_pod_fails_the_attempt():
+    """A replacement pod could not rejoin the static torchrun rendezvous: the whole attempt fails
+    and the operator starts a new one."""
+    spec = _valid(build_job(_run(train={"nodes": 2}), StageRef("train", 1), 0, CONFIG))["spec"]
+    rules = spec["podFailurePolicy"]["rules"]
+    assert rules[0] == {"action": "FailJob", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    assert rules[1]["action"] == "FailJob" and rules[1]["onExitCodes"]["values"] == [3]
+    assert spec["backoffLimit"] == 0
 
 
 def test_multi_node_training_is_one_indexed_job_with_a_rendezvous_on_index_zero():
@@ -73,7 +119,8 @@ def test_multi_node_training_is_one_indexed_job_with_a_rendezvous_on_index_zero(
     env = {e["name"]: e.get("value") for e in _container(job)["env"]}
     assert env["MASTER_ADDR"] == "r1-train-3-0-0.r1-train-3-0"
     script = _container(job)["command"][2]
-    assert script.startswith('until getent hosts "$MASTER_ADDR"')
+    assert 'until getent hosts "$MASTER_ADDR"' in script and f"+ {RENDEZVOUS_TIMEOUT_SECONDS} ))" in script
+    assert RENDEZVOUS_TIMEOUT_SECONDS == 600
     assert "--nnodes=4 --nproc-per-node=8 --node-rank=${JOB_COMPLETION_INDEX} --master-addr=${MASTER_ADDR}" in script
     assert _container(job)["resources"]["limits"]["nvidia.com/gpu"] == "8" and _container(job)["image"] == CONFIG.train_image
 
@@ -100,3 +147,146 @@ def test_job_names_are_deterministic_and_short_enough_for_pod_hostnames():
     assert len(name) <= MAX_JOB_NAME and name.endswith("-evaluate-12-3")
     assert name == job_name(long_name, StageRef("evaluate", 12), 3)
     assert job_name(long_name + "y", StageRef("evaluate", 12), 3) != name
+
+
+def test_the_rendezvous_wait_gives_up_with_a_reason(tmp_path):
+    """A rank whose index 0 never resolves (e.g. left unscheduled) stops waiting: exit 1 (retried,
+    not permanent) and a termination message the operator reads."""
+    job = build_job(_run(train={"nodes": 2}), StageRef("train", 1), 0, CONFIG)
+    script = _container(job)["command"][2].replace(f"+ {RENDEZVOUS_TIMEOUT_SECONDS} ))", "+ 1 ))")
+    message = tmp_path / "termination-log"
+    env = {"PATH": "/usr/bin:/bin", "MASTER_ADDR": "r1-train-1-0-0.r1-train-1-0.invalid", "SELFTAUGHT_TERMINATION_MESSAGE_PATH": str(message)}
+    result = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1
+    assert "gave up: r1-train-1-0-0.r1-train-1-0.invalid did not resolve" in result.stderr
+    failure = json.loads(message.read_text())
+    assert failure["reason"] == "RendezvousTimeout" and failure["permanent"] is False
+    assert "r1-train-1-0-0.r1-train-1-0.invalid" in failure["message"]
+
+
+@pytest.mark.parametrize("run_name", ["7b-judge", "r1", "0", "9" * 63, "a-very-long-run-name-that-goes-on-and-on-and-on-forever-x"])
+def test_the_rendezvous_service_name_is_always_a_dns_1035_label(run_name):
+    run = _run(name=run_name, train={"nodes": 2})
+    ref = StageRef("train", 12)
+    service = _valid(build_service(run, ref, 3))
+    name = service["metadata"]["name"]
+    assert name == service_name(run_name, ref, 3) and DNS_1035.match(name) and len(name) <= 63
+    assert "ownerReferences" not in service["metadata"]  # the reconciler makes the Job its owner
+    job = _valid(build_job(run, ref, 3, CONFIG))
+    assert _pod(job)["subdomain"] == name
+    assert service["spec"]["selector"] == {"batch.kubernetes.io/job-name": job["metadata"]["name"]}
+    env = {e["name"]: e.get("value") for e in _container(job)["env"]}
+    assert env["MASTER_ADDR"] == f"{job['metadata']['name']}-0.{name}"
+    if run_name[0].isalpha():
+        assert name == job["metadata"]["name"]  # unchanged where it was valid already
+    else:
+        assert name == "st-" + job["metadata"]["name"]
+
+
+def test_the_model_cache_is_a_bounded_emptydir_that_the_scheduler_accounts_for():
+    run = _run()
+    for ref, size in ((StageRef("judge", 1), "200Gi"), (StageRef("train", 1), "200Gi"), (StageRef("select"), "20Gi")):
+        job = _valid(build_job(run, ref, 0, CONFIG))
+        volumes = {v["name"]: v for v in _pod(job)["volumes"]}
+        assert volumes["cache"] == {"name": "cache", "emptyDir": {"sizeLimit": size}}
+        assert _container(job)["resources"]["requests"]["ephemeral-storage"] == size
+    job = _valid(build_job(_run(scheduling={"generation": {"cacheSize": "500Gi"}}), StageRef("pairs"), 0, CONFIG))
+    assert {v["name"]: v for v in _pod(job)["volumes"]}["cache"]["emptyDir"] == {"sizeLimit": "500Gi"}
+    assert _container(job)["resources"]["requests"]["ephemeral-storage"] == "500Gi"
+
+
+@pytest.mark.parametrize(
+    ("volume", "expected", "storage"),
+    [
+        ({"persistentVolumeClaim": {"claimName": "cache"}}, {"persistentVolumeClaim": {"claimName": "cache"}}, None),
+        ({"emptyDir": {"sizeLimit": "1Ti"}}, {"emptyDir": {"sizeLimit": "1Ti"}}, "1Ti"),
+        ({"emptyDir": {"medium": "Memory"}}, {"emptyDir": {"medium": "Memory", "sizeLimit": "200Gi"}}, None),
+        ({"csi": {"driver": "example.csi.k8s.io"}}, {"csi": {"driver": "example.csi.k8s.io"}}, None),
+        (
+            {"ephemeral": {"volumeClaimTemplate": {"spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "300Gi"}}}}}},
+            {"ephemeral": {"volumeClaimTemplate": {"spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "300Gi"}}}}}},
+            None,
+        ),
+    ],
+    ids=["pvc", "emptydir", "memory", "csi", "ephemeral"],
+)
+def test_the_model_cache_volume_is_the_one_source_the_run_names(volume, expected, storage):
+    job = _valid(build_job(_run(scheduling={"generation": {"modelCacheVolume": volume}}), StageRef("judge", 1), 0, CONFIG))
+    assert {v["name"]: v for v in _pod(job)["volumes"]}["cache"] == {"name": "cache", **expected}
+    assert _container(job)["resources"]["requests"].get("ephemeral-storage") == storage
+
+
+def test_stage_pods_have_no_api_token_no_service_links_and_a_user_name():
+    job = _valid(build_job(_run(), StageRef("judge", 1), 0, CONFIG))
+    pod = _pod(job)
+    assert pod["enableServiceLinks"] is False and pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": CONFIG.run_as_user,
+        "runAsGroup": CONFIG.run_as_user,
+        "fsGroup": CONFIG.run_as_user,
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    env = {e["name"]: e.get("value") for e in _container(job)["env"]}
+    assert env["USER"] == env["LOGNAME"] == "selftaught" and env["HOME"] == "/tmp"
+
+
+def test_the_ids_can_be_chosen_or_left_to_the_platform():
+    run = _run(scheduling={"generation": {"securityContext": {"runAsUser": 2000, "fsGroup": 3000}}, "data": {"securityContext": {"platformAssigned": True}}})
+    context = _pod(_valid(build_job(run, StageRef("judge", 1), 0, CONFIG)))["securityContext"]
+    assert (context["runAsUser"], context["runAsGroup"], context["fsGroup"]) == (2000, 2000, 3000)
+    context = _pod(_valid(build_job(run, StageRef("select"), 0, CONFIG)))["securityContext"]
+    assert not {"runAsUser", "runAsGroup", "fsGroup"} & set(context)  # OpenShift's restricted-v2 SCC assigns them
+    assert context["runAsNonRoot"] is True and context["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+def test_resource_quantities_may_be_numbers_and_are_rendered_as_strings():
+    run = _run(scheduling={"generation": {"resources": {"requests": {"cpu": 4, "memory": "64Gi"}, "limits": {"memory": "64Gi", "cpu": 8}}}})
+    resources = _container(_valid(build_job(run, StageRef("judge", 1), 0, CONFIG)))["resources"]
+    assert resources["requests"] == {"cpu": "4", "memory": "64Gi", "nvidia.com/gpu": "1", "ephemeral-storage": "200Gi"}
+    assert resources["limits"] == {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": "1"}
+    run = _run(scheduling={"generation": {"resources": {"requests": {"ephemeral-storage": "50Gi"}}}})
+    assert _container(build_job(run, StageRef("judge", 1), 0, CONFIG))["resources"]["requests"]["ephemeral-storage"] == "50Gi"
+
+
+def test_cluster_specific_pod_settings_reach_the_pod_and_merge_per_stage():
+    run = _run(
+        train={"nodes": 2},
+        scheduling={
+            "training": {
+                "runtimeClassName": "nvidia",
+                "schedulerName": "volcano",
+                "podLabels": {"sidecar.istio.io/inject": "false", "team": "ml"},
+                "podAnnotations": {"k8s.v1.cni.cncf.io/networks": "ib-net", "kueue.x-k8s.io/podset-preferred-topology": "rack"},
+                "capabilities": ["IPC_LOCK"],
+                "env": [{"name": "NCCL_DEBUG", "value": "INFO"}, {"name": "HF_HOME", "value": "/models/hf"}],
+            },
+            "stages": {"train": {"podLabels": {"team": "research"}, "schedulerName": "default-scheduler"}},
+        },
+    )
+    job = _valid(build_job(run, StageRef("train", 1), 0, CONFIG))
+    pod, template = _pod(job), job["spec"]["template"]["metadata"]
+    assert pod["runtimeClassName"] == "nvidia" and pod["schedulerName"] == "default-scheduler"  # the stage's own wins
+    assert template["labels"]["team"] == "research" and "sidecar.istio.io/inject" not in template["labels"]  # field by field
+    assert template["labels"]["selftaught.dev/stage"] == "train-1"  # the operator's labels stay
+    assert template["annotations"] == {"k8s.v1.cni.cncf.io/networks": "ib-net", "kueue.x-k8s.io/podset-preferred-topology": "rack"}
+    assert _container(job)["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["IPC_LOCK"]}
+    env = [(e["name"], e.get("value")) for e in _container(job)["env"]]
+    names = [name for name, _ in env]
+    assert len(names) == len(set(names)) and ("HF_HOME", "/models/hf") in env and ("NCCL_DEBUG", "INFO") in env
+    assert names.index("HF_HOME") < names.index("NCCL_DEBUG")  # replaced in place, new ones after ours
+    assert "MASTER_ADDR" in names and "SELFTAUGHT_RUN" in names
+    judge = build_job(run, StageRef("judge", 1), 0, CONFIG)
+    assert "runtimeClassName" not in _pod(judge) and "add" not in _container(judge)["securityContext"]["capabilities"]
+    assert "annotations" not in judge["spec"]["template"]["metadata"]
+
+
+def test_each_stage_kind_has_a_deadline_and_a_startup_timeout_a_run_can_change():
+    run = _run(scheduling={"generation": {"activeDeadlineSeconds": 3 * 86400}, "stages": {"train": {"startupTimeoutSeconds": 7200}}})
+    deadlines = {ref.kind: build_job(_run(), ref, 0, CONFIG)["spec"]["activeDeadlineSeconds"] for ref in (StageRef("judge", 1), StageRef("train", 1), StageRef("select"))}
+    assert deadlines == {"generation": 86400, "training": 7 * 86400, "data": 6 * 3600}
+    assert build_job(run, StageRef("judge", 1), 0, CONFIG)["spec"]["activeDeadlineSeconds"] == 3 * 86400
+    assert pod_overrides(_run(), StageRef("judge", 1)).startup_timeout_seconds == 1800  # the operator enforces it
+    assert pod_overrides(run, StageRef("train", 1)).startup_timeout_seconds == 7200
+    assert pod_overrides(run, StageRef("select")).startup_timeout_seconds == 1800

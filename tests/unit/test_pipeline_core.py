@@ -137,3 +137,17 @@ def test_judgebench_pairs_are_judged_in_both_orders_and_scored_on_the_net_vote(t
     assert manifest.summary["overall"] == 1.0 and manifest.summary["benchmark"] == "judgebench"
     report = json.loads(store.read_text("iter-000/evaluate/metrics.json"))
     assert report["sections"] == {"Knowledge": 1.0, "Reasoning": 1.0, "Math": 1.0, "Coding": 1.0}
+
+
+def test_a_snapshot_this_version_cannot_read_is_a_clear_error_not_a_crash(tmp_path):
+    from selftaught.pipeline.runstore import SnapshotUnreadable, accept
+    from selftaught.store.layout import RUN_SNAPSHOT
+
+    run = _run()
+    store = LocalStore(tmp_path)
+    accept(store, run)
+    snapshot = json.loads(store.read_text(RUN_SNAPSHOT))
+    snapshot["spec"]["judge"]["fromTheFuture"] = True  # written by a newer selftaught
+    store.write_text(RUN_SNAPSHOT, json.dumps(snapshot))
+    with pytest.raises(SnapshotUnreadable, match="cannot read the spec the run started with .*fromTheFuture"):
+        accept(store, run)

@@ -70,3 +70,65 @@ def test_unreadable_or_invalid_files_say_which_file(tmp_path):
     other.write_text("kind: ConfigMap\n")
     with pytest.raises(SpecError, match="other.yaml: expected exactly one SelfTaughtRun document, found 0"):
         load_run(other)
+
+
+def _scheduling(**generation):
+    return _with(scheduling={"generation": generation})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error"),
+    [
+        ({"modelCacheVolume": {"hostPath": {"path": "/models"}}}, r"modelCacheVolume\.hostPath: Extra inputs are not permitted"),
+        ({"modelCacheVolume": {}}, "exactly one of persistentVolumeClaim, ephemeral, emptyDir, csi"),
+        ({"modelCacheVolume": {"emptyDir": {}, "persistentVolumeClaim": {"claimName": "c"}}}, "exactly one of"),
+        ({"podLabels": {"selftaught.dev/run": "other"}}, "pod label selftaught.dev/run is set by the operator"),
+        ({"podLabels": {"app.kubernetes.io/managed-by": "me"}}, "is set by the operator"),
+        ({"podLabels": {"batch.kubernetes.io/job-name": "x"}}, "is set by the operator or the Job controller"),
+        ({"podLabels": {"team": "not a label value"}}, "not a valid label value"),
+        ({"podAnnotations": {"bad key!": "x"}}, "not a valid Kubernetes name"),
+        ({"env": [{"name": "SELFTAUGHT_RUN", "value": "{}"}]}, "SELFTAUGHT_RUN is set by the operator"),
+        ({"env": [{"name": "X", "value": "1", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}]}, "not both"),
+        ({"capabilities": ["SYS_ADMIN"]}, r"capabilities\.0: Input should be 'IPC_LOCK', 'SYS_RESOURCE' or 'SYS_NICE'"),
+        ({"resources": {"requests": {"cpu": "4 cores"}}}, "is not a quantity"),
+        ({"resources": {"requests": {"cpu": 0.5}}}, "is not a quantity"),
+        ({"resources": {"request": {"cpu": 1}}}, r"resources\.request: Extra inputs are not permitted"),
+        ({"cacheSize": "200GB"}, "cacheSize: String should match pattern"),
+        ({"securityContext": {"platformAssigned": True, "runAsUser": 1000}}, "platformAssigned leaves the ids to the platform"),
+        ({"securityContext": {"runAsUser": 0}}, "runAsUser: Input should be greater than or equal to 1"),
+    ],
+)
+def test_pod_overrides_refuse_what_would_break_or_widen_a_stage_pod(overrides, error):
+    with pytest.raises(SpecError, match=error):
+        parse_run(_scheduling(**overrides))
+
+
+def test_pod_overrides_accept_quantities_as_numbers_and_labels_of_others():
+    spec = parse_run(
+        _scheduling(
+            resources={"requests": {"cpu": 4, "memory": "64Gi", "nvidia.com/gpu": 8}, "limits": {"cpu": "500m"}},
+            podLabels={"sidecar.istio.io/inject": "false", "app.kubernetes.io/part-of": "judges"},
+            env=[{"name": "NCCL_DEBUG", "value": "INFO"}, {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+            modelCacheVolume={"persistentVolumeClaim": {"claimName": "models"}},
+        )
+    ).spec
+    generation = spec.scheduling.generation
+    assert generation.resources.requests == {"cpu": 4, "memory": "64Gi", "nvidia.com/gpu": 8}
+    assert generation.model_cache_volume.source() == {"persistentVolumeClaim": {"claimName": "models"}}
+
+
+def test_the_operators_own_variables_are_reserved():
+    from selftaught.api.spec import RESERVED_ENV
+    from selftaught.pipeline.launch import RUN_VARIABLE
+
+    assert RUN_VARIABLE in RESERVED_ENV and "JOB_COMPLETION_INDEX" in RESERVED_ENV and "MASTER_ADDR" in RESERVED_ENV
+
+
+def test_stage_kinds_have_their_own_pod_defaults_under_the_runs_settings():
+    spec = parse_run(_with(scheduling={"training": {"activeDeadlineSeconds": 60}, "stages": {"train": {"cacheSize": "1Ti"}}})).spec
+    train = spec.scheduling.for_stage("training", "train")
+    assert (train.active_deadline_seconds, train.cache_size, train.startup_timeout_seconds) == (60, "1Ti", 1800)
+    select = spec.scheduling.for_stage("data", "select")
+    assert (select.active_deadline_seconds, select.cache_size, select.startup_timeout_seconds) == (21600, "20Gi", 1800)
+    judge = spec.scheduling.for_stage("generation", "judge")
+    assert (judge.active_deadline_seconds, judge.cache_size) == (86400, "200Gi")

@@ -73,36 +73,46 @@ app.kubernetes.io/component: operator
 {{- end }}
 {{- end }}
 
-{{/* The operator's permissions, for the ClusterRole and each Role. Nothing on Secrets (stage
-pods read them by reference), CRDs, namespaces or KopfPeering (scanning off, standalone). */}}
+{{/* The operator's permissions, for the ClusterRole and each Role: exactly the calls of
+controller/kube.py and what Kopf itself needs (tests/shipping checks both ways). Nothing on
+Secrets (stage pods read them by reference), CRDs, namespaces or KopfPeering (scanning off,
+standalone). */}}
 {{- define "selftaught.rules" -}}
-# watch runs; "patch" is for Kopf's own bookkeeping (no finalizers: the resync is not a Kopf timer)
+# get: a fresh read of a run; list/watch: Kopf's watch; patch: Kopf's own bookkeeping (no
+# finalizers: the resync is not a Kopf timer)
 - apiGroups: ["selftaught.dev"]
   resources: ["selftaughtruns"]
   verbs: ["get", "list", "watch", "patch"]
+# the operator writes the status (merge patch), never the spec
 - apiGroups: ["selftaught.dev"]
   resources: ["selftaughtruns/status"]
-  verbs: ["get", "patch", "update"]
-# stage Jobs and Services carry an ownerReference with blockOwnerDeletion: clusters with the
-# OwnerReferencesPermissionEnforcement admission plugin (e.g. OpenShift) require this
+  verbs: ["patch"]
+# stage Jobs carry an ownerReference to their run, and a training attempt's Service one to its
+# Job, with blockOwnerDeletion: clusters with the OwnerReferencesPermissionEnforcement admission
+# plugin (e.g. OpenShift) require update on the owner's finalizers for that
 - apiGroups: ["selftaught.dev"]
   resources: ["selftaughtruns/finalizers"]
   verbs: ["update"]
-# one Job per stage attempt; a headless Service per multi-node training attempt
+- apiGroups: ["batch"]
+  resources: ["jobs/finalizers"]
+  verbs: ["update"]
+# one Job per stage attempt: created, watched (Kopf), listed, and deleted when an attempt is
+# given up (e.g. pods that never start)
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "list", "watch", "create", "delete"]
+  verbs: ["list", "watch", "create", "delete"]
+# a headless Service per multi-node training attempt (it goes with its Job)
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "list", "watch", "create", "delete"]
-# read-only: a failed pod's termination message is the stage's failure reason
+  verbs: ["create"]
+# read-only: a failed pod's termination message is the stage's failure reason, a pending pod's
+# status why an attempt does not start
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list"]
+# events on runs (ours and Kopf's); listed: the Job controller's FailedCreate events say why a
+# Job has no pods
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["list", "create", "patch"]
 {{- end }}

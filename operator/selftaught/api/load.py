@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -45,3 +46,28 @@ def load_run(path: str | Path) -> SelfTaughtRun:
     if len(runs) != 1:
         raise SpecError(f"{path}: expected exactly one SelfTaughtRun document, found {len(runs)}")
     return parse_run(runs[0], source=str(path))
+
+
+def parse_api_object(document: dict[str, Any], *, source: str) -> tuple[SelfTaughtRun, list[str]]:
+    """A run as the API server stored it, and the fields this version does not know (ignored).
+
+    The API server has already validated the object against the installed CRD, which may be
+    newer than this operator (a field added by an upgrade, a default filled in): refusing it
+    would fail the run until the operator is upgraded. Local files stay strict (`load_run`)."""
+    try:
+        return parse_run(document, source=source), []
+    except SpecError:
+        pass
+    try:
+        SelfTaughtRun.model_validate(document)
+    except ValidationError as error:
+        unknown = [item["loc"] for item in error.errors() if item["type"] == "extra_forbidden"]
+        if not unknown or len(unknown) != len(error.errors()):
+            raise SpecError(f"{source}: {format_validation_error(error)}") from None
+    pruned = copy.deepcopy(document)
+    for path in unknown:
+        parent = pruned
+        for key in path[:-1]:
+            parent = parent[key]
+        parent.pop(path[-1], None)
+    return parse_run(pruned, source=source), [".".join(str(p) for p in path) for path in unknown]

@@ -6,10 +6,12 @@ configuration reference are generated from these models. Defaults are the paper'
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import core_schema
 
 from selftaught.method.categories import CATEGORIES, REASONING_CATEGORIES
 
@@ -289,34 +291,271 @@ class Evaluate(Model):
     )
 
 
+#: A Kubernetes quantity as a string: `500m`, `4`, `64Gi`, `1.5e3`.
+QUANTITY_PATTERN = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[numkMGTPE]|[eE][0-9]+)?$"
+#: Label and annotation keys: an optional DNS-subdomain prefix and `/`, then a name of at most 63.
+_QUALIFIED_NAME = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+#: Pod labels the operator sets or the Job controller owns: a run may not set them.
+RESERVED_LABELS = frozenset({"app.kubernetes.io/name", "app.kubernetes.io/component", "app.kubernetes.io/managed-by", "job-name", "controller-uid"})
+RESERVED_LABEL_PREFIXES = (f"{API_GROUP}/", "batch.kubernetes.io/")
+#: Environment variables the stage process depends on: a run may not set them.
+RESERVED_ENV = frozenset({"SELFTAUGHT_RUN", "SELFTAUGHT_CACHE", "SELFTAUGHT_TERMINATION_MESSAGE_PATH", "JOB_COMPLETION_INDEX", "MASTER_ADDR"})
+#: Capabilities a stage container may add; every other one stays dropped.
+Capability = Literal["IPC_LOCK", "SYS_RESOURCE", "SYS_NICE"]
+
+
+class _ShownAs(type):
+    """docs/gen_reference.py names a field's type with `str(type)`: show `quantity`."""
+
+    def __str__(cls) -> str:
+        return cls.__name__.lower()
+
+
+class Quantity(metaclass=_ShownAs):
+    """A resource quantity as Kubernetes takes it: an integer (`cpu: 4`) or a string (`500m`,
+    `64Gi`); in the CRD, `x-kubernetes-int-or-string`."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(cls._validate)
+
+    @staticmethod
+    def _validate(value: Any) -> int | str:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        if isinstance(value, str) and re.match(QUANTITY_PATTERN, value):
+            return value
+        raise ValueError(f"{value!r} is not a quantity: an integer or a string such as 500m, 4 or 64Gi")
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler) -> dict[str, Any]:
+        return {"x-kubernetes-int-or-string": True}
+
+
+class Resources(Model):
+    """Quantities as in a pod: integers (`cpu: 4`) or strings (`500m`, `64Gi`). An emptyDir model
+    cache adds its `cacheSize` to the `ephemeral-storage` request unless one is given."""
+
+    requests: dict[str, Quantity] | None = _field(
+        None, description="Minimum resources, e.g. `{cpu: 4, memory: 64Gi}`: integers or quantity strings."
+    )
+    limits: dict[str, Quantity] | None = _field(
+        None, description="Maximum resources, e.g. `{memory: 64Gi}`: integers or quantity strings."
+    )
+
+
+class EnvVar(Model):
+    """An environment variable of the stage container, as in a pod's `env`."""
+
+    name: str = _field(
+        description="Variable name. The ones the stage process depends on (`SELFTAUGHT_RUN`, "
+        "`SELFTAUGHT_CACHE`, `SELFTAUGHT_TERMINATION_MESSAGE_PATH`, `JOB_COMPLETION_INDEX`, "
+        "`MASTER_ADDR`) are refused; any other the operator sets (e.g. `HF_HOME`) is replaced.",
+        pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$",
+    )
+    value: str | None = _field(None, description="The value.")
+    value_from: dict[str, Any] | None = _field(
+        None,
+        description="A Kubernetes EnvVarSource (`secretKeyRef`, `configMapKeyRef`, `fieldRef`, "
+        "`resourceFieldRef`) instead of a value.",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value in RESERVED_ENV:
+            raise ValueError(f"{value} is set by the operator")
+        return value
+
+    @model_validator(mode="after")
+    def _value_or_source(self) -> EnvVar:
+        if self.value is not None and self.value_from is not None:
+            raise ValueError("set value or valueFrom, not both")
+        return self
+
+
+class CacheVolume(Model):
+    """Exactly one volume source. No hostPath: the pods are created with the operator's rights, and
+    the cache would outlive the run on the node."""
+
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1, "maxProperties": 1})
+
+    persistent_volume_claim: dict[str, Any] | None = _field(
+        None,
+        description="A PersistentVolumeClaim (`{claimName: ...}`): a shared (ReadWriteMany) cache "
+        "downloads each model once for every pod; the choice for big models.",
+    )
+    ephemeral: dict[str, Any] | None = _field(
+        None, description="A generic ephemeral volume (`{volumeClaimTemplate: ...}`): a fresh PVC per pod."
+    )
+    empty_dir: dict[str, Any] | None = _field(
+        None, description="An emptyDir (`{medium, sizeLimit}`); `cacheSize` is its sizeLimit when it sets none."
+    )
+    csi: dict[str, Any] | None = _field(None, description="An inline CSI volume (`{driver, volumeAttributes}`).")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> CacheVolume:
+        chosen = [name for name in type(self).model_fields if getattr(self, name) is not None]
+        if len(chosen) != 1:
+            raise ValueError("set exactly one of persistentVolumeClaim, ephemeral, emptyDir, csi")
+        return self
+
+    def source(self) -> dict[str, Any]:
+        """The volume source as a pod's `volumes[]` entry has it, e.g. `{"emptyDir": {...}}`."""
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+class StageSecurityContext(Model):
+    """The ids a stage pod runs as. The rest is fixed: non-root, the RuntimeDefault seccomp profile,
+    no privilege escalation, a read-only root file system, every capability dropped (see
+    `capabilities`)."""
+
+    run_as_user: int | None = _field(
+        None, ge=1, description="UID; the operator's `SELFTAUGHT_RUN_AS_USER` (1000) when unset."
+    )
+    run_as_group: int | None = _field(None, ge=0, description="GID; the UID when unset.")
+    fs_group: int | None = _field(
+        None, ge=0, description="Group that owns the mounted volumes (/cache, /tmp); the GID when unset."
+    )
+    platform_assigned: bool = _field(
+        False,
+        description="Set no UID, GID or fsGroup and let the platform assign them: OpenShift's "
+        "`restricted-v2` SCC picks them from the namespace's range. The stage images work under any "
+        "UID (HOME=/tmp, USER and LOGNAME are set).",
+    )
+
+    @model_validator(mode="after")
+    def _ids_or_platform(self) -> StageSecurityContext:
+        if self.platform_assigned and {self.run_as_user, self.run_as_group, self.fs_group} != {None}:
+            raise ValueError("platformAssigned leaves the ids to the platform: set no runAsUser, runAsGroup or fsGroup")
+        return self
+
+
+def _check_labels(value: dict[str, str] | None, *, what: str, values: bool) -> dict[str, str] | None:
+    for key, item in (value or {}).items():
+        if not _QUALIFIED_NAME.match(key) or len(key) > 317:
+            raise ValueError(f"{what} key {key!r} is not a valid Kubernetes name ([prefix/]name)")
+        if values and not _LABEL_VALUE.match(item):
+            raise ValueError(f"{what} {key}: value {item!r} is not a valid label value (63 characters at most)")
+    return value
+
+
 class PodOverrides(Model):
-    """Where and how a stage's pods run (operator only; ignored by `selftaught run`)."""
+    """Where and how a stage's pods run (operator only; ignored by `selftaught run`). A stage's own
+    section (`scheduling.stages.<stage>`) replaces its kind's value field by field; fields left
+    unset in both take the defaults shown in their descriptions."""
 
     image: str | None = _field(None, description="Container image; the operator's default if empty.")
-    resources: dict[str, dict[str, str]] | None = _field(
+    resources: Resources | None = _field(
         None, description="Container requests/limits; GPUs are added from the stage's settings."
     )
     node_selector: dict[str, str] | None = _field(None, description="Pod nodeSelector.")
     tolerations: list[dict[str, Any]] | None = _field(None, description="Pod tolerations.")
     affinity: dict[str, Any] | None = _field(None, description="Pod affinity.")
     priority_class_name: str | None = _field(None, description="Pod priorityClassName.")
-    service_account_name: str | None = _field(None, description="Pod serviceAccountName.")
+    runtime_class_name: str | None = _field(
+        None, min_length=1, description="Pod runtimeClassName, e.g. `nvidia` where the GPU runtime is not the default."
+    )
+    scheduler_name: str | None = _field(
+        None, min_length=1, description="Pod schedulerName, e.g. a gang or topology-aware scheduler."
+    )
+    service_account_name: str | None = _field(
+        None,
+        description="Pod serviceAccountName (e.g. one with IRSA / workload identity for S3). Its API "
+        "token is not mounted.",
+    )
     image_pull_secrets: list[str] | None = _field(None, description="Names of image pull Secrets.")
     queue_name: str | None = _field(
         None, description="Kueue LocalQueue: sets the `kueue.x-k8s.io/queue-name` label."
     )
+    pod_labels: dict[str, str] | None = _field(
+        None,
+        description="Extra pod labels, e.g. `sidecar.istio.io/inject: \"false\"`. The operator's own "
+        "(`selftaught.dev/*`, `app.kubernetes.io/name`, `component`, `managed-by`) and the Job "
+        "controller's (`batch.kubernetes.io/*`, `job-name`, `controller-uid`) are refused.",
+    )
+    pod_annotations: dict[str, str] | None = _field(
+        None,
+        description="Pod annotations, e.g. `k8s.v1.cni.cncf.io/networks` (Multus: an InfiniBand "
+        "network), `kueue.x-k8s.io/podset-preferred-topology`, `sidecar.istio.io/inject`.",
+    )
+    env: list[EnvVar] | None = _field(
+        None, description="Extra environment variables of the stage container (e.g. `NCCL_IB_HCA`, `NCCL_DEBUG`)."
+    )
+    capabilities: list[Capability] | None = _field(
+        None,
+        description="Linux capabilities to add, e.g. `IPC_LOCK` for RDMA (a Pod Security level of "
+        "`privileged` on the namespace); every other stays dropped.",
+    )
+    security_context: StageSecurityContext | None = _field(
+        None, description="UID, GID and fsGroup of the pods, or none for the platform to assign."
+    )
     active_deadline_seconds: int | None = _field(
-        None, ge=1, description="Job activeDeadlineSeconds."
+        None,
+        ge=1,
+        description="Job activeDeadlineSeconds: an attempt running longer fails (`DeadlineExceeded`, "
+        "retried; a retry runs only unfinished shards). Default: generation 86400 (1 day), "
+        "training 604800 (7 days), data 21600 (6 hours).",
+    )
+    startup_timeout_seconds: int | None = _field(
+        None,
+        ge=1,
+        description="How long a pod of a running attempt may stay unstarted (unschedulable, image "
+        "pull, volume attach) before the operator fails the attempt. Default: 1800.",
     )
     ttl_seconds_after_finished: int | None = _field(
         None, ge=0, description="Job ttlSecondsAfterFinished (the store keeps the results)."
     )
-    model_cache_volume: dict[str, Any] | None = _field(
+    model_cache_volume: CacheVolume | None = _field(
         None,
-        description="Volume source for the model cache at /cache (e.g. a persistentVolumeClaim); "
-        "an emptyDir by default.",
+        description="The volume of the model cache at /cache: exactly one of persistentVolumeClaim "
+        "(shared, the choice for big models), ephemeral, emptyDir or csi; an emptyDir of "
+        "`cacheSize` by default.",
     )
-    shm_size: str | None = _field(None, description="Size of the memory-backed /dev/shm.")
+    cache_size: str | None = _field(
+        None,
+        pattern=QUANTITY_PATTERN,
+        description="Size of the model cache when it is an emptyDir (its sizeLimit, and the "
+        "container's ephemeral-storage request): it must hold the stage's model (a 70B model in "
+        "bf16 is ~140 GB). Default: 200Gi for generation and training, 20Gi for data. Use a "
+        "persistentVolumeClaim in `modelCacheVolume` for big models.",
+    )
+    shm_size: str | None = _field(
+        None, pattern=QUANTITY_PATTERN, description="Size of the memory-backed /dev/shm."
+    )
+
+    @field_validator("pod_labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for key in value or {}:
+            if key in RESERVED_LABELS or key.startswith(RESERVED_LABEL_PREFIXES):
+                raise ValueError(f"pod label {key} is set by the operator or the Job controller")
+        return _check_labels(value, what="pod label", values=True)
+
+    @field_validator("pod_annotations")
+    @classmethod
+    def _annotations(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        return _check_labels(value, what="pod annotation", values=False)
+
+
+#: What a stage kind's pods get where neither the kind nor the stage sets a field.
+POD_DEFAULTS: dict[str, PodOverrides] = {
+    "generation": PodOverrides(active_deadline_seconds=24 * 3600, startup_timeout_seconds=1800, cache_size="200Gi"),
+    "training": PodOverrides(active_deadline_seconds=7 * 24 * 3600, startup_timeout_seconds=1800, cache_size="200Gi"),
+    "data": PodOverrides(active_deadline_seconds=6 * 3600, startup_timeout_seconds=1800, cache_size="20Gi"),
+}
+
+
+def merge_overrides(base: PodOverrides, *layers: PodOverrides | None) -> PodOverrides:
+    """`base` with each layer's set fields on top, field by field (a later layer wins)."""
+    update: dict[str, Any] = {}
+    for layer in layers:
+        if layer is not None:
+            update.update({name: getattr(layer, name) for name in PodOverrides.model_fields if getattr(layer, name) is not None})
+    return base.model_copy(update=update)
 
 
 class StageOverrides(Model):
@@ -339,6 +578,11 @@ class Scheduling(Model):
     stages: StageOverrides = _field(
         default_factory=StageOverrides, description="Per-stage overrides, merged over the above."
     )
+
+    def for_stage(self, kind: str, stage: str) -> PodOverrides:
+        """What a stage's pods get: the kind's defaults (`POD_DEFAULTS`), the kind's section, then
+        the stage's own section, field by field."""
+        return merge_overrides(POD_DEFAULTS[kind], getattr(self, kind), getattr(self.stages, stage))
 
 
 class Retries(Model):

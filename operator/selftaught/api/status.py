@@ -27,6 +27,9 @@ class StageProgress(Model):
     shards: int = Field(1, description="All shards of the stage.")
     attempt: int = Field(0, description="Retry number of the stage's current Job (0 = first try).")
     job: str | None = Field(None, description="Name of the stage's current Job.")
+    waiting: str | None = Field(
+        None, description="Why the Job's pods are not running: queued in Kueue, or a startup problem such as ImagePullBackOff."
+    )
 
 
 class IterationSummary(Model):
@@ -42,6 +45,22 @@ class IterationSummary(Model):
     position_consistent: float | None = Field(None, description="Correct in both response orders.")
     majority_vote: float | None = Field(None, description="Accuracy of the majority verdict over k samples.")
     checkpoint: str | None = Field(None, description="URI of this iteration's checkpoint.")
+
+
+class StageFailure(Model):
+    attempt: int = Field(description="The attempt (0 = first try) that failed.")
+    reason: str = Field(description="CamelCase reason, e.g. ImagePullBackOff, NoTrainingData, JobDeleted.")
+    message: str = Field("", description="What happened, for a human.")
+    at: str | None = Field(None, description="When the failure was seen (RFC 3339).")
+    permanent: bool = Field(False, description="Retrying with the same spec cannot help.")
+    generation: int = Field(0, description="The run's metadata.generation when it failed.")
+
+
+class StageAttempts(Model):
+    attempts: int = Field(0, description="Jobs created for the stage so far.")
+    disruptions: int = Field(0, description="Attempts ended by a node drain, preemption or eviction (they spend no retry).")
+    created_at: str | None = Field(None, description="When the latest Job was created (RFC 3339).")
+    last_failure: StageFailure | None = Field(None, description="The stage's latest failed attempt.")
 
 
 class SelfTaughtRunStatus(Model):
@@ -60,11 +79,23 @@ class SelfTaughtRunStatus(Model):
     store_unreachable_since: str | None = Field(
         None, description="Since when the operator cannot reach the store (cleared when it can)."
     )
+    ignored_fields: list[str] | None = Field(
+        None, description="Spec fields this operator version does not know and ignores (a CRD newer than the operator)."
+    )
     stages_done: int | None = Field(None, description="Finished stages.")
     stages_total: int | None = Field(None, description="All stages of the run.")
     active: list[StageProgress] = Field(default_factory=list, description="Stages running now.")
-    retries: dict[str, int] = Field(default_factory=dict, description="Failed attempts per stage.")
+    attempts: dict[str, StageAttempts] = Field(
+        default_factory=dict,
+        description="Per stage: the Jobs created (each an attempt, counted at creation so retries stay bounded "
+        "even when Jobs vanish) and the last failure.",
+    )
     iterations: list[IterationSummary] = Field(
         default_factory=list, description="The newest 10 iterations' numbers; the store has all."
     )
-    conditions: list[Condition] = Field(default_factory=list, description="Standard conditions.")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Standard conditions, one per type.",
+        # a map keyed by type, as metav1.Condition lists are: server-side apply merges by type
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )

@@ -1,13 +1,19 @@
 """What to do about the stages that can run, given the Jobs that exist (pure).
 
-Retries are the operator's: every Job has `backoffLimit: 0`, and a failed stage gets a new Job
-(a new attempt, with exponential backoff) until `retries.perStage` is spent. A permanent failure
-(bad input, missing model, no training data) fails the run at once.
+Retries are the operator's: every Job has no retries of its own, and a failed stage gets a new Job
+(a new attempt, with exponential backoff) until `retries.perStage` is spent. Attempts are counted
+when a Job is *created* (in the run's status), so a Job that vanishes — deleted by its TTL, by
+someone, or while the operator was down — still counts, and retries are always bounded. A Job
+whose pods cannot start (an image that does not pull, a Secret that does not exist, no node that
+fits) is given `startupTimeoutSeconds`, then its attempt fails with the reason its pods gave. A
+permanent failure (bad input, missing model, an invalid Job) fails the run at once — until the
+run's spec is edited, which may have fixed it.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -18,6 +24,21 @@ from selftaught.pipeline.planner import Plan
 from selftaught.pipeline.table import StageRef
 
 JobState = Literal["active", "succeeded", "failed"]
+#: a Job created this recently may not have reached the watch yet: not "vanished"
+CREATE_GRACE_SECONDS = 10.0
+#: the reason of an attempt whose pod was disrupted (DisruptionTarget): it spends no retry
+DISRUPTED = "Disrupted"
+#: how much of a crashed stage's log a user is shown: the end, where the error is
+LOG_TAIL = 1500
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """Why a Job's pods are not running (yet): queued in Kueue, or a startup problem."""
+
+    reason: str  # ImagePullBackOff, CreateContainerConfigError, Unschedulable, FailedCreate, Queued...
+    message: str
+    queued: bool = False  # held by Kueue: waiting for quota is not a startup failure
 
 
 @dataclass(frozen=True)
@@ -33,16 +54,20 @@ class JobView:
     message: str = ""
     permanent: bool = False
     uid: str = ""
+    started_at: float | None = None  # when its pods could start (Job startTime; not while queued)
+    waiting: Waiting | None = None
+    ready: bool = False  # a pod of it is running
 
 
 def _time(value: str | None) -> float | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else None
 
 
-def job_view(job: dict[str, Any], failure: dict[str, Any] | None = None) -> JobView:
+def job_view(job: dict[str, Any], failure: dict[str, Any] | None = None, waiting: Waiting | None = None) -> JobView:
     """From a Job (and, when it failed, its failed pod's termination message)."""
     labels = job["metadata"].get("labels", {})
-    conditions = {c["type"]: c for c in (job.get("status") or {}).get("conditions", []) if c.get("status") == "True"}
+    status = job.get("status") or {}
+    conditions = {c["type"]: c for c in status.get("conditions") or [] if c.get("status") == "True"}
     state: JobState = "active"
     finished = None
     reason, message, permanent = "", "", False
@@ -59,6 +84,7 @@ def job_view(job: dict[str, Any], failure: dict[str, Any] | None = None) -> JobV
             permanent = bool(failure.get("permanent"))
         if condition.get("reason") == "DeadlineExceeded":
             reason, message = "DeadlineExceeded", f"the Job ran longer than activeDeadlineSeconds: {message}"
+    suspended = bool((job.get("spec") or {}).get("suspend"))
     return JobView(
         name=job["metadata"]["name"],
         stage=labels.get(LABEL_STAGE, ""),
@@ -69,20 +95,58 @@ def job_view(job: dict[str, Any], failure: dict[str, Any] | None = None) -> JobV
         message=message,
         permanent=permanent,
         uid=job["metadata"].get("uid", ""),
+        started_at=None if suspended else _time(status.get("startTime")),
+        waiting=waiting,
+        ready=bool(status.get("ready")),
     )
 
 
-def parse_termination_message(text: str | None) -> dict[str, Any]:
-    """Stage processes write JSON; anything else (a crash's log tail) is kept as the message."""
-    if not text:
-        return {}
-    try:
-        data = json.loads(text)
-        if isinstance(data, dict):
-            return data
-    except ValueError:
-        pass
-    return {"reason": "StageCrashed", "message": text.strip()[-1500:]}
+def parse_termination_message(text: str | None, exit_code: int | None = None, container_reason: str | None = None) -> dict[str, Any]:
+    """Stage processes write JSON; anything else (a crash's log tail, or nothing at all) becomes a
+    message that keeps the *end* of the text, where the error is, and names the exit code and the
+    container's termination reason (`OOMKilled`, exit 137...)."""
+    if text:
+        try:
+            data = json.loads(text)
+            if isinstance(data, dict) and data.get("reason"):
+                return data
+        except ValueError:
+            pass
+    if not text and exit_code is None:
+        return {}  # no pod said anything: the Job's own condition tells (DeadlineExceeded, ...)
+    how = f"exit code {exit_code}" if exit_code is not None else "the stage died"
+    if container_reason and container_reason not in ("Error", "Completed"):
+        how += f" ({container_reason})"
+    reason = "OOMKilled" if container_reason == "OOMKilled" or exit_code == 137 else "StageCrashed"
+    tail = (text or "").strip()
+    if len(tail) > LOG_TAIL:
+        tail = "…" + tail[-LOG_TAIL:]
+    return {"reason": reason, "message": f"{how}; last log lines: {tail}" if tail else how}
+
+
+@dataclass
+class Failure:
+    """One failed attempt, as the status keeps it (the Job may be long gone)."""
+
+    attempt: int
+    reason: str
+    message: str
+    at: float
+    permanent: bool = False
+    generation: int = 0
+    disrupted: bool = False  # a node drain, preemption or eviction: not the stage's fault
+
+    @classmethod
+    def from_status(cls, data: dict[str, Any]) -> Failure:
+        return cls(
+            attempt=int(data.get("attempt", 0)),
+            reason=str(data.get("reason", "")),
+            message=str(data.get("message", "")),
+            at=_time(data.get("at")) or 0.0,
+            permanent=bool(data.get("permanent")),
+            generation=int(data.get("generation", 0)),
+            disrupted=data.get("reason") == DISRUPTED,
+        )
 
 
 @dataclass
@@ -90,53 +154,103 @@ class Decision:
     create: list[tuple[StageRef, int]] = field(default_factory=list)
     running: list[tuple[StageRef, JobView]] = field(default_factory=list)
     backoff: list[tuple[StageRef, float]] = field(default_factory=list)
+    #: Jobs whose pods never started within the startup timeout: delete them, the attempt failed
+    expire: list[tuple[StageRef, JobView]] = field(default_factory=list)
+    #: stages whose latest Job vanished before it finished (TTL, someone deleted it)
+    vanished: list[tuple[StageRef, int]] = field(default_factory=list)
     failure: tuple[str, str] | None = None
-    retries: dict[str, int] = field(default_factory=dict)
+    #: Jobs created per stage (attempts), when the latest was created, and each stage's last
+    #: failure: written to the status, which is where they survive the Jobs
+    attempts: dict[str, int] = field(default_factory=dict)
+    created_at: dict[str, float] = field(default_factory=dict)
+    failures: dict[str, Failure] = field(default_factory=dict)
+    disruptions: dict[str, int] = field(default_factory=dict)
+    requeue: float | None = None
 
     @property
     def requeue_after(self) -> float | None:
-        return min((wait for _, wait in self.backoff), default=None)
+        waits = [wait for _, wait in self.backoff] + ([self.requeue] if self.requeue is not None else [])
+        return min(waits, default=None)
+
+    def failed_attempts(self, label: str) -> int:
+        failure = self.failures.get(label)
+        return 0 if failure is None else failure.attempt + 1
 
 
 def decide(
     spec: SelfTaughtRunSpec,
     step: Plan,
     jobs: list[JobView],
-    retries: dict[str, int],
+    attempts: dict[str, int],
+    failures: dict[str, Failure],
     now: float,
+    created_at: dict[str, float] | None = None,
+    disruptions: dict[str, int] | None = None,
     *,
     suspended: bool,
+    generation: int = 0,
+    startup_timeout: Callable[[StageRef], float | None] = lambda ref: None,
 ) -> Decision:
-    decision = Decision(retries={k: v for k, v in retries.items() if v})
+    decision = Decision(attempts={k: v for k, v in attempts.items() if v}, created_at=dict(created_at or {}), failures=dict(failures), disruptions=dict(disruptions or {}))
     by_stage: dict[str, list[JobView]] = {}
     for view in jobs:
         by_stage.setdefault(view.stage, []).append(view)
     for ref in step.ready:
-        views = sorted(by_stage.get(ref.label, []), key=lambda v: v.attempt)
+        label = ref.label
+        views = sorted(by_stage.get(label, []), key=lambda v: v.attempt)
         latest = views[-1] if views else None
-        failed = max(decision.retries.get(ref.label, 0), sum(v.state != "active" for v in views))
-        if latest is not None and latest.state == "active":
-            decision.running.append((ref, latest))
-            continue
-        if latest is not None:
-            # the stage is still not done, so its latest Job failed, or "succeeded" without
-            # leaving a manifest: either way one more attempt is spent
-            reason = latest.reason if latest.state == "failed" else "NoManifest"
-            message = latest.message or f"Job {latest.name} finished but the stage left no manifest"
-            decision.retries[ref.label] = failed
-            if latest.permanent:
-                decision.failure = (reason, f"{ref.label}: {message}")
+        # Jobs that exist count even if the status never recorded their creation (a lost write)
+        created = max(decision.attempts.get(label, 0), latest.attempt + 1 if latest else 0)
+        decision.attempts[label] = created
+        failure = decision.failures.get(label)
+        if latest is not None and latest.attempt == created - 1:
+            if latest.state == "active":
+                timeout = startup_timeout(ref)
+                waiting = latest.waiting
+                if waiting and not waiting.queued and timeout and latest.started_at and now - latest.started_at >= timeout:
+                    decision.expire.append((ref, latest))
+                    failure = Failure(latest.attempt, waiting.reason, f"pods did not start within {int(timeout)}s: {waiting.message}", now, False, generation)
+                else:
+                    decision.running.append((ref, latest))
+                    if waiting and not waiting.queued:  # come back when the timeout is due
+                        since = latest.started_at or now
+                        due = (since + timeout - now) if timeout else 60.0
+                        decision.requeue = min(decision.requeue or due, max(due, 1.0), 30.0)
+                    elif not waiting and not latest.ready:  # pods are not watched: look again soon
+                        decision.requeue = min(decision.requeue or 10.0, 10.0)
+                    continue
+            elif latest.state == "failed":
+                disrupted = latest.reason == DISRUPTED
+                if disrupted and (failure is None or failure.attempt != latest.attempt):
+                    decision.disruptions[label] = decision.disruptions.get(label, 0) + 1  # counted once
+                seen_in = failure.generation if failure is not None and failure.attempt == latest.attempt else generation
+                failure = Failure(latest.attempt, latest.reason, latest.message, latest.finished_at or now, latest.permanent, seen_in, disrupted)
+            else:  # "succeeded" without the stage's manifest
+                message = f"Job {latest.name} finished but the stage left no manifest"
+                failure = Failure(latest.attempt, "NoManifest", message, latest.finished_at or now, False, generation)
+        elif created and (failure is None or failure.attempt < created - 1):
+            if now - decision.created_at.get(label, 0.0) < CREATE_GRACE_SECONDS:
+                decision.requeue = min(decision.requeue or 5.0, 5.0)  # just created: the watch will bring it
+                continue
+            # the latest attempt's Job is gone and its outcome was never seen
+            failure = Failure(created - 1, "JobDeleted", f"the Job of attempt {created - 1} was deleted before it finished", now, False, generation)
+            decision.vanished.append((ref, created - 1))
+        if failure is not None and failure.attempt == created - 1:
+            decision.failures[label] = failure
+            if failure.permanent and failure.generation == generation:
+                decision.failure = (failure.reason, f"{label}: {failure.message}")
                 return decision
+            # every attempt so far was created and none finished the stage; disruptions are free
+            failed = created - decision.disruptions.get(label, 0)
             if failed > spec.retries.per_stage:
-                decision.failure = (reason, f"{ref.label} failed {failed} times; last error: {message}")
+                decision.failure = (failure.reason, f"{label} failed {failed} times; last error: {failure.message}")
                 return decision
-            wait = spec.retries.backoff_seconds * 2 ** (failed - 1) - (now - (latest.finished_at or now))
+            wait = spec.retries.backoff_seconds * 2 ** max(failed - 1, 0) - (now - failure.at)
             if wait > 0:
                 decision.backoff.append((ref, wait))
                 continue
-            attempt = latest.attempt + 1
-        else:
-            attempt = failed  # Jobs of earlier attempts may be gone (TTL); the count is in status
         if not suspended:
-            decision.create.append((ref, attempt))
+            decision.create.append((ref, created))
+            decision.attempts[label] = created + 1
+            decision.created_at[label] = now
     return decision

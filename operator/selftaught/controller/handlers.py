@@ -24,11 +24,22 @@ STAGE_JOBS = {"app.kubernetes.io/managed-by": MANAGED_BY, LABEL_RUN: kopf.PRESEN
 
 
 def _slim(body: kopf.Body) -> dict[str, Any]:
-    """The part of a Job the operator reads: the index holds every stage Job of the cluster."""
-    meta = body.metadata
+    """The part of a Job the operator reads: the index holds every stage Job of the cluster, so
+    it keeps no pod template, no env, no full body."""
+    meta, status = body.metadata, body.status or {}
     return {
-        "metadata": {"name": meta.name, "namespace": meta.namespace, "uid": meta.uid, "labels": dict(meta.labels)},
-        "status": {"conditions": list((body.status or {}).get("conditions") or [])},
+        "metadata": {
+            "name": meta.name,
+            "namespace": meta.namespace,
+            "uid": meta.uid,
+            "labels": dict(meta.labels),
+            "ownerReferences": [{"uid": ref.get("uid")} for ref in body.get("metadata", {}).get("ownerReferences") or []],
+        },
+        "spec": {"suspend": bool((body.spec or {}).get("suspend"))},
+        "status": {
+            "conditions": list(status.get("conditions") or []),
+            **{key: status[key] for key in ("startTime", "active", "ready", "failed", "succeeded") if key in status},
+        },
     }
 
 
@@ -55,9 +66,32 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, stage_jobs: kopf
     settings.execution.max_workers = CONFIG.workers
     settings.scanning.disabled = True  # no CRD or namespace watching: least-privilege RBAC
     settings.posting.level = logging.WARNING  # Kopf's own events: warnings and errors only; ours are richer
+    # a big cluster has many Jobs that are not ours: filter on the server, list in pages
+    settings.watching.label_selectors["batch", "jobs"] = f"app.kubernetes.io/managed-by={MANAGED_BY}"
+    settings.watching.chunk_size = 500
+    check_crd_installed()
     memo.reconciler = Reconciler(CONFIG, jobs=jobs_of(stage_jobs))
     memo.reconciler.start()
     metrics.serve(CONFIG.metrics_port)
+
+
+def check_crd_installed() -> None:
+    """Without the CRD the operator would serve nothing while looking healthy: exit instead."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    missing = (
+        f"the {PLURAL}.{API_GROUP} CustomResourceDefinition ({API_VERSION}) is not installed: install it (helm install, "
+        "or kubectl apply -f manifests/crd.yaml), then restart the operator"
+    )
+    try:  # discovery: every authenticated client may read it, no extra RBAC
+        served = client.CustomObjectsApi().get_api_resources(API_GROUP, API_VERSION)
+    except ApiException as error:
+        if error.status == 404:
+            raise kopf.PermanentError(missing) from None
+        raise
+    if not any(resource.name == PLURAL for resource in served.resources or []):
+        raise kopf.PermanentError(missing)
 
 
 @kopf.on.cleanup()

@@ -3,9 +3,11 @@ validated against the real Kubernetes schemas).
 
 Generation stages are Indexed Jobs (one shard per completion index) on the vLLM image; training
 is torchrun with DeepSpeed on the training image, one Indexed Job across nodes with a headless
-Service for the rendezvous on index 0. Every Job has `backoffLimit: 0`: the operator owns
-retries (with backoff, and re-running only unfinished shards), and the podFailurePolicy tells
-infrastructure failures from program errors.
+Service for the rendezvous on index 0. The operator owns retries (with backoff, and re-running
+only unfinished shards): a generation Job gives each shard one try (`backoffLimitPerIndex: 0`)
+and lets the other shards finish when one fails (`maxFailedIndexes` = shards), any other Job
+fails at its first failed pod (`backoffLimit: 0`); the podFailurePolicy tells infrastructure
+failures from program errors.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ LABEL_ATTEMPT = f"{API_GROUP}/attempt"
 MANAGED_BY = "selftaught-operator"
 KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
 MAX_JOB_NAME = 52  # pods of an Indexed Job are <job>-<index>-<5 chars>; hostnames stop at 63
+SERVICE_PREFIX = "st-"  # a Service name is a DNS-1035 label: it starts with a letter
+RENDEZVOUS_TIMEOUT_SECONDS = 600  # how long a training pod waits for index 0's DNS name
+STAGE_USER = "selftaught"  # USER and LOGNAME: getpass.getuser() fails for a UID without a passwd entry
 
 
 def job_name(run_name: str, ref: StageRef, attempt: int) -> str:
@@ -52,25 +57,24 @@ def stage_labels(run_name: str, ref: StageRef, attempt: int) -> dict[str, str]:
 
 
 def pod_overrides(run: SelfTaughtRun, ref: StageRef) -> PodOverrides:
-    """The stage kind's defaults with the stage's own overrides on top, field by field."""
-    scheduling = run.spec.scheduling
-    base = getattr(scheduling, ref.kind)
-    specific = getattr(scheduling.stages, ref.name)
-    if specific is None:
-        return base
-    return base.model_copy(update={k: v for k, v in specific.model_dump().items() if v is not None})
+    """The stage's pod settings: its kind's defaults (`POD_DEFAULTS`: deadline, startup timeout,
+    cache size), the kind's section, then the stage's own section, field by field. The
+    reconciler reads `startup_timeout_seconds` from here."""
+    return run.spec.scheduling.for_stage(ref.kind, ref.name)
 
 
 def _gpus(run: SelfTaughtRun, ref: StageRef) -> int:
     return {"generation": run.spec.generation.tensor_parallel, "training": run.spec.train.gpus_per_node, "data": 0}[ref.kind]
 
 
-def _env(run: SelfTaughtRun, document: str) -> list[dict[str, Any]]:
+def _env(run: SelfTaughtRun, document: str, overrides: PodOverrides) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         {"name": RUN_VARIABLE, "value": document},
         {"name": "SELFTAUGHT_CACHE", "value": "/cache"},
         {"name": "HF_HOME", "value": "/cache/huggingface"},
         {"name": "HOME", "value": "/tmp"},  # caches of torch, triton, DeepSpeed ops
+        {"name": "USER", "value": STAGE_USER},
+        {"name": "LOGNAME", "value": STAGE_USER},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
         {"name": "SELFTAUGHT_TERMINATION_MESSAGE_PATH", "value": "/dev/termination-log"},
         {
@@ -86,23 +90,96 @@ def _env(run: SelfTaughtRun, document: str) -> list[dict[str, Any]]:
         env.append({"name": "AWS_DEFAULT_REGION", "value": run.spec.storage.region})
     if run.spec.models.hf_token_secret:
         env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": run.spec.models.hf_token_secret, "key": "HF_TOKEN"}}})
-    return env
+    # the run's own variables replace ours of the same name in place (the spec refuses the reserved ones)
+    extra = {var.name: var.model_dump(by_alias=True, exclude_none=True) for var in overrides.env or []}
+    env = [extra.pop(item["name"], item) for item in env]
+    return env + list(extra.values())
 
 
 def _command(run: SelfTaughtRun, ref: StageRef, name: str, service: str | None) -> tuple[list[str], list[dict[str, Any]]]:
     if service is None:
         return stage_command(run.spec, ref, python="python"), []
-    # every rank waits for index 0's DNS name, then joins the static rendezvous there
+    # every rank waits for index 0's DNS name (a bounded wait: a pod that never comes, e.g. one
+    # left unscheduled, fails the attempt instead of holding the others' GPUs), then joins the
+    # static rendezvous there
     launch = stage_command(run.spec, ref, python="python", master_addr="${MASTER_ADDR}", node_rank="${JOB_COMPLETION_INDEX}")
+    timeout = RENDEZVOUS_TIMEOUT_SECONDS
+    message = f"%s (training index 0) did not resolve within {timeout}s"
+    give_up = (
+        f'echo "gave up: $MASTER_ADDR did not resolve within {timeout}s" >&2; '
+        f"""printf '{{"reason":"RendezvousTimeout","message":"{message}","permanent":false}}' "$MASTER_ADDR" """
+        '> "$SELFTAUGHT_TERMINATION_MESSAGE_PATH"; exit 1'
+    )
     script = (
-        'until getent hosts "$MASTER_ADDR" >/dev/null; do echo "waiting for $MASTER_ADDR"; sleep 2; done; '
+        f"deadline=$(( $(date +%s) + {timeout} )); "
+        'until getent hosts "$MASTER_ADDR" >/dev/null; do '
+        f'if [ "$(date +%s)" -ge "$deadline" ]; then {give_up}; fi; '
+        'echo "waiting for $MASTER_ADDR"; sleep 2; done; '
         + "exec " + " ".join(launch)  # plain tokens: the shell expands ${MASTER_ADDR} and the index
     )
     return ["sh", "-c", script], [{"name": "MASTER_ADDR", "value": f"{name}-0.{service}"}]
 
 
 def service_name(run_name: str, ref: StageRef, attempt: int) -> str:
-    return job_name(run_name, ref, attempt)
+    """The headless Service of a multi-node training attempt: the Job's name, made a DNS-1035
+    label (a run may be called `7b-judge`; a Service may not start with a digit). The pods'
+    `subdomain` is this name."""
+    name = job_name(run_name, ref, attempt)
+    return name if name[0].isalpha() else SERVICE_PREFIX + name
+
+
+def _cache(overrides: PodOverrides) -> tuple[dict[str, Any], str | None]:
+    """The /cache volume, and the ephemeral storage it takes from the node (None for a volume
+    that does not: a PVC, a CSI volume, a memory-backed emptyDir)."""
+    source = overrides.model_cache_volume.source() if overrides.model_cache_volume else {"emptyDir": {}}
+    if "emptyDir" not in source:
+        return {"name": "cache", **source}, None
+    empty_dir = {**source["emptyDir"]}
+    empty_dir.setdefault("sizeLimit", overrides.cache_size)
+    on_disk = empty_dir.get("medium", "") == ""
+    return {"name": "cache", "emptyDir": empty_dir}, str(empty_dir["sizeLimit"]) if on_disk else None
+
+
+def _resources(overrides: PodOverrides, gpus: int, cache_storage: str | None) -> dict[str, Any]:
+    given = overrides.resources
+    resources: dict[str, dict[str, str]] = {}
+    for section in ("requests", "limits"):
+        values = getattr(given, section) if given else None
+        if values:
+            resources[section] = {key: str(value) for key, value in values.items()}  # `cpu: 4` -> "4"
+    if gpus:
+        for section in ("requests", "limits"):
+            resources.setdefault(section, {})["nvidia.com/gpu"] = str(gpus)
+    if cache_storage:  # schedule onto a node with room for the model cache
+        resources.setdefault("requests", {}).setdefault("ephemeral-storage", cache_storage)
+    return resources
+
+
+def _security_context(overrides: PodOverrides, config: OperatorConfig) -> dict[str, Any]:
+    ids = overrides.security_context
+    context: dict[str, Any] = {"runAsNonRoot": True}
+    if not (ids and ids.platform_assigned):
+        user = ids.run_as_user if ids and ids.run_as_user is not None else config.run_as_user
+        group = ids.run_as_group if ids and ids.run_as_group is not None else user
+        fs_group = ids.fs_group if ids and ids.fs_group is not None else group
+        context.update(runAsUser=user, runAsGroup=group, fsGroup=fs_group)
+    context["fsGroupChangePolicy"] = "OnRootMismatch"  # a big cache PVC is not re-chowned at every start
+    context["seccompProfile"] = {"type": "RuntimeDefault"}
+    return context
+
+
+def _failure_policy(multi_node: bool) -> dict[str, Any]:
+    disrupted = {"type": "DisruptionTarget", "status": "True"}
+    return {
+        "rules": [
+            # preemption, node drain or loss: not the program's fault, the pod is replaced. A
+            # multi-node training pod cannot be: its replacement could not rejoin the static
+            # torchrun rendezvous, so the attempt fails and the operator starts a new one.
+            {"action": "FailJob" if multi_node else "Ignore", "onPodConditions": [disrupted]},
+            # bad input, missing model, no training data: retrying cannot help
+            {"action": "FailJob", "onExitCodes": {"containerName": "stage", "operator": "In", "values": [EXIT_PERMANENT]}},
+        ]
+    }
 
 
 def build_job(run: SelfTaughtRun, ref: StageRef, attempt: int, config: OperatorConfig) -> dict[str, Any]:
@@ -116,11 +193,6 @@ def build_job(run: SelfTaughtRun, ref: StageRef, attempt: int, config: OperatorC
     if overrides.queue_name:
         labels[KUEUE_QUEUE] = overrides.queue_name
     command, extra_env = _command(run, ref, name, service)
-    gpus = _gpus(run, ref)
-    resources = {section: dict(values) for section, values in (overrides.resources or {}).items()}
-    if gpus:
-        for section in ("requests", "limits"):
-            resources.setdefault(section, {})["nvidia.com/gpu"] = str(gpus)
     image = overrides.image or {
         "generate": config.generate_image,
         "train": config.train_image,
@@ -132,10 +204,8 @@ def build_job(run: SelfTaughtRun, ref: StageRef, attempt: int, config: OperatorC
         "data": 1,
     }[kind]
     parallelism = min(run.spec.generation.parallelism, completions) if kind == "generation" else completions
-    volumes = [
-        {"name": "tmp", "emptyDir": {}},
-        {"name": "cache", **(overrides.model_cache_volume or {"emptyDir": {}})},
-    ]
+    cache, cache_storage = _cache(overrides)
+    volumes = [{"name": "tmp", "emptyDir": {}}, cache]
     mounts = [{"name": "tmp", "mountPath": "/tmp"}, {"name": "cache", "mountPath": "/cache"}]
     if kind != "data":
         shm = {"medium": "Memory", **({"sizeLimit": overrides.shm_size} if overrides.shm_size else {})}
@@ -143,26 +213,22 @@ def build_job(run: SelfTaughtRun, ref: StageRef, attempt: int, config: OperatorC
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": config.run_as_user,
-            "runAsGroup": config.run_as_user,
-            "fsGroup": config.run_as_user,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "enableServiceLinks": False,  # no service variables: a namespace's Services are not the stage's business
+        "automountServiceAccountToken": False,  # a stage never calls the Kubernetes API
+        "securityContext": _security_context(overrides, config),
         "containers": [
             {
                 "name": "stage",
                 "image": image,
                 "command": command,
-                "env": _env(run, stage_document(run)) + extra_env,
-                "resources": resources,
+                "env": _env(run, stage_document(run), overrides) + extra_env,
+                "resources": _resources(overrides, _gpus(run, ref), cache_storage),
                 "volumeMounts": mounts,
                 "terminationMessagePolicy": "FallbackToLogsOnError",
                 "securityContext": {
                     "allowPrivilegeEscalation": False,
                     "readOnlyRootFilesystem": True,
-                    "capabilities": {"drop": ["ALL"]},
+                    "capabilities": {"drop": ["ALL"], **({"add": list(overrides.capabilities)} if overrides.capabilities else {})},
                 },
                 **({"ports": [{"containerPort": MASTER_PORT, "name": "rendezvous"}]} if multi_node else {}),
             }
@@ -174,31 +240,34 @@ def build_job(run: SelfTaughtRun, ref: StageRef, attempt: int, config: OperatorC
         "tolerations": overrides.tolerations,
         "affinity": overrides.affinity,
         "priorityClassName": overrides.priority_class_name,
+        "runtimeClassName": overrides.runtime_class_name,
+        "schedulerName": overrides.scheduler_name,
         "serviceAccountName": overrides.service_account_name,
         "imagePullSecrets": [{"name": n} for n in overrides.image_pull_secrets] if overrides.image_pull_secrets else None,
         "subdomain": service,
     }
     pod_spec.update({k: v for k, v in optional.items() if v})
-    job_spec: dict[str, Any] = {
-        "completionMode": "Indexed",
-        "completions": completions,
-        "parallelism": parallelism,
-        "backoffLimit": 0,
-        "podFailurePolicy": {
-            "rules": [
-                # preemption, node drain or loss: not the program's fault, the pod is replaced
-                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
-                # bad input, missing model, no training data: retrying cannot help
-                {"action": "FailJob", "onExitCodes": {"containerName": "stage", "operator": "In", "values": [EXIT_PERMANENT]}},
-            ]
-        },
-        "ttlSecondsAfterFinished": overrides.ttl_seconds_after_finished
-        if overrides.ttl_seconds_after_finished is not None
-        else config.job_ttl_seconds,
-        "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
-    }
-    if overrides.active_deadline_seconds:
-        job_spec["activeDeadlineSeconds"] = overrides.active_deadline_seconds
+    template_metadata: dict[str, Any] = {"labels": {**(overrides.pod_labels or {}), **labels}}
+    if overrides.pod_annotations:
+        template_metadata["annotations"] = dict(overrides.pod_annotations)
+    job_spec: dict[str, Any] = {"completionMode": "Indexed", "completions": completions, "parallelism": parallelism}
+    if kind == "generation":
+        # one try per shard, and a failed shard does not stop the others: the Job fails once every
+        # shard has finished, and the operator's next attempt runs only the unfinished ones
+        # (backoffLimit is then left to its default; 0 would fail the Job at the first failure)
+        job_spec.update(backoffLimitPerIndex=0, maxFailedIndexes=completions)
+    else:
+        job_spec["backoffLimit"] = 0
+    job_spec.update(
+        {
+            "podFailurePolicy": _failure_policy(multi_node),
+            "activeDeadlineSeconds": overrides.active_deadline_seconds,
+            "ttlSecondsAfterFinished": overrides.ttl_seconds_after_finished
+            if overrides.ttl_seconds_after_finished is not None
+            else config.job_ttl_seconds,
+            "template": {"metadata": template_metadata, "spec": pod_spec},
+        }
+    )
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -208,7 +277,9 @@ def build_job(run: SelfTaughtRun, ref: StageRef, attempt: int, config: OperatorC
 
 
 def build_service(run: SelfTaughtRun, ref: StageRef, attempt: int) -> dict[str, Any]:
-    """Headless Service giving each training pod a DNS name (`<job>-<index>.<service>`)."""
+    """Headless Service giving each training pod a DNS name (`<job>-<index>.<service>`). No owner
+    reference: the caller creates it after the Job and makes the Job its owner, so that it goes
+    with its attempt."""
     name = service_name(run.metadata.name, ref, attempt)
     return {
         "apiVersion": "v1",

@@ -11,6 +11,7 @@ import json
 import logging
 import queue
 import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,8 +19,21 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from selftaught.api.spec import API_GROUP, API_VERSION, KIND, PLURAL
-from selftaught.controller.decide import parse_termination_message
-from selftaught.controller.jobs import LABEL_RUN
+from selftaught.controller.decide import DISRUPTED, Waiting, parse_termination_message
+from selftaught.controller.jobs import KUEUE_QUEUE, LABEL_RUN
+
+#: container waiting reasons that mean "this pod will not start by itself"
+STARTUP_PROBLEMS = frozenset(
+    {"CreateContainerConfigError", "CreateContainerError", "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "RunContainerError"}
+)
+#: how long a diagnosis of a Job's pods is reused: pods are not watched, so this bounds API calls
+DIAGNOSIS_SECONDS = 20.0
+HEALTHY_SECONDS = 3.0  # "nothing wrong yet" is looked at again sooner
+PAGE = 500
+
+
+class InvalidObject(Exception):
+    """The API server refused an object as invalid (400/422): retrying the same object cannot help."""
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +57,7 @@ class Kube:
         self.batch = client.BatchV1Api(api)
         self.core = client.CoreV1Api(api)
         self._failures: dict[str, dict[str, Any]] = {}  # failed Job uid -> its termination message
+        self._diagnoses: dict[str, tuple[float, Waiting | None]] = {}  # Job uid -> (when, what)
         self._events: queue.SimpleQueue[tuple[str, dict[str, Any]] | None] = queue.SimpleQueue()
         threading.Thread(target=self._post_events, name="selftaught-events", daemon=True).start()
 
@@ -62,8 +77,18 @@ class Kube:
 
     def list_jobs(self, namespace: str, run: str) -> list[dict[str, Any]]:
         """The run's stage Jobs (when no watch-fed index is at hand)."""
-        listed = self.batch.list_namespaced_job(namespace, label_selector=f"{LABEL_RUN}={run}", _preload_content=False)
-        return json.loads(listed.data)["items"]
+        items: list[dict[str, Any]] = []
+        token = None
+        while True:  # paginated: a namespace may hold many Jobs
+            listed = json.loads(
+                self.batch.list_namespaced_job(
+                    namespace, label_selector=f"{LABEL_RUN}={run}", limit=PAGE, _continue=token, _preload_content=False
+                ).data
+            )
+            items += listed["items"]
+            token = (listed.get("metadata") or {}).get("continue")
+            if not token:
+                return items
 
     def failure_of(self, job: dict[str, Any]) -> dict[str, Any] | None:
         """Why a failed Job failed, from its newest failed pod's termination message (the stage's
@@ -77,26 +102,85 @@ class Kube:
                 meta["namespace"], label_selector=f"batch.kubernetes.io/job-name={meta['name']}", _preload_content=False
             )
             pods = sorted(json.loads(listed.data)["items"], key=lambda p: p["metadata"].get("creationTimestamp", ""), reverse=True)
-            self._failures[uid] = parse_termination_message(_termination_message(pods))
-        return self._failures[uid]
+            failed = next(c for c in (job.get("status") or {}).get("conditions") or [] if c.get("type") == "Failed")
+            by_disruption = failed.get("reason") == "PodFailurePolicy" and "DisruptionTarget" in (failed.get("message") or "")
+            if by_disruption:  # the evicted pod itself may be gone already: the condition says it
+                self._failures[uid] = _disruption(pods) or {"reason": DISRUPTED, "message": failed.get("message", "")}
+            else:
+                self._failures[uid] = parse_termination_message(*_termination(pods))
+        failure = self._failures[uid]
+        if len(self._failures) > 10_000:  # bounded: old entries are for Jobs long gone
+            for key in list(self._failures)[:5_000]:
+                del self._failures[key]
+        return failure
+
+    def waiting_of(self, job: dict[str, Any]) -> Waiting | None:
+        """Why an active Job's pods are not running: held by Kueue, or pods that cannot start
+        (unschedulable, an image that does not pull, a missing Secret, pod creation refused)."""
+        meta, status = job["metadata"], job.get("status") or {}
+        if any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in status.get("conditions") or []):
+            return None
+        if (job.get("spec") or {}).get("suspend"):
+            queue_name = (meta.get("labels") or {}).get(KUEUE_QUEUE)
+            return Waiting("Queued", f"held by Kueue in queue {queue_name}" if queue_name else "the Job is suspended", queued=True)
+        if status.get("ready"):
+            return None
+        uid = meta.get("uid", meta["name"])
+        cached = self._diagnoses.get(uid)
+        if cached and time.monotonic() - cached[0] < (DIAGNOSIS_SECONDS if cached[1] else HEALTHY_SECONDS):
+            return cached[1]
+        listed = self.core.list_namespaced_pod(meta["namespace"], label_selector=f"batch.kubernetes.io/job-name={meta['name']}", _preload_content=False)
+        pods = json.loads(listed.data)["items"]
+        waiting = _pod_problem(pods)
+        if waiting is None and not pods and status.get("startTime"):
+            waiting = self._failed_create(meta["namespace"], meta["name"])
+        self._diagnoses[uid] = (time.monotonic(), waiting)
+        if len(self._diagnoses) > 10_000:  # bounded: old entries are for Jobs long finished
+            for key in list(self._diagnoses)[:5_000]:
+                del self._diagnoses[key]
+        return waiting
+
+    def _failed_create(self, namespace: str, job: str) -> Waiting | None:
+        """The Job controller could not create pods (quota, Pod Security, a missing service
+        account): it says so only in Events on the Job."""
+        listed = self.core.list_namespaced_event(
+            namespace, field_selector=f"involvedObject.kind=Job,involvedObject.name={job}", _preload_content=False
+        )
+        refused = [e for e in json.loads(listed.data)["items"] if e.get("reason") == "FailedCreate"]
+        if not refused:
+            return None
+        latest = max(refused, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+        return Waiting("FailedCreate", latest.get("message", "the Job controller cannot create its pods"))
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        """Delete a Job and (in the background) its pods; gone already is fine."""
+        try:
+            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+        except ApiException as error:
+            if error.status != 404:
+                raise
 
     # -- writing ----------------------------------------------------------------------------------
 
     def create_job(self, job: dict[str, Any]) -> dict[str, Any] | None:
         """The created Job, or None when it exists already (names are deterministic: an earlier
         pass, or an earlier operator, made it)."""
-        try:
-            response = self.batch.create_namespaced_job(job["metadata"]["namespace"], job, _preload_content=False)
+        try:  # strict: a typo in an override is an error, not a silently dropped field
+            response = self.batch.create_namespaced_job(job["metadata"]["namespace"], job, field_validation="Strict", _preload_content=False)
         except ApiException as error:
             if error.status == 409:
                 return None
+            if error.status in (400, 422):
+                raise InvalidObject(api_message(error)) from None
             raise
         return json.loads(response.data)
 
     def create_service(self, service: dict[str, Any]) -> None:
         try:
-            self.core.create_namespaced_service(service["metadata"]["namespace"], service)
+            self.core.create_namespaced_service(service["metadata"]["namespace"], service, field_validation="Strict")
         except ApiException as error:
+            if error.status in (400, 422):
+                raise InvalidObject(api_message(error)) from None
             if error.status != 409:
                 raise
 
@@ -140,10 +224,34 @@ class Kube:
                 log.warning("could not post event %s in %s: %s", body["reason"], namespace, error)
 
 
-def _termination_message(pods: list[dict[str, Any]]) -> str | None:
+def _termination(pods: list[dict[str, Any]]) -> tuple[str | None, int | None, str | None]:
+    """(termination message, exit code, container reason) of the newest pod that failed."""
     for pod in pods:
         for container in (pod.get("status") or {}).get("containerStatuses") or []:
             terminated = (container.get("state") or {}).get("terminated")
             if terminated and terminated.get("exitCode"):
-                return terminated.get("message") or f"exit code {terminated['exitCode']} ({terminated.get('reason')})"
+                return terminated.get("message"), terminated["exitCode"], terminated.get("reason")
+    return None, None, None
+
+
+def _disruption(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A pod ended by a node drain, preemption or eviction (its DisruptionTarget condition)."""
+    for pod in pods:
+        for condition in (pod.get("status") or {}).get("conditions") or []:
+            if condition.get("type") == "DisruptionTarget" and condition.get("status") == "True":
+                why = condition.get("reason") or "disrupted"
+                return {"reason": DISRUPTED, "message": f"pod {pod['metadata']['name']} was disrupted ({why}): {condition.get('message', '')}".strip()}
+    return None
+
+
+def _pod_problem(pods: list[dict[str, Any]]) -> Waiting | None:
+    for pod in pods:
+        status = pod.get("status") or {}
+        for condition in status.get("conditions") or []:
+            if condition.get("type") == "PodScheduled" and condition.get("status") == "False" and condition.get("reason") == "Unschedulable":
+                return Waiting("Unschedulable", condition.get("message") or "no node fits the pod")
+        for container in status.get("containerStatuses") or []:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in STARTUP_PROBLEMS:
+                return Waiting(waiting["reason"], waiting.get("message") or waiting["reason"])
     return None

@@ -10,31 +10,35 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from selftaught.api.load import SpecError, parse_run
+from selftaught import __version__
+from selftaught.api.load import SpecError, parse_api_object
 from selftaught.api.spec import API_GROUP, API_VERSION, KIND, SelfTaughtRun
 from selftaught.controller import metrics
 from selftaught.controller.config import OperatorConfig
-from selftaught.controller.decide import decide, job_view
-from selftaught.controller.jobs import build_job, build_service, job_name, needs_service
-from selftaught.controller.kube import Kube, api_message
+from selftaught.controller.decide import Failure, decide, job_view
+from selftaught.controller.jobs import build_job, build_service, job_name, needs_service, pod_overrides
+from selftaught.controller.kube import InvalidObject, Kube, api_message
 from selftaught.controller.report import Reporter
 from selftaught.controller.status import Observation, build_status, status_document
 from selftaught.controller.workqueue import WorkQueue
 from selftaught.pipeline.planner import plan
 from selftaught.pipeline.progress import scan
-from selftaught.pipeline.runstore import accept, open_run_store
+from selftaught.pipeline.runstore import SnapshotUnreadable, accept, open_run_store
 from selftaught.pipeline.table import StageRef
 from selftaught.store import StoreError
 from selftaught.store.manifest import Manifest
 
 log = logging.getLogger(__name__)
 TERMINAL = ("Succeeded", "Failed")
+#: failures of the operator's reading, not of the run: looked at again on every pass
+RETRYABLE_INVALID = ("InvalidSpec", "SnapshotUnreadable", "RunNameInUse")
 RunKey = tuple[str, str]
 #: (namespace, run name) -> that run's stage Jobs, as the watch last saw them
 JobSource = Callable[[str, str], list[dict[str, Any]]]
@@ -64,6 +68,7 @@ class Reconciler:
         # the latest run bodies Kopf delivered or our own writes returned: most passes need no GET
         self._runs: dict[RunKey, dict[str, Any]] = {}
         self._manifests: dict[str, dict[str, Manifest]] = {}  # per store; immutable once written
+        self._stores: dict[RunKey, str] = {}  # so a deleted run's manifest cache goes with it
 
     def start(self) -> None:
         self.queue.start()
@@ -86,6 +91,9 @@ class Reconciler:
         self.queue.forget(key)
         with self._lock:
             self._runs.pop(key, None)
+            uri = self._stores.pop(key, None)
+            if uri is not None and uri not in self._stores.values():
+                self._manifests.pop(uri, None)
         self.report.forget(namespace, name)
 
     def job_changed(self, namespace: str, run: str) -> None:
@@ -114,50 +122,101 @@ class Reconciler:
             self._remember(key, obj)
         if obj["metadata"].get("deletionTimestamp"):
             return None
-        # the safety net for missed events: read everything fresh when nothing happened for a while
-        self.queue.later(key, self.config.resync_seconds, fresh=True)
-        requeue = self._reconcile(obj)
-        metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+        try:
+            requeue = self._reconcile(obj)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+            # our status write lost a race with another write: read the run again, soon
+            with self._lock:
+                self._runs.pop(key, None)
+            return 1.0
+        finally:
+            metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+        if not _finished(self._runs.get(key) or obj):
+            # the safety net for missed events: read the run fresh when nothing happened for a
+            # while. A finished run needs none: an edit (a new generation) is an event.
+            self.queue.later(key, self.config.resync_seconds, fresh=True)
         return requeue
 
     def _reconcile(self, obj: dict[str, Any]) -> float | None:
         meta = obj["metadata"]
         namespace, name, generation = meta["namespace"], meta["name"], meta.get("generation", 1)
         previous = obj.get("status") or {}
-        if previous.get("observedGeneration") == generation and previous.get("phase") in TERMINAL:
+        if _finished(obj):
             self.report.phase(namespace, name, previous["phase"])
             return None  # finished; a (safe) edit bumps the generation and looks again
         seen = Observation(generation=generation, now=_now(), previous=previous)
         # observe
         try:
-            run = self._with_defaults(parse_run(_run_document(obj), source=f"{KIND} {namespace}/{name}"))
+            run, ignored = parse_api_object(_run_document(obj), source=f"{KIND} {namespace}/{name}")
         except SpecError as error:
             seen.invalid = str(error)
             self._write_status(obj, seen)
             return None
+        if ignored and set(ignored) != set(previous.get("ignoredFields") or []):
+            self.report.event(obj, "Warning", "UnknownFields", f"ignored, unknown to operator {__version__}: {', '.join(ignored)}")
+        seen.ignored = ignored
+        run = self._with_defaults(run)
         seen.suspended = run.spec.suspend
         try:
-            # Jobs before the store: a Job seen Complete has its manifest there already
-            jobs = [job_view(job, self.kube.failure_of(job)) for job in self.jobs(namespace, name)]
+            # Jobs before the store: a Job seen Complete has its manifest there already. Jobs are
+            # matched by owner too: a re-created run may briefly see its namesake's Jobs.
+            jobs = [
+                job_view(job, self.kube.failure_of(job), self.kube.waiting_of(job))
+                for job in self.jobs(namespace, name)
+                if _owned_by(job, meta.get("uid"))
+            ]
             store = open_run_store(run)
-            seen.store = store.uri
+            seen.store = self._stores[(namespace, name)] = store.uri
             acceptance = accept(store, run)
             progress = scan(store, self._manifests.setdefault(store.uri, {}))
+        except SnapshotUnreadable as error:
+            seen.invalid, seen.invalid_reason = str(error), error.reason
+            self._write_status(obj, seen)
+            return None
         except StoreError as error:
             return self._store_unavailable(obj, seen, str(error))
+        if acceptance.earlier_uid:
+            seen.invalid_reason = "RunNameInUse"
+            seen.invalid = (
+                f"{store.uri} holds the data of an earlier run named {name} (uid {acceptance.earlier_uid}) whose spec differs "
+                f"in {', '.join(acceptance.refused)}; this run would continue from that data. To start over, delete "
+                f"{store.uri}/ or use a new metadata.name; to continue the earlier run, apply its spec"
+            )
+            if previous.get("phase") != "Failed":
+                self.report.event(obj, "Warning", "RunNameInUse", seen.invalid)
+            self._write_status(obj, seen)
+            return None
         # decide
         spec = acceptance.spec
         seen.refused, seen.shards, seen.progress = acceptance.refused, spec.generation.shards, progress
         seen.plan = plan(spec, progress.done)
-        seen.decision = decide(spec, seen.plan, jobs, previous.get("retries") or {}, self.clock(), suspended=run.spec.suspend)
+        history = _history(previous)
+        seen.decision = decide(
+            spec, seen.plan, jobs, history.attempts, history.failures, self.clock(),
+            created_at=history.created_at, disruptions=history.disruptions,
+            suspended=run.spec.suspend, generation=generation, startup_timeout=lambda ref: startup_timeout(run, ref),
+        )  # fmt: skip
         # act
-        requeue = seen.decision.requeue_after
+        decision = seen.decision
+        requeue = decision.requeue_after
+        for ref, view in decision.expire:
+            self.kube.delete_job(namespace, view.name)
+            failure = decision.failures[ref.label]
+            self.report.event(obj, "Warning", "StageStartTimeout", f"{ref.label} (Job {view.name}): {failure.reason}: {failure.message}")
+        for ref, attempt in decision.vanished:
+            self.report.event(obj, "Warning", "JobDeleted", f"{ref.label}: the Job of attempt {attempt} was deleted before it finished; counted as a failed attempt")
         accepted = run.model_copy(update={"spec": spec})
-        for ref, attempt in seen.decision.create:
+        for ref, attempt in decision.create:
             try:
                 self._create(obj, accepted, ref, attempt)
-            except ApiException as error:  # e.g. a quota or an admission webhook said no
+            except InvalidObject as error:  # the server will refuse this Job every time: say so, once
+                decision.failures[ref.label] = Failure(attempt, "InvalidJob", str(error), self.clock(), True, generation)
+                decision.failure = ("InvalidJob", f"{ref.label}: the API server refused the Job: {error}")
+            except ApiException as error:  # e.g. the API server is overloaded: not an attempt
                 detail = api_message(error)
+                decision.attempts[ref.label] = attempt
                 self.report.event(obj, "Warning", "JobCreateFailed", f"{ref.label}: {detail}")
                 seen.unavailable = f"cannot create the {ref.label} Job: {detail}"
                 requeue = 10.0
@@ -190,14 +249,16 @@ class Reconciler:
         return 15.0
 
     def _create(self, obj: dict[str, Any], run: SelfTaughtRun, ref: StageRef, attempt: int) -> None:
-        if needs_service(run, ref):
-            service = build_service(run, ref, attempt)
-            kopf.append_owner_reference(service, owner=_owner(obj))
-            self.kube.create_service(service)
         job = build_job(run, ref, attempt, self.config)
         kopf.append_owner_reference(job, owner=_owner(obj))
-        if self.kube.create_job(job) is not None:
-            self.report.job_created(obj, ref.name, ref.label, attempt, job_name(run.metadata.name, ref, attempt))
+        created = self.kube.create_job(job)
+        if created is None:
+            return  # it exists: an earlier pass (or operator) made it, and its Service
+        if needs_service(run, ref):  # owned by its Job: collected with it, retry after retry
+            service = build_service(run, ref, attempt)
+            kopf.append_owner_reference(service, owner=created)
+            self.kube.create_service(service)
+        self.report.job_created(obj, ref.name, ref.label, attempt, job_name(run.metadata.name, ref, attempt))
 
     def _write_status(self, obj: dict[str, Any], seen: Observation, jobs_seen: list | None = None) -> Any:
         status = build_status(seen)
@@ -222,9 +283,50 @@ def _run_document(obj: dict[str, Any]) -> dict[str, Any]:
     return {
         "apiVersion": f"{API_GROUP}/{API_VERSION}",
         "kind": KIND,
-        "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"], **({"uid": meta["uid"]} if meta.get("uid") else {})},
         "spec": obj.get("spec"),
     }
+
+
+def _finished(obj: dict[str, Any]) -> bool:
+    """Succeeded or Failed at the current generation. A spec the operator could not read is not
+    finished: a newer operator (or CRD) may read it, so it is looked at again."""
+    status = obj.get("status") or {}
+    if status.get("observedGeneration") != obj["metadata"].get("generation", 1) or status.get("phase") not in TERMINAL:
+        return False
+    succeeded = next((c for c in status.get("conditions") or [] if c.get("type") == "Succeeded"), {})
+    return succeeded.get("reason") not in RETRYABLE_INVALID
+
+
+def _owned_by(job: dict[str, Any], uid: str | None) -> bool:
+    owners = job["metadata"].get("ownerReferences")
+    return uid is None or owners is None or any(owner.get("uid") == uid for owner in owners)
+
+
+@dataclass
+class _History:
+    attempts: dict[str, int]
+    created_at: dict[str, float]
+    failures: dict[str, Failure]
+    disruptions: dict[str, int]
+
+
+def _history(status: dict[str, Any]) -> _History:
+    """What the status remembers of each stage's attempts (it outlives the Jobs)."""
+    history = _History({}, {}, {}, {})
+    for label, stage in (status.get("attempts") or {}).items():
+        history.attempts[label] = int(stage.get("attempts", 0))
+        history.disruptions[label] = int(stage.get("disruptions", 0))
+        if stage.get("createdAt"):
+            history.created_at[label] = datetime.fromisoformat(stage["createdAt"].replace("Z", "+00:00")).timestamp()
+        if stage.get("lastFailure"):
+            history.failures[label] = Failure.from_status(stage["lastFailure"])
+    return history
+
+
+def startup_timeout(run: SelfTaughtRun, ref: StageRef) -> float | None:
+    """`scheduling.<kind>.startupTimeoutSeconds` (or the stage's own)."""
+    return getattr(pod_overrides(run, ref), "startup_timeout_seconds", None)
 
 
 def _owner(obj: dict[str, Any]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ class Reporter:
         self._lock = threading.Lock()
         self._announced: dict[RunKey, set[str]] = {}  # stages whose success was announced
         self._failed_jobs: set[str] = set()  # failed Job uids already announced
+        self._waits: set[tuple[str, str]] = set()  # (Job uid, waiting reason) already announced
         self._phases: dict[RunKey, str] = {}
 
     def event(self, run: dict[str, Any], kind: str, reason: str, message: str) -> None:
@@ -39,6 +40,11 @@ class Reporter:
             announced.update(new)
             failed = [view for view in jobs if view.state == "failed" and view.uid not in self._failed_jobs]
             self._failed_jobs.update(view.uid for view in failed)
+            waits = [view for view in jobs if view.waiting and (view.uid, view.waiting.reason) not in self._waits]
+            self._waits.update((view.uid, view.waiting.reason) for view in waits)  # type: ignore[union-attr]
+            for announced_set in (self._failed_jobs, self._waits):  # bounded however long the operator runs
+                if len(announced_set) > 50_000:
+                    announced_set.clear()
         for label in new:
             ref, manifest = done[label]
             metrics.STAGE_SECONDS.labels(ref.name).observe(manifest.seconds)
@@ -48,6 +54,12 @@ class Reporter:
             for view in failed:
                 metrics.JOB_FAILURES.labels(view.stage.split("-")[0], view.reason).inc()
                 self.event(run, "Warning", "StageFailed", f"{view.stage} (Job {view.name}): {view.reason}: {view.message}")
+        for view in waits:  # one event per Job and reason, not one per resync
+            waiting = view.waiting
+            if waiting.queued:  # type: ignore[union-attr]
+                self.event(run, "Normal", "StageQueued", f"{view.stage} (Job {view.name}): {waiting.message}")  # type: ignore[union-attr]
+            else:
+                self.event(run, "Warning", "StageNotStarting", f"{view.stage} (Job {view.name}): {waiting.reason}: {waiting.message}")  # type: ignore[union-attr]
         for row in iterations:
             labels = (meta["namespace"], meta["name"], str(row["iteration"]))
             if row.get("kept") is not None:

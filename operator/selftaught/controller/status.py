@@ -10,9 +10,10 @@ produces an unchanged status and no write.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-from selftaught.api.status import Condition, IterationSummary, SelfTaughtRunStatus, StageProgress
+from selftaught.api.status import Condition, IterationSummary, SelfTaughtRunStatus, StageAttempts, StageFailure, StageProgress
 from selftaught.controller.decide import Decision
 from selftaught.pipeline.planner import Plan
 from selftaught.pipeline.progress import Progress, iteration_summaries
@@ -35,6 +36,8 @@ class Observation:
     refused: list[str] = field(default_factory=list)
     unreachable_since: str | None = None  # the store has not answered since (RFC 3339)
     invalid: str | None = None  # why the spec cannot be used at all
+    invalid_reason: str = "InvalidSpec"  # or SnapshotUnreadable, RunNameInUse
+    ignored: list[str] = field(default_factory=list)  # spec fields this operator does not know
     failure: tuple[str, str] | None = None  # a terminal failure found outside `decision`
     unavailable: str | None = None  # the store or the API refuses us right now; retrying
 
@@ -64,7 +67,12 @@ def _progress_message(seen: Observation, step: Plan, progress: Progress) -> tupl
         done = progress.shards_done.get(ref, 0)
         shards = seen.shards if ref.sharded else 1
         retry = f", retry {view.attempt}" if view.attempt else ""
-        parts.append(f"{ref.label} running ({done}/{shards} shards{retry})" if ref.sharded else f"{ref.label} running{retry}")
+        if view.waiting is not None and view.waiting.queued:
+            parts.append(f"{ref.label} queued{retry}: {view.waiting.message}")
+        elif view.waiting is not None:
+            parts.append(f"{ref.label} not starting{retry}: {view.waiting.reason}: {view.waiting.message}")
+        else:
+            parts.append(f"{ref.label} running ({done}/{shards} shards{retry})" if ref.sharded else f"{ref.label} running{retry}")
     for ref, wait in decision.backoff if decision else []:
         parts.append(f"{ref.label} failed, retrying in {int(wait)}s")
     if not parts:
@@ -79,7 +87,7 @@ def build_status(seen: Observation) -> SelfTaughtRunStatus:
     generation, now = seen.generation, seen.now
     failure = seen.failure or (seen.decision.failure if seen.decision else None)
     if seen.invalid:
-        failure = ("InvalidSpec", seen.invalid)
+        failure = (seen.invalid_reason, seen.invalid)
     fields: dict[str, Any] = {}
     stage = iteration = None
     step, progress = seen.plan, seen.progress
@@ -100,10 +108,10 @@ def build_status(seen: Observation) -> SelfTaughtRunStatus:
                     shards=seen.shards if ref.sharded else 1,
                     attempt=view.attempt,
                     job=view.name,
+                    waiting=f"{view.waiting.reason}: {view.waiting.message}" if view.waiting else None,
                 )
                 for ref, view in (seen.decision.running if seen.decision else [])
             ],
-            retries=dict(seen.decision.retries) if seen.decision else {},
         )
     else:
         message = previous.get("message") or ""
@@ -126,6 +134,7 @@ def build_status(seen: Observation) -> SelfTaughtRunStatus:
         phase, message = previous.get("phase") or "Pending", f"retrying: {seen.unavailable}"
     else:
         phase = "Running" if step and (step.done or (seen.decision and seen.decision.running)) else "Pending"
+    fields["attempts"] = _attempts(seen.decision, previous)
     if phase in ("Succeeded", "Failed"):
         fields["completed_at"] = previous.get("completedAt") if previous.get("phase") == phase else now
 
@@ -141,12 +150,15 @@ def build_status(seen: Observation) -> SelfTaughtRunStatus:
     refused_text = refusal_message(seen.refused)
     stalled_reason, stalled_text = (failure[0], failure[1]) if failure else (("UnsafeEdit", refused_text) if seen.refused else ("", ""))
     in_progress = phase in ("Pending", "Running") and not seen.refused
+    waiting = [view.waiting for _, view in (seen.decision.running if seen.decision else []) if view.waiting]
+    progress_reason = ("Queued" if waiting[0].queued else waiting[0].reason) if waiting else phase
     suspended = phase == "Suspended"
     return SelfTaughtRunStatus(
         observed_generation=generation,
         started_at=previous.get("startedAt") or now,
         store=seen.store or previous.get("store"),
         store_unreachable_since=seen.unreachable_since,
+        ignored_fields=seen.ignored or None,
         phase=phase,  # type: ignore[arg-type]
         stage=stage or previous.get("stage"),
         iteration=iteration if iteration is not None else previous.get("iteration"),
@@ -154,13 +166,13 @@ def build_status(seen: Observation) -> SelfTaughtRunStatus:
         conditions=[
             succeeded,
             condition("Ready", "True" if finished and not seen.refused else "False", "Succeeded" if finished else phase, message),
-            condition("Reconciling", "True" if in_progress else "False", phase if in_progress else "Idle", message if in_progress else ""),
+            condition("Reconciling", "True" if in_progress else "False", progress_reason if in_progress else "Idle", message if in_progress else ""),
             condition("Stalled", "True" if stalled_reason else "False", stalled_reason or "NotStalled", stalled_text),
             condition("Suspended", "True" if suspended else "False", "Suspended" if suspended else "NotSuspended", message if suspended else ""),
             condition(
                 "SpecAccepted",
                 "False" if (seen.refused or seen.invalid) else "True",
-                "InvalidSpec" if seen.invalid else ("UnsafeEdit" if seen.refused else "Accepted"),
+                seen.invalid_reason if seen.invalid else ("UnsafeEdit" if seen.refused else "Accepted"),
                 seen.invalid or refused_text,
             ),
         ],
@@ -171,3 +183,28 @@ def build_status(seen: Observation) -> SelfTaughtRunStatus:
 def status_document(status: SelfTaughtRunStatus) -> dict[str, Any]:
     """The status as the API server stores it (camelCase, no nulls)."""
     return status.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _attempts(decision: Decision | None, previous: dict[str, Any]) -> dict[str, StageAttempts]:
+    """Per stage: Jobs created and the last failure. Without a decision (a bad spec, the store
+    unreachable) the counts carry over: they bound the retries and must never reset."""
+    if decision is None:
+        return {label: StageAttempts.model_validate(value) for label, value in (previous.get("attempts") or {}).items()}
+    stages: dict[str, StageAttempts] = {}
+    for label in sorted(set(decision.attempts) | set(decision.failures) | set(decision.disruptions)):
+        failure = decision.failures.get(label)
+        created = decision.created_at.get(label)
+        stages[label] = StageAttempts(
+            attempts=decision.attempts.get(label, 0),
+            disruptions=decision.disruptions.get(label, 0),
+            created_at=_iso(created) if created else None,
+            last_failure=StageFailure(
+                attempt=failure.attempt, reason=failure.reason, message=failure.message[:1000], at=_iso(failure.at),
+                permanent=failure.permanent, generation=failure.generation,
+            ) if failure else None,
+        )  # fmt: skip
+    return stages

@@ -25,7 +25,11 @@ def stage_document(run: SelfTaughtRun) -> str:
         {
             "apiVersion": f"{API_GROUP}/{API_VERSION}",
             "kind": KIND,
-            "metadata": {"name": run.metadata.name, "namespace": run.metadata.namespace},
+            "metadata": {
+                "name": run.metadata.name,
+                "namespace": run.metadata.namespace,
+                **({"uid": run.metadata.uid} if run.metadata.uid else {}),  # tells a re-created run from its namesake
+            },
             "spec": run.spec.model_dump(mode="json", by_alias=True, exclude_none=True),
         },
         separators=(",", ":"),

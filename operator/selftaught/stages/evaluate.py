@@ -144,7 +144,7 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
         summary["accuracy"] = round(report["accuracy"], 4)
     if report.get("overall") is not None:
         summary["overall"] = round(report["overall"], 4)
-    if report.get("partial"):  # said, never silent: an overall over fewer sections or subsets
+    if report.get("partial") and report.get("overall") is not None:  # said, never silent: fewer sections or subsets
         missing = report.get("missing") or []
         summary["partial"] = ", ".join(missing) if missing else f"{len(report.get('missing_subsets') or [])} subsets missing"
     custom = report.get("custom") or {}

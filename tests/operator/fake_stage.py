@@ -1,0 +1,43 @@
+"""A stand-in for a stage process in operator tests about the cluster, not the method.
+
+The test kubelet runs each Job's real command; with `fake_stages` (conftest) a `python` shim on
+the pods' PATH runs this file instead: it reads the run the way a stage does (`SELFTAUGHT_RUN`)
+and writes the stage's shard markers and manifest at once, with the numbers the status shows.
+A run then takes seconds, and what is tested is what the operator does with Jobs and pods.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from selftaught.pipeline.launch import read_stage_document
+from selftaught.pipeline.runstore import open_run_store
+from selftaught.pipeline.table import StageRef
+from selftaught.store.manifest import Manifest, write_manifest
+
+SUMMARIES = {
+    "judge": {"tried": 10, "kept": 8, "keepRate": 0.8},
+    "train": {"checkpoint": "s3://fake/checkpoint"},
+    "evaluate": {"accuracy": 0.75, "overall": 0.7},
+}
+
+
+def main(argv: list[str]) -> int:
+    tail = argv[argv.index("stage") + 1 :]  # python -m selftaught stage NAME --iteration=I (also under torchrun)
+    name, iteration = tail[0], int(next(a for a in tail if a.startswith("--iteration=")).split("=")[1])
+    time.sleep(float(os.environ.get("FAKE_STAGE_SECONDS", "0")))  # long enough to be evicted, when a test asks
+    run = read_stage_document()
+    ref = StageRef(name, iteration)  # type: ignore[arg-type]
+    store = open_run_store(run)
+    shards = run.spec.generation.shards if ref.sharded else 1
+    if ref.sharded:
+        for shard in range(shards):
+            write_manifest(store, ref.shard_manifest_key(shard), Manifest(stage=ref.name, iteration=ref.iteration, shard=shard, shards=shards))
+    write_manifest(store, ref.manifest_key, Manifest(stage=ref.name, iteration=ref.iteration, shards=shards, seconds=0.1, summary=SUMMARIES.get(name, {})))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
