@@ -73,8 +73,8 @@ class ApiServerClock:
         original = kube.ClusterEmulator._store
 
         def store(emulator, res, kind, obj, old):
-            if obj.get("kind") == "Job" and kind == "ADDED":
-                run = obj["metadata"]["labels"]["selftaught.dev/run"]
+            run = (obj["metadata"].get("labels") or {}).get("selftaught.dev/run") if obj.get("kind") == "Job" else None
+            if run and kind == "ADDED":
                 with self.lock:
                     if run in self.completed:
                         self.latencies.append(time.perf_counter() - self.completed.pop(run))
