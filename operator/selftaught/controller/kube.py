@@ -29,6 +29,7 @@ STARTUP_PROBLEMS = frozenset(
 #: how long a diagnosis of a Job's pods is reused: pods are not watched, so this bounds API calls
 DIAGNOSIS_SECONDS = 20.0
 HEALTHY_SECONDS = 3.0  # "nothing wrong yet" is looked at again sooner
+STARTUP_GRACE_SECONDS = 3.0  # a Job's pods get this long before the operator lists them
 PAGE = 500
 
 
@@ -123,8 +124,11 @@ class Kube:
         if (job.get("spec") or {}).get("suspend"):
             queue_name = (meta.get("labels") or {}).get(KUEUE_QUEUE)
             return Waiting("Queued", f"held by Kueue in queue {queue_name}" if queue_name else "the Job is suspended", queued=True)
-        if status.get("ready"):
-            return None
+        started = status.get("startTime")
+        if status.get("ready") or not started:
+            return None  # running, or the Job controller has not started it yet: nothing to diagnose
+        if time.time() - datetime.fromisoformat(started.replace("Z", "+00:00")).timestamp() < STARTUP_GRACE_SECONDS:
+            return None  # pods are being created and pulled: give them a moment before asking
         uid = meta.get("uid", meta["name"])
         cached = self._diagnoses.get(uid)
         if cached and time.monotonic() - cached[0] < (DIAGNOSIS_SECONDS if cached[1] else HEALTHY_SECONDS):
@@ -132,7 +136,7 @@ class Kube:
         listed = self.core.list_namespaced_pod(meta["namespace"], label_selector=f"batch.kubernetes.io/job-name={meta['name']}", _preload_content=False)
         pods = json.loads(listed.data)["items"]
         waiting = _pod_problem(pods)
-        if waiting is None and not pods and status.get("startTime"):
+        if waiting is None and not pods:
             waiting = self._failed_create(meta["namespace"], meta["name"])
         self._diagnoses[uid] = (time.monotonic(), waiting)
         if len(self._diagnoses) > 10_000:  # bounded: old entries are for Jobs long finished
