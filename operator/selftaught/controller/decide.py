@@ -172,10 +172,6 @@ class Decision:
         waits = [wait for _, wait in self.backoff] + ([self.requeue] if self.requeue is not None else [])
         return min(waits, default=None)
 
-    def failed_attempts(self, label: str) -> int:
-        failure = self.failures.get(label)
-        return 0 if failure is None else failure.attempt + 1
-
 
 def decide(
     spec: SelfTaughtRunSpec,
