@@ -22,6 +22,11 @@ REPO = Path(__file__).resolve().parents[1]
 class SimulatedJudge:
     """Right with the item's own probability; every judgment is 40 tokens."""
 
+    max_model_len = 1 << 20  # every prompt fits
+
+    def prompt_tokens(self, conversations):
+        return [sum(len(m["content"].split()) for m in messages) for messages in conversations]
+
     def __init__(self, mean: float, seed: int = 0):
         self.rng = random.Random(seed)
         self.mean = mean
@@ -63,7 +68,8 @@ def simulated(pairs: int = 2000, samples: int = 15) -> None:
     from selftaught.api.load import parse_run
     from selftaught.pipeline.runstore import open_run_store
     from selftaught.store.jsonl import write_jsonl
-    from selftaught.store.layout import PAIRS_TRAIN
+    from selftaught.store.layout import PAIRS_TRAIN, manifest_key
+    from selftaught.store.manifest import Manifest, write_manifest
 
     print(f"simulated judge, {pairs} pairs x 2 orders, N={samples}, 40 tokens per judgment")
     print(f"{'mean acc':>8} {'kept fixed':>10} {'kept adapt':>10} {'tok/kept fixed':>14} {'tok/kept adapt':>14} {'ratio':>6}")
@@ -76,7 +82,9 @@ def simulated(pairs: int = 2000, samples: int = 15) -> None:
                     "spec": {"models": {"seed": {"source": "sim"}}, "data": {"instructions": {"source": "x"}},
                              "storage": {"uri": folder}, "judge": {"samples": samples, "adaptive": adaptive}},
                 })  # fmt: skip
-                write_jsonl(open_run_store(run), PAIRS_TRAIN, ({"id": f"p{i}", "instruction": f"q{i}", "chosen": "good answer", "rejected": "bad answer"} for i in range(pairs)))
+                store = open_run_store(run)  # the pairs stage's output, as the judge stage finds it
+                write_jsonl(store, "/".join(PAIRS_TRAIN), ({"id": f"p{i}", "instruction": f"q{i}", "chosen": "good answer", "rejected": "bad answer"} for i in range(pairs)))
+                write_manifest(store, manifest_key(PAIRS_TRAIN[0]), Manifest(stage="pairs"))
                 row[adaptive] = _judge(run, SimulatedJudge(mean))
         fixed, adapt = row[False], row[True]
         per_fixed, per_adapt = fixed["tokens"] / fixed["kept"], adapt["tokens"] / adapt["kept"]

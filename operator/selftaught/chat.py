@@ -39,3 +39,15 @@ class ChatEngine(Protocol):
         """`sampling.n` samples per conversation, in order. `seeds` (one per conversation) make
         each request reproducible on its own, so a resumed shard draws the same samples."""
         ...
+
+    @property
+    def max_model_len(self) -> int:
+        """The context length: prompt and generated tokens together."""
+        ...
+
+    def prompt_tokens(self, conversations: Sequence[Messages]) -> list[int]:
+        """Tokens of each conversation's prompt as the engine renders it (chat template and
+        generation prompt included): a stage measures its prompts before generating, so an
+        over-long record is a bad record with a file and line, not an engine error for the whole
+        batch."""
+        ...

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from selftaught import __version__
@@ -21,16 +22,34 @@ def cmd_stage(args: argparse.Namespace) -> int:
     return stage_main(args.name, args.iteration or 0, args.shard, args.run)
 
 
+def writable_folder(path: str, option: str) -> Path:
+    """`path`, created if need be, once a file could be written in it: an unwritable `--logs` is
+    said before the run starts, not discovered by the first stage."""
+    from selftaught.errors import InvalidInput
+
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as error:
+        why = "a file is in the way" if isinstance(error, FileExistsError | NotADirectoryError) else error.strerror.lower()
+        raise InvalidInput(f"{option} {folder}: cannot write there: {why}") from None
+    return folder
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from selftaught.api.load import load_run
-    from selftaught.errors import InvalidSpec, SelftaughtError
-    from selftaught.local import run_local
+    from selftaught.errors import InvalidInput, InvalidSpec, SelftaughtError
+    from selftaught.local import Interrupted, run_local
 
     try:
-        run_local(load_run(args.file), log_dir=Path(args.logs) if args.logs else None)
+        run_local(load_run(args.file), log_dir=writable_folder(args.logs, "--logs") if args.logs else None)
+    except (KeyboardInterrupt, Interrupted) as stopped:  # the stage processes have stopped too
+        print("interrupted; run the same command to resume", file=sys.stderr)
+        return 128 + (stopped.signum if isinstance(stopped, Interrupted) else 2)
     except SelftaughtError as error:  # a bad spec, a failed stage, an unreachable store
         print(f"error: {error}", file=sys.stderr)
-        return 2 if isinstance(error, InvalidSpec) else 1
+        return 2 if isinstance(error, InvalidSpec | InvalidInput) else 1  # the user's input, or the world
     return 0
 
 
@@ -137,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a whole SelfTaughtRun on this machine (the local default)")
     run.add_argument("file", help="a SelfTaughtRun manifest (YAML)")
-    run.add_argument("--logs", help="folder for each stage's log (default: a temporary folder)")
+    run.add_argument("--logs", help="folder for each stage's log (default: the run's folder under the system temporary directory, replaced on each start)")
     run.set_defaults(func=cmd_run)
 
     stage = sub.add_parser("stage", help="run one stage of a run (the command every Job runs)")

@@ -78,6 +78,22 @@ class StorageDenied(StorageUnavailable):
     permanent = True
 
 
+class StoreKeyInvalid(StorageUnavailable):
+    """A key that would leave the store's root (absolute, or climbing with `..`): a run must never
+    read or write outside its own folder, whatever its namespace and name say."""
+
+    reason = "StoreKeyInvalid"
+    permanent = True
+
+
+class StoreCorrupt(StorageUnavailable):
+    """An object of the run's store that is not what it should be (a manifest that is not JSON):
+    retrying reads the same bytes, so the message names the object to fix or delete."""
+
+    reason = "StoreCorrupt"
+    permanent = True
+
+
 class SourceUnavailable(SelftaughtError):
     """A model or dataset host (the Hugging Face Hub) is unreachable, rate-limits us or fails."""
 

@@ -13,8 +13,8 @@ import yaml
 from selftaught.local import run_local
 from selftaught.pipeline.runstore import open_run_store
 from selftaught.pipeline.table import StageRef
-from selftaught.store.layout import metrics_key
-from selftaught.store.manifest import read_manifest
+from selftaught.store.layout import metrics_output
+from selftaught.store.manifest import Manifest, published_key, read_manifest, write_manifest
 
 
 def _start(manifest_path, logs):
@@ -59,7 +59,7 @@ def test_a_run_killed_inside_a_stage_resumes_without_redoing_finished_work(make_
     assert read_manifest(store, judge.shard_manifest_key(0)).finished_at == shard_zero.finished_at
     assert "run finished in" in output and "iter" in output
     for iteration in (0, 1):
-        assert store.exists(metrics_key(iteration))
+        assert store.exists(published_key(store, *metrics_output(iteration)))
     assert read_manifest(store, StageRef("train", 1).manifest_key).summary["checkpoint"].startswith(bucket)
 
 
@@ -70,6 +70,8 @@ def test_a_restart_with_an_unsafe_edit_is_refused_by_field_name_and_safe_edits_a
     run = make_run()
     store = open_run_store(run)
     assert accept(store, run).refused == []
+    judge = StageRef("judge", 1)  # a finished shard: judge-1 has output that judge.samples changes
+    write_manifest(store, judge.shard_manifest_key(0), Manifest(stage=judge.name, iteration=judge.iteration, shard=0))
     edited = make_run(judge={"samples": 9}, iterations=3)
     acceptance = accept(store, edited)  # the operator's policy, and the local runner's
     assert acceptance.refused == ["judge.samples"] and "judge.samples" in acceptance.refusal

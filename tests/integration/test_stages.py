@@ -13,9 +13,9 @@ from selftaught.local import _run_process
 from selftaught.pipeline.process import run_stage
 from selftaught.pipeline.runstore import open_run_store
 from selftaught.pipeline.table import StageRef
-from selftaught.store.jsonl import read_jsonl
-from selftaught.store.layout import PAIRS_HELDOUT, PAIRS_TRAIN, SELECTED, sft_key
-from selftaught.store.manifest import read_manifest
+from selftaught.store.layout import PAIRS_HELDOUT, PAIRS_TRAIN, SELECTED, metrics_output, sft_output
+from selftaught.store.manifest import published_key, read_manifest
+from tests.stores import read_output
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,15 +32,16 @@ def test_categorize_select_and_pairs_build_preference_pairs_in_s3(make_run, buck
     assert store.uri.startswith("s3://") and store.uri.endswith("/tests/test")
     categorized = read_manifest(store, StageRef("categorize").manifest_key)
     assert categorized.summary["instructions"] == 50 and categorized.summary["categorized"] >= 45
-    selected = list(read_jsonl(store, SELECTED))
+    selected = read_output(store, SELECTED)
     assert selected and {r["category"] for r in selected} <= {"Knowledge and Reasoning", "Mathematical reasoning"}
-    pairs = list(read_jsonl(store, PAIRS_TRAIN))
-    heldout = list(read_jsonl(store, PAIRS_HELDOUT))
+    pairs = read_output(store, PAIRS_TRAIN)
+    heldout = read_output(store, PAIRS_HELDOUT)
     assert len(pairs) + len(heldout) + read_manifest(store, StageRef("pairs").manifest_key).counts.get("unparsed", 0) == len(selected)
     assert pairs and all(p["chosen"] != p["rejected"] and p["modified_instruction"] for p in pairs)
     assert heldout and set(heldout[0]) == {"id", "prompt", "chosen", "rejected", "subset"}
     manifest = read_manifest(store, StageRef("pairs").manifest_key)
-    assert manifest.outputs[PAIRS_TRAIN]["records"] == len(pairs) and len(manifest.outputs[PAIRS_TRAIN]["sha256"]) == 64
+    train_key = published_key(store, *PAIRS_TRAIN)
+    assert manifest.outputs[train_key]["records"] == len(pairs) and len(manifest.outputs[train_key]["sha256"]) == 64
 
 
 def test_a_generation_stage_resumes_from_its_last_finished_shard(make_run):
@@ -61,8 +62,8 @@ def test_judge_keeps_one_correct_judgment_per_item_balanced_between_a_and_b(make
     _prepare_pairs(run)
     manifest = run_stage(run, StageRef("judge", 1))
     store = open_run_store(run)
-    records = list(read_jsonl(store, sft_key(1)))
-    pairs = list(read_jsonl(store, PAIRS_TRAIN))
+    records = read_output(store, sft_output(1))
+    pairs = read_output(store, PAIRS_TRAIN)
     summary = manifest.summary
     assert summary["tried"] == 2 * len(pairs)  # both orders
     assert 0 < summary["kept"] <= summary["tried"]
@@ -83,7 +84,8 @@ def test_training_with_deepspeed_zero3_on_two_processes_gives_a_checkpoint_vllm_
     )
     _prepare_pairs(run)
     run_stage(run, StageRef("judge", 1))
-    _run_process(run, StageRef("train", 1), tmp_path)  # torchrun --nproc-per-node 2, gloo
+    (tmp_path / "scratch").mkdir()
+    _run_process(run, StageRef("train", 1), tmp_path, tmp_path / "scratch")  # torchrun --nproc-per-node 2, gloo
     store = open_run_store(run)
     trained = read_manifest(store, StageRef("train", 1).manifest_key)
     checkpoint = Path(trained.summary["checkpoint"])
@@ -91,7 +93,7 @@ def test_training_with_deepspeed_zero3_on_two_processes_gives_a_checkpoint_vllm_
     assert "chat_template" in json.loads((checkpoint / "tokenizer_config.json").read_text()) or (checkpoint / "chat_template.jinja").exists()
     assert trained.counts["examples"] > 0 and trained.counts["steps"] >= 1
     evaluated = run_stage(run, StageRef("evaluate", 1))
-    metrics = json.loads(store.read_text("iter-001/evaluate/metrics.json"))
+    metrics = json.loads(store.read_text(published_key(store, *metrics_output(1))))
     assert metrics["examples"] == 8 and set(metrics["sections"]) == {"Chat", "Chat Hard", "Safety", "Reasoning"}
     assert metrics["overall"] == pytest.approx(sum(metrics["sections"].values()) / 4) and metrics["missing"] == []
     assert metrics["partial"] and evaluated.summary["partial"]  # 8 examples leave most subsets out: said so
@@ -116,8 +118,8 @@ def test_a_judge_that_never_finds_a_correct_verdict_fails_with_no_training_data_
     with pytest.raises(NoTrainingData, match="no correct verdict for any of .* items"):
         run_stage(run, StageRef("judge", 1))
     store = open_run_store(run)
-    assert list(read_jsonl(store, PAIRS_TRAIN))  # the pairs survive in S3
-    assert store.exists(StageRef("judge", 1).shard_key(0)) and not store.exists(StageRef("judge", 1).manifest_key)
+    assert read_output(store, PAIRS_TRAIN)  # the pairs survive in S3
+    assert store.exists(StageRef("judge", 1).shard_manifest_key(0)) and not store.exists(StageRef("judge", 1).manifest_key)
 
 
 def test_rewardbench2_is_evaluated_in_rating_mode_with_its_six_subsets(make_run, tmp_path):
@@ -134,7 +136,7 @@ def test_rewardbench2_is_evaluated_in_rating_mode_with_its_six_subsets(make_run,
     source.write_text("".join(json.dumps(row) + "\n" for row in rows))
     run = make_run(data={"evaluation": {"source": str(source)}}, evaluate={"benchmark": "rewardbench2", "maxTokens": 16})
     manifest = run_stage(run, StageRef("evaluate", 0))  # the seed judge; needs no other stage
-    metrics = json.loads(open_run_store(run).read_text("iter-000/evaluate/metrics.json"))
+    metrics = json.loads(open_run_store(run).read_text(published_key(open_run_store(run), *metrics_output(0))))
     assert metrics["benchmark"] == "rewardbench2" and metrics["examples"] == 7
     assert set(metrics["subsets"]) == {"Factuality", "Precise IF", "Math", "Safety", "Focus", "Ties"} and not metrics["partial"]
     assert metrics["overall"] == pytest.approx(sum(metrics["sections"].values()) / 6)  # Ties: its own official score

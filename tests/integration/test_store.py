@@ -82,3 +82,31 @@ def test_a_missing_bucket_and_an_unreachable_endpoint_are_clear_errors(s3_server
         open_store("s3://no-such-bucket/x", endpoint=s3_server).write_text("a", "b")
     with pytest.raises(StoreError, match="storage unreachable"):
         open_store("s3://b/x", endpoint="http://127.0.0.1:9").read_bytes("a")
+
+
+def test_only_the_first_conditional_create_wins(store):
+    assert store.create_bytes("stage/_manifest.json", b"first")
+    assert not store.create_bytes("stage/_manifest.json", b"second")
+    assert store.read_bytes("stage/_manifest.json") == b"first"
+    assert store.list("stage/") == ["stage/_manifest.json"]  # the loser left nothing behind
+
+
+def test_a_replace_applies_only_to_the_version_it_read(store):
+    store.write_bytes("lease.json", b"one")
+    _, version = store.read_versioned("lease.json")
+    assert store.replace_bytes("lease.json", b"two", version)
+    assert not store.replace_bytes("lease.json", b"three", version)  # someone replaced it since
+    assert store.read_bytes("lease.json") == b"two"
+    store.delete("lease.json")
+    store.delete("lease.json")  # already gone: no error
+    assert not store.replace_bytes("lease.json", b"four", version)
+    assert not store.exists("lease.json")
+
+
+def test_of_many_concurrent_creators_exactly_one_wins(store):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        won = list(pool.map(lambda n: store.create_bytes("race.json", str(n).encode()), range(16)))
+    assert won.count(True) == 1
+    assert store.read_bytes("race.json") == str(won.index(True)).encode()

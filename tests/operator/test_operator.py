@@ -118,16 +118,23 @@ def test_suspend_pauses_resume_continues_and_delete_removes_jobs_but_keeps_data(
 
 
 def test_an_unsafe_edit_is_refused_with_a_condition_and_the_run_keeps_its_spec(cluster, kubelet, make_run, bucket, s3_server):
+    from selftaught.pipeline.runstore import open_run_store
+    from selftaught.pipeline.table import StageRef
+    from selftaught.store.manifest import Manifest, write_manifest
+
     run = make_run(storage=bucket, endpoint=s3_server)
+    store = open_run_store(run.model_copy(update={"metadata": run.metadata.model_copy(update={"name": "edited", "namespace": NAMESPACE})}))
     kubelet.pause()
     with run_operator(cluster, HANDLERS, namespace=NAMESPACE):
         cluster.create(RUNS, run_object(run, "edited"), NAMESPACE)
         cluster.wait_for(lambda: jobs(cluster, "edited"), timeout=30)
-        cluster.patch(RUNS, NAMESPACE, "edited", {"spec": {"judge": {"samples": 9}, "retries": {"perStage": 5}}})
+        categorize = StageRef("categorize")  # a finished shard: output that categorize.maxTokens changes
+        write_manifest(store, categorize.shard_manifest_key(0), Manifest(stage=categorize.name, shard=0))
+        cluster.patch(RUNS, NAMESPACE, "edited", {"spec": {"categorize": {"maxTokens": 9}, "retries": {"perStage": 5}}})
         cluster.wait_for(lambda: condition(status_of(cluster, "edited"), "SpecAccepted").get("status") == "False", timeout=30)
     obj = status_of(cluster, "edited")
     accepted = condition(obj, "SpecAccepted")
-    assert accepted["reason"] == "UnsafeEdit" and "judge.samples" in accepted["message"] and "retries" not in accepted["message"]
+    assert accepted["reason"] == "UnsafeEdit" and "categorize.maxTokens" in accepted["message"] and "retries" not in accepted["message"]
     assert condition(obj, "Stalled")["status"] == "True"  # GitOps tools see that Git's spec cannot apply
     assert accepted["observedGeneration"] == obj["metadata"]["generation"] == 2
 
@@ -155,7 +162,13 @@ def test_the_operator_serves_prometheus_metrics(cluster, kubelet, make_run, buck
     with run_operator(cluster, HANDLERS, namespace=NAMESPACE):
         cluster.create(RUNS, run_object(make_run(storage=bucket, endpoint=s3_server), "measured"), NAMESPACE)
         cluster.wait_for(lambda: jobs(cluster, "measured"), timeout=30)
-        text = cluster.wait_for(lambda: (t := urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()) and 'selftaught_runs{phase="Pending"} 1.0' in t and t, timeout=10)
+        def one_run_in_flight() -> str | None:
+            # Pending until its first Job is seen active, Running after: either is right here
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+            in_flight = [f'selftaught_runs{{phase="{phase}"}} 1.0' in text for phase in ("Pending", "Running")]
+            return text if any(in_flight) else None
+
+        text = cluster.wait_for(one_run_in_flight, timeout=30)
     assert 'selftaught_jobs_created_total{stage="categorize"}' in text
     for family in ("selftaught_stage_duration_seconds", "selftaught_job_failures_total", "selftaught_stage_retries_total", "selftaught_examples_kept", "selftaught_reconcile_seconds"):
         assert f"# TYPE {family}" in text

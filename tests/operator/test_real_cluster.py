@@ -56,7 +56,7 @@ def test_a_run_on_fake_stages_succeeds_and_counts_one_attempt_per_stage(cluster,
 
 
 def test_pods_that_cannot_start_are_explained_once_then_fail_the_attempt_after_the_startup_timeout(cluster, fake_stages, make_run, tmp_path):
-    run = quick(make_run, tmp_path, scheduling={"generation": {"startupTimeoutSeconds": 6}}, retries={"perStage": 1, "backoffSeconds": 1})
+    run = quick(make_run, tmp_path, scheduling={"generation": {"startupTimeoutSeconds": 10}}, retries={"perStage": 1, "backoffSeconds": 1})
     obj = run_object(run, "nosecret")
     obj["spec"]["storage"]["credentialsSecret"] = "s3-credentails"  # a typo: the Secret does not exist
     with run_operator(cluster, HANDLERS, namespace=NAMESPACE):
@@ -67,7 +67,7 @@ def test_pods_that_cannot_start_are_explained_once_then_fail_the_attempt_after_t
         assert waiting["active"][0]["waiting"].startswith("CreateContainerConfigError")
         status = finished(cluster, "nosecret", timeout=90)
     assert status["phase"] == "Failed" and condition({"status": status}, "Succeeded")["reason"] == "CreateContainerConfigError"
-    assert "did not start within 6s" in status["message"] and "s3-credentails" in status["message"]
+    assert "did not start within 10s" in status["message"] and "s3-credentails" in status["message"]
     assert status["attempts"]["categorize"]["attempts"] == 2  # bounded: perStage 1 → two attempts
     assert jobs_of(cluster, "nosecret") == [] or all(j["metadata"]["name"].startswith("nosecret-categorize-") for j in jobs_of(cluster, "nosecret"))
     reasons = [e["reason"] for e in events_of(cluster, "nosecret")]

@@ -8,10 +8,10 @@ from selftaught.controller.jobs import build_job, build_service
 from selftaught.method.prompts import judge_messages
 from selftaught.pipeline.runstore import open_run_store
 from selftaught.pipeline.table import StageRef
-from selftaught.store.jsonl import write_jsonl
-from selftaught.store.layout import sft_key
+from selftaught.store.layout import sft_output
 from selftaught.store.manifest import read_manifest
 from tests.kube.cluster import job_condition
+from tests.stores import publish
 
 from .conftest import NAMESPACE
 
@@ -26,7 +26,7 @@ def test_a_two_node_training_job_rendezvouses_on_index_zero_and_publishes_one_ch
         {"id": f"{i}:AB", "messages": judge_messages(f"question {i}", "good answer", "bad answer"), "completion": "A is better. [[A]]", "winner": "A"}
         for i in range(8)
     ]
-    write_jsonl(open_run_store(run), sft_key(1), records)
+    publish(open_run_store(run), sft_output(1), records)
     ref = StageRef("train", 1)
     cluster.create("v1/services", build_service(run, ref, 0), NAMESPACE)
     job = cluster.create("batch/v1/jobs", build_job(run, ref, 0, OperatorConfig()), NAMESPACE)
@@ -34,5 +34,5 @@ def test_a_two_node_training_job_rendezvouses_on_index_zero_and_publishes_one_ch
     assert job_condition(done, "Complete"), [a.stderr_path for a in kubelet.attempts]
     assert sorted(index for _, index in kubelet.started) == [0, 1]  # both ranks ran, once each
     manifest = read_manifest(open_run_store(run), ref.manifest_key)
-    assert manifest.counts["examples"] == 8 and manifest.summary["checkpoint"].endswith("iter-001/train/checkpoint")
-    assert open_run_store(run).exists("iter-001/train/checkpoint/model.safetensors")
+    assert manifest.counts["examples"] == 8 and manifest.summary["checkpoint"].endswith(f"iter-001/train/{manifest.attempt}/checkpoint")
+    assert open_run_store(run).exists(f"iter-001/train/{manifest.attempt}/checkpoint/model.safetensors")

@@ -13,9 +13,9 @@ from selftaught.pipeline.launch import read_stage_document, stage_command, stage
 from selftaught.pipeline.table import STAGES, StageRef
 from selftaught.stages import IMPLEMENTATIONS, MapReduceStage, Stage, StageContext, execute
 from selftaught.store import LocalStore
-from selftaught.store.jsonl import read_jsonl, write_jsonl
-from selftaught.store.layout import SELECTED
-from selftaught.store.manifest import read_manifest
+from selftaught.store.layout import PAIRS_HELDOUT, metrics_output
+from selftaught.store.manifest import published_key, read_manifest
+from tests.stores import publish, shard_records
 
 from .test_spec import MINIMAL
 
@@ -69,7 +69,16 @@ def test_the_stage_document_round_trips_and_a_missing_one_is_an_invalid_spec():
         read_stage_document({"SELFTAUGHT_RUN": "{"})
 
 
-class ScriptedEngine:
+class WordsAsTokens:
+    """The measuring half of a ChatEngine: a token per word, a context no test prompt fills."""
+
+    max_model_len = 4096
+
+    def prompt_tokens(self, conversations):
+        return [sum(len(m["content"].split()) for m in c) for c in conversations]
+
+
+class ScriptedEngine(WordsAsTokens):
     """A ChatEngine that answers every judge prompt with a fixed verdict and counts its calls."""
 
     def __init__(self, text):
@@ -84,14 +93,14 @@ def test_a_map_reduce_stage_runs_on_any_chat_engine_and_a_reduce_only_pass_loads
     run = _run(generation={"shards": 2}, evaluate={"positionConsistency": False})
     store = LocalStore(tmp_path)
     pairs = [{"id": f"p{i}", "prompt": f"q{i}", "chosen": "good", "rejected": "bad", "subset": "default"} for i in range(6)]
-    write_jsonl(store, "pairs/heldout.jsonl", pairs)
+    publish(store, PAIRS_HELDOUT, pairs)
     engine = ScriptedEngine("The first is better. [[A]]")
     ref = StageRef("evaluate", 0)
     ctx = StageContext(run=run, stage=ref, store=store, num_shards=2, make_engine=lambda ctx, model: engine)
     assert execute(IMPLEMENTATIONS["evaluate"], ctx, [0]) is None  # shard 1 pending
     assert read_manifest(store, ref.shard_manifest_key(0)).summary == {}
     manifest = execute(IMPLEMENTATIONS["evaluate"], ctx)
-    written = [r for s in range(2) for r in read_jsonl(store, ref.shard_key(s))]
+    written = [r for s in range(2) for r in shard_records(store, ref.shard_manifest_key(s))]
     assert all(r["output"] == "The first is better. [[A]]" and r["winner"] in "AB" for r in written)  # what `selftaught score` reads
     expected = sum(r["winner"] == "A" for r in written) / len(written)  # the judge always says A
     assert manifest.summary["accuracy"] == round(expected, 4) and manifest.summary["examples"] == 6
@@ -105,10 +114,10 @@ def test_select_is_a_plain_stage_that_fails_clearly_without_its_input(tmp_path):
     ctx = StageContext(run=run, stage=StageRef("select"), store=LocalStore(tmp_path))
     with pytest.raises(Exception, match="categorize") as raised:
         execute(IMPLEMENTATIONS["select"], ctx)
-    assert raised.value.reason == "ObjectNotFound" and not LocalStore(tmp_path).exists(SELECTED)
+    assert raised.value.reason == "ObjectNotFound" and not LocalStore(tmp_path).list("select/")
 
 
-class KnowingEngine:
+class KnowingEngine(WordsAsTokens):
     """A judge that knows: it names the answer that contains RIGHT (in either position)."""
 
     def chat(self, conversations, sampling, seeds=None):
@@ -132,10 +141,10 @@ def test_judgebench_pairs_are_judged_in_both_orders_and_scored_on_the_net_vote(t
     store = LocalStore(tmp_path / "store")
     ctx = StageContext(run=run, stage=StageRef("evaluate", 0), store=store, make_engine=lambda ctx, model: KnowingEngine())
     manifest = execute(IMPLEMENTATIONS["evaluate"], ctx)
-    written = list(read_jsonl(store, StageRef("evaluate", 0).shard_key(0)))
+    written = shard_records(store, StageRef("evaluate", 0).shard_manifest_key(0))
     assert all({"output", "swapped_output", "winner"} <= set(r) for r in written)
     assert manifest.summary["overall"] == 1.0 and manifest.summary["benchmark"] == "judgebench"
-    report = json.loads(store.read_text("iter-000/evaluate/metrics.json"))
+    report = json.loads(store.read_text(published_key(store, *metrics_output(0))))
     assert report["sections"] == {"Knowledge": 1.0, "Reasoning": 1.0, "Math": 1.0, "Coding": 1.0}
 
 

@@ -68,7 +68,7 @@ def test_unreadable_or_invalid_files_say_which_file(tmp_path):
         load_run(bad)
     other = tmp_path / "other.yaml"
     other.write_text("kind: ConfigMap\n")
-    with pytest.raises(SpecError, match="other.yaml: expected exactly one SelfTaughtRun document, found 0"):
+    with pytest.raises(SpecError, match="other.yaml: found kind 'ConfigMap'; expected kind SelfTaughtRun"):
         load_run(other)
 
 

@@ -1,29 +1,107 @@
-"""Which edits to a running `SelfTaughtRun` are safe.
+"""Which edits to a started `SelfTaughtRun` apply.
 
-Safe fields change only how or when the remaining stages run; they take effect at the next
-stage. Every other field changes what finished stages already produced (their data would no
-longer match the spec), so once a run has started such an edit is refused, and the run goes on
-with the spec it started with.
+`DEPENDS` lists every spec field (by its camelCase path, or the path of its whole section) with
+the first stage whose output depends on it. Every later stage depends on that stage's output, so
+an edit can apply exactly while that stage has produced nothing: it (and all after it) will run
+with the new value. Once it has output — a finished stage, a finished shard, or, on a cluster, a
+Job running with the old value — the edit is refused, since the data would no longer match the
+spec, and the run goes on with the value it started with. Fields with no stage change only how or
+when stages run (or which Secret they read), never what they produce: they apply at any time.
+
+So a run whose first stage failed on bad input can be fixed by editing its spec, while a run that
+has finished its first stages keeps them consistent. A few edits from one value to another can
+contradict no output at all (`HARMLESS`: `onBadRecord` from fail to skip) and apply at any time.
+Whether a stage has output is the pipeline's business (`pipeline/runstore.py`); this module only
+knows the spec.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from selftaught.api.spec import SelfTaughtRunSpec
 
-SAFE_FIELDS: frozenset[str] = frozenset(
-    {
-        "suspend",
-        "iterations",
-        "scheduling",
-        "retries",
-        "generation.parallelism",
-        "generation.batchSize",
-        "generation.gpuMemoryUtilization",
-        "generation.enforceEager",
-    }
-)
+
+@dataclass(frozen=True)
+class DependsOn:
+    #: the first stage whose output the field changes; None: no stage's output
+    stage: str | None
+    #: only that stage's reduce reads the field: its finished shards are not yet output it changes
+    reduce_only: bool = False
+
+
+ANY_TIME = DependsOn(None)
+CATEGORIZE, SELECT, PAIRS = DependsOn("categorize"), DependsOn("select"), DependsOn("pairs")
+JUDGE, TRAIN, EVALUATE = DependsOn("judge"), DependsOn("train"), DependsOn("evaluate")
+
+#: spec path (or section) -> the first stage whose output depends on it. A path not listed falls
+#: under its longest listed prefix; `tests/unit/test_acceptance.py` checks that every field has one.
+DEPENDS: dict[str, DependsOn] = {
+    # how and when stages run, or with which credentials: never what they produce
+    "suspend": ANY_TIME,
+    "iterations": ANY_TIME,  # more or fewer iterations: the finished ones stay what they are
+    "scheduling": ANY_TIME,
+    "retries": ANY_TIME,
+    "generation.parallelism": ANY_TIME,
+    "generation.batchSize": ANY_TIME,
+    "generation.gpuMemoryUtilization": ANY_TIME,
+    "generation.enforceEager": ANY_TIME,
+    "models.hfTokenSecret": ANY_TIME,
+    "storage.credentialsSecret": ANY_TIME,
+    # the first stage, so every stage: where the run's data is, the models, the vLLM settings that
+    # change what is generated (or which records fit the context), the seed of every random choice
+    "models.seed": CATEGORIZE,  # it generates unless models.generator is set; judge M(0); trained from
+    "models.generator": CATEGORIZE,
+    "storage.uri": CATEGORIZE,
+    "storage.endpoint": CATEGORIZE,
+    "storage.region": CATEGORIZE,
+    "seed": CATEGORIZE,
+    "generation.tensorParallel": CATEGORIZE,
+    "generation.shards": CATEGORIZE,  # a stage's shards must all split its input the same way
+    "generation.maxModelLen": CATEGORIZE,
+    "generation.dtype": CATEGORIZE,
+    "generation.enablePrefixCaching": CATEGORIZE,
+    "data.instructions": CATEGORIZE,
+    "categorize": CATEGORIZE,
+    "select": SELECT,
+    "pairs": PAIRS,
+    # pairs' reduce holds out a fraction of the pairs for evaluation, unless a source is given
+    "data.evaluation.source": DependsOn("pairs", reduce_only=True),
+    "data.evaluation.heldOutFraction": DependsOn("pairs", reduce_only=True),
+    "data.evaluation.split": EVALUATE,
+    "data.evaluation.onBadRecord": EVALUATE,
+    "judge": JUDGE,
+    "train": TRAIN,
+    "evaluate": EVALUATE,
+}
+
+
+#: edits from one value to another that cannot contradict any output: a stage that finished under
+#: `onBadRecord: fail` met no bad record, so under `skip` it would have produced the same. The
+#: edit a failed stage's message suggests therefore applies even when other shards are done.
+HARMLESS: dict[str, frozenset[tuple[Any, Any]]] = {
+    "data.instructions.onBadRecord": frozenset({("fail", "skip")}),
+    "data.evaluation.onBadRecord": frozenset({("fail", "skip")}),
+}
+
+
+def row_of(path: str) -> str | None:
+    """The `DEPENDS` key that covers `path`: the path itself or its longest listed prefix."""
+    parts = path.split(".")
+    for end in range(len(parts), 0, -1):
+        key = ".".join(parts[:end])
+        if key in DEPENDS:
+            return key
+    return None
+
+
+def depends_on(path: str) -> DependsOn:
+    """The first stage whose output `path` changes; a field nobody listed is taken to change
+    everything (a new field is refused mid-run until it is listed)."""
+    key = row_of(path)
+    return DEPENDS[key] if key is not None else CATEGORIZE
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -35,26 +113,63 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: value}
 
 
-def _is_safe(path: str) -> bool:
-    return any(path == safe or path.startswith(safe + ".") for safe in SAFE_FIELDS)
+def _dump(spec: SelfTaughtRunSpec) -> dict[str, Any]:
+    return spec.model_dump(mode="json", by_alias=True)
 
 
-def unsafe_changes(accepted: SelfTaughtRunSpec, proposed: SelfTaughtRunSpec) -> list[str]:
-    """Paths (camelCase, as in the manifest) whose edit cannot apply to a started run."""
-    old = _flatten(accepted.model_dump(mode="json", by_alias=True))
-    new = _flatten(proposed.model_dump(mode="json", by_alias=True))
-    return sorted(p for p in old.keys() | new.keys() if old.get(p) != new.get(p) and not _is_safe(p))
+def _edits(accepted: SelfTaughtRunSpec, proposed: SelfTaughtRunSpec) -> list[tuple[str, Any, Any]]:
+    """(path, old value, new value) of every field that differs, by camelCase path."""
+    old, new = _flatten(_dump(accepted)), _flatten(_dump(proposed))
+    return [(p, old.get(p), new.get(p)) for p in sorted(old.keys() | new.keys()) if old.get(p) != new.get(p)]
 
 
-def merge_safe(accepted: SelfTaughtRunSpec, proposed: SelfTaughtRunSpec) -> SelfTaughtRunSpec:
-    """The accepted spec with the proposed values of the safe fields: what the run executes
-    when an edit mixes safe and refused changes."""
-    data = accepted.model_dump(mode="json", by_alias=True)
-    new = proposed.model_dump(mode="json", by_alias=True)
-    for path in SAFE_FIELDS:
-        head, _, tail = path.partition(".")
-        if not tail:
-            data[head] = new[head]
-        else:
-            data[head][tail] = new[head][tail]
+def changed_fields(accepted: SelfTaughtRunSpec, proposed: SelfTaughtRunSpec) -> list[str]:
+    """Paths (camelCase, as in the manifest) whose value differs."""
+    return [path for path, _, _ in _edits(accepted, proposed)]
+
+
+#: whether the stage a field depends on has output; by default every stage has (a run that is done)
+Produced = Callable[[DependsOn], bool]
+
+
+def _everything_produced(depends: DependsOn) -> bool:
+    return True
+
+
+def _applies(path: str, old: Any, new: Any, produced: Produced) -> bool:
+    if (old, new) in HARMLESS.get(path, ()):
+        return True
+    depends = depends_on(path)
+    return depends.stage is None or not produced(depends)
+
+
+def unsafe_changes(accepted: SelfTaughtRunSpec, proposed: SelfTaughtRunSpec, produced: Produced = _everything_produced) -> list[str]:
+    """Changed paths whose edit cannot apply: the stage they depend on has output."""
+    return [path for path, old, new in _edits(accepted, proposed) if not _applies(path, old, new, produced)]
+
+
+def merge_safe(accepted: SelfTaughtRunSpec, proposed: SelfTaughtRunSpec, produced: Produced = _everything_produced) -> SelfTaughtRunSpec:
+    """The accepted spec with every edit that applies: what the run executes when an edit mixes
+    changes that apply and changes that are refused. An edit applies by whole `DEPENDS` row (a
+    section such as `data.instructions` moves as one)."""
+    data, proposal = _dump(accepted), _dump(proposed)
+    for path, old, new in _edits(accepted, proposed):
+        if (old, new) in HARMLESS.get(path, ()):
+            _set(data, path, new)  # this field alone: the rest of its row may be refused
+        elif _applies(path, old, new, produced):
+            key = row_of(path) or path.split(".")[0]
+            _set(data, key, _get(proposal, key))
     return SelfTaughtRunSpec.model_validate(data)
+
+
+def _get(data: dict[str, Any], path: str) -> Any:
+    for part in path.split("."):
+        data = data[part]
+    return data
+
+
+def _set(data: dict[str, Any], path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    for part in parents:
+        data = data[part]
+    data[last] = value

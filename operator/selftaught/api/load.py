@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from selftaught.api.spec import SelfTaughtRun
+from selftaught.api.spec import API_GROUP, API_VERSION, KIND, SelfTaughtRun
 from selftaught.errors import InvalidSpec as SpecError
 
 __all__ = ["SpecError", "format_validation_error", "load_run", "parse_run"]
@@ -19,13 +19,22 @@ def format_validation_error(error: ValidationError, prefix: str = "") -> str:
     parts = []
     for item in error.errors():
         where = ".".join(str(p) for p in item["loc"]) or "(document)"
-        parts.append(f"{prefix}{where}: {item['msg']}")
+        parts.append(f"{prefix}{where}: {item['msg'].removeprefix('Value error, ')}")  # our validators' own sentences
     return "; ".join(parts)
+
+
+def _wrong_kind(source: str, kinds: list[Any]) -> SpecError:
+    """Names what was found, so a ConfigMap or a Job applied by mistake is recognised at once."""
+    found = ", ".join(dict.fromkeys("a document without kind" if k is None else f"kind {k!r}" for k in kinds))
+    expected = f"expected kind {KIND} (apiVersion {API_GROUP}/{API_VERSION})"
+    return SpecError(f"{source}: found {found}; {expected}" if found else f"{source}: no document; {expected}")
 
 
 def parse_run(document: Any, *, source: str = "manifest") -> SelfTaughtRun:
     if not isinstance(document, dict):
         raise SpecError(f"{source}: expected a SelfTaughtRun mapping, got {type(document).__name__}")
+    if "kind" in document and document["kind"] != KIND:
+        raise _wrong_kind(source, [document["kind"]])
     try:
         return SelfTaughtRun.model_validate(document)
     except ValidationError as error:
@@ -35,16 +44,20 @@ def parse_run(document: Any, *, source: str = "manifest") -> SelfTaughtRun:
 def load_run(path: str | Path) -> SelfTaughtRun:
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise SpecError(f"{path}: cannot read: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise SpecError(f"{path}: not UTF-8 text (byte {error.start}); save the file as UTF-8") from None
     try:
         documents = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as error:
         raise SpecError(f"{path}: not valid YAML: {error}") from None
-    runs = [d for d in documents if isinstance(d, dict) and d.get("kind") == "SelfTaughtRun"]
+    runs = [d for d in documents if isinstance(d, dict) and d.get("kind") == KIND]
+    if not runs:
+        raise _wrong_kind(str(path), [d.get("kind") if isinstance(d, dict) else None for d in documents])
     if len(runs) != 1:
-        raise SpecError(f"{path}: expected exactly one SelfTaughtRun document, found {len(runs)}")
+        raise SpecError(f"{path}: expected exactly one {KIND} document, found {len(runs)}")
     return parse_run(runs[0], source=str(path))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any, Literal
+from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -81,8 +82,9 @@ class DataSource(Model):
     limit: int | None = _field(None, ge=1, description="Read at most this many records.")
     on_bad_record: Literal["fail", "skip"] = _field(
         "fail",
-        description="A malformed line or a record without the field: `fail` stops the stage with "
-        "an error naming the file and line; `skip` counts it in the stage manifest and goes on.",
+        description="A malformed line, a record without the field, or one whose prompt does not fit "
+        "the model's context: `fail` stops the stage with an error naming the file and line; `skip` "
+        "counts it in the stage manifest (and the run's status) and goes on.",
     )
 
 
@@ -108,7 +110,8 @@ class EvaluationData(Model):
         "evaluation source is given.",
     )
     on_bad_record: Literal["fail", "skip"] = _field(
-        "fail", description="What to do with a malformed evaluation record."
+        "fail", description="A malformed evaluation record, or one whose judge prompt does not fit the "
+        "model's context: `fail` stops with its file and line; `skip` counts it and goes on."
     )
 
 
@@ -135,6 +138,27 @@ class Storage(Model):
         "optionally `AWS_SESSION_TOKEN`) mounted into every Job as environment variables. Leave "
         "empty for IRSA / workload identity.",
     )
+
+    @field_validator("uri")
+    @classmethod
+    def _bucket_named(cls, value: str) -> str:
+        """`s3://` alone or `s3:///x` would reach boto3 as a bucket-less request: say so here."""
+        if value.startswith("s3:") and not (value.startswith("s3://") and urlparse(value).netloc):
+            raise ValueError(f"{value!r} names no bucket: write s3://<bucket>/<prefix>")
+        return value
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_url(cls, value: str | None) -> str | None:
+        """boto3 wants a URL; `minio:9000` would fail deep inside it with no field named."""
+        if value is None:
+            return value
+        url = urlparse(value)
+        if url.scheme not in {"http", "https"}:
+            raise ValueError(f"{value!r} is not a URL: add http:// or https:// (e.g. http://{value.split('://')[-1]})")
+        if not url.netloc:
+            raise ValueError(f"{value!r} names no host (e.g. http://minio:9000)")
+        return value
 
 
 class Generation(Model):
@@ -622,14 +646,31 @@ class SelfTaughtRunSpec(Model):
         return self.models.generator or self.models.seed
 
 
+#: An RFC 1123 label, what Kubernetes requires of a namespace (and what we require of a run's name,
+#: which becomes part of Job, Service and pod names).
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
 class ObjectMeta(BaseModel):
     """The part of metadata a run uses; everything else is kept and ignored."""
 
     model_config = ConfigDict(extra="allow")
-    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    namespace: str = Field("default", min_length=1, max_length=63)
+    name: str
+    namespace: str = "default"
     generation: int | None = None
     uid: str | None = None
+
+    @field_validator("name", "namespace")
+    @classmethod
+    def _dns_label(cls, value: str) -> str:
+        """Both name the run's folder in the store (`<uri>/<namespace>/<name>/`): `../x` must never
+        get that far."""
+        if not _DNS_LABEL.match(value):
+            raise ValueError(
+                f"{value!r} is not a valid Kubernetes name: at most 63 lowercase letters, digits and '-', "
+                "starting and ending with a letter or digit (RFC 1123 label)"
+            )
+        return value
 
 
 class SelfTaughtRun(BaseModel):

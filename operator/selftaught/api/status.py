@@ -93,6 +93,12 @@ class SelfTaughtRunStatus(Model):
     iterations: list[IterationSummary] = Field(
         default_factory=list, description="The newest 10 iterations' numbers; the store has all."
     )
+    skipped: dict[str, int] | None = Field(
+        None,
+        description="Input records each finished stage skipped under onBadRecord: skip (malformed lines, records "
+        "without the field, prompts too long for the model's context), by stage; the stage's manifest in the store "
+        "keeps the first reasons with file and line.",
+    )
     conditions: list[Condition] = Field(
         default_factory=list,
         description="Standard conditions, one per type.",

@@ -6,6 +6,7 @@ everything from what exists; the work queue makes it one pass at a time per run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -22,7 +23,7 @@ from selftaught.api.load import SpecError, parse_api_object
 from selftaught.api.spec import API_GROUP, API_VERSION, KIND, SelfTaughtRun
 from selftaught.controller import metrics
 from selftaught.controller.config import OperatorConfig
-from selftaught.controller.decide import Failure, decide, job_view
+from selftaught.controller.decide import Failure, JobView, decide, job_view
 from selftaught.controller.jobs import build_job, build_service, job_name, needs_service, pod_overrides
 from selftaught.controller.kube import InvalidObject, Kube, api_message
 from selftaught.controller.report import Reporter
@@ -169,8 +170,8 @@ class Reconciler:
             ]
             store = open_run_store(run)
             seen.store = self._stores[(namespace, name)] = store.uri
-            acceptance = accept(store, run)
             progress = scan(store, self._manifests.setdefault(store.uri, {}))
+            acceptance = accept(store, run, progress, busy=_running(jobs))
         except SnapshotUnreadable as error:
             seen.invalid, seen.invalid_reason = str(error), error.reason
             self._write_status(obj, seen)
@@ -296,6 +297,17 @@ def _finished(obj: dict[str, Any]) -> bool:
         return False
     succeeded = next((c for c in status.get("conditions") or [] if c.get("type") == "Succeeded"), {})
     return succeeded.get("reason") not in RETRYABLE_INVALID
+
+
+def _running(jobs: list[JobView]) -> set[StageRef]:
+    """Stages with an active Job: it runs with the recorded spec, so an edit of a field that stage
+    depends on is not accepted while it runs (it could publish what the old value produced)."""
+    running = set()
+    for view in jobs:
+        if view.state == "active":
+            with contextlib.suppress(ValueError):  # a Job labelled by someone else
+                running.add(StageRef.parse(view.stage))
+    return running
 
 
 def _owned_by(job: dict[str, Any], uid: str | None) -> bool:

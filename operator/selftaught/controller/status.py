@@ -16,7 +16,7 @@ from typing import Any
 from selftaught.api.status import Condition, IterationSummary, SelfTaughtRunStatus, StageAttempts, StageFailure, StageProgress
 from selftaught.controller.decide import Decision
 from selftaught.pipeline.planner import Plan
-from selftaught.pipeline.progress import Progress, iteration_summaries
+from selftaught.pipeline.progress import Progress, iteration_summaries, skipped_counts
 from selftaught.pipeline.runstore import refusal_message
 
 
@@ -99,6 +99,7 @@ def build_status(seen: Observation) -> SelfTaughtRunStatus:
             stages_done=len(step.done),
             stages_total=step.total,
             iterations=iterations,
+            skipped=skipped_counts(progress) or None,
             latest_accuracy=accuracies[-1] if accuracies else None,
             latest_overall=next((row.overall for row in reversed(iterations) if row.overall is not None), None),
             active=[

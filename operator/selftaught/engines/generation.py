@@ -56,6 +56,23 @@ class VllmEngine:
             **platform_options,
         )
 
+    @property
+    def max_model_len(self) -> int:
+        """`generation.maxModelLen`, or the model's own context length when that is unset."""
+        return int(self.llm.model_config.max_model_len)
+
+    def prompt_tokens(self, conversations: Sequence[Messages]) -> list[int]:
+        """Rendered with the model's chat template and tokenized as vLLM's `chat` does (no extra
+        special tokens: the template has them), a batch at a time."""
+        tokenizer = self.llm.get_tokenizer()
+        counts: list[int] = []
+        size = self.settings.batch_size
+        for start in range(0, len(conversations), size):
+            batch = [list(c) for c in conversations[start : start + size]]
+            texts = tokenizer.apply_chat_template(batch, tokenize=False, add_generation_prompt=True)
+            counts.extend(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+        return counts
+
     def chat(
         self,
         conversations: Sequence[Messages],

@@ -18,6 +18,7 @@ from selftaught.api.spec import SelfTaughtRun
 from selftaught.errors import EXIT_PERMANENT, EXIT_RETRYABLE, Failure, InvalidInput, failure_of
 from selftaught.pipeline.launch import read_stage_document
 from selftaught.pipeline.runstore import open_run_store
+from selftaught.pipeline.subprocesses import die_with_parent
 from selftaught.pipeline.table import StageRef
 from selftaught.store.manifest import Manifest
 
@@ -28,16 +29,36 @@ TERMINATION_MESSAGE_VARIABLE = "SELFTAUGHT_TERMINATION_MESSAGE_PATH"
 def run_stage(run: SelfTaughtRun, ref: StageRef, shards: list[int] | None = None) -> Manifest | None:
     """Run what is left of `ref` (every unfinished shard, or only `shards`); the stage manifest
     once the whole stage is done, else None."""
-    from selftaught import stages  # the ML side: only stage processes load it
-
     num_shards = run.spec.generation.shards if ref.sharded else 1
     if not ref.sharded:
         shards = None  # e.g. a training pod's completion index is its node rank, not a shard
     for shard in shards or []:
         if not 0 <= shard < num_shards:
-            raise InvalidInput(f"shard {shard} out of range: {ref.label} has {num_shards} shards")
+            raise InvalidInput(f"shard {shard} out of range: {ref.label} has shards 0 to {num_shards - 1} (spec.generation.shards)")
+    from selftaught import stages  # the ML side: only stage processes load it
+
     ctx = stages.StageContext(run=run, stage=ref, store=open_run_store(run), num_shards=num_shards)
     return stages.execute(stages.IMPLEMENTATIONS[ref.name], ctx, shards)
+
+
+def stage_of(run: SelfTaughtRun, name: str, iteration: int) -> StageRef:
+    """The stage asked for, if the run has it: `judge --iteration=9` of a 5-iteration run is
+    refused here, not started on inputs that will never exist."""
+    try:
+        ref = StageRef(name, iteration)  # type: ignore[arg-type]
+    except ValueError as error:
+        raise InvalidInput(str(error)) from None
+    if ref.iteration > run.spec.iterations:
+        raise InvalidInput(f"{ref.label}: no such iteration, spec.iterations is {run.spec.iterations}")
+    return ref
+
+
+def completion_index(value: str) -> int:
+    """`JOB_COMPLETION_INDEX` as a shard number (Kubernetes sets it; a person may too)."""
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidInput(f"JOB_COMPLETION_INDEX={value!r} is not a shard number") from None
 
 
 def write_termination_message(failure: Failure) -> None:
@@ -49,14 +70,12 @@ def write_termination_message(failure: Failure) -> None:
 
 def main(name: str, iteration: int, shard: int | None, run_file: str | None) -> int:
     """The exit code of `selftaught stage`: 0, EXIT_RETRYABLE or EXIT_PERMANENT."""
+    die_with_parent()  # under the local runner or torchrun: never outlive it
     try:
         run = load_run(run_file) if run_file else read_stage_document()
-        try:
-            ref = StageRef(name, iteration)  # type: ignore[arg-type]
-        except ValueError as error:
-            raise InvalidInput(str(error)) from None
+        ref = stage_of(run, name, iteration)
         if shard is None and os.environ.get("JOB_COMPLETION_INDEX"):
-            shard = int(os.environ["JOB_COMPLETION_INDEX"])
+            shard = completion_index(os.environ["JOB_COMPLETION_INDEX"])
         manifest = run_stage(run, ref, None if shard is None else [shard])
     except Exception as error:  # the one place any failure becomes what the user is told
         failure = failure_of(error)

@@ -1,12 +1,13 @@
 """Reading a run's progress from its store: which stages and shards are done, and the small
-summaries (kept examples, accuracy, checkpoint) that go into the status."""
+summaries (kept examples, accuracy, checkpoint, skipped input records) that go into the status
+and `selftaught run`'s summary."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from selftaught.pipeline.table import STAGES, StageRef
+from selftaught.pipeline.table import ORDER, STAGES, StageRef
 from selftaught.store import Store
 from selftaught.store.layout import MANIFEST, SHARD_MARKERS
 from selftaught.store.manifest import Manifest, read_manifest
@@ -57,3 +58,33 @@ def iteration_summaries(progress: Progress, limit: int = 10) -> list[dict[str, A
         row = rows.setdefault(ref.iteration, {"iteration": ref.iteration})
         row.update({key: manifest.summary[key] for key in keys if manifest.summary.get(key) is not None})
     return [rows[i] for i in sorted(rows)][-limit:]
+
+
+def _with_skips(progress: Progress) -> list[tuple[StageRef, int]]:
+    """(stage, records it skipped) for the finished stages that skipped any, in run order."""
+    rows = []
+    for ref in sorted(progress.manifests, key=lambda r: (r.iteration, ORDER[r.name])):
+        manifest = progress.manifests[ref]
+        count = max(int(manifest.counts.get("skipped_records", 0)), len(manifest.skipped))
+        if count:
+            rows.append((ref, count))
+    return rows
+
+
+def skipped_counts(progress: Progress) -> dict[str, int]:
+    """Stage label -> input records it skipped (bad lines, records without the field, prompts too
+    long for the model, under `onBadRecord: skip`): a run that succeeded on part of its data says so
+    in its status. Stages that skipped nothing are left out."""
+    return {ref.label: count for ref, count in _with_skips(progress)}
+
+
+def skipped_summary(progress: Progress, reasons: int = 3) -> list[str]:
+    """One line per finished stage that skipped input records: how many, the first `reasons`
+    reasons its manifest keeps, and where the manifest is (for `selftaught run`'s summary)."""
+    lines = []
+    for ref, count in _with_skips(progress):
+        manifest = progress.manifests[ref]
+        first = "; ".join(manifest.skipped[:reasons])
+        more = f" (the first {len(manifest.skipped)} in {ref.manifest_key})" if len(manifest.skipped) > reasons else ""
+        lines.append(f"{ref.label}: {count} record{'' if count == 1 else 's'} skipped" + (f": {first}" if first else "") + more)
+    return lines

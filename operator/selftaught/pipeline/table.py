@@ -94,9 +94,6 @@ class StageRef:
     def manifest_key(self) -> str:
         return layout.manifest_key(self.prefix)
 
-    def shard_key(self, shard: int) -> str:
-        return layout.shard_key(self.prefix, shard)
-
     def shard_manifest_key(self, shard: int) -> str:
         return layout.shard_marker_key(self.prefix, shard)
 

@@ -4,17 +4,21 @@ an engine for a model."""
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeVar
 
 from selftaught.api.spec import ModelSource, SelfTaughtRun, SelfTaughtRunSpec
 from selftaught.chat import ChatEngine
 from selftaught.store import Store
+from selftaught.store.layout import ATTEMPT_PREFIX, output_key
 
 if TYPE_CHECKING:  # the pipeline core hands a stage its reference; stages never build one
     from selftaught.pipeline.table import StageRef
+
+T = TypeVar("T")
 
 
 def vllm_engine(ctx: StageContext, model: ModelSource) -> ChatEngine:
@@ -34,6 +38,8 @@ class StageContext:
     started: float = field(default_factory=time.monotonic)
     #: how a generation stage gets its engine (tests hand in a scripted one)
     make_engine: Callable[[StageContext, ModelSource], ChatEngine] = vllm_engine
+    #: this process's attempt at the stage: everything it writes goes under this folder
+    attempt: str = field(default_factory=lambda: f"{ATTEMPT_PREFIX}{uuid.uuid4().hex[:12]}")
 
     @property
     def spec(self) -> SelfTaughtRunSpec:
@@ -42,11 +48,15 @@ class StageContext:
     def engine_factory(self, model: ModelSource) -> ChatEngine:
         return self.make_engine(self, model)
 
+    def output_key(self, name: str) -> str:
+        """Where this attempt writes its output `name`; published only if the attempt wins."""
+        return output_key(self.stage.prefix, self.attempt, name)
+
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
 
-def in_shard(records: Iterator[dict[str, Any]], shard: int, num_shards: int) -> Iterator[dict[str, Any]]:
+def in_shard(records: Iterator[T], shard: int, num_shards: int) -> Iterator[T]:
     """Round-robin sharding: no record count needed up front, shards stay balanced."""
     for index, record in enumerate(records):
         if index % num_shards == shard:
@@ -54,8 +64,8 @@ def in_shard(records: Iterator[dict[str, Any]], shard: int, num_shards: int) -> 
 
 
 class LazyEngine:
-    """An engine that is loaded on the first `chat`: a shard with nothing to generate, or a
-    reduce-only pass, never pays for loading a model."""
+    """An engine that is loaded on first use (`chat`, or measuring prompts): a shard with nothing
+    to generate, or a reduce-only pass, never pays for loading a model."""
 
     def __init__(self, factory: Callable[[], ChatEngine]):
         self._factory = factory
@@ -66,3 +76,10 @@ class LazyEngine:
 
     def chat(self, conversations, sampling, seeds=None):  # type: ignore[no-untyped-def]
         return self._engine.chat(conversations, sampling, seeds)
+
+    @property
+    def max_model_len(self) -> int:
+        return self._engine.max_model_len
+
+    def prompt_tokens(self, conversations):  # type: ignore[no-untyped-def]
+        return self._engine.prompt_tokens(conversations)

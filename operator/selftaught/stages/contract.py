@@ -4,7 +4,7 @@ idempotent.
 - `MapReduceStage` (the generation stages): `map_shard` over shards (one per Indexed-Job
   completion index), each loading its model once, then a cheap, deterministic `reduce` (merge,
   balance, score). A shard is done when its marker exists; whoever finishes the last shard
-  reduces, and two pods racing to reduce write the same bytes.
+  reduces; of two pods racing to reduce (or to finish one shard), the first to publish wins.
 - `Stage` (the CPU and training stages): one `run`.
 
 Either way the stage is done exactly when its manifest exists.
@@ -20,8 +20,10 @@ from typing import ClassVar
 from selftaught.api.spec import ModelSource
 from selftaught.chat import ChatEngine
 from selftaught.stages.context import LazyEngine, StageContext
+from selftaught.store import Store
 from selftaught.store.jsonl import JsonlWriter
-from selftaught.store.manifest import Manifest, read_manifest, write_manifest
+from selftaught.store.layout import SHARD_MARKERS, attempt_of, manifest_key, shard_name
+from selftaught.store.manifest import Manifest, create_manifest, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -85,23 +87,24 @@ def execute(stage: AnyStage, ctx: StageContext, shards: list[int] | None = None)
         if ctx.store.exists(ref.shard_manifest_key(shard)):
             continue
         started = time.monotonic()
-        with JsonlWriter(ctx.store, ref.shard_key(shard)) as out:
+        with JsonlWriter(ctx.store, ctx.output_key(shard_name(shard))) as out:
             result = stage.map_shard(ctx, shard, out, engine)
         written = out.written
-        write_manifest(
-            ctx.store,
-            ref.shard_manifest_key(shard),
-            Manifest(
-                stage=ref.name,
-                iteration=ref.iteration,
-                shard=shard,
-                shards=ctx.num_shards,
-                counts=result.counts,
-                outputs={written.key: written.as_dict()},
-                seconds=time.monotonic() - started,
-                skipped=result.skipped,
-            ),
+        marker = Manifest(
+            stage=ref.name,
+            iteration=ref.iteration,
+            shard=shard,
+            shards=ctx.num_shards,
+            attempt=ctx.attempt,
+            counts=result.counts,
+            outputs={written.key: written.as_dict()},
+            seconds=time.monotonic() - started,
+            skipped=result.skipped,
         )
+        if not create_manifest(ctx.store, ref.shard_manifest_key(shard), marker):
+            ctx.store.delete(written.key)  # another attempt finished this shard first: its file counts
+            log.warning("%s shard %d was finished by another attempt; this attempt's copy is discarded", ref.label, shard)
+            continue
         log.info("%s shard %d/%d done: %s", ref.label, shard + 1, ctx.num_shards, result.counts)
     markers = [read_manifest(ctx.store, ref.shard_manifest_key(s)) for s in range(ctx.num_shards)]
     finished = [m for m in markers if m is not None]
@@ -111,10 +114,38 @@ def execute(stage: AnyStage, ctx: StageContext, shards: list[int] | None = None)
 
 
 def _publish(ctx: StageContext, manifest: Manifest | None) -> Manifest | None:
+    """Publish this attempt's outputs by creating the stage's marker, unless another attempt
+    already did: then this attempt's folder is removed and the winner's manifest stands."""
     if manifest is None:
         return None
-    manifest.stage, manifest.iteration, manifest.shards = ctx.stage.name, ctx.stage.iteration, ctx.num_shards
+    ref = ctx.stage
+    manifest.stage, manifest.iteration, manifest.shards = ref.name, ref.iteration, ctx.num_shards
+    manifest.attempt = ctx.attempt
     if not manifest.seconds:
         manifest.seconds = ctx.elapsed()
-    write_manifest(ctx.store, ctx.stage.manifest_key, manifest)
-    return manifest
+    if create_manifest(ctx.store, ref.manifest_key, manifest):
+        discard_stale_attempts(ctx.store, ref.prefix)
+        return manifest
+    log.warning("%s was published by another attempt; this attempt's outputs are discarded", ref.label)
+    ctx.store.delete_prefix(f"{ref.prefix}/{ctx.attempt}/")
+    return read_manifest(ctx.store, ref.manifest_key)
+
+
+def discard_stale_attempts(store: Store, prefix: str) -> list[str]:
+    """Remove what attempts that did not win left in the stage's folder (killed, or slower than
+    the winner); keeps every file the stage manifest or a shard marker names. The deleted keys."""
+    keep: set[str] = set()
+    for key in store.list(f"{prefix}/"):
+        if key.endswith(".json") and (key == manifest_key(prefix) or key.startswith(f"{prefix}/{SHARD_MARKERS}/")):
+            marker = read_manifest(store, key)
+            if marker is not None:
+                keep.update(marker.outputs)
+    stale = [key for key in store.list(f"{prefix}/") if attempt_of(prefix, key) and key not in keep and not _inside(key, keep)]
+    for key in stale:
+        store.delete(key)
+    return stale
+
+
+def _inside(key: str, kept: set[str]) -> bool:
+    """A file of a kept output folder (a checkpoint is named by its folder in older manifests)."""
+    return any(key.startswith(f"{folder}/") for folder in kept)

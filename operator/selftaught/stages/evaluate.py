@@ -9,6 +9,7 @@ prints for the same file.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from selftaught.chat import Messages, Sampling
@@ -16,13 +17,14 @@ from selftaught.method.judging import JudgeItem, random_order
 from selftaught.method.prompts import judge_messages, rating_messages
 from selftaught.method.scoring import score
 from selftaught.method.selection import priority
+from selftaught.stages.budget import Prompt, fitting
 from selftaught.stages.context import in_shard
 from selftaught.stages.contract import MapReduceStage, ShardResult
 from selftaught.stages.judge import judge_model
-from selftaught.stages.sources import iter_evaluation_examples
-from selftaught.store.jsonl import SkipCounter, read_jsonl
-from selftaught.store.layout import PAIRS_HELDOUT, metrics_key
-from selftaught.store.manifest import Manifest
+from selftaught.stages.sources import MANIFEST_REASONS, Counted, located_evaluation_examples, merged, nothing_usable
+from selftaught.store.jsonl import SkipCounter, numbered_jsonl, read_jsonl
+from selftaught.store.layout import PAIRS_HELDOUT, metrics_output
+from selftaught.store.manifest import Manifest, published_key
 
 #: the official settings of RewardBench's and the paper's majority vote
 VOTE_TEMPERATURE, VOTE_TOP_P = 0.7, 0.9
@@ -33,11 +35,22 @@ def benchmark_of(ctx) -> str:
     return ctx.spec.evaluate.benchmark if ctx.spec.data.evaluation.source else "rewardbench"
 
 
-def evaluation_examples(ctx, skipped: SkipCounter):
+def evaluation_examples(ctx, skipped: SkipCounter) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, example): the evaluation source's, or the held-out pairs'."""
     data = ctx.spec.data.evaluation
     if data.source:
-        return iter_evaluation_examples(data, ctx.spec.evaluate.benchmark, ctx.spec.storage, skipped)
-    return ({**pair, "subset": pair.get("subset") or "default"} for pair in read_jsonl(ctx.store, PAIRS_HELDOUT))
+        return located_evaluation_examples(data, ctx.spec.evaluate.benchmark, ctx.spec.storage, skipped)
+    key = published_key(ctx.store, *PAIRS_HELDOUT)
+    return (
+        (f"{ctx.store.url(key)}:{number}", {**pair, "subset": pair.get("subset") or "default"})
+        for number, pair in numbered_jsonl(ctx.store, key)
+    )
+
+
+def evaluation_subject(ctx) -> str:
+    """What the user calls the evaluation set, for messages."""
+    source = ctx.spec.data.evaluation.source
+    return f"data.evaluation.source {source}" if source else "the held-out pairs (pairs/heldout.jsonl)"
 
 
 class Requests:
@@ -88,6 +101,15 @@ def _ratings(example: dict[str, Any], requests: Requests) -> dict[str, Any]:
     return record
 
 
+def _request(example: dict[str, Any], benchmark: str, seed: int, settings, requests: Requests) -> dict[str, Any]:
+    """The scorer's record of one example, its conversations added to `requests`."""
+    if benchmark == "rewardbench2":
+        return _ratings(example, requests)
+    if benchmark == "judgebench":
+        return _both_orders(example, requests)
+    return _pairwise(example, seed, settings, requests)
+
+
 class Evaluate(MapReduceStage):
     name = "evaluate"
 
@@ -96,15 +118,25 @@ class Evaluate(MapReduceStage):
 
     def map_shard(self, ctx, shard, out, engine):
         settings, seed, benchmark = ctx.spec.evaluate, ctx.spec.seed, benchmark_of(ctx)
-        skipped = SkipCounter()
-        examples = list(in_shard(evaluation_examples(ctx, skipped), shard, ctx.num_shards))
+        skipped, too_long = SkipCounter(), SkipCounter()
+        usable = Counted(evaluation_examples(ctx, skipped))
+        located = list(in_shard(usable, shard, ctx.num_shards))
+        if not usable.count:  # every shard read the whole set: none of them has an example
+            raise nothing_usable(evaluation_subject(ctx), "example to evaluate", skipped)
+
+        def prompts(example: dict[str, Any]) -> list[Prompt]:  # exactly what the judge is shown
+            shown = Requests()
+            _request(example, benchmark, seed, settings, shown)
+            return [(messages, settings.max_tokens, "evaluate.maxTokens") for messages in shown.conversations]
+
+        data = ctx.spec.data.evaluation
+        examples = fitting(
+            engine, located, prompts, on_bad_record=data.on_bad_record, policy_field="data.evaluation.onBadRecord", skipped=too_long
+        )
+        if not examples and ctx.num_shards == 1:  # known now: fail before a marker says "done"
+            raise nothing_usable(evaluation_subject(ctx), "example to evaluate", merged(skipped, too_long))
         requests = Requests()
-        if benchmark == "rewardbench2":
-            records = [_ratings(e, requests) for e in examples]
-        elif benchmark == "judgebench":
-            records = [_both_orders(e, requests) for e in examples]
-        else:
-            records = [_pairwise(e, seed, settings, requests) for e in examples]
+        records = [_request(e, benchmark, seed, settings, requests) for e in examples]
         if requests.conversations:
             requests.fill(engine.chat(requests.conversations, Sampling(n=1, temperature=0.0, max_tokens=settings.max_tokens)))
         if settings.majority_vote and benchmark == "rewardbench" and records:
@@ -115,25 +147,29 @@ class Evaluate(MapReduceStage):
                 record["outputs"] = [s.text for s in samples]
         for record in records:
             out.write(record)
-        counts = {"examples": len(records)}
-        if shard == 0:
-            counts["skipped_records"] = skipped.skipped
-        return ShardResult(counts, skipped=skipped.examples if shard == 0 else [])
+        # every shard reads the same set, so only shard 0 reports what the reader skipped
+        read = skipped if shard == 0 else SkipCounter()
+        counts = {"examples": len(records), "too_long": too_long.skipped, "skipped_records": read.skipped + too_long.skipped}
+        return ShardResult(counts, skipped=merged(read, too_long).examples)
 
     def reduce(self, ctx, shard_manifests):
         benchmark = benchmark_of(ctx)
+        reasons = [reason for m in shard_manifests for reason in m.skipped]
+        skipped = int(sum(m.counts.get("skipped_records", 0) for m in shard_manifests))
+        if not sum(m.counts.get("examples", 0) for m in shard_manifests):  # never an accuracy over nothing
+            raise nothing_usable(evaluation_subject(ctx), "example to evaluate", SkipCounter(skipped, reasons[:5]))
         records = (record for manifest in shard_manifests for key in sorted(manifest.outputs) for record in read_jsonl(ctx.store, key))
         report = score(records, benchmark)
         report["iteration"] = ctx.stage.iteration
-        key = metrics_key(ctx.stage.iteration)
+        key = ctx.output_key(metrics_output(ctx.stage.iteration)[1])
         ctx.store.write_text(key, json.dumps(report, indent=2))
         return Manifest(
             stage=self.name,
-            counts={"examples": report["examples"], "skipped_records": sum(m.counts.get("skipped_records", 0) for m in shard_manifests)},
+            counts={"examples": report["examples"], "skipped_records": skipped},
             outputs={key: {}},
             seconds=sum(m.seconds for m in shard_manifests),
-            summary=summarize(report),
-            skipped=[reason for m in shard_manifests for reason in m.skipped],
+            summary={**summarize(report), **({"skipped": skipped} if skipped else {})},
+            skipped=reasons[:MANIFEST_REASONS],
         )
 
 

@@ -19,18 +19,19 @@ from selftaught.method.judging import (
     sft_record,
 )
 from selftaught.method.selection import priority
+from selftaught.stages.budget import fits
 from selftaught.stages.context import in_shard
 from selftaught.stages.contract import MapReduceStage, ShardResult, sum_counts
 from selftaught.store.jsonl import read_jsonl, write_jsonl
-from selftaught.store.layout import PAIRS_TRAIN, checkpoint_prefix, sft_key
-from selftaught.store.manifest import Manifest
+from selftaught.store.layout import PAIRS_TRAIN, checkpoint_output, sft_output
+from selftaught.store.manifest import Manifest, published_key
 
 
 def judge_model(ctx, iteration: int) -> ModelSource:
     """M(0) is the seed; M(i) is the checkpoint trained in iteration i."""
     if iteration == 0:
         return ctx.spec.models.seed
-    return ModelSource(source=ctx.store.url(checkpoint_prefix(iteration)))
+    return ModelSource(source=ctx.store.url(published_key(ctx.store, *checkpoint_output(iteration))))
 
 
 class Judge(MapReduceStage):
@@ -41,9 +42,14 @@ class Judge(MapReduceStage):
 
     def map_shard(self, ctx, shard, out, engine):
         settings, seed, iteration = ctx.spec.judge, ctx.spec.seed, ctx.stage.iteration
-        pairs = in_shard(read_jsonl(ctx.store, PAIRS_TRAIN), shard, ctx.num_shards)
+        pairs = in_shard(read_jsonl(ctx.store, published_key(ctx.store, *PAIRS_TRAIN)), shard, ctx.num_shards)
         states = [ItemState(item) for pair in pairs for item in judge_items(pair, settings.orders, seed)]
-        counts: Counter[str] = Counter(items=len(states), kept=0, a_wins=0, b_wins=0, rounds=0)
+        # a pair whose judge prompt leaves no room for judge.maxTokens is dropped and counted: its
+        # answers were generated, so it is no user's bad record
+        room = fits(engine, [s.item.messages() for s in states], settings.max_tokens)
+        too_long = room.count(False)
+        states = [state for state, fit in zip(states, room, strict=True) if fit]
+        counts: Counter[str] = Counter(items=len(states), kept=0, a_wins=0, b_wins=0, rounds=0, too_long=too_long)
         pending = states
         for number, size in enumerate(sampling_rounds(settings.samples, settings.first_round, settings.adaptive)):
             if not pending:
@@ -87,7 +93,7 @@ class Judge(MapReduceStage):
             for key in manifest.outputs
             for record in read_jsonl(ctx.store, key)
         )
-        key = sft_key(ctx.stage.iteration)
+        key = ctx.output_key(sft_output(ctx.stage.iteration)[1])
         judge_settings = ctx.spec.judge
         chosen = balance(records, tally, ctx.spec.seed) if judge_settings.balance else records
         written = write_jsonl(ctx.store, key, (sft_record(r) for r in chosen))
@@ -101,6 +107,7 @@ class Judge(MapReduceStage):
             "truncated": int(counts.get("truncated", 0)),
             "tokensPerKept": round(tokens / kept, 1),
             "fixedNTokensPerKept": round(fixed_tokens / kept, 1),
+            **({"tooLong": int(counts["too_long"])} if counts.get("too_long") else {}),
         }
         counts.update(training_examples=written.records, fixed_n_tokens_estimate=fixed_tokens)
         return Manifest(

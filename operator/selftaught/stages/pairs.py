@@ -9,11 +9,23 @@ from selftaught.errors import EmptyDataset
 from selftaught.method.pairs import as_rewardbench, build_pair, is_held_out
 from selftaught.method.prompts import modified_instruction_messages, response_messages
 from selftaught.method.selection import priority
+from selftaught.stages.budget import fits
 from selftaught.stages.context import in_shard
 from selftaught.stages.contract import MapReduceStage, ShardResult, sum_counts
+from selftaught.stages.sources import check_evaluation_source
 from selftaught.store.jsonl import JsonlWriter, read_jsonl
 from selftaught.store.layout import PAIRS_HELDOUT, PAIRS_TRAIN, SELECTED
-from selftaught.store.manifest import Manifest
+from selftaught.store.manifest import Manifest, published_key
+
+
+def no_held_out_pair(fraction: float, pairs: int) -> str:
+    """Why a run that evaluates on held-out pairs cannot: known at pairs' reduce, said there, never
+    an accuracy over 0 examples later."""
+    return (
+        f"data.evaluation.heldOutFraction {fraction} of {pairs} pair{'' if pairs == 1 else 's'} left no held-out pair "
+        "to evaluate on; add instructions or give data.evaluation.source (or set heldOutFraction to 0 to train "
+        "without evaluating)"
+    )
 
 
 class Pairs(MapReduceStage):
@@ -23,7 +35,7 @@ class Pairs(MapReduceStage):
         return ctx.spec.generator_model
 
     def map_shard(self, ctx, shard, out, engine):
-        records = list(in_shard(read_jsonl(ctx.store, SELECTED), shard, ctx.num_shards))
+        records = list(in_shard(read_jsonl(ctx.store, published_key(ctx.store, *SELECTED)), shard, ctx.num_shards))
         counts: Counter[str] = Counter(records=len(records))
         if not records:
             return ShardResult(dict(counts))
@@ -38,6 +50,10 @@ class Pairs(MapReduceStage):
         # an answer cut off at maxTokens is never used: neither as y_w nor to prompt for y_l
         finished = [(r, b[0]) for r, b in zip(records, baselines, strict=True) if not b[0].truncated]
         counts["truncated"] += len(records) - len(finished)
+        # y_l's prompt holds x and y_w: one too long for the model's context is dropped and counted
+        room = fits(engine, [modified_instruction_messages(r["instruction"], b.text) for r, b in finished], settings.max_tokens)
+        counts["too_long"] += room.count(False)
+        finished = [item for item, fit in zip(finished, room, strict=True) if fit]
         modified = engine.chat(
             [modified_instruction_messages(r["instruction"], b.text) for r, b in finished],
             sampling,
@@ -57,8 +73,10 @@ class Pairs(MapReduceStage):
 
     def reduce(self, ctx, shard_manifests):
         evaluation = ctx.spec.data.evaluation
+        # an evaluation source given by an edit after categorize is checked before any judge runs
+        check_evaluation_source(evaluation, ctx.spec.evaluate.benchmark, ctx.spec.storage)
         fraction = 0.0 if evaluation.source else evaluation.held_out_fraction
-        with JsonlWriter(ctx.store, PAIRS_TRAIN) as train, JsonlWriter(ctx.store, PAIRS_HELDOUT) as heldout:
+        with JsonlWriter(ctx.store, ctx.output_key(PAIRS_TRAIN[1])) as train, JsonlWriter(ctx.store, ctx.output_key(PAIRS_HELDOUT[1])) as heldout:
             for manifest in shard_manifests:
                 for key in manifest.outputs:
                     for pair in read_jsonl(ctx.store, key):
@@ -73,17 +91,21 @@ class Pairs(MapReduceStage):
                 f"no usable response pair: {int(counts.get('records', 0))} instructions, "
                 f"{int(counts.get('unparsed', 0))} answers without the modified-instruction markers, "
                 f"{int(counts.get('truncated', 0))} cut off at pairs.maxTokens"
+                + (f", {int(counts['too_long'])} too long for the model's context" if counts.get("too_long") else "")
                 + (f", {heldout.written.records} held out" if heldout.written.records else "")
             )
+        if fraction and not heldout.written.records:  # evaluation would score nothing: say so now
+            raise EmptyDataset(no_held_out_pair(fraction, train.written.records))
         return Manifest(
             stage=self.name,
             counts=counts,
-            outputs={PAIRS_TRAIN: train.written.as_dict(), PAIRS_HELDOUT: heldout.written.as_dict()},
+            outputs={train.written.key: train.written.as_dict(), heldout.written.key: heldout.written.as_dict()},
             seconds=sum(m.seconds for m in shard_manifests),
             summary={
                 "pairs": train.written.records,
                 "heldOut": heldout.written.records,
                 "unparsed": int(counts.get("unparsed", 0)),
                 "truncated": int(counts.get("truncated", 0)),
+                **({"tooLong": int(counts["too_long"])} if counts.get("too_long") else {}),
             },
         )

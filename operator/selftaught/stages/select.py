@@ -18,10 +18,10 @@ class Select(Stage):
         if categorized is None:  # the planner never starts select before categorize is done
             raise ObjectNotFound(f"{ctx.store.url(CATEGORIZED)}: select needs the categorize stage's output")
         selector = Selector(ctx.spec.select, ctx.spec.seed)
-        for key in sorted(categorized.outputs):
+        for key in categorized.outputs:  # in shard order (the keys name attempts, which sort randomly)
             for record in read_jsonl(ctx.store, key):
                 selector.offer(record)
-        written = write_jsonl(ctx.store, SELECTED, selector.selected())
+        written = write_jsonl(ctx.store, ctx.output_key(SELECTED[1]), selector.selected())
         counts = dict(selector.counts)
         if written.records == 0:
             raise EmptyDataset(
@@ -32,6 +32,6 @@ class Select(Stage):
         return Manifest(
             stage=self.name,
             counts=counts,
-            outputs={SELECTED: written.as_dict()},
+            outputs={written.key: written.as_dict()},
             summary={"selected": written.records},
         )

@@ -4,17 +4,21 @@ Hugging Face Hub, streamed. Every bad record is named by where it is."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from selftaught.api.spec import DataSource, EvaluationData, Storage
 from selftaught.engines.hub import hub_failure
-from selftaught.errors import InvalidInput
+from selftaught.errors import EmptyDataset, InvalidInput
 from selftaught.store import LocalStore, ObjectNotFound, Store, open_store
 from selftaught.store.jsonl import BadRecord, SkipCounter, dotted_get, numbered_jsonl
 
 HF_PREFIX = "hf://datasets/"
+#: how many reasons for skipped records a stage manifest keeps: enough to see what went wrong,
+#: small whatever the number of shards
+MANIFEST_REASONS = 10
+T = TypeVar("T")
 
 
 def text_id(text: str) -> str:
@@ -88,6 +92,15 @@ def _hub_records(dataset_id: str, split: str) -> Iterator[tuple[str, dict[str, A
 def iter_instructions(source: DataSource, storage: Storage | None, skipped: SkipCounter) -> Iterator[dict[str, Any]]:
     """{"id", "instruction"} per usable record. Under `onBadRecord: skip` bad records are counted
     in `skipped`; otherwise the first one stops the stage with an error naming where it is."""
+    for _, record in located_instructions(source, storage, skipped):
+        yield record
+
+
+def located_instructions(
+    source: DataSource, storage: Storage | None, skipped: SkipCounter
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, {"id", "instruction"}) per usable record: where it is (file:line) names it if a
+    later check (its prompt is too long for the model) passes over it or fails on it."""
     skipping = skipped if source.on_bad_record == "skip" else None
     count = 0
     for where, record in iter_records(source.source, storage, skipping, source.split):
@@ -102,7 +115,7 @@ def iter_instructions(source: DataSource, storage: Storage | None, skipped: Skip
                 raise InvalidInput(reason) from None
             skipping.add(reason)
             continue
-        yield {"id": record_id, "instruction": text.strip()}
+        yield where, {"id": record_id, "instruction": text.strip()}
         count += 1
         if source.limit is not None and count >= source.limit:
             return
@@ -181,6 +194,14 @@ def iter_evaluation_examples(
     data: EvaluationData, benchmark: str, storage: Storage | None, skipped: SkipCounter
 ) -> Iterator[dict[str, Any]]:
     """The evaluation set, read in `benchmark`'s format; every bad record is named by where it is."""
+    for _, example in located_evaluation_examples(data, benchmark, storage, skipped):
+        yield example
+
+
+def located_evaluation_examples(
+    data: EvaluationData, benchmark: str, storage: Storage | None, skipped: SkipCounter
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, example) per usable record of the evaluation set."""
     if data.source is None:
         raise InvalidInput("data.evaluation.source is not set")
     read = READERS[benchmark]
@@ -193,4 +214,53 @@ def iter_evaluation_examples(
                 raise InvalidInput(reason)
             skipping.add(reason)
             continue
-        yield example
+        yield where, example
+
+
+def check_evaluation_source(data: EvaluationData, benchmark: str, storage: Storage | None) -> int:
+    """Read the whole evaluation source once before any stage depends on it (categorize, the first
+    stage, calls this): a missing file, a malformed line or a source with no usable example fails
+    the run at its start, permanently, naming file:line, not after hours of generation. The number
+    of usable examples; nothing when no source is given (the held-out pairs are checked by pairs)."""
+    if data.source is None:
+        return 0
+    skipped = SkipCounter()
+    try:
+        usable = sum(1 for _ in iter_evaluation_examples(data, benchmark, storage, skipped))
+    except InvalidInput as error:
+        raise InvalidInput(f"data.evaluation.source: {error}") from None
+    if not usable:
+        raise nothing_usable(f"data.evaluation.source {data.source}", f"{benchmark} example", skipped)
+    return usable
+
+
+def nothing_usable(subject: str, what: str, skipped: SkipCounter) -> EmptyDataset:
+    """The error for an input without one usable record (permanent: retrying reads the same data),
+    saying whether it is empty or how many records were skipped, and why the first ones were."""
+    if not skipped.skipped:
+        return EmptyDataset(f"{subject} has no {what}: it holds no records")
+    return EmptyDataset(
+        f"{subject} has no usable {what}: all {skipped.skipped} records were skipped under onBadRecord: skip; "
+        f"the first: {'; '.join(skipped.examples[:3])}"
+    )
+
+
+def merged(*counters: SkipCounter) -> SkipCounter:
+    """One count of skipped records from several (the reader's, the context check's)."""
+    return SkipCounter(sum(c.skipped for c in counters), [r for c in counters for r in c.examples][:5])
+
+
+class Counted(Generic[T]):
+    """An iterator that counts what passes through it. Every shard reads the whole input and keeps
+    its own part, so each one knows whether the input as a whole had a usable record at all."""
+
+    def __init__(self, items: Iterable[T]):
+        self._items, self.count = iter(items), 0
+
+    def __iter__(self) -> Iterator[T]:
+        return self
+
+    def __next__(self) -> T:
+        item = next(self._items)
+        self.count += 1
+        return item

@@ -12,14 +12,14 @@ from selftaught.api.spec import ModelSource
 from selftaught.engines.models import resolve_model
 from selftaught.stages.contract import Stage
 from selftaught.store.jsonl import read_jsonl
-from selftaught.store.layout import checkpoint_prefix, sft_key
-from selftaught.store.manifest import Manifest
+from selftaught.store.layout import checkpoint_output, sft_output
+from selftaught.store.manifest import Manifest, published_key
 
 
 def base_model(ctx) -> ModelSource:
     iteration = ctx.stage.iteration
     if ctx.spec.train.init_from == "previous" and iteration > 1:
-        return ModelSource(source=ctx.store.url(checkpoint_prefix(iteration - 1)))
+        return ModelSource(source=ctx.store.url(published_key(ctx.store, *checkpoint_output(iteration - 1))))
     return ctx.spec.models.seed
 
 
@@ -35,7 +35,7 @@ class Train(Stage):
 
         iteration = ctx.stage.iteration
         model_path = resolve_model(base_model(ctx), ctx.spec.storage)
-        records = read_jsonl(ctx.store, sft_key(iteration))
+        records = read_jsonl(ctx.store, published_key(ctx.store, *sft_output(iteration)))
         work = Path(tempfile.mkdtemp(prefix=f"selftaught-train-{iteration}-"))
         try:
             output = work / "checkpoint"
@@ -44,8 +44,7 @@ class Train(Stage):
             )
             if not is_main_process():
                 return None  # rank 0 publishes the checkpoint and the manifest
-            prefix = checkpoint_prefix(iteration)
-            ctx.store.delete_prefix(prefix + "/")  # leftovers of an interrupted upload
+            prefix = ctx.output_key(checkpoint_output(iteration)[1])  # this attempt's folder: published if it wins
             keys = ctx.store.upload_dir(output, prefix)
         finally:
             shutil.rmtree(work, ignore_errors=True)

@@ -12,10 +12,18 @@ import abc
 from collections.abc import Iterator
 from pathlib import Path
 
-from selftaught.errors import ObjectNotFound, StorageDenied
+from selftaught.errors import ObjectNotFound, StorageDenied, StoreKeyInvalid
 from selftaught.errors import StorageUnavailable as StoreError
 
-__all__ = ["ObjectNotFound", "StorageDenied", "Store", "StoreError"]
+__all__ = ["ObjectNotFound", "StorageDenied", "Store", "StoreError", "StoreKeyInvalid", "checked_key"]
+
+
+def checked_key(key: str, root: str) -> str:
+    """`key` if it stays below `root`: not absolute, no `..` segment, no NUL. A run's folder is
+    named by its namespace and name, so no key may ever climb out of the store it was given."""
+    if key.startswith("/") or "\0" in key or ".." in key.split("/"):
+        raise StoreKeyInvalid(f"{root}: refusing key {key!r}: it would leave the store (keys are relative paths without '..')")
+    return key
 
 
 class Store(abc.ABC):
@@ -52,6 +60,25 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def child(self, prefix: str) -> Store:
         """A store rooted at `prefix` below this one."""
+
+    # Conditional writes: what makes a lease and a fenced publish possible on a folder and on S3
+    # (If-None-Match / If-Match); two writers never both succeed.
+
+    @abc.abstractmethod
+    def create_bytes(self, key: str, data: bytes) -> bool:
+        """Write `key` only if it does not exist yet; False (and nothing written) if it does."""
+
+    @abc.abstractmethod
+    def read_versioned(self, key: str) -> tuple[bytes, str]:
+        """The object and a version tag for `replace_bytes` (an ETag on S3)."""
+
+    @abc.abstractmethod
+    def replace_bytes(self, key: str, data: bytes, version: str) -> bool:
+        """Overwrite `key` only if it is still at `version`; False if someone changed it since."""
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove one object (no error if it is already gone)."""
 
     def url(self, key: str = "") -> str:
         return f"{self.uri.rstrip('/')}/{key}" if key else self.uri

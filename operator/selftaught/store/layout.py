@@ -1,16 +1,23 @@
 """Where each stage's outputs and done-markers live inside a run's store.
 
 ```
-run.json                                   spec snapshot
-categorize/shard-00000.jsonl               one file per shard
-categorize/_shards/00000.json              shard done-marker (counts, sha256, seconds)
-categorize/_manifest.json                  stage done-marker
-select/selected.jsonl
-pairs/train.jsonl  pairs/heldout.jsonl
-iter-001/judge/sft.jsonl                   the kept, balanced judgments
-iter-001/train/checkpoint/                 HF checkpoint (safetensors, tokenizer, chat template)
-iter-001/evaluate/metrics.json             iter-000/evaluate is the seed judge's baseline
+run.json                                        spec snapshot
+lease.json                                      who runs the run now (the local runner)
+categorize/attempt-3f9c…/shard-00000.jsonl      one file per shard, under the attempt that wrote it
+categorize/_shards/00000.json                   shard done-marker (counts, sha256, seconds, which file)
+categorize/_manifest.json                       stage done-marker (names the winning attempt)
+select/attempt-…/selected.jsonl
+pairs/attempt-…/train.jsonl  pairs/attempt-…/heldout.jsonl
+iter-001/judge/attempt-…/sft.jsonl              the kept, balanced judgments
+iter-001/train/attempt-…/checkpoint/            HF checkpoint (safetensors, tokenizer, chat template)
+iter-001/evaluate/attempt-…/metrics.json        iter-000/evaluate is the seed judge's baseline
 ```
+Every stage process writes under its own attempt folder and publishes by creating the done-marker
+only if it does not exist yet (a conditional write): of two processes of one stage (an orphan and
+its replacement, an old pod that outlived its Job) exactly one wins, the loser removes its own
+folder, and the winner's outputs are never touched by anyone else. Readers resolve an output
+through the marker (`published_key`); stores written before attempts existed have no attempt in
+their markers and keep their outputs at the stage folder's top.
 Keys are built from a stage's name and, for the stages of an iteration, its number; which stages
 have iterations is the pipeline's stage table's business, not the store's.
 """
@@ -40,28 +47,45 @@ def manifest_key(prefix: str) -> str:
     return f"{prefix}/{MANIFEST}"
 
 
-def shard_key(prefix: str, shard: int) -> str:
-    return f"{prefix}/shard-{shard:05d}.jsonl"
+def shard_name(shard: int) -> str:
+    return f"shard-{shard:05d}.jsonl"
 
 
 def shard_marker_key(prefix: str, shard: int) -> str:
     return f"{prefix}/{SHARD_MARKERS}/{shard:05d}.json"
 
 
+ATTEMPT_PREFIX = "attempt-"
+
+
+def output_key(prefix: str, attempt: str | None, name: str) -> str:
+    """Where an attempt of the stage at `prefix` writes `name`."""
+    return f"{prefix}/{attempt}/{name}" if attempt else f"{prefix}/{name}"
+
+
+def attempt_of(prefix: str, key: str) -> str | None:
+    """The attempt folder `key` lies in, if it lies in one of the stage at `prefix`."""
+    head = key.removeprefix(f"{prefix}/").split("/", 1)[0]
+    return head if key.startswith(f"{prefix}/") and head.startswith(ATTEMPT_PREFIX) else None
+
+
 RUN_SNAPSHOT = "run.json"
+LEASE = "lease.json"
 CATEGORIZED = manifest_key(stage_prefix("categorize"))
-SELECTED = "select/selected.jsonl"
-PAIRS_TRAIN = "pairs/train.jsonl"
-PAIRS_HELDOUT = "pairs/heldout.jsonl"
+
+# The outputs later stages read, as (stage folder, name): resolve with `manifest.published_key`.
+SELECTED = (stage_prefix("select"), "selected.jsonl")
+PAIRS_TRAIN = (stage_prefix("pairs"), "train.jsonl")
+PAIRS_HELDOUT = (stage_prefix("pairs"), "heldout.jsonl")
 
 
-def sft_key(iteration: int) -> str:
-    return f"{stage_prefix('judge', iteration)}/sft.jsonl"
+def sft_output(iteration: int) -> tuple[str, str]:
+    return stage_prefix("judge", iteration), "sft.jsonl"
 
 
-def checkpoint_prefix(iteration: int) -> str:
-    return f"{stage_prefix('train', iteration)}/checkpoint"
+def checkpoint_output(iteration: int) -> tuple[str, str]:
+    return stage_prefix("train", iteration), "checkpoint"
 
 
-def metrics_key(iteration: int) -> str:
-    return f"{stage_prefix('evaluate', iteration)}/metrics.json"
+def metrics_output(iteration: int) -> tuple[str, str]:
+    return stage_prefix("evaluate", iteration), "metrics.json"

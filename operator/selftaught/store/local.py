@@ -2,15 +2,46 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
+import hashlib
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from selftaught.store.base import ObjectNotFound, Store
+from selftaught.store.base import ObjectNotFound, StorageDenied, Store, StoreError, checked_key
 
 
+def _nearest_existing(path: Path) -> Path:
+    """`path` or its nearest parent that exists: the file or folder that refused us (a write
+    fails on a name that does not exist yet, in a folder that does)."""
+    return next((p for p in (path, *path.parents) if p.exists()), path)
+
+
+def _os_failure(error: OSError) -> StoreError:
+    """An OS error as a store error naming the path. A file where a folder should be, a folder we
+    may not write and a read-only file system are permanent: retrying cannot fix them."""
+    path = _nearest_existing(Path(error.filename)) if error.filename else None
+    if path and path.is_file() and isinstance(error, NotADirectoryError | FileExistsError):
+        return StorageDenied(f"{path} is a file where the store needs a folder")
+    if isinstance(error, PermissionError) or error.errno == errno.EROFS:
+        return StorageDenied(f"{path}: {error.strerror.lower()}; the store needs a folder it can read and write")
+    return StoreError(f"{path or 'store'}: {error.strerror or error}")
+
+
+@contextlib.contextmanager
+def _os_errors() -> Iterator[None]:
+    """Turns OS errors into store errors (`_os_failure`); also usable as a decorator."""
+    try:
+        yield
+    except OSError as error:
+        raise _os_failure(error) from None
+
+
+@_os_errors()
 def atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -25,6 +56,7 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+@_os_errors()
 def atomic_copy(source: Path, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -43,8 +75,9 @@ class LocalStore(Store):
         self.uri = str(self.root)
 
     def _path(self, key: str) -> Path:
-        return self.root / key
+        return self.root / checked_key(key, self.uri)
 
+    @_os_errors()
     def read_bytes(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
@@ -54,9 +87,11 @@ class LocalStore(Store):
     def write_bytes(self, key: str, data: bytes) -> None:
         atomic_write(self._path(key), data)
 
+    @_os_errors()
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
+    @_os_errors()
     def list(self, prefix: str = "") -> list[str]:
         base = self._path(prefix)
         if base.is_file():
@@ -91,12 +126,65 @@ class LocalStore(Store):
             handle = self._path(key).open("rb")
         except FileNotFoundError:
             raise ObjectNotFound(f"{self.url(key)}: no such object") from None
+        except OSError as error:
+            raise _os_failure(error) from None
         with handle:
             yield from handle
 
+    @_os_errors()
     def delete_prefix(self, prefix: str) -> None:
         for key in self.list(prefix):
             self._path(key).unlink(missing_ok=True)
 
     def child(self, prefix: str) -> LocalStore:
-        return LocalStore(self.root / prefix)
+        return LocalStore(self._path(prefix))
+
+    @_os_errors()
+    def create_bytes(self, key: str, data: bytes) -> bool:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.link(tmp, path)  # atomic, and refuses an existing name: the first writer wins
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def read_versioned(self, key: str) -> tuple[bytes, str]:
+        data = self.read_bytes(key)
+        return data, hashlib.sha256(data).hexdigest()
+
+    @_os_errors()
+    def replace_bytes(self, key: str, data: bytes, version: str) -> bool:
+        path = self._path(key)
+        with _locked(path):  # compare and swap under a lock every replacer takes
+            try:
+                current = hashlib.sha256(path.read_bytes()).hexdigest()
+            except FileNotFoundError:
+                return False
+            if current != version:
+                return False
+            atomic_write(path, data)
+            return True
+
+    @_os_errors()
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock beside `path` (flock: released when the process dies)."""
+    lock = path.parent / f".{path.name}.lock"
+    with lock.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -6,13 +6,14 @@ operator agree on progress by reading the store, and a killed stage is simply ru
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
+from selftaught.errors import StoreCorrupt
 from selftaught.store.base import ObjectNotFound, Store
+from selftaught.store.layout import manifest_key, output_key
 
 
 class Manifest(BaseModel):
@@ -20,6 +21,7 @@ class Manifest(BaseModel):
     iteration: int = 0
     shard: int | None = None
     shards: int = 1
+    attempt: str | None = Field(default=None, description="The stage attempt whose outputs this marker publishes.")
     counts: dict[str, float] = Field(default_factory=dict)
     outputs: dict[str, dict[str, Any]] = Field(default_factory=dict)
     seconds: float = 0.0
@@ -36,8 +38,26 @@ def write_manifest(store: Store, key: str, manifest: Manifest) -> None:
     store.write_text(key, manifest.model_dump_json(indent=2))
 
 
+def create_manifest(store: Store, key: str, manifest: Manifest) -> bool:
+    """Publish `manifest` only if no marker exists yet: False when another attempt won."""
+    return store.create_bytes(key, manifest.model_dump_json(indent=2).encode())
+
+
 def read_manifest(store: Store, key: str) -> Manifest | None:
+    """The marker at `key`, None if there is none; a marker that is not one (a truncated copy, a
+    hand edit) is named, since every reader would otherwise fail on it the same way."""
     try:
-        return Manifest.model_validate(json.loads(store.read_bytes(key)))
+        return Manifest.model_validate_json(store.read_bytes(key))
     except ObjectNotFound:
         return None
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'document'}: {e['msg']}" for e in error.errors()[:3])
+        raise StoreCorrupt(f"{store.url(key)}: not a valid stage manifest ({problems}); delete it to run that stage again") from None
+
+
+def published_key(store: Store, prefix: str, name: str) -> str:
+    """The key of output `name` of the finished stage at `prefix` (in its winning attempt)."""
+    manifest = read_manifest(store, manifest_key(prefix))
+    if manifest is None:
+        raise ObjectNotFound(f"{store.url(manifest_key(prefix))}: the stage that writes {name} has not finished")
+    return output_key(prefix, manifest.attempt, name)

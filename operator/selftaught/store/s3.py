@@ -17,10 +17,16 @@ import botocore.config
 import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
 
-from selftaught.store.base import ObjectNotFound, StorageDenied, Store, StoreError
+from selftaught.store.base import ObjectNotFound, StorageDenied, Store, StoreError, StoreKeyInvalid, checked_key
 
 _TRANSFER = TransferConfig(multipart_threshold=64 * 2**20, multipart_chunksize=64 * 2**20, max_concurrency=8)
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+#: the calls where a 404 means "no such object"; on any other (a put, a listing) it means that the
+#: endpoint is not the S3 service it should be
+_READS = {"GetObject", "HeadObject"}
+#: a conditional write that lost: the object exists (If-None-Match), changed or vanished (If-Match),
+#: or another conditional write to it is in flight
+_LOST_RACE = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409", "NoSuchKey", "404"}
 #: every error boto3 raises on a call or while streaming a body: each is translated by `_fail`
 _ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, boto3.exceptions.Boto3Error)
 
@@ -39,7 +45,7 @@ def _client(endpoint: str | None, region: str | None):  # one client per endpoin
 def split_s3_uri(uri: str) -> tuple[str, str]:
     parsed = urlparse(uri)
     if parsed.scheme != "s3" or not parsed.netloc:
-        raise StoreError(f"{uri}: not an s3://bucket/prefix URI")
+        raise StoreKeyInvalid(f"{uri}: not an s3://bucket/prefix URI")
     return parsed.netloc, parsed.path.strip("/")
 
 
@@ -51,12 +57,20 @@ class S3Store(Store):
         self.client = _client(endpoint, region)
 
     def _key(self, key: str) -> str:
+        key = checked_key(key, self.uri)
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _fail(self, error: Exception, key: str) -> StoreError:
         where = self.url(key)
+        if isinstance(error, boto3.exceptions.S3UploadFailedError) and isinstance(error.__context__, botocore.exceptions.ClientError):
+            error = error.__context__  # the transfer manager wraps the S3 error it got
         if isinstance(error, botocore.exceptions.ClientError):
             code = str(error.response.get("Error", {}).get("Code", ""))
+            if code in _NOT_FOUND and error.operation_name not in _READS:
+                return StorageDenied(
+                    f"{where}: the endpoint {self.endpoint or 'of AWS S3'} answered 404 Not Found to {error.operation_name}; "
+                    f"check storage.endpoint and that bucket {self.bucket!r} exists"
+                )
             if code in _NOT_FOUND:
                 return ObjectNotFound(f"{where}: no such object")
             if code == "NoSuchBucket":
@@ -141,5 +155,37 @@ class S3Store(Store):
                 raise StoreError(f"{self.url(first.get('Key', prefix))}: delete failed: {first.get('Code')} {first.get('Message', '')}")
 
     def child(self, prefix: str) -> S3Store:
-        return S3Store(f"{self.uri}/{prefix.strip('/')}", endpoint=self.endpoint, region=self.region)
+        return S3Store(f"{self.uri}/{checked_key(prefix, self.uri).strip('/')}", endpoint=self.endpoint, region=self.region)
+
+    def _conditional_put(self, key: str, data: bytes, **condition: str) -> bool:
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **condition)
+            return True
+        except botocore.exceptions.ClientError as error:
+            code = str(error.response.get("Error", {}).get("Code", ""))
+            # a 404 is a lost race only for If-Match (the object vanished); a create never gets one
+            if code in (_LOST_RACE if "IfMatch" in condition else _LOST_RACE - _NOT_FOUND):
+                return False
+            raise self._fail(error, key) from None
+        except _ERRORS as error:
+            raise self._fail(error, key) from None
+
+    def create_bytes(self, key: str, data: bytes) -> bool:
+        return self._conditional_put(key, data, IfNoneMatch="*")
+
+    def read_versioned(self, key: str) -> tuple[bytes, str]:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            return response["Body"].read(), response["ETag"]
+        except _ERRORS as error:
+            raise self._fail(error, key) from None
+
+    def replace_bytes(self, key: str, data: bytes, version: str) -> bool:
+        return self._conditional_put(key, data, IfMatch=version)
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except _ERRORS as error:
+            raise self._fail(error, key) from None
 

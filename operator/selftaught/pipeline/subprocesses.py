@@ -1,0 +1,107 @@
+"""Stage processes that never outlive the runner that started them.
+
+torchrun starts its workers in new sessions, so neither a signal to the runner's process group
+nor one to the stage's reaches them. The runner therefore stops the whole *tree* (found by
+parentage, not by group), and each stage process asks the kernel to be sent SIGTERM when its
+parent dies (Linux's parent-death signal), which covers a runner killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import logging
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+
+import psutil
+
+log = logging.getLogger(__name__)
+_PR_SET_PDEATHSIG = 1
+#: how long a stage may take to stop on SIGTERM before it is killed
+STOP_GRACE_SECONDS = 20.0
+
+
+def _prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True).prctl
+    except (OSError, AttributeError):  # pragma: no cover - an unusual libc
+        return None
+
+
+_PRCTL = _prctl()  # resolved before any fork: nothing to look up in a child
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Be sent `sig` when the parent process dies (no-op where the kernel has no such thing)."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+
+
+def start(command: list[str], **popen: object) -> subprocess.Popen:
+    """Start a stage process in its own session (a Ctrl-C on the terminal is the runner's to
+    forward), set to die with the runner."""
+    return subprocess.Popen(command, start_new_session=True, preexec_fn=die_with_parent, **popen)
+
+
+def stop_tree(process: subprocess.Popen, grace: float = STOP_GRACE_SECONDS) -> None:
+    """SIGTERM to the process and every descendant, SIGKILL to what is left after `grace`."""
+    try:
+        root = psutil.Process(process.pid)
+        tree = [root, *root.children(recursive=True)]  # collected first: a dying parent orphans its children
+    except psutil.NoSuchProcess:
+        tree = []
+    for member in tree:
+        with contextlib.suppress(psutil.Error):
+            member.terminate()
+    _, alive = psutil.wait_procs(tree, timeout=grace)
+    for member in alive:
+        log.warning("stage process %d did not stop within %.0f s: killing it", member.pid, grace)
+        with contextlib.suppress(psutil.Error):
+            member.kill()
+    psutil.wait_procs(alive, timeout=5)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=5)
+
+
+@contextlib.contextmanager
+def signals_raise(exception: Callable[[int], BaseException]) -> Iterator[None]:
+    """Within the block, SIGTERM and SIGHUP raise `exception(signum)` in the main thread (as
+    Ctrl-C raises KeyboardInterrupt), so a runner stopped by systemd or a closed terminal
+    cleans up like one stopped with Ctrl-C."""
+    def handler(signum: int, frame: object) -> None:
+        raise exception(signum)
+
+    previous = {}
+    try:
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread (e.g. inside a test's worker): leave signals alone
+        pass
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@contextlib.contextmanager
+def shielded() -> Iterator[None]:
+    """Ignore SIGINT/SIGTERM/SIGHUP while the runner cleans up after an interruption: a second
+    Ctrl-C must not cut the cleanup short and leave stage processes behind."""
+    previous = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            previous[sig] = signal.signal(sig, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        pass
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
