@@ -24,10 +24,17 @@ SUMMARIES = {
 }
 
 
+def delay(stage: str) -> float:
+    """FAKE_STAGE_SECONDS: "3" for every stage, or "train=3" for one stage only."""
+    setting = os.environ.get("FAKE_STAGE_SECONDS", "0")
+    name, _, seconds = setting.rpartition("=")
+    return float(seconds) if not name or name == stage else 0.0
+
+
 def main(argv: list[str]) -> int:
     tail = argv[argv.index("stage") + 1 :]  # python -m selftaught stage NAME --iteration=I (also under torchrun)
     name, iteration = tail[0], int(next(a for a in tail if a.startswith("--iteration=")).split("=")[1])
-    time.sleep(float(os.environ.get("FAKE_STAGE_SECONDS", "0")))  # long enough to be evicted, when a test asks
+    time.sleep(delay(name))  # long enough to be evicted, when a test asks
     run = read_stage_document()
     ref = StageRef(name, iteration)  # type: ignore[arg-type]
     store = open_run_store(run)

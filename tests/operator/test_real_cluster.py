@@ -202,7 +202,7 @@ def test_a_job_queued_in_kueue_says_so_and_queued_time_is_not_a_startup_failure(
 
 
 def test_an_evicted_generation_pod_is_replaced_and_spends_no_retry(cluster, fake_stages, make_run, tmp_path):
-    fake_stages.extra_env["FAKE_STAGE_SECONDS"] = "3"
+    fake_stages.extra_env["FAKE_STAGE_SECONDS"] = "categorize=3"
     run = quick(make_run, tmp_path, retries={"perStage": 0})
     with run_operator(cluster, HANDLERS, namespace=NAMESPACE):
         cluster.create(RUNS, run_object(run, "evicted"), NAMESPACE)
@@ -213,8 +213,8 @@ def test_an_evicted_generation_pod_is_replaced_and_spends_no_retry(cluster, fake
 
 
 def test_a_disrupted_multi_node_training_attempt_fails_at_once_and_spends_no_retry(cluster, fake_stages, make_run, tmp_path):
-    fake_stages.extra_env["FAKE_STAGE_SECONDS"] = "3"
-    run = quick(make_run, tmp_path, train={"nodes": 2, "gpusPerNode": 1}, retries={"perStage": 0})
+    fake_stages.extra_env["FAKE_STAGE_SECONDS"] = "train=3"
+    run = quick(make_run, tmp_path, train={"nodes": 2, "gpusPerNode": 1}, retries={"perStage": 0, "backoffSeconds": 1})
     with run_operator(cluster, HANDLERS, namespace=NAMESPACE):
         cluster.create(RUNS, run_object(run, "drain"), NAMESPACE)
         cluster.wait_for(lambda: any(a.job == "drain-train-1-0" and a.pid for a in fake_stages.attempts), timeout=90)
@@ -257,6 +257,6 @@ def test_jobs_of_an_earlier_run_with_the_same_name_are_not_taken_for_this_runs(c
     }  # fmt: skip
     cluster.create("batch/v1/jobs", leftover, NAMESPACE)
     with run_operator(cluster, HANDLERS, namespace=NAMESPACE):
-        cluster.create(RUNS, run_object(quick(make_run, tmp_path), "again"), NAMESPACE)
+        cluster.create(RUNS, run_object(quick(make_run, tmp_path, retries={"backoffSeconds": 1}), "again"), NAMESPACE)
         status = finished(cluster, "again", timeout=90)
     assert status["phase"] == "Succeeded"  # the leftover (suspended forever) never held this run up
