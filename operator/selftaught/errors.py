@@ -54,6 +54,13 @@ class NoTrainingData(SelftaughtError):
     permanent = True
 
 
+class DoesNotFit(InvalidInput):
+    """The run asks more of this machine than it has (more GPUs than are visible, a model larger
+    than its GPUs hold): said before any work, with what is needed and what there is."""
+
+    reason = "DoesNotFit"
+
+
 # -- transient: the world may be better in a minute ------------------------------------------------
 
 

@@ -5,12 +5,19 @@ pod runs, with the run passed in `SELFTAUGHT_RUN`. Progress lives only in the st
 that is killed and started again resumes from the last finished stage or shard.
 
 One runner per run: the runner holds the run's lease (`pipeline/lease.py`), stops the current
-stage's whole process tree when it is stopped itself, and keeps every temporary file of its
+stage's whole process trees when it is stopped itself, and keeps every temporary file of its
 stages in one scratch folder it empties after each stage and on every start.
+
+On a GPU machine the stages use the visible GPUs (`pipeline/placement.py`): a generation stage
+runs one process per shard, as many at once as groups of `generation.tensorParallel` GPUs fit,
+then once more to reduce; training runs one torchrun worker per GPU. A model too large for its
+GPUs, or a tensor-parallel size larger than the machine, is refused before any work. On CPU
+every stage is one process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -20,17 +27,28 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from selftaught.api.load import SpecError
 from selftaught.api.spec import SelfTaughtRun
+from selftaught.engines.weights import weights_of
 from selftaught.errors import SelftaughtError
 from selftaught.pipeline import subprocesses
 from selftaught.pipeline.launch import RUN_VARIABLE, stage_command, stage_document
 from selftaught.pipeline.lease import Lease
+from selftaught.pipeline.machine import probe
+from selftaught.pipeline.placement import (
+    CPU,
+    GiB,
+    Machine,
+    check_fit,
+    cuda_visible_devices,
+    generation_placement,
+    training_placement,
+)
 from selftaught.pipeline.planner import plan
 from selftaught.pipeline.process import TERMINATION_MESSAGE_VARIABLE
 from selftaught.pipeline.progress import Progress, iteration_summaries, scan, skipped_summary
@@ -73,52 +91,149 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _has_cuda() -> bool:
-    try:
-        import torch
+@dataclass(frozen=True)
+class _Job:
+    """One stage process to run: its command, its log, where it leaves its reason if it fails."""
 
-        return torch.cuda.is_available()
-    except ImportError:  # pragma: no cover
-        return False
+    command: list[str]
+    log_path: Path
+    message_file: Path
+    shard: int | None = None
 
 
-def _run_process(run: SelfTaughtRun, ref: StageRef, log_dir: Path, scratch: Path, lease: Lease | None = None) -> None:
+@dataclass
+class _Running:
+    job: _Job
+    devices: tuple[str, ...]
+    process: subprocess.Popen
+    log: IO[bytes]
+
+
+def _run_stage(
+    run: SelfTaughtRun,
+    ref: StageRef,
+    log_dir: Path,
+    scratch: Path,
+    lease: Lease | None = None,
+    machine: Machine = CPU,
+    store: Store | None = None,
+) -> None:
+    """Run what is left of one stage here: one process on CPU; on GPUs, a training stage's torchrun
+    with a worker per GPU, a generation stage's unfinished shards side by side on their groups of
+    GPUs, then one more process that reduces (it finds every shard done)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", TMPDIR=str(scratch))  # the stage's temporary files stay in scratch
     env[RUN_VARIABLE] = stage_document(run)
+
+    def job(command: list[str], shard: int | None = None) -> _Job:
+        name = ref.label if shard is None else f"{ref.label}-shard-{shard}"
+        return _Job(command, log_dir / f"{name}.log", scratch / f"{name}.termination", shard)
+
     if ref.kind == "training":  # torchrun's rendezvous on a free port: runs may share the machine
-        env.setdefault("DS_ACCELERATOR", "cuda" if _has_cuda() else "cpu")
-        command = stage_command(run.spec, ref, master_port=_free_port())
-    else:
-        command = stage_command(run.spec, ref)
-    message_file = scratch / f"{ref.label}.termination"
-    message_file.unlink(missing_ok=True)
-    env[TERMINATION_MESSAGE_VARIABLE] = str(message_file)
-    log_path = log_dir / f"{ref.label}.log"
-    with log_path.open("ab") as log:
-        process = subprocesses.start(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            code = _wait(process, lease)
-        except BaseException:  # Ctrl-C, SIGTERM, a lost lease: the whole stage tree stops with us
-            with subprocesses.shielded():
-                subprocesses.stop_tree(process)
-            raise
-    if code != 0:
-        text = message_file.read_text().strip() if message_file.exists() else ""
-        try:
-            detail = json.loads(text)
-            reason, message = detail["reason"], detail["message"]
-        except (ValueError, KeyError):
-            reason, message = "StageFailed", text or f"exit code {code}"
-        raise StageFailed(ref, reason, f"{message} (log: {log_path})")
+        env.setdefault("DS_ACCELERATOR", "cuda" if machine.devices else "cpu")
+        placement = training_placement(run.spec.train, machine.devices)
+        command = stage_command(run.spec, ref, master_port=_free_port(), nproc=placement.nproc, nnodes=placement.nnodes)
+        _run_jobs(ref, [job(command)], [placement.devices], env, lease)
+        return
+    groups = _generation_groups(run, ref, machine)
+    if ref.sharded and len(groups) > 1:
+        store = store or open_run_store(run)
+        pending = [s for s in range(run.spec.generation.shards) if not store.exists(ref.shard_manifest_key(s))]
+        if len(pending) > 1:
+            _run_jobs(ref, [job(stage_command(run.spec, ref, shard=s), s) for s in pending], groups, env, lease)
+            if store.exists(ref.manifest_key):  # the shard that finished last reduced
+                return
+    _run_jobs(ref, [job(stage_command(run.spec, ref))], groups[:1], env, lease)
 
 
-def _wait(process: subprocess.Popen, lease: Lease | None) -> int:
-    while True:
+def _generation_groups(run: SelfTaughtRun, ref: StageRef, machine: Machine) -> tuple[tuple[str, ...], ...]:
+    if ref.kind != "generation":  # select: one CPU process
+        return ((),)
+    return generation_placement(run.spec.generation, machine.devices).groups
+
+
+def _run_jobs(ref: StageRef, jobs: Sequence[_Job], groups: Sequence[tuple[str, ...]], env: dict[str, str], lease: Lease | None) -> None:
+    """Run `jobs`, at most one per group of GPUs at a time, each seeing only its group (an empty
+    group: the environment as it is). The first failure, Ctrl-C, SIGTERM or a lost lease stops
+    every process tree still running; a failure raises StageFailed with that process's reason."""
+    pending, free = list(reversed(jobs)), list(reversed(groups))
+    running: list[_Running] = []
+    try:
+        while pending or running:
+            while pending and free:
+                running.append(_start(pending.pop(), free.pop(), env))
+            _pause(running[0].process, lease)
+            for item in [r for r in running if r.process.poll() is not None]:
+                running.remove(item)
+                item.log.close()
+                free.append(item.devices)
+                if item.process.returncode != 0:
+                    raise _failure(ref, item.job, item.process.returncode)
+    except BaseException:  # Ctrl-C, SIGTERM, a lost lease, a failed shard: every stage tree stops with us
+        with subprocesses.shielded():
+            subprocesses.stop_trees([r.process for r in running])
+        raise
+    finally:
+        for item in running:
+            item.log.close()
+
+
+def _start(job: _Job, devices: tuple[str, ...], env: dict[str, str]) -> _Running:
+    env = dict(env, **({"CUDA_VISIBLE_DEVICES": cuda_visible_devices(devices)} if devices else {}))
+    job.message_file.unlink(missing_ok=True)
+    env[TERMINATION_MESSAGE_VARIABLE] = str(job.message_file)
+    log = job.log_path.open("ab")
+    try:
+        process = subprocesses.start(job.command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    except BaseException:
+        log.close()
+        raise
+    return _Running(job, devices, process, log)
+
+
+def _pause(process: subprocess.Popen, lease: Lease | None) -> None:
+    """Wait a moment for `process`; raise the lease's loss if it was lost meanwhile."""
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=0.5)
+    if lease is not None and lease.lost is not None:
+        raise lease.lost from None
+
+
+def _failure(ref: StageRef, job: _Job, code: int) -> StageFailed:
+    text = job.message_file.read_text().strip() if job.message_file.exists() else ""
+    try:
+        detail = json.loads(text)
+        reason, message = detail["reason"], detail["message"]
+    except (ValueError, KeyError, TypeError):
+        reason, message = "StageFailed", text or f"exit code {code}"
+    shard = "" if job.shard is None else f"shard {job.shard}: "
+    return StageFailed(ref, reason, f"{shard}{message} (log: {job.log_path})")
+
+
+def check_machine(run: SelfTaughtRun, machine: Machine, echo: Callable[[str], None] = print) -> None:
+    """On GPUs, refuse before any work what this machine cannot run (more tensor-parallel GPUs
+    than are visible, a model its GPUs cannot hold) and say what the run will use."""
+    if not machine.devices:
+        return
+    spec = run.spec
+    generation = generation_placement(spec.generation, machine.devices)
+    training = training_placement(spec.train, machine.devices)
+    asked = spec.train.nodes * spec.train.gpus_per_node
+    echo(
+        f"GPUs {','.join(machine.devices)} ({min(machine.memory) / GiB:.0f} GiB each): generation runs "
+        f"{generation.at_once} vLLM process(es) at once on {spec.generation.tensor_parallel} GPU(s) each, "
+        f"training {training.nproc} worker(s)" + (f" (train.nodes × train.gpusPerNode asks for {asked})" if training.nproc < asked else "")
+    )
+    models = {"models.seed": spec.models.seed, **({"models.generator": spec.models.generator} if spec.models.generator else {})}
+    for name, model in models.items():
         try:
-            return process.wait(timeout=0.5)
-        except subprocess.TimeoutExpired:
-            if lease is not None and lease.lost is not None:
-                raise lease.lost from None
+            weights = weights_of(model, spec.storage)
+        except SelftaughtError as error:  # the stage that loads it says so again, with its reason
+            echo(f"memory check of {name} skipped: {error}")
+            continue
+        if weights is None:
+            echo(f"memory check of {name} skipped: its size cannot be read without downloading it (no safetensors header or index)")
+            continue
+        check_fit(f"model {model.source} ({name})", weights.served_bytes(spec.generation.dtype), spec.generation, machine)
 
 
 def work_folder(run: SelfTaughtRun, store_uri: str) -> Path:
@@ -159,6 +274,8 @@ def _run_holding_lease(run: SelfTaughtRun, store: Store, lease: Lease, echo: Cal
     echo(f"selftaught run {run.metadata.name}: store {store.uri}, logs {log_dir}")
     result = RunResult(seconds=0.0, store=store.uri)
     try:
+        machine = probe()
+        check_machine(run, machine, echo)  # before any work: a run this machine cannot hold stops here
         while True:
             if lease.lost is not None:
                 raise lease.lost
@@ -169,7 +286,7 @@ def _run_holding_lease(run: SelfTaughtRun, store: Store, lease: Lease, echo: Cal
             ref = step.ready[0]
             echo(f"[{time.monotonic() - started:6.1f}s] {ref.label:<12} ▶ ({len(step.done)}/{step.total} stages done)")
             try:
-                _run_process(run, ref, log_dir, scratch, lease)
+                _run_stage(run, ref, log_dir, scratch, lease, machine, store)
             finally:
                 _empty(scratch)  # each stage's temporary files go when it ends, however it ends
             result.stages_run.append(ref.label)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from selftaught.errors import NoTrainingData
-from selftaught.local import _run_process
+from selftaught.local import _run_stage
 from selftaught.pipeline.process import run_stage
 from selftaught.pipeline.runstore import open_run_store
 from selftaught.pipeline.table import StageRef
@@ -85,7 +85,7 @@ def test_training_with_deepspeed_zero3_on_two_processes_gives_a_checkpoint_vllm_
     _prepare_pairs(run)
     run_stage(run, StageRef("judge", 1))
     (tmp_path / "scratch").mkdir()
-    _run_process(run, StageRef("train", 1), tmp_path, tmp_path / "scratch")  # torchrun --nproc-per-node 2, gloo
+    _run_stage(run, StageRef("train", 1), tmp_path, tmp_path / "scratch")  # torchrun --nproc-per-node 2, gloo
     store = open_run_store(run)
     trained = read_manifest(store, StageRef("train", 1).manifest_key)
     checkpoint = Path(trained.summary["checkpoint"])

@@ -26,6 +26,16 @@ def test_the_quickstart_example_is_a_valid_run():
     assert run.metadata.name == "quickstart" and run.spec.iterations == 2
 
 
+def test_the_one_gpu_node_example_is_a_valid_run_that_uses_all_eight_gpus():
+    from selftaught.pipeline.placement import generation_placement, training_placement, visible_devices
+
+    spec = load_run(REPO / "examples/one-gpu-node.yaml").spec
+    eight = visible_devices(None, 8)
+    assert generation_placement(spec.generation, eight).at_once == 8 and training_placement(spec.train, eight).nproc == 8
+    assert (spec.train.zero_stage, spec.train.bf16, spec.train.gradient_checkpointing) == (3, True, True)
+    assert spec.data.instructions.source.startswith("hf://datasets/") and spec.data.evaluation.source.startswith("hf://datasets/")
+
+
 def test_defaults_are_the_papers():
     spec = parse_run(MINIMAL).spec
     assert spec.iterations == 5

@@ -56,19 +56,22 @@ def stage_command(
     master_port: int = MASTER_PORT,
     node_rank: str | int = 0,
     nproc: int | None = None,
+    nnodes: int | None = None,
+    shard: int | None = None,
 ) -> list[str]:
-    """`python -m selftaught stage <name> --iteration=i`; a training stage runs the same command
-    under torchrun, one process per GPU (`node_rank`/`master_addr` may be shell references such
-    as `${JOB_COMPLETION_INDEX}` in a pod's script)."""
+    """`python -m selftaught stage <name> --iteration=i` (`--shard=S`: that shard only); a training
+    stage runs the same command under torchrun, one process per GPU (`node_rank`/`master_addr`
+    may be shell references such as `${JOB_COMPLETION_INDEX}` in a pod's script; the local
+    runner passes its own `nnodes` and `nproc`)."""
     stage = ["-m", "selftaught", "stage", ref.name, f"--iteration={ref.iteration}"]
     if ref.kind != "training":
-        return [python, *stage]
+        return [python, *stage, *([f"--shard={shard}"] if shard is not None else [])]
     train = spec.train
     return [
         python,
         "-m",
         "torch.distributed.run",
-        f"--nnodes={train.nodes}",
+        f"--nnodes={nnodes or train.nodes}",
         f"--nproc-per-node={nproc or train.gpus_per_node}",
         f"--node-rank={node_rank}",
         f"--master-addr={master_addr}",

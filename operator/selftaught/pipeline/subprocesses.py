@@ -51,11 +51,19 @@ def start(command: list[str], **popen: object) -> subprocess.Popen:
 
 def stop_tree(process: subprocess.Popen, grace: float = STOP_GRACE_SECONDS) -> None:
     """SIGTERM to the process and every descendant, SIGKILL to what is left after `grace`."""
-    try:
-        root = psutil.Process(process.pid)
-        tree = [root, *root.children(recursive=True)]  # collected first: a dying parent orphans its children
-    except psutil.NoSuchProcess:
-        tree = []
+    stop_trees([process], grace)
+
+
+def stop_trees(processes: list[subprocess.Popen], grace: float = STOP_GRACE_SECONDS) -> None:
+    """`stop_tree` for several stage processes at once (shards on their GPUs): all are told to
+    stop first, so the grace period is spent once, not once per process."""
+    tree = []
+    for process in processes:
+        try:
+            root = psutil.Process(process.pid)
+            tree += [root, *root.children(recursive=True)]  # collected first: a dying parent orphans its children
+        except psutil.NoSuchProcess:
+            pass
     for member in tree:
         with contextlib.suppress(psutil.Error):
             member.terminate()
@@ -65,8 +73,9 @@ def stop_tree(process: subprocess.Popen, grace: float = STOP_GRACE_SECONDS) -> N
         with contextlib.suppress(psutil.Error):
             member.kill()
     psutil.wait_procs(alive, timeout=5)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=5)
+    for process in processes:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)
 
 
 @contextlib.contextmanager
