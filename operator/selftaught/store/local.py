@@ -41,8 +41,9 @@ def _os_errors() -> Iterator[None]:
         raise _os_failure(error) from None
 
 
-@_os_errors()
-def atomic_write(path: Path, data: bytes) -> None:
+def _durable_temp(path: Path, data: bytes) -> Path:
+    """`data` written and synced to a hidden temporary file beside `path` (same filesystem, so a
+    rename or link publishes it atomically)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -50,9 +51,19 @@ def atomic_write(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+    return Path(tmp)
+
+
+@_os_errors()
+def atomic_write(path: Path, data: bytes) -> None:
+    tmp = _durable_temp(path, data)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -142,19 +153,14 @@ class LocalStore(Store):
     @_os_errors()
     def create_bytes(self, key: str, data: bytes) -> bool:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        tmp = _durable_temp(path, data)
         try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
             os.link(tmp, path)  # atomic, and refuses an existing name: the first writer wins
             return True
         except FileExistsError:
             return False
         finally:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
 
     def read_versioned(self, key: str) -> tuple[bytes, str]:
         data = self.read_bytes(key)
