@@ -79,38 +79,34 @@ def stop_trees(processes: list[subprocess.Popen], grace: float = STOP_GRACE_SECO
 
 
 @contextlib.contextmanager
-def signals_raise(exception: Callable[[int], BaseException]) -> Iterator[None]:
+def _handling(signals: tuple[int, ...], handler: Callable[[int, object], None] | int) -> Iterator[None]:
+    """`handler` for `signals` within the block, the previous handlers after it. Outside the main
+    thread (e.g. inside a test's worker) Python allows no handlers: signals are left alone."""
+    previous = {}
+    try:
+        for sig in signals:
+            previous[sig] = signal.signal(sig, handler)
+    except ValueError:
+        pass
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def signals_raise(exception: Callable[[int], BaseException]) -> contextlib.AbstractContextManager[None]:
     """Within the block, SIGTERM and SIGHUP raise `exception(signum)` in the main thread (as
     Ctrl-C raises KeyboardInterrupt), so a runner stopped by systemd or a closed terminal
     cleans up like one stopped with Ctrl-C."""
+
     def handler(signum: int, frame: object) -> None:
         raise exception(signum)
 
-    previous = {}
-    try:
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            previous[sig] = signal.signal(sig, handler)
-    except ValueError:  # not the main thread (e.g. inside a test's worker): leave signals alone
-        pass
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    return _handling((signal.SIGTERM, signal.SIGHUP), handler)
 
 
-@contextlib.contextmanager
-def shielded() -> Iterator[None]:
+def shielded() -> contextlib.AbstractContextManager[None]:
     """Ignore SIGINT/SIGTERM/SIGHUP while the runner cleans up after an interruption: a second
     Ctrl-C must not cut the cleanup short and leave stage processes behind."""
-    previous = {}
-    try:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            previous[sig] = signal.signal(sig, signal.SIG_IGN)
-    except ValueError:  # not the main thread
-        pass
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    return _handling((signal.SIGINT, signal.SIGTERM, signal.SIGHUP), signal.SIG_IGN)
