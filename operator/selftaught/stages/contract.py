@@ -140,12 +140,8 @@ def discard_stale_attempts(store: Store, prefix: str) -> list[str]:
             marker = read_manifest(store, key)
             if marker is not None:
                 keep.update(marker.outputs)
-    stale = [key for key in store.list(f"{prefix}/") if attempt_of(prefix, key) and key not in keep and not _inside(key, keep)]
+    stale = [key for key in store.list(f"{prefix}/") if attempt_of(prefix, key) and key not in keep]
     for key in stale:
         store.delete(key)
     return stale
 
-
-def _inside(key: str, kept: set[str]) -> bool:
-    """A file of a kept output folder (a checkpoint is named by its folder in older manifests)."""
-    return any(key.startswith(f"{folder}/") for folder in kept)
