@@ -61,15 +61,23 @@ def test_a_requeue_comes_back_when_its_time_has_come_and_not_before():
     assert queue.run_due() == []  # the second pass asked for nothing more
 
 
-def test_the_earliest_revisit_wins_and_a_fresh_one_stays_fresh():
+def test_the_earliest_revisit_wins_and_the_resync_waits_for_quiet():
     clock, passes = Clock(), []
     queue = WorkQueue(lambda key, fresh: passes.append(fresh), clock=clock)
-    queue.later("run", 60, fresh=True)  # the resync
-    queue.later("run", 5)  # a backoff, sooner
+    queue.resync("run", 60)
+    queue.later("run", 30)
+    queue.later("run", 5)  # a backoff, sooner: it wins
     clock.now += 4
     assert queue.run_due() == []
     clock.now += 1
-    assert queue.run_due() == ["run"] and passes == [True]  # one pass, and it re-reads
+    assert queue.run_due() == ["run"] and passes == [False]  # a visit reads what it has: no re-read
+    queue.resync("run", 60)  # the pass re-arms the resync: quiet is counted from now
+    clock.now += 56
+    assert queue.run_due() == [] and passes == [False]
+    clock.now += 4
+    assert queue.run_due() == ["run"] and passes == [False, True]  # quiet for 60 s: read it fresh
+    clock.now += 1000
+    assert queue.run_due() == []
 
 
 def test_a_forgotten_key_is_not_revisited_and_a_failing_pass_does_not_stop_the_others():

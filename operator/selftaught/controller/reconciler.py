@@ -70,6 +70,7 @@ class Reconciler:
         self._runs: dict[RunKey, dict[str, Any]] = {}
         self._manifests: dict[str, dict[str, Manifest]] = {}  # per store; immutable once written
         self._stores: dict[RunKey, str] = {}  # so a deleted run's manifest cache goes with it
+        self._written: dict[RunKey, str] = {}  # the resourceVersion of our latest status write
 
     def start(self) -> None:
         self.queue.start()
@@ -81,10 +82,15 @@ class Reconciler:
     # -- entry points (the Kopf handlers) ----------------------------------------------------------
 
     def run_changed(self, body: dict[str, Any]) -> None:
+        """A pass for every change but the echo of our own status write: the pass that wrote it
+        saw everything it says, and anything that happened since comes as its own event."""
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
+        with self._lock:
+            echo = meta.get("resourceVersion") is not None and self._written.get(key) == meta["resourceVersion"]
         self._remember(key, body)
-        self.queue.submit(key)
+        if not echo:
+            self.queue.submit(key)
 
     def run_deleted(self, namespace: str, name: str) -> None:
         """The run was deleted: its Jobs go with it (owner references); its data stays."""
@@ -92,6 +98,7 @@ class Reconciler:
         self.queue.forget(key)
         with self._lock:
             self._runs.pop(key, None)
+            self._written.pop(key, None)
             uri = self._stores.pop(key, None)
             if uri is not None and uri not in self._stores.values():
                 self._manifests.pop(uri, None)
@@ -137,7 +144,7 @@ class Reconciler:
         if not _finished(self._runs.get(key) or obj):
             # the safety net for missed events: read the run fresh when nothing happened for a
             # while. A finished run needs none: an edit (a new generation) is an event.
-            self.queue.later(key, self.config.resync_seconds, fresh=True)
+            self.queue.resync(key, self.config.resync_seconds)
         return requeue
 
     def _reconcile(self, obj: dict[str, Any]) -> float | None:
@@ -272,7 +279,11 @@ class Reconciler:
         if previous == document:
             return status
         patch = {**{k: None for k in previous if k not in document}, **document}
-        self._remember((meta["namespace"], meta["name"]), self.kube.patch_status(meta["namespace"], meta["name"], patch))
+        key = (meta["namespace"], meta["name"])
+        written = self.kube.patch_status(*key, patch)
+        with self._lock:
+            self._written[key] = written["metadata"].get("resourceVersion")
+        self._remember(key, written)
         if previous.get("phase") != status.phase:
             kind = "Warning" if status.phase == "Failed" else "Normal"
             self.report.event(obj, kind, f"Run{status.phase}", status.message or "")

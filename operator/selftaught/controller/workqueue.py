@@ -4,7 +4,10 @@
 already; then the running pass simply goes round once more when it ends, so a burst of events
 costs at most two passes. The work returns how soon to come back (or None); the queue keeps the
 earliest such time per key and a timer thread (or a test, with its own clock, through
-`run_due`) works on keys whose time has come. Nothing here knows about Kubernetes.
+`run_due`) works on keys whose time has come. Apart from those visits, `resync(key, delay)` arms
+one fresh pass (the work re-reads its object) for when the key has been quiet that long: each
+call re-arms it, so a key that keeps getting events is never re-read for nothing. Nothing here
+knows about Kubernetes.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ class WorkQueue(Generic[K]):
         self._wakeup = threading.Condition(self._lock)
         self._busy: set[K] = set()
         self._again: dict[K, bool] = {}  # key -> fresh, for a pass asked for while one ran
-        self._due: dict[K, tuple[float, bool]] = {}  # key -> (when, fresh)
+        self._due: dict[K, float] = {}  # key -> when to visit it
+        self._resync_at: dict[K, float] = {}  # key -> when to read it fresh, if nothing came first
         self._stopping = False
         self._timer_workers = timer_workers
         self._pool: ThreadPoolExecutor | None = None
@@ -50,7 +54,7 @@ class WorkQueue(Generic[K]):
                 delay = self._work(key, fresh)
                 with self._lock:
                     if delay is not None:
-                        self._later(key, delay, False)
+                        self._later(key, delay)
                     if key not in self._again:
                         self._busy.discard(key)
                         return
@@ -61,36 +65,44 @@ class WorkQueue(Generic[K]):
                 self._again.pop(key, None)
             raise
 
-    def later(self, key: K, delay: float, *, fresh: bool = False) -> None:
+    def later(self, key: K, delay: float) -> None:
         """Work on `key` again in `delay` seconds (sooner if something else asks sooner)."""
         with self._lock:
-            self._later(key, delay, fresh)
+            self._later(key, delay)
 
-    def _later(self, key: K, delay: float, fresh: bool) -> None:
+    def _later(self, key: K, delay: float) -> None:
         when = self._clock() + max(delay, self._min_delay)
-        current = self._due.get(key)
-        if current is None or when < current[0]:
-            self._due[key] = (when, fresh or bool(current and current[1]))
+        if key not in self._due or when < self._due[key]:
+            self._due[key] = when
             self._wakeup.notify()
-        elif fresh and not current[1]:
-            self._due[key] = (current[0], True)
+
+    def resync(self, key: K, delay: float) -> None:
+        """A fresh pass on `key` in `delay` seconds, replacing the one armed before."""
+        with self._lock:
+            self._resync_at[key] = self._clock() + max(delay, self._min_delay)
+            self._wakeup.notify()
 
     def forget(self, key: K) -> None:
         """The key is gone: no revisit. (A pass under way finishes.)"""
         with self._lock:
             self._due.pop(key, None)
+            self._resync_at.pop(key, None)
             self._again.pop(key, None)
 
     # -- the timer ------------------------------------------------------------------------------
 
     def take_due(self) -> list[tuple[K, bool]]:
-        """Remove and return the keys whose time has come (with their fresh flag)."""
+        """Remove and return the keys whose time has come, fresh where their resync is due."""
         now = self._clock()
         with self._lock:
-            keys = [(key, fresh) for key, (when, fresh) in self._due.items() if when <= now]
-            for key, _ in keys:
+            visits = [key for key, when in self._due.items() if when <= now]
+            resyncs = [key for key, when in self._resync_at.items() if when <= now]
+            for key in visits:
                 del self._due[key]
-        return keys
+            for key in resyncs:
+                del self._resync_at[key]
+        fresh = set(resyncs)
+        return [(key, True) for key in resyncs] + [(key, False) for key in visits if key not in fresh]
 
     def run_due(self) -> list[K]:
         """Work on every key whose time has come, here and now (for tests with a fake clock)."""
@@ -115,7 +127,7 @@ class WorkQueue(Generic[K]):
             with self._lock:
                 if self._stopping:
                     return
-                next_at = min((when for when, _ in self._due.values()), default=None)
+                next_at = min((*self._due.values(), *self._resync_at.values()), default=None)
                 wait = None if next_at is None else max(0.0, next_at - self._clock())
                 if wait is None or wait > 0:
                     self._wakeup.wait(timeout=wait if wait is not None else 1.0)
