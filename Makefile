@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 TORCH_INDEX ?=
 TINY_MODEL  := .selftaught/models/tiny-judge
 
-.PHONY: setup quickstart test test-all images docs clean
+.PHONY: setup quickstart testbed test test-all images docs clean
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -23,6 +23,12 @@ $(VENV)/.installed: pyproject.toml
 quickstart: setup
 	$(VENV)/bin/selftaught dev tiny-model $(TINY_MODEL)
 	$(VENV)/bin/selftaught run examples/local-quickstart.yaml
+
+# the CPU testbed: a seed that judges arithmetic at chance, three iterations of the loop
+# (docs/testbed.md); benchmarks/recipes.py compares recipes on it
+testbed: setup
+	$(VENV)/bin/selftaught dev testbed .selftaught/testbed
+	$(VENV)/bin/selftaught run examples/testbed.yaml
 
 test: setup
 	$(VENV)/bin/pytest

@@ -149,6 +149,17 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_testbed(args: argparse.Namespace) -> int:
+    from selftaught.dev.testbed import build_testbed
+
+    folder = Path(args.output)
+    if (folder / "seed" / "config.json").is_file() and not args.force:
+        print(f"testbed: {folder} already exists (use --force to rebuild)")
+        return 0
+    build_testbed(folder, seed=args.seed, steps=args.steps, unlearn_steps=args.unlearn_steps)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="selftaught", description=__doc__)
     parser.add_argument("--version", action="version", version=f"selftaught {__version__}")
@@ -188,6 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--steps", type=int, default=300)
     tiny.add_argument("--force", action="store_true")
     tiny.set_defaults(func=cmd_tiny_model)
+    testbed = dev.add_parser("testbed", help="build the CPU testbed: a seed that judges arithmetic at chance, its instructions and held-out pairs")
+    testbed.add_argument("output")
+    testbed.add_argument("--seed", type=int, default=0, help="the seed of the questions' split and of the model's weights")
+    testbed.add_argument("--steps", type=int, default=1000, help="training steps with verdicts that follow the seed's reading")
+    testbed.add_argument("--unlearn-steps", type=int, default=600, help="then steps with coin-flip verdicts")
+    testbed.add_argument("--force", action="store_true")
+    testbed.set_defaults(func=cmd_testbed)
     return parser
 
 

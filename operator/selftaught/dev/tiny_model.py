@@ -68,50 +68,72 @@ def synthetic_conversations(instructions: list[str], seed: int = 0) -> list[tupl
             a, b = (chosen, rejected) if chosen_first else (rejected, chosen)
             right = "A" if chosen_first else "B"
             verdict = right if rng.random() < 0.7 else ("B" if right == "A" else "A")
-            examples.append(
-                (judge_messages(instruction, a, b), f"Assistant {verdict} answers the question asked. [[{verdict}]]")
-            )
+            examples.append((judge_messages(instruction, a, b), f"Assistant {verdict} answers the question asked. [[{verdict}]]"))
     return examples
 
 
-def build_tiny_model(
-    output: Path, instructions: list[str], *, steps: int = 300, seed: int = 0, log=print
-) -> Path:
+def build_tiny_model(output: Path, instructions: list[str], *, steps: int = 300, seed: int = 0, log=print) -> Path:
     """Write an HF checkpoint (safetensors, tokenizer, chat template) to `output`."""
+    return build_model(output, synthetic_conversations(instructions, seed), steps=steps, seed=seed, log=log)
+
+
+def build_model(
+    output: Path,
+    examples: list[tuple[list[dict], str]],
+    *,
+    steps: int,
+    seed: int = 0,
+    hidden_size: int = 128,
+    layers: int = 2,
+    learning_rate: float = 3e-3,
+    batch_size: int = 8,
+    isolate: str | None = None,
+    then: list[tuple[list[tuple[list[dict], str]], int]] = (),  # type: ignore[assignment]
+    name: str = "tiny model",
+    log=print,
+) -> Path:
+    """Train a byte-level BPE and a small Llama on `examples` ((prompt messages, answer) pairs,
+    the loss on the answer only) and write an HF checkpoint that vLLM and the train stage load.
+
+    With `isolate` (a regular expression), what it matches stays a token of its own and the rest
+    of the text may merge *across* words: a prompt's fixed wording then shrinks to a few tokens,
+    which a 2-layer model needs to attend to the few that matter (a 250-token prompt drowns them:
+    measured, it learns nothing in 2,000 steps where a 46-token one learns in 250). `then` is
+    more training after the first `steps`: (examples, steps) phases, in order."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     started = time.monotonic()
     torch.manual_seed(seed)
-    examples = synthetic_conversations(instructions, seed)
-    rendered = []
-    tokenizer_corpus = []
-    for messages, target in examples:
-        prompt = _render(messages)
-        rendered.append((prompt, target + "</s>"))
-        tokenizer_corpus += [prompt, target]
+    phases = [[(_render(messages), target + "</s>") for messages, target in phase] for phase, _ in [(examples, steps), *then]]
+    tokenizer_corpus = [text for phase in phases for pair in phase for text in pair]
 
     bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if isolate is None:
+        bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    else:
+        bpe.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Split(Regex(isolate), behavior="isolated"), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+        )
     bpe.decoder = decoders.ByteLevel()
     bpe.train_from_iterator(
         tokenizer_corpus,
-        trainers.BpeTrainer(vocab_size=2048, special_tokens=SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()),
+        trainers.BpeTrainer(
+            vocab_size=2048 if isolate is None else 4096, special_tokens=SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
     )
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>", padding_side="left"
-    )
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>", padding_side="left")
     tokenizer.chat_template = CHAT_TEMPLATE
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL}
 
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=128,  # 2 heads of 64: vLLM rejects head_dim 16
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
+        hidden_size=hidden_size,  # heads of 64: vLLM rejects head_dim 16
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=hidden_size // 64,
+        num_key_value_heads=hidden_size // 64,
         max_position_embeddings=2048,
         bos_token_id=ids["<s>"],
         eos_token_id=ids["</s>"],
@@ -119,19 +141,20 @@ def build_tiny_model(
         tie_word_embeddings=False,
     )
     model = LlamaForCausalLM(config)
-    batches = [_encode(tokenizer, prompt, target) for prompt, target in rendered]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
     rng = random.Random(seed)
     model.train()
-    for step in range(steps):
-        batch = rng.sample(batches, k=min(8, len(batches)))
-        input_ids, labels = _pad(batch, ids["<pad>"])
-        loss = model(input_ids=input_ids, attention_mask=(input_ids != ids["<pad>"]).long(), labels=labels).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        if step % 100 == 0 or step == steps - 1:
-            log(f"tiny model: step {step + 1}/{steps} loss {loss.item():.3f}")
+    for number, (phase, (_, phase_steps)) in enumerate(zip(phases, [(examples, steps), *then], strict=True)):
+        batches = [_encode(tokenizer, prompt, target) for prompt, target in phase]
+        for step in range(phase_steps):
+            batch = rng.sample(batches, k=min(batch_size, len(batches)))
+            input_ids, labels = _pad(batch, ids["<pad>"])
+            loss = model(input_ids=input_ids, attention_mask=(input_ids != ids["<pad>"]).long(), labels=labels).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            if step % 100 == 0 or step == phase_steps - 1:
+                log(f"{name}: {f'phase {number + 1}, ' if then else ''}step {step + 1}/{phase_steps} loss {loss.item():.3f}")
 
     output.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output)
@@ -139,7 +162,7 @@ def build_tiny_model(
     GenerationConfig(bos_token_id=ids["<s>"], eos_token_id=ids["</s>"], pad_token_id=ids["<pad>"]).save_pretrained(output)
     for path in output.iterdir():
         path.chmod(0o644)
-    log(f"tiny model: saved to {output} in {time.monotonic() - started:.1f}s")
+    log(f"{name}: saved to {output} in {time.monotonic() - started:.1f}s")
     return output
 
 

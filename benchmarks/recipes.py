@@ -1,0 +1,148 @@
+"""Recipes side by side on the CPU testbed: held-out accuracy per iteration and generated judge
+tokens, each recipe run on several seeds (mean and spread), every run a real `selftaught run`.
+
+    python benchmarks/recipes.py                          # every recipe, seeds 0 1 2
+    python benchmarks/recipes.py --recipes paper fixed-n --seeds 0 1
+
+The testbed (`selftaught dev testbed`, built here when missing) is arithmetic questions whose
+chosen and rejected answers differ only in whether they answer the question asked; its seed
+judges them at chance. Each recipe is a set of changes to examples/testbed.yaml; a seed changes
+every random choice of the method and of training (`spec.seed`, `train.seed`), not the seed model.
+Results accumulate in ROOT/results.json: a run already there is not run again, and the table
+covers every run there. docs/testbed.md keeps the latest table and the commands that produced it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TESTBED = REPO / "examples" / "testbed.yaml"
+
+#: recipe -> changes to the testbed's spec (nested, merged into it)
+RECIPES: dict[str, dict[str, Any]] = {
+    "paper": {},  # SFT from the seed on the latest kept judgments, adaptive sampling
+    "fixed-n": {"judge": {"adaptive": False}},  # all N samples for every item
+    "init-previous": {"train": {"initFrom": "previous"}},  # fine-tune the previous iteration's judge
+    # a fifth of the learning rate and one pass: learning spread over the iterations
+    "paper-gentle": {"train": {"learningRate": 2.0e-4, "epochs": 1}},
+    "previous-gentle": {"train": {"initFrom": "previous", "learningRate": 2.0e-4, "epochs": 1}},
+}
+
+
+def merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in changes.items():
+        out[key] = merged(out.get(key) or {}, value) if isinstance(value, dict) else value
+    return out
+
+
+def run_document(recipe: str, seed: int, root: Path) -> dict[str, Any]:
+    document = yaml.safe_load(TESTBED.read_text())
+    spec = merged(document["spec"], RECIPES[recipe])
+    spec["seed"] = seed
+    spec["train"]["seed"] = seed
+    spec["storage"]["uri"] = str(root / "runs")
+    for path in ("models.seed", "data.instructions", "data.evaluation"):
+        head, tail = path.split(".")
+        spec[head][tail]["source"] = str(REPO / spec[head][tail]["source"])
+    return {**document, "metadata": {"name": f"{recipe}-s{seed}", "namespace": "recipes"}, "spec": spec}
+
+
+def results(root: Path, name: str) -> dict[str, Any]:
+    """Accuracy per iteration (0 = the seed) and the judge stages' generated tokens, read from
+    the run's manifests."""
+    from selftaught.pipeline.progress import scan
+    from selftaught.store import LocalStore
+
+    progress = scan(LocalStore(root / "runs" / "recipes" / name))
+    accuracy, tokens, fixed = {}, 0.0, 0.0
+    for ref, manifest in progress.manifests.items():
+        if ref.name == "evaluate":
+            accuracy[ref.iteration] = manifest.summary.get("accuracy")
+        elif ref.name == "judge":
+            tokens += manifest.counts.get("tokens", 0)
+            fixed += manifest.counts.get("fixed_n_tokens_estimate", 0)
+    return {"accuracy": [accuracy[i] for i in sorted(accuracy)], "judge_tokens": tokens, "fixed_n_tokens": fixed}
+
+
+def run(recipe: str, seed: int, root: Path) -> dict[str, Any]:
+    document = run_document(recipe, seed, root)
+    name = document["metadata"]["name"]
+    manifest = root / f"{name}.yaml"
+    manifest.write_text(yaml.safe_dump(document, sort_keys=False))
+    started = time.monotonic()
+    with open(root / f"{name}.log", "w") as log:
+        subprocess.run([sys.executable, "-m", "selftaught", "run", str(manifest)], stdout=log, stderr=subprocess.STDOUT, check=True, cwd=REPO)
+    return {**results(root, name), "seconds": round(time.monotonic() - started, 1)}
+
+
+def _mean_spread(values: list[float]) -> str:
+    if not values:
+        return "-"
+    spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
+    return f"{statistics.mean(values):.3f}{spread}"
+
+
+def table(grid: dict[str, list[dict[str, Any]]]) -> str:
+    iterations = max((len(r["accuracy"]) for runs in grid.values() for r in runs), default=0)
+    head = ["recipe", "seeds", *(f"it{i}" for i in range(iterations)), "lift it0→last (min)", "judge tokens", "vs fixed N"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for recipe, runs in grid.items():
+        per_iteration = [[r["accuracy"][i] for r in runs if len(r["accuracy"]) > i] for i in range(iterations)]
+        lifts = [r["accuracy"][-1] - r["accuracy"][0] for r in runs if len(r["accuracy"]) > 1]
+        tokens = [r["judge_tokens"] for r in runs]
+        ratio = [r["judge_tokens"] / r["fixed_n_tokens"] for r in runs if r["fixed_n_tokens"]]
+        cells = [
+            recipe,
+            str(len(runs)),
+            *(_mean_spread(values) for values in per_iteration),
+            f"{_mean_spread(lifts)} ({min(lifts):+.3f})" if lifts else "-",
+            f"{statistics.mean(tokens):,.0f}",
+            f"{statistics.mean(ratio):.2f}×" if ratio else "-",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--recipes", nargs="+", choices=sorted(RECIPES), default=list(RECIPES))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--root", type=Path, default=REPO / ".selftaught" / "recipes", help="where the runs, their logs and results.json go")
+    args = parser.parse_args()
+    args.root.mkdir(parents=True, exist_ok=True)
+    if not (REPO / ".selftaught" / "testbed" / "seed" / "config.json").is_file():
+        subprocess.run([sys.executable, "-m", "selftaught", "dev", "testbed", str(REPO / ".selftaught" / "testbed")], check=True)
+    saved = args.root / "results.json"
+    done: dict[str, dict[str, Any]] = json.loads(saved.read_text()) if saved.is_file() else {}  # "recipe seed" -> outcome
+    for recipe in args.recipes:
+        for seed in args.seeds:
+            if f"{recipe} {seed}" in done:
+                continue
+            outcome = run(recipe, seed, args.root)
+            done[f"{recipe} {seed}"] = outcome
+            saved.write_text(json.dumps(done, indent=1))
+            print(
+                f"{recipe} seed {seed}: accuracy {outcome['accuracy']}, judge tokens {outcome['judge_tokens']:,.0f}, {outcome['seconds']:.0f}s",
+                flush=True,
+            )
+    grid: dict[str, list[dict[str, Any]]] = {}
+    for key, outcome in done.items():
+        grid.setdefault(key.rsplit(" ", 1)[0], []).append(outcome)
+    print()
+    print(table({recipe: grid[recipe] for recipe in RECIPES if recipe in grid}))
+
+
+if __name__ == "__main__":
+    main()
