@@ -1,6 +1,6 @@
-"""Reading a run's progress from its store: which stages and shards are done, and the small
-summaries (kept examples, accuracy, checkpoint, skipped input records) that go into the status
-and `selftaught run`'s summary."""
+"""Reading a run's progress from its store: which stages and shards are done, where the progress
+objects of running stages are, and the small summaries (kept examples, accuracy, checkpoint,
+skipped input records) that go into the status and `selftaught run`'s summary."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from selftaught.pipeline.table import ORDER, STAGES, StageRef
 from selftaught.store import Store
-from selftaught.store.layout import MANIFEST, SHARD_MARKERS
+from selftaught.store.layout import MANIFEST, PROGRESS, SHARD_MARKERS
 from selftaught.store.manifest import Manifest, read_manifest
 
 
@@ -17,6 +17,10 @@ from selftaught.store.manifest import Manifest, read_manifest
 class Progress:
     manifests: dict[StageRef, Manifest] = field(default_factory=dict)
     shards_done: dict[StageRef, int] = field(default_factory=dict)
+    #: which shards have their marker (by number)
+    finished_shards: dict[StageRef, set[int]] = field(default_factory=dict)
+    #: the keys of each stage's progress objects (`_progress/NNNNN.json`), read only when shown
+    progress_keys: dict[StageRef, list[str]] = field(default_factory=dict)
 
     @property
     def done(self) -> frozenset[StageRef]:
@@ -42,6 +46,12 @@ def scan(store: Store, cache: dict[str, Manifest] | None = None) -> Progress:
             ref = StageRef.from_prefix(head[: -len(SHARD_MARKERS) - 1])
             if ref is not None:
                 progress.shards_done[ref] = progress.shards_done.get(ref, 0) + 1
+                if name.removesuffix(".json").isdigit():
+                    progress.finished_shards.setdefault(ref, set()).add(int(name.removesuffix(".json")))
+        elif head.endswith(f"/{PROGRESS}") and name.endswith(".json"):
+            ref = StageRef.from_prefix(head[: -len(PROGRESS) - 1])
+            if ref is not None:
+                progress.progress_keys.setdefault(ref, []).append(key)
     return progress
 
 
