@@ -29,6 +29,8 @@ from selftaught.controller.kube import InvalidObject, Kube, api_message
 from selftaught.controller.report import Reporter
 from selftaught.controller.status import Observation, build_status, status_document
 from selftaught.controller.workqueue import WorkQueue
+from selftaught.pipeline.estimate import estimate, inputs_for, measure
+from selftaught.pipeline.live import read_view
 from selftaught.pipeline.planner import plan
 from selftaught.pipeline.progress import scan
 from selftaught.pipeline.runstore import SnapshotUnreadable, accept, open_run_store
@@ -199,6 +201,10 @@ class Reconciler:
             created_at=history.created_at, disruptions=history.disruptions,
             suspended=run.spec.suspend, generation=generation, startup_timeout=lambda ref: startup_timeout(run, ref),
         )  # fmt: skip
+        # the cost, corrected by the finished stages; how far the running ones are (a small read
+        # per shard that has written progress: never per item)
+        seen.estimate = estimate(spec, inputs_for(spec), measure(progress.manifests))
+        seen.live = [view for ref, _ in seen.decision.running if (view := read_view(store, ref, progress, spec.generation.shards)) is not None]
         # act
         decision = seen.decision
         requeue = decision.requeue_after
