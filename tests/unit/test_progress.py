@@ -108,12 +108,13 @@ def test_a_view_is_relative_to_its_newest_record_and_a_finished_shard_counts_who
 def test_a_view_with_no_total_yet_has_no_percent_or_eta():
     view = stage_view("categorize", [record(0, 0, None, 3)], shards=1)
     assert view.percent is None and view.eta_seconds is None
-    assert describe(view) == "0 samples"
+    assert describe(view) == "started"
 
 
-def test_training_progress_is_steps():
-    view = stage_view("train-1", [record(0, 30, 120, 60, unit="steps")], shards=1)
-    assert (view.unit, view.percent, view.eta_seconds) == ("steps", 25.0, 180)
+def test_training_progress_is_steps_and_its_rate_leaves_out_the_model_load():
+    loaded = record(0, 30, 120, 60, unit="steps").model_copy(update={"working_since": 130.0})  # 30 s of loading
+    view = stage_view("train-1", [loaded], shards=1)
+    assert (view.unit, view.percent, view.eta_seconds) == ("steps", 25.0, 90)
     assert describe(view).startswith("25.0% (30/120 steps)")
 
 

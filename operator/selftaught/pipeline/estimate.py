@@ -31,6 +31,7 @@ from selftaught.method.prompts import (
     MODIFIED_INSTRUCTION_TEMPLATE,
     RATING_TEMPLATE,
 )
+from selftaught.pipeline.placement import Machine, generation_placement, training_placement
 from selftaught.pipeline.planner import evaluation_enabled, stage_graph
 from selftaught.pipeline.table import StageRef
 from selftaught.store.manifest import Manifest
@@ -57,8 +58,10 @@ RATES: dict[str, Rates] = {
     "B200": Rates(decode_tflops=140, prefill_tflops=1000, train_tflops=800, load_gb_per_second=1.5, start_seconds=60),
     "A100": Rates(decode_tflops=30, prefill_tflops=160, train_tflops=125, load_gb_per_second=1.0, start_seconds=60),
     "L40S": Rates(decode_tflops=20, prefill_tflops=180, train_tflops=130, load_gb_per_second=1.0, start_seconds=60),
-    "cpu": Rates(decode_tflops=0.002, prefill_tflops=0.02, train_tflops=0.002, load_gb_per_second=0.5, start_seconds=6),
+    "cpu": Rates(decode_tflops=0.002, prefill_tflops=0.02, train_tflops=0.02, load_gb_per_second=0.5, start_seconds=6),
 }
+#: Seconds a training stage spends launching before it loads weights (torchrun, DeepSpeed's init).
+TRAIN_LAUNCH_SECONDS = 15.0
 #: Generated tokens of a categorization (category, complexity, length), at most categorize.maxTokens.
 CATEGORY_TOKENS = 30
 #: Chat-template tokens around every conversation; prompt text is ~4 characters a token.
@@ -107,6 +110,22 @@ def cluster_executor(spec: SelfTaughtRunSpec) -> Executor:
         "cluster", min(generation.parallelism, generation.shards), True, generation.tensor_parallel,
         spec.train.nodes * spec.train.gpus_per_node, spec.train.nodes,
     )  # fmt: skip
+
+
+def local_executor(spec: SelfTaughtRunSpec, machine: Machine) -> Executor:
+    """How `selftaught run` places stages on this machine (`pipeline/placement.py`)."""
+    if not machine.devices:
+        return Executor("local", 1, False, 0, 0)
+    groups = generation_placement(spec.generation, machine.devices).at_once
+    training = training_placement(spec.train, machine.devices)
+    return Executor("local", groups, groups > 1, spec.generation.tensor_parallel, training.nproc)
+
+
+def machine_kind(machine: Machine) -> str:
+    """The GPU kind of this machine's GPUs (cpu without any; H100 for a kind the table lacks)."""
+    if not machine.devices:
+        return "cpu"
+    return next((kind for name in machine.names if (kind := kind_of_device(name))), "H100")
 
 
 @dataclass(frozen=True)
@@ -263,7 +282,8 @@ def inputs_for(
     if assume.instructions:
         counted = Count(assume.instructions, "spec.estimate.instructions")
     elif instructions is not None:
-        counted = Count(instructions if not spec.data.instructions.limit else min(instructions, spec.data.instructions.limit), "counted in data.instructions.source")
+        limit = spec.data.instructions.limit
+        counted = Count(min(instructions, limit) if limit else instructions, "counted in data.instructions.source")
     elif spec.data.instructions.limit:
         counted = Count(spec.data.instructions.limit, "data.instructions.limit")
     else:
@@ -411,7 +431,7 @@ class _Pricer:
         """Seconds of the training stage (every worker at once)."""
         gpus = max(self.executor.train_gpus, 1)
         flops = 6e9 * size.total * tokens * (4 / 3 if checkpointing else 1)
-        return flops / (gpus * self.rates.train_tflops * 1e12) + self.rates.start_seconds + 3 * 2 * size.total / self.rates.load_gb_per_second
+        return flops / (gpus * self.rates.train_tflops * 1e12) + TRAIN_LAUNCH_SECONDS + self.rates.start_seconds + 3 * 2 * size.total / self.rates.load_gb_per_second
 
 
 def estimate(spec: SelfTaughtRunSpec, inputs: Inputs, measured: Measurements | None = None) -> Estimate:
@@ -576,8 +596,12 @@ def _assumptions(spec: SelfTaughtRunSpec, inputs: Inputs, measured: Measurements
     for what, size in (("seed", inputs.seed), ("generator", inputs.generator)):
         if what == "generator" and spec.models.generator is None:
             continue
-        active = f", {size.active:g}B active" if size.active != size.total else ""
-        lines.append(f"{what} model {size.total:g}B parameters{active} ({size.known_from})")
+        active = f", {_parameters(size.active)} active" if size.active != size.total else ""
+        lines.append(f"{what} model {_parameters(size.total)} parameters{active} ({size.known_from})")
     if measured.seconds:
         lines.append(f"{len(measured.seconds)} finished stage(s) measured; stages still to run are scaled by their measured speed")
     return lines
+
+
+def _parameters(billions: float) -> str:
+    return f"{billions:.3g}B" if billions >= 1 else f"{billions * 1000:.3g}M"

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from selftaught.pipeline.progress import Progress
 from selftaught.pipeline.table import StageRef
 from selftaught.store import Store
+from selftaught.store.layout import PROGRESS, SHARD_MARKERS
 from selftaught.store.progress import ProgressRecord, read_progress
 
 
@@ -87,6 +88,17 @@ def read_view(store: Store, ref: StageRef, progress: Progress, shards: int) -> S
     return stage_view(ref.label, records, shards if ref.sharded else 1, progress.finished_shards.get(ref, set()))
 
 
+def watch_view(store: Store, ref: StageRef, shards: int) -> StageView | None:
+    """The view of one stage, from two listings of its own folders (for a runner or a person
+    watching one stage, without scanning the whole run)."""
+    progress = Progress()
+    progress.progress_keys[ref] = [k for k in store.list(f"{ref.prefix}/{PROGRESS}/") if k.endswith(".json")]
+    progress.finished_shards[ref] = {
+        int(name) for k in store.list(f"{ref.prefix}/{SHARD_MARKERS}/") if (name := k.rsplit("/", 1)[-1].removesuffix(".json")).isdigit()
+    }
+    return read_view(store, ref, progress, shards)
+
+
 def duration(seconds: float | None) -> str:
     """`1h02m`, `4m05s`, `12s`; `-` when unknown."""
     if seconds is None:
@@ -105,6 +117,8 @@ def describe(view: StageView, now: float | None = None) -> str:
     parts = []
     if view.percent is not None:
         parts.append(f"{view.percent:.1f}%")
+    if view.total is None and not view.done:
+        return "started"
     amount = f"{view.done:,.0f}/{view.total:,.0f} {view.unit}" if view.total else f"{view.done:,.0f} {view.unit}"
     if view.shards > 1:
         amount += f", {view.shards_done}/{view.shards} shards"

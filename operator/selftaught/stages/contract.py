@@ -83,7 +83,7 @@ def execute(stage: AnyStage, ctx: StageContext, shards: list[int] | None = None)
         return existing
     if isinstance(stage, Stage):
         return _publish(ctx, stage.run(ctx))
-    engine = ctx.meter.counted(LazyEngine(lambda: ctx.engine_factory(stage.model(ctx))))
+    engine = ctx.meter.counted(LazyEngine(lambda: _loaded(ctx, ctx.engine_factory(stage.model(ctx)))))
     for shard in shards if shards is not None else range(ctx.num_shards):
         if ctx.store.exists(ref.shard_manifest_key(shard)):
             continue
@@ -118,6 +118,11 @@ def execute(stage: AnyStage, ctx: StageContext, shards: list[int] | None = None)
     if len(finished) < ctx.num_shards:
         return None
     return _publish(ctx, stage.reduce(ctx, finished))
+
+
+def _loaded(ctx: StageContext, engine: ChatEngine) -> ChatEngine:
+    ctx.progress.working()  # the shard's rate of work counts from here, not from the model load
+    return engine
 
 
 def _publish(ctx: StageContext, manifest: Manifest | None) -> Manifest | None:

@@ -49,6 +49,10 @@ class ShardProgress:
         self.record.total = total
         self._write()
 
+    def working(self) -> None:
+        """The model is loaded: work (and the rate of work) starts now."""
+        self.record.working_since = self.wall()
+
     def advance(self, done: float = 1.0) -> None:
         self.record.done += done
         self._maybe_write()

@@ -28,6 +28,12 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def _step(ctx, step: int, steps: int) -> None:
+    if step == 0:
+        ctx.progress.working()  # the model is loaded: the rate of steps counts from here
+    ctx.progress.set(step, steps)
+
+
 class Train(Stage):
     name = "train"
 
@@ -45,7 +51,7 @@ class Train(Stage):
             output = work / "checkpoint"
             numbers = train_sft(
                 model_path=model_path, records=records, train=ctx.spec.train, output_dir=output, work_dir=work / "trainer",
-                on_step=lambda step, steps: ctx.progress.set(step, steps),
+                on_step=lambda step, steps: _step(ctx, step, steps),
             )  # fmt: skip
             ctx.progress.finish()
             if not is_main_process():

@@ -24,12 +24,14 @@ class ProgressRecord(BaseModel):
     total: float | None = Field(None, description="None until the shard has read its input.")
     tokens: float = 0.0
     started_at: float = Field(description="Wall-clock time (epoch seconds) the shard started.")
+    working_since: float | None = Field(None, description="When its model was loaded and work began; the start when unknown.")
     updated_at: float = Field(description="Wall-clock time of this write.")
     finished: bool = False
 
     @property
     def seconds(self) -> float:
-        return max(self.updated_at - self.started_at, 0.0)
+        """Seconds of work so far: the rate of work, and so the time left, leaves out the model load."""
+        return max(self.updated_at - (self.working_since or self.started_at), 0.0)
 
     @property
     def fraction(self) -> float | None:
