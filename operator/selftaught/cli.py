@@ -168,7 +168,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     run, store = _target(args)
     inputs = _inputs_here(run, store)
     print(overview(store, run, inputs))
-    if not args.watch:
+    if not args.watch or plan(run.spec, scan(store).done).finished:
         return 0
     displays: dict = {}
     try:
@@ -193,7 +193,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 @_errors
 def cmd_report(args: argparse.Namespace) -> int:
-    from selftaught.pipeline.report import write_report
+    from selftaught.pipeline.runreport import write_report
 
     run, store = _target(args)
     print(write_report(store, run, _inputs_here(run, store)))

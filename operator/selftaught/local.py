@@ -55,7 +55,7 @@ from selftaught.pipeline.plan import format_plan, plan_inputs
 from selftaught.pipeline.planner import plan
 from selftaught.pipeline.process import TERMINATION_MESSAGE_VARIABLE
 from selftaught.pipeline.progress import describe, iteration_summaries, iteration_table, scan, skipped_summary
-from selftaught.pipeline.report import write_report
+from selftaught.pipeline.runreport import write_report
 from selftaught.pipeline.runstore import accept, open_run_store
 from selftaught.pipeline.table import StageRef
 from selftaught.pipeline.watch import StageDisplay

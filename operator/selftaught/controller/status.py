@@ -53,6 +53,7 @@ class Observation:
     unavailable: str | None = None  # the store or the API refuses us right now; retrying
     live: list[StageView] = field(default_factory=list)  # progress inside the running stages
     estimate: Estimate | None = None  # the run's cost, corrected by its finished stages
+    report: str | None = None  # where the run's HTML report is, once it is there
 
 
 def _condition(previous: list[dict[str, Any]], kind: str, status: str, reason: str, message: str, generation: int, now: str) -> Condition:
@@ -178,6 +179,7 @@ def build_status(seen: Observation) -> SelfTaughtRunStatus:
         observed_generation=generation,
         started_at=previous.get("startedAt") or now,
         store=seen.store or previous.get("store"),
+        report=seen.report,
         store_unreachable_since=seen.unreachable_since,
         ignored_fields=seen.ignored or None,
         phase=phase,  # type: ignore[arg-type]

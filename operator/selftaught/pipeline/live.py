@@ -112,8 +112,8 @@ def duration(seconds: float | None) -> str:
 
 
 def describe(view: StageView, now: float | None = None) -> str:
-    """One line: `42.0% (1,234/2,940 samples, 3/16 shards), 812 tok/s, ETA 4m05s`; with `now`, the
-    ETA counts from now and an old update says how old it is."""
+    """One line: `42.0% (1,234/2,940 samples, 3/16 shards), 812 tok/s, ETA 4m05s`, the ETA as of the
+    newest progress object; with `now`, an update older than two minutes says how old it is."""
     parts = []
     if view.percent is not None:
         parts.append(f"{view.percent:.1f}%")
@@ -126,10 +126,9 @@ def describe(view: StageView, now: float | None = None) -> str:
     text = " ".join(parts)
     if view.tokens_per_second:
         text += f", {view.tokens_per_second:,.0f} tok/s"
-    eta = view.eta_seconds
     age = (now - view.updated_at) if now is not None and view.updated_at is not None else 0.0
-    if eta is not None:
-        text += f", ETA {duration(max(eta - age, 0))}"
+    if view.eta_seconds is not None:
+        text += f", ETA {duration(view.eta_seconds)}"
     if age > 120:
         text += f" (last update {duration(age)} ago)"
     return text

@@ -9,7 +9,7 @@ from typing import Any
 
 from selftaught.pipeline.table import ORDER, STAGES, StageRef
 from selftaught.store import Store
-from selftaught.store.layout import MANIFEST, PROGRESS, SHARD_MARKERS
+from selftaught.store.layout import MANIFEST, PROGRESS, REPORT, SHARD_MARKERS
 from selftaught.store.manifest import Manifest, read_manifest
 
 
@@ -21,6 +21,8 @@ class Progress:
     finished_shards: dict[StageRef, set[int]] = field(default_factory=dict)
     #: the keys of each stage's progress objects (`_progress/NNNNN.json`), read only when shown
     progress_keys: dict[StageRef, list[str]] = field(default_factory=dict)
+    #: whether the run's HTML report is there
+    report: bool = False
 
     @property
     def done(self) -> frozenset[StageRef]:
@@ -34,6 +36,8 @@ def scan(store: Store, cache: dict[str, Manifest] | None = None) -> Progress:
     progress = Progress()
     for key in store.list(""):
         head, _, name = key.rpartition("/")
+        if key == REPORT:
+            progress.report = True
         if name == MANIFEST:
             ref = StageRef.from_prefix(head)
             if ref is None:
