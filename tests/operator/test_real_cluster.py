@@ -6,6 +6,7 @@ The stages are fakes (tests/operator/fake_stage.py): these tests are about Jobs 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from kopf._core.engines.activities import ActivityError
@@ -279,6 +280,10 @@ def test_a_running_stage_shows_its_progress_and_eta_and_the_run_its_estimated_co
     assert running["estimate"]["gpu"] == "H100" and running["estimate"]["gpuHours"] > 0 and running["estimate"]["measuredStages"] == 3
     assert status["phase"] == "Succeeded" and "progress" not in status
     assert status["estimate"]["measuredStages"] == 6 and status["estimate"]["remainingGpuHours"] == 0
+    # the run's report, written once as it succeeded, and said
+    assert status["report"] == str(tmp_path / "store" / NAMESPACE / "watched" / "report" / "index.html")
+    assert "<img id=\"plot-accuracy\"" in Path(status["report"]).read_text()
+    assert [e["message"] for e in events_of(cluster, "watched") if e["reason"] == "ReportWritten"] == [status["report"]]
 
 
 def printed_columns(obj):

@@ -3,6 +3,7 @@ update elsewhere (CI, a pod's log, a file), for `selftaught run` and `selftaught
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -18,7 +19,7 @@ class StageDisplay:
     def __init__(self, label: str, line: Callable[[str], None], *, stream: IO[str] | None = None, bar: bool | None = None):
         self.label, self.line = label, line
         self.stream = stream or sys.stderr
-        self.bar_wanted = self.stream.isatty() if bar is None else bar
+        self.bar_wanted = _terminal(self.stream) if bar is None else bar
         self._bar: Any = None
         self._shown: tuple | None = None
 
@@ -36,11 +37,11 @@ class StageDisplay:
             from tqdm import tqdm
 
             self._bar = tqdm(
-                total=view.total, desc=f"{self.label:<12}", unit=f" {view.unit}", file=self.stream, leave=False, dynamic_ncols=True,
-                bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt}{unit} {postfix}",
+                total=round(view.total) if view.total else None, desc=f"{self.label:<12}", unit=f" {view.unit}", file=self.stream, leave=False, dynamic_ncols=True,
+                bar_format="{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt}{unit}{postfix}",
             )  # fmt: skip
-        self._bar.total = view.total
-        self._bar.n = min(view.done, view.total) if view.total else view.done
+        self._bar.total = round(view.total) if view.total else None
+        self._bar.n = round(min(view.done, view.total) if view.total else view.done)
         parts = [f"{view.shards_done}/{view.shards} shards"] if view.shards > 1 else []
         if view.tokens_per_second:
             parts.append(f"{view.tokens_per_second:,.0f} tok/s")
@@ -53,3 +54,11 @@ class StageDisplay:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def _terminal(stream: IO[str]) -> bool:
+    """A terminal a bar can be drawn on (one that reports no width, as a bare pty, cannot)."""
+    try:
+        return stream.isatty() and os.get_terminal_size(stream.fileno()).columns > 0
+    except (AttributeError, OSError, ValueError):
+        return False
