@@ -14,6 +14,7 @@ import sys
 import time
 
 from selftaught.pipeline.launch import read_stage_document
+from selftaught.pipeline.process import report_if_finished
 from selftaught.pipeline.runstore import open_run_store
 from selftaught.pipeline.table import StageRef
 from selftaught.store.layout import progress_key
@@ -60,6 +61,7 @@ def main(argv: list[str]) -> int:
             write_manifest(store, ref.shard_manifest_key(shard), Manifest(stage=ref.name, iteration=ref.iteration, shard=shard, shards=shards))
     manifest = Manifest(stage=ref.name, iteration=ref.iteration, shards=shards, seconds=0.1, counts=COUNTS.get(name, {}), summary=SUMMARIES.get(name, {}))
     write_manifest(store, ref.manifest_key, manifest)
+    report_if_finished(run)  # as the real stage process does when it finished the run
     return 0
 
 

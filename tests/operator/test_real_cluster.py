@@ -271,6 +271,7 @@ def test_a_running_stage_shows_its_progress_and_eta_and_the_run_its_estimated_co
         running = cluster.wait_for(lambda: (s := status_of(cluster, "watched")).get("progress") and s, timeout=90)
         columns = printed_columns(cluster.get(RUNS, NAMESPACE, "watched"))
         status = finished(cluster, "watched", timeout=120)
+        report = cluster.wait_for(lambda: (path := Path(status["report"])).is_file() and path, timeout=120)  # a moment after the last manifest
     progress = running["progress"]
     assert progress["stage"] == "judge-1" == running["stage"]
     assert (progress["percent"], progress["done"], progress["total"], progress["unit"]) == (50.0, 100, 200, "samples")
@@ -280,10 +281,9 @@ def test_a_running_stage_shows_its_progress_and_eta_and_the_run_its_estimated_co
     assert running["estimate"]["gpu"] == "H100" and running["estimate"]["gpuHours"] > 0 and running["estimate"]["measuredStages"] == 3
     assert status["phase"] == "Succeeded" and "progress" not in status
     assert status["estimate"]["measuredStages"] == 6 and status["estimate"]["remainingGpuHours"] == 0
-    # the run's report, written once as it succeeded, and said
-    assert status["report"] == str(tmp_path / "store" / NAMESPACE / "watched" / "report" / "index.html")
-    assert "<img id=\"plot-accuracy\"" in Path(status["report"]).read_text()
-    assert [e["message"] for e in events_of(cluster, "watched") if e["reason"] == "ReportWritten"] == [status["report"]]
+    # the run's report, written by the stage that finished the run, and where it is
+    assert report == tmp_path / "store" / NAMESPACE / "watched" / "report" / "index.html"
+    assert '<img id="plot-accuracy"' in report.read_text()
 
 
 def printed_columns(obj):

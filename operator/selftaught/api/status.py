@@ -105,7 +105,11 @@ class SelfTaughtRunStatus(Model):
         None, description="The benchmark's overall score (as its official scorer computes it) of the newest evaluated judge."
     )
     store: str | None = Field(None, description="URI of the run's folder in the store.")
-    report: str | None = Field(None, description="URI of the run's HTML report (plots and numbers), written when it succeeds.")
+    report: str | None = Field(
+        None,
+        description="URI of the run's HTML report (plots and numbers): the stage process that finishes the run writes it there "
+        "(`selftaught report` renders it again).",
+    )
     started_at: str | None = Field(None, description="When the operator first saw the run.")
     completed_at: str | None = Field(None, description="When the run succeeded or failed.")
     store_unreachable_since: str | None = Field(

@@ -33,10 +33,9 @@ from selftaught.pipeline.estimate import estimate, inputs_for, measure
 from selftaught.pipeline.live import read_view
 from selftaught.pipeline.planner import plan
 from selftaught.pipeline.progress import scan
-from selftaught.pipeline.runreport import write_report
 from selftaught.pipeline.runstore import SnapshotUnreadable, accept, open_run_store
 from selftaught.pipeline.table import StageRef
-from selftaught.store import Store, StoreError
+from selftaught.store import StoreError
 from selftaught.store.layout import REPORT
 from selftaught.store.manifest import Manifest
 
@@ -207,9 +206,9 @@ class Reconciler:
         # per shard that has written progress: never per item)
         seen.estimate = estimate(spec, inputs_for(spec), measure(progress.manifests))
         seen.live = [view for ref, _ in seen.decision.running if (view := read_view(store, ref, progress, spec.generation.shards)) is not None]
-        if seen.plan.finished and not seen.decision.failure and not progress.report:
-            progress.report = self._write_report(obj, store, run.model_copy(update={"spec": spec}))
-        seen.report = store.url(REPORT) if progress.report else None
+        # the stage process that finishes the run writes it there (a moment after its manifest,
+        # which may be the last thing this operator reads of a finished run)
+        seen.report = store.url(REPORT) if progress.report or seen.plan.finished else None
         # act
         decision = seen.decision
         requeue = decision.requeue_after
@@ -234,18 +233,6 @@ class Reconciler:
                 requeue = 10.0
         status = self._write_status(obj, seen, jobs_seen=jobs)
         return requeue if status.phase not in TERMINAL else None
-
-    def _write_report(self, obj: dict[str, Any], store: Store, run: SelfTaughtRun) -> bool:
-        """The run's HTML report, once, when it succeeds (a second or two of plotting); a report that
-        cannot be written is said in an event, never a failure of the run."""
-        try:
-            url = write_report(store, run)
-        except Exception as error:  # matplotlib, the store: the run succeeded all the same
-            log.exception("report of %s not written", run.metadata.name)
-            self.report.event(obj, "Warning", "ReportFailed", f"the run's report could not be written: {error}")
-            return False
-        self.report.event(obj, "Normal", "ReportWritten", url)
-        return True
 
     def _with_defaults(self, run: SelfTaughtRun) -> SelfTaughtRun:
         """The platform's default S3 endpoint and credentials Secret, where the run names none."""

@@ -5,8 +5,9 @@ it opens offline, from S3 or attached to an e-mail.
 It shows accuracy per iteration (overall and per section, with majority vote and position
 consistency), keep rate and training examples, generated tokens per kept example against fixed N,
 time and GPU-hours per stage, and a table of every iteration's numbers. Everything on it is read
-from the store (stage manifests, evaluation metrics), so it can be rendered again at any time:
-`selftaught report`, at the end of `selftaught run`, and by the operator when a run succeeds.
+from the store (stage manifests, evaluation metrics), so it can be rendered again at any time: by
+the stage process that finishes a run (`pipeline/process.py`, in a pod too), at the end of
+`selftaught run`, and by `selftaught report`.
 """
 
 from __future__ import annotations
