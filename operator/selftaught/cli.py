@@ -15,7 +15,7 @@ from pathlib import Path
 from selftaught import __version__
 from selftaught.api.spec import GpuKind
 from selftaught.method.scoring import BENCHMARKS
-from selftaught.pipeline.table import STAGE_NAMES
+from selftaught.pipeline.table import ORDER, STAGE_NAMES
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
@@ -162,7 +162,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     from selftaught.pipeline.overview import overview, running_views
     from selftaught.pipeline.planner import plan
-    from selftaught.pipeline.progress import scan
+    from selftaught.pipeline.progress import describe, scan
     from selftaught.pipeline.watch import StageDisplay
 
     run, store = _target(args)
@@ -171,14 +171,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not args.watch or plan(run.spec, scan(store).done).finished:
         return 0
     displays: dict = {}
+    announced = set(scan(store).done)
     try:
-        while not plan(run.spec, scan(store).done).finished:
+        while True:
             progress = scan(store)
             views = running_views(store, run, progress)
             for ref in [r for r in displays if r not in views]:
                 displays.pop(ref).close()
-                if ref in progress.manifests:
-                    print(f"{ref.label:<12} ✓ done")
+            for ref in sorted(progress.done - announced, key=lambda r: (r.iteration, ORDER[r.name])):  # in the order they run
+                print(f"{ref.label:<12} ✓ {describe(ref, progress)}")
+            announced |= progress.done
+            if plan(run.spec, progress.done).finished:
+                break
             for ref, view in views.items():
                 displays.setdefault(ref, StageDisplay(ref.label, print)).update(view)
             time.sleep(args.interval)
