@@ -46,6 +46,19 @@ def test_a_shard_writes_at_its_start_at_most_every_few_seconds_and_at_its_end(st
     assert progress.writes == 3 and record.finished and record.done == 1000 and record.seconds == pytest.approx(5.9)
 
 
+def test_outside_a_shard_progress_is_counted_nowhere():
+    from selftaught.stages.progress import NoProgress
+
+    nothing = NoProgress()  # a training rank other than 0, a stage called directly
+    nothing.start(10)
+    nothing.working()
+    nothing.set(3, 10)
+    nothing.advance(2)
+    nothing.add_tokens(7)
+    nothing.finish()
+    assert nothing.writes == 0
+
+
 def test_a_missing_partial_or_foreign_progress_object_is_no_progress(store):
     key = progress_key("categorize", 0)
     assert read_progress(store, key) is None

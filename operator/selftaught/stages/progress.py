@@ -93,7 +93,7 @@ class NoProgress(ShardProgress):
 
     def __init__(self) -> None:
         self.record = ProgressRecord(stage="", started_at=0.0, updated_at=0.0)
-        self.writes = 0
+        self.writes, self.wall = 0, time.time
 
     def _maybe_write(self) -> None:
         pass
