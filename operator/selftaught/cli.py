@@ -1,5 +1,6 @@
-"""The `selftaught` command: run a whole run locally, run one stage (what pods run), start the
-operator, print the CRD, score a judge's outputs on a leaderboard, build the tiny quickstart model."""
+"""The `selftaught` command: plan a run and price it, run a whole run locally, follow a run's
+progress and render its report, run one stage (what pods run), start the operator, print the CRD,
+score a judge's outputs on a leaderboard, build the tiny quickstart model."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import tempfile
 from pathlib import Path
 
 from selftaught import __version__
+from selftaught.api.spec import GpuKind
 from selftaught.method.scoring import BENCHMARKS
-from selftaught.pipeline.table import STAGE_NAMES
+from selftaught.pipeline.table import ORDER, STAGE_NAMES
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
@@ -50,6 +52,155 @@ def cmd_run(args: argparse.Namespace) -> int:
     except SelftaughtError as error:  # a bad spec, a failed stage, an unreachable store
         print(f"error: {error}", file=sys.stderr)
         return 2 if isinstance(error, InvalidSpec | InvalidInput) else 1  # the user's input, or the world
+    return 0
+
+
+def _with_assumptions(run, args: argparse.Namespace):
+    """`run` with the plan's options (--gpu, --judge-accuracy, --assume name=value) in spec.estimate."""
+    import yaml
+    from pydantic import ValidationError
+
+    from selftaught.api.load import format_validation_error
+    from selftaught.api.spec import SelfTaughtRunSpec
+    from selftaught.errors import InvalidInput
+
+    spec = run.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    assumed = spec.setdefault("estimate", {})
+    pairs = list(args.assume or [])
+    if args.gpu:
+        pairs.append(f"gpu={args.gpu}")
+    if args.judge_accuracy is not None:
+        pairs.append(f"judgeAccuracy={args.judge_accuracy}")
+    if args.instructions is not None:
+        pairs.append(f"instructions={args.instructions}")
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise InvalidInput(f"--assume {pair!r}: write NAME=VALUE, e.g. judgeAccuracy=0.6 or throughput.decodeTflops=50")
+        *parents, last = name.split(".")
+        section = assumed
+        for part in parents:
+            section = section.setdefault(part, {})
+        section[last] = yaml.safe_load(value)
+    try:
+        return run.model_copy(update={"spec": SelfTaughtRunSpec.model_validate(spec)})
+    except ValidationError as error:
+        raise InvalidInput(f"the plan's assumptions: {format_validation_error(error, 'spec.')}") from None
+
+
+def _inputs_here(run, store):
+    """The estimate's inputs for a run whose store we read: a local folder ran on this machine, an
+    S3 store on a cluster (as the operator prices it)."""
+    from selftaught.pipeline.plan import plan_inputs
+    from selftaught.store import LocalStore
+
+    if isinstance(store, LocalStore):
+        from selftaught.pipeline.machine import probe
+
+        return plan_inputs(run, probe())
+    return plan_inputs(run)
+
+
+def _target(args: argparse.Namespace):
+    """(run, store) of `selftaught status/report TARGET`: a run file, or a run's folder in a store."""
+    from selftaught.api.load import load_run
+    from selftaught.pipeline.overview import open_run
+
+    target = Path(args.target)
+    if target.is_file():
+        return open_run(load_run(target))
+    return open_run(None, args.target, endpoint=args.endpoint)
+
+
+def _errors(command):
+    """A subcommand whose SelftaughtError is one line on stderr and exit code 2 (the user's input) or 1."""
+    import functools
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        from selftaught.errors import InvalidInput, InvalidSpec, SelftaughtError
+
+        try:
+            return command(args)
+        except SelftaughtError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2 if isinstance(error, InvalidSpec | InvalidInput) else 1
+
+    return run
+
+
+@_errors
+def cmd_plan(args: argparse.Namespace) -> int:
+    from selftaught.api.load import load_run
+    from selftaught.pipeline.estimate import estimate
+    from selftaught.pipeline.plan import format_plan, plan_inputs
+
+    run = _with_assumptions(load_run(args.file), args)
+    if args.local:
+        from selftaught.pipeline.machine import probe
+
+        machine = probe()
+        inputs = plan_inputs(run, machine)
+        where = "on this machine (" + (f"{len(machine.devices)} GPU(s))" if machine.devices else "CPU)")
+    else:
+        inputs = plan_inputs(run)
+        generation = run.spec.generation
+        where = f"on a cluster ({generation.shards} shard(s) per generation stage, {min(generation.parallelism, generation.shards)} pod(s) at once)"
+    result = estimate(run.spec, inputs)
+    if args.json:
+        from dataclasses import asdict
+
+        print(json.dumps({**asdict(result), "gpuHours": result.gpu_hours, "hours": result.hours, "generatedTokens": result.generated_tokens}, indent=2))
+    else:
+        print(format_plan(run.metadata.name, result, where))
+    return 0 if not result.unknown else 2
+
+
+@_errors
+def cmd_status(args: argparse.Namespace) -> int:
+    import time
+
+    from selftaught.pipeline.overview import overview, running_views
+    from selftaught.pipeline.planner import plan
+    from selftaught.pipeline.progress import describe, scan
+    from selftaught.pipeline.watch import StageDisplay
+
+    run, store = _target(args)
+    inputs = _inputs_here(run, store)
+    print(overview(store, run, inputs))
+    if not args.watch or plan(run.spec, scan(store).done).finished:
+        return 0
+    displays: dict = {}
+    announced = set(scan(store).done)
+    try:
+        while True:
+            progress = scan(store)
+            views = running_views(store, run, progress)
+            for ref in [r for r in displays if r not in views]:
+                displays.pop(ref).close()
+            for ref in sorted(progress.done - announced, key=lambda r: (r.iteration, ORDER[r.name])):  # in the order they run
+                print(f"{ref.label:<12} ✓ {describe(ref, progress)}")
+            announced |= progress.done
+            if plan(run.spec, progress.done).finished:
+                break
+            for ref, view in views.items():
+                displays.setdefault(ref, StageDisplay(ref.label, print)).update(view)
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for display in displays.values():
+            display.close()
+    print(overview(store, run, inputs))
+    return 0
+
+
+@_errors
+def cmd_report(args: argparse.Namespace) -> int:
+    from selftaught.pipeline.runreport import write_report
+
+    run, store = _target(args)
+    print(write_report(store, run, _inputs_here(run, store)))
     return 0
 
 
@@ -169,6 +320,30 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("file", help="a SelfTaughtRun manifest (YAML)")
     run.add_argument("--logs", help="folder for each stage's log (default: the run's folder under the system temporary directory, replaced on each start)")
     run.set_defaults(func=cmd_run)
+
+    planning = sub.add_parser("plan", help="print the stages a run creates and what they cost: tokens, GPU-hours, time (docs/cost.md)")
+    planning.add_argument("file", help="a SelfTaughtRun manifest (YAML)")
+    planning.add_argument("--local", action="store_true", help="plan it as `selftaught run` runs it on this machine (default: as the operator runs it)")
+    planning.add_argument("--gpu", choices=list(GpuKind.__args__), help="GPU kind to price it on (spec.estimate.gpu)")
+    planning.add_argument("--instructions", type=int, help="records in data.instructions, where they cannot be counted (spec.estimate.instructions)")
+    planning.add_argument("--judge-accuracy", type=float, help="assumed probability that one sampled judgment is right (spec.estimate.judgeAccuracy)")
+    planning.add_argument(
+        "--assume", action="append", metavar="NAME=VALUE", help="any spec.estimate field, e.g. answerTokens=800 or throughput.decodeTflops=50 (repeatable)"
+    )
+    planning.add_argument("--json", action="store_true", help="print the estimate as JSON")
+    planning.set_defaults(func=cmd_plan)
+
+    status = sub.add_parser("status", help="print how far a run is, from its store: stages, progress and time left, numbers, cost")
+    status.add_argument("target", help="a SelfTaughtRun manifest, or the run's folder in its store (<storage.uri>/<namespace>/<name>)")
+    status.add_argument("--endpoint", help="S3 endpoint URL for a store URI (MinIO, Ceph RGW)")
+    status.add_argument("--watch", "-w", action="store_true", help="follow the running stages until the run ends (Ctrl-C stops watching)")
+    status.add_argument("--interval", type=float, default=5.0, help=argparse.SUPPRESS)
+    status.set_defaults(func=cmd_status)
+
+    report = sub.add_parser("report", help="render the run's HTML report into its store (report/index.html) and print where")
+    report.add_argument("target", help="a SelfTaughtRun manifest, or the run's folder in its store")
+    report.add_argument("--endpoint", help="S3 endpoint URL for a store URI")
+    report.set_defaults(func=cmd_report)
 
     stage = sub.add_parser("stage", help="run one stage of a run (the command every Job runs)")
     stage.add_argument("name", choices=STAGE_NAMES)

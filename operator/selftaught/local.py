@@ -37,8 +37,10 @@ from selftaught.api.spec import SelfTaughtRun
 from selftaught.engines.weights import weights_of
 from selftaught.errors import SelftaughtError
 from selftaught.pipeline import subprocesses
+from selftaught.pipeline.estimate import estimate, measure
 from selftaught.pipeline.launch import RUN_VARIABLE, stage_command, stage_document
 from selftaught.pipeline.lease import Lease
+from selftaught.pipeline.live import watch_view
 from selftaught.pipeline.machine import probe
 from selftaught.pipeline.placement import (
     CPU,
@@ -49,12 +51,15 @@ from selftaught.pipeline.placement import (
     generation_placement,
     training_placement,
 )
+from selftaught.pipeline.plan import format_plan, plan_inputs
 from selftaught.pipeline.planner import plan
 from selftaught.pipeline.process import TERMINATION_MESSAGE_VARIABLE
-from selftaught.pipeline.progress import Progress, iteration_summaries, scan, skipped_summary
+from selftaught.pipeline.progress import describe, iteration_summaries, iteration_table, scan, skipped_summary
+from selftaught.pipeline.runreport import write_report
 from selftaught.pipeline.runstore import accept, open_run_store
 from selftaught.pipeline.table import StageRef
-from selftaught.store import Store
+from selftaught.pipeline.watch import StageDisplay
+from selftaught.store import Store, StoreError
 
 
 class Interrupted(SelftaughtError):
@@ -83,6 +88,8 @@ class RunResult:
     store: str = ""
     #: one line per stage that skipped bad input records (onBadRecord: skip)
     skipped: list[str] = field(default_factory=list)
+    #: where the run's HTML report is
+    report: str = ""
 
 
 def _free_port() -> int:
@@ -117,10 +124,12 @@ def _run_stage(
     lease: Lease | None = None,
     machine: Machine = CPU,
     store: Store | None = None,
+    tick: Callable[[], None] | None = None,
 ) -> None:
     """Run what is left of one stage here: one process on CPU; on GPUs, a training stage's torchrun
     with a worker per GPU, a generation stage's unfinished shards side by side on their groups of
-    GPUs, then one more process that reduces (it finds every shard done)."""
+    GPUs, then one more process that reduces (it finds every shard done). `tick` is called every
+    half second or so while they run (to show progress)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", TMPDIR=str(scratch))  # the stage's temporary files stay in scratch
     env[RUN_VARIABLE] = stage_document(run)
 
@@ -132,17 +141,17 @@ def _run_stage(
         env.setdefault("DS_ACCELERATOR", "cuda" if machine.devices else "cpu")
         placement = training_placement(run.spec.train, machine.devices)
         command = stage_command(run.spec, ref, master_port=_free_port(), nproc=placement.nproc, nnodes=placement.nnodes)
-        _run_jobs(ref, [job(command)], [placement.devices], env, lease)
+        _run_jobs(ref, [job(command)], [placement.devices], env, lease, tick)
         return
     groups = _generation_groups(run, ref, machine)
     if ref.sharded and len(groups) > 1:
         store = store or open_run_store(run)
         pending = [s for s in range(run.spec.generation.shards) if not store.exists(ref.shard_manifest_key(s))]
         if len(pending) > 1:
-            _run_jobs(ref, [job(stage_command(run.spec, ref, shard=s), s) for s in pending], groups, env, lease)
+            _run_jobs(ref, [job(stage_command(run.spec, ref, shard=s), s) for s in pending], groups, env, lease, tick)
             if store.exists(ref.manifest_key):  # the shard that finished last reduced
                 return
-    _run_jobs(ref, [job(stage_command(run.spec, ref))], groups[:1], env, lease)
+    _run_jobs(ref, [job(stage_command(run.spec, ref))], groups[:1], env, lease, tick)
 
 
 def _generation_groups(run: SelfTaughtRun, ref: StageRef, machine: Machine) -> tuple[tuple[str, ...], ...]:
@@ -151,7 +160,9 @@ def _generation_groups(run: SelfTaughtRun, ref: StageRef, machine: Machine) -> t
     return generation_placement(run.spec.generation, machine.devices).groups
 
 
-def _run_jobs(ref: StageRef, jobs: Sequence[_Job], groups: Sequence[tuple[str, ...]], env: dict[str, str], lease: Lease | None) -> None:
+def _run_jobs(
+    ref: StageRef, jobs: Sequence[_Job], groups: Sequence[tuple[str, ...]], env: dict[str, str], lease: Lease | None, tick: Callable[[], None] | None = None
+) -> None:
     """Run `jobs`, at most one per group of GPUs at a time, each seeing only its group (an empty
     group: the environment as it is). The first failure, Ctrl-C, SIGTERM or a lost lease stops
     every process tree still running; a failure raises StageFailed with that process's reason."""
@@ -162,6 +173,8 @@ def _run_jobs(ref: StageRef, jobs: Sequence[_Job], groups: Sequence[tuple[str, .
             while pending and free:
                 running.append(_start(pending.pop(), free.pop(), env))
             _pause(running[0].process, lease)
+            if tick is not None:
+                tick()
             for item in [r for r in running if r.process.poll() is not None]:
                 running.remove(item)
                 item.log.close()
@@ -242,12 +255,6 @@ def work_folder(run: SelfTaughtRun, store_uri: str) -> Path:
     return Path(tempfile.gettempdir()) / f"selftaught-{run.metadata.namespace}-{run.metadata.name}-{digest}"
 
 
-def describe(ref: StageRef, progress: Progress) -> str:
-    manifest = progress.manifests[ref]
-    details = ", ".join(f"{k} {v}" for k, v in manifest.summary.items())
-    return f"{details} ({manifest.seconds:.1f}s)"
-
-
 def run_local(run: SelfTaughtRun, *, echo: Callable[[str], None] = print, log_dir: Path | None = None) -> RunResult:
     """Run what is left of `run` here, stage after stage. Ctrl-C, SIGTERM and SIGHUP stop the
     current stage's whole process tree before `Interrupted` (or KeyboardInterrupt) propagates."""
@@ -276,6 +283,9 @@ def _run_holding_lease(run: SelfTaughtRun, store: Store, lease: Lease, echo: Cal
     try:
         machine = probe()
         check_machine(run, machine, echo)  # before any work: a run this machine cannot hold stops here
+        where = "on this machine (" + (f"{len(machine.devices)} GPU(s))" if machine.devices else "CPU)")
+        inputs = plan_inputs(run, machine)
+        echo(format_plan(run.metadata.name, estimate(run.spec, inputs, measure(scan(store).manifests)), where) + "\n")
         while True:
             if lease.lost is not None:
                 raise lease.lost
@@ -285,9 +295,11 @@ def _run_holding_lease(run: SelfTaughtRun, store: Store, lease: Lease, echo: Cal
                 break
             ref = step.ready[0]
             echo(f"[{time.monotonic() - started:6.1f}s] {ref.label:<12} ▶ ({len(step.done)}/{step.total} stages done)")
+            display = StageDisplay(ref.label, lambda text: echo(f"[{time.monotonic() - started:6.1f}s] {text}"))
             try:
-                _run_stage(run, ref, log_dir, scratch, lease, machine, store)
+                _run_stage(run, ref, log_dir, scratch, lease, machine, store, _watcher(store, ref, run.spec.generation.shards, display))
             finally:
+                display.close()
                 _empty(scratch)  # each stage's temporary files go when it ends, however it ends
             result.stages_run.append(ref.label)
             progress = scan(store)
@@ -297,8 +309,25 @@ def _run_holding_lease(run: SelfTaughtRun, store: Store, lease: Lease, echo: Cal
     result.seconds = time.monotonic() - started
     result.iterations = iteration_summaries(progress, limit=1000)
     result.skipped = skipped_summary(progress)
+    result.report = write_report(store, run, inputs)
     echo(format_summary(result))
     return result
+
+
+def _watcher(store: Store, ref: StageRef, shards: int, display: StageDisplay, every: float = 2.0) -> Callable[[], None]:
+    """What the runner calls while a stage runs: every `every` seconds, the stage's progress to
+    `display` (a store that does not answer just shows nothing new)."""
+    last = 0.0
+
+    def tick() -> None:
+        nonlocal last
+        if ref.kind == "data" or time.monotonic() - last < every:
+            return
+        last = time.monotonic()
+        with contextlib.suppress(StoreError):
+            display.update(watch_view(store, ref, shards))
+
+    return tick
 
 
 def _empty(folder: Path) -> None:
@@ -310,20 +339,9 @@ def _empty(folder: Path) -> None:
 
 
 def format_summary(result: RunResult) -> str:
-    lines = [f"\nrun finished in {result.seconds:.1f}s; results in {result.store}", ""]
-    header = f"{'iter':>4}  {'tried':>6}  {'kept':>6}  {'keep%':>6}  {'accuracy':>8}  {'overall':>8}  {'pos-cons':>8}  checkpoint"
-    lines.append(header)
-    for row in result.iterations:
-        keep = row.get("keepRate")
-        lines.append(
-            f"{row['iteration']:>4}  {_fmt(row.get('tried'))}  {_fmt(row.get('kept'))}  "
-            f"{'' if keep is None else f'{100 * keep:5.1f}%':>6}  {_fmt(row.get('accuracy'), 8, '.3f')}  {_fmt(row.get('overall'), 8, '.3f')}  "
-            f"{_fmt(row.get('positionConsistent'), 8, '.3f')}  {row.get('checkpoint') or ''}"
-        )
+    lines = [f"\nrun finished in {result.seconds:.1f}s; results in {result.store}", "", *iteration_table(result.iterations)]
     if result.skipped:
         lines += ["", "skipped input records (onBadRecord: skip):", *(f"  {line}" for line in result.skipped)]
+    if result.report:
+        lines += ["", f"report: {result.report}"]
     return "\n".join(lines)
-
-
-def _fmt(value: Any, width: int = 6, spec: str = "") -> str:
-    return f"{'-' if value is None else format(value, spec):>{width}}"

@@ -1,5 +1,6 @@
-"""The README's quickstart, exactly: build the tiny seed, run the example manifest, in ≤ 5 min.
-Slow (two iterations, ~2-3 min on 2 cores): `pytest -m slow`."""
+"""The README's quickstart, exactly: build the tiny seed, run the example manifest, in ≤ 5 min; it
+prints its plan first, each stage as it finishes, and where its report is, and the report opens in
+a real browser with the run's numbers. Slow (two iterations, ~2-3 min on 2 cores): `pytest -m slow`."""
 
 import re
 import shutil
@@ -8,6 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.browser import find_browser, load_page
+from tests.integration.test_report import CELLS, IMAGES
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -19,10 +23,27 @@ def test_the_quickstart_runs_every_stage_and_finishes_within_five_minutes(tmp_pa
     subprocess.run([*selftaught, "dev", "tiny-model", ".selftaught/models/tiny-judge"], cwd=tmp_path, check=True, capture_output=True)
     result = subprocess.run([*selftaught, "run", "examples/local-quickstart.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
-    finished = re.findall(r"\]\s+(\S+)\s+✓", result.stdout)
+    out = result.stdout
+    assert out.index("plan of quickstart: 10 stages, on this machine (CPU)") < out.index("categorize   ▶")  # the plan comes first
+    finished = re.findall(r"\]\s+(\S+)\s+✓", out)
     assert finished == ["categorize", "select", "pairs", "evaluate-0", "judge-1", "train-1", "evaluate-1", "judge-2", "train-2", "evaluate-2"]
-    seconds = float(re.search(r"run finished in ([\d.]+)s", result.stdout).group(1))
+    assert re.search(r"\]\s+train-1\s+… \d+\.\d% \(\d+/\d+ steps\)", out), "no progress line while train-1 ran"  # not a terminal: lines
+    seconds = float(re.search(r"run finished in ([\d.]+)s", out).group(1))
     assert seconds <= 300
-    rows = [line.split() for line in result.stdout.splitlines() if re.match(r"\s+[12]\s+\d+\s+\d+", line)]
+    rows = [line.split() for line in out.splitlines() if re.match(r"\s+[12]\s+\d+\s+\d+", line)]
     assert len(rows) == 2 and all(int(row[2]) > 0 for row in rows)  # examples kept in both iterations
-    assert (tmp_path / ".selftaught/runs/local/quickstart/iter-002/train/checkpoint/model.safetensors").is_file()
+    checkpoint = Path(rows[-1][-1])
+    assert checkpoint.is_relative_to(tmp_path / ".selftaught/runs/local/quickstart/iter-002/train") and (checkpoint / "model.safetensors").is_file()
+
+    report = Path(re.search(r"^report: (.+)$", out, re.M).group(1))
+    assert report == tmp_path / ".selftaught/runs/local/quickstart/report/index.html"
+    if find_browser() is None:
+        pytest.skip("the quickstart ran; its report was not opened: no Chromium on this machine (.ci/run installs it)")
+    seen = load_page(report, {"images": IMAGES, "cells": CELLS})
+    assert len(seen.values["images"]) == 4 and all(i["complete"] and i["width"] > 0 for i in seen.values["images"])
+    assert [u for u in seen.requests if not u.startswith(("file://", "data:"))] == []
+    shown = {row["iteration"]: row["cells"] for row in seen.values["cells"]}
+    for row in rows:  # the summary table's numbers, and the report's
+        iteration, tried, kept = int(row[0]), row[1], row[2]
+        assert (shown[iteration]["tried"], shown[iteration]["kept"]) == (tried, kept)
+        assert shown[iteration]["checkpoint"] == row[-1]

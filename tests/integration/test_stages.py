@@ -13,8 +13,9 @@ from selftaught.local import _run_stage
 from selftaught.pipeline.process import run_stage
 from selftaught.pipeline.runstore import open_run_store
 from selftaught.pipeline.table import StageRef
-from selftaught.store.layout import PAIRS_HELDOUT, PAIRS_TRAIN, SELECTED, metrics_output, sft_output
+from selftaught.store.layout import PAIRS_HELDOUT, PAIRS_TRAIN, SELECTED, metrics_output, progress_key, sft_output
 from selftaught.store.manifest import published_key, read_manifest
+from selftaught.store.progress import read_progress
 from tests.stores import read_output
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,7 +26,12 @@ def _prepare_pairs(run):
         run_stage(run, StageRef(name))
 
 
-def test_categorize_select_and_pairs_build_preference_pairs_in_s3(make_run, bucket, s3_server):
+def test_categorize_select_and_pairs_build_preference_pairs_in_s3(make_run, bucket, s3_server, monkeypatch):
+    from selftaught.stages.progress import SampleMeter
+
+    finished = []  # what vLLM reported, request by request, to the shards' progress
+    counted = SampleMeter.finished
+    monkeypatch.setattr(SampleMeter, "finished", lambda meter, samples: (finished.append(samples), counted(meter, samples)))
     run = make_run(storage=bucket, endpoint=s3_server)
     _prepare_pairs(run)
     store = open_run_store(run)
@@ -42,6 +48,11 @@ def test_categorize_select_and_pairs_build_preference_pairs_in_s3(make_run, buck
     manifest = read_manifest(store, StageRef("pairs").manifest_key)
     train_key = published_key(store, *PAIRS_TRAIN)
     assert manifest.outputs[train_key]["records"] == len(pairs) and len(manifest.outputs[train_key]["sha256"]) == 64
+    # each shard said how far it was as it went (vLLM told of each request it finished), and ended whole
+    assert set(finished) == {1} and len(finished) >= 50 + len(selected)
+    progress = read_progress(store, progress_key(StageRef("pairs").prefix, 0))
+    assert progress.finished and progress.done == progress.total == 2 * len(selected)
+    assert progress.tokens == manifest.counts["tokens"] > 0 and progress.working_since >= progress.started_at
 
 
 def test_a_generation_stage_resumes_from_its_last_finished_shard(make_run):

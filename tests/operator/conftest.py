@@ -53,7 +53,9 @@ def kubelet(cluster, tmp_path):
     return cluster.start_kubelet(
         cwd=REPO,
         log_dir=tmp_path / "pod-logs",
-        extra_env={"DS_ACCELERATOR": "cpu", "HF_HUB_OFFLINE": "1", "AWS_DEFAULT_REGION": "us-east-1"},
+        # PYTHONPATH: the pods run this checkout's code, as the test process does (also from a git
+        # worktree whose virtual environment's editable install is another checkout's)
+        extra_env={"DS_ACCELERATOR": "cpu", "HF_HUB_OFFLINE": "1", "AWS_DEFAULT_REGION": "us-east-1", "PYTHONPATH": str(REPO / "operator")},
         rewrite_env=local_paths,
     )
 

@@ -3,7 +3,8 @@
 The test kubelet runs each Job's real command; with `fake_stages` (conftest) a `python` shim on
 the pods' PATH runs this file instead: it reads the run the way a stage does (`SELFTAUGHT_RUN`)
 and writes the stage's shard markers and manifest at once, with the numbers the status shows.
-A run then takes seconds, and what is tested is what the operator does with Jobs and pods.
+A run then takes seconds, and what is tested is what the operator does with Jobs and pods. A
+stage told to take its time (FAKE_STAGE_SECONDS) first writes its shards' progress, half done.
 """
 
 from __future__ import annotations
@@ -13,14 +14,24 @@ import sys
 import time
 
 from selftaught.pipeline.launch import read_stage_document
+from selftaught.pipeline.process import report_if_finished
 from selftaught.pipeline.runstore import open_run_store
 from selftaught.pipeline.table import StageRef
+from selftaught.store.layout import progress_key
 from selftaught.store.manifest import Manifest, write_manifest
+from selftaught.store.progress import ProgressRecord, write_progress
 
 SUMMARIES = {
     "judge": {"tried": 10, "kept": 8, "keepRate": 0.8},
     "train": {"checkpoint": "s3://fake/checkpoint"},
     "evaluate": {"accuracy": 0.75, "overall": 0.7},
+}
+#: what each stage measured: the counts a cost estimate is corrected with
+COUNTS = {
+    "categorize": {"records": 50, "tokens": 1500},
+    "pairs": {"train": 36, "heldout": 9, "tokens": 9000},
+    "judge": {"items": 72, "samples": 180, "tokens": 7200, "kept": 70, "training_examples": 70},
+    "evaluate": {"examples": 9, "tokens": 400},
 }
 
 
@@ -34,15 +45,23 @@ def delay(stage: str) -> float:
 def main(argv: list[str]) -> int:
     tail = argv[argv.index("stage") + 1 :]  # python -m selftaught stage NAME --iteration=I (also under torchrun)
     name, iteration = tail[0], int(next(a for a in tail if a.startswith("--iteration=")).split("=")[1])
-    time.sleep(delay(name))  # long enough to be evicted, when a test asks
     run = read_stage_document()
     ref = StageRef(name, iteration)  # type: ignore[arg-type]
     store = open_run_store(run)
     shards = run.spec.generation.shards if ref.sharded else 1
+    seconds = delay(name)
+    if seconds:  # halfway through every shard, 10 s in: 10 s to go
+        now, unit = time.time(), "steps" if ref.kind == "training" else "samples"
+        for shard in range(shards):
+            record = ProgressRecord(stage=ref.label, shard=shard, unit=unit, done=50, total=100, tokens=2000, started_at=now - 10, updated_at=now)
+            write_progress(store, progress_key(ref.prefix, shard), record)
+    time.sleep(seconds)  # long enough to be evicted, or watched, when a test asks
     if ref.sharded:
         for shard in range(shards):
             write_manifest(store, ref.shard_manifest_key(shard), Manifest(stage=ref.name, iteration=ref.iteration, shard=shard, shards=shards))
-    write_manifest(store, ref.manifest_key, Manifest(stage=ref.name, iteration=ref.iteration, shards=shards, seconds=0.1, summary=SUMMARIES.get(name, {})))
+    manifest = Manifest(stage=ref.name, iteration=ref.iteration, shards=shards, seconds=0.1, counts=COUNTS.get(name, {}), summary=SUMMARIES.get(name, {}))
+    write_manifest(store, ref.manifest_key, manifest)
+    report_if_finished(run)  # as the real stage process does when it finished the run
     return 0
 
 

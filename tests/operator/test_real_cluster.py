@@ -6,6 +6,7 @@ The stages are fakes (tests/operator/fake_stage.py): these tests are about Jobs 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from kopf._core.engines.activities import ActivityError
@@ -260,3 +261,40 @@ def test_jobs_of_an_earlier_run_with_the_same_name_are_not_taken_for_this_runs(c
         cluster.create(RUNS, run_object(quick(make_run, tmp_path, retries={"backoffSeconds": 1}), "again"), NAMESPACE)
         status = finished(cluster, "again", timeout=90)
     assert status["phase"] == "Succeeded"  # the leftover (suspended forever) never held this run up
+
+
+def test_a_running_stage_shows_its_progress_and_eta_and_the_run_its_estimated_cost(cluster, fake_stages, make_run, tmp_path):
+    fake_stages.extra_env["FAKE_STAGE_SECONDS"] = "judge=20"  # each judge shard writes "half done, 10 s in" first
+    run = quick(make_run, tmp_path, generation={"shards": 2})
+    with run_operator(cluster, HANDLERS, namespace=NAMESPACE):
+        cluster.create(RUNS, run_object(run, "watched"), NAMESPACE)
+        running = cluster.wait_for(lambda: (s := status_of(cluster, "watched")).get("progress") and s, timeout=90)
+        columns = printed_columns(cluster.get(RUNS, NAMESPACE, "watched"))
+        status = finished(cluster, "watched", timeout=120)
+        report = cluster.wait_for(lambda: (path := Path(status["report"])).is_file() and path, timeout=120)  # a moment after the last manifest
+    progress = running["progress"]
+    assert progress["stage"] == "judge-1" == running["stage"]
+    assert (progress["percent"], progress["done"], progress["total"], progress["unit"]) == (50.0, 100, 200, "samples")
+    assert progress["etaSeconds"] == 10 and progress["eta"] == "10s" and progress["tokensPerSecond"] == 400.0
+    assert columns["Progress"] == 50.0 and columns["ETA"] == "10s"
+    # priced before judge-1 ran, from categorize's measured instructions; measured stage by stage after
+    assert running["estimate"]["gpu"] == "H100" and running["estimate"]["gpuHours"] > 0 and running["estimate"]["measuredStages"] == 3
+    assert status["phase"] == "Succeeded" and "progress" not in status
+    assert status["estimate"]["measuredStages"] == 6 and status["estimate"]["remainingGpuHours"] == 0
+    # the run's report, written by the stage that finished the run, and where it is
+    assert report == tmp_path / "store" / NAMESPACE / "watched" / "report" / "index.html"
+    assert '<img id="plot-accuracy"' in report.read_text()
+
+
+def printed_columns(obj):
+    """The printer columns of `kubectl get` for `obj`, by the CRD's JSONPaths (simple paths only)."""
+    values = {}
+    for column in crd()["spec"]["versions"][0]["additionalPrinterColumns"]:
+        path = column["jsonPath"]
+        if "[" in path:
+            continue
+        value = obj
+        for part in path.strip(".").split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        values[column["name"]] = value
+    return values

@@ -42,7 +42,7 @@ def test_the_configuration_reference_has_every_field_the_crd_has():
     aliases |= {
         f"spec.scheduling.stages.{s}": "spec.scheduling.generation" for s in ("categorize", "select", "pairs", "judge", "train", "evaluate")
     }
-    aliases |= {"spec.models.generator": "spec.models.seed"}
+    aliases |= {"spec.models.generator": "spec.models.seed", "spec.estimate.generatorSize": "spec.estimate.seedSize"}
     for root in ("spec", "status"):
         for path in _schema_paths(schema[root], root):
             if path == root:

@@ -44,6 +44,7 @@ DEPENDS: dict[str, DependsOn] = {
     "iterations": ANY_TIME,  # more or fewer iterations: the finished ones stay what they are
     "scheduling": ANY_TIME,
     "retries": ANY_TIME,
+    "estimate": ANY_TIME,  # the cost estimate's assumptions: nothing runs differently
     "generation.parallelism": ANY_TIME,
     "generation.batchSize": ANY_TIME,
     "generation.gpuMemoryUtilization": ANY_TIME,

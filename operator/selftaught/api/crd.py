@@ -96,8 +96,11 @@ def crd() -> dict[str, Any]:
         ("Phase", "string", ".status.phase", "Pending, Running, Suspended, Succeeded or Failed"),
         ("Stage", "string", ".status.stage", "Current stage"),
         ("Iteration", "integer", ".status.iteration", "Current iteration"),
+        ("Progress", "number", ".status.progress.percent", "Percent done of the running stage"),
+        ("ETA", "string", ".status.progress.eta", "Time left of the running stage"),
         ("Accuracy", "number", ".status.latestAccuracy", "Accuracy of the newest evaluated judge"),
         ("Succeeded", "string", '.status.conditions[?(@.type=="Succeeded")].status', "Succeeded condition"),
+        ("GPU-h", "number", ".status.estimate.gpuHours", "Estimated GPU-hours of the whole run", 1),
         ("Age", "date", ".metadata.creationTimestamp", ""),
     ]
     return {
@@ -122,8 +125,8 @@ def crd() -> dict[str, Any]:
                     "storage": True,
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": [
-                        {"name": n, "type": t, "jsonPath": p, **({"description": d} if d else {})}
-                        for n, t, p, d in columns
+                        {"name": n, "type": t, "jsonPath": p, **({"description": d} if d else {}), **({"priority": rest[0]} if rest else {})}
+                        for n, t, p, d, *rest in columns
                     ],
                     "schema": {
                         "openAPIV3Schema": {

@@ -315,6 +315,86 @@ class Evaluate(Model):
     )
 
 
+#: The GPU kinds the estimate has a throughput table for (`pipeline/estimate.py`).
+GpuKind = Literal["H100", "H200", "B200", "A100", "L40S", "cpu"]
+
+
+class ModelSize(Model):
+    """A model's size, in billions of parameters."""
+
+    total: float = _field(description="All parameters, in billions (70 for a 70B model).", gt=0)
+    active: float | None = _field(
+        None, gt=0, description="Parameters used per token, in billions, for a mixture of experts (39 for Mixtral-8x22B); the total when unset."
+    )
+
+
+class Throughput(Model):
+    """Per-GPU rates of one GPU kind; a field left unset keeps the kind's default (docs/cost.md)."""
+
+    decode_tflops: float | None = _field(
+        None, gt=0, description="Effective TFLOP/s per GPU while vLLM generates (a generated token costs 2 x active parameters)."
+    )
+    prefill_tflops: float | None = _field(
+        None, gt=0, description="Effective TFLOP/s per GPU while vLLM reads prompts (a prompt token costs 2 x active parameters)."
+    )
+    train_tflops: float | None = _field(
+        None, gt=0, description="Effective TFLOP/s per GPU while training (a token costs 6 x parameters, x 4/3 with gradient checkpointing)."
+    )
+    load_gb_per_second: float | None = _field(
+        None, gt=0, description="GB of weights a process loads per second (training also saves and uploads its checkpoint at this rate)."
+    )
+    start_seconds: float | None = _field(
+        None, ge=0, description="Seconds a stage process takes to start before it loads weights (vLLM's engine, the training launcher)."
+    )
+
+
+class Estimate(Model):
+    """The assumptions of the cost estimate that `selftaught plan` prints and the operator writes
+    into `status.estimate`. They change nothing that runs; docs/cost.md explains each."""
+
+    gpu: GpuKind | None = _field(
+        None,
+        description="GPU kind whose throughput table prices the run. Default: the `nvidia.com/gpu.product` node selector of "
+        "`scheduling.generation` if it names one, else H100; `selftaught run` uses the machine's own (cpu without GPUs).",
+    )
+    throughput: Throughput | None = _field(None, description="Rates that replace the GPU kind's defaults.")
+    instructions: int | None = _field(
+        None,
+        ge=1,
+        description="Records in `data.instructions`, where they cannot be counted (a Hugging Face dataset, an `s3://` prefix: "
+        "the operator never reads your data). Default: `data.instructions.limit`, or counted by `selftaught plan` and "
+        "`selftaught run` in a local file. After categorize the measured count is used.",
+    )
+    evaluation_examples: int | None = _field(
+        None,
+        ge=1,
+        description="Examples in `data.evaluation.source` where they cannot be counted. Default: counted in a local file, else the "
+        "benchmark's size (RewardBench 2,985, RewardBench 2 1,865, JudgeBench 350).",
+    )
+    selected_fraction: float = _field(
+        0.3, gt=0.0, le=1.0, description="Fraction of the categorized instructions that select keeps, before `select.totalCap`."
+    )
+    judge_accuracy: float = _field(
+        0.7,
+        gt=0.0,
+        lt=1.0,
+        description="Mean probability that one sampled judgment is right. Items vary around it (a Beta distribution of "
+        "concentration 2, as benchmarks/sampling.py simulates); it sets how many samples adaptive judging draws and how many "
+        "items it keeps. After judge-1 the measured samples per item are used.",
+    )
+    instruction_tokens: int = _field(150, ge=1, description="Mean tokens of an instruction.")
+    answer_tokens: int = _field(500, ge=1, description="Mean tokens of a generated answer (at most `pairs.maxTokens`).")
+    judgment_tokens: int = _field(
+        400, ge=1, description="Mean tokens of a judgment (at most `judge.maxTokens` and `evaluate.maxTokens`)."
+    )
+    seed_size: ModelSize | None = _field(
+        None,
+        description="Size of `models.seed`. Default: read from a local checkpoint's safetensors headers by `selftaught plan`, "
+        "else taken from its name (`70B`, `8x22B`), else 8B.",
+    )
+    generator_size: ModelSize | None = _field(None, description="Size of `models.generator`, found as `seedSize` is.")
+
+
 #: A Kubernetes quantity as a string: `500m`, `4`, `64Gi`, `1.5e3`.
 QUANTITY_PATTERN = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[numkMGTPE]|[eE][0-9]+)?$"
 #: Label and annotation keys: an optional DNS-subdomain prefix and `/`, then a name of at most 63.
@@ -640,6 +720,9 @@ class SelfTaughtRunSpec(Model):
         default_factory=Scheduling, description="Pod placement per stage (operator only)."
     )
     retries: Retries = _field(default_factory=Retries, description="Stage retry policy.")
+    estimate: Estimate = _field(
+        default_factory=Estimate, description="Assumptions of the cost estimate (`selftaught plan`, `status.estimate`)."
+    )
 
     @property
     def generator_model(self) -> ModelSource:

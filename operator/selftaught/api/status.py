@@ -63,6 +63,37 @@ class StageAttempts(Model):
     last_failure: StageFailure | None = Field(None, description="The stage's latest failed attempt.")
 
 
+class RunProgress(Model):
+    stage: str = Field(description="The running stage shown (of several, the one with the most time left).")
+    percent: float | None = Field(
+        None,
+        description="How much of the stage is done, 0-100: of its generated samples (judge: of its judge.samples budget per item, "
+        "an item kept early counting its unused samples as done) or of its training steps.",
+    )
+    done: int = Field(0, description="Units done (samples or steps).")
+    total: int | None = Field(None, description="Units in all; unstarted shards are taken to be as big as the started ones.")
+    unit: str = Field("samples", description="samples (generation) or steps (training).")
+    shards_done: int = Field(0, description="Finished shards.")
+    shards: int = Field(1, description="All shards of the stage.")
+    tokens_per_second: float | None = Field(None, description="Generated tokens per second of the running shards together.")
+    eta_seconds: int | None = Field(None, description="Seconds left at the running shards' rate, as of updatedAt.")
+    eta: str | None = Field(None, description="etaSeconds for people, e.g. 1h02m (a printer column).")
+    updated_at: str | None = Field(None, description="When the stage last wrote progress (RFC 3339).")
+
+
+class RunEstimate(Model):
+    gpu: str = Field(description="GPU kind whose throughput table prices the run (spec.estimate.gpu).")
+    gpu_hours: float | None = Field(None, description="GPU-hours of the whole run: measured for finished stages, estimated for the rest.")
+    remaining_gpu_hours: float | None = Field(None, description="GPU-hours of the stages not finished yet.")
+    hours: float | None = Field(None, description="Hours of the stages' running times added up (stages that can overlap are counted apart).")
+    generated_tokens: int | None = Field(None, description="Tokens the run generates in all.")
+    judge_tokens_fixed_n: int | None = Field(
+        None, description="Tokens the judge stages would generate sampling judge.samples every time (adaptive sampling saves the difference)."
+    )
+    measured_stages: int = Field(0, description="Finished stages whose measured numbers the estimate uses.")
+    message: str | None = Field(None, description="What the estimate rests on, or why there is none yet.")
+
+
 class SelfTaughtRunStatus(Model):
     observed_generation: int | None = Field(None, description="The metadata.generation last reconciled.")
     phase: Phase | None = Field(None, description="Derived from the conditions, for display.")
@@ -74,6 +105,11 @@ class SelfTaughtRunStatus(Model):
         None, description="The benchmark's overall score (as its official scorer computes it) of the newest evaluated judge."
     )
     store: str | None = Field(None, description="URI of the run's folder in the store.")
+    report: str | None = Field(
+        None,
+        description="URI of the run's HTML report (plots and numbers): the stage process that finishes the run writes it there "
+        "(`selftaught report` renders it again).",
+    )
     started_at: str | None = Field(None, description="When the operator first saw the run.")
     completed_at: str | None = Field(None, description="When the run succeeded or failed.")
     store_unreachable_since: str | None = Field(
@@ -81,6 +117,10 @@ class SelfTaughtRunStatus(Model):
     )
     ignored_fields: list[str] | None = Field(
         None, description="Spec fields this operator version does not know and ignores (a CRD newer than the operator)."
+    )
+    progress: RunProgress | None = Field(None, description="How far the running stage is, and how long it has left.")
+    estimate: RunEstimate | None = Field(
+        None, description="What the run costs: estimated when the spec is accepted, corrected with each finished stage (docs/cost.md)."
     )
     stages_done: int | None = Field(None, description="Finished stages.")
     stages_total: int | None = Field(None, description="All stages of the run.")

@@ -29,11 +29,14 @@ from selftaught.controller.kube import InvalidObject, Kube, api_message
 from selftaught.controller.report import Reporter
 from selftaught.controller.status import Observation, build_status, status_document
 from selftaught.controller.workqueue import WorkQueue
+from selftaught.pipeline.estimate import estimate, inputs_for, measure
+from selftaught.pipeline.live import read_view
 from selftaught.pipeline.planner import plan
 from selftaught.pipeline.progress import scan
 from selftaught.pipeline.runstore import SnapshotUnreadable, accept, open_run_store
 from selftaught.pipeline.table import StageRef
 from selftaught.store import StoreError
+from selftaught.store.layout import REPORT
 from selftaught.store.manifest import Manifest
 
 log = logging.getLogger(__name__)
@@ -206,6 +209,13 @@ class Reconciler:
             created_at=history.created_at, disruptions=history.disruptions,
             suspended=run.spec.suspend, generation=generation, startup_timeout=lambda ref: startup_timeout(run, ref),
         )  # fmt: skip
+        # the cost, corrected by the finished stages; how far the running ones are (a small read
+        # per shard that has written progress: never per item)
+        seen.estimate = estimate(spec, inputs_for(spec), measure(progress.manifests))
+        seen.live = [view for ref, _ in seen.decision.running if (view := read_view(store, ref, progress, spec.generation.shards)) is not None]
+        # the stage process that finishes the run writes it there (a moment after its manifest,
+        # which may be the last thing this operator reads of a finished run)
+        seen.report = store.url(REPORT) if progress.report or seen.plan.finished else None
         # act
         decision = seen.decision
         requeue = decision.requeue_after

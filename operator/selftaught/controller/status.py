@@ -13,8 +13,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from selftaught.api.status import Condition, IterationSummary, SelfTaughtRunStatus, StageAttempts, StageFailure, StageProgress
+from selftaught.api.status import (
+    Condition,
+    IterationSummary,
+    RunEstimate,
+    RunProgress,
+    SelfTaughtRunStatus,
+    StageAttempts,
+    StageFailure,
+    StageProgress,
+)
 from selftaught.controller.decide import Decision
+from selftaught.pipeline.estimate import Estimate
+from selftaught.pipeline.live import StageView, duration
 from selftaught.pipeline.planner import Plan
 from selftaught.pipeline.progress import Progress, iteration_summaries, skipped_counts
 from selftaught.pipeline.runstore import refusal_message
@@ -40,6 +51,9 @@ class Observation:
     ignored: list[str] = field(default_factory=list)  # spec fields this operator does not know
     failure: tuple[str, str] | None = None  # a terminal failure found outside `decision`
     unavailable: str | None = None  # the store or the API refuses us right now; retrying
+    live: list[StageView] = field(default_factory=list)  # progress inside the running stages
+    estimate: Estimate | None = None  # the run's cost, corrected by its finished stages
+    report: str | None = None  # where the run's HTML report is, once it is there
 
 
 def _condition(previous: list[dict[str, Any]], kind: str, status: str, reason: str, message: str, generation: int, now: str) -> Condition:
@@ -116,6 +130,13 @@ def build_status(seen: Observation) -> SelfTaughtRunStatus:
         )
     else:
         message = previous.get("message") or ""
+    if seen.estimate is not None:
+        fields["estimate"] = run_estimate(seen.estimate)
+    elif previous.get("estimate"):
+        fields["estimate"] = RunEstimate.model_validate(previous["estimate"])
+    shown = front(seen.live) if seen.decision and seen.decision.running else None
+    if shown is not None:
+        fields["progress"] = run_progress(shown)
     finished = step is not None and step.finished and not failure
     if failure:
         phase, message = "Failed", f"{failure[0]}: {failure[1]}"
@@ -158,6 +179,7 @@ def build_status(seen: Observation) -> SelfTaughtRunStatus:
         observed_generation=generation,
         started_at=previous.get("startedAt") or now,
         store=seen.store or previous.get("store"),
+        report=seen.report,
         store_unreachable_since=seen.unreachable_since,
         ignored_fields=seen.ignored or None,
         phase=phase,  # type: ignore[arg-type]
@@ -178,6 +200,44 @@ def build_status(seen: Observation) -> SelfTaughtRunStatus:
             ),
         ],
         **fields,
+    )
+
+
+def front(views: list[StageView]) -> StageView | None:
+    """Of the running stages' views, the one with the most time left (the run waits on it)."""
+    return max(views, key=lambda view: (view.eta_seconds is not None, view.eta_seconds or 0), default=None)
+
+
+def run_progress(view: StageView) -> RunProgress:
+    return RunProgress(
+        stage=view.stage,
+        percent=view.percent,
+        done=int(view.done),
+        total=int(view.total) if view.total is not None else None,
+        unit=view.unit,
+        shards_done=view.shards_done,
+        shards=view.shards,
+        tokens_per_second=view.tokens_per_second,
+        eta_seconds=view.eta_seconds,
+        eta=duration(view.eta_seconds) if view.eta_seconds is not None else None,
+        updated_at=_iso(view.updated_at) if view.updated_at is not None else None,
+    )
+
+
+def run_estimate(estimate: Estimate) -> RunEstimate:
+    """The estimate's totals (its rows stay out of etcd: `selftaught plan` and the report show them)."""
+    if estimate.unknown:
+        return RunEstimate(gpu=estimate.gpu, message=f"no estimate yet: {estimate.unknown}")
+    adaptive = estimate.adaptive
+    return RunEstimate(
+        gpu=estimate.gpu,
+        gpu_hours=round(estimate.gpu_hours, 1),
+        remaining_gpu_hours=round(estimate.remaining_gpu_hours, 1),
+        hours=round(estimate.hours, 1),
+        generated_tokens=int(estimate.generated_tokens),
+        judge_tokens_fixed_n=int(adaptive.fixed_tokens) if adaptive else None,
+        measured_stages=estimate.measured_stages,
+        message="; ".join(estimate.assumptions)[:1000],
     )
 
 

@@ -5,7 +5,7 @@ message is shared by every request)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from selftaught.api.spec import Generation
@@ -39,11 +39,13 @@ def _cpu_defaults() -> dict[str, object]:
 class VllmEngine:
     """The `ChatEngine` of every generation stage."""
 
-    def __init__(self, model_path: Path, settings: Generation, seed: int = 0):
+    def __init__(self, model_path: Path, settings: Generation, seed: int = 0, on_samples: Callable[[int], None] | None = None):
         platform_options = _cpu_defaults()
         from vllm import LLM
 
         self.settings = settings
+        #: told the samples of each request vLLM finishes: a stage's progress as it goes
+        self.on_samples = on_samples
         self.llm = LLM(
             model=str(model_path),
             tensor_parallel_size=settings.tensor_parallel,
@@ -97,8 +99,41 @@ class VllmEngine:
                 )
                 for i in range(len(batch))
             ]
-            outputs = self.llm.chat(list(batch), params, use_tqdm=False)
+            outputs = self.llm.chat(list(batch), params, use_tqdm=_request_counter(self.on_samples) if self.on_samples else False)
             results.extend(
                 [Sample(c.text, len(c.token_ids), c.finish_reason == "length") for c in output.outputs] for output in outputs
             )
         return results
+
+
+def _request_counter(on_samples: Callable[[int], None]) -> Callable[..., object]:
+    """A progress-bar class for vLLM's `use_tqdm` that draws nothing: vLLM updates its bar by the
+    samples of each request it finishes, which go to `on_samples` (the bar over rendering the
+    prompts, which vLLM also makes, is not counted)."""
+    from tqdm import tqdm
+
+    class RequestCounter(tqdm):
+        def __init__(self, *args, **kwargs):
+            self._requests = not args and kwargs.get("iterable") is None  # the engine's bar, not the rendering's
+            kwargs.update(file=_DISCARD, mininterval=3600.0)
+            super().__init__(*args, **kwargs)
+
+        def update(self, n=1):
+            if self._requests and n:
+                on_samples(int(n))
+            return super().update(n)
+
+    return RequestCounter
+
+
+class _Discard:
+    """Where the counting bar draws: nowhere."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+_DISCARD = _Discard()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,9 +76,11 @@ def train_sft(
     train: Train,
     output_dir: Path,
     work_dir: Path,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> dict[str, float]:
     """Fine-tune `model_path` on SFT records and save an HF checkpoint to `output_dir` (on the
-    main process). Returns numbers for the stage manifest."""
+    main process). `on_step(step, steps)` hears of every optimizer step. Returns numbers for the
+    stage manifest."""
     import torch
     from transformers import (
         AutoModelForCausalLM,
@@ -134,6 +136,8 @@ def train_sft(
         train_dataset=data.examples,
         data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX),
     )
+    if on_step is not None:
+        trainer.add_callback(_steps_to(on_step))
     result = trainer.train()
     trainer.save_model(str(output_dir))  # gathers ZeRO-3 shards; writes on the main process only
     if trainer.is_world_process_zero():
@@ -148,3 +152,17 @@ def train_sft(
         "train_loss": float(result.training_loss),
         "train_seconds": float(result.metrics.get("train_runtime", 0.0)),
     }
+
+
+def _steps_to(on_step: Callable[[int, int], None]) -> object:
+    """A Trainer callback that reports each optimizer step and the steps in all."""
+    from transformers import TrainerCallback
+
+    class Steps(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            on_step(0, state.max_steps)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            on_step(state.global_step, state.max_steps)
+
+    return Steps()

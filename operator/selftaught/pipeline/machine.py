@@ -1,4 +1,4 @@
-"""What GPUs this machine gives the local runner: their CUDA_VISIBLE_DEVICES names and memory.
+"""What GPUs this machine gives the local runner: their CUDA_VISIBLE_DEVICES names, memory and kind.
 
 The runner itself never initializes CUDA (every byte of every GPU is its stage processes'): the
 count comes from `torch.cuda.device_count()`, which asks the driver without creating a context,
@@ -16,7 +16,8 @@ from selftaught.pipeline.placement import CPU, Machine, visible_devices
 
 _MEMORY = (
     "import json, torch\n"
-    "print(json.dumps([torch.cuda.get_device_properties(i).total_memory for i in range(torch.cuda.device_count())]))\n"
+    "gpus = [torch.cuda.get_device_properties(i) for i in range(torch.cuda.device_count())]\n"
+    "print(json.dumps([[gpu.total_memory, gpu.name] for gpu in gpus]))\n"
 )
 
 
@@ -36,7 +37,8 @@ def probe() -> Machine:
         return CPU
     result = subprocess.run([sys.executable, "-c", _MEMORY], capture_output=True, text=True, timeout=300, check=False)
     try:
-        memory = tuple(int(m) for m in json.loads(result.stdout.strip().splitlines()[-1]))
+        found = json.loads(result.stdout.strip().splitlines()[-1])
+        memory, names = tuple(int(m) for m, _ in found), tuple(str(n) for _, n in found)
     except (ValueError, IndexError, TypeError):
         raise SelftaughtError(f"could not read the GPUs' memory: {(result.stderr or result.stdout).strip()[-1000:]}") from None
-    return Machine(devices=devices[: len(memory)], memory=memory[: len(devices)])
+    return Machine(devices=devices[: len(memory)], memory=memory[: len(devices)], names=names[: len(devices)])

@@ -33,6 +33,8 @@ class Machine:
 
     devices: tuple[str, ...] = ()
     memory: tuple[int, ...] = ()
+    #: the devices' names (`NVIDIA H100 80GB HBM3`), for pricing the run
+    names: tuple[str, ...] = ()
 
 
 CPU = Machine()

@@ -87,4 +87,25 @@ def main(name: str, iteration: int, shard: int | None, run_file: str | None) -> 
         return EXIT_PERMANENT if failure.permanent else EXIT_RETRYABLE
     if manifest is not None:
         log.info("%s done: %s", ref.label, json.dumps(manifest.summary)[:2000])
+        report_if_finished(run)
     return 0
+
+
+def report_if_finished(run: SelfTaughtRun) -> str | None:
+    """The run's HTML report, written by the stage process that finishes the run's last stage (in a
+    pod: the generation or training image, which have matplotlib; the operator loads none of it).
+    A report that cannot be written is logged, never a failed stage: its outputs are published."""
+    from selftaught.pipeline.planner import plan
+    from selftaught.pipeline.progress import scan
+    from selftaught.pipeline.runreport import write_report
+
+    try:
+        store = open_run_store(run)
+        if not plan(run.spec, scan(store).done).finished:
+            return None
+        url = write_report(store, run)
+    except Exception:  # matplotlib missing, the store gone for a moment: the run succeeded all the same
+        log.warning("the run's report was not written", exc_info=True)
+        return None
+    log.info("the run's report: %s", url)
+    return url

@@ -1,6 +1,6 @@
-"""Reading a run's progress from its store: which stages and shards are done, and the small
-summaries (kept examples, accuracy, checkpoint, skipped input records) that go into the status
-and `selftaught run`'s summary."""
+"""Reading a run's progress from its store: which stages and shards are done, where the progress
+objects of running stages are, and the small summaries (kept examples, accuracy, checkpoint,
+skipped input records) that go into the status and `selftaught run`'s summary."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from selftaught.pipeline.table import ORDER, STAGES, StageRef
 from selftaught.store import Store
-from selftaught.store.layout import MANIFEST, SHARD_MARKERS
+from selftaught.store.layout import MANIFEST, PROGRESS, REPORT, SHARD_MARKERS
 from selftaught.store.manifest import Manifest, read_manifest
 
 
@@ -17,6 +17,12 @@ from selftaught.store.manifest import Manifest, read_manifest
 class Progress:
     manifests: dict[StageRef, Manifest] = field(default_factory=dict)
     shards_done: dict[StageRef, int] = field(default_factory=dict)
+    #: which shards have their marker (by number)
+    finished_shards: dict[StageRef, set[int]] = field(default_factory=dict)
+    #: the keys of each stage's progress objects (`_progress/NNNNN.json`), read only when shown
+    progress_keys: dict[StageRef, list[str]] = field(default_factory=dict)
+    #: whether the run's HTML report is there
+    report: bool = False
 
     @property
     def done(self) -> frozenset[StageRef]:
@@ -30,6 +36,8 @@ def scan(store: Store, cache: dict[str, Manifest] | None = None) -> Progress:
     progress = Progress()
     for key in store.list(""):
         head, _, name = key.rpartition("/")
+        if key == REPORT:
+            progress.report = True
         if name == MANIFEST:
             ref = StageRef.from_prefix(head)
             if ref is None:
@@ -42,6 +50,12 @@ def scan(store: Store, cache: dict[str, Manifest] | None = None) -> Progress:
             ref = StageRef.from_prefix(head[: -len(SHARD_MARKERS) - 1])
             if ref is not None:
                 progress.shards_done[ref] = progress.shards_done.get(ref, 0) + 1
+                if name.removesuffix(".json").isdigit():
+                    progress.finished_shards.setdefault(ref, set()).add(int(name.removesuffix(".json")))
+        elif head.endswith(f"/{PROGRESS}") and name.endswith(".json"):
+            ref = StageRef.from_prefix(head[: -len(PROGRESS) - 1])
+            if ref is not None:
+                progress.progress_keys.setdefault(ref, []).append(key)
     return progress
 
 
@@ -88,3 +102,27 @@ def skipped_summary(progress: Progress, reasons: int = 3) -> list[str]:
         more = f" (the first {len(manifest.skipped)} in {ref.manifest_key})" if len(manifest.skipped) > reasons else ""
         lines.append(f"{ref.label}: {count} record{'' if count == 1 else 's'} skipped" + (f": {first}" if first else "") + more)
     return lines
+
+
+def describe(ref: StageRef, progress: Progress) -> str:
+    """A finished stage in one line: its summary and seconds."""
+    manifest = progress.manifests[ref]
+    details = ", ".join(f"{k} {v}" for k, v in manifest.summary.items())
+    return f"{details} ({manifest.seconds:.1f}s)"
+
+
+def iteration_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The per-iteration table `selftaught run` and `selftaught status` print."""
+    lines = [f"{'iter':>4}  {'tried':>6}  {'kept':>6}  {'keep%':>6}  {'accuracy':>8}  {'overall':>8}  {'pos-cons':>8}  checkpoint"]
+    for row in rows:
+        keep = row.get("keepRate")
+        lines.append(
+            f"{row['iteration']:>4}  {_fmt(row.get('tried'))}  {_fmt(row.get('kept'))}  "
+            f"{'' if keep is None else f'{100 * keep:5.1f}%':>6}  {_fmt(row.get('accuracy'), 8, '.3f')}  {_fmt(row.get('overall'), 8, '.3f')}  "
+            f"{_fmt(row.get('positionConsistent'), 8, '.3f')}  {row.get('checkpoint') or ''}"
+        )
+    return lines
+
+
+def _fmt(value: Any, width: int = 6, spec: str = "") -> str:
+    return f"{'-' if value is None else format(value, spec):>{width}}"

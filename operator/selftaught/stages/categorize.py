@@ -54,11 +54,12 @@ class Categorize(MapReduceStage):
         if not records and ctx.num_shards == 1:  # known now: fail before a marker says "done"
             raise nothing_usable(f"data.instructions.source {data.instructions.source}", "instruction to categorize", merged(skipped, too_long))
         settings = spec.categorize
+        ctx.progress.start(len(records))
         answers = engine.chat(
             [categorize_messages(r["instruction"]) for r in records],
             Sampling(n=1, temperature=settings.temperature, max_tokens=settings.max_tokens),
         ) if records else []
-        counts: Counter[str] = Counter(records=len(records))
+        counts: Counter[str] = Counter(records=len(records), tokens=sum(samples[0].tokens for samples in answers))
         for record, samples in zip(records, answers, strict=True):
             parsed = parse_categorization(samples[0].text)
             if parsed is None:

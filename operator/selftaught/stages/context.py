@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from selftaught.api.spec import ModelSource, SelfTaughtRun, SelfTaughtRunSpec
 from selftaught.chat import ChatEngine
+from selftaught.stages.progress import NoProgress, SampleMeter, ShardProgress
 from selftaught.store import Store
 from selftaught.store.layout import ATTEMPT_PREFIX, output_key
 
@@ -26,7 +27,7 @@ def vllm_engine(ctx: StageContext, model: ModelSource) -> ChatEngine:
     from selftaught.engines.generation import VllmEngine
     from selftaught.engines.models import resolve_model
 
-    return VllmEngine(resolve_model(model, ctx.spec.storage), ctx.spec.generation, seed=ctx.spec.seed)
+    return VllmEngine(resolve_model(model, ctx.spec.storage), ctx.spec.generation, seed=ctx.spec.seed, on_samples=ctx.meter.finished)
 
 
 @dataclass
@@ -40,6 +41,12 @@ class StageContext:
     make_engine: Callable[[StageContext, ModelSource], ChatEngine] = vllm_engine
     #: this process's attempt at the stage: everything it writes goes under this folder
     attempt: str = field(default_factory=lambda: f"{ATTEMPT_PREFIX}{uuid.uuid4().hex[:12]}")
+    #: the progress of the shard at work (`stages/progress.py`); outside a shard, nothing is written
+    progress: ShardProgress = field(default_factory=NoProgress)
+
+    def __post_init__(self) -> None:
+        #: counts the samples the engine generates into `progress`
+        self.meter = SampleMeter(lambda: self.progress)
 
     @property
     def spec(self) -> SelfTaughtRunSpec:

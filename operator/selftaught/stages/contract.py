@@ -20,9 +20,10 @@ from typing import ClassVar
 from selftaught.api.spec import ModelSource
 from selftaught.chat import ChatEngine
 from selftaught.stages.context import LazyEngine, StageContext
+from selftaught.stages.progress import NoProgress, ShardProgress
 from selftaught.store import Store
 from selftaught.store.jsonl import JsonlWriter
-from selftaught.store.layout import SHARD_MARKERS, attempt_of, manifest_key, shard_name
+from selftaught.store.layout import SHARD_MARKERS, attempt_of, manifest_key, progress_key, shard_name
 from selftaught.store.manifest import Manifest, create_manifest, read_manifest
 
 log = logging.getLogger(__name__)
@@ -82,13 +83,19 @@ def execute(stage: AnyStage, ctx: StageContext, shards: list[int] | None = None)
         return existing
     if isinstance(stage, Stage):
         return _publish(ctx, stage.run(ctx))
-    engine = LazyEngine(lambda: ctx.engine_factory(stage.model(ctx)))
+    engine = ctx.meter.counted(LazyEngine(lambda: _loaded(ctx, ctx.engine_factory(stage.model(ctx)))))
     for shard in shards if shards is not None else range(ctx.num_shards):
         if ctx.store.exists(ref.shard_manifest_key(shard)):
             continue
         started = time.monotonic()
-        with JsonlWriter(ctx.store, ctx.output_key(shard_name(shard))) as out:
-            result = stage.map_shard(ctx, shard, out, engine)
+        ctx.progress = ShardProgress(ctx.store, progress_key(ref.prefix, shard), ref.label, shard, ctx.attempt)
+        ctx.progress.start()  # map_shard says its total once it has read its input
+        try:
+            with JsonlWriter(ctx.store, ctx.output_key(shard_name(shard))) as out:
+                result = stage.map_shard(ctx, shard, out, engine)
+            ctx.progress.finish()
+        finally:
+            ctx.progress = NoProgress()
         written = out.written
         marker = Manifest(
             stage=ref.name,
@@ -111,6 +118,11 @@ def execute(stage: AnyStage, ctx: StageContext, shards: list[int] | None = None)
     if len(finished) < ctx.num_shards:
         return None
     return _publish(ctx, stage.reduce(ctx, finished))
+
+
+def _loaded(ctx: StageContext, engine: ChatEngine) -> ChatEngine:
+    ctx.progress.working()  # the shard's rate of work counts from here, not from the model load
+    return engine
 
 
 def _publish(ctx: StageContext, manifest: Manifest | None) -> Manifest | None:

@@ -137,19 +137,25 @@ class Evaluate(MapReduceStage):
             raise nothing_usable(evaluation_subject(ctx), "example to evaluate", merged(skipped, too_long))
         requests = Requests()
         records = [_request(e, benchmark, seed, settings, requests) for e in examples]
+        voting = bool(settings.majority_vote and benchmark == "rewardbench" and records)
+        ctx.progress.start(len(requests.conversations) + (len(records) * settings.majority_vote if voting else 0))
+        tokens = 0
         if requests.conversations:
-            requests.fill(engine.chat(requests.conversations, Sampling(n=1, temperature=0.0, max_tokens=settings.max_tokens)))
-        if settings.majority_vote and benchmark == "rewardbench" and records:
+            answers = engine.chat(requests.conversations, Sampling(n=1, temperature=0.0, max_tokens=settings.max_tokens))
+            tokens += sum(s.tokens for samples in answers for s in samples)
+            requests.fill(answers)
+        if voting:
             shown = [requests.conversations[i] for i, (_, field, _) in enumerate(requests.slots) if field == "output"]
             seeds = [priority(seed, f"vote:{r['id']}") % 2**31 for r in records]
             sampling = Sampling(n=settings.majority_vote, temperature=VOTE_TEMPERATURE, top_p=VOTE_TOP_P, max_tokens=settings.max_tokens)
             for record, samples in zip(records, engine.chat(shown, sampling, seeds), strict=True):
                 record["outputs"] = [s.text for s in samples]
+                tokens += sum(s.tokens for s in samples)
         for record in records:
             out.write(record)
         # every shard reads the same set, so only shard 0 reports what the reader skipped
         read = skipped if shard == 0 else SkipCounter()
-        counts = {"examples": len(records), "too_long": too_long.skipped, "skipped_records": read.skipped + too_long.skipped}
+        counts = {"examples": len(records), "too_long": too_long.skipped, "skipped_records": read.skipped + too_long.skipped, "tokens": tokens}
         return ShardResult(counts, skipped=merged(read, too_long).examples)
 
     def reduce(self, ctx, shard_manifests):
@@ -165,7 +171,7 @@ class Evaluate(MapReduceStage):
         ctx.store.write_text(key, json.dumps(report, indent=2))
         return Manifest(
             stage=self.name,
-            counts={"examples": report["examples"], "skipped_records": skipped},
+            counts={"examples": report["examples"], "skipped_records": skipped, "tokens": sum(m.counts.get("tokens", 0) for m in shard_manifests)},
             outputs={key: {}},
             seconds=sum(m.seconds for m in shard_manifests),
             summary={**summarize(report), **({"skipped": skipped} if skipped else {})},

@@ -50,6 +50,7 @@ class Judge(MapReduceStage):
         too_long = room.count(False)
         states = [state for state, fit in zip(states, room, strict=True) if fit]
         counts: Counter[str] = Counter(items=len(states), kept=0, a_wins=0, b_wins=0, rounds=0, too_long=too_long)
+        ctx.progress.start(len(states) * settings.samples)  # the fixed-N budget: an item kept early counts its unused samples
         pending = states
         for number, size in enumerate(sampling_rounds(settings.samples, settings.first_round, settings.adaptive)):
             if not pending:
@@ -66,6 +67,7 @@ class Judge(MapReduceStage):
                     still_pending.append(state)
                     continue
                 out.write(kept)
+                ctx.progress.advance(settings.samples - state.samples)
                 counts["kept"] += 1
                 counts["a_wins" if kept["winner"] == "A" else "b_wins"] += 1
             pending = still_pending

@@ -40,6 +40,7 @@ class Pairs(MapReduceStage):
         if not records:
             return ShardResult(dict(counts))
         settings = ctx.spec.pairs
+        ctx.progress.start(2 * len(records))  # an answer, then a modified instruction and its answer
         sampling = Sampling(n=1, temperature=settings.temperature, top_p=settings.top_p, max_tokens=settings.max_tokens)
         seed = ctx.spec.seed
 
@@ -54,11 +55,13 @@ class Pairs(MapReduceStage):
         room = fits(engine, [modified_instruction_messages(r["instruction"], b.text) for r, b in finished], settings.max_tokens)
         counts["too_long"] += room.count(False)
         finished = [item for item, fit in zip(finished, room, strict=True) if fit]
+        ctx.progress.advance(len(records) - len(finished))  # their second request is never sent
         modified = engine.chat(
             [modified_instruction_messages(r["instruction"], b.text) for r, b in finished],
             sampling,
             seeds("modified", [r for r, _ in finished]),
         ) if finished else []
+        counts["tokens"] = sum(s[0].tokens for s in baselines) + sum(s[0].tokens for s in modified)
         for (record, baseline), answer in zip(finished, modified, strict=True):
             if answer[0].truncated:
                 counts["truncated"] += 1

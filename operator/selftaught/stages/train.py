@@ -11,8 +11,9 @@ from pathlib import Path
 from selftaught.api.spec import ModelSource
 from selftaught.engines.models import resolve_model
 from selftaught.stages.contract import Stage
+from selftaught.stages.progress import NoProgress, ShardProgress
 from selftaught.store.jsonl import read_jsonl
-from selftaught.store.layout import checkpoint_output, sft_output
+from selftaught.store.layout import checkpoint_output, progress_key, sft_output
 from selftaught.store.manifest import Manifest, published_key
 
 
@@ -27,6 +28,12 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def _step(ctx, step: int, steps: int) -> None:
+    if step == 0:
+        ctx.progress.working()  # the model is loaded: the rate of steps counts from here
+    ctx.progress.set(step, steps)
+
+
 class Train(Stage):
     name = "train"
 
@@ -37,16 +44,22 @@ class Train(Stage):
         model_path = resolve_model(base_model(ctx), ctx.spec.storage)
         records = read_jsonl(ctx.store, published_key(ctx.store, *sft_output(iteration)))
         work = Path(tempfile.mkdtemp(prefix=f"selftaught-train-{iteration}-"))
+        if is_main_process():  # rank 0 speaks for every worker: optimizer steps done and in all
+            ctx.progress = ShardProgress(ctx.store, progress_key(ctx.stage.prefix, 0), ctx.stage.label, 0, ctx.attempt, unit="steps")
+            ctx.progress.start()
         try:
             output = work / "checkpoint"
             numbers = train_sft(
-                model_path=model_path, records=records, train=ctx.spec.train, output_dir=output, work_dir=work / "trainer"
-            )
+                model_path=model_path, records=records, train=ctx.spec.train, output_dir=output, work_dir=work / "trainer",
+                on_step=lambda step, steps: _step(ctx, step, steps),
+            )  # fmt: skip
+            ctx.progress.finish()
             if not is_main_process():
                 return None  # rank 0 publishes the checkpoint and the manifest
             prefix = ctx.output_key(checkpoint_output(iteration)[1])  # this attempt's folder: published if it wins
             keys = ctx.store.upload_dir(output, prefix)
         finally:
+            ctx.progress = NoProgress()
             shutil.rmtree(work, ignore_errors=True)
         checkpoint = ctx.store.url(prefix)
         return Manifest(

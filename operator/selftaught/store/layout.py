@@ -6,11 +6,13 @@ lease.json                                      who runs the run now (the local 
 categorize/attempt-3f9c…/shard-00000.jsonl      one file per shard, under the attempt that wrote it
 categorize/_shards/00000.json                   shard done-marker (counts, sha256, seconds, which file)
 categorize/_manifest.json                       stage done-marker (names the winning attempt)
+categorize/_progress/00000.json                 how far a running shard is (done, total, tokens; rewritten every few seconds)
 select/attempt-…/selected.jsonl
 pairs/attempt-…/train.jsonl  pairs/attempt-…/heldout.jsonl
 iter-001/judge/attempt-…/sft.jsonl              the kept, balanced judgments
 iter-001/train/attempt-…/checkpoint/            HF checkpoint (safetensors, tokenizer, chat template)
 iter-001/evaluate/attempt-…/metrics.json        iter-000/evaluate is the seed judge's baseline
+report/index.html                               the run's report, plots inside
 ```
 Every stage process writes under its own attempt folder and publishes by creating the done-marker
 only if it does not exist yet (a conditional write): of two processes of one stage (an orphan and
@@ -26,6 +28,10 @@ from __future__ import annotations
 
 MANIFEST = "_manifest.json"
 SHARD_MARKERS = "_shards"
+#: progress objects of a running stage, one per shard: outside every attempt folder, so the
+#: stale-attempt cleanup never removes them and a retry overwrites its predecessor's
+PROGRESS = "_progress"
+REPORT = "report/index.html"
 
 
 def stage_prefix(name: str, iteration: int | None = None) -> str:
@@ -53,6 +59,10 @@ def shard_name(shard: int) -> str:
 
 def shard_marker_key(prefix: str, shard: int) -> str:
     return f"{prefix}/{SHARD_MARKERS}/{shard:05d}.json"
+
+
+def progress_key(prefix: str, shard: int) -> str:
+    return f"{prefix}/{PROGRESS}/{shard:05d}.json"
 
 
 ATTEMPT_PREFIX = "attempt-"

@@ -1,0 +1,607 @@
+"""What a run will cost, before it starts and as it goes: generated tokens, GPU-hours and time
+per stage, from the spec, the data's size, the models' sizes and a throughput table per GPU kind.
+
+A pure function, so `selftaught plan`, `selftaught run` and the operator print the same numbers.
+Before launch every number comes from the spec's `estimate` assumptions (docs/cost.md); as stages
+finish, their manifests replace assumptions with measurements: the counts that flow on (instructions,
+selected, pairs, judge samples per item, kept), and for each stage name the measured seconds against
+the predicted ones, a factor that corrects the stages of that name still to run.
+
+Time model. Generation: a prompt token costs 2 x active parameters at the kind's prefill rate, a
+generated token 2 x active parameters at its decode rate; every process that loads the model pays
+the start time and the weights (2 bytes a parameter) at the load rate. Training: 6 x parameters per
+token (x 4/3 with gradient checkpointing) at the training rate, plus a start and three passes over
+the weights (load, gather, upload).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from selftaught.api.spec import ModelSource, SelfTaughtRunSpec, Throughput
+from selftaught.method.judging import sampling_rounds
+from selftaught.method.prompts import (
+    CATEGORIZE_TEMPLATE,
+    JUDGE_SYSTEM_PROMPT,
+    JUDGE_USER_TEMPLATE,
+    MODIFIED_INSTRUCTION_TEMPLATE,
+    RATING_TEMPLATE,
+)
+from selftaught.pipeline.placement import Machine, generation_placement, training_placement
+from selftaught.pipeline.planner import evaluation_enabled, stage_graph
+from selftaught.pipeline.table import StageRef
+from selftaught.store.manifest import Manifest
+
+
+@dataclass(frozen=True)
+class Rates:
+    """One GPU kind's effective per-GPU rates (`spec.estimate.throughput` overrides any)."""
+
+    decode_tflops: float
+    prefill_tflops: float
+    train_tflops: float
+    load_gb_per_second: float
+    start_seconds: float
+
+
+#: Defaults, per GPU, for vLLM 0.32 and DeepSpeed ZeRO-3 in bf16 (docs/cost.md explains them): decode
+#: is memory-bound (H100: ~500 tokens/s per GPU for a 70B model at large batch), prefill and
+#: training compute-bound (~50% and ~40% of the dense bf16 peak). `cpu` is vLLM's CPU build on a
+#: small model, measured on the quickstart (2 cores).
+RATES: dict[str, Rates] = {
+    "H100": Rates(decode_tflops=70, prefill_tflops=500, train_tflops=400, load_gb_per_second=1.0, start_seconds=60),
+    "H200": Rates(decode_tflops=100, prefill_tflops=500, train_tflops=400, load_gb_per_second=1.0, start_seconds=60),
+    "B200": Rates(decode_tflops=140, prefill_tflops=1000, train_tflops=800, load_gb_per_second=1.5, start_seconds=60),
+    "A100": Rates(decode_tflops=30, prefill_tflops=160, train_tflops=125, load_gb_per_second=1.0, start_seconds=60),
+    "L40S": Rates(decode_tflops=20, prefill_tflops=180, train_tflops=130, load_gb_per_second=1.0, start_seconds=60),
+    "cpu": Rates(decode_tflops=0.002, prefill_tflops=0.02, train_tflops=0.02, load_gb_per_second=0.5, start_seconds=6),
+}
+#: Seconds a training stage spends launching before it loads weights (torchrun, DeepSpeed's init).
+TRAIN_LAUNCH_SECONDS = 15.0
+#: Generated tokens of a categorization (category, complexity, length), at most categorize.maxTokens.
+CATEGORY_TOKENS = 30
+#: Chat-template tokens around every conversation; prompt text is ~4 characters a token.
+TEMPLATE_TOKENS, CHARS_PER_TOKEN = 20, 4
+#: Examples of each benchmark's usual set, when the evaluation source cannot be counted.
+BENCHMARK_SIZES = {"rewardbench": 2985, "rewardbench2": 1865, "judgebench": 350}
+#: Answers rated per RewardBench 2 example (one chosen, three rejected).
+RATINGS_PER_EXAMPLE = 4
+#: Spread of per-item judge accuracy around its mean (Beta concentration, as benchmarks/sampling.py).
+CONCENTRATION = 2.0
+#: Seconds select spends per instruction (a CPU stream), and to start.
+SELECT_SECONDS_PER_RECORD, SELECT_START_SECONDS = 2e-5, 5.0
+
+
+@dataclass(frozen=True)
+class Size:
+    """A model's parameters, in billions, and how we know."""
+
+    total: float
+    active: float
+    known_from: str
+
+
+@dataclass(frozen=True)
+class Count:
+    value: int | None
+    known_from: str
+
+
+@dataclass(frozen=True)
+class Executor:
+    """How stages run: how many generation processes at once, whether each shard loads its model
+    (a pod or process per shard) or one process runs every shard, and the training GPUs."""
+
+    name: Literal["cluster", "local"]
+    generation_at_once: int
+    load_per_shard: bool
+    gpus_per_generation: int
+    train_gpus: int
+    train_nodes: int = 1
+
+
+def cluster_executor(spec: SelfTaughtRunSpec) -> Executor:
+    generation = spec.generation
+    return Executor(
+        "cluster", min(generation.parallelism, generation.shards), True, generation.tensor_parallel,
+        spec.train.nodes * spec.train.gpus_per_node, spec.train.nodes,
+    )  # fmt: skip
+
+
+def local_executor(spec: SelfTaughtRunSpec, machine: Machine) -> Executor:
+    """How `selftaught run` places stages on this machine (`pipeline/placement.py`)."""
+    if not machine.devices:
+        return Executor("local", 1, False, 0, 0)
+    groups = generation_placement(spec.generation, machine.devices).at_once
+    training = training_placement(spec.train, machine.devices)
+    return Executor("local", groups, groups > 1, spec.generation.tensor_parallel, training.nproc)
+
+
+def machine_kind(machine: Machine) -> str:
+    """The GPU kind of this machine's GPUs (cpu without any; H100 for a kind the table lacks)."""
+    if not machine.devices:
+        return "cpu"
+    return next((kind for name in machine.names if (kind := kind_of_device(name))), "H100")
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What the estimate knows besides the spec: data counts, model sizes, the GPU kind and the
+    executor, each with where it came from."""
+
+    instructions: Count
+    evaluation_examples: Count
+    seed: Size
+    generator: Size
+    gpu: str
+    gpu_from: str
+    executor: Executor
+
+
+@dataclass
+class StageEstimate:
+    label: str
+    kind: str
+    shards: int
+    processes: str  #: how it runs, e.g. "16 pods x 8 GPUs, 4 at once"
+    gpus: int  #: GPUs the stage holds while it runs
+    prompt_tokens: float = 0.0
+    generated_tokens: float = 0.0
+    gpu_hours: float = 0.0
+    hours: float = 0.0
+    measured: bool = False
+
+
+@dataclass
+class Adaptive:
+    """Adaptive judging against always sampling `samples`, over all judge stages."""
+
+    samples: int
+    samples_per_item: float
+    keep_rate: float
+    tokens: float
+    fixed_tokens: float
+    gpu_hours: float
+    fixed_gpu_hours: float
+
+
+@dataclass
+class Estimate:
+    gpu: str
+    rows: list[StageEstimate] = field(default_factory=list)
+    adaptive: Adaptive | None = None
+    assumptions: list[str] = field(default_factory=list)
+    #: why there is no estimate (no instruction count); rows are empty then
+    unknown: str | None = None
+
+    @property
+    def gpu_hours(self) -> float:
+        return sum(row.gpu_hours for row in self.rows)
+
+    @property
+    def hours(self) -> float:
+        return sum(row.hours for row in self.rows)
+
+    @property
+    def generated_tokens(self) -> float:
+        return sum(row.generated_tokens for row in self.rows)
+
+    @property
+    def remaining_gpu_hours(self) -> float:
+        return sum(row.gpu_hours for row in self.rows if not row.measured)
+
+    @property
+    def remaining_hours(self) -> float:
+        return sum(row.hours for row in self.rows if not row.measured)
+
+    @property
+    def measured_stages(self) -> int:
+        return sum(row.measured for row in self.rows)
+
+
+# -- the inputs ------------------------------------------------------------------------------------
+
+
+def size_from_name(source: str) -> tuple[float, float] | None:
+    """(total, active) billions from a model's name: `Meta-Llama-3-70B` -> 70; `Mixtral-8x22B`
+    -> 141 total, 39 active (experts share attention: ~0.8 x 8 x 22, two experts of ~0.9 x 22 per
+    token); `Qwen3-30B-A3B` -> 30 total, 3 active."""
+    name = source.rstrip("/").rsplit("/", 1)[-1]
+    moe = re.search(r"(\d+)x(\d+(?:\.\d+)?)[bB]\b", name)
+    if moe:
+        experts, each = int(moe.group(1)), float(moe.group(2))
+        return round(0.8 * experts * each, 1), round(1.8 * each, 1)
+    active = re.search(r"(\d+(?:\.\d+)?)[bB]-[aA](\d+(?:\.\d+)?)[bB]\b", name)
+    if active:
+        return float(active.group(1)), float(active.group(2))
+    dense = re.search(r"(?<![\d.])(\d+(?:\.\d+)?)[bB]\b", name)
+    if dense:
+        return float(dense.group(1)), float(dense.group(1))
+    millions = re.search(r"(?<![\d.])(\d+(?:\.\d+)?)[mM]\b", name)
+    if millions:
+        return float(millions.group(1)) / 1000, float(millions.group(1)) / 1000
+    return None
+
+
+def model_size(model: ModelSource, given: tuple[float, float] | None, override, what: str) -> Size:
+    """The size the spec gives (`override`), else `given` (read from the checkpoint), else from
+    the model's name, else 8B."""
+    if override is not None:
+        return Size(override.total, override.active or override.total, f"spec.estimate.{what}Size")
+    if given is not None:
+        return Size(given[0], given[1], "its checkpoint's safetensors headers")
+    guessed = size_from_name(model.source)
+    if guessed is not None:
+        return Size(guessed[0], guessed[1], "its name")
+    return Size(8.0, 8.0, f"assumed: its name has no size, set spec.estimate.{what}Size")
+
+
+def gpu_kind(spec: SelfTaughtRunSpec, machine: str | None = None) -> tuple[str, str]:
+    """(GPU kind, where from): spec.estimate.gpu, else `machine` (the local runner's), else the
+    generation node selector's `nvidia.com/gpu.product`, else H100."""
+    if spec.estimate.gpu:
+        return spec.estimate.gpu, "spec.estimate.gpu"
+    if machine:
+        return machine, "this machine"
+    product = (spec.scheduling.generation.node_selector or {}).get("nvidia.com/gpu.product", "")
+    for kind in RATES:
+        if kind != "cpu" and kind.lower() in product.lower():
+            return kind, f"scheduling.generation.nodeSelector {product}"
+    return "H100", "default; set spec.estimate.gpu"
+
+
+def kind_of_device(name: str) -> str | None:
+    """The GPU kind of a device name such as `NVIDIA H100 80GB HBM3`."""
+    return next((kind for kind in RATES if kind != "cpu" and kind.lower() in name.lower()), None)
+
+
+def rates_of(kind: str, override: Throughput | None) -> Rates:
+    rates = RATES[kind]
+    if override is None:
+        return rates
+    return replace(rates, **{name: value for name, value in override.model_dump().items() if value is not None})
+
+
+def inputs_for(
+    spec: SelfTaughtRunSpec,
+    *,
+    instructions: int | None = None,
+    evaluation_examples: int | None = None,
+    seed_size: tuple[float, float] | None = None,
+    generator_size: tuple[float, float] | None = None,
+    machine_gpu: str | None = None,
+    executor: Executor | None = None,
+) -> Inputs:
+    """The inputs from the spec and what a caller could count (a local file's lines, a local
+    checkpoint's parameters, the machine's GPUs); the spec's `estimate` section wins over both."""
+    assume = spec.estimate
+    if assume.instructions:
+        counted = Count(assume.instructions, "spec.estimate.instructions")
+    elif instructions is not None:
+        limit = spec.data.instructions.limit
+        counted = Count(min(instructions, limit) if limit else instructions, "counted in data.instructions.source")
+    elif spec.data.instructions.limit:
+        counted = Count(spec.data.instructions.limit, "data.instructions.limit")
+    else:
+        counted = Count(None, "unknown: set spec.estimate.instructions")
+    source = spec.data.evaluation.source
+    if not source:
+        examples = Count(None, "the held-out pairs")
+    elif assume.evaluation_examples:
+        examples = Count(assume.evaluation_examples, "spec.estimate.evaluationExamples")
+    elif evaluation_examples is not None:
+        examples = Count(evaluation_examples, "counted in data.evaluation.source")
+    else:
+        benchmark = spec.evaluate.benchmark
+        examples = Count(BENCHMARK_SIZES[benchmark], f"{benchmark}'s usual size; set spec.estimate.evaluationExamples")
+    kind, kind_from = gpu_kind(spec, machine_gpu)
+    generator = spec.models.generator
+    return Inputs(
+        instructions=counted,
+        evaluation_examples=examples,
+        seed=model_size(spec.models.seed, seed_size, assume.seed_size, "seed"),
+        generator=model_size(generator, generator_size, assume.generator_size, "generator")
+        if generator is not None
+        else model_size(spec.models.seed, seed_size, assume.seed_size, "seed"),
+        gpu=kind,
+        gpu_from=kind_from,
+        executor=executor or cluster_executor(spec),
+    )
+
+
+# -- what finished stages measured -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Measurements:
+    """The numbers of finished stages, read from their manifests."""
+
+    instructions: int | None = None
+    selected: int | None = None
+    train_pairs: int | None = None
+    heldout_pairs: int | None = None
+    evaluation_examples: int | None = None
+    samples_per_item: float | None = None  #: of the newest finished judge
+    keep_rate: float | None = None
+    tokens_per_sample: float | None = None
+    judge_items: dict[int, int] = field(default_factory=dict)
+    training_examples: dict[int, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  #: label -> process seconds (summed over shards)
+    tokens: dict[str, float] = field(default_factory=dict)  #: label -> generated tokens, where counted
+
+
+def measure(manifests: Mapping[StageRef, Manifest]) -> Measurements:
+    """Pure: the measurements in a run's stage manifests."""
+    found: dict = {"judge_items": {}, "training_examples": {}, "seconds": {}, "tokens": {}}
+    for ref in sorted(manifests):
+        manifest = manifests[ref]
+        counts, summary = manifest.counts, manifest.summary
+        found["seconds"][ref.label] = manifest.seconds
+        if counts.get("tokens") is not None:
+            found["tokens"][ref.label] = counts["tokens"]
+        if ref.name == "categorize" and counts.get("records") is not None:
+            found["instructions"] = int(counts["records"])
+        elif ref.name == "select" and summary.get("selected") is not None:
+            found["selected"] = int(summary["selected"])
+        elif ref.name == "pairs" and counts.get("train") is not None:
+            found["train_pairs"], found["heldout_pairs"] = int(counts["train"]), int(counts.get("heldout", 0))
+        elif ref.name == "evaluate" and counts.get("examples"):
+            found["evaluation_examples"] = int(counts["examples"])
+        elif ref.name == "judge" and counts.get("items"):
+            items = counts["items"]
+            found["judge_items"][ref.iteration] = int(items)
+            found["samples_per_item"] = counts.get("samples", 0) / items
+            found["keep_rate"] = counts.get("kept", 0) / items
+            if counts.get("samples"):
+                found["tokens_per_sample"] = counts.get("tokens", 0) / counts["samples"]
+            if counts.get("training_examples") is not None:
+                found["training_examples"][ref.iteration] = int(counts["training_examples"])
+    return Measurements(**found)
+
+
+# -- the estimate ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Per judge item: samples drawn, requests sent (one per round it takes part in), and the
+    chance it ends with a correct judgment (kept)."""
+
+    samples: float
+    requests: float
+    keep_rate: float
+
+
+def expected_sampling(samples: int, first_round: int, adaptive: bool, accuracy: float) -> Sampling:
+    """What judging costs per item when an item's chance of a right judgment is Beta-distributed
+    around `accuracy`: a round runs for the items with no right judgment yet, and for
+    p ~ Beta(a, b), E[(1-p)^c] = prod_{j<c} (b+j)/(a+b+j)."""
+    a, b = accuracy * CONCENTRATION, (1 - accuracy) * CONCENTRATION
+
+    def none_right(draws: int) -> float:
+        return math.prod((b + j) / (a + b + j) for j in range(draws))
+
+    drawn, drawn_expected, requests = 0, 0.0, 0.0
+    for size in sampling_rounds(samples, first_round, adaptive):
+        still = none_right(drawn)
+        drawn_expected += size * still
+        requests += still
+        drawn += size
+    return Sampling(drawn_expected, requests, 1 - none_right(samples))
+
+
+def _tokens(text: str) -> float:
+    return TEMPLATE_TOKENS + len(text) / CHARS_PER_TOKEN
+
+
+_CATEGORIZE_PROMPT = _tokens(CATEGORIZE_TEMPLATE.format(instruction=""))
+_MODIFIED_PROMPT = _tokens(MODIFIED_INSTRUCTION_TEMPLATE.format(instruction="", response=""))
+_JUDGE_PROMPT = _tokens(JUDGE_SYSTEM_PROMPT + JUDGE_USER_TEMPLATE.format(instruction="", response_a="", response_b=""))
+_RATING_PROMPT = _tokens(RATING_TEMPLATE)
+
+
+@dataclass
+class _Work:
+    prompt_tokens: float
+    generated_tokens: float
+
+
+class _Pricer:
+    """Seconds of work on the rates of one GPU kind."""
+
+    def __init__(self, rates: Rates, executor: Executor):
+        self.rates, self.executor = rates, executor
+
+    def generation(self, work: _Work, size: Size, shards: int) -> float:
+        """Process-seconds of a generation stage, summed over its processes (GPU-seconds / tp)."""
+        tp = max(self.executor.gpus_per_generation, 1)
+        flops_per_second = tp * 1e12
+        compute = 2e9 * size.active * (work.prompt_tokens / (self.rates.prefill_tflops * flops_per_second) + work.generated_tokens / (self.rates.decode_tflops * flops_per_second))
+        loads = shards if self.executor.load_per_shard else 1
+        return compute + loads * self.load(size)
+
+    def load(self, size: Size) -> float:
+        return self.rates.start_seconds + 2 * size.total / self.rates.load_gb_per_second
+
+    def training(self, tokens: float, size: Size, checkpointing: bool) -> float:
+        """Seconds of the training stage (every worker at once)."""
+        gpus = max(self.executor.train_gpus, 1)
+        flops = 6e9 * size.total * tokens * (4 / 3 if checkpointing else 1)
+        return flops / (gpus * self.rates.train_tflops * 1e12) + TRAIN_LAUNCH_SECONDS + self.rates.start_seconds + 3 * 2 * size.total / self.rates.load_gb_per_second
+
+
+def estimate(spec: SelfTaughtRunSpec, inputs: Inputs, measured: Measurements | None = None) -> Estimate:
+    """The run's estimate: one row per stage of the run, measured where finished."""
+    measured = measured or Measurements()
+    assume, executor = spec.estimate, inputs.executor
+    rates = rates_of(inputs.gpu, assume.throughput)
+    pricer = _Pricer(rates, executor)
+    result = Estimate(gpu=inputs.gpu, assumptions=_assumptions(spec, inputs, measured))
+    instructions = measured.instructions or inputs.instructions.value
+    if instructions is None:
+        result.unknown = f"the number of instructions is unknown: {inputs.instructions.known_from}"
+        return result
+
+    shards = spec.generation.shards
+    instruction = assume.instruction_tokens
+    answer = min(assume.answer_tokens, spec.pairs.max_tokens)
+    judgment = min(assume.judgment_tokens, spec.judge.max_tokens)
+    evaluation_judgment = min(assume.judgment_tokens, spec.evaluate.max_tokens)
+    selected = measured.selected
+    if selected is None:
+        caps = [instructions * assume.selected_fraction]
+        if spec.select.total_cap:
+            caps.append(spec.select.total_cap)
+        if spec.select.per_category_cap:
+            caps.append(spec.select.per_category_cap * len(spec.select.categories))
+        selected = max(1, round(min(caps)))
+    held_fraction = 0.0 if spec.data.evaluation.source else spec.data.evaluation.held_out_fraction
+    train_pairs = measured.train_pairs if measured.train_pairs is not None else round(selected * (1 - held_fraction))
+    heldout = measured.heldout_pairs if measured.heldout_pairs is not None else selected - train_pairs
+    examples = measured.evaluation_examples or inputs.evaluation_examples.value or heldout
+    orders = 2 if spec.judge.orders == "both" else 1
+    model = expected_sampling(spec.judge.samples, spec.judge.first_round, spec.judge.adaptive, assume.judge_accuracy)
+    per_item, keep_rate, requests_per_item = model.samples, model.keep_rate, model.requests
+    fixed_per_item = float(spec.judge.samples)
+    if measured.samples_per_item is not None:
+        if spec.judge.adaptive:
+            per_item = measured.samples_per_item
+        keep_rate = measured.keep_rate if measured.keep_rate is not None else keep_rate
+    per_sample = measured.tokens_per_sample or judgment
+    judge_prompt = _JUDGE_PROMPT + instruction + 2 * answer
+
+    def work(ref: StageRef, fixed: bool = False) -> _Work:
+        """Tokens of a stage; `fixed`: a judge stage that always samples judge.samples (one request)."""
+        if ref.name == "categorize":
+            return _Work(instructions * (_CATEGORIZE_PROMPT + instruction), instructions * min(CATEGORY_TOKENS, spec.categorize.max_tokens))
+        if ref.name == "pairs":  # the answer, then a modified instruction and its answer
+            prompt = selected * (2 * TEMPLATE_TOKENS + instruction + _MODIFIED_PROMPT + instruction + answer)
+            return _Work(prompt, selected * (2 * answer + instruction))
+        if ref.name == "judge":
+            items = measured.judge_items.get(ref.iteration, train_pairs * orders)
+            samples, requests = (fixed_per_item, 1.0) if fixed else (per_item, requests_per_item)
+            return _Work(items * requests * judge_prompt, items * samples * per_sample)
+        if ref.name == "evaluate":
+            benchmark = spec.evaluate.benchmark if spec.data.evaluation.source else "rewardbench"
+            if benchmark == "rewardbench2":
+                return _Work(examples * RATINGS_PER_EXAMPLE * (_RATING_PROMPT + instruction + answer), examples * RATINGS_PER_EXAMPLE * evaluation_judgment)
+            greedy = 2 if benchmark == "judgebench" or spec.evaluate.position_consistency else 1
+            votes = spec.evaluate.majority_vote if benchmark == "rewardbench" else 0
+            requests = greedy + (1 if votes else 0)
+            return _Work(examples * requests * judge_prompt, examples * (greedy + votes) * evaluation_judgment)
+        return _Work(0.0, 0.0)
+
+    def seconds(ref: StageRef, fixed: bool = False) -> float:
+        """Predicted process-seconds (generation: summed over processes; training: wall)."""
+        if ref.name == "select":
+            return SELECT_START_SECONDS + SELECT_SECONDS_PER_RECORD * instructions
+        if ref.name == "train":
+            kept = measured.training_examples.get(ref.iteration)
+            if kept is None:
+                kept = measured.judge_items.get(ref.iteration, train_pairs * orders) * keep_rate
+            tokens = kept * (judge_prompt + per_sample) * spec.train.epochs
+            return pricer.training(tokens, inputs.seed, spec.train.gradient_checkpointing)
+        size = inputs.generator if ref.name in ("categorize", "pairs") else inputs.seed
+        return pricer.generation(work(ref, fixed), size, shards)
+
+    factors = {ref.name: measured.seconds[ref.label] / predicted for ref in _finished(spec, measured) if (predicted := seconds(ref)) > 0}
+    adaptive_tokens = fixed_tokens = adaptive_hours = fixed_hours = 0.0
+    for node in stage_graph(spec):
+        ref = node.ref
+        row = _row(spec, ref, executor)
+        done = ref.label in measured.seconds
+        process_seconds = measured.seconds[ref.label] if done else seconds(ref) * factors.get(ref.name, 1.0)
+        planned = work(ref)
+        row.prompt_tokens = planned.prompt_tokens
+        row.generated_tokens = measured.tokens.get(ref.label, planned.generated_tokens) if done else planned.generated_tokens
+        row.gpu_hours, row.hours = _hours(ref, process_seconds, executor, shards)
+        row.measured = done
+        result.rows.append(row)
+        if ref.name == "judge":
+            fixed = seconds(ref, fixed=True) * factors.get("judge", 1.0)
+            adaptive_tokens += row.generated_tokens
+            fixed_tokens += work(ref, fixed=True).generated_tokens
+            adaptive_hours += row.gpu_hours
+            fixed_hours += _hours(ref, fixed, executor, shards)[0]
+    if any(ref.name == "judge" for ref in (n.ref for n in stage_graph(spec))):
+        result.adaptive = Adaptive(spec.judge.samples, per_item, keep_rate, adaptive_tokens, fixed_tokens, adaptive_hours, fixed_hours)
+    return result
+
+
+def _finished(spec: SelfTaughtRunSpec, measured: Measurements) -> list[StageRef]:
+    return [node.ref for node in stage_graph(spec) if node.ref.label in measured.seconds]
+
+
+def _row(spec: SelfTaughtRunSpec, ref: StageRef, executor: Executor) -> StageEstimate:
+    shards = spec.generation.shards if ref.sharded else 1
+    if ref.kind == "generation":
+        tp = executor.gpus_per_generation
+        unit = "pod" if executor.name == "cluster" else "process"
+        count = shards if executor.load_per_shard else 1
+        plural = "" if count == 1 else ("s" if unit == "pod" else "es")
+        gpus = f" x {tp} GPU{'s' if tp > 1 else ''}" if tp else ""
+        at_once = f", {executor.generation_at_once} at once" if count > 1 else ""
+        return StageEstimate(ref.label, ref.kind, shards, f"{count} {unit}{plural}{gpus}{at_once}", tp * min(executor.generation_at_once, count))
+    if ref.kind == "training":
+        gpus = executor.train_gpus
+        nodes = executor.train_nodes
+        where = f"{nodes} node{'s' if nodes > 1 else ''} x {gpus // max(nodes, 1)} GPUs" if gpus else "1 process"
+        return StageEstimate(ref.label, ref.kind, 1, where, gpus)
+    return StageEstimate(ref.label, ref.kind, 1, "1 process, CPU", 0)
+
+
+def _hours(ref: StageRef, process_seconds: float, executor: Executor, shards: int) -> tuple[float, float]:
+    """(GPU-hours, hours of wall time) of a stage from its process-seconds."""
+    if ref.kind == "generation":
+        tp = executor.gpus_per_generation
+        at_once = min(executor.generation_at_once, shards) if executor.load_per_shard else 1
+        return tp * process_seconds / 3600, process_seconds / max(at_once, 1) / 3600
+    if ref.kind == "training":
+        return executor.train_gpus * process_seconds / 3600, process_seconds / 3600
+    return 0.0, process_seconds / 3600
+
+
+def _assumptions(spec: SelfTaughtRunSpec, inputs: Inputs, measured: Measurements) -> list[str]:
+    """The lines that say what the numbers rest on."""
+    assume = spec.estimate
+    rates = rates_of(inputs.gpu, assume.throughput)
+    lines = [
+        f"GPU {inputs.gpu} ({inputs.gpu_from}): decode {rates.decode_tflops:g}, prefill {rates.prefill_tflops:g}, training "
+        f"{rates.train_tflops:g} TFLOP/s per GPU; weights load at {rates.load_gb_per_second:g} GB/s after a {rates.start_seconds:g} s start",
+    ]
+    if measured.instructions is not None:
+        lines.append(f"{measured.instructions:,} instructions (measured by categorize)")
+    elif inputs.instructions.value is not None:
+        lines.append(f"{inputs.instructions.value:,} instructions ({inputs.instructions.known_from})")
+    else:
+        lines.append(f"instructions: {inputs.instructions.known_from}")
+    if measured.selected is None:
+        caps = [f"totalCap {spec.select.total_cap:,}"] if spec.select.total_cap else []
+        lines.append(f"select keeps {assume.selected_fraction:g} of them" + (f" ({', '.join(caps)})" if caps else ""))
+    if evaluation_enabled(spec):
+        source = "measured" if measured.evaluation_examples else inputs.evaluation_examples.known_from
+        lines.append(f"evaluation examples: {source}")
+    if measured.samples_per_item is None:
+        lines.append(f"judge accuracy {assume.judge_accuracy:g} per sampled judgment, items spread around it (Beta, concentration {CONCENTRATION:g})")
+    else:
+        lines.append(f"judge: {measured.samples_per_item:.2f} samples per item, keep rate {measured.keep_rate:.3f} (measured by the newest judge)")
+    lines.append(
+        f"mean tokens: instruction {assume.instruction_tokens}, answer {min(assume.answer_tokens, spec.pairs.max_tokens)}, "
+        f"judgment {min(assume.judgment_tokens, spec.judge.max_tokens)}; judge prompt ~{_JUDGE_PROMPT + assume.instruction_tokens + 2 * min(assume.answer_tokens, spec.pairs.max_tokens):,.0f}"
+    )
+    for what, size in (("seed", inputs.seed), ("generator", inputs.generator)):
+        if what == "generator" and spec.models.generator is None:
+            continue
+        active = f", {_parameters(size.active)} active" if size.active != size.total else ""
+        lines.append(f"{what} model {_parameters(size.total)} parameters{active} ({size.known_from})")
+    if measured.seconds:
+        lines.append(f"{len(measured.seconds)} finished stage(s) measured; stages still to run are scaled by their measured speed")
+    return lines
+
+
+def _parameters(billions: float) -> str:
+    return f"{billions:.3g}B" if billions >= 1 else f"{billions * 1000:.3g}M"

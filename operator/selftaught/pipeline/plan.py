@@ -1,0 +1,108 @@
+"""The plan a user sees before launch (`selftaught plan`, and `selftaught run` before its first
+stage): the stages and what runs them, generated tokens, GPU-hours and time per stage, what
+adaptive judging saves, and the assumptions underneath.
+
+Here, unlike in the operator, the data can be counted (a local file's lines) and a local
+checkpoint's parameters read (its safetensors headers); the arithmetic is `pipeline/estimate.py`'s.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from selftaught.api.spec import ModelSource, SelfTaughtRun
+from selftaught.errors import SelftaughtError
+from selftaught.pipeline.estimate import Estimate, Inputs, cluster_executor, inputs_for, local_executor, machine_kind
+from selftaught.pipeline.live import duration
+from selftaught.pipeline.placement import Machine
+
+
+def count_records(source: str | None) -> int | None:
+    """Non-blank lines of a local JSONL file, or of the `.jsonl` files under a local folder; None
+    for anything else (S3, the Hub: counting would mean reading all of it)."""
+    if not source or source.startswith(("s3://", "hf://")):
+        return None
+    path = Path(source.removeprefix("file://")).expanduser()
+    files = [path] if path.is_file() else sorted(path.rglob("*.jsonl")) if path.is_dir() else []
+    if not files:
+        return None
+    try:
+        return sum(1 for file in files for line in file.open("rb") if line.strip())
+    except OSError:
+        return None
+
+
+def local_size(model: ModelSource) -> tuple[float, float] | None:
+    """Billions of parameters of a local checkpoint, from its safetensors headers (never a download)."""
+    path = Path(model.source.removeprefix("file://")).expanduser()
+    if model.source.startswith(("s3://", "hf://")) or not path.is_dir():
+        return None
+    from selftaught.engines.weights import weights_of
+
+    try:
+        weights = weights_of(model)
+    except SelftaughtError:
+        return None
+    if weights is None:
+        return None
+    billions = sum(weights.parameters.values()) / 1e9
+    return billions, billions
+
+
+def plan_inputs(run: SelfTaughtRun, machine: Machine | None = None) -> Inputs:
+    """The estimate's inputs for `run` counted here: on `machine` (the local runner) or, without
+    one, as the operator would run it."""
+    spec = run.spec
+    return inputs_for(
+        spec,
+        instructions=count_records(spec.data.instructions.source),
+        evaluation_examples=count_records(spec.data.evaluation.source),
+        seed_size=local_size(spec.models.seed),
+        generator_size=local_size(spec.models.generator) if spec.models.generator else None,
+        machine_gpu=machine_kind(machine) if machine is not None else None,
+        executor=local_executor(spec, machine) if machine is not None else cluster_executor(spec),
+    )
+
+
+def tokens(value: float) -> str:
+    """1.2K, 34M, 1.1B."""
+    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if value >= size:
+            return f"{value / size:.1f}{suffix}" if value < 10 * size else f"{value / size:.0f}{suffix}"
+    return f"{value:.0f}"
+
+
+def format_plan(name: str, estimate: Estimate, where: str) -> str:
+    """The plan as `selftaught plan` prints it."""
+    if estimate.unknown:
+        return f"plan of {name} ({where}): no estimate: {estimate.unknown}"
+    rows = estimate.rows
+    gpus = any(row.gpus for row in rows)
+    width = max(len(row.processes) for row in rows)
+    header = f"{'stage':<12} {'runs as':<{width}} {'prompt tok':>10} {'generated':>10} {'GPU-h':>8} {'time':>8}"
+    lines = [f"plan of {name}: {len(rows)} stages, {where}", "", header]
+    for row in rows:
+        hours = f"{row.gpu_hours:8.1f}" if gpus else f"{'-':>8}"
+        generation = row.kind == "generation"
+        lines.append(
+            f"{row.label:<12} {row.processes:<{width}} {tokens(row.prompt_tokens) if generation else '-':>10} "
+            f"{tokens(row.generated_tokens) if generation else '-':>10} {hours} "
+            f"{duration(row.hours * 3600):>8}" + ("  (measured)" if row.measured else "")
+        )
+    total = f"{estimate.gpu_hours:8.1f}" if gpus else f"{'-':>8}"
+    prompt = sum(row.prompt_tokens for row in rows)
+    lines.append(f"{'total':<12} {'':<{width}} {tokens(prompt):>10} {tokens(estimate.generated_tokens):>10} {total} {duration(estimate.hours * 3600):>8}")
+    adaptive = estimate.adaptive
+    if adaptive is not None:
+        saved = 1 - adaptive.tokens / adaptive.fixed_tokens if adaptive.fixed_tokens else 0.0
+        cost = f", {adaptive.gpu_hours:,.1f} instead of {adaptive.fixed_gpu_hours:,.1f} GPU-hours" if gpus else ""
+        lines += [
+            "",
+            f"adaptive judging: ~{adaptive.samples_per_item:.1f} samples per item instead of {adaptive.samples} (keep rate "
+            f"{adaptive.keep_rate:.1%}): the judge stages generate {tokens(adaptive.tokens)} tokens instead of "
+            f"{tokens(adaptive.fixed_tokens)} ({saved:.0%} fewer){cost}",
+        ]
+    if gpus:
+        lines.append(f"in all ~{estimate.gpu_hours:,.0f} GPU-hours; stage times added up: {duration(estimate.hours * 3600)} (stages that can overlap counted apart)")
+    lines += ["", "assumptions (docs/cost.md; override in spec.estimate or with --assume):", *(f"  {line}" for line in estimate.assumptions)]
+    return "\n".join(lines)

@@ -1,0 +1,55 @@
+"""Progress objects: how far one running shard (or a training run) is, rewritten every few
+seconds by the stage process and read by whoever shows progress (`selftaught run`, `selftaught
+status`, the operator). Small, written atomically, and never trusted: a missing or unreadable
+one is simply no progress yet."""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from selftaught.store.base import Store, StoreError
+
+Unit = Literal["samples", "steps"]
+
+
+class ProgressRecord(BaseModel):
+    stage: str = Field(description="The stage label, e.g. judge-1.")
+    shard: int = 0
+    attempt: str | None = None
+    unit: Unit = "samples"
+    done: float = 0.0
+    total: float | None = Field(None, description="None until the shard has read its input.")
+    tokens: float = 0.0
+    started_at: float = Field(description="Wall-clock time (epoch seconds) the shard started.")
+    working_since: float | None = Field(None, description="When its model was loaded and work began; the start when unknown.")
+    updated_at: float = Field(description="Wall-clock time of this write.")
+    finished: bool = False
+
+    @property
+    def seconds(self) -> float:
+        """Seconds of work so far: the rate of work, and so the time left, leaves out the model load."""
+        return max(self.updated_at - (self.working_since or self.started_at), 0.0)
+
+    @property
+    def fraction(self) -> float | None:
+        if self.finished:
+            return 1.0
+        if not self.total:
+            return None
+        return min(self.done / self.total, 1.0)
+
+
+def write_progress(store: Store, key: str, record: ProgressRecord) -> None:
+    store.write_bytes(key, record.model_dump_json().encode())
+
+
+def read_progress(store: Store, key: str) -> ProgressRecord | None:
+    """The record at `key`; None when it is missing, partial or not a record (progress is a hint:
+    it must never stop whoever reads it)."""
+    try:
+        return ProgressRecord.model_validate(json.loads(store.read_bytes(key)))
+    except (StoreError, ValueError, ValidationError, UnicodeDecodeError):
+        return None

@@ -1,0 +1,141 @@
+"""The cost estimate: a pure function of the spec, the data's size, the models' sizes and a
+throughput table, corrected by what finished stages measured."""
+
+import random
+
+import pytest
+
+from selftaught.api.load import load_run, parse_run
+from selftaught.api.spec import GpuKind
+from selftaught.method.judging import sampling_rounds
+from selftaught.pipeline.estimate import RATES, Executor, estimate, expected_sampling, gpu_kind, inputs_for, measure, size_from_name
+from selftaught.pipeline.table import StageRef
+from selftaught.store.manifest import Manifest
+from tests.conftest import REPO
+
+
+def spec_of(**overrides):
+    document = {
+        "apiVersion": "selftaught.dev/v1alpha1", "kind": "SelfTaughtRun", "metadata": {"name": "r"},
+        "spec": {"models": {"seed": {"source": "meta-llama/Meta-Llama-3-70B-Instruct"}}, "data": {"instructions": {"source": "hf://datasets/x"}},
+                 "storage": {"uri": "s3://b"}, "iterations": 2, **overrides},
+    }  # fmt: skip
+    return parse_run(document).spec
+
+
+def test_every_gpu_kind_the_spec_accepts_has_a_throughput_row():
+    assert set(RATES) == set(GpuKind.__args__)
+
+
+@pytest.mark.parametrize(
+    ("name", "size"),
+    [
+        ("meta-llama/Meta-Llama-3-70B-Instruct", (70, 70)),
+        ("meta-llama/Llama-3.1-8B-Instruct", (8, 8)),
+        ("Qwen/Qwen2.5-0.5B-Instruct", (0.5, 0.5)),
+        ("mistralai/Mixtral-8x22B-Instruct-v0.1", (140.8, 39.6)),
+        ("Qwen/Qwen3-30B-A3B", (30, 3)),
+        ("HuggingFaceTB/SmolLM2-135M-Instruct", (0.135, 0.135)),
+        (".selftaught/models/tiny-judge", None),
+    ],
+)
+def test_a_models_size_is_read_from_its_name(name, size):
+    assert size_from_name(name) == size
+
+
+def test_the_adaptive_sampling_model_agrees_with_a_simulation_of_the_rounds():
+    """E[samples] and the keep rate under Beta-distributed item accuracy, against drawing it."""
+    rng, items, mean, samples = random.Random(0), 40_000, 0.6, 15
+    drawn = kept = 0
+    for _ in range(items):
+        p = rng.betavariate(mean * 2, (1 - mean) * 2)
+        for size in sampling_rounds(samples, 2, True):
+            drawn += size
+            if any(rng.random() < p for _ in range(size)):
+                kept += 1
+                break
+    model = expected_sampling(samples, 2, True, mean)
+    assert model.samples == pytest.approx(drawn / items, rel=0.03)
+    assert model.keep_rate == pytest.approx(kept / items, rel=0.01)
+    fixed = expected_sampling(samples, 2, False, mean)
+    assert fixed.samples == samples and fixed.keep_rate == model.keep_rate  # the same items are kept either way
+
+
+def test_the_estimate_has_a_row_per_stage_and_adaptive_judging_costs_less_than_fixed_n():
+    spec = spec_of(estimate={"instructions": 100_000}, select={"totalCap": 10_000})
+    result = estimate(spec, inputs_for(spec))
+    labels = [row.label for row in result.rows]
+    assert labels == ["categorize", "select", "pairs", "evaluate-0", "judge-1", "train-1", "evaluate-1", "judge-2", "train-2", "evaluate-2"]
+    assert all(row.gpu_hours > 0 for row in result.rows if row.label != "select")
+    assert result.gpu_hours == pytest.approx(sum(row.gpu_hours for row in result.rows))
+    adaptive = result.adaptive
+    assert adaptive.samples_per_item < 15 and adaptive.tokens < adaptive.fixed_tokens and adaptive.gpu_hours < adaptive.fixed_gpu_hours
+    # 10,000 selected pairs (capped), 10% held out, both orders, ~3 samples of 400 tokens each
+    judge = next(row for row in result.rows if row.label == "judge-1")
+    assert judge.generated_tokens == pytest.approx(9000 * 2 * adaptive.samples_per_item * 400)
+
+
+def test_more_data_a_bigger_model_or_a_slower_gpu_cost_more():
+    base = spec_of(estimate={"instructions": 100_000})
+    hours = estimate(base, inputs_for(base)).gpu_hours
+    for changed in (
+        spec_of(estimate={"instructions": 200_000}),
+        spec_of(estimate={"instructions": 100_000, "gpu": "A100"}),
+        spec_of(estimate={"instructions": 100_000, "seedSize": {"total": 140}}),
+        spec_of(estimate={"instructions": 100_000, "judgeAccuracy": 0.3}),
+        spec_of(estimate={"instructions": 100_000, "throughput": {"decodeTflops": 10}}),
+    ):
+        assert estimate(changed, inputs_for(changed)).gpu_hours > hours
+
+
+def test_without_an_instruction_count_there_is_no_estimate_and_it_says_what_to_set():
+    spec = spec_of()
+    result = estimate(spec, inputs_for(spec))
+    assert result.rows == [] and "spec.estimate.instructions" in result.unknown
+    counted = inputs_for(spec, instructions=5000)  # what selftaught plan counts in a local file
+    assert estimate(spec, counted).rows
+
+
+def test_the_gpu_kind_comes_from_the_spec_the_node_selector_or_defaults_to_h100():
+    assert gpu_kind(spec_of(estimate={"gpu": "A100"})) == ("A100", "spec.estimate.gpu")
+    selector = {"generation": {"nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H200"}}}
+    assert gpu_kind(spec_of(scheduling=selector))[0] == "H200"
+    assert gpu_kind(spec_of())[0] == "H100"
+    assert gpu_kind(spec_of(), machine="cpu")[0] == "cpu"
+
+
+def test_finished_stages_replace_assumptions_with_measurements_and_scale_what_is_left():
+    spec = spec_of(estimate={"instructions": 100_000})
+    before = estimate(spec, inputs_for(spec))
+    predicted = {row.label: row for row in before.rows}
+    manifests = {
+        StageRef("categorize"): Manifest(stage="categorize", counts={"records": 50_000, "tokens": 1.5e6}, seconds=predicted["categorize"].hours * 3600 * 4),
+        StageRef("select"): Manifest(stage="select", summary={"selected": 5000}, seconds=10),
+        StageRef("pairs"): Manifest(stage="pairs", counts={"train": 4500, "heldout": 500}, seconds=1000),
+        StageRef("judge", 1): Manifest(stage="judge", iteration=1, counts={"items": 9000, "samples": 45_000, "tokens": 9e6, "kept": 8000, "training_examples": 7900}, seconds=20_000),
+    }  # fmt: skip
+    after = estimate(spec, inputs_for(spec), measure(manifests))
+    rows = {row.label: row for row in after.rows}
+    assert [row.label for row in after.rows if row.measured] == ["categorize", "select", "pairs", "judge-1"]
+    assert rows["categorize"].generated_tokens == 1.5e6
+    assert rows["judge-1"].gpu_hours == pytest.approx(20_000 / 3600)  # its measured seconds, on one GPU per pod
+    # judge-2 goes at judge-1's measured speed, on judge-1's measured samples per item
+    assert rows["judge-2"].generated_tokens == pytest.approx(9000 * 5 * 200)
+    assert rows["judge-2"].gpu_hours == pytest.approx(rows["judge-1"].gpu_hours, rel=0.01)
+    assert after.remaining_gpu_hours == pytest.approx(sum(r.gpu_hours for r in after.rows if not r.measured))
+    assert any("measured" in line for line in after.assumptions)
+
+
+def test_a_local_cpu_run_loads_its_model_once_per_stage_and_holds_no_gpu():
+    spec = spec_of(estimate={"instructions": 50}, generation={"shards": 4})
+    local = Executor("local", 1, False, 0, 0)
+    result = estimate(spec, inputs_for(spec, machine_gpu="cpu", executor=local))
+    assert result.gpu_hours == 0 and result.hours > 0
+    assert {row.processes for row in result.rows if row.kind == "generation"} == {"1 process"}
+
+
+def test_the_paper_replication_estimate_is_the_one_in_docs_cost():
+    run = load_run(REPO / "manifests/examples/paper-replication.yaml")
+    result = estimate(run.spec, inputs_for(run.spec))
+    assert result.gpu == "H100" and 500 < result.gpu_hours < 1200
+    assert f"{result.gpu_hours:,.0f} GPU-hours" in (REPO / "docs/cost.md").read_text()
