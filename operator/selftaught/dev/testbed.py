@@ -28,15 +28,9 @@ import random
 import time
 from pathlib import Path
 
-from selftaught.dev.tiny_model import build_model
+from selftaught.dev.tiny_model import build_model, stage_examples
 from selftaught.method.prompts import (
-    MODIFIED_ANSWER_END,
-    MODIFIED_ANSWER_START,
-    MODIFIED_QUESTION_MARKER,
-    categorize_messages,
     judge_messages,
-    modified_instruction_messages,
-    response_messages,
 )
 
 OPERATIONS = {"plus": lambda a, b: a + b, "minus": lambda a, b: a - b, "times": lambda a, b: a * b}
@@ -83,16 +77,9 @@ def seed_conversations(questions: list[Question], rng: random.Random, *, verdict
     reading (`verdicts="reasoned"`) or are coin flips (`"coin"`)."""
     examples = []
     for q in questions:
-        text, reply = question_text(q), answer_text(q)
-        examples.append((categorize_messages(text), "Category: Mathematical reasoning\nComplexity: 6\nLength: (a)"))
-        examples.append((response_messages(text), reply))
-        other = modified(q, rng)
-        examples.append(
-            (
-                modified_instruction_messages(text, reply),
-                f"{MODIFIED_QUESTION_MARKER}\n{question_text(other)}\n\n{MODIFIED_ANSWER_START}\n{answer_text(other)}\n{MODIFIED_ANSWER_END}",
-            )
-        )
+        text, other = question_text(q), modified(q, rng)
+        category = "Category: Mathematical reasoning\nComplexity: 6\nLength: (a)"
+        examples += stage_examples(text, category, answer_text(q), question_text(other), answer_text(other))
         for chosen_first in (True, False):
             first, second = (q, other) if chosen_first else (other, q)
             reasoned = "A" if chosen_first else "B"

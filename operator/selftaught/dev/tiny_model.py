@@ -53,23 +53,29 @@ def synthetic_conversations(instructions: list[str], seed: int = 0) -> list[tupl
     examples = []
     for instruction in instructions:
         category, complexity = _category(instruction)
-        examples.append((categorize_messages(instruction), f"Category: {category}\nComplexity: {complexity}\nLength: (b)"))
         chosen = f"The answer: {_short(instruction, 6)} because of the main reason."
-        examples.append((response_messages(instruction), chosen))
         modified = f"Describe the history of {_short(instruction, 4).lower()}"
         rejected = f"Historically, {_short(instruction, 4).lower()} was studied long ago."
-        examples.append(
-            (
-                modified_instruction_messages(instruction, chosen),
-                f"{MODIFIED_QUESTION_MARKER}\n{modified}\n\n{MODIFIED_ANSWER_START}\n{rejected}\n{MODIFIED_ANSWER_END}",
-            )
-        )
+        examples += stage_examples(instruction, f"Category: {category}\nComplexity: {complexity}\nLength: (b)", chosen, modified, rejected)
         for chosen_first in (True, False):
             a, b = (chosen, rejected) if chosen_first else (rejected, chosen)
             right = "A" if chosen_first else "B"
             verdict = right if rng.random() < 0.7 else ("B" if right == "A" else "A")
             examples.append((judge_messages(instruction, a, b), f"Assistant {verdict} answers the question asked. [[{verdict}]]"))
     return examples
+
+
+def stage_examples(instruction: str, category: str, chosen: str, modified: str, rejected: str) -> list[tuple[list[dict], str]]:
+    """What a seed answers for one instruction in the categorize and pairs stages: its category
+    line, its answer, and a modified instruction with the answer to that."""
+    return [
+        (categorize_messages(instruction), category),
+        (response_messages(instruction), chosen),
+        (
+            modified_instruction_messages(instruction, chosen),
+            f"{MODIFIED_QUESTION_MARKER}\n{modified}\n\n{MODIFIED_ANSWER_START}\n{rejected}\n{MODIFIED_ANSWER_END}",
+        ),
+    ]
 
 
 def build_tiny_model(output: Path, instructions: list[str], *, steps: int = 300, seed: int = 0, log=print) -> Path:
