@@ -89,12 +89,13 @@ def test_judge_keeps_one_correct_judgment_per_item_balanced_between_a_and_b(make
 def test_training_with_deepspeed_zero3_on_two_processes_gives_a_checkpoint_vllm_evaluates(make_run, tmp_path):
     evaluation = {"source": str(REPO / "examples/data/rewardbench-sample.jsonl")}
     run = make_run(
-        train={"zeroStage": 3, "gpusPerNode": 2},
+        train={"zeroStage": 3, "gpusPerNode": 2, "packing": True},  # packed sequences, sharded weights
         data={"evaluation": evaluation},
         evaluate={"majorityVote": 3},
     )
     _prepare_pairs(run)
-    run_stage(run, StageRef("judge", 1))
+    judged = run_stage(run, StageRef("judge", 1))
+    assert judged.summary["tokensPerSecondPerGpu"] > 0 and judged.counts["generated_tokens"] == judged.counts["tokens"]
     (tmp_path / "scratch").mkdir()
     _run_stage(run, StageRef("train", 1), tmp_path, tmp_path / "scratch")  # torchrun --nproc-per-node 2, gloo
     store = open_run_store(run)
@@ -103,6 +104,7 @@ def test_training_with_deepspeed_zero3_on_two_processes_gives_a_checkpoint_vllm_
     assert {"model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json"} <= {p.name for p in checkpoint.iterdir()}
     assert "chat_template" in json.loads((checkpoint / "tokenizer_config.json").read_text()) or (checkpoint / "chat_template.jinja").exists()
     assert trained.counts["examples"] > 0 and trained.counts["steps"] >= 1
+    assert trained.summary["tokensPerSecondPerGpu"] > 0 and trained.counts["gradient_checkpointing"] == 0  # CPU: memory is no limit
     evaluated = run_stage(run, StageRef("evaluate", 1))
     metrics = json.loads(store.read_text(published_key(store, *metrics_output(1))))
     assert metrics["examples"] == 8 and set(metrics["sections"]) == {"Chat", "Chat Hard", "Safety", "Reasoning"}

@@ -139,3 +139,19 @@ def test_the_paper_replication_estimate_is_the_one_in_docs_cost():
     result = estimate(run.spec, inputs_for(run.spec))
     assert result.gpu == "H100" and 500 < result.gpu_hours < 1200
     assert f"{result.gpu_hours:,.0f} GPU-hours" in (REPO / "docs/cost.md").read_text()
+
+
+def test_unset_gradient_checkpointing_is_priced_with_the_train_stages_own_memory_rule():
+    """A 70B seed on 8 H100s with ZeRO-3 needs it (activations of 4k tokens x 80 layers), a 1B
+    seed on an H200 does not: the estimate adds the recomputation only where the stage will."""
+
+    def train_hours(seed: str, gpu: str, checkpointing):
+        train = {"gpusPerNode": 8} if checkpointing is None else {"gpusPerNode": 8, "gradientCheckpointing": checkpointing}
+        spec = spec_of(models={"seed": {"source": seed}}, estimate={"instructions": 20_000, "gpu": gpu}, train=train)
+        result = estimate(spec, inputs_for(spec))
+        return next(row.gpu_hours for row in result.rows if row.label == "train-1")
+
+    big, small = "meta-llama/Meta-Llama-3-70B-Instruct", "TinyLlama/TinyLlama-1.1B-Chat"
+    assert train_hours(big, "H100", None) == pytest.approx(train_hours(big, "H100", True))
+    assert train_hours(small, "H200", None) == pytest.approx(train_hours(small, "H200", False))
+    assert train_hours(small, "H200", True) > train_hours(small, "H200", False)

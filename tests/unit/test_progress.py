@@ -146,3 +146,36 @@ def test_the_store_scan_finds_progress_objects_and_the_view_reads_them(store):
 @pytest.mark.parametrize(("seconds", "text"), [(None, "-"), (12, "12s"), (245, "4m05s"), (3720, "1h02m")])
 def test_durations_read_like_a_person_writes_them(seconds, text):
     assert duration(seconds) == text
+
+
+def test_the_meter_times_generation_and_the_stage_manifest_says_tokens_per_second_per_gpu(store):
+    from selftaught.chat import Sampling
+    from selftaught.stages.contract import with_generation_speed
+
+    now = [0.0]
+    meter = SampleMeter(lambda: ShardProgress(store, progress_key("judge", 0), "judge-1", every=0), clock=lambda: now[0])
+
+    class Engine:
+        max_model_len = 100
+
+        def chat(self, conversations, sampling, seeds=None):
+            now[0] += 2.0  # two seconds of generating
+            return [[Sample("x", 50)] * sampling.n for _ in conversations]
+
+    meter.counted(Engine()).chat([[]] * 4, Sampling(n=2))
+    assert (meter.tokens, meter.seconds) == (400, 2.0)
+    shards = [Manifest(stage="judge", counts={"generated_tokens": 400, "generation_seconds": 2.0}),
+              Manifest(stage="judge", counts={"generated_tokens": 200, "generation_seconds": 2.0})]  # fmt: skip
+    manifest = with_generation_speed(Manifest(stage="judge"), shards, gpus_per_engine=2)
+    assert manifest.summary["tokensPerSecondPerGpu"] == 75.0  # 600 tokens over 4 engine-seconds on 2 GPUs each
+    meter.reset()
+    assert (meter.tokens, meter.seconds) == (0, 0.0)
+
+
+def test_each_iteration_reports_the_judge_and_train_speeds_under_their_own_names(store):
+    from selftaught.pipeline.progress import iteration_summaries
+
+    write_manifest(store, StageRef("judge", 1).manifest_key, Manifest(stage="judge", iteration=1, summary={"kept": 3, "tokensPerSecondPerGpu": 900.5}))
+    write_manifest(store, StageRef("train", 1).manifest_key, Manifest(stage="train", iteration=1, summary={"checkpoint": "s3://c", "tokensPerSecondPerGpu": 1200.0}))
+    (row,) = iteration_summaries(scan(store))
+    assert row == {"iteration": 1, "kept": 3, "judgeTokensPerSecondPerGpu": 900.5, "checkpoint": "s3://c", "trainTokensPerSecondPerGpu": 1200.0}

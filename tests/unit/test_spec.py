@@ -32,7 +32,7 @@ def test_the_one_gpu_node_example_is_a_valid_run_that_uses_all_eight_gpus():
     spec = load_run(REPO / "examples/one-gpu-node.yaml").spec
     eight = visible_devices(None, 8)
     assert generation_placement(spec.generation, eight).at_once == 8 and training_placement(spec.train, eight).nproc == 8
-    assert (spec.train.zero_stage, spec.train.bf16, spec.train.gradient_checkpointing) == (3, True, True)
+    assert (spec.train.zero_stage, spec.train.bf16, spec.train.gradient_checkpointing) == (3, True, None)  # chosen from memory
     assert spec.data.instructions.source.startswith("hf://datasets/") and spec.data.evaluation.source.startswith("hf://datasets/")
 
 

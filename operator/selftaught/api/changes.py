@@ -49,6 +49,9 @@ DEPENDS: dict[str, DependsOn] = {
     "generation.batchSize": ANY_TIME,
     "generation.gpuMemoryUtilization": ANY_TIME,
     "generation.enforceEager": ANY_TIME,
+    "generation.maxNumSeqs": ANY_TIME,  # how vLLM batches, like batchSize: not what it samples
+    "generation.maxNumBatchedTokens": ANY_TIME,
+    "generation.enableChunkedPrefill": ANY_TIME,
     "models.hfTokenSecret": ANY_TIME,
     "storage.credentialsSecret": ANY_TIME,
     # the first stage, so every stage: where the run's data is, the models, the vLLM settings that

@@ -193,6 +193,19 @@ class Generation(Model):
         ge=1,
         description="Requests handed to vLLM per call; bounds memory while vLLM batches inside.",
     )
+    max_num_seqs: int | None = _field(
+        None, ge=1, description="vLLM's `max_num_seqs`: sequences in one engine step; vLLM's default when unset."
+    )
+    max_num_batched_tokens: int | None = _field(
+        None,
+        ge=16,
+        description="vLLM's `max_num_batched_tokens`: tokens in one engine step; vLLM's default when unset.",
+    )
+    enable_chunked_prefill: bool = _field(
+        True,
+        description="Split long prompts across engine steps so decoding never stalls behind a prefill "
+        "(always off on vLLM's CPU build, see engines/generation.py).",
+    )
 
 
 class Categorize(Model):
@@ -285,7 +298,29 @@ class Train(Model):
     )
     weight_decay: float = _field(0.1, ge=0.0, description="AdamW weight decay.")
     bf16: bool = _field(True, description="bfloat16 mixed precision.")
-    gradient_checkpointing: bool = _field(True, description="Trade compute for activation memory.")
+    gradient_checkpointing: bool | None = _field(
+        None,
+        description="Recompute activations in the backward pass (about a third more compute, far less "
+        "memory). Unset: on only when the memory estimate without it does not fit the GPU "
+        "(docs/speed.md); off on CPU.",
+    )
+    packing: bool = _field(
+        False,
+        description="Pack several examples into each sequence of up to `maxSeqLen` tokens (position ids "
+        "restart per example, no attention across them). A micro batch is then `microBatchSize` packed "
+        "sequences, so an optimizer step covers more examples: fewer, larger steps. Off: a micro batch is "
+        "`microBatchSize` examples, laid end to end without padding.",
+    )
+    fused_kernels: bool | None = _field(
+        None,
+        description="Liger's fused RMSNorm, RoPE and SwiGLU kernels. Unset: on when a GPU and "
+        "`liger-kernel` are present (the train image has it). The loss never materialises the "
+        "tokens x vocabulary logits either way (TRL's fused LM head).",
+    )
+    compile: bool = _field(
+        False,
+        description="`torch.compile` the model: fewer, larger kernels; the first steps pay for compiling.",
+    )
     nodes: int = _field(1, ge=1, description="Training nodes; >1 makes a multi-node Indexed Job.")
     gpus_per_node: int = _field(8, ge=1, description="Processes (GPUs) per training node.")
     seed: int = _field(42, description="Training seed.")

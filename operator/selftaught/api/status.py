@@ -45,6 +45,12 @@ class IterationSummary(Model):
     position_consistent: float | None = Field(None, description="Correct in both response orders.")
     majority_vote: float | None = Field(None, description="Accuracy of the majority verdict over k samples.")
     checkpoint: str | None = Field(None, description="URI of this iteration's checkpoint.")
+    judge_tokens_per_second_per_gpu: float | None = Field(
+        None, description="The judge stage's generated tokens per second per GPU, while generating."
+    )
+    train_tokens_per_second_per_gpu: float | None = Field(
+        None, description="The train stage's trained tokens (prompt + judgment) per second per GPU."
+    )
 
 
 class StageFailure(Model):

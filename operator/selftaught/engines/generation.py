@@ -36,6 +36,17 @@ def _cpu_defaults() -> dict[str, object]:
     return {"enable_chunked_prefill": False}
 
 
+def engine_options(settings: Generation, platform_options: dict[str, object]) -> dict[str, object]:
+    """The throughput settings a GPU user tunes, passed only when set (vLLM's own defaults
+    otherwise); the platform's constraints win over the spec's wishes."""
+    options: dict[str, object] = {"enable_chunked_prefill": settings.enable_chunked_prefill}
+    if settings.max_num_seqs is not None:
+        options["max_num_seqs"] = settings.max_num_seqs
+    if settings.max_num_batched_tokens is not None:
+        options["max_num_batched_tokens"] = settings.max_num_batched_tokens
+    return {**options, **platform_options}
+
+
 class VllmEngine:
     """The `ChatEngine` of every generation stage."""
 
@@ -55,7 +66,7 @@ class VllmEngine:
             enforce_eager=settings.enforce_eager,
             enable_prefix_caching=settings.enable_prefix_caching,
             seed=seed,
-            **platform_options,
+            **engine_options(settings, platform_options),
         )
 
     @property

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from selftaught.api.spec import ModelSource, SelfTaughtRunSpec, Throughput
+from selftaught.engines.memory import GIB, choose_checkpointing, shape_for_size
+from selftaught.engines.memory import estimate as memory_estimate
 from selftaught.method.judging import sampling_rounds
 from selftaught.method.prompts import (
     CATEGORIZE_TEMPLATE,
@@ -46,6 +48,7 @@ class Rates:
     train_tflops: float
     load_gb_per_second: float
     start_seconds: float
+    memory_gib: float = 80.0  # per GPU: whether `train.gradientCheckpointing: auto` turns it on
 
 
 #: Defaults, per GPU, for vLLM 0.32 and DeepSpeed ZeRO-3 in bf16 (docs/cost.md explains them): decode
@@ -53,11 +56,11 @@ class Rates:
 #: training compute-bound (~50% and ~40% of the dense bf16 peak). `cpu` is vLLM's CPU build on a
 #: small model, measured on the quickstart (2 cores).
 RATES: dict[str, Rates] = {
-    "H100": Rates(decode_tflops=70, prefill_tflops=500, train_tflops=400, load_gb_per_second=1.0, start_seconds=60),
-    "H200": Rates(decode_tflops=100, prefill_tflops=500, train_tflops=400, load_gb_per_second=1.0, start_seconds=60),
-    "B200": Rates(decode_tflops=140, prefill_tflops=1000, train_tflops=800, load_gb_per_second=1.5, start_seconds=60),
-    "A100": Rates(decode_tflops=30, prefill_tflops=160, train_tflops=125, load_gb_per_second=1.0, start_seconds=60),
-    "L40S": Rates(decode_tflops=20, prefill_tflops=180, train_tflops=130, load_gb_per_second=1.0, start_seconds=60),
+    "H100": Rates(decode_tflops=70, prefill_tflops=500, train_tflops=400, load_gb_per_second=1.0, start_seconds=60, memory_gib=80),
+    "H200": Rates(decode_tflops=100, prefill_tflops=500, train_tflops=400, load_gb_per_second=1.0, start_seconds=60, memory_gib=141),
+    "B200": Rates(decode_tflops=140, prefill_tflops=1000, train_tflops=800, load_gb_per_second=1.5, start_seconds=60, memory_gib=180),
+    "A100": Rates(decode_tflops=30, prefill_tflops=160, train_tflops=125, load_gb_per_second=1.0, start_seconds=60, memory_gib=80),
+    "L40S": Rates(decode_tflops=20, prefill_tflops=180, train_tflops=130, load_gb_per_second=1.0, start_seconds=60, memory_gib=48),
     "cpu": Rates(decode_tflops=0.002, prefill_tflops=0.02, train_tflops=0.02, load_gb_per_second=0.5, start_seconds=6),
 }
 #: Seconds a training stage spends launching before it loads weights (torchrun, DeepSpeed's init).
@@ -434,6 +437,20 @@ class _Pricer:
         return flops / (gpus * self.rates.train_tflops * 1e12) + TRAIN_LAUNCH_SECONDS + self.rates.start_seconds + 3 * 2 * size.total / self.rates.load_gb_per_second
 
 
+def checkpointing_on(spec: SelfTaughtRunSpec, inputs: Inputs, example_tokens: float) -> bool:
+    """Whether the train stage will checkpoint: the setting, or when unset the train stage's own
+    memory rule (`engines/memory.py`) on a Llama-family shape of the seed's size."""
+    train = spec.train
+    if inputs.gpu == "cpu" or train.gradient_checkpointing is not None:
+        return choose_checkpointing(train.gradient_checkpointing, None, None).on
+    tokens = train.micro_batch_size * (train.max_seq_len if train.packing else min(example_tokens, train.max_seq_len))
+    need = memory_estimate(
+        shape_for_size(inputs.seed.total * 1e9), tokens=int(tokens), zero_stage=train.zero_stage,
+        world=max(inputs.executor.train_gpus, 1), offload_optimizer=train.offload_optimizer, bf16=train.bf16,
+    )  # fmt: skip
+    return choose_checkpointing(None, need, int(RATES[inputs.gpu].memory_gib * GIB)).on
+
+
 def estimate(spec: SelfTaughtRunSpec, inputs: Inputs, measured: Measurements | None = None) -> Estimate:
     """The run's estimate: one row per stage of the run, measured where finished."""
     measured = measured or Measurements()
@@ -504,7 +521,7 @@ def estimate(spec: SelfTaughtRunSpec, inputs: Inputs, measured: Measurements | N
             if kept is None:
                 kept = measured.judge_items.get(ref.iteration, train_pairs * orders) * keep_rate
             tokens = kept * (judge_prompt + per_sample) * spec.train.epochs
-            return pricer.training(tokens, inputs.seed, spec.train.gradient_checkpointing)
+            return pricer.training(tokens, inputs.seed, checkpointing_on(spec, inputs, judge_prompt + per_sample))
         size = inputs.generator if ref.name in ("categorize", "pairs") else inputs.seed
         return pricer.generation(work(ref, fixed), size, shards)
 

@@ -70,7 +70,10 @@ def iteration_summaries(progress: Progress, limit: int = 10) -> list[dict[str, A
         if not keys:
             continue
         row = rows.setdefault(ref.iteration, {"iteration": ref.iteration})
-        row.update({key: manifest.summary[key] for key in keys if manifest.summary.get(key) is not None})
+        for key in keys:
+            source, target = (key, key) if isinstance(key, str) else key
+            if manifest.summary.get(source) is not None:
+                row[target] = manifest.summary[source]
     return [rows[i] for i in sorted(rows)][-limit:]
 
 

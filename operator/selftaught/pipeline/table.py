@@ -28,8 +28,9 @@ class StageInfo:
     engine: Engine | None
     #: the first iteration the stage runs in; None for the stages that run once, before iterating
     first_iteration: int | None = None
-    #: manifest summary key -> `status.iterations[]` key: what the stage reports per iteration
-    reports: tuple[str, ...] = field(default=())
+    #: what the stage reports per iteration: a manifest summary key (the same key in
+    #: `status.iterations[]`), or (summary key, status key) where stages share a summary key
+    reports: tuple[str | tuple[str, str], ...] = field(default=())
 
     @property
     def per_iteration(self) -> bool:
@@ -41,8 +42,11 @@ STAGES: tuple[StageInfo, ...] = (
     StageInfo("categorize", "generation", "generate", sharded=True, engine="vllm"),
     StageInfo("select", "data", "data", sharded=False, engine=None),
     StageInfo("pairs", "generation", "generate", sharded=True, engine="vllm"),
-    StageInfo("judge", "generation", "generate", sharded=True, engine="vllm", first_iteration=1, reports=("tried", "kept", "keepRate", "truncated")),
-    StageInfo("train", "training", "train", sharded=False, engine="deepspeed", first_iteration=1, reports=("checkpoint",)),
+    StageInfo("judge", "generation", "generate", sharded=True, engine="vllm", first_iteration=1, reports=("tried", "kept", "keepRate", "truncated", ("tokensPerSecondPerGpu", "judgeTokensPerSecondPerGpu"))),
+    StageInfo(
+        "train", "training", "train", sharded=False, engine="deepspeed", first_iteration=1,
+        reports=("checkpoint", ("tokensPerSecondPerGpu", "trainTokensPerSecondPerGpu")),
+    ),
     StageInfo(
         "evaluate", "generation", "generate", sharded=True, engine="vllm", first_iteration=0,
         reports=("accuracy", "overall", "positionConsistent", "majorityVote"),

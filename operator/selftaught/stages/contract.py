@@ -27,6 +27,10 @@ from selftaught.store.layout import SHARD_MARKERS, attempt_of, manifest_key, pro
 from selftaught.store.manifest import Manifest, create_manifest, read_manifest
 
 log = logging.getLogger(__name__)
+#: what every generation shard counts beside the stage's own counts
+GENERATED_TOKENS, GENERATION_SECONDS = "generated_tokens", "generation_seconds"
+#: the summary key of a stage's speed (generated tokens/s per GPU; trained tokens/s per GPU)
+TOKENS_PER_SECOND = "tokensPerSecondPerGpu"
 
 
 @dataclass
@@ -83,11 +87,13 @@ def execute(stage: AnyStage, ctx: StageContext, shards: list[int] | None = None)
         return existing
     if isinstance(stage, Stage):
         return _publish(ctx, stage.run(ctx))
-    engine = ctx.meter.counted(LazyEngine(lambda: _loaded(ctx, ctx.engine_factory(stage.model(ctx)))))
+    # the model loads on first use, outside the counted calls: their seconds are generation only
+    engine = LazyEngine(lambda: ctx.meter.counted(_loaded(ctx, ctx.engine_factory(stage.model(ctx)))))
     for shard in shards if shards is not None else range(ctx.num_shards):
         if ctx.store.exists(ref.shard_manifest_key(shard)):
             continue
         started = time.monotonic()
+        ctx.meter.reset()
         ctx.progress = ShardProgress(ctx.store, progress_key(ref.prefix, shard), ref.label, shard, ctx.attempt)
         ctx.progress.start()  # map_shard says its total once it has read its input
         try:
@@ -103,7 +109,7 @@ def execute(stage: AnyStage, ctx: StageContext, shards: list[int] | None = None)
             shard=shard,
             shards=ctx.num_shards,
             attempt=ctx.attempt,
-            counts=result.counts,
+            counts={**result.counts, GENERATED_TOKENS: ctx.meter.tokens, GENERATION_SECONDS: round(ctx.meter.seconds, 3)},
             outputs={written.key: written.as_dict()},
             seconds=time.monotonic() - started,
             skipped=result.skipped,
@@ -117,7 +123,20 @@ def execute(stage: AnyStage, ctx: StageContext, shards: list[int] | None = None)
     finished = [m for m in markers if m is not None]
     if len(finished) < ctx.num_shards:
         return None
-    return _publish(ctx, stage.reduce(ctx, finished))
+    return _publish(ctx, with_generation_speed(stage.reduce(ctx, finished), finished, ctx.spec.generation.tensor_parallel))
+
+
+def with_generation_speed(manifest: Manifest, shards: list[Manifest], gpus_per_engine: int) -> Manifest:
+    """Every generation stage's manifest says how fast it generated: tokens per second per GPU
+    while its engines were generating (model loading left out), over all its shards. Shards
+    that ran at the same time each count their own seconds: the rate is per GPU, not per run."""
+    tokens = sum(m.counts.get(GENERATED_TOKENS, 0) for m in shards)
+    seconds = sum(m.counts.get(GENERATION_SECONDS, 0) for m in shards)
+    manifest.counts.setdefault(GENERATED_TOKENS, tokens)
+    manifest.counts.setdefault(GENERATION_SECONDS, round(seconds, 3))
+    if tokens and seconds > 0:
+        manifest.summary[TOKENS_PER_SECOND] = round(tokens / seconds / gpus_per_engine, 1)
+    return manifest
 
 
 def _loaded(ctx: StageContext, engine: ChatEngine) -> ChatEngine:

@@ -106,9 +106,14 @@ class SampleMeter:
     """Counts generated samples into the current shard's progress: per finished request where the
     engine reports them (`finished`, vLLM's hook), else when its `chat` returns."""
 
-    def __init__(self, progress: Callable[[], ShardProgress]):
-        self.progress = progress
+    def __init__(self, progress: Callable[[], ShardProgress], clock: Callable[[], float] = time.monotonic):
+        self.progress, self.clock = progress, clock
         self._live = 0
+        #: generated tokens and seconds inside the engine's `chat` since `reset` (one shard's)
+        self.tokens, self.seconds = 0, 0.0
+
+    def reset(self) -> None:
+        self.tokens, self.seconds = 0, 0.0
 
     def finished(self, samples: int) -> None:
         """The engine finished a request of `samples` samples."""
@@ -126,14 +131,19 @@ class _Counted:
         self.engine, self.meter = engine, meter
 
     def chat(self, conversations: Sequence[Messages], sampling: Sampling, seeds: Sequence[int] | None = None) -> list[list[Sample]]:
-        self.meter._live = 0
+        meter = self.meter
+        meter._live = 0
+        started = meter.clock()
         results = self.engine.chat(conversations, sampling, seeds)
-        progress = self.meter.progress()
+        meter.seconds += meter.clock() - started
+        progress = meter.progress()
         drawn = sum(len(samples) for samples in results)
-        if drawn > self.meter._live:  # what the engine did not report request by request
-            progress.advance(drawn - self.meter._live)
-        progress.add_tokens(sum(sample.tokens for samples in results for sample in samples))
-        self.meter._live = 0
+        if drawn > meter._live:  # what the engine did not report request by request
+            progress.advance(drawn - meter._live)
+        tokens = sum(sample.tokens for samples in results for sample in samples)
+        meter.tokens += tokens
+        progress.add_tokens(tokens)
+        meter._live = 0
         return results
 
     @property

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from selftaught.api.spec import ModelSource
 from selftaught.engines.models import resolve_model
-from selftaught.stages.contract import Stage
+from selftaught.stages.contract import TOKENS_PER_SECOND, Stage
 from selftaught.stages.progress import NoProgress, ShardProgress
 from selftaught.store.jsonl import read_jsonl
 from selftaught.store.layout import checkpoint_output, progress_key, sft_output
@@ -71,5 +71,6 @@ class Train(Stage):
                 "examples": int(numbers["examples"]),
                 "tooLong": int(numbers["too_long"]),  # dropped: longer than train.maxSeqLen
                 "trainLoss": round(numbers["train_loss"], 4),
+                TOKENS_PER_SECOND: round(numbers["tokens_per_second_per_gpu"], 1),  # prompt + judgment tokens trained
             },
         )
