@@ -112,7 +112,8 @@ class ApiServerClock:
 
 
 class StandInKubelet(threading.Thread):
-    """Completes every stage Job at once, after writing what the stage would have written."""
+    """Runs every stage Job: marks it active and ready (with STAGE_SECONDS > 0), then completes it
+    after writing what the stage would have written."""
 
     def __init__(self, api: client.ApiClient, store_root: str, clock: ApiServerClock, stage_seconds: float = 0.0):
         super().__init__(daemon=True)
@@ -137,6 +138,7 @@ class StandInKubelet(threading.Thread):
             if not self.stage_seconds:
                 self._finish(job)
                 continue
+            self._start(job)
             seconds = self.stage_seconds * self.durations.uniform(0.5, 1.5)
             with self.wakeup:
                 heapq.heappush(self.due, (time.monotonic() + seconds, job["metadata"]["name"], job))
@@ -150,6 +152,13 @@ class StandInKubelet(threading.Thread):
                 _, _, job = heapq.heappop(self.due)
             self._finish(job)
 
+    def _start(self, job: dict) -> None:
+        """The pod is scheduled and Ready: the Job controller counts it active and ready, as a
+        real one does a moment after the kubelet reports it (one status write, one event)."""
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        status = {"status": {"startTime": now, "active": 1, "ready": 1}}
+        self.batch.patch_namespaced_job_status(job["metadata"]["name"], NAMESPACE, status, _preload_content=False)
+
     def _finish(self, job: dict) -> None:
         labels = job["metadata"]["labels"]
         run, ref = labels["selftaught.dev/run"], StageRef.parse(labels["selftaught.dev/stage"])
@@ -157,7 +166,7 @@ class StandInKubelet(threading.Thread):
         self.clock.stage_finished(run)
         write_manifest(store, ref.manifest_key, Manifest(stage=ref.name, iteration=ref.iteration, seconds=1.0, summary=SUMMARIES.get(ref.name, {})))
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        status = {"status": {"succeeded": 1, "completionTime": now, "conditions": [
+        status = {"status": {"active": 0, "ready": 0, "succeeded": 1, "completionTime": now, "conditions": [
             {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now},
             {"type": "Complete", "status": "True", "lastTransitionTime": now}]}}  # fmt: skip
         self.batch.patch_namespaced_job_status(job["metadata"]["name"], NAMESPACE, status, _preload_content=False)
