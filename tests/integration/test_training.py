@@ -99,3 +99,57 @@ def test_the_trainers_loss_on_a_packed_batch_is_the_loss_of_its_examples_alone(t
             weights.append(sum(1 for label in row["labels"][1:] if label != -100))  # predicted tokens
     expected = sum(a * w for a, w in zip(alone, weights, strict=True)) / sum(weights)
     assert packed == pytest.approx(expected, rel=1e-4)
+
+
+DPO_SCRIPT = """
+import json, os, sys
+from pathlib import Path
+import torch
+from selftaught.api.spec import Train
+from selftaught.engines.training import train_dpo
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+model_path, out = Path(sys.argv[1]), Path(sys.argv[2])
+records = [{"messages": [{"role": "user", "content": f"Which is better, pair {i}?"}],
+            "chosen": f"Both read alike; the first is right. [[A]]", "rejected": f"Both read alike; the second is right. [[B]]"}
+           for i in range(16)]
+
+def margin(path):
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    def logp(text):
+        prompt = tokenizer.apply_chat_template(records[0]["messages"], add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+        full = tokenizer.apply_chat_template(records[0]["messages"] + [{"role": "assistant", "content": text}], tokenize=True, return_dict=True)["input_ids"]
+        with torch.no_grad():
+            logits = model(torch.tensor([full])).logits[0, :-1].log_softmax(-1)
+        return sum(logits[i, full[i + 1]].item() for i in range(len(prompt) - 1, len(full) - 1))
+    return logp(records[0]["chosen"]) - logp(records[0]["rejected"])
+
+train = Train(method="dpo", dpo={"beta": 0.1, "nllWeight": 0.2}, zeroStage=2, learningRate=5e-4, warmupSteps=0, epochs=2,
+              microBatchSize=2, gradientAccumulation=2, bf16=False)
+before = margin(model_path)
+numbers = train_dpo(model_path=model_path, records=records, train=train, output_dir=out / "checkpoint", work_dir=out / "work")
+print("RESULT " + json.dumps({"before": before, "after": margin(out / "checkpoint"), **numbers}))
+"""
+
+
+def test_dpo_on_judgment_pairs_moves_the_judge_toward_the_correct_verdict(tiny_model, tmp_path):
+    """TRL's DPOTrainer, the reference model being the model trained from: after training, the
+    correct judgment is likelier than the wrong one by more than before, and a checkpoint exists."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+           "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", DPO_SCRIPT, str(tiny_model), str(tmp_path)], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[len("RESULT ") :])
+    assert result["pairs"] == 16 and result["too_long"] == 0 and result["steps"] == 8
+    assert result["after"] > result["before"] + 1.0
+    assert (tmp_path / "checkpoint" / "model.safetensors").exists() and (tmp_path / "checkpoint" / "tokenizer.json").exists()

@@ -274,7 +274,31 @@ class Judge(Model):
     balance: bool = _field(True, description="Truncate the larger of the A- and B-wins sets.")
 
 
+class Dpo(Model):
+    """Preference optimisation over judgments (TRL's DPOTrainer)."""
+
+    beta: float = _field(
+        0.1, gt=0.0, description="How far the judge may move from the reference model (the model trained from); higher stays closer."
+    )
+    loss_type: Literal["sigmoid", "ipo", "hinge", "robust", "sigmoid_norm", "apo_zero"] = _field(
+        "sigmoid", description="TRL's `loss_type`: `sigmoid` is DPO (Rafailov et al. 2023), `ipo` IPO, `robust` rDPO, ..."
+    )
+    nll_weight: float = _field(
+        0.0,
+        ge=0.0,
+        description="Add the SFT loss on the chosen judgment with this weight (> 0: DPO + NLL, as in iterative "
+        "reasoning preference optimisation, Pang et al. 2024); 0: DPO alone.",
+    )
+
+
 class Train(Model):
+    method: Literal["sft", "dpo"] = _field(
+        "sft",
+        description="`sft` (the paper): fine-tune on one correct judgment per item. `dpo`: preference "
+        "optimisation on pairs of judgments of the same item, chosen = a correct verdict, rejected = a wrong "
+        "or unparseable one (the judge stage then samples until it has one of each, or N); docs/methods.md.",
+    )
+    dpo: Dpo = _field(default_factory=Dpo, description="Settings of `method: dpo`.")
     init_from: Literal["seed", "previous"] = _field(
         "seed",
         description="`seed` fine-tunes the seed at every iteration (paper); `previous` continues "

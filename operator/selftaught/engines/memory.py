@@ -88,9 +88,11 @@ def estimate(
     world: int,
     offload_optimizer: bool,
     bf16: bool,
+    reference: bool = False,
 ) -> MemoryEstimate:
     """`tokens`: the most tokens one micro batch holds (micro batch size x longest example, or the
-    packed length)."""
+    packed length). `reference`: a frozen copy of the weights beside them (DPO's reference
+    model; sharded like the weights under ZeRO-3)."""
     p = shape.parameters
     weight, grad, optimizer = (2, 2, 12) if bf16 else (4, 4, 8)  # bf16: fp32 master + Adam m, v
     if offload_optimizer and zero_stage > 0:
@@ -102,6 +104,8 @@ def estimate(
         2: weight * p + (grad + optimizer) * p / shard,
         3: (weight + grad + optimizer) * p / shard,
     }[zero_stage]
+    if reference:
+        states += weight * p / (shard if zero_stage == 3 else 1)
     width = 2 if bf16 else 4
     h, i, kv = shape.hidden, shape.intermediate, shape.kv_dim
     # per token and layer: two norms' inputs (kept in fp32), q, k, v, attention output, o-proj

@@ -10,6 +10,7 @@ padding-free batches and packing, and the Liger kernels on a GPU.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -85,6 +86,116 @@ def use_fused_kernels(setting: bool | None, on_gpu: bool) -> bool:
     return setting
 
 
+@dataclass
+class Prepared:
+    """What both trainers start from: the tokenizer, the model, and the choices made for it."""
+
+    tokenizer: Any
+    model: Any
+    on_gpu: bool
+    bf16: bool
+    world: int
+    checkpointing: Any  # engines.memory.CheckpointingChoice
+    fused: bool
+
+    def args(self, train: Train, work_dir: Path) -> dict[str, Any]:
+        """The TrainingArguments both TRL configs share."""
+        return dict(
+            output_dir=str(work_dir),
+            per_device_train_batch_size=train.micro_batch_size,
+            gradient_accumulation_steps=train.gradient_accumulation,
+            learning_rate=train.learning_rate,
+            lr_scheduler_type="cosine_with_min_lr",
+            lr_scheduler_kwargs={"min_lr_rate": train.min_lr_ratio},
+            warmup_steps=train.warmup_steps,
+            num_train_epochs=train.epochs,
+            weight_decay=train.weight_decay,
+            adam_beta1=0.9,
+            adam_beta2=0.95,
+            max_grad_norm=1.0,
+            bf16=self.bf16,
+            gradient_checkpointing=self.checkpointing.on,
+            deepspeed=deepspeed_config(train, bf16=self.bf16),
+            save_strategy="no",
+            report_to=[],
+            logging_steps=10,
+            seed=train.seed,
+            use_cpu=not self.on_gpu,
+            disable_tqdm=True,
+            ddp_backend=None if self.on_gpu else "gloo",
+            dataset_num_proc=None,
+            use_liger_kernel=self.fused,
+            torch_compile=train.compile,
+        )
+
+
+def _tokenizer(model_path: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _prepare(model_path: Path, train: Train, tokenizer: Any, micro_tokens: int, *, reference: bool) -> Prepared:
+    """Load the model and choose checkpointing (from the memory estimate; a reference model
+    for DPO is one more copy of the weights) and the fused kernels."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from selftaught.engines.memory import ModelShape, choose_checkpointing, estimate
+
+    on_gpu = torch.cuda.is_available()
+    bf16 = train.bf16 and ((on_gpu and torch.cuda.is_bf16_supported()) or not on_gpu)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16 if bf16 else torch.float32)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    memory = estimate(
+        ModelShape.of(model.config, sum(p.numel() for p in model.parameters())), tokens=micro_tokens, zero_stage=train.zero_stage,
+        world=world, offload_optimizer=train.offload_optimizer, bf16=bf16, reference=reference,
+    )  # fmt: skip
+    checkpointing = choose_checkpointing(train.gradient_checkpointing, memory, torch.cuda.mem_get_info()[1] if on_gpu else None)
+    log.info("gradient checkpointing %s (%s)", "on" if checkpointing.on else "off", checkpointing.reason)
+    return Prepared(tokenizer, model, on_gpu, bf16, world, checkpointing, use_fused_kernels(train.fused_kernels, on_gpu))
+
+
+def _fit(trainer: Any, prepared: Prepared, train: Train, output_dir: Path, on_step: Callable[[int, int], None] | None) -> Any:
+    """Train, then save an HF checkpoint vLLM loads as is (on the main process)."""
+    per_step = train.micro_batch_size * train.gradient_accumulation * prepared.world
+    steps = max(1, math.ceil(len(trainer.train_dataset) / per_step * train.epochs))  # after packing, if any
+    trainer.args.warmup_steps = min(train.warmup_steps, steps)  # the scheduler is built when training starts
+    if on_step is not None:
+        trainer.add_callback(_steps_to(on_step))
+    result = trainer.train()
+    trainer.save_model(str(output_dir))  # gathers ZeRO-3 shards; writes on the main process only
+    if trainer.is_world_process_zero():
+        prepared.tokenizer.save_pretrained(str(output_dir))  # with its chat template
+        for path in output_dir.rglob("*"):
+            path.chmod(0o644 if path.is_file() else 0o755)  # HF writes 0600; pods read as another user
+    return result
+
+
+def _numbers(result: Any, prepared: Prepared, examples: int, too_long: int, tokens: float) -> dict[str, float]:
+    seconds = float(result.metrics.get("train_runtime", 0.0))
+    return {
+        "examples": examples,
+        "too_long": too_long,
+        "tokens": tokens,
+        "steps": result.global_step,
+        "train_loss": float(result.training_loss),
+        "train_seconds": seconds,
+        "tokens_per_second_per_gpu": tokens / seconds / prepared.world if seconds > 0 else 0.0,
+        "gradient_checkpointing": int(prepared.checkpointing.on),
+        "fused_kernels": int(prepared.fused),
+    }
+
+
+def _nothing_fits(train: Train, too_long: int, what: str = "training example") -> Exception:
+    from selftaught.errors import EmptyDataset
+
+    return EmptyDataset(f"no {what} fits train.maxSeqLen={train.max_seq_len} ({too_long} too long)")
+
+
 def train_sft(
     *,
     model_path: Path,
@@ -98,92 +209,77 @@ def train_sft(
     only, padding-free batches or packed sequences, a fused LM head that never materialises the
     logits) and save an HF checkpoint to `output_dir` (on the main process). `on_step(step,
     steps)` hears of every optimizer step. Returns numbers for the stage manifest."""
-    import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from selftaught.engines.memory import ModelShape, choose_checkpointing, estimate
-
-    on_gpu = torch.cuda.is_available()
-    bf16 = train.bf16 and ((on_gpu and torch.cuda.is_bf16_supported()) or not on_gpu)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = _tokenizer(model_path)
     data = fitting_examples(records, tokenizer, train.max_seq_len)
     if not data.rows:
-        from selftaught.errors import EmptyDataset
-
-        raise EmptyDataset(
-            f"no training example fits train.maxSeqLen={train.max_seq_len} ({data.too_long} too long)"
-        )
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16 if bf16 else torch.float32)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    micro_tokens = train.micro_batch_size * (train.max_seq_len if train.packing else data.longest)
-    memory = estimate(
-        ModelShape.of(model.config, sum(p.numel() for p in model.parameters())),
-        tokens=micro_tokens, zero_stage=train.zero_stage, world=world, offload_optimizer=train.offload_optimizer, bf16=bf16,
-    )  # fmt: skip
-    checkpointing = choose_checkpointing(train.gradient_checkpointing, memory, torch.cuda.mem_get_info()[1] if on_gpu else None)
-    log.info("gradient checkpointing %s (%s)", "on" if checkpointing.on else "off", checkpointing.reason)
-    fused = use_fused_kernels(train.fused_kernels, on_gpu)
+        raise _nothing_fits(train, data.too_long)
+    prepared = _prepare(model_path, train, tokenizer, train.micro_batch_size * (train.max_seq_len if train.packing else data.longest), reference=False)
     args = SFTConfig(
-        output_dir=str(work_dir),
-        per_device_train_batch_size=train.micro_batch_size,
-        gradient_accumulation_steps=train.gradient_accumulation,
-        learning_rate=train.learning_rate,
-        lr_scheduler_type="cosine_with_min_lr",
-        lr_scheduler_kwargs={"min_lr_rate": train.min_lr_ratio},
-        warmup_steps=train.warmup_steps,
-        num_train_epochs=train.epochs,
-        weight_decay=train.weight_decay,
-        adam_beta1=0.9,
-        adam_beta2=0.95,
-        max_grad_norm=1.0,
-        bf16=bf16,
-        gradient_checkpointing=checkpointing.on,
-        deepspeed=deepspeed_config(train, bf16=bf16),
-        save_strategy="no",
-        report_to=[],
-        logging_steps=10,
-        seed=train.seed,
-        use_cpu=not on_gpu,
-        disable_tqdm=True,
-        ddp_backend=None if on_gpu else "gloo",
+        **prepared.args(train, work_dir),
         # the data: conversational prompt-completion rows, loss on the completion only
         completion_only_loss=True,
         packing=train.packing,
         padding_free=True,  # examples laid end to end, position ids restarting: no padding, no cross-attention
         max_length=train.max_seq_len if train.packing else None,  # too-long examples are already dropped
-        dataset_num_proc=None,
-        use_liger_kernel=fused,
-        torch_compile=train.compile,
     )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(data.rows), processing_class=tokenizer)
-    warmup = min(train.warmup_steps, trainer.args.max_steps if trainer.args.max_steps > 0 else train.warmup_steps)
-    trainer.args.warmup_steps = warmup
-    if on_step is not None:
-        trainer.add_callback(_steps_to(on_step))
-    result = trainer.train()
-    trainer.save_model(str(output_dir))  # gathers ZeRO-3 shards; writes on the main process only
-    if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(str(output_dir))  # with its chat template: vLLM loads it as is
-        for path in output_dir.rglob("*"):
-            path.chmod(0o644 if path.is_file() else 0o755)  # HF writes 0600; pods read as another user
-    seconds = float(result.metrics.get("train_runtime", 0.0))
-    trained_tokens = data.tokens * train.epochs
-    return {
-        "examples": len(data.rows),
-        "too_long": data.too_long,
-        "completion_tokens": _completion_tokens(trainer.train_dataset),
-        "tokens": trained_tokens,
-        "steps": result.global_step,
-        "train_loss": float(result.training_loss),
-        "train_seconds": seconds,
-        "tokens_per_second_per_gpu": trained_tokens / seconds / world if seconds > 0 else 0.0,
-        "gradient_checkpointing": int(checkpointing.on),
-        "fused_kernels": int(fused),
-    }
+    trainer = SFTTrainer(model=prepared.model, args=args, train_dataset=Dataset.from_list(data.rows), processing_class=tokenizer)
+    result = _fit(trainer, prepared, train, output_dir, on_step)
+    numbers = _numbers(result, prepared, len(data.rows), data.too_long, data.tokens * train.epochs)
+    return {**numbers, "completion_tokens": _completion_tokens(trainer.train_dataset)}
+
+
+def fitting_pairs(records: Iterable[dict[str, Any]], tokenizer: Any, max_seq_len: int) -> FittingExamples:
+    """DPO records (`messages`, `chosen`, `rejected` judgments) as TRL's conversational preference
+    rows; a pair with either judgment longer than `max_seq_len` in all is dropped and counted."""
+    rows, too_long, tokens, longest = [], 0, 0, 0
+    for record in records:
+        prompt = list(record["messages"])
+        chosen = [{"role": "assistant", "content": record["chosen"]}]
+        rejected = [{"role": "assistant", "content": record["rejected"]}]
+        lengths = [len(tokenizer.apply_chat_template(prompt + side, tokenize=True, return_dict=True)["input_ids"]) for side in (chosen, rejected)]
+        if max(lengths) > max_seq_len:
+            too_long += 1
+            continue
+        rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+        tokens += sum(lengths)
+        longest = max(longest, *lengths)
+    return FittingExamples(rows, too_long, tokens, longest)
+
+
+def train_dpo(
+    *,
+    model_path: Path,
+    records: Iterable[dict[str, Any]],
+    train: Train,
+    output_dir: Path,
+    work_dir: Path,
+    on_step: Callable[[int, int], None] | None = None,
+) -> dict[str, float]:
+    """Preference optimisation of `model_path` on pairs of judgments with TRL's DPOTrainer: the
+    reference model is the model trained from (TRL loads a frozen copy; under ZeRO-3 it is
+    sharded too), the loss is `train.dpo.lossType` with `beta`, plus `nllWeight` x the SFT loss on
+    the chosen judgment if set. Same checkpoint and numbers as `train_sft`."""
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    tokenizer = _tokenizer(model_path)
+    data = fitting_pairs(records, tokenizer, train.max_seq_len)
+    if not data.rows:
+        raise _nothing_fits(train, data.too_long, "judgment pair")
+    # chosen and rejected go through the model together: twice the tokens of the longer one
+    prepared = _prepare(model_path, train, tokenizer, 2 * train.micro_batch_size * data.longest, reference=True)
+    dpo = train.dpo
+    losses, weights = [dpo.loss_type], [1.0]
+    if dpo.nll_weight > 0:
+        losses.append("sft")
+        weights.append(dpo.nll_weight)
+    args = DPOConfig(**prepared.args(train, work_dir), beta=dpo.beta, loss_type=losses, loss_weights=weights, max_length=None)
+    trainer = DPOTrainer(model=prepared.model, args=args, train_dataset=Dataset.from_list(data.rows), processing_class=tokenizer)
+    result = _fit(trainer, prepared, train, output_dir, on_step)
+    return {**_numbers(result, prepared, len(data.rows), data.too_long, data.tokens * train.epochs), "pairs": len(data.rows)}
 
 
 def _completion_tokens(dataset: Any) -> int:

@@ -1,5 +1,6 @@
-"""train (iteration i): SFT of the seed (or of M(i-1)) on the kept judgments with DeepSpeed;
-the checkpoint M(i) goes to the store, then the manifest that marks it usable."""
+"""train (iteration i): SFT (or DPO, `train.method`) of the seed (or of M(i-1)) on the kept
+judgments with DeepSpeed; the checkpoint M(i) goes to the store, then the manifest that marks it
+usable."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from selftaught.engines.models import resolve_model
 from selftaught.stages.contract import TOKENS_PER_SECOND, Stage
 from selftaught.stages.progress import NoProgress, ShardProgress
 from selftaught.store.jsonl import read_jsonl
-from selftaught.store.layout import checkpoint_output, progress_key, sft_output
+from selftaught.store.layout import checkpoint_output, preference_output, progress_key, sft_output
 from selftaught.store.manifest import Manifest, published_key
 
 
@@ -38,18 +39,20 @@ class Train(Stage):
     name = "train"
 
     def run(self, ctx):
-        from selftaught.engines.training import train_sft
+        from selftaught.engines.training import train_dpo, train_sft
 
         iteration = ctx.stage.iteration
         model_path = resolve_model(base_model(ctx), ctx.spec.storage)
-        records = read_jsonl(ctx.store, published_key(ctx.store, *sft_output(iteration)))
+        dpo = ctx.spec.train.method == "dpo"
+        trainer, data = (train_dpo, preference_output(iteration)) if dpo else (train_sft, sft_output(iteration))
+        records = read_jsonl(ctx.store, published_key(ctx.store, *data))
         work = Path(tempfile.mkdtemp(prefix=f"selftaught-train-{iteration}-"))
         if is_main_process():  # rank 0 speaks for every worker: optimizer steps done and in all
             ctx.progress = ShardProgress(ctx.store, progress_key(ctx.stage.prefix, 0), ctx.stage.label, 0, ctx.attempt, unit="steps")
             ctx.progress.start()
         try:
             output = work / "checkpoint"
-            numbers = train_sft(
+            numbers = trainer(
                 model_path=model_path, records=records, train=ctx.spec.train, output_dir=output, work_dir=work / "trainer",
                 on_step=lambda step, steps: _step(ctx, step, steps),
             )  # fmt: skip

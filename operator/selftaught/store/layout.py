@@ -97,5 +97,10 @@ def checkpoint_output(iteration: int) -> tuple[str, str]:
     return stage_prefix("train", iteration), "checkpoint"
 
 
+def preference_output(iteration: int) -> tuple[str, str]:
+    """`train.method: dpo`: per kept item, a correct and an incorrect judgment of it."""
+    return stage_prefix("judge", iteration), "dpo.jsonl"
+
+
 def metrics_output(iteration: int) -> tuple[str, str]:
     return stage_prefix("evaluate", iteration), "metrics.json"
