@@ -19,7 +19,7 @@ HARD = {"p0", "p1", "p2"}  # the judge is never right on these; always right on 
 
 class SeededJudge:
     """Right on every pair but the HARD ones; each sample's text comes from its request's seed, as
-    vLLM's does. Records the samples asked of each request."""
+    vLLM's does. Records, per call, the samples asked for each item."""
 
     max_model_len = 4096
 
@@ -38,7 +38,8 @@ class SeededJudge:
             right = ("A" if chosen_first else "B") if pair not in HARD else ("B" if chosen_first else "A")
             rng = random.Random(seed)
             answers.append([Sample(f"because {rng.random():.6f} [[{right}]]", 5) for _ in range(sampling.n)])
-            asked[f"{pair}:{'AB' if chosen_first else 'BA'}"] = sampling.n
+            key = f"{pair}:{'AB' if chosen_first else 'BA'}"
+            asked[key] = asked.get(key, 0) + sampling.n
         self.asked.append(asked)
         return answers
 
@@ -75,6 +76,7 @@ def test_the_next_iteration_gives_items_that_needed_many_samples_a_bigger_first_
     assert all(n == 1 for key, n in first_round.items() if key.split(":")[0] not in HARD)
     assert all(n > 1 for key, n in first_round.items() if key.split(":")[0] in HARD)
     assert manifest.counts["samples"] == 18 * 1 + 6 * 8  # the easy ones one each, the hard ones all N
+    assert len(second.asked) == manifest.counts["rounds"]  # items of different sizes, still one batch a round
 
 
 def test_a_resumed_shard_draws_and_keeps_what_the_interrupted_one_did(tmp_path):

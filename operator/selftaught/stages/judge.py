@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from selftaught.api.spec import ModelSource
-from selftaught.chat import ChatEngine, Sample, Sampling
+from selftaught.chat import ChatEngine, Messages, Sample, Sampling
 from selftaught.errors import NoTrainingData
 from selftaught.method.judging import BalanceCounts, ItemState, balance, judge_items, sample_in_rounds, sft_record
 from selftaught.method.sampling import Evidence, Schedule
@@ -31,15 +31,20 @@ def judge_model(ctx, iteration: int) -> ModelSource:
     return ModelSource(source=ctx.store.url(published_key(ctx.store, *checkpoint_output(iteration))))
 
 
-def chat_by_size(engine: ChatEngine, conversations: Sequence, sizes: Sequence[int], sampling: Sampling, seeds: Sequence[int]) -> list[list[Sample]]:
-    """One request per conversation with its own number of samples: one engine call per distinct
-    size (the engine takes one `n` per call), the samples back in the conversations' order."""
+def chat_per_item(
+    engine: ChatEngine, conversations: Sequence[Messages], sizes: Sequence[int], sampling: Sampling, seeds: Sequence[int]
+) -> list[list[Sample]]:
+    """`sizes[i]` samples of conversation i, in one engine call (one batch) whatever the sizes: one
+    request with n = size per conversation when the sizes agree; else each conversation once per
+    sample with n = 1, seeded from its request's seed. The two are the same work for vLLM, which
+    runs a request with n > 1 as n requests that share the prompt through its prefix cache."""
+    if len(set(sizes)) == 1:
+        return engine.chat(conversations, replace(sampling, n=sizes[0]), seeds)
+    copies = [(i, j) for i, size in enumerate(sizes) for j in range(size)]
+    drawn = engine.chat([conversations[i] for i, _ in copies], replace(sampling, n=1), [priority(seeds[i], f"sample:{j}") % 2**31 for i, j in copies])
     results: list[list[Sample]] = [[] for _ in conversations]
-    for size in sorted(set(sizes)):
-        chosen = [i for i, n in enumerate(sizes) if n == size]
-        drawn = engine.chat([conversations[i] for i in chosen], replace(sampling, n=size), [seeds[i] for i in chosen])
-        for i, samples in zip(chosen, drawn, strict=True):
-            results[i] = samples
+    for (i, _), samples in zip(copies, drawn, strict=True):
+        results[i].extend(samples)
     return results
 
 
@@ -92,7 +97,7 @@ class Judge(MapReduceStage):
         def draw(pending: Sequence[ItemState], sizes: Sequence[int], seeds: Sequence[int]) -> list[list[Sample]]:
             counts["rounds"] += 1
             counts["requests"] += len(pending)
-            return chat_by_size(engine, [s.item.messages() for s in pending], sizes, sampling, seeds)
+            return chat_per_item(engine, [s.item.messages() for s in pending], sizes, sampling, seeds)
 
         def seed_of(state: ItemState, number: int) -> int:
             # per-request seeds: a resumed shard draws exactly the samples the killed one drew
