@@ -16,8 +16,8 @@ The bound is estimated from the fixed-N run: an item with c correct of N draws n
 (N + 1) / (c + 1) samples in expectation when they are taken one at a time (N when c = 0).
 
 Columns: samples and requests per item (a request is one item in one round: each costs a
-prompt's prefill), rounds (passes over the shard), engine calls (one per distinct round size in
-a round), generated tokens against fixed N and against the bound.
+prompt's prefill, mostly from the prefix cache after the first), rounds (passes over the shard),
+engine calls (batches: one per round), generated tokens against fixed N and against the bound.
 
     OMP_NUM_THREADS=1 python benchmarks/sampling.py [--simulated-only]
 """
