@@ -39,7 +39,7 @@ def test_plan_prints_every_stage_its_cost_and_what_adaptive_judging_saves():
         assert any(line.startswith(f"{row.label} ") and f"{row.gpu_hours:.1f}" in line for line in lines), row.label
     assert "16 pods x 8 GPUs, 4 at once" in result.stdout and "4 nodes x 8 GPUs" in result.stdout
     assert f"in all ~{expected.gpu_hours:,.0f} GPU-hours" in result.stdout
-    assert "adaptive judging: ~3.0 samples per item instead of 15" in result.stdout
+    assert "adaptive judging: ~2.3 samples per item instead of 15" in result.stdout
     assert "1,040,000 instructions (spec.estimate.instructions)" in result.stdout
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from selftaught.api.load import load_run, parse_run
 from selftaught.api.spec import GpuKind
-from selftaught.method.judging import sampling_rounds
+from selftaught.method.sampling import Population, Schedule
 from selftaught.pipeline.estimate import RATES, Executor, estimate, expected_sampling, gpu_kind, inputs_for, measure, size_from_name
 from selftaught.pipeline.table import StageRef
 from selftaught.store.manifest import Manifest
@@ -46,18 +46,18 @@ def test_a_models_size_is_read_from_its_name(name, size):
 def test_the_adaptive_sampling_model_agrees_with_a_simulation_of_the_rounds():
     """E[samples] and the keep rate under Beta-distributed item accuracy, against drawing it."""
     rng, items, mean, samples = random.Random(0), 40_000, 0.6, 15
-    drawn = kept = 0
+    schedule, drawn, kept = Schedule(samples), 0, 0
     for _ in range(items):
         p = rng.betavariate(mean * 2, (1 - mean) * 2)
-        for size in sampling_rounds(samples, 2, True):
+        for size in schedule.failing_rounds(Population(mean, 2.0)):
             drawn += size
             if any(rng.random() < p for _ in range(size)):
                 kept += 1
                 break
-    model = expected_sampling(samples, 2, True, mean)
+    model = expected_sampling(schedule, mean)
     assert model.samples == pytest.approx(drawn / items, rel=0.03)
     assert model.keep_rate == pytest.approx(kept / items, rel=0.01)
-    fixed = expected_sampling(samples, 2, False, mean)
+    fixed = expected_sampling(Schedule(samples, adaptive=False), mean)
     assert fixed.samples == samples and fixed.keep_rate == model.keep_rate  # the same items are kept either way
 
 

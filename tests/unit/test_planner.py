@@ -24,7 +24,7 @@ def test_stages_follow_the_method_and_iterations_chain_through_checkpoints():
     assert graph == {
         "categorize": [], "select": ["categorize"], "pairs": ["select"], "evaluate-0": ["pairs"],
         "judge-1": ["pairs"], "train-1": ["judge-1"], "evaluate-1": ["train-1"],
-        "judge-2": ["pairs", "train-1"], "train-2": ["judge-2"], "evaluate-2": ["train-2"],
+        "judge-2": ["pairs", "judge-1", "train-1"], "train-2": ["judge-2"], "evaluate-2": ["train-2"],
     }  # fmt: skip
 
 

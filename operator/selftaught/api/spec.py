@@ -261,7 +261,23 @@ class Judge(Model):
         "`false` always samples all N.",
     )
     first_round: int = _field(
-        2, ge=1, description="Samples in the first adaptive round; later rounds double it."
+        1,
+        ge=1,
+        description="Samples in an item's first adaptive round when nothing is known about it (iteration 1, "
+        "or a pair the previous iteration did not judge); with `schedule: doubling`, every item's.",
+    )
+    schedule: Literal["fitted", "doubling"] = _field(
+        "fitted",
+        description="How adaptive rounds are sized. `fitted`: each item's next round is the fewest samples in "
+        "expectation within the rounds left, from what the shard's earlier rounds say of the judge's accuracy "
+        "and, from iteration 2, how many samples the same pair needed in the previous iteration "
+        "(docs/architecture.md, Judging). `doubling`: firstRound, then twice as many each round.",
+    )
+    rounds: int | None = _field(
+        None,
+        ge=1,
+        description="Most rounds an item takes part in under `schedule: fitted` (the last draws what is left of "
+        "N); each round is a pass over the shard. Default: as many as doubling from firstRound takes (4 for N = 15).",
     )
     temperature: float = _field(0.7, ge=0.0, description="Sampling temperature.")
     top_p: float = _field(0.9, gt=0.0, le=1.0, description="Nucleus sampling.")

@@ -25,7 +25,6 @@ from typing import Literal
 from selftaught.api.spec import ModelSource, SelfTaughtRunSpec, Throughput
 from selftaught.engines.memory import GIB, choose_checkpointing, shape_for_size
 from selftaught.engines.memory import estimate as memory_estimate
-from selftaught.method.judging import sampling_rounds
 from selftaught.method.prompts import (
     CATEGORIZE_TEMPLATE,
     JUDGE_SYSTEM_PROMPT,
@@ -33,6 +32,7 @@ from selftaught.method.prompts import (
     MODIFIED_INSTRUCTION_TEMPLATE,
     RATING_TEMPLATE,
 )
+from selftaught.method.sampling import Population, Schedule
 from selftaught.pipeline.placement import Machine, generation_placement, training_placement
 from selftaught.pipeline.planner import evaluation_enabled, stage_graph
 from selftaught.pipeline.table import StageRef
@@ -379,22 +379,23 @@ class Sampling:
     keep_rate: float
 
 
-def expected_sampling(samples: int, first_round: int, adaptive: bool, accuracy: float) -> Sampling:
+def expected_sampling(schedule: Schedule, accuracy: float) -> Sampling:
     """What judging costs per item when an item's chance of a right judgment is Beta-distributed
-    around `accuracy`: a round runs for the items with no right judgment yet, and for
-    p ~ Beta(a, b), E[(1-p)^c] = prod_{j<c} (b+j)/(a+b+j)."""
+    around `accuracy` (and the fitted schedule finds that distribution; no history): a round runs
+    for the items with no right judgment yet, and for p ~ Beta(a, b),
+    E[(1-p)^c] = prod_{j<c} (b+j)/(a+b+j)."""
     a, b = accuracy * CONCENTRATION, (1 - accuracy) * CONCENTRATION
 
     def none_right(draws: int) -> float:
         return math.prod((b + j) / (a + b + j) for j in range(draws))
 
     drawn, drawn_expected, requests = 0, 0.0, 0.0
-    for size in sampling_rounds(samples, first_round, adaptive):
+    for size in schedule.failing_rounds(Population(accuracy, CONCENTRATION)):
         still = none_right(drawn)
         drawn_expected += size * still
         requests += still
         drawn += size
-    return Sampling(drawn_expected, requests, 1 - none_right(samples))
+    return Sampling(drawn_expected, requests, 1 - none_right(schedule.samples))
 
 
 def _tokens(text: str) -> float:
@@ -481,7 +482,7 @@ def estimate(spec: SelfTaughtRunSpec, inputs: Inputs, measured: Measurements | N
     heldout = measured.heldout_pairs if measured.heldout_pairs is not None else selected - train_pairs
     examples = measured.evaluation_examples or inputs.evaluation_examples.value or heldout
     orders = 2 if spec.judge.orders == "both" else 1
-    model = expected_sampling(spec.judge.samples, spec.judge.first_round, spec.judge.adaptive, assume.judge_accuracy)
+    model = expected_sampling(Schedule.of(spec.judge), assume.judge_accuracy)
     per_item, keep_rate, requests_per_item = model.samples, model.keep_rate, model.requests
     fixed_per_item = float(spec.judge.samples)
     if measured.samples_per_item is not None:

@@ -1,29 +1,26 @@
 """judge (iteration i): judge M(i-1) annotates the training pairs by adaptive rejection sampling;
-one correct judgment is kept per item, then A/B winners are balanced into SFT records."""
+one correct judgment is kept per item, then A/B winners are balanced into SFT records.
+
+Besides the SFT records the stage publishes `judged.jsonl`: every item it tried with the samples it
+drew and the correct ones among them. The next iteration's judge sizes its rounds from it."""
 
 from __future__ import annotations
 
-import random
 from collections import Counter
+from collections.abc import Sequence
+from dataclasses import replace
 
 from selftaught.api.spec import ModelSource
-from selftaught.chat import Sampling
+from selftaught.chat import ChatEngine, Messages, Sample, Sampling
 from selftaught.errors import NoTrainingData
-from selftaught.method.judging import (
-    BalanceCounts,
-    ItemState,
-    balance,
-    choose_correct,
-    judge_items,
-    sampling_rounds,
-    sft_record,
-)
+from selftaught.method.judging import BalanceCounts, ItemState, balance, judge_items, sample_in_rounds, sft_record
+from selftaught.method.sampling import Evidence, Schedule
 from selftaught.method.selection import priority
 from selftaught.stages.budget import fits
 from selftaught.stages.context import in_shard
 from selftaught.stages.contract import MapReduceStage, ShardResult, sum_counts
 from selftaught.store.jsonl import read_jsonl, write_jsonl
-from selftaught.store.layout import PAIRS_TRAIN, checkpoint_output, sft_output
+from selftaught.store.layout import PAIRS_TRAIN, checkpoint_output, judged_output, sft_output
 from selftaught.store.manifest import Manifest, published_key
 
 
@@ -32,6 +29,45 @@ def judge_model(ctx, iteration: int) -> ModelSource:
     if iteration == 0:
         return ctx.spec.models.seed
     return ModelSource(source=ctx.store.url(published_key(ctx.store, *checkpoint_output(iteration))))
+
+
+def chat_per_item(
+    engine: ChatEngine, conversations: Sequence[Messages], sizes: Sequence[int], sampling: Sampling, seeds: Sequence[int]
+) -> list[list[Sample]]:
+    """`sizes[i]` samples of conversation i, in one engine call (one batch) whatever the sizes: one
+    request with n = size per conversation when the sizes agree; else each conversation once per
+    sample with n = 1, seeded from its request's seed. The two are the same work for vLLM, which
+    runs a request with n > 1 as n requests that share the prompt through its prefix cache."""
+    if len(set(sizes)) == 1:
+        return engine.chat(conversations, replace(sampling, n=sizes[0]), seeds)
+    copies = [(i, j) for i, size in enumerate(sizes) for j in range(size)]
+    drawn = engine.chat([conversations[i] for i, _ in copies], replace(sampling, n=1), [priority(seeds[i], f"sample:{j}") % 2**31 for i, j in copies])
+    results: list[list[Sample]] = [[] for _ in conversations]
+    for (i, _), samples in zip(copies, drawn, strict=True):
+        results[i].extend(samples)
+    return results
+
+
+def judged_record(record: dict) -> dict:
+    """An item's line of `judged.jsonl` from its shard record (a shard written before `correct`
+    was counted holds only items kept with a correct judgment: at least one)."""
+    return {"id": record["id"], "order": record["order"], "samples": record["samples"], "correct": record.get("correct", 1)}
+
+
+def judged_before(ctx, iteration: int, keys: set[str]) -> dict[str, Evidence]:
+    """What iteration `iteration` - 1 drew for the items `keys` (pair id and order): nothing in
+    iteration 1, nor from a store whose judge kept no such record (written before it did)."""
+    if iteration == 1:
+        return {}
+    key = published_key(ctx.store, *judged_output(iteration - 1))
+    if not ctx.store.exists(key):
+        return {}
+    found = {}
+    for record in read_jsonl(ctx.store, key):
+        item = f"{record['id']}:{record['order']}"
+        if item in keys:
+            found[item] = Evidence(int(record["samples"]), int(record["correct"]))
+    return found
 
 
 class Judge(MapReduceStage):
@@ -49,29 +85,32 @@ class Judge(MapReduceStage):
         room = fits(engine, [s.item.messages() for s in states], settings.max_tokens)
         too_long = room.count(False)
         states = [state for state, fit in zip(states, room, strict=True) if fit]
-        counts: Counter[str] = Counter(items=len(states), kept=0, a_wins=0, b_wins=0, rounds=0, too_long=too_long)
-        ctx.progress.start(len(states) * settings.samples)  # the fixed-N budget: an item kept early counts its unused samples
-        pending = states
-        for number, size in enumerate(sampling_rounds(settings.samples, settings.first_round, settings.adaptive)):
-            if not pending:
-                break
-            counts["rounds"] += 1
-            sampling = Sampling(n=size, temperature=settings.temperature, top_p=settings.top_p, max_tokens=settings.max_tokens)
-            # per-request seeds: a resumed shard draws exactly the samples the killed one drew
-            seeds = [priority(seed, f"judge:{iteration}:{s.item.key}:{number}") % 2**31 for s in pending]
-            results = engine.chat([s.item.messages() for s in pending], sampling, seeds)
-            still_pending = []
-            for state, request_seed, samples in zip(pending, seeds, results, strict=True):
-                kept = choose_correct(state, samples, random.Random(request_seed))
-                if kept is None:
-                    still_pending.append(state)
-                    continue
-                out.write(kept)
-                ctx.progress.advance(settings.samples - state.samples)
-                counts["kept"] += 1
-                counts["a_wins" if kept["winner"] == "A" else "b_wins"] += 1
-            pending = still_pending
+        history = judged_before(ctx, iteration, {state.item.key for state in states})
         for state in states:
+            state.history = history.get(state.item.key, state.history)
+        counts: Counter[str] = Counter(
+            items=len(states), kept=0, a_wins=0, b_wins=0, rounds=0, requests=0, too_long=too_long, with_history=len(history)
+        )
+        ctx.progress.start(len(states) * settings.samples)  # the fixed-N budget: an item kept early counts its unused samples
+        sampling = Sampling(temperature=settings.temperature, top_p=settings.top_p, max_tokens=settings.max_tokens)
+
+        def draw(pending: Sequence[ItemState], sizes: Sequence[int], seeds: Sequence[int]) -> list[list[Sample]]:
+            counts["rounds"] += 1
+            counts["requests"] += len(pending)
+            return chat_per_item(engine, [s.item.messages() for s in pending], sizes, sampling, seeds)
+
+        def seed_of(state: ItemState, number: int) -> int:
+            # per-request seeds: a resumed shard draws exactly the samples the killed one drew
+            return priority(seed, f"judge:{iteration}:{state.item.key}:{number}") % 2**31
+
+        for state in sample_in_rounds(states, Schedule.of(settings), draw, seed_of):
+            out.write(state.kept)
+            ctx.progress.advance(settings.samples - state.samples)
+            counts["kept"] += 1
+            counts["a_wins" if state.kept["winner"] == "A" else "b_wins"] += 1
+        for state in states:
+            if state.kept is None:
+                out.write(state.tally())  # no correct judgment in N: the next iteration learns from it too
             counts["samples"] += state.samples
             counts["tokens"] += state.tokens
             counts["unparsed"] += state.unparsed
@@ -89,16 +128,17 @@ class Judge(MapReduceStage):
                 "its samples are kept in the store"
             )
         tally = BalanceCounts(a_wins=int(counts["a_wins"]), b_wins=int(counts["b_wins"]))
-        records = (
-            record
-            for manifest in shard_manifests
-            for key in manifest.outputs
-            for record in read_jsonl(ctx.store, key)
-        )
+
+        def records():  # every item the shards tried; those with a kept judgment have one
+            return (record for manifest in shard_manifests for key in manifest.outputs for record in read_jsonl(ctx.store, key))
+
+        with_judgment = (record for record in records() if "judgment" in record)
         key = ctx.output_key(sft_output(ctx.stage.iteration)[1])
         judge_settings = ctx.spec.judge
-        chosen = balance(records, tally, ctx.spec.seed) if judge_settings.balance else records
+        chosen = balance(with_judgment, tally, ctx.spec.seed) if judge_settings.balance else with_judgment
         written = write_jsonl(ctx.store, key, (sft_record(r) for r in chosen))
+        judged_key = ctx.output_key(judged_output(ctx.stage.iteration)[1])
+        judged = write_jsonl(ctx.store, judged_key, (judged_record(r) for r in records()))
         samples, tokens = counts.get("samples", 0), counts.get("tokens", 0)
         fixed_tokens = items * judge_settings.samples * (tokens / samples if samples else 0)
         summary = {
@@ -115,7 +155,7 @@ class Judge(MapReduceStage):
         return Manifest(
             stage=self.name,
             counts=counts,
-            outputs={key: written.as_dict()},
+            outputs={key: written.as_dict(), judged_key: judged.as_dict()},
             seconds=sum(m.seconds for m in shard_manifests),
             summary=summary,
         )

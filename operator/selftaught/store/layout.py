@@ -10,6 +10,7 @@ categorize/_progress/00000.json                 how far a running shard is (done
 select/attempt-…/selected.jsonl
 pairs/attempt-…/train.jsonl  pairs/attempt-…/heldout.jsonl
 iter-001/judge/attempt-…/sft.jsonl              the kept, balanced judgments
+iter-001/judge/attempt-…/judged.jsonl           samples drawn and correct per item tried (sizes iter-002's rounds)
 iter-001/train/attempt-…/checkpoint/            HF checkpoint (safetensors, tokenizer, chat template)
 iter-001/evaluate/attempt-…/metrics.json        iter-000/evaluate is the seed judge's baseline
 report/index.html                               the run's report, plots inside
@@ -91,6 +92,11 @@ PAIRS_HELDOUT = (stage_prefix("pairs"), "heldout.jsonl")
 
 def sft_output(iteration: int) -> tuple[str, str]:
     return stage_prefix("judge", iteration), "sft.jsonl"
+
+
+def judged_output(iteration: int) -> tuple[str, str]:
+    """Every item the judge tried, with the samples it drew and how many were correct."""
+    return stage_prefix("judge", iteration), "judged.jsonl"
 
 
 def checkpoint_output(iteration: int) -> tuple[str, str]:
