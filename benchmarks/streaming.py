@@ -43,7 +43,7 @@ def make_scored(path: Path, count: int) -> None:
 
 def work(kind: str, folder: str, queue) -> None:
     from selftaught.api.spec import Select
-    from selftaught.method.judging import BalanceCounts, balance, sft_record
+    from selftaught.method.judging import BalanceCounts, balance, sft_records
     from selftaught.method.scoring import score
     from selftaught.method.selection import Selector
     from selftaught.store import LocalStore
@@ -67,7 +67,7 @@ def work(kind: str, folder: str, queue) -> None:
             counts.a_wins += record["winner"] == "A"
             counts.b_wins += record["winner"] == "B"
         chosen = balance(read_jsonl(store, "judgments.jsonl"), counts, seed=0)  # pass 2: stream
-        write_jsonl(store, "sft.jsonl", (sft_record(r) for r in chosen))
+        write_jsonl(store, "sft.jsonl", (example for r in chosen for example in sft_records(r)))
     elif kind == "metrics":
         rows = score(read_jsonl(store, "scored.jsonl"), "rewardbench")["examples"]  # one streaming pass
     seconds = time.perf_counter() - started

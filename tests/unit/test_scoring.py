@@ -209,7 +209,7 @@ def test_rewardbench_records_are_checked():
     assert check_record({"subset": "Coding", "output": "[[A]]"}, "rewardbench") == "missing 'winner'"
     assert check_record({"winner": "A", "output": "[[A]]"}, "rewardbench") == "missing 'subset'"
     assert check_record(_rb("Coding", "C", "[[A]]"), "rewardbench") == "'winner' must be A or B"
-    assert check_record(_rb("Coding", "A"), "rewardbench") == "missing 'output' (or 'outputs')"
+    assert check_record(_rb("Coding", "A"), "rewardbench") == "missing 'output' (or 'outputs', or 'rated')"
     assert check_record(_rb("Coding", "A", outputs=[]), "rewardbench") == "'outputs' must be a non-empty list of strings"
     assert check_record(_rb("Coding", "A", 3), "rewardbench") == "'output' must be a string"
     assert check_record(_rb("Coding", "A", outputs=["x"], swapped_output="y"), "rewardbench") == "'swapped_output' needs 'output'"
@@ -406,3 +406,21 @@ def test_score_reports_every_bad_line_and_exits_2(tmp_path, capsys):
 def test_score_of_a_missing_file_exits_2(tmp_path, capsys):
     assert _run(["score", str(tmp_path / "nope.jsonl")]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_rating_mode_pairs_score_as_rewardbench_scores_them_with_ratings():
+    """run_judge_ratings: the higher rating wins; a tie or an unreadable rating is an error, 0.5."""
+    from selftaught.method.scoring import check_record, rating_verdict, score
+
+    assert rating_verdict(["Good. 8", "Poor. 3"]) == "A" and rating_verdict(["2", "It is fine. 9"]) == "B"
+    assert rating_verdict(["7", "7"]) is None and rating_verdict(["Rating: 7.", "3"]) is None
+    records = [
+        {"id": "1", "subset": "alpacaeval-easy", "winner": "A", "rated": ["8", "3"]},  # right
+        {"id": "2", "subset": "alpacaeval-easy", "winner": "B", "rated": ["8", "3"]},  # wrong
+        {"id": "3", "subset": "alpacaeval-easy", "winner": "A", "rated": ["5", "5"]},  # tie: 0.5
+        {"id": "4", "subset": "alpacaeval-easy", "winner": "A", "rated": ["no number", "5"]},  # error: 0.5
+    ]
+    assert all(check_record(r, "rewardbench") is None for r in records)
+    assert check_record({**records[0], "rated": ["8"]}, "rewardbench") == "'rated' must be two strings (the ratings of answer A and answer B)"
+    report = score(records, "rewardbench")
+    assert report["accuracy"] == pytest.approx((1 + 0 + 0.5 + 0.5) / 4)

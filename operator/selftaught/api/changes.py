@@ -77,6 +77,7 @@ DEPENDS: dict[str, DependsOn] = {
     "data.evaluation.split": EVALUATE,
     "data.evaluation.onBadRecord": EVALUATE,
     "judge": JUDGE,
+    "train.method": JUDGE,  # dpo: the judge stage samples a wrong judgment too, and writes pairs
     "train": TRAIN,
     "evaluate": EVALUATE,
 }

@@ -288,6 +288,13 @@ class Judge(Model):
         "code); `random` judges one random order per pair.",
     )
     balance: bool = _field(True, description="Truncate the larger of the A- and B-wins sets.")
+    format: Literal["pairwise", "pointwise", "pairwise+pointwise"] = _field(
+        "pairwise",
+        description="What the judge learns: `pairwise` (the paper: which of two answers is better, [[A]]/[[B]]); "
+        "`pointwise` (rate one answer 1-10 with a reason, RewardBench's rating prompt; a rating of each answer is "
+        "kept when the chosen one is rated strictly higher); `pairwise+pointwise` (both, mixed: one model for both "
+        "uses). A pointwise judge is evaluated in rating mode (docs/methods.md).",
+    )
 
 
 class Dpo(Model):
@@ -373,6 +380,12 @@ class Evaluate(Model):
         "scorer does (docs/evaluation.md): `rewardbench` (pairwise, one random order, four "
         "sections), `rewardbench2` (each answer rated 1-10, six subsets), `judgebench` (pairwise, "
         "both orders, net vote per pair).",
+    )
+    mode: Literal["auto", "pairwise", "rating"] = _field(
+        "auto",
+        description="How a pair is judged: `pairwise` (one [[A]]/[[B]] verdict), or `rating` (each answer rated "
+        "1-10 on its own, the higher wins, a tie or an unreadable rating scores 0.5: RewardBench's rating mode). "
+        "`auto`: rating for a `judge.format: pointwise` judge, else pairwise. RewardBench 2 is always rated.",
     )
     baseline: bool = _field(True, description="Also evaluate the seed judge (iteration 0).")
     max_tokens: int = _field(2048, ge=8, description="Tokens per judgment (greedy).")
@@ -802,6 +815,31 @@ class SelfTaughtRunSpec(Model):
     @property
     def generator_model(self) -> ModelSource:
         return self.models.generator or self.models.seed
+
+    @property
+    def evaluation_mode(self) -> Literal["pairwise", "rating"]:
+        """`evaluate.mode` with `auto` resolved from what the judge learns."""
+        if self.evaluate.mode != "auto":
+            return self.evaluate.mode
+        return "rating" if self.judge.format == "pointwise" else "pairwise"
+
+    @model_validator(mode="after")
+    def _judgebench_is_pairwise(self) -> SelfTaughtRunSpec:
+        if self.data.evaluation.source and self.evaluate.benchmark == "judgebench" and self.evaluation_mode == "rating":
+            raise ValueError(
+                "evaluate.benchmark judgebench is scored on pairwise verdicts in both orders; a rating-mode evaluation "
+                "(evaluate.mode, or judge.format: pointwise) is not JudgeBench's: use rewardbench or rewardbench2 data"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _dpo_is_pairwise(self) -> SelfTaughtRunSpec:
+        if self.train.method == "dpo" and self.judge.format != "pairwise":
+            raise ValueError(
+                f"train.method dpo learns from pairs of pairwise judgments; judge.format is {self.judge.format!r}: "
+                "set judge.format: pairwise, or train.method: sft"
+            )
+        return self
 
 
 #: An RFC 1123 label, what Kubernetes requires of a namespace (and what we require of a run's name,

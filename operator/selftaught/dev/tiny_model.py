@@ -21,6 +21,7 @@ from selftaught.method.prompts import (
     categorize_messages,
     judge_messages,
     modified_instruction_messages,
+    rating_messages,
     response_messages,
 )
 
@@ -62,6 +63,13 @@ def synthetic_conversations(instructions: list[str], seed: int = 0) -> list[tupl
             right = "A" if chosen_first else "B"
             verdict = right if rng.random() < 0.7 else ("B" if right == "A" else "A")
             examples.append((judge_messages(instruction, a, b), f"Assistant {verdict} answers the question asked. [[{verdict}]]"))
+        # a pointwise judge's format (judge.format: pointwise): rate one answer 1-10, the rating last;
+        # right about which answer is better 70 % of the time, like its pairwise verdicts
+        right = rng.random() < 0.7
+        high, low = rng.randint(6, 9), rng.randint(2, 5)
+        for answer, rating in ((chosen, high if right else low), (rejected, low if right else high)):
+            kind = "answers the question asked" if rating > 5 else "answers another question"
+            examples.append((rating_messages(instruction, answer), f"The response {kind}. {rating}"))
     return examples
 
 

@@ -97,12 +97,17 @@ def check_record(record: dict, benchmark: str) -> str | None:
             if key not in record:
                 return f"missing '{key}'"
         return None
+    if "rated" in record:  # rating mode: a rating of each answer, as shown (A, then B)
+        rated = record["rated"]
+        if not isinstance(rated, list) or len(rated) != 2 or not all(_is_str(o) for o in rated):
+            return "'rated' must be two strings (the ratings of answer A and answer B)"
+        return None
     if "outputs" in record:
         outputs = record["outputs"]
         if not isinstance(outputs, list) or not outputs or not all(_is_str(o) for o in outputs):
             return "'outputs' must be a non-empty list of strings"
     elif "output" not in record:
-        return "missing 'output' (or 'outputs')"
+        return "missing 'output' (or 'outputs', or 'rated')"
     if "swapped_output" in record and "output" not in record:
         return "'swapped_output' needs 'output'"
     return None
@@ -152,6 +157,17 @@ def pair_score(verdict: Verdict | None, winner: str) -> float:
     if verdict is None:
         return 0.5
     return 1.0 if verdict == winner else 0.0
+
+
+def rating_verdict(rated: list[str]) -> Verdict | None:
+    """RewardBench's rating mode for a pair (`rewardbench/generative.py`, `run_judge_ratings`, as
+    `run_generative.py --score_w_ratings` uses it): each answer rated 1-10 on its own; the higher
+    rating wins; equal ratings, or a rating that cannot be read (-1 there), are an error, which
+    scores 0.5 ("effectively a tie")."""
+    first, second = (parse_rating(text) for text in rated)
+    if first is None or second is None or first == second:
+        return None
+    return "A" if first > second else "B"
 
 
 def majority_verdict(verdicts: list[Verdict | None]) -> Verdict | None:
@@ -357,7 +373,10 @@ def _score_rewardbench(records: Iterable[dict]) -> dict[str, Any]:
             verdicts = [parse_rewardbench_verdict(text) for text in record["outputs"]]
             voted = (pair_score(majority_verdict(verdicts), winner), sum(v is None for v in verdicts))
             vote.add(subset, *voted)
-        if "output" in record:
+        if "rated" in record:
+            verdict = rating_verdict(record["rated"])
+            main.add(subset, pair_score(verdict, winner), verdict is None)
+        elif "output" in record:
             verdict = parse_rewardbench_verdict(record["output"])
             main.add(subset, pair_score(verdict, winner), verdict is None)
             has_both = has_both or voted is not None

@@ -73,10 +73,17 @@ class Requests:
 
 
 def _pairwise(example: dict[str, Any], seed: int, settings, requests: Requests) -> dict[str, Any]:
-    """RewardBench: one reproducible random order per example; optionally the swapped order."""
+    """RewardBench: one reproducible random order per example; optionally the swapped order. In
+    rating mode each answer is rated on its own, in the same order (`run_judge_ratings`)."""
     order = random_order(example["id"], seed)
     item = JudgeItem(example["id"], order, example["prompt"], example["chosen"], example["rejected"])
     record: dict[str, Any] = {"id": example["id"], "subset": example["subset"], "winner": item.expected}
+    if settings.mode == "rating":
+        shown = (item.chosen, item.rejected) if order == "AB" else (item.rejected, item.chosen)
+        record["rated"] = ["", ""]
+        for index, answer in enumerate(shown):
+            requests.add(record, "rated", rating_messages(example["prompt"], answer), index)
+        return record
     requests.add(record, "output", item.messages())
     if settings.position_consistency:
         swapped = JudgeItem(example["id"], "BA" if order == "AB" else "AB", example["prompt"], example["chosen"], example["rejected"])
@@ -117,7 +124,8 @@ class Evaluate(MapReduceStage):
         return judge_model(ctx, ctx.stage.iteration)
 
     def map_shard(self, ctx, shard, out, engine):
-        settings, seed, benchmark = ctx.spec.evaluate, ctx.spec.seed, benchmark_of(ctx)
+        # the mode resolved: a pointwise judge is rated (evaluate.mode auto)
+        settings, seed, benchmark = ctx.spec.evaluate.model_copy(update={"mode": ctx.spec.evaluation_mode}), ctx.spec.seed, benchmark_of(ctx)
         skipped, too_long = SkipCounter(), SkipCounter()
         usable = Counted(evaluation_examples(ctx, skipped))
         located = list(in_shard(usable, shard, ctx.num_shards))
@@ -137,7 +145,7 @@ class Evaluate(MapReduceStage):
             raise nothing_usable(evaluation_subject(ctx), "example to evaluate", merged(skipped, too_long))
         requests = Requests()
         records = [_request(e, benchmark, seed, settings, requests) for e in examples]
-        voting = bool(settings.majority_vote and benchmark == "rewardbench" and records)
+        voting = bool(settings.majority_vote and benchmark == "rewardbench" and settings.mode == "pairwise" and records)
         ctx.progress.start(len(requests.conversations) + (len(records) * settings.majority_vote if voting else 0))
         tokens = 0
         if requests.conversations:

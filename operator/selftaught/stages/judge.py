@@ -13,14 +13,14 @@ from dataclasses import replace
 from selftaught.api.spec import ModelSource
 from selftaught.chat import ChatEngine, Messages, Sample, Sampling
 from selftaught.errors import NoTrainingData
-from selftaught.method.judging import BalanceCounts, ItemState, balance, judge_items, sample_in_rounds, sft_record
+from selftaught.method.judging import BalanceCounts, ItemState, RatingItem, balance, judge_items, preference_record, sample_in_rounds, sft_records
 from selftaught.method.sampling import Evidence, Schedule
 from selftaught.method.selection import priority
 from selftaught.stages.budget import fits
 from selftaught.stages.context import in_shard
 from selftaught.stages.contract import MapReduceStage, ShardResult, sum_counts
 from selftaught.store.jsonl import read_jsonl, write_jsonl
-from selftaught.store.layout import PAIRS_TRAIN, checkpoint_output, judged_output, sft_output
+from selftaught.store.layout import PAIRS_TRAIN, checkpoint_output, judged_output, preference_output, sft_output
 from selftaught.store.manifest import Manifest, published_key
 
 
@@ -46,6 +46,23 @@ def chat_per_item(
     for (i, _), samples in zip(copies, drawn, strict=True):
         results[i].extend(samples)
     return results
+
+
+def chat_per_conversation(
+    engine: ChatEngine, states: Sequence[ItemState], sizes: Sequence[int], sampling: Sampling, seeds: Sequence[int]
+) -> list[list[Sample]]:
+    """One round for `states`: each item's conversations (a pairwise item has one, a pointwise item
+    one per answer) with the item's size, in one engine call; an item's samples come back as its
+    conversations' samples end to end. The second answer's ratings get their own seed."""
+    conversations, counts, per_sizes, per_seeds = [], [], [], []
+    for state, size, seed in zip(states, sizes, seeds, strict=True):
+        mine = state.item.conversations()
+        conversations += mine
+        counts.append(len(mine))
+        per_sizes += [size] * len(mine)
+        per_seeds += [seed if j == 0 else priority(seed, f"conversation:{j}") % 2**31 for j in range(len(mine))]
+    drawn = iter(chat_per_item(engine, conversations, per_sizes, sampling, per_seeds))
+    return [[sample for _ in range(count) for sample in next(drawn)] for count in counts]
 
 
 def judged_record(record: dict) -> dict:
@@ -79,12 +96,17 @@ class Judge(MapReduceStage):
     def map_shard(self, ctx, shard, out, engine):
         settings, seed, iteration = ctx.spec.judge, ctx.spec.seed, ctx.stage.iteration
         pairs = in_shard(read_jsonl(ctx.store, published_key(ctx.store, *PAIRS_TRAIN)), shard, ctx.num_shards)
-        states = [ItemState(item) for pair in pairs for item in judge_items(pair, settings.orders, seed)]
-        # a pair whose judge prompt leaves no room for judge.maxTokens is dropped and counted: its
+        dpo = ctx.spec.train.method == "dpo"  # then an item samples until it has a right and a wrong judgment, or N
+        states = [
+            ItemState(item, wants_rejected=dpo) for pair in pairs for item in judge_items(pair, settings.orders, seed, settings.format)
+        ]
+        # an item whose prompts leave no room for judge.maxTokens is dropped and counted: its
         # answers were generated, so it is no user's bad record
-        room = fits(engine, [s.item.messages() for s in states], settings.max_tokens)
-        too_long = room.count(False)
-        states = [state for state, fit in zip(states, room, strict=True) if fit]
+        room = fits(engine, [c for s in states for c in s.item.conversations()], settings.max_tokens)
+        fit = iter(room)
+        fitting = [all(next(fit) for _ in state.item.conversations()) for state in states]
+        too_long = fitting.count(False)
+        states = [state for state, ok in zip(states, fitting, strict=True) if ok]
         history = judged_before(ctx, iteration, {state.item.key for state in states})
         for state in states:
             state.history = history.get(state.item.key, state.history)
@@ -97,25 +119,41 @@ class Judge(MapReduceStage):
         def draw(pending: Sequence[ItemState], sizes: Sequence[int], seeds: Sequence[int]) -> list[list[Sample]]:
             counts["rounds"] += 1
             counts["requests"] += len(pending)
-            return chat_per_item(engine, [s.item.messages() for s in pending], sizes, sampling, seeds)
+            return chat_per_conversation(engine, pending, sizes, sampling, seeds)
 
         def seed_of(state: ItemState, number: int) -> int:
             # per-request seeds: a resumed shard draws exactly the samples the killed one drew
             return priority(seed, f"judge:{iteration}:{state.item.key}:{number}") % 2**31
 
         for state in sample_in_rounds(states, Schedule.of(settings), draw, seed_of):
-            out.write(state.kept)
+            out.write(self._record(state))
             ctx.progress.advance(settings.samples - state.samples)
-            counts["kept"] += 1
-            counts["a_wins" if state.kept["winner"] == "A" else "b_wins"] += 1
         for state in states:
-            if state.kept is None:
-                out.write(state.tally())  # no correct judgment in N: the next iteration learns from it too
+            if not state.done:  # no correct judgment in N (the next iteration learns from it too), or no wrong one
+                out.write(self._record(state))
+            if state.kept is not None:
+                counts["kept"] += 1
+                counts["kept_pointwise" if isinstance(state.item, RatingItem) else "kept_pairwise"] += 1
+                if state.kept["winner"] and (not dpo or state.rejected is not None):  # pairwise training data: balanced by its winner
+                    counts["a_wins" if state.kept["winner"] == "A" else "b_wins"] += 1
+            if dpo:
+                counts["pairs" if state.done else "no_correct" if state.kept is None else "no_wrong"] += 1
+                if state.kept is not None:  # what looking for a wrong judgment cost beyond the right one
+                    counts["samples_for_rejected"] += state.samples - state.kept["samples"]
             counts["samples"] += state.samples
             counts["tokens"] += state.tokens
             counts["unparsed"] += state.unparsed
             counts["truncated"] += state.truncated
+            counts["ties"] += state.ties  # pointwise: why a rated pair was not kept
+            counts["inverted"] += state.inverted
         return ShardResult(dict(counts))
+
+    @staticmethod
+    def _record(state) -> dict:
+        """An item's shard line: its kept judgment (and a rejected one for DPO), or its tally."""
+        if state.kept is None:
+            return state.tally()
+        return {**state.kept, "rejected": state.rejected} if state.rejected is not None else state.kept
 
     def reduce(self, ctx, shard_manifests):
         counts = sum_counts(shard_manifests)
@@ -124,19 +162,28 @@ class Judge(MapReduceStage):
             raise NoTrainingData(
                 f"iteration {ctx.stage.iteration}: the judge found no correct verdict for any of "
                 f"{items} items ({int(counts.get('samples', 0))} samples, "
-                f"{int(counts.get('unparsed', 0))} without a [[A]]/[[B]] verdict); "
+                f"{int(counts.get('unparsed', 0))} without a [[A]]/[[B]] verdict or a 1-10 rating); "
                 "its samples are kept in the store"
+            )
+        dpo = ctx.spec.train.method == "dpo"
+        if dpo and not counts.get("pairs"):
+            raise NoTrainingData(
+                f"iteration {ctx.stage.iteration}: train.method dpo needs an item with a correct and a wrong judgment, and none of "
+                f"{items} items had both in judge.samples={ctx.spec.judge.samples} ({int(counts.get('no_wrong', 0))} always right, "
+                f"{int(counts.get('no_correct', 0))} never right); its samples are kept in the store"
             )
         tally = BalanceCounts(a_wins=int(counts["a_wins"]), b_wins=int(counts["b_wins"]))
 
         def records():  # every item the shards tried; those with a kept judgment have one
             return (record for manifest in shard_manifests for key in manifest.outputs for record in read_jsonl(ctx.store, key))
 
-        with_judgment = (record for record in records() if "judgment" in record)
-        key = ctx.output_key(sft_output(ctx.stage.iteration)[1])
+        # what training gets: one correct judgment per item (SFT), or a correct and a wrong one (DPO)
+        usable = (record for record in records() if ("rejected" in record if dpo else "judgment" in record or "rated" in record))
+        key = ctx.output_key((preference_output if dpo else sft_output)(ctx.stage.iteration)[1])
         judge_settings = ctx.spec.judge
-        chosen = balance(with_judgment, tally, ctx.spec.seed) if judge_settings.balance else with_judgment
-        written = write_jsonl(ctx.store, key, (sft_record(r) for r in chosen))
+        chosen = balance(usable, tally, ctx.spec.seed) if judge_settings.balance else usable
+        examples = (preference_record(r) for r in chosen) if dpo else (example for r in chosen for example in sft_records(r))
+        written = write_jsonl(ctx.store, key, examples)
         judged_key = ctx.output_key(judged_output(ctx.stage.iteration)[1])
         judged = write_jsonl(ctx.store, judged_key, (judged_record(r) for r in records()))
         samples, tokens = counts.get("samples", 0), counts.get("tokens", 0)
@@ -150,6 +197,12 @@ class Judge(MapReduceStage):
             "tokensPerKept": round(tokens / kept, 1),
             "fixedNTokensPerKept": round(fixed_tokens / kept, 1),
             **({"tooLong": int(counts["too_long"])} if counts.get("too_long") else {}),
+            **({"pairs": int(counts["pairs"]), "alwaysRight": int(counts.get("no_wrong", 0))} if dpo else {}),
+            **(
+                {"keptPointwise": int(counts.get("kept_pointwise", 0)), "ties": int(counts.get("ties", 0)), "inverted": int(counts.get("inverted", 0))}
+                if judge_settings.format != "pairwise"
+                else {}
+            ),
         }
         counts.update(training_examples=written.records, fixed_n_tokens_estimate=fixed_tokens)
         return Manifest(

@@ -9,7 +9,8 @@ categorize/_manifest.json                       stage done-marker (names the win
 categorize/_progress/00000.json                 how far a running shard is (done, total, tokens; rewritten every few seconds)
 select/attempt-…/selected.jsonl
 pairs/attempt-…/train.jsonl  pairs/attempt-…/heldout.jsonl
-iter-001/judge/attempt-…/sft.jsonl              the kept, balanced judgments
+iter-001/judge/attempt-…/sft.jsonl              the kept, balanced judgments (train.method: sft)
+iter-001/judge/attempt-…/dpo.jsonl              a right and a wrong judgment per item, balanced (train.method: dpo)
 iter-001/judge/attempt-…/judged.jsonl           samples drawn and correct per item tried (sizes iter-002's rounds)
 iter-001/train/attempt-…/checkpoint/            HF checkpoint (safetensors, tokenizer, chat template)
 iter-001/evaluate/attempt-…/metrics.json        iter-000/evaluate is the seed judge's baseline

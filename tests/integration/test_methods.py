@@ -1,0 +1,72 @@
+"""Beyond the paper, on the real engines (vLLM's CPU build, DeepSpeed on CPU) and the tiny model:
+a pointwise judge rates answers and is evaluated in rating mode; DPO trains on pairs of its own
+judgments; the quickstart's two variations run end to end (slow)."""
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from selftaught.pipeline.process import run_stage
+from selftaught.pipeline.runstore import open_run_store
+from selftaught.pipeline.table import StageRef
+from selftaught.store.layout import PAIRS_TRAIN, metrics_output, sft_output
+from selftaught.store.manifest import published_key
+from tests.stores import read_output
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_a_pointwise_judge_keeps_a_rating_of_each_answer_and_is_evaluated_in_rating_mode(make_run):
+    run = make_run(judge={"samples": 6, "format": "pointwise", "maxTokens": 24}, evaluate={"maxTokens": 24})
+    for name in ("categorize", "select", "pairs"):
+        run_stage(run, StageRef(name))
+    judged = run_stage(run, StageRef("judge", 1))
+    store = open_run_store(run)
+    examples = read_output(store, sft_output(1))
+    summary = judged.summary
+    assert summary["keptPointwise"] == summary["kept"] > 0 and len(examples) == 2 * summary["kept"]
+    for chosen, rejected in zip(examples[::2], examples[1::2], strict=True):  # each kept pair: its two ratings
+        assert chosen["id"].endswith(":rating:chosen") and rejected["id"].endswith(":rating:rejected")
+        assert int(chosen["completion"].split()[-1]) > int(rejected["completion"].split()[-1])
+        assert "[Your judgement]" in chosen["messages"][-1]["content"]
+    assert summary["tried"] == len(read_output(store, PAIRS_TRAIN))  # one rating item per pair, no orders
+    evaluated = run_stage(run, StageRef("evaluate", 0))  # the seed judge, rated: evaluate.mode auto
+    metrics = json.loads(store.read_text(published_key(store, *metrics_output(0))))
+    outputs = [r for key in sorted(store.list("iter-000/evaluate/")) if key.endswith(".jsonl") for r in read_output_key(store, key)]
+    assert outputs and all(len(r["rated"]) == 2 and "output" not in r for r in outputs)
+    assert evaluated.summary["examples"] == len(outputs) and 0.0 <= metrics["accuracy"] <= 1.0
+
+
+def read_output_key(store, key):
+    return [json.loads(line) for line in store.read_text(key).splitlines() if line.strip()]
+
+
+def _variation(tmp_path: Path, name: str) -> str:
+    shutil.copytree(REPO / "examples", tmp_path / "examples")
+    selftaught = [sys.executable, "-m", "selftaught"]
+    subprocess.run([*selftaught, "dev", "tiny-model", ".selftaught/models/tiny-judge"], cwd=tmp_path, check=True, capture_output=True)
+    done = subprocess.run([*selftaught, "run", f"examples/{name}.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_the_dpo_variation_of_the_quickstart_runs_end_to_end(tmp_path):
+    out = _variation(tmp_path, "local-quickstart-dpo")
+    judged = re.findall(r"judge-\d\s+✓ .*?pairs (\d+)", out)
+    assert len(judged) == 2 and all(int(n) > 0 for n in judged)  # pairs of a right and a wrong judgment
+    assert len(re.findall(r"train-\d\s+✓ checkpoint", out)) == 2
+    assert (tmp_path / ".selftaught/runs/local/quickstart-dpo/iter-002/judge").is_dir()
+
+
+@pytest.mark.slow
+def test_the_pointwise_variation_of_the_quickstart_runs_end_to_end(tmp_path):
+    out = _variation(tmp_path, "local-quickstart-pointwise")
+    kept = re.findall(r"judge-\d\s+✓ .*?keptPointwise (\d+)", out)
+    assert len(kept) == 2 and all(int(n) > 0 for n in kept)
+    assert len(re.findall(r"evaluate-\d\s+✓ benchmark rewardbench", out)) == 3  # pairwise+pointwise: evaluated pairwise
