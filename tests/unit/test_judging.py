@@ -166,7 +166,7 @@ def test_for_dpo_rejected_judgments_are_distributed_as_a_wrong_judgment_is():
 
     def draw(pending, sizes, seeds):
         results = []
-        for state, size, seed in zip(pending, sizes, seeds, strict=True):
+        for _state, size, seed in zip(pending, sizes, seeds, strict=True):
             rng, samples = random.Random(seed), []
             for _ in range(size):
                 if rng.random() < 0.7:
@@ -180,7 +180,7 @@ def test_for_dpo_rejected_judgments_are_distributed_as_a_wrong_judgment_is():
     picked = Counter()
     for trial in range(400):
         states = [ItemState(JudgeItem(f"{trial}:{i}", "AB", "q", "a", "b"), wants_rejected=True) for i in range(10)]
-        for state in sample_in_rounds(states, Schedule(8), draw, lambda s, n: priority(trial, f"{s.item.key}:{n}") % 2**31):
+        for state in sample_in_rounds(states, Schedule(8), draw, lambda s, n, trial=trial: priority(trial, f"{s.item.key}:{n}") % 2**31):
             picked[state.rejected.split()[0]] += 1
     total = sum(picked.values())
     assert total > 3000  # of 4,000 items, 1 - 0.7^8 = 94 % find a wrong one in 8
