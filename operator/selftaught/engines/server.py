@@ -1,0 +1,30 @@
+"""vLLM's OpenAI-compatible server on a checkpoint: its command line, from the same `generation`
+settings the stages give vLLM, so the served judge reads prompts as the evaluated one did."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from selftaught.api.spec import Generation
+
+
+def server_command(model: Path, settings: Generation, *, name: str, host: str, port: int, python: str = sys.executable) -> list[str]:
+    """`python -m vllm.entrypoints.openai.api_server ...` (the `vllm` console script is missing
+    from the CPU build's distribution). The model answers to `name`; GET /health says it is up."""
+    command = [
+        python, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(model),
+        "--served-model-name", name,
+        "--host", host,
+        "--port", str(port),
+        "--tensor-parallel-size", str(settings.tensor_parallel),
+        "--dtype", settings.dtype,
+        "--gpu-memory-utilization", str(settings.gpu_memory_utilization),
+        "--enable-prefix-caching" if settings.enable_prefix_caching else "--no-enable-prefix-caching",
+    ]  # fmt: skip
+    if settings.max_model_len is not None:
+        command += ["--max-model-len", str(settings.max_model_len)]
+    if settings.enforce_eager:
+        command.append("--enforce-eager")
+    return command
