@@ -749,8 +749,7 @@ class Scheduling(Model):
 
 
 class Serve(Model):
-    """The trained judge as an OpenAI-compatible endpoint (operator only; `selftaught serve` does
-    the same on one machine). docs/serving.md."""
+    """The trained judge as an OpenAI-compatible endpoint (docs/serving.md)."""
 
     enabled: bool = _field(
         False,

@@ -5,6 +5,7 @@ a vLLM server batches them as the in-process engine would."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -28,9 +29,9 @@ class EndpointEngine:
         import openai
 
         self.url, self.concurrency, self.retries = url.rstrip("/"), concurrency, retries
-        # a local server needs no key; the client insists on one
+        # a hosted API's key as the openai client finds it; a local server needs none, the client insists on one
         self.client = openai.OpenAI(
-            base_url=self.url, api_key=api_key or "none", max_retries=retries, timeout=httpx.Timeout(timeout, connect=CONNECT_SECONDS)
+            base_url=self.url, api_key=api_key or os.environ.get("OPENAI_API_KEY") or "none", max_retries=retries, timeout=httpx.Timeout(timeout, connect=CONNECT_SECONDS)
         )
         self._model = model
 

