@@ -11,6 +11,7 @@ from selftaught.api.load import parse_run
 from selftaught.api.spec import Generation
 from selftaught.controller.config import OperatorConfig
 from selftaught.controller.serving import HASH, build_deployment, build_service, decide_serving, serve_name
+from selftaught.controller.status import status_patch
 from selftaught.engines.server import server_command
 from selftaught.errors import InvalidInput, InvalidSpec
 from selftaught.pipeline.serving import Choice, NothingToServe, choose, read_serve_document, serve_document, served_model
@@ -138,3 +139,23 @@ def test_the_vllm_server_command_uses_the_runs_generation_settings():
 
     assert (value("--model"), value("--served-model-name"), value("--tensor-parallel-size"), value("--dtype")) == ("/cache/models/x", "r1", "4", "bfloat16")
     assert {"--max-model-len", "8192"} <= set(command) and "--enforce-eager" in command and "--no-enable-prefix-caching" in command
+
+
+def merge_patched(target, patch):
+    """RFC 7386, as the API server applies a merge patch to the status."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patched(result.get(key), value)
+    return result
+
+
+def test_a_status_field_that_no_longer_applies_is_removed_at_any_depth():
+    previous = {"phase": "Succeeded", "serving": {"endpoint": "http://r1-judge.ml.svc:8000/v1", "iteration": 2, "ready": True}, "report": "s3://x"}
+    document = {"phase": "Failed", "serving": {"ready": False, "message": "the run failed: nothing new is served until it succeeds"}}
+    patch = status_patch(previous, document)
+    assert merge_patched(previous, patch) == document

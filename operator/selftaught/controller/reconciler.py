@@ -30,7 +30,7 @@ from selftaught.controller.kube import InvalidObject, Kube, api_message
 from selftaught.controller.report import Reporter
 from selftaught.controller.serving import build_service as build_serving_service
 from selftaught.controller.serving import decide_serving, endpoint, recorded_choice, serve_name
-from selftaught.controller.status import Observation, build_status, status_document
+from selftaught.controller.status import Observation, build_status, status_document, status_patch
 from selftaught.controller.workqueue import WorkQueue
 from selftaught.pipeline.estimate import estimate, inputs_for, measure
 from selftaught.pipeline.live import read_view
@@ -300,7 +300,7 @@ class Reconciler:
                 serving, retry = self._serve(obj, run, progress, succeeded=True)
         document = serving.model_dump(mode="json", by_alias=True, exclude_none=True) if serving else None
         if document != status.get("serving"):
-            written = self.kube.patch_status(meta["namespace"], meta["name"], {"serving": document})
+            written = self.kube.patch_status(meta["namespace"], meta["name"], status_patch({"serving": status.get("serving")}, {"serving": document}))
             key = (meta["namespace"], meta["name"])
             with self._lock:
                 self._written[key] = written["metadata"].get("resourceVersion")
@@ -395,7 +395,7 @@ class Reconciler:
         previous = obj.get("status") or {}
         if previous == document:
             return status
-        patch = {**{k: None for k in previous if k not in document}, **document}
+        patch = status_patch(previous, document)
         key = (meta["namespace"], meta["name"])
         written = self.kube.patch_status(*key, patch)
         with self._lock:

@@ -249,6 +249,17 @@ def status_document(status: SelfTaughtRunStatus) -> dict[str, Any]:
     return status.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+def status_patch(previous: dict[str, Any], document: dict[str, Any]) -> dict[str, Any]:
+    """The merge patch that turns `previous` into `document`: a key that is gone is written as
+    null, at every depth (a merge patch keeps what it does not mention, so a field of
+    `status.serving` that no longer applies would otherwise stay)."""
+    patch: dict[str, Any] = {key: None for key in previous if key not in document}
+    for key, value in document.items():
+        old = previous.get(key)
+        patch[key] = status_patch(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
+    return patch
+
+
 def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
