@@ -49,10 +49,10 @@ def wait_until_healthy(url: str, server: subprocess.Popen, log: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_served_checkpoint_of_a_finished_run_answers_the_judge_client(make_run, tiny_model, untrained_model, tmp_path, capsys):
+def test_a_served_checkpoint_of_a_finished_run_answers_the_judge_client(make_run, tiny_model, tmp_path, capsys):
     run = make_run(name="served", storage=str(tmp_path / "store"), iterations=2)
     store = open_run_store(run)
-    finished_iteration(store, 1, str(untrained_model), overall=0.4)
+    finished_iteration(store, 1, str(tmp_path / "worse-checkpoint"), overall=0.4)  # never fetched: not chosen
     finished_iteration(store, 2, str(tiny_model), overall=0.8)  # the best: this one is served
     run_file = tmp_path / "run.yaml"
     run_file.write_text(yaml.safe_dump(run.model_dump(mode="json", by_alias=True, exclude_none=True)))

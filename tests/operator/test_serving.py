@@ -103,7 +103,7 @@ def test_a_succeeded_run_serves_its_best_checkpoint_and_rolls_out_only_a_new_one
     assert pod["tolerations"] == [GPU_TOLERATION]  # placed like the generation stages
     assert {"name": "cache", "mountPath": "/cache"} in container["volumeMounts"]
     assert service["spec"]["selector"] == deployment["spec"]["template"]["metadata"]["labels"]
-    assert service["spec"]["ports"] == [{"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}]
+    assert service["spec"]["ports"] == [{"name": "http", "port": 8000, "targetPort": "http"}]
 
     assert rolled["spec"]["template"]["metadata"]["annotations"]["selftaught.dev/checkpoint"] == "s3://fake/iter-002/train/checkpoint"
     assert second["checkpoint"] == "s3://fake/iter-002/train/checkpoint" and second["endpoint"] == serving["endpoint"]
