@@ -1,7 +1,8 @@
 """`selftaught serve` and `selftaught judge` for real, as the README shows them: vLLM's CPU build
 serves the checkpoint of a finished run (the tiny model, which has learned the judge's format),
-and the client gets verdicts from it. Slow: the server loads in ~30-60 s on 2 cores
-(`pytest -m slow`)."""
+and the client gets verdicts from it. About 55 s on 2 busy cores, nearly all of it the server's
+start (the tiny model has learned the verdict's format, not judging: it answers [[B]] to
+everything, so its verdicts flip with the order)."""
 
 from __future__ import annotations
 
@@ -48,7 +49,6 @@ def wait_until_healthy(url: str, server: subprocess.Popen, log: Path) -> None:
     pytest.fail(f"the server did not answer /health within {STARTUP_SECONDS}s:\n{log.read_text()[-4000:]}")
 
 
-@pytest.mark.slow
 def test_a_served_checkpoint_of_a_finished_run_answers_the_judge_client(make_run, tiny_model, tmp_path, capsys):
     run = make_run(name="served", storage=str(tmp_path / "store"), iterations=2)
     store = open_run_store(run)
@@ -68,7 +68,6 @@ def test_a_served_checkpoint_of_a_finished_run_answers_the_judge_client(make_run
         port = sock.getsockname()[1]
     log = tmp_path / "server.log"
     env = {**os.environ, "PYTHONPATH": str(REPO / "operator"), "OMP_NUM_THREADS": "1", "SELFTAUGHT_CACHE": str(tmp_path / "cache")}
-    started = time.monotonic()
     with open(log, "w") as output:
         server = subprocess.Popen(
             [sys.executable, "-m", "selftaught", "serve", str(run_file), "--port", str(port)],
@@ -77,7 +76,6 @@ def test_a_served_checkpoint_of_a_finished_run_answers_the_judge_client(make_run
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(url, server, log)
-        ready = time.monotonic() - started
         with pytest.raises(SystemExit) as ended:
             main(["judge", "--endpoint", f"{url}/v1", "--max-tokens", "24", str(pairs)])
         out, err = capsys.readouterr()
@@ -89,9 +87,8 @@ def test_a_served_checkpoint_of_a_finished_run_answers_the_judge_client(make_run
     assert f"serving iteration 2 of run served ({tiny_model})" in said and f"at http://127.0.0.1:{port}/v1" in said
     results = [json.loads(line) for line in out.splitlines()]
     assert [r["id"] for r in results] == ["sum", "capital"]
-    for result in results:
-        assert len(result["verdicts"]) == 2 and all(isinstance(text, str) and text for text in result["reasoning"])
-        assert result["verdict"] in ("A", "B", None) and result["consistent"] in (True, False)
-    assert any(v is not None for r in results for v in r["verdicts"]), results  # the trained format: [[A]] / [[B]]
+    for result in results:  # the format it learned: a verdict in each order, read back in the pair's letters
+        assert all(v in ("A", "B") for v in result["verdicts"]) and len(result["reasoning"]) == 2, result
+        first, second = result["verdicts"]
+        assert result["consistent"] == (first == second) and result["verdict"] == (first if first == second else None)
     assert "judged 2 pairs" in err
-    print(f"server ready after {ready:.1f}s")
