@@ -113,10 +113,10 @@ def test_judge_gives_each_pair_its_verdict_consistency_and_reasoning_in_both_ord
     assert results[0]["reasoning"] == ["Assistant A is right. [[A]]", "Assistant B is right. [[B]]"]  # as given, then swapped
     assert "judged 2 pairs: A 1, B 1, undecided 0; position consistent 2/2" in err
     # the judge's own prompt, greedy, each pair shown both ways, to the model the endpoint serves
-    first, swapped = server.requests[0], server.requests[1]
-    assert first["model"] == "fake-judge" and first["temperature"] == 0.0 and first["messages"][0]["role"] == "system"
-    assert "[The Start of Assistant A's Answer]\n4, right" in first["messages"][1]["content"]
-    assert "[The Start of Assistant A's Answer]\n5" in swapped["messages"][1]["content"]
+    asked = [r for r in server.requests if "What is 2 + 2?" in r["messages"][1]["content"]]  # requests go out together
+    assert all(r["model"] == "fake-judge" and r["temperature"] == 0.0 and r["messages"][0]["role"] == "system" for r in asked)
+    shown_first = sorted(r["messages"][1]["content"].split("[The Start of Assistant A's Answer]\n")[1].split("\n")[0] for r in asked)
+    assert shown_first == ["4, right", "5"]  # as given, and swapped
 
 
 def test_a_judge_that_always_answers_a_is_undecided_and_never_consistent(pairs_file):
