@@ -44,9 +44,8 @@ def exec_server(served: ServedModel, *, host: str, port: int, say: Callable[[str
     """Fetch the checkpoint, then replace this process with vLLM's server (signals reach it, and
     in a pod it is the container's main process)."""
     path = resolve_model(served.model, served.storage)
-    command = server_command(path, served.generation, name=served.name, host=host, port=port)
     environ = dict(os.environ)
-    cpu_environment(environ)
+    command = server_command(path, served.generation, name=served.name, host=host, port=port, on_cpu=cpu_environment(environ))
     say(f"serving {describe(served)} as model {served.name!r} at http://{host}:{port}/v1 (ready when GET /health answers)")
     sys.stdout.flush()
     sys.stderr.flush()

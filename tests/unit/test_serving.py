@@ -130,7 +130,7 @@ def test_what_the_operator_does_about_the_server():
 
 
 def test_the_vllm_server_command_uses_the_runs_generation_settings():
-    settings = Generation(tensorParallel=4, maxModelLen=8192, enforceEager=True, enablePrefixCaching=False, dtype="bfloat16")
+    settings = Generation(tensorParallel=4, maxModelLen=8192, enforceEager=True, enablePrefixCaching=False, dtype="bfloat16", maxNumSeqs=64)
     command = server_command(Path("/cache/models/x"), settings, name="r1", host="0.0.0.0", port=8000, python="python")
     assert command[:3] == ["python", "-m", "vllm.entrypoints.openai.api_server"]
 
@@ -138,7 +138,10 @@ def test_the_vllm_server_command_uses_the_runs_generation_settings():
         return command[command.index(flag) + 1]
 
     assert (value("--model"), value("--served-model-name"), value("--tensor-parallel-size"), value("--dtype")) == ("/cache/models/x", "r1", "4", "bfloat16")
-    assert {"--max-model-len", "8192"} <= set(command) and "--enforce-eager" in command and "--no-enable-prefix-caching" in command
+    assert value("--max-model-len") == "8192" and value("--max-num-seqs") == "64" and "--max-num-batched-tokens" not in command
+    assert "--enforce-eager" in command and "--no-enable-prefix-caching" in command and "--enable-chunked-prefill" in command
+    on_cpu = server_command(Path("/m"), settings, name="r1", host="127.0.0.1", port=8000, on_cpu=True)
+    assert "--no-enable-chunked-prefill" in on_cpu  # as the stages run on vLLM's CPU build
 
 
 def merge_patched(target, patch):

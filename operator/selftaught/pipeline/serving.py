@@ -91,7 +91,10 @@ class ServedModel(Model):
 #: the `generation` settings a server runs with: how vLLM holds and reads the model. The others
 #: (shards, parallelism, batchSize) say how stages split their work; an edit of one of them
 #: leaves the server as it is.
-SERVED_SETTINGS = ("tensor_parallel", "max_model_len", "gpu_memory_utilization", "dtype", "enforce_eager", "enable_prefix_caching")
+SERVED_SETTINGS = (
+    "tensor_parallel", "max_model_len", "gpu_memory_utilization", "dtype", "enforce_eager", "enable_prefix_caching",
+    "max_num_seqs", "max_num_batched_tokens", "enable_chunked_prefill",
+)  # fmt: skip
 
 
 def served_model(run: SelfTaughtRun, choice: Choice) -> ServedModel:
