@@ -101,6 +101,8 @@ class RunEstimate(Model):
 
 
 class ServingStatus(Model):
+    """The judge's server as the operator last saw it (docs/serving.md)."""
+
     endpoint: str | None = Field(
         None, description="The OpenAI-compatible base URL inside the cluster (`selftaught judge --endpoint`; `kubectl port-forward` from outside)."
     )

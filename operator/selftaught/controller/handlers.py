@@ -2,9 +2,9 @@
 calls the same level-triggered reconcile; there is no edge-triggered state to lose.
 
 The stage Jobs and the servers' Deployments are kept in Kopf indexes (fed by their watches,
-complete before any handler runs), so a reconcile never lists them. The periodic fresh re-read is the reconciler's own work
-queue, not a `@kopf.timer`: Kopf puts a finalizer on every object with a timer, and a run could
-then not be deleted while the operator is down."""
+complete before any handler runs), so a reconcile never lists them. The periodic fresh re-read
+is the reconciler's own work queue, not a `@kopf.timer`: Kopf puts a finalizer on every object
+with a timer, and a run could then not be deleted while the operator is down."""
 
 from __future__ import annotations
 
