@@ -1,6 +1,7 @@
 """The `selftaught` command: plan a run and price it, run a whole run locally, follow a run's
 progress and render its report, run one stage (what pods run), start the operator, print the CRD,
-score a judge's outputs on a leaderboard, build the tiny quickstart model."""
+score a judge's outputs on a leaderboard, serve a trained judge and call it, build the tiny
+quickstart model."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from selftaught import __version__
-from selftaught.api.spec import GpuKind
+from selftaught.api.spec import Evaluate, GpuKind
 from selftaught.method.scoring import BENCHMARKS
 from selftaught.pipeline.table import ORDER, STAGE_NAMES
 
@@ -218,6 +219,8 @@ def cmd_operator(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    if args.endpoint:
+        return _score_endpoint(args)
     from selftaught.method.scoring import check_record, score
 
     bad: list[str] = []
@@ -251,6 +254,55 @@ def cmd_score(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     else:
         print(format_report(report))
+    return 0
+
+
+@_errors
+def _score_endpoint(args: argparse.Namespace) -> int:
+    """The judge behind --endpoint, asked and scored as the evaluate stage does a run's judge."""
+    from selftaught.client import score_endpoint, write_jsonl
+    from selftaught.engines.endpoint import EndpointEngine
+
+    settings = Evaluate(
+        benchmark=args.benchmark, max_tokens=args.max_tokens, position_consistency=args.position_consistency, majority_vote=args.majority_vote,
+        mode="rating" if args.mode == "rating" else "pairwise",
+    )  # fmt: skip
+    engine = EndpointEngine(args.endpoint, args.model, concurrency=args.concurrency)
+    report, records, skipped = score_endpoint(args.file, args.benchmark, engine, settings, seed=args.seed, skip_bad=args.skip_bad)
+    if args.outputs:
+        write_jsonl(args.outputs, records)  # `selftaught score OUTPUTS` scores them again, with no endpoint
+    if skipped.skipped:
+        print(f"skipped {skipped.skipped} bad records; the first: {'; '.join(skipped.examples[:3])}", file=sys.stderr)
+    print(json.dumps(report, indent=2) if args.json else format_report(report, title=f"{args.benchmark} ({engine.model} at {args.endpoint})"))
+    return 0
+
+
+@_errors
+def cmd_serve(args: argparse.Namespace) -> int:
+    from selftaught.pipeline.serving import read_serve_document
+    from selftaught.server import exec_server, served_from_run
+
+    served = served_from_run(args.target, iteration=args.iteration, endpoint=args.endpoint) if args.target else read_serve_document()
+    exec_server(served, host=args.host, port=args.port)
+
+
+@_errors
+def cmd_judge(args: argparse.Namespace) -> int:
+    from selftaught.client import JudgeClient, Pairwise, write_jsonl
+
+    client = JudgeClient(args.endpoint, model=args.model, format=Pairwise(orders=args.orders), max_tokens=args.max_tokens, concurrency=args.concurrency)
+    results = client.judge_file(args.file)
+    rows = [result.as_dict() for result in results]
+    if args.output:
+        write_jsonl(args.output, rows)
+    else:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False))
+    decided = [r for r in results if r.verdict]
+    summary = f"judged {len(results)} pairs: A {sum(r.verdict == 'A' for r in decided)}, B {sum(r.verdict == 'B' for r in decided)}, undecided {len(results) - len(decided)}"
+    if args.orders == "both":
+        summary += f"; position consistent {sum(bool(r.consistent) for r in results)}/{len(results)}"
+    print(summary + (f"; written to {args.output}" if args.output else ""), file=sys.stderr)
     return 0
 
 
@@ -361,11 +413,46 @@ def build_parser() -> argparse.ArgumentParser:
     crd = sub.add_parser("crd", help="print the SelfTaughtRun CustomResourceDefinition (YAML)")
     crd.set_defaults(func=cmd_crd)
 
-    scoring = sub.add_parser("score", help="score a judge's outputs the way a leaderboard's official scorer does")
-    scoring.add_argument("file", help="JSONL, one record per example (docs/evaluation.md)")
+    scoring = sub.add_parser("score", help="score a judge's outputs (or, with --endpoint, any OpenAI-compatible judge) the way a leaderboard's official scorer does")
+    scoring.add_argument(
+        "file", help="JSONL, one record per example (docs/evaluation.md); with --endpoint, the benchmark's examples (what data.evaluation.source takes)"
+    )
     scoring.add_argument("--benchmark", choices=BENCHMARKS, default="rewardbench")
     scoring.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    asking = scoring.add_argument_group("judging with an endpoint (as the evaluate stage does; docs/serving.md)")
+    asking.add_argument("--endpoint", help="an OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1: ask this judge, then score it")
+    asking.add_argument("--model", help="the model to ask (default: the one the endpoint serves)")
+    asking.add_argument("--max-tokens", type=int, default=Evaluate().max_tokens, help="tokens per judgment (evaluate.maxTokens)")
+    asking.add_argument(
+        "--position-consistency", action=argparse.BooleanOptionalAction, default=True, help="also judge each pair swapped (evaluate.positionConsistency)"
+    )
+    asking.add_argument("--majority-vote", type=int, default=0, metavar="K", help="also sample K judgments per pair (evaluate.majorityVote)")
+    asking.add_argument(
+        "--mode", choices=("pairwise", "rating"), default="pairwise", help="rating: rate each answer 1-10, for a pointwise judge (evaluate.mode)"
+    )
+    asking.add_argument("--seed", type=int, default=0, help="the seed of each pair's order, as a run's spec.seed")
+    asking.add_argument("--skip-bad", action="store_true", help="skip bad records (onBadRecord: skip) instead of stopping at the first")
+    asking.add_argument("--outputs", help="also write the judge's outputs here (JSONL that `selftaught score` reads)")
+    asking.add_argument("--concurrency", type=int, default=16, help="requests in flight at once")
     scoring.set_defaults(func=cmd_score)
+
+    serve = sub.add_parser("serve", help="serve a run's trained judge on this machine: vLLM's OpenAI-compatible server (docs/serving.md)")
+    serve.add_argument("target", nargs="?", help="a SelfTaughtRun manifest, or the run's folder in its store (default: $SELFTAUGHT_SERVE, what a server pod gets)")
+    serve.add_argument("--iteration", type=int, help="serve this iteration's checkpoint (0: the seed); default: spec.serve.iteration, else the best evaluated")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--endpoint", help="S3 endpoint URL for a store URI (MinIO, Ceph RGW)")
+    serve.set_defaults(func=cmd_serve)
+
+    judging = sub.add_parser("judge", help="judge pairs of responses with a served judge: verdict, position consistency and reasoning per pair")
+    judging.add_argument("file", help='JSONL, one pair per line: {"instruction", "response_a", "response_b", "id" (optional)}')
+    judging.add_argument("--endpoint", required=True, help="the judge's OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
+    judging.add_argument("--model", help="the model to ask (default: the one the endpoint serves)")
+    judging.add_argument("--orders", choices=("both", "given"), default="both", help="judge each pair as given and swapped (default), or as given only")
+    judging.add_argument("--max-tokens", type=int, default=Evaluate().max_tokens, help="tokens per judgment")
+    judging.add_argument("--output", help="write the results here (JSONL) instead of to stdout")
+    judging.add_argument("--concurrency", type=int, default=16, help="requests in flight at once")
+    judging.set_defaults(func=cmd_judge)
 
     dev = sub.add_parser("dev", help="developer tools").add_subparsers(dest="tool", required=True)
     tiny = dev.add_parser("tiny-model", help="build the tiny offline seed model of the quickstart")
@@ -386,5 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=os.environ.get("SELFTAUGHT_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("httpx", "httpx2"):  # a line per request of `judge` and `score --endpoint`
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     sys.exit(args.func(args))

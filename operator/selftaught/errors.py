@@ -107,6 +107,13 @@ class SourceUnavailable(SelftaughtError):
     reason = "SourceUnavailable"
 
 
+class EndpointUnavailable(SelftaughtError):
+    """An OpenAI-compatible endpoint (a served judge) did not answer, or failed, after the bounded
+    retries of its client."""
+
+    reason = "EndpointUnavailable"
+
+
 @dataclass(frozen=True)
 class Failure:
     reason: str

@@ -23,7 +23,7 @@ from selftaught.store.progress import ProgressRecord, write_progress
 
 SUMMARIES = {
     "judge": {"tried": 10, "kept": 8, "keepRate": 0.8},
-    "train": {"checkpoint": "s3://fake/checkpoint"},
+    "train": {"checkpoint": "s3://fake/iter-{iteration:03d}/train/checkpoint"},
     "evaluate": {"accuracy": 0.75, "overall": 0.7},
 }
 #: what each stage measured: the counts a cost estimate is corrected with
@@ -40,6 +40,11 @@ def delay(stage: str) -> float:
     setting = os.environ.get("FAKE_STAGE_SECONDS", "0")
     name, _, seconds = setting.rpartition("=")
     return float(seconds) if not name or name == stage else 0.0
+
+
+def summary(stage: str, iteration: int) -> dict:
+    """The stage's numbers; each iteration's checkpoint is its own."""
+    return {key: value.format(iteration=iteration) if isinstance(value, str) else value for key, value in SUMMARIES.get(stage, {}).items()}
 
 
 def main(argv: list[str]) -> int:
@@ -59,7 +64,7 @@ def main(argv: list[str]) -> int:
     if ref.sharded:
         for shard in range(shards):
             write_manifest(store, ref.shard_manifest_key(shard), Manifest(stage=ref.name, iteration=ref.iteration, shard=shard, shards=shards))
-    manifest = Manifest(stage=ref.name, iteration=ref.iteration, shards=shards, seconds=0.1, counts=COUNTS.get(name, {}), summary=SUMMARIES.get(name, {}))
+    manifest = Manifest(stage=ref.name, iteration=ref.iteration, shards=shards, seconds=0.1, counts=COUNTS.get(name, {}), summary=summary(name, iteration))
     write_manifest(store, ref.manifest_key, manifest)
     report_if_finished(run)  # as the real stage process does when it finished the run
     return 0

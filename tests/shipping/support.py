@@ -33,12 +33,13 @@ OPERATOR_PERMISSIONS = frozenset(
     # Job (OwnerReferencesPermissionEnforcement)
     + [("selftaught.dev", "selftaughtruns/finalizers", "update"), ("batch", "jobs/finalizers", "update")]
     + [("batch", "jobs", v) for v in ("list", "watch", "create", "delete")]
-    + [("", "services", "create")]
+    + [("", "services", v) for v in ("create", "delete")]
+    + [("apps", "deployments", v) for v in ("list", "watch", "create", "update", "delete")]  # spec.serve
     + [("", "pods", "list")]
     + [("", "events", v) for v in ("list", "create", "patch")]
 )
-#: What Kopf itself does (resource, verb): watch runs and stage Jobs (the Job index), its
-#: bookkeeping patch on runs, its events.
+#: What Kopf itself does (resource, verb): watch runs, stage Jobs and the judge's servers (their
+#: indexes), its bookkeeping patch on runs, its events.
 KOPF_CALLS = frozenset(
     {
         ("selftaughtruns", "list"),
@@ -46,6 +47,8 @@ KOPF_CALLS = frozenset(
         ("selftaughtruns", "patch"),
         ("jobs", "list"),
         ("jobs", "watch"),
+        ("deployments", "list"),
+        ("deployments", "watch"),
         ("events", "create"),
         ("events", "patch"),
     }

@@ -139,10 +139,10 @@ def test_the_operator_has_exactly_its_permissions_and_no_secrets():
 def _api_calls() -> set[tuple[str, str]]:
     """(resource, verb) of every Kubernetes client call the controller makes."""
     calls = set()
-    resources = {"job": "jobs", "service": "services", "pod": "pods", "event": "events", "custom_object": "selftaughtruns"}
+    resources = {"job": "jobs", "service": "services", "pod": "pods", "event": "events", "custom_object": "selftaughtruns", "deployment": "deployments"}
     verbs = {"list": "list", "create": "create", "delete": "delete", "patch": "patch", "read": "get", "get": "get", "replace": "update"}
     for path in (REPO / "operator" / "selftaught" / "controller").glob("*.py"):
-        pattern = r"\.(list|create|delete|patch|read|get|replace)_namespaced_(job|service|pod|event|custom_object)(_status)?\("
+        pattern = r"\.(list|create|delete|patch|read|get|replace)_namespaced_(job|service|pod|event|custom_object|deployment)(_status)?\("
         for verb, resource, status in re.findall(pattern, path.read_text()):
             calls.add((resources[resource] + ("/status" if status else ""), verbs[verb]))
     return calls

@@ -101,10 +101,16 @@ standalone). */}}
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["list", "watch", "create", "delete"]
-# a headless Service per multi-node training attempt (it goes with its Job)
+# a headless Service per multi-node training attempt (it goes with its Job), and the judge's
+# server's Service (spec.serve), deleted when serve is turned off
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["create"]
+  verbs: ["create", "delete"]
+# the judge's server (spec.serve): created, watched (Kopf: its readiness), replaced when the served
+# checkpoint changes, deleted when serve is turned off
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["list", "watch", "create", "update", "delete"]
 # read-only: a failed pod's termination message is the stage's failure reason, a pending pod's
 # status why an attempt does not start
 - apiGroups: [""]

@@ -45,6 +45,7 @@ DEPENDS: dict[str, DependsOn] = {
     "scheduling": ANY_TIME,
     "retries": ANY_TIME,
     "estimate": ANY_TIME,  # the cost estimate's assumptions: nothing runs differently
+    "serve": ANY_TIME,  # the judge's server after the run: no stage reads it
     "generation.parallelism": ANY_TIME,
     "generation.batchSize": ANY_TIME,
     "generation.gpuMemoryUtilization": ANY_TIME,

@@ -494,7 +494,7 @@ _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 RESERVED_LABELS = frozenset({"app.kubernetes.io/name", "app.kubernetes.io/component", "app.kubernetes.io/managed-by", "job-name", "controller-uid"})
 RESERVED_LABEL_PREFIXES = (f"{API_GROUP}/", "batch.kubernetes.io/")
 #: Environment variables the stage process depends on: a run may not set them.
-RESERVED_ENV = frozenset({"SELFTAUGHT_RUN", "SELFTAUGHT_CACHE", "SELFTAUGHT_TERMINATION_MESSAGE_PATH", "JOB_COMPLETION_INDEX", "MASTER_ADDR"})
+RESERVED_ENV = frozenset({"SELFTAUGHT_RUN", "SELFTAUGHT_SERVE", "SELFTAUGHT_CACHE", "SELFTAUGHT_TERMINATION_MESSAGE_PATH", "JOB_COMPLETION_INDEX", "MASTER_ADDR"})
 #: Capabilities a stage container may add; every other one stays dropped.
 Capability = Literal["IPC_LOCK", "SYS_RESOURCE", "SYS_NICE"]
 
@@ -777,6 +777,25 @@ class Scheduling(Model):
         return merge_overrides(POD_DEFAULTS[kind], getattr(self, kind), getattr(self.stages, stage))
 
 
+class Serve(Model):
+    """The trained judge as an OpenAI-compatible endpoint (docs/serving.md)."""
+
+    enabled: bool = _field(
+        False,
+        description="Once the run has succeeded, run vLLM's OpenAI-compatible server on the chosen "
+        "checkpoint: a Deployment and a Service owned by the run, its URL in `status.serving`. "
+        "Turning it off removes them.",
+    )
+    iteration: int | None = _field(
+        None,
+        ge=0,
+        description="The iteration whose checkpoint is served (0: the seed); by default the trained "
+        "iteration with the best evaluation (the benchmark's overall score, else accuracy; the "
+        "earliest of equals, so an iteration that only ties never restarts the server).",
+    )
+    replicas: int = _field(1, ge=1, le=64, description="Server pods; each takes `generation.tensorParallel` GPUs.")
+
+
 class Retries(Model):
     per_stage: int = _field(
         2, ge=0, le=20, description="Times a failed stage Job is recreated before the run fails."
@@ -808,9 +827,20 @@ class SelfTaughtRunSpec(Model):
         default_factory=Scheduling, description="Pod placement per stage (operator only)."
     )
     retries: Retries = _field(default_factory=Retries, description="Stage retry policy.")
+    serve: Serve = _field(
+        default_factory=Serve,
+        description="Serve the trained judge once the run succeeds (operator only; `selftaught serve` locally). "
+        "Its pods are placed like the generation stages (`scheduling.generation`) and use the `generation` vLLM settings.",
+    )
     estimate: Estimate = _field(
         default_factory=Estimate, description="Assumptions of the cost estimate (`selftaught plan`, `status.estimate`)."
     )
+
+    @model_validator(mode="after")
+    def _served_iteration_exists(self) -> SelfTaughtRunSpec:
+        if self.serve.iteration is not None and self.serve.iteration > self.iterations:
+            raise ValueError(f"serve.iteration {self.serve.iteration} is past the run's last iteration ({self.iterations})")
+        return self
 
     @property
     def generator_model(self) -> ModelSource:

@@ -100,6 +100,21 @@ class RunEstimate(Model):
     message: str | None = Field(None, description="What the estimate rests on, or why there is none yet.")
 
 
+class ServingStatus(Model):
+    """The judge's server as the operator last saw it (docs/serving.md)."""
+
+    endpoint: str | None = Field(
+        None, description="The OpenAI-compatible base URL inside the cluster (`selftaught judge --endpoint`; `kubectl port-forward` from outside)."
+    )
+    model: str | None = Field(None, description="The model name the server answers to (the run's name).")
+    iteration: int | None = Field(None, description="The iteration whose checkpoint is served (0: the seed).")
+    checkpoint: str | None = Field(None, description="URI of the served checkpoint.")
+    score: float | None = Field(None, description="That iteration's evaluation: the benchmark's overall score, else accuracy.")
+    ready: bool = Field(False, description="Whether a server pod answers its readiness probe (vLLM's /health).")
+    replicas: str | None = Field(None, description="Ready server pods out of those wanted, e.g. 1/1.")
+    message: str | None = Field(None, description="What the server is doing, or why nothing is served.")
+
+
 class SelfTaughtRunStatus(Model):
     observed_generation: int | None = Field(None, description="The metadata.generation last reconciled.")
     phase: Phase | None = Field(None, description="Derived from the conditions, for display.")
@@ -125,6 +140,7 @@ class SelfTaughtRunStatus(Model):
         None, description="Spec fields this operator version does not know and ignores (a CRD newer than the operator)."
     )
     progress: RunProgress | None = Field(None, description="How far the running stage is, and how long it has left.")
+    serving: ServingStatus | None = Field(None, description="The judge's server (`spec.serve`): its endpoint and whether it is ready.")
     estimate: RunEstimate | None = Field(
         None, description="What the run costs: estimated when the spec is accepted, corrected with each finished stage (docs/cost.md)."
     )

@@ -1,10 +1,10 @@
-"""Kopf handlers: thin triggers. Every event on a run or on one of its Jobs calls the same
-level-triggered reconcile; there is no edge-triggered state to lose.
+"""Kopf handlers: thin triggers. Every event on a run, on one of its Jobs or on its judge's server
+calls the same level-triggered reconcile; there is no edge-triggered state to lose.
 
-The stage Jobs are kept in a Kopf index (fed by the Job watch, complete before any handler
-runs), so a reconcile never lists Jobs. The periodic fresh re-read is the reconciler's own work
-queue, not a `@kopf.timer`: Kopf puts a finalizer on every object with a timer, and a run could
-then not be deleted while the operator is down."""
+The stage Jobs and the servers' Deployments are kept in Kopf indexes (fed by their watches,
+complete before any handler runs), so a reconcile never lists them. The periodic fresh re-read
+is the reconciler's own work queue, not a `@kopf.timer`: Kopf puts a finalizer on every object
+with a timer, and a run could then not be deleted while the operator is down."""
 
 from __future__ import annotations
 
@@ -18,9 +18,11 @@ from selftaught.controller import metrics
 from selftaught.controller.config import OperatorConfig
 from selftaught.controller.jobs import LABEL_RUN, MANAGED_BY
 from selftaught.controller.reconciler import Reconciler
+from selftaught.controller.serving import COMPONENT
 
 CONFIG = OperatorConfig.from_env()
 STAGE_JOBS = {"app.kubernetes.io/managed-by": MANAGED_BY, LABEL_RUN: kopf.PRESENT}
+SERVERS = {"app.kubernetes.io/managed-by": MANAGED_BY, "app.kubernetes.io/component": COMPONENT, LABEL_RUN: kopf.PRESENT}
 
 
 def _slim(body: kopf.Body) -> dict[str, Any]:
@@ -43,6 +45,28 @@ def _slim(body: kopf.Body) -> dict[str, Any]:
     }
 
 
+def _slim_server(body: kopf.Body) -> dict[str, Any]:
+    """The part of a server's Deployment the operator reads: what it serves (annotations), its
+    version (for a replacement) and how many of its pods are ready."""
+    meta, status = body.metadata, body.status or {}
+    return {
+        "metadata": {
+            "name": meta.name,
+            "namespace": meta.namespace,
+            "uid": meta.uid,
+            "resourceVersion": body.get("metadata", {}).get("resourceVersion"),
+            "annotations": dict(meta.annotations),
+            "ownerReferences": [{"uid": ref.get("uid")} for ref in body.get("metadata", {}).get("ownerReferences") or []],
+        },
+        "status": {key: status[key] for key in ("replicas", "readyReplicas", "updatedReplicas", "availableReplicas", "conditions") if key in status},
+    }
+
+
+@kopf.index("apps", "v1", "deployments", labels=SERVERS)
+def servers(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(namespace, labels[LABEL_RUN]): _slim_server(body)}
+
+
 @kopf.index("batch", "v1", "jobs", labels=STAGE_JOBS)
 def stage_jobs(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
     return {(namespace, labels[LABEL_RUN]): _slim(body)}
@@ -61,16 +85,17 @@ def jobs_of(index: kopf.Index) -> Any:
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, stage_jobs: kopf.Index, **_: Any) -> None:
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, stage_jobs: kopf.Index, servers: kopf.Index, **_: Any) -> None:
     """One reconciler (and its caches) per operator process."""
     settings.execution.max_workers = CONFIG.workers
     settings.scanning.disabled = True  # no CRD or namespace watching: least-privilege RBAC
     settings.posting.level = logging.WARNING  # Kopf's own events: warnings and errors only; ours are richer
     # a big cluster has many Jobs that are not ours: filter on the server, list in pages
     settings.watching.label_selectors["batch", "jobs"] = f"app.kubernetes.io/managed-by={MANAGED_BY}"
+    settings.watching.label_selectors["apps", "deployments"] = f"app.kubernetes.io/managed-by={MANAGED_BY}"
     settings.watching.chunk_size = 500
     check_crd_installed()
-    memo.reconciler = Reconciler(CONFIG, jobs=jobs_of(stage_jobs))
+    memo.reconciler = Reconciler(CONFIG, jobs=jobs_of(stage_jobs), servers=jobs_of(servers))
     memo.reconciler.start()
     metrics.serve(CONFIG.metrics_port)
 
@@ -109,4 +134,9 @@ def run_changed(event: dict[str, Any], name: str, namespace: str, memo: kopf.Mem
 
 @kopf.on.event("batch", "v1", "jobs", labels=STAGE_JOBS)
 def job_changed(labels: kopf.Labels, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    memo.reconciler.job_changed(namespace, labels[LABEL_RUN])
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=SERVERS)
+def server_changed(labels: kopf.Labels, namespace: str, memo: kopf.Memo, **_: Any) -> None:
     memo.reconciler.job_changed(namespace, labels[LABEL_RUN])

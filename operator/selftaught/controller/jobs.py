@@ -33,15 +33,19 @@ RENDEZVOUS_TIMEOUT_SECONDS = 600  # how long a training pod waits for index 0's 
 STAGE_USER = "selftaught"  # USER and LOGNAME: getpass.getuser() fails for a UID without a passwd entry
 
 
-def job_name(run_name: str, ref: StageRef, attempt: int) -> str:
-    """Deterministic: a restarted operator finds (or harmlessly re-creates) the same Job."""
-    suffix = f"{ref.label}-{attempt}"
+def bounded_name(run_name: str, suffix: str, limit: int) -> str:
+    """`<run>-<suffix>`, or, past `limit` characters, the run's name cut and told apart by a digest."""
     name = f"{run_name}-{suffix}"
-    if len(name) <= MAX_JOB_NAME:
+    if len(name) <= limit:
         return name
     digest = hashlib.sha1(run_name.encode()).hexdigest()[:6]
-    keep = MAX_JOB_NAME - len(suffix) - len(digest) - 2
+    keep = limit - len(suffix) - len(digest) - 2
     return f"{run_name[:keep].rstrip('-')}-{digest}-{suffix}"
+
+
+def job_name(run_name: str, ref: StageRef, attempt: int) -> str:
+    """Deterministic: a restarted operator finds (or harmlessly re-creates) the same Job."""
+    return bounded_name(run_name, f"{ref.label}-{attempt}", MAX_JOB_NAME)
 
 
 def stage_labels(run_name: str, ref: StageRef, attempt: int) -> dict[str, str]:
@@ -67,9 +71,12 @@ def _gpus(run: SelfTaughtRun, ref: StageRef) -> int:
     return {"generation": run.spec.generation.tensor_parallel, "training": run.spec.train.gpus_per_node, "data": 0}[ref.kind]
 
 
-def _env(run: SelfTaughtRun, document: str, overrides: PodOverrides) -> list[dict[str, Any]]:
+def pod_env(run: SelfTaughtRun, document: dict[str, Any], overrides: PodOverrides, *, indexed: bool = True) -> list[dict[str, Any]]:
+    """The container's environment: `document` (what the process reads: the run, or what a server
+    serves), the model cache, the store's and the Hub's Secrets, then the run's own variables.
+    `indexed`: a pod of an Indexed Job, which knows its completion index."""
     env: list[dict[str, Any]] = [
-        {"name": RUN_VARIABLE, "value": document},
+        document,
         {"name": "SELFTAUGHT_CACHE", "value": "/cache"},
         {"name": "HF_HOME", "value": "/cache/huggingface"},
         {"name": "HOME", "value": "/tmp"},  # caches of torch, triton, DeepSpeed ops
@@ -77,11 +84,14 @@ def _env(run: SelfTaughtRun, document: str, overrides: PodOverrides) -> list[dic
         {"name": "LOGNAME", "value": STAGE_USER},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
         {"name": "SELFTAUGHT_TERMINATION_MESSAGE_PATH", "value": "/dev/termination-log"},
-        {
-            "name": "JOB_COMPLETION_INDEX",
-            "valueFrom": {"fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}},
-        },
     ]
+    if indexed:
+        env.append(
+            {
+                "name": "JOB_COMPLETION_INDEX",
+                "valueFrom": {"fieldRef": {"fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}},
+            }
+        )
     secret = run.spec.storage.credentials_secret
     if secret:
         for key, optional in (("AWS_ACCESS_KEY_ID", False), ("AWS_SECRET_ACCESS_KEY", False), ("AWS_SESSION_TOKEN", True)):
@@ -182,6 +192,68 @@ def _failure_policy(multi_node: bool) -> dict[str, Any]:
     }
 
 
+def build_pod_spec(
+    overrides: PodOverrides,
+    config: OperatorConfig,
+    container: dict[str, Any],
+    *,
+    gpus: int,
+    shm: bool,
+    restart_policy: str,
+    subdomain: str | None = None,
+) -> dict[str, Any]:
+    """The pod of a stage's Job or of the judge's server: `container` (name, image, command, env,
+    ports, probes) locked down and given its GPUs, resources, /tmp, the model cache at /cache and,
+    for vLLM and torch (`shm`), a memory-backed /dev/shm; placed by `overrides`."""
+    cache, cache_storage = _cache(overrides)
+    volumes = [{"name": "tmp", "emptyDir": {}}, cache]
+    mounts = [{"name": "tmp", "mountPath": "/tmp"}, {"name": "cache", "mountPath": "/cache"}]
+    if shm:
+        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", **({"sizeLimit": overrides.shm_size} if overrides.shm_size else {})}})
+        mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": restart_policy,
+        "enableServiceLinks": False,  # no service variables: a namespace's Services are not the pod's business
+        "automountServiceAccountToken": False,  # a stage or a server never calls the Kubernetes API
+        "securityContext": _security_context(overrides, config),
+        "containers": [
+            {
+                **container,
+                "resources": _resources(overrides, gpus, cache_storage),
+                "volumeMounts": mounts,
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "readOnlyRootFilesystem": True,
+                    "capabilities": {"drop": ["ALL"], **({"add": list(overrides.capabilities)} if overrides.capabilities else {})},
+                },
+            }
+        ],
+        "volumes": volumes,
+    }
+    optional = {
+        "nodeSelector": overrides.node_selector,
+        "tolerations": overrides.tolerations,
+        "affinity": overrides.affinity,
+        "priorityClassName": overrides.priority_class_name,
+        "runtimeClassName": overrides.runtime_class_name,
+        "schedulerName": overrides.scheduler_name,
+        "serviceAccountName": overrides.service_account_name,
+        "imagePullSecrets": [{"name": n} for n in overrides.image_pull_secrets] if overrides.image_pull_secrets else None,
+        "subdomain": subdomain,
+    }
+    pod_spec.update({k: v for k, v in optional.items() if v})
+    return pod_spec
+
+
+def pod_metadata(overrides: PodOverrides, labels: dict[str, str]) -> dict[str, Any]:
+    """A pod template's labels (the run's own under ours) and annotations."""
+    metadata: dict[str, Any] = {"labels": {**(overrides.pod_labels or {}), **labels}}
+    if overrides.pod_annotations:
+        metadata["annotations"] = dict(overrides.pod_annotations)
+    return metadata
+
+
 def build_job(run: SelfTaughtRun, ref: StageRef, attempt: int, config: OperatorConfig) -> dict[str, Any]:
     """The stage's Job; the caller adds the owner reference to the run."""
     name = job_name(run.metadata.name, ref, attempt)
@@ -204,52 +276,15 @@ def build_job(run: SelfTaughtRun, ref: StageRef, attempt: int, config: OperatorC
         "data": 1,
     }[kind]
     parallelism = min(run.spec.generation.parallelism, completions) if kind == "generation" else completions
-    cache, cache_storage = _cache(overrides)
-    volumes = [{"name": "tmp", "emptyDir": {}}, cache]
-    mounts = [{"name": "tmp", "mountPath": "/tmp"}, {"name": "cache", "mountPath": "/cache"}]
-    if kind != "data":
-        shm = {"medium": "Memory", **({"sizeLimit": overrides.shm_size} if overrides.shm_size else {})}
-        volumes.append({"name": "dshm", "emptyDir": shm})
-        mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
-    pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "enableServiceLinks": False,  # no service variables: a namespace's Services are not the stage's business
-        "automountServiceAccountToken": False,  # a stage never calls the Kubernetes API
-        "securityContext": _security_context(overrides, config),
-        "containers": [
-            {
-                "name": "stage",
-                "image": image,
-                "command": command,
-                "env": _env(run, stage_document(run), overrides) + extra_env,
-                "resources": _resources(overrides, _gpus(run, ref), cache_storage),
-                "volumeMounts": mounts,
-                "terminationMessagePolicy": "FallbackToLogsOnError",
-                "securityContext": {
-                    "allowPrivilegeEscalation": False,
-                    "readOnlyRootFilesystem": True,
-                    "capabilities": {"drop": ["ALL"], **({"add": list(overrides.capabilities)} if overrides.capabilities else {})},
-                },
-                **({"ports": [{"containerPort": MASTER_PORT, "name": "rendezvous"}]} if multi_node else {}),
-            }
-        ],
-        "volumes": volumes,
+    container = {
+        "name": "stage",
+        "image": image,
+        "command": command,
+        "env": pod_env(run, {"name": RUN_VARIABLE, "value": stage_document(run)}, overrides) + extra_env,
+        **({"ports": [{"containerPort": MASTER_PORT, "name": "rendezvous"}]} if multi_node else {}),
     }
-    optional = {
-        "nodeSelector": overrides.node_selector,
-        "tolerations": overrides.tolerations,
-        "affinity": overrides.affinity,
-        "priorityClassName": overrides.priority_class_name,
-        "runtimeClassName": overrides.runtime_class_name,
-        "schedulerName": overrides.scheduler_name,
-        "serviceAccountName": overrides.service_account_name,
-        "imagePullSecrets": [{"name": n} for n in overrides.image_pull_secrets] if overrides.image_pull_secrets else None,
-        "subdomain": service,
-    }
-    pod_spec.update({k: v for k, v in optional.items() if v})
-    template_metadata: dict[str, Any] = {"labels": {**(overrides.pod_labels or {}), **labels}}
-    if overrides.pod_annotations:
-        template_metadata["annotations"] = dict(overrides.pod_annotations)
+    pod_spec = build_pod_spec(overrides, config, container, gpus=_gpus(run, ref), shm=kind != "data", restart_policy="Never", subdomain=service)
+    template_metadata = pod_metadata(overrides, labels)
     job_spec: dict[str, Any] = {"completionMode": "Indexed", "completions": completions, "parallelism": parallelism}
     if kind == "generation":
         # one try per shard, and a failed shard does not stop the others: the Job fails once every

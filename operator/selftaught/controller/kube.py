@@ -1,5 +1,6 @@
 """Every call the operator makes to the Kubernetes API, and nothing else: read a run, create a
-stage's Job and Service, find why a Job failed, write the status, post events.
+stage's Job and Service, find why a Job failed, put the judge's server in place or remove it,
+write the status, post events.
 
 Responses are read raw (`_preload_content=False`) and parsed as JSON: the kubernetes client's
 model classes would cost most of a reconcile's time for nothing we use.
@@ -56,6 +57,7 @@ class Kube:
     def __init__(self, api: client.ApiClient | None = None):
         self.custom = client.CustomObjectsApi(api)
         self.batch = client.BatchV1Api(api)
+        self.apps = client.AppsV1Api(api)
         self.core = client.CoreV1Api(api)
         self._failures: dict[str, dict[str, Any]] = {}  # failed Job uid -> its termination message
         self._diagnoses: dict[str, tuple[float, Waiting | None]] = {}  # Job uid -> (when, what)
@@ -186,6 +188,45 @@ class Kube:
             if error.status in (400, 422):
                 raise InvalidObject(api_message(error)) from None
             if error.status != 409:
+                raise
+
+    def create_deployment(self, deployment: dict[str, Any]) -> bool:
+        """Whether it was created (False: it exists; the watch will show it)."""
+        try:
+            self.apps.create_namespaced_deployment(deployment["metadata"]["namespace"], deployment, field_validation="Strict", _preload_content=False)
+        except ApiException as error:
+            if error.status == 409:
+                return False
+            if error.status in (400, 422):
+                raise InvalidObject(api_message(error)) from None
+            raise
+        return True
+
+    def replace_deployment(self, deployment: dict[str, Any], resource_version: str | None) -> None:
+        """Put `deployment` in place of the one there (a PUT: a field the new one drops is gone,
+        which a merge patch would keep). A stale `resource_version` is a 409: read again, retry."""
+        meta = deployment["metadata"]
+        body = {**deployment, "metadata": {**meta, **({"resourceVersion": resource_version} if resource_version else {})}}
+        try:
+            self.apps.replace_namespaced_deployment(meta["name"], meta["namespace"], body, field_validation="Strict", _preload_content=False)
+        except ApiException as error:
+            if error.status in (400, 422):
+                raise InvalidObject(api_message(error)) from None
+            raise
+
+    def delete_deployment(self, namespace: str, name: str) -> None:
+        """Delete a Deployment and (in the background) its pods; gone already is fine."""
+        try:
+            self.apps.delete_namespaced_deployment(name, namespace, propagation_policy="Background")
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+    def delete_service(self, namespace: str, name: str) -> None:
+        try:
+            self.core.delete_namespaced_service(name, namespace)
+        except ApiException as error:
+            if error.status != 404:
                 raise
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:

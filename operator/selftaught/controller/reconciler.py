@@ -21,19 +21,23 @@ from kubernetes.client.exceptions import ApiException
 from selftaught import __version__
 from selftaught.api.load import SpecError, parse_api_object
 from selftaught.api.spec import API_GROUP, API_VERSION, KIND, SelfTaughtRun
+from selftaught.api.status import ServingStatus
 from selftaught.controller import metrics
 from selftaught.controller.config import OperatorConfig
 from selftaught.controller.decide import Failure, JobView, decide, job_view
 from selftaught.controller.jobs import build_job, build_service, job_name, needs_service, pod_overrides
 from selftaught.controller.kube import InvalidObject, Kube, api_message
 from selftaught.controller.report import Reporter
-from selftaught.controller.status import Observation, build_status, status_document
+from selftaught.controller.serving import build_service as build_serving_service
+from selftaught.controller.serving import decide_serving, endpoint, recorded_choice, serve_name
+from selftaught.controller.status import Observation, build_status, status_document, status_patch
 from selftaught.controller.workqueue import WorkQueue
 from selftaught.pipeline.estimate import estimate, inputs_for, measure
 from selftaught.pipeline.live import read_view
 from selftaught.pipeline.planner import plan
-from selftaught.pipeline.progress import scan
+from selftaught.pipeline.progress import Progress, iteration_summaries, scan
 from selftaught.pipeline.runstore import SnapshotUnreadable, accept, open_run_store
+from selftaught.pipeline.serving import ALL_ITERATIONS, Choice, NothingToServe, choose
 from selftaught.pipeline.table import StageRef
 from selftaught.store import StoreError
 from selftaught.store.layout import REPORT
@@ -44,7 +48,9 @@ TERMINAL = ("Succeeded", "Failed")
 #: failures of the operator's reading, not of the run: looked at again on every pass
 RETRYABLE_INVALID = ("InvalidSpec", "SnapshotUnreadable", "RunNameInUse")
 RunKey = tuple[str, str]
-#: (namespace, run name) -> that run's stage Jobs, as the watch last saw them
+FAILED = "the run failed: nothing new is served until it succeeds"
+
+#: (namespace, run name) -> that run's stage Jobs (or its judge's server Deployment), as the watch last saw them
 JobSource = Callable[[str, str], list[dict[str, Any]]]
 
 
@@ -62,10 +68,18 @@ def _now() -> str:
 
 
 class Reconciler:
-    def __init__(self, config: OperatorConfig, kube: Kube | None = None, jobs: JobSource | None = None, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        config: OperatorConfig,
+        kube: Kube | None = None,
+        jobs: JobSource | None = None,
+        clock: Callable[[], float] = time.time,
+        servers: JobSource | None = None,
+    ):
         self.config, self.clock = config, clock
         self.kube = kube or Kube()
         self.jobs = jobs or self.kube.list_jobs
+        self.servers: JobSource = servers or (lambda namespace, run: [])
         self.report = Reporter(self.kube)
         self.queue: WorkQueue[RunKey] = WorkQueue(self._pass, min_delay=0.5)
         self._lock = threading.Lock()
@@ -156,6 +170,8 @@ class Reconciler:
         previous = obj.get("status") or {}
         if _finished(obj):
             self.report.phase(namespace, name, previous["phase"])
+            if ((obj.get("spec") or {}).get("serve") or {}).get("enabled") or previous.get("serving"):
+                return self._serve_finished(obj)  # the server's events: its readiness, a deleted Deployment
             return None  # finished; a (safe) edit bumps the generation and looks again
         seen = Observation(generation=generation, now=_now(), previous=previous)
         # observe
@@ -238,8 +254,99 @@ class Reconciler:
                 self.report.event(obj, "Warning", "JobCreateFailed", f"{ref.label}: {detail}")
                 seen.unavailable = f"cannot create the {ref.label} Job: {detail}"
                 requeue = 10.0
+        seen.serving, retry = self._serve(obj, run, progress, succeeded=seen.plan.finished and not decision.failure, failed=bool(decision.failure))
         status = self._write_status(obj, seen, jobs_seen=jobs)
-        return requeue if status.phase not in TERMINAL else None
+        if status.phase in TERMINAL:
+            return retry
+        return min((t for t in (requeue, retry) if t is not None), default=None)
+
+    # -- the judge's server ------------------------------------------------------------------------
+
+    def _serve(self, obj: dict[str, Any], run: SelfTaughtRun, progress: Progress, *, succeeded: bool, failed: bool = False) -> tuple[ServingStatus | None, float | None]:
+        """Put the server in place, roll it out, or remove it; its status, and when to look again
+        (a refused write). The choice is read from the store's numbers once the run succeeded."""
+        previous = (obj.get("status") or {}).get("serving")
+        if not run.spec.serve.enabled and not previous and not self._server_of(obj):
+            return None, None
+        choice, problem = None, FAILED if failed else None
+        if succeeded and run.spec.serve.enabled:
+            try:
+                choice = choose(iteration_summaries(progress, limit=ALL_ITERATIONS), run.spec.models.seed, run.spec.serve.iteration)
+            except NothingToServe as error:
+                problem = str(error)
+        return self._act_serving(obj, run, choice, problem)
+
+    def _serve_finished(self, obj: dict[str, Any]) -> float | None:
+        """A finished run's server, between edits: kept in place (a Deployment deleted by hand
+        comes back), its readiness in `status.serving`. The choice is the one the status records
+        (or, where none is, read from the store once)."""
+        meta, status = obj["metadata"], obj.get("status") or {}
+        try:
+            run, _ = parse_api_object(_run_document(obj), source=f"{KIND} {meta['namespace']}/{meta['name']}")
+        except SpecError:
+            return None
+        run = self._with_defaults(run)
+        if status.get("phase") != "Succeeded":
+            serving, retry = self._act_serving(obj, run, None, FAILED)
+        elif (choice := recorded_choice(run, status.get("serving"))) is not None or not run.spec.serve.enabled:
+            serving, retry = self._act_serving(obj, run, choice, None)
+        else:
+            try:
+                store = open_run_store(run)
+                progress = scan(store, self._manifests.setdefault(store.uri, {}))
+            except StoreError as error:
+                serving, retry = ServingStatus(message=f"cannot read the run's store to choose a checkpoint: {error}"), 15.0
+            else:
+                serving, retry = self._serve(obj, run, progress, succeeded=True)
+        document = serving.model_dump(mode="json", by_alias=True, exclude_none=True) if serving else None
+        if document != status.get("serving"):
+            written = self.kube.patch_status(meta["namespace"], meta["name"], status_patch({"serving": status.get("serving")}, {"serving": document}))
+            key = (meta["namespace"], meta["name"])
+            with self._lock:
+                self._written[key] = written["metadata"].get("resourceVersion")
+            self._remember(key, written)
+        return retry
+
+    def _server_of(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        meta = obj["metadata"]
+        return next((d for d in self.servers(meta["namespace"], meta["name"]) if _owned_by(d, meta.get("uid"))), None)
+
+    def _act_serving(self, obj: dict[str, Any], run: SelfTaughtRun, choice: Choice | None, problem: str | None) -> tuple[ServingStatus | None, float | None]:
+        meta = obj["metadata"]
+        namespace, name = meta["namespace"], serve_name(meta["name"])
+        observed = self._server_of(obj)
+        had_status = bool((obj.get("status") or {}).get("serving"))
+        action = decide_serving(run, self.config, choice=choice, problem=problem, observed=observed, had_status=had_status)
+        if action.delete:
+            self.kube.delete_deployment(namespace, name)
+            self.kube.delete_service(namespace, name)
+            if observed is not None:
+                self.report.event(obj, "Normal", "ServingStopped", f"removed the judge's server {name} (serve.enabled is false)")
+        if action.apply is None:
+            return action.status, None
+        deployment = action.apply
+        kopf.append_owner_reference(deployment, owner=_owner(obj))
+        service = build_serving_service(run)
+        kopf.append_owner_reference(service, owner=_owner(obj))
+        try:
+            if observed is None:
+                self.kube.create_deployment(deployment)
+            else:
+                self.kube.replace_deployment(deployment, observed["metadata"].get("resourceVersion"))
+            self.kube.create_service(service)
+        except InvalidObject as error:  # refused every time until the spec changes: say so
+            self.report.event(obj, "Warning", "ServingRefused", f"the API server refused the judge's server {name}: {error}")
+            return ServingStatus(message=f"InvalidServer: the API server refused the Deployment or Service {name}: {error}"), None
+        except ApiException as error:
+            if error.status == 409:
+                raise  # a stale read: the pass reads the run again and retries
+            detail = api_message(error)
+            self.report.event(obj, "Warning", "ServingFailed", f"cannot put the judge's server {name} in place: {detail}")
+            return ServingStatus(message=f"retrying: cannot put the judge's server in place: {detail}"), 10.0
+        served = action.status
+        verb = "started" if observed is None else "rolling out"
+        self.report.event(obj, "Normal", "ServingStarted" if observed is None else "ServingUpdated", f"{verb} the judge's server {name}: {served.message if served else ''}; endpoint {endpoint(run)}")
+        return served, None
 
     def _with_defaults(self, run: SelfTaughtRun) -> SelfTaughtRun:
         """The platform's default S3 endpoint and credentials Secret, where the run names none."""
@@ -288,7 +395,7 @@ class Reconciler:
         previous = obj.get("status") or {}
         if previous == document:
             return status
-        patch = {**{k: None for k in previous if k not in document}, **document}
+        patch = status_patch(previous, document)
         key = (meta["namespace"], meta["name"])
         written = self.kube.patch_status(*key, patch)
         with self._lock:

@@ -19,6 +19,7 @@ from selftaught.api.status import (
     RunEstimate,
     RunProgress,
     SelfTaughtRunStatus,
+    ServingStatus,
     StageAttempts,
     StageFailure,
     StageProgress,
@@ -54,6 +55,7 @@ class Observation:
     live: list[StageView] = field(default_factory=list)  # progress inside the running stages
     estimate: Estimate | None = None  # the run's cost, corrected by its finished stages
     report: str | None = None  # where the run's HTML report is, once it is there
+    serving: ServingStatus | None = None  # the judge's server (spec.serve)
 
 
 def _condition(previous: list[dict[str, Any]], kind: str, status: str, reason: str, message: str, generation: int, now: str) -> Condition:
@@ -180,6 +182,7 @@ def build_status(seen: Observation) -> SelfTaughtRunStatus:
         started_at=previous.get("startedAt") or now,
         store=seen.store or previous.get("store"),
         report=seen.report,
+        serving=seen.serving if seen.decision is not None else _kept_serving(previous),
         store_unreachable_since=seen.unreachable_since,
         ignored_fields=seen.ignored or None,
         phase=phase,  # type: ignore[arg-type]
@@ -246,6 +249,17 @@ def status_document(status: SelfTaughtRunStatus) -> dict[str, Any]:
     return status.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+def status_patch(previous: dict[str, Any], document: dict[str, Any]) -> dict[str, Any]:
+    """The merge patch that turns `previous` into `document`: a key that is gone is written as
+    null, at every depth (a merge patch keeps what it does not mention, so a field of
+    `status.serving` that no longer applies would otherwise stay)."""
+    patch: dict[str, Any] = {key: None for key in previous if key not in document}
+    for key, value in document.items():
+        old = previous.get(key)
+        patch[key] = status_patch(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
+    return patch
+
+
 def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -269,3 +283,9 @@ def _attempts(decision: Decision | None, previous: dict[str, Any]) -> dict[str, 
             ) if failure else None,
         )  # fmt: skip
     return stages
+
+
+def _kept_serving(previous: dict[str, Any]) -> ServingStatus | None:
+    """Without a decision (a bad spec, the store unreachable) the server was not looked at: what
+    the status said of it stays."""
+    return ServingStatus.model_validate(previous["serving"]) if previous.get("serving") else None

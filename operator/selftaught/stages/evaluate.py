@@ -9,10 +9,11 @@ prints for the same file.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from selftaught.chat import Messages, Sampling
+from selftaught.api.spec import Evaluate as EvaluateSettings
+from selftaught.chat import ChatEngine, Messages, Sampling
 from selftaught.method.judging import JudgeItem, random_order
 from selftaught.method.prompts import judge_messages, rating_messages
 from selftaught.method.scoring import score
@@ -117,6 +118,33 @@ def _request(example: dict[str, Any], benchmark: str, seed: int, settings, reque
     return _pairwise(example, seed, settings, requests)
 
 
+def judge_examples(
+    examples: list[dict[str, Any]], benchmark: str, settings: EvaluateSettings, seed: int, engine: ChatEngine, start: Callable[[int], None] | None = None
+) -> tuple[list[dict[str, Any]], int]:
+    """The scorer's records of `examples` (the judge's greedy outputs, and its majority-vote samples
+    when asked), and the tokens generated: what the stage writes per shard, and what
+    `selftaught score --endpoint` scores for any OpenAI-compatible judge. `start` is told how many
+    samples will be drawn."""
+    requests = Requests()
+    records = [_request(e, benchmark, seed, settings, requests) for e in examples]
+    voting = bool(settings.majority_vote and benchmark == "rewardbench" and settings.mode != "rating" and records)
+    if start is not None:
+        start(len(requests.conversations) + (len(records) * settings.majority_vote if voting else 0))
+    tokens = 0
+    if requests.conversations:
+        answers = engine.chat(requests.conversations, Sampling(n=1, temperature=0.0, max_tokens=settings.max_tokens))
+        tokens += sum(s.tokens for samples in answers for s in samples)
+        requests.fill(answers)
+    if voting:
+        shown = [requests.conversations[i] for i, (_, field, _) in enumerate(requests.slots) if field == "output"]
+        seeds = [priority(seed, f"vote:{r['id']}") % 2**31 for r in records]
+        sampling = Sampling(n=settings.majority_vote, temperature=VOTE_TEMPERATURE, top_p=VOTE_TOP_P, max_tokens=settings.max_tokens)
+        for record, samples in zip(records, engine.chat(shown, sampling, seeds), strict=True):
+            record["outputs"] = [s.text for s in samples]
+            tokens += sum(s.tokens for s in samples)
+    return records, tokens
+
+
 class Evaluate(MapReduceStage):
     name = "evaluate"
 
@@ -143,22 +171,7 @@ class Evaluate(MapReduceStage):
         )
         if not examples and ctx.num_shards == 1:  # known now: fail before a marker says "done"
             raise nothing_usable(evaluation_subject(ctx), "example to evaluate", merged(skipped, too_long))
-        requests = Requests()
-        records = [_request(e, benchmark, seed, settings, requests) for e in examples]
-        voting = bool(settings.majority_vote and benchmark == "rewardbench" and settings.mode == "pairwise" and records)
-        ctx.progress.start(len(requests.conversations) + (len(records) * settings.majority_vote if voting else 0))
-        tokens = 0
-        if requests.conversations:
-            answers = engine.chat(requests.conversations, Sampling(n=1, temperature=0.0, max_tokens=settings.max_tokens))
-            tokens += sum(s.tokens for samples in answers for s in samples)
-            requests.fill(answers)
-        if voting:
-            shown = [requests.conversations[i] for i, (_, field, _) in enumerate(requests.slots) if field == "output"]
-            seeds = [priority(seed, f"vote:{r['id']}") % 2**31 for r in records]
-            sampling = Sampling(n=settings.majority_vote, temperature=VOTE_TEMPERATURE, top_p=VOTE_TOP_P, max_tokens=settings.max_tokens)
-            for record, samples in zip(records, engine.chat(shown, sampling, seeds), strict=True):
-                record["outputs"] = [s.text for s in samples]
-                tokens += sum(s.tokens for s in samples)
+        records, tokens = judge_examples(examples, benchmark, settings, seed, engine, ctx.progress.start)
         for record in records:
             out.write(record)
         # every shard reads the same set, so only shard 0 reports what the reader skipped

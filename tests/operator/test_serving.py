@@ -1,0 +1,143 @@
+"""`spec.serve` on the test cluster: a succeeded run gets its judge's server (a Deployment and a
+Service it owns), the endpoint in its status, a rollout only when the served checkpoint changes,
+and no server once serve is off or the run is gone.
+
+The stages are fakes (tests/operator/fake_stage.py: iteration i's checkpoint is
+s3://fake/iter-00i/train/checkpoint, every evaluation scores 0.7); nothing runs the server's pods
+here (the test cluster has no Deployment controller): the test plays it by writing the
+Deployment's status. The server itself is tested with vLLM in tests/integration/test_serving.py."""
+
+from __future__ import annotations
+
+import json
+
+import kubernetes_validate
+
+from tests.kube.cluster import run_operator
+
+from .conftest import HANDLERS, NAMESPACE, run_object
+
+RUNS = "selftaught.dev/v1alpha1/selftaughtruns"
+DEPLOYMENTS = "apps/v1/deployments"
+SERVICES = "v1/services"
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+
+
+def status_of(cluster, name):
+    return (cluster.get(RUNS, NAMESPACE, name) or {}).get("status") or {}
+
+
+def settled(cluster, name, generation, timeout=60):
+    """The run's status once it has finished at `generation`."""
+
+    def done():
+        obj = cluster.get(RUNS, NAMESPACE, name) or {}
+        status = obj.get("status") or {}
+        return status if status.get("observedGeneration") == generation and status.get("phase") in ("Succeeded", "Failed") else None
+
+    return cluster.wait_for(done, timeout=timeout)
+
+
+def serving_of(cluster, name, check, timeout=30):
+    return cluster.wait_for(lambda: (s := status_of(cluster, name).get("serving")) and check(s) and s, timeout=timeout)
+
+
+def pods_ready(cluster, deployment, ready=1):
+    """What the Deployment controller writes once `ready` server pods answer /health."""
+    cluster.patch(
+        DEPLOYMENTS, NAMESPACE, deployment, {"status": {"replicas": 1, "updatedReplicas": 1, "readyReplicas": ready, "availableReplicas": ready}},
+        subresource="status",
+    )  # fmt: skip
+
+
+def test_a_succeeded_run_serves_its_best_checkpoint_and_rolls_out_only_a_new_one(cluster, fake_stages, make_run, tmp_path):
+    run = make_run(storage=str(tmp_path / "store"), evaluate={"baseline": False}, serve={"enabled": True}, scheduling={"generation": {"tolerations": [GPU_TOLERATION]}})
+    with run_operator(cluster, HANDLERS, namespace=NAMESPACE):
+        cluster.create(RUNS, run_object(run, "served"), NAMESPACE)
+        assert settled(cluster, "served", 1)["phase"] == "Succeeded"
+        serving = serving_of(cluster, "served", lambda s: s.get("endpoint"))
+        deployment = cluster.get(DEPLOYMENTS, NAMESPACE, "served-judge")
+        service = cluster.get(SERVICES, NAMESPACE, "served-judge")
+        assert not serving["ready"] and serving["replicas"] == "0/1"
+
+        pods_ready(cluster, "served-judge")
+        assert serving_of(cluster, "served", lambda s: s["ready"])["replicas"] == "1/1"
+
+        # a second iteration that is no better: the healthy server is left as it is
+        cluster.patch(RUNS, NAMESPACE, "served", {"spec": {"iterations": 2}})
+        settled(cluster, "served", 2)
+        assert "evaluate-2" in status_of(cluster, "served")["attempts"]
+        kept = cluster.get(DEPLOYMENTS, NAMESPACE, "served-judge")
+        assert kept["metadata"]["generation"] == 1 and status_of(cluster, "served")["serving"]["iteration"] == 1
+
+        # asking for iteration 2 rolls its checkpoint out
+        cluster.patch(RUNS, NAMESPACE, "served", {"spec": {"serve": {"iteration": 2}}})
+        rolled = cluster.wait_for(lambda: (d := cluster.get(DEPLOYMENTS, NAMESPACE, "served-judge")) and d["metadata"]["generation"] == 2 and d, timeout=30)
+        second = serving_of(cluster, "served", lambda s: s["iteration"] == 2)
+    obj = cluster.get(RUNS, NAMESPACE, "served")
+
+    assert serving == {
+        "endpoint": f"http://served-judge.{NAMESPACE}.svc:8000/v1",
+        "model": "served",
+        "iteration": 1,
+        "checkpoint": "s3://fake/iter-001/train/checkpoint",
+        "score": 0.7,
+        "ready": False,
+        "replicas": "0/1",
+        "message": "starting the server of iteration 1: fetching and loading the checkpoint",
+    }
+    kubernetes_validate.validate(deployment, "1.33", strict=True)
+    kubernetes_validate.validate(service, "1.33", strict=True)
+    for child in (deployment, service):
+        (owner,) = child["metadata"]["ownerReferences"]
+        assert (owner["kind"], owner["uid"], owner["controller"]) == ("SelfTaughtRun", obj["metadata"]["uid"], True)
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == ["python", "-m", "selftaught", "serve", "--host=0.0.0.0", "--port=8000"]
+    env = {e["name"]: e for e in container["env"]}
+    served = json.loads(env["SELFTAUGHT_SERVE"]["value"])
+    assert (served["name"], served["iteration"], served["model"]["source"]) == ("served", 1, "s3://fake/iter-001/train/checkpoint")
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "s3-credentials"
+    assert container["readinessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"  # generation.tensorParallel
+    assert pod["tolerations"] == [GPU_TOLERATION]  # placed like the generation stages
+    assert {"name": "cache", "mountPath": "/cache"} in container["volumeMounts"]
+    assert service["spec"]["selector"] == deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["ports"] == [{"name": "http", "port": 8000, "targetPort": "http"}]
+
+    assert rolled["spec"]["template"]["metadata"]["annotations"]["selftaught.dev/checkpoint"] == "s3://fake/iter-002/train/checkpoint"
+    assert second["checkpoint"] == "s3://fake/iter-002/train/checkpoint" and second["endpoint"] == serving["endpoint"]
+    reasons = [e["reason"] for e in cluster.list("v1/events", NAMESPACE) if e["involvedObject"]["name"] == "served"]
+    assert reasons.count("ServingStarted") == 1 and reasons.count("ServingUpdated") == 1
+
+
+def test_serve_off_removes_the_server_and_deleting_the_run_deletes_it(cluster, fake_stages, make_run, tmp_path):
+    run = make_run(storage=str(tmp_path / "store"), evaluate={"baseline": False}, serve={"enabled": True})
+    with run_operator(cluster, HANDLERS, namespace=NAMESPACE):
+        cluster.create(RUNS, run_object(run, "judged"), NAMESPACE)
+        cluster.wait_for(lambda: cluster.get(DEPLOYMENTS, NAMESPACE, "judged-judge"), timeout=60)
+
+        cluster.patch(RUNS, NAMESPACE, "judged", {"spec": {"serve": {"enabled": False}}})
+        cluster.wait_for(lambda: cluster.get(DEPLOYMENTS, NAMESPACE, "judged-judge") is None and cluster.get(SERVICES, NAMESPACE, "judged-judge") is None, timeout=30)
+        cluster.wait_for(lambda: status_of(cluster, "judged").get("observedGeneration") == 2 and "serving" not in status_of(cluster, "judged"), timeout=30)
+
+        # a Deployment deleted by hand comes back while serve is on
+        cluster.patch(RUNS, NAMESPACE, "judged", {"spec": {"serve": {"enabled": True}}})
+        first = cluster.wait_for(lambda: cluster.get(DEPLOYMENTS, NAMESPACE, "judged-judge"), timeout=30)
+        cluster.delete(DEPLOYMENTS, NAMESPACE, "judged-judge")
+        again = cluster.wait_for(lambda: (d := cluster.get(DEPLOYMENTS, NAMESPACE, "judged-judge")) and d["metadata"]["uid"] != first["metadata"]["uid"] and d, timeout=30)
+        assert again["metadata"]["annotations"]["selftaught.dev/checkpoint"] == "s3://fake/iter-001/train/checkpoint"
+
+        cluster.delete(RUNS, NAMESPACE, "judged")
+        cluster.wait_for(lambda: cluster.get(DEPLOYMENTS, NAMESPACE, "judged-judge") is None and cluster.get(SERVICES, NAMESPACE, "judged-judge") is None, timeout=30)
+
+
+def test_a_run_that_fails_serves_nothing_and_says_why(cluster, fake_stages, make_run, tmp_path):
+    run = make_run(storage=str(tmp_path / "store"), evaluate={"baseline": False}, serve={"enabled": True}, retries={"perStage": 0})
+    fake_stages.fail_next("broken-categorize", exit_code=3, message='{"reason": "InvalidInput", "message": "bad line", "permanent": true}')
+    with run_operator(cluster, HANDLERS, namespace=NAMESPACE):
+        cluster.create(RUNS, run_object(run, "broken"), NAMESPACE)
+        assert settled(cluster, "broken", 1)["phase"] == "Failed"
+        serving = serving_of(cluster, "broken", lambda s: s.get("message"))
+    assert serving == {"ready": False, "message": "the run failed: nothing new is served until it succeeds"}
+    assert cluster.get(DEPLOYMENTS, NAMESPACE, "broken-judge") is None

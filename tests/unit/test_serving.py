@@ -1,0 +1,164 @@
+"""Serving a run's judge, the pure parts: which checkpoint is chosen, the server's Deployment and
+what the operator does about it, and the vLLM command line."""
+
+import json
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+
+from selftaught.api.load import parse_run
+from selftaught.api.spec import Generation
+from selftaught.controller.config import OperatorConfig
+from selftaught.controller.serving import HASH, build_deployment, build_service, decide_serving, serve_name
+from selftaught.controller.status import status_patch
+from selftaught.engines.server import server_command
+from selftaught.errors import InvalidInput, InvalidSpec
+from selftaught.pipeline.serving import Choice, NothingToServe, choose, read_serve_document, serve_document, served_model
+
+from .test_spec import MINIMAL
+
+CONFIG = OperatorConfig()
+ROWS = [
+    {"iteration": 0, "accuracy": 0.6, "overall": 0.9},  # the seed: never chosen on its own
+    {"iteration": 1, "checkpoint": "s3://b/iter-001/train/checkpoint", "accuracy": 0.7, "overall": 0.62},
+    {"iteration": 2, "checkpoint": "s3://b/iter-002/train/checkpoint", "accuracy": 0.8, "overall": 0.71},
+    {"iteration": 3, "checkpoint": "s3://b/iter-003/train/checkpoint", "accuracy": 0.9, "overall": 0.71},
+    {"iteration": 4, "checkpoint": "s3://b/iter-004/train/checkpoint"},  # trained, not evaluated yet
+]
+
+
+def _run(name="r1", **spec):
+    return parse_run({**MINIMAL, "metadata": {"name": name, "namespace": "ml"}, "spec": {**MINIMAL["spec"], **spec}})
+
+
+def test_the_best_trained_iteration_by_overall_score_is_served_the_earliest_of_equals():
+    run = _run()
+    choice = choose(ROWS, run.spec.models.seed)
+    assert (choice.iteration, choice.model.source, choice.score) == (2, "s3://b/iter-002/train/checkpoint", 0.71)
+
+
+def test_without_a_benchmark_overall_the_accuracy_on_held_out_pairs_decides():
+    rows = [{**row, "overall": None} for row in ROWS]
+    assert choose(rows, _run().spec.models.seed).iteration == 3
+
+
+def test_an_iteration_asked_for_is_served_and_one_without_a_checkpoint_is_said():
+    seed = _run().spec.models.seed
+    assert choose(ROWS, seed, 4).model.source == "s3://b/iter-004/train/checkpoint"
+    assert choose(ROWS, seed, 0) == Choice(0, seed, 0.9)
+    with pytest.raises(NothingToServe, match="iteration 5 has no checkpoint yet"):
+        choose(ROWS, seed, 5)
+    with pytest.raises(NothingToServe, match="no trained iteration has been evaluated yet"):
+        choose([ROWS[0], ROWS[4]], seed)
+
+
+def test_serve_iteration_must_be_one_of_the_runs_iterations():
+    with pytest.raises(InvalidSpec, match="serve.iteration 6 is past the run's last iteration"):
+        _run(iterations=5, serve={"iteration": 6})
+
+
+def test_the_server_document_round_trips_and_carries_only_what_vllm_needs():
+    run = _run(generation={"tensorParallel": 2, "dtype": "bfloat16", "shards": 64, "parallelism": 8})
+    served = served_model(run, Choice(2, choose(ROWS, run.spec.models.seed).model, 0.71))
+    document = serve_document(served)
+    assert read_serve_document({"SELFTAUGHT_SERVE": document}) == served
+    generation = json.loads(document)["generation"]
+    assert (generation["tensorParallel"], generation["dtype"]) == (2, "bfloat16")
+    assert generation["shards"] == Generation().shards  # how stages split work is not the server's
+
+
+def test_a_server_pod_without_its_document_is_told_what_is_missing():
+    with pytest.raises(InvalidInput, match="SELFTAUGHT_SERVE"):
+        read_serve_document({})
+    with pytest.raises(InvalidInput, match="SELFTAUGHT_SERVE: .*name"):
+        read_serve_document({"SELFTAUGHT_SERVE": json.dumps({"iteration": 1, "model": {"source": "x"}})})
+
+
+def test_the_deployment_and_service_are_valid_and_the_service_reaches_the_server_pods():
+    run = _run(serve={"enabled": True, "replicas": 2}, scheduling={"generation": {"nodeSelector": {"pool": "h100"}, "queueName": "gpu"}})
+    deployment = build_deployment(run, choose(ROWS, run.spec.models.seed), CONFIG)
+    service = build_service(run)
+    kubernetes_validate.validate(deployment, "1.33", strict=True)
+    kubernetes_validate.validate(service, "1.33", strict=True)
+    pod = deployment["spec"]["template"]
+    assert deployment["spec"]["replicas"] == 2 and pod["spec"]["nodeSelector"] == {"pool": "h100"}
+    assert pod["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu"
+    assert set(service["spec"]["selector"].items()) <= set(pod["metadata"]["labels"].items())
+    assert deployment["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
+    (container,) = pod["spec"]["containers"]
+    assert "JOB_COMPLETION_INDEX" not in {e["name"] for e in container["env"]}  # not a Job's pod
+    assert container["securityContext"]["readOnlyRootFilesystem"] and pod["spec"]["automountServiceAccountToken"] is False
+
+
+@pytest.mark.parametrize("name", ["judge", "7b-judge", "a" * 63])
+def test_the_server_name_is_a_dns_label_whatever_the_run_is_called(name):
+    served = serve_name(name)
+    assert len(served) <= 63 and served[0].isalpha() and served.endswith("-judge")
+
+
+def _hash(run):
+    return build_deployment(run, choose(ROWS, run.spec.models.seed), CONFIG)["metadata"]["annotations"][HASH]
+
+
+def test_edits_that_do_not_change_the_server_leave_its_deployment_as_it_is():
+    base = _hash(_run())
+    assert _hash(_run(iterations=7, generation={"shards": 8, "parallelism": 4, "batchSize": 64}, judge={"samples": 3})) == base
+    assert _hash(_run(generation={"dtype": "float16"})) != base  # vLLM settings roll the server out
+    assert _hash(_run(scheduling={"generation": {"nodeSelector": {"pool": "b"}}})) != base
+
+
+def test_what_the_operator_does_about_the_server():
+    on, off = _run(serve={"enabled": True}), _run()
+    choice = choose(ROWS, on.spec.models.seed)
+    existing = build_deployment(on, choice, CONFIG)
+    ready = {**existing, "status": {"readyReplicas": 1}}
+
+    created = decide_serving(on, CONFIG, choice=choice, problem=None, observed=None, had_status=False)
+    assert created.apply is not None and created.status.message == "starting the server of iteration 2"
+    same = decide_serving(on, CONFIG, choice=choice, problem=None, observed=ready, had_status=True)
+    assert same.apply is None and same.status.ready and same.status.message == "serving iteration 2"
+    other = decide_serving(on, CONFIG, choice=choose(ROWS, on.spec.models.seed, 3), problem=None, observed=ready, had_status=True)
+    assert other.apply["metadata"]["annotations"]["selftaught.dev/iteration"] == "3"
+    # while later iterations run, the server of an earlier success keeps serving
+    running = decide_serving(on, CONFIG, choice=None, problem=None, observed=ready, had_status=True)
+    assert running.apply is None and not running.delete and running.status.iteration == 2
+    waiting = decide_serving(on, CONFIG, choice=None, problem=None, observed=None, had_status=False)
+    assert waiting.status.message == "waiting for the run to succeed" and waiting.status.endpoint is None
+    assert decide_serving(off, CONFIG, choice=choice, problem=None, observed=ready, had_status=True).delete
+    assert not decide_serving(off, CONFIG, choice=None, problem=None, observed=None, had_status=False).delete
+
+
+def test_the_vllm_server_command_uses_the_runs_generation_settings():
+    settings = Generation(tensorParallel=4, maxModelLen=8192, enforceEager=True, enablePrefixCaching=False, dtype="bfloat16", maxNumSeqs=64)
+    command = server_command(Path("/cache/models/x"), settings, name="r1", host="0.0.0.0", port=8000, python="python")
+    assert command[:3] == ["python", "-m", "vllm.entrypoints.openai.api_server"]
+
+    def value(flag):
+        return command[command.index(flag) + 1]
+
+    assert (value("--model"), value("--served-model-name"), value("--tensor-parallel-size"), value("--dtype")) == ("/cache/models/x", "r1", "4", "bfloat16")
+    assert value("--max-model-len") == "8192" and value("--max-num-seqs") == "64" and "--max-num-batched-tokens" not in command
+    assert "--enforce-eager" in command and "--no-enable-prefix-caching" in command and "--enable-chunked-prefill" in command
+    on_cpu = server_command(Path("/m"), settings, name="r1", host="127.0.0.1", port=8000, on_cpu=True)
+    assert "--no-enable-chunked-prefill" in on_cpu  # as the stages run on vLLM's CPU build
+
+
+def merge_patched(target, patch):
+    """RFC 7386, as the API server applies a merge patch to the status."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patched(result.get(key), value)
+    return result
+
+
+def test_a_status_field_that_no_longer_applies_is_removed_at_any_depth():
+    previous = {"phase": "Succeeded", "serving": {"endpoint": "http://r1-judge.ml.svc:8000/v1", "iteration": 2, "ready": True}, "report": "s3://x"}
+    document = {"phase": "Failed", "serving": {"ready": False, "message": "the run failed: nothing new is served until it succeeds"}}
+    patch = status_patch(previous, document)
+    assert merge_patched(previous, patch) == document
