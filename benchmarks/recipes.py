@@ -37,6 +37,10 @@ RECIPES: dict[str, dict[str, Any]] = {
     # a fifth of the learning rate and one pass: learning spread over the iterations
     "paper-gentle": {"train": {"learningRate": 2.0e-4, "epochs": 1}},
     "previous-gentle": {"train": {"initFrom": "previous", "learningRate": 2.0e-4, "epochs": 1}},
+    # DPO on pairs of the judge's own right and wrong judgments (docs/methods.md), with the NLL term,
+    # at the gentle rate (DPO's usual rates are far below SFT's)
+    "dpo-gentle": {"train": {"method": "dpo", "dpo": {"nllWeight": 0.2}, "learningRate": 2.0e-4, "epochs": 1}},
+    "dpo-previous-gentle": {"train": {"method": "dpo", "dpo": {"nllWeight": 0.2}, "initFrom": "previous", "learningRate": 2.0e-4, "epochs": 1}},
 }
 
 

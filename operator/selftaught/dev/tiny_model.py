@@ -52,7 +52,7 @@ def synthetic_conversations(instructions: list[str], seed: int = 0) -> list[tupl
     """(prompt messages, target answer) pairs in each stage's format."""
     rng = random.Random(seed)
     examples = []
-    for instruction in instructions:
+    for index, instruction in enumerate(instructions):
         category, complexity = _category(instruction)
         chosen = f"The answer: {_short(instruction, 6)} because of the main reason."
         modified = f"Describe the history of {_short(instruction, 4).lower()}"
@@ -64,7 +64,10 @@ def synthetic_conversations(instructions: list[str], seed: int = 0) -> list[tupl
             verdict = right if rng.random() < 0.7 else ("B" if right == "A" else "A")
             examples.append((judge_messages(instruction, a, b), f"Assistant {verdict} answers the question asked. [[{verdict}]]"))
         # a pointwise judge's format (judge.format: pointwise): rate one answer 1-10, the rating last;
-        # right about which answer is better 70 % of the time, like its pairwise verdicts
+        # right about which answer is better 70 % of the time, like its pairwise verdicts. One
+        # instruction in three: the rating prompt is long, and the other formats keep their share
+        if index % 3:
+            continue
         right = rng.random() < 0.7
         high, low = rng.randint(6, 9), rng.randint(2, 5)
         for answer, rating in ((chosen, high if right else low), (rejected, low if right else high)):
@@ -86,7 +89,7 @@ def stage_examples(instruction: str, category: str, chosen: str, modified: str, 
     ]
 
 
-def build_tiny_model(output: Path, instructions: list[str], *, steps: int = 300, seed: int = 0, log=print) -> Path:
+def build_tiny_model(output: Path, instructions: list[str], *, steps: int = 340, seed: int = 0, log=print) -> Path:
     """Write an HF checkpoint (safetensors, tokenizer, chat template) to `output`."""
     return build_model(output, synthetic_conversations(instructions, seed), steps=steps, seed=seed, log=log)
 
