@@ -458,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     tiny = dev.add_parser("tiny-model", help="build the tiny offline seed model of the quickstart")
     tiny.add_argument("output")
     tiny.add_argument("--instructions", default="examples/data/instructions.jsonl")
-    tiny.add_argument("--steps", type=int, default=340)
+    tiny.add_argument("--steps", type=int, default=400)
     tiny.add_argument("--force", action="store_true")
     tiny.set_defaults(func=cmd_tiny_model)
     testbed = dev.add_parser("testbed", help="build the CPU testbed: a seed that judges arithmetic at chance, its instructions and held-out pairs")

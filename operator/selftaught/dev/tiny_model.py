@@ -89,7 +89,7 @@ def stage_examples(instruction: str, category: str, chosen: str, modified: str, 
     ]
 
 
-def build_tiny_model(output: Path, instructions: list[str], *, steps: int = 340, seed: int = 0, log=print) -> Path:
+def build_tiny_model(output: Path, instructions: list[str], *, steps: int = 400, seed: int = 0, log=print) -> Path:
     """Write an HF checkpoint (safetensors, tokenizer, chat template) to `output`."""
     return build_model(output, synthetic_conversations(instructions, seed), steps=steps, seed=seed, log=log)
 
