@@ -222,24 +222,17 @@ def cmd_score(args: argparse.Namespace) -> int:
     if args.endpoint:
         return _score_endpoint(args)
     from selftaught.method.scoring import check_record, score
+    from selftaught.store.jsonl import local_json_objects
 
     bad: list[str] = []
 
     def records():
-        with open(args.file, encoding="utf-8") as lines:
-            for number, line in enumerate(lines, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    bad.append(f"{args.file}:{number}: not JSON ({error.msg})")
-                    continue
-                reason = check_record(record, args.benchmark) if isinstance(record, dict) else "not a JSON object"
-                if reason is not None:
-                    bad.append(f"{args.file}:{number}: {reason}")
-                    continue
-                yield record
+        for number, record in local_json_objects(args.file):
+            reason = check_record(record, args.benchmark) if isinstance(record, dict) else record
+            if reason is not None:
+                bad.append(f"{args.file}:{number}: {reason}")
+                continue
+            yield record
 
     try:
         report = score(records(), args.benchmark)

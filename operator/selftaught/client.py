@@ -32,7 +32,7 @@ from selftaught.method.prompts import judge_messages
 from selftaught.method.scoring import score
 from selftaught.stages.evaluate import judge_examples
 from selftaught.stages.sources import located_evaluation_examples, nothing_usable
-from selftaught.store.jsonl import SkipCounter
+from selftaught.store.jsonl import SkipCounter, local_json_objects
 
 #: the evaluate stage's default judgment length
 MAX_TOKENS = EvaluateSettings().max_tokens
@@ -154,20 +154,12 @@ def read_items(path: str | Path, format: Format[Item]) -> list[Item]:
     items: list[Item] = []
     bad: list[str] = []
     try:
-        with open(path, encoding="utf-8") as lines:
-            for number, line in enumerate(lines, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    bad.append(f"{path}:{number}: not JSON ({error.msg})")
-                    continue
-                item = format.read(record) if isinstance(record, dict) else "not a JSON object"
-                if isinstance(item, str):
-                    bad.append(f"{path}:{number}: {item}")
-                else:
-                    items.append(item)
+        for number, record in local_json_objects(path):
+            item = format.read(record) if isinstance(record, dict) else record
+            if isinstance(item, str):
+                bad.append(f"{path}:{number}: {item}")
+            else:
+                items.append(item)
     except (OSError, UnicodeDecodeError) as error:
         raise InvalidInput(f"{path}: {getattr(error, 'strerror', None) or error}") from None
     if bad:

@@ -55,6 +55,22 @@ def numbered_jsonl(
         yield number, record
 
 
+def local_json_objects(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """(line number, object) for each non-blank line of a local JSONL file, or (line number, why
+    it is not a JSON object) for a bad one: the callers name every bad line as `FILE:LINE: reason`.
+    A file that cannot be opened or decoded raises OSError or UnicodeDecodeError."""
+    with open(path, encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                yield number, f"not JSON ({error.msg})"
+                continue
+            yield number, record if isinstance(record, dict) else "not a JSON object"
+
+
 def read_jsonl(store: Store, key: str, *, skip: SkipCounter | None = None) -> Iterator[dict[str, Any]]:
     for _, record in numbered_jsonl(store, key, skip=skip):
         yield record
