@@ -3,21 +3,29 @@ Service it owns), the endpoint in its status, a rollout only when the served che
 and no server once serve is off or the run is gone.
 
 The stages are fakes (tests/operator/fake_stage.py: iteration i's checkpoint is
-s3://fake/iter-00i/train/checkpoint, every evaluation scores 0.7); nothing runs the server's pods
-here (the test cluster has no Deployment controller): the test plays it by writing the
-Deployment's status. The server itself is tested with vLLM in tests/integration/test_serving.py."""
+s3://fake/iter-00i/train/checkpoint, every evaluation scores 0.7). Most tests here play the
+Deployment controller by writing the Deployment's status; the last one runs the server pod for
+real (tests/kube/deployments.py: vLLM's CPU build on the tiny model, fetched from S3 as a trained
+checkpoint is) and calls it through its Service with the judge client."""
 
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 
+import boto3
 import kubernetes_validate
+import pytest
 
+from selftaught.cli import main
 from tests.kube.cluster import run_operator
+from tests.kube.deployments import DeploymentController
 
-from .conftest import HANDLERS, NAMESPACE, run_object
+from .conftest import HANDLERS, NAMESPACE, REPO, run_object
 
 RUNS = "selftaught.dev/v1alpha1/selftaughtruns"
+RESYNC_SECONDS = 5  # conftest's SELFTAUGHT_RESYNC_SECONDS: also how often a starting server is looked at
 DEPLOYMENTS = "apps/v1/deployments"
 SERVICES = "v1/services"
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
@@ -141,3 +149,78 @@ def test_a_run_that_fails_serves_nothing_and_says_why(cluster, fake_stages, make
         serving = serving_of(cluster, "broken", lambda s: s.get("message"))
     assert serving == {"ready": False, "message": "the run failed: nothing new is served until it succeeds"}
     assert cluster.get(DEPLOYMENTS, NAMESPACE, "broken-judge") is None
+
+
+#: fetching the tiny model and starting vLLM's CPU build: about a minute on 2 idle cores
+SERVER_STARTUP_SECONDS = 420
+
+
+def upload_folder(folder: Path, uri: str, endpoint: str) -> None:
+    """Put a model folder where a train stage leaves its checkpoint."""
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(folder).as_posix()}")
+
+
+def test_the_server_of_a_finished_run_answers_the_judge_client_through_its_service(cluster, fake_stages, make_run, tiny_model, bucket, s3_server, tmp_path, capsys):
+    checkpoint = f"{bucket}/trained/iter-001/checkpoint"
+    upload_folder(tiny_model, checkpoint, s3_server)
+    fake_stages.extra_env["FAKE_CHECKPOINT"] = checkpoint  # what the (fake) train stage reports
+    run = make_run(storage=bucket, endpoint=s3_server, evaluate={"baseline": False}, serve={"enabled": True})
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(
+        json.dumps({"id": "sum", "instruction": "What is 12 times 12?", "response_a": "12 times 12 is 144.", "response_b": "12 times 12 is 124."}) + "\n"
+    )
+
+    def local_paths(deployment, index, env):  # what a node's volumes would be, on this machine
+        return {**env, "HOME": str(tmp_path / "server-home"), "SELFTAUGHT_CACHE": str(tmp_path / "server-cache"), "HF_HOME": str(tmp_path / "server-cache" / "hf")}
+
+    servers = DeploymentController(
+        cluster, cwd=REPO, log_dir=tmp_path / "server-logs", rewrite_env=local_paths,
+        extra_env={"PYTHONPATH": str(REPO / "operator"), "AWS_DEFAULT_REGION": "us-east-1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    with servers:
+        with run_operator(cluster, HANDLERS, namespace=NAMESPACE):
+            cluster.create(RUNS, run_object(run, "served"), NAMESPACE)
+            assert settled(cluster, "served", 1)["phase"] == "Succeeded"
+            try:
+                serving = serving_of(cluster, "served", lambda s: s["ready"], timeout=SERVER_STARTUP_SECONDS)
+            except TimeoutError:
+                pytest.fail(f"the server never became ready; its pods said:\n{servers.logs('served-judge')[-6000:]}")
+        # the operator's runner holds sys.stdout while it runs; the server needs no operator
+        url = servers.url(serving["endpoint"])  # the Service's address, as a client in the cluster calls it
+        with pytest.raises(SystemExit) as ended:
+            main(["judge", "--endpoint", url, "--max-tokens", "24", str(pairs)])
+        out, err = capsys.readouterr()
+        (pod,) = cluster.list("v1/pods", NAMESPACE, label_selector="app.kubernetes.io/component=serve")
+
+    assert ended.value.code == 0, err
+    assert serving["checkpoint"] == checkpoint and serving["replicas"] == "1/1" and serving["message"] == "serving iteration 1"
+    (result,) = [json.loads(line) for line in out.splitlines()]
+    assert result["id"] == "sum" and len(result["verdicts"]) == 2 and all(v in ("A", "B") for v in result["verdicts"]), result
+    assert "judged 1 pair" in err
+    (container,) = pod["status"]["containerStatuses"]
+    assert container["ready"] and container["restartCount"] == 0  # it came up once, and stayed up
+    said = servers.logs("served-judge")
+    assert f"serving iteration 1 of run served ({checkpoint})" in said
+
+
+def test_a_server_that_keeps_crashing_is_reported_with_what_it_said(cluster, fake_stages, make_run, bucket, s3_server, tmp_path):
+    missing = f"{bucket}/trained/never-written"
+    fake_stages.extra_env["FAKE_CHECKPOINT"] = missing  # a checkpoint the server cannot fetch
+    run = make_run(storage=bucket, endpoint=s3_server, evaluate={"baseline": False}, serve={"enabled": True})
+    servers = DeploymentController(
+        cluster, cwd=REPO, log_dir=tmp_path / "server-logs", retry_interval=1,
+        extra_env={"PYTHONPATH": str(REPO / "operator"), "AWS_DEFAULT_REGION": "us-east-1", "SELFTAUGHT_CACHE": str(tmp_path / "server-cache")},
+    )  # fmt: skip
+    with servers, run_operator(cluster, HANDLERS, namespace=NAMESPACE):
+        cluster.create(RUNS, run_object(run, "crashing"), NAMESPACE)
+        assert settled(cluster, "crashing", 1)["phase"] == "Succeeded"  # the run did its work; its server did not
+        serving = serving_of(cluster, "crashing", lambda s: "cannot start" in (s.get("message") or ""), timeout=90)
+        time.sleep(2 * RESYNC_SECONDS)  # looked at again: still one event
+    assert not serving["ready"] and serving["replicas"] == "0/1"
+    assert serving["message"].startswith("the server cannot start: CrashLoopBackOff: pod crashing-judge-"), serving
+    assert "the server exited with code 1 (Error), restarted" in serving["message"] and missing in serving["message"], serving
+    events = [e for e in cluster.list("v1/events", NAMESPACE) if e["involvedObject"]["name"] == "crashing" and e["reason"] == "ServingNotStarting"]
+    assert len(events) == 1 and events[0]["type"] == "Warning" and "CrashLoopBackOff" in events[0]["message"]

@@ -146,6 +146,14 @@ class Kube:
                 del self._diagnoses[key]
         return waiting
 
+    def server_problem(self, namespace: str, labels: dict[str, str]) -> Waiting | None:
+        """Why the judge's server pods (selected by `labels`) are not ready, when it is not just
+        loading: they cannot start, or the server keeps exiting."""
+        selector = ",".join(f"{key}={value}" for key, value in labels.items())
+        listed = self.core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False)
+        pods = json.loads(listed.data)["items"]
+        return _pod_problem(pods) or _crash_loop(pods)
+
     def _failed_create(self, namespace: str, job: str) -> Waiting | None:
         """The Job controller could not create pods (quota, Pod Security, a missing service
         account): it says so only in Events on the Job."""
@@ -286,6 +294,21 @@ def _disruption(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
             if condition.get("type") == "DisruptionTarget" and condition.get("status") == "True":
                 why = condition.get("reason") or "disrupted"
                 return {"reason": DISRUPTED, "message": f"pod {pod['metadata']['name']} was disrupted ({why}): {condition.get('message', '')}".strip()}
+    return None
+
+
+def _crash_loop(pods: list[dict[str, Any]]) -> Waiting | None:
+    """A server container the kubelet keeps restarting, with how it last ended (a stage's crash
+    fails its Job instead, and is read from the failed pod)."""
+    for pod in pods:
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            if ((container.get("state") or {}).get("waiting") or {}).get("reason") != "CrashLoopBackOff":
+                continue
+            ended = (container.get("lastState") or {}).get("terminated") or {}
+            said = [line for line in (ended.get("message") or "").splitlines() if line.strip()][-3:]
+            message = f"pod {pod['metadata']['name']}: the server exited with code {ended.get('exitCode', '?')} ({ended.get('reason', 'Error')})"
+            message += f", restarted {container.get('restartCount', 0)} times"
+            return Waiting("CrashLoopBackOff", message + (": " + " / ".join(line.strip() for line in said) if said else ""))
     return None
 
 

@@ -29,7 +29,7 @@ from selftaught.controller.jobs import build_job, build_service, job_name, needs
 from selftaught.controller.kube import InvalidObject, Kube, api_message
 from selftaught.controller.report import Reporter
 from selftaught.controller.serving import build_service as build_serving_service
-from selftaught.controller.serving import decide_serving, endpoint, recorded_choice, serve_name
+from selftaught.controller.serving import decide_serving, endpoint, recorded_choice, serve_labels, serve_name
 from selftaught.controller.status import Observation, build_status, status_document, status_patch
 from selftaught.controller.workqueue import WorkQueue
 from selftaught.pipeline.estimate import estimate, inputs_for, measure
@@ -49,6 +49,9 @@ TERMINAL = ("Succeeded", "Failed")
 RETRYABLE_INVALID = ("InvalidSpec", "SnapshotUnreadable", "RunNameInUse")
 RunKey = tuple[str, str]
 FAILED = "the run failed: nothing new is served until it succeeds"
+#: how often a server that is not ready yet has its pods looked at (they are not watched), at
+#: most: a shorter resync (`SELFTAUGHT_RESYNC_SECONDS`) looks sooner
+SERVER_LOOK_SECONDS = 15.0
 
 #: (namespace, run name) -> that run's stage Jobs (or its judge's server Deployment), as the watch last saw them
 JobSource = Callable[[str, str], list[dict[str, Any]]]
@@ -323,7 +326,17 @@ class Reconciler:
             if observed is not None:
                 self.report.event(obj, "Normal", "ServingStopped", f"removed the judge's server {name} (serve.enabled is false)")
         if action.apply is None:
-            return action.status, None
+            if observed is None or action.status is None or action.status.ready or action.status.iteration is None:
+                return action.status, None
+            # not ready: loading (minutes for a big checkpoint), or stuck; pods are not watched,
+            # so look at them now and again until it is ready
+            look = min(SERVER_LOOK_SECONDS, self.config.resync_seconds)
+            waiting = self.kube.server_problem(namespace, serve_labels(meta["name"]))
+            if waiting is None:
+                return action.status, look
+            self.report.server_waiting(obj, observed, waiting)
+            message = f"the server cannot start: {waiting.reason}: {waiting.message}"
+            return action.status.model_copy(update={"message": message}), look
         deployment = action.apply
         kopf.append_owner_reference(deployment, owner=_owner(obj))
         service = build_serving_service(run)

@@ -8,7 +8,7 @@ import threading
 from typing import Any
 
 from selftaught.controller import metrics
-from selftaught.controller.decide import JobView
+from selftaught.controller.decide import JobView, Waiting
 from selftaught.controller.kube import Kube
 from selftaught.controller.status import Observation
 
@@ -66,6 +66,15 @@ class Reporter:
                 metrics.KEPT.labels(*labels).set(row["kept"])
             if row.get("accuracy") is not None:
                 metrics.ACCURACY.labels(*labels).set(row["accuracy"])
+
+    def server_waiting(self, run: dict[str, Any], deployment: dict[str, Any], waiting: Waiting) -> None:
+        """One event per server Deployment and reason, however often the operator looks."""
+        key = (deployment["metadata"].get("uid", deployment["metadata"]["name"]), waiting.reason)
+        with self._lock:
+            if key in self._waits:
+                return
+            self._waits.add(key)
+        self.event(run, "Warning", "ServingNotStarting", f"the judge's server {deployment['metadata']['name']}: {waiting.reason}: {waiting.message}")
 
     def job_created(self, run: dict[str, Any], stage: str, label: str, attempt: int, job: str) -> None:
         metrics.JOBS_CREATED.labels(stage).inc()
