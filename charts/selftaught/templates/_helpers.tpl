@@ -112,7 +112,7 @@ standalone). */}}
   resources: ["deployments"]
   verbs: ["list", "watch", "create", "update", "delete"]
 # read-only: a failed pod's termination message is the stage's failure reason, a pending pod's
-# status why an attempt does not start
+# status why an attempt (or the judge's server) does not start
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list"]
