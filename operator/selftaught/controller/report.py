@@ -24,6 +24,9 @@ class Reporter:
         self._failed_jobs: set[str] = set()  # failed Job uids already announced
         self._waits: set[tuple[str, str]] = set()  # (Job uid, waiting reason) already announced
         self._phases: dict[RunKey, str] = {}
+        self._counts: dict[str, int] = dict.fromkeys(PHASES, 0)  # kept with _phases: no O(runs) count per pass
+        for value in PHASES:
+            metrics.RUNS.labels(value).set(0)
 
     def event(self, run: dict[str, Any], kind: str, reason: str, message: str) -> None:
         self.kube.post_event(run, kind, reason, message)
@@ -85,27 +88,27 @@ class Reporter:
             self.event(run, "Normal", "StageStarted", f"{label}: Job {job}")
 
     def phase(self, namespace: str, name: str, phase: str | None) -> None:
+        """The runs-by-phase gauge; called on every pass, so it costs O(1), not O(runs)."""
         if not phase:
             return
         with self._lock:
+            old = self._phases.get((namespace, name))
+            if old == phase:
+                return
             self._phases[(namespace, name)] = phase
-            counts = dict.fromkeys(PHASES, 0)
-            for value in self._phases.values():
-                counts[value] = counts.get(value, 0) + 1
-        for value, count in counts.items():
-            metrics.RUNS.labels(value).set(count)
+            self._move(old, phase)
+
+    def _move(self, old: str | None, new: str | None) -> None:
+        for value, step in ((old, -1), (new, 1)):
+            if value is not None:
+                self._counts[value] = self._counts.get(value, 0) + step
+                metrics.RUNS.labels(value).set(self._counts[value])
 
     def forget(self, namespace: str, name: str) -> None:
         key = (namespace, name)
         with self._lock:
             self._announced.pop(key, None)
-            self._phases.pop(key, None)
-            remaining = next(iter(self._phases.items()), None)
-        if remaining:
-            self.phase(*remaining[0], remaining[1])
-        else:
-            for value in PHASES:
-                metrics.RUNS.labels(value).set(0)
+            self._move(self._phases.pop(key, None), None)
         for labels in list(metrics.KEPT._metrics):  # prometheus_client has no removal by label prefix
             if labels[:2] == key:
                 metrics.KEPT.remove(*labels)
