@@ -61,6 +61,21 @@ def test_a_requeue_comes_back_when_its_time_has_come_and_not_before():
     assert queue.run_due() == []  # the second pass asked for nothing more
 
 
+def test_a_later_pass_that_needs_no_revisit_cancels_the_one_asked_for_before():
+    clock, passes = Clock(), []
+
+    def work(key, fresh):
+        passes.append(fresh)
+        return 10.0 if len(passes) == 1 else None  # pods not ready: look again; then an event: they are
+
+    queue = WorkQueue(work, clock=clock)
+    queue.submit("run")
+    clock.now += 2
+    queue.submit("run")
+    clock.now += 1000
+    assert queue.run_due() == [] and passes == [False, False]
+
+
 def test_the_earliest_revisit_wins_and_the_resync_waits_for_quiet():
     clock, passes = Clock(), []
     queue = WorkQueue(lambda key, fresh: passes.append(fresh), clock=clock)

@@ -2,9 +2,11 @@
 
 `submit(key)` works on a key now, in the caller's thread — unless that key is being worked on
 already; then the running pass simply goes round once more when it ends, so a burst of events
-costs at most two passes. The work returns how soon to come back (or None); the queue keeps the
-earliest such time per key and a timer thread (or a test, with its own clock, through
-`run_due`) works on keys whose time has come. Apart from those visits, `resync(key, delay)` arms
+costs at most two passes. The work returns how soon to come back (or None): the latest pass saw
+the latest state, so its answer replaces what earlier passes asked for (a look at pods that were
+not ready yet is not needed once an event said they are); `later` asks for a visit on top, the
+earliest winning. A timer thread (or a test, with its own clock, through `run_due`) works on keys
+whose time has come. Apart from those visits, `resync(key, delay)` arms
 one fresh pass (the work re-reads its object) for when the key has been quiet that long: each
 call re-arms it, so a key that keeps getting events is never re-read for nothing. Nothing here
 knows about Kubernetes.
@@ -53,6 +55,7 @@ class WorkQueue(Generic[K]):
             while True:
                 delay = self._work(key, fresh)
                 with self._lock:
+                    self._due.pop(key, None)
                     if delay is not None:
                         self._later(key, delay)
                     if key not in self._again:
