@@ -26,6 +26,8 @@ from selftaught.pipeline.table import StageRef
 JobState = Literal["active", "succeeded", "failed"]
 #: a Job created this recently may not have reached the watch yet: not "vanished"
 CREATE_GRACE_SECONDS = 10.0
+#: how soon an active Job whose pods are not ready is looked at again (pods are not watched)
+UNWATCHED_PODS_SECONDS = 10.0
 #: the reason of an attempt whose pod was disrupted (DisruptionTarget): it spends no retry
 DISRUPTED = "Disrupted"
 #: how much of a crashed stage's log a user is shown: the end, where the error is
@@ -213,7 +215,7 @@ def decide(
                         due = (since + timeout - now) if timeout else 60.0
                         decision.requeue = min(decision.requeue or due, max(due, 1.0), 30.0)
                     elif not waiting and not latest.ready:  # pods are not watched: look again soon
-                        decision.requeue = min(decision.requeue or 10.0, 10.0)
+                        decision.requeue = min(decision.requeue or UNWATCHED_PODS_SECONDS, UNWATCHED_PODS_SECONDS)
                     continue
             elif latest.state == "failed":
                 disrupted = latest.reason == DISRUPTED

@@ -133,8 +133,8 @@ def run_changed(event: dict[str, Any], name: str, namespace: str, memo: kopf.Mem
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=STAGE_JOBS)
-def job_changed(labels: kopf.Labels, namespace: str, memo: kopf.Memo, **_: Any) -> None:
-    memo.reconciler.job_changed(namespace, labels[LABEL_RUN])
+def job_changed(event: dict[str, Any], labels: kopf.Labels, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    memo.reconciler.job_changed(namespace, labels[LABEL_RUN], event.get("object"), event.get("type"))
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=SERVERS)

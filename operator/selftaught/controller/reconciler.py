@@ -24,7 +24,7 @@ from selftaught.api.spec import API_GROUP, API_VERSION, KIND, SelfTaughtRun
 from selftaught.api.status import ServingStatus
 from selftaught.controller import metrics
 from selftaught.controller.config import OperatorConfig
-from selftaught.controller.decide import Failure, JobView, decide, job_view
+from selftaught.controller.decide import UNWATCHED_PODS_SECONDS, Failure, JobView, decide, job_view
 from selftaught.controller.jobs import build_job, build_service, job_name, needs_service, pod_overrides
 from selftaught.controller.kube import InvalidObject, Kube, api_message
 from selftaught.controller.report import Reporter
@@ -91,6 +91,7 @@ class Reconciler:
         self._manifests: dict[str, dict[str, Manifest]] = {}  # per store; immutable once written
         self._stores: dict[RunKey, str] = {}  # so a deleted run's manifest cache goes with it
         self._written: dict[RunKey, str] = {}  # the resourceVersion of our latest status write
+        self._created: dict[tuple[str, str], str] = {}  # (namespace, Job) -> its resourceVersion as we created it
 
     def start(self) -> None:
         self.queue.start()
@@ -124,7 +125,15 @@ class Reconciler:
                 self._manifests.pop(uri, None)
         self.report.forget(namespace, name)
 
-    def job_changed(self, namespace: str, run: str) -> None:
+    def job_changed(self, namespace: str, run: str, job: dict[str, Any] | None = None, kind: str | None = None) -> None:
+        """A pass for every change of a run's Job but the echo of our own create (the pass that
+        created it counted it as running, and asked to look at its pods again)."""
+        if job is not None:
+            meta = job.get("metadata") or {}
+            with self._lock:
+                ours = self._created.pop((namespace, meta.get("name", "")), None)
+            if kind == "ADDED" and ours is not None and ours == meta.get("resourceVersion"):
+                return
         self.queue.submit((namespace, run))
 
     def reconcile(self, namespace: str, name: str, *, fresh: bool = False) -> None:
@@ -247,7 +256,7 @@ class Reconciler:
         accepted = run.model_copy(update={"spec": spec})
         for ref, attempt in decision.create:
             try:
-                self._create(obj, accepted, ref, attempt)
+                created = self._create(obj, accepted, ref, attempt)
             except InvalidObject as error:  # the server will refuse this Job every time: say so, once
                 decision.failures[ref.label] = Failure(attempt, "InvalidJob", str(error), self.clock(), True, generation)
                 decision.failure = ("InvalidJob", f"{ref.label}: the API server refused the Job: {error}")
@@ -257,6 +266,10 @@ class Reconciler:
                 self.report.event(obj, "Warning", "JobCreateFailed", f"{ref.label}: {detail}")
                 seen.unavailable = f"cannot create the {ref.label} Job: {detail}"
                 requeue = 10.0
+            else:
+                if created is not None:  # the status says it runs now, not one status write later
+                    decision.running.append((ref, job_view(created, None, self.kube.waiting_of(created))))
+                    requeue = min(requeue or UNWATCHED_PODS_SECONDS, UNWATCHED_PODS_SECONDS)  # its pods, as decide asks
         seen.serving, retry = self._serve(obj, run, progress, succeeded=seen.plan.finished and not decision.failure, failed=bool(decision.failure))
         status = self._write_status(obj, seen, jobs_seen=jobs)
         if status.phase in TERMINAL:
@@ -386,17 +399,21 @@ class Reconciler:
         self._write_status(obj, seen)
         return 15.0
 
-    def _create(self, obj: dict[str, Any], run: SelfTaughtRun, ref: StageRef, attempt: int) -> None:
+    def _create(self, obj: dict[str, Any], run: SelfTaughtRun, ref: StageRef, attempt: int) -> dict[str, Any] | None:
+        """The Job as created, or None when it existed (an earlier pass, or operator, made it)."""
         job = build_job(run, ref, attempt, self.config)
         kopf.append_owner_reference(job, owner=_owner(obj))
         created = self.kube.create_job(job)
         if created is None:
-            return  # it exists: an earlier pass (or operator) made it, and its Service
+            return None  # and its Service
+        with self._lock:
+            self._created[(job["metadata"]["namespace"], job["metadata"]["name"])] = created["metadata"].get("resourceVersion", "")
         if needs_service(run, ref):  # owned by its Job: collected with it, retry after retry
             service = build_service(run, ref, attempt)
             kopf.append_owner_reference(service, owner=created)
             self.kube.create_service(service)
         self.report.job_created(obj, ref.name, ref.label, attempt, job_name(run.metadata.name, ref, attempt))
+        return created
 
     def _write_status(self, obj: dict[str, Any], seen: Observation, jobs_seen: list | None = None) -> Any:
         status = build_status(seen)
