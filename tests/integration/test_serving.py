@@ -2,7 +2,9 @@
 serves the checkpoint of a finished run (the tiny model, which has learned the judge's format),
 and the client gets verdicts from it. About 55 s on 2 busy cores, nearly all of it the server's
 start (the tiny model has learned the verdict's format, not judging: it answers [[B]] to
-everything, so its verdicts flip with the order)."""
+everything, so its verdicts flip with the order). Slow (`pytest -m slow`): CI runs the same
+server and client through the operator (tests/operator/test_serving.py), and what `serve RUN.yaml`
+chooses in tests/unit/test_serving.py."""
 
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ def wait_until_healthy(url: str, server: subprocess.Popen, log: Path) -> None:
     pytest.fail(f"the server did not answer /health within {STARTUP_SECONDS}s:\n{log.read_text()[-4000:]}")
 
 
+@pytest.mark.slow
 def test_a_served_checkpoint_of_a_finished_run_answers_the_judge_client(make_run, tiny_model, tmp_path, capsys):
     run = make_run(name="served", storage=str(tmp_path / "store"), iterations=2)
     store = open_run_store(run)

@@ -162,3 +162,35 @@ def test_a_status_field_that_no_longer_applies_is_removed_at_any_depth():
     document = {"phase": "Failed", "serving": {"ready": False, "message": "the run failed: nothing new is served until it succeeds"}}
     patch = status_patch(previous, document)
     assert merge_patched(previous, patch) == document
+
+
+def test_selftaught_serve_of_a_run_file_or_its_store_folder_picks_the_best_evaluated_checkpoint(tmp_path):
+    """What `selftaught serve RUN.yaml` (or the run's folder) chooses from the run's store, before
+    any server starts (the server itself: tests/operator/test_serving.py, and `-m slow`
+    tests/integration/test_serving.py)."""
+    import yaml
+
+    from selftaught.pipeline.runstore import accept, open_run_store
+    from selftaught.pipeline.table import StageRef
+    from selftaught.server import describe, served_from_run
+    from selftaught.store.manifest import Manifest, write_manifest
+
+    run = _run("judged", storage={"uri": str(tmp_path / "store")}, iterations=3)
+    store = open_run_store(run)
+    accept(store, run)  # started: its spec recorded in the store
+    for iteration, overall in ((1, 0.4), (2, 0.8), (3, 0.8)):  # 2 and 3 tie: the earlier is served
+        summary = {"checkpoint": str(tmp_path / f"ckpt-{iteration}")}
+        write_manifest(store, StageRef("train", iteration).manifest_key, Manifest(stage="train", iteration=iteration, summary=summary))
+        scores = {"benchmark": "rewardbench", "accuracy": overall, "overall": overall}
+        write_manifest(store, StageRef("evaluate", iteration).manifest_key, Manifest(stage="evaluate", iteration=iteration, summary=scores))
+    run_file = tmp_path / "run.yaml"
+    run_file.write_text(yaml.safe_dump(run.model_dump(mode="json", by_alias=True, exclude_none=True)))
+
+    served = served_from_run(str(run_file))
+    assert (served.name, served.iteration, served.model.source) == ("judged", 2, str(tmp_path / "ckpt-2"))
+    assert describe(served) == f"iteration 2 of run judged ({tmp_path / 'ckpt-2'})"
+    assert served_from_run(str(run_file), iteration=1).model.source == str(tmp_path / "ckpt-1")
+    with pytest.raises(NothingToServe, match="iteration 4 has no checkpoint yet"):
+        served_from_run(str(run_file), iteration=4)
+    from_folder = served_from_run(str(tmp_path / "store" / "ml" / "judged"))  # the run's folder in its store
+    assert (from_folder.iteration, from_folder.model.source) == (2, str(tmp_path / "ckpt-2"))
