@@ -363,6 +363,22 @@ class _Change:
     old: Body | None  # the previous state: a label-selector watch must see objects leave or enter its set
 
 
+def _sees(view: kmock.View, request: kmock.Request) -> bool:
+    """Whether a view sees the request being served. kmock answers by iterating the view, i.e. every
+    request served so far, once per reaction per request (O(history) each, a quadratic test); a chain of
+    plain filters and priorities over the root sees it iff every filter's criteria accept it. Anything
+    else (slices like ``[:1]`` count earlier requests, exclusions, groups) asks kmock."""
+    while True:
+        if isinstance(view, kmock.Root):
+            return True  # the request was appended to the root's history before it was handled
+        if type(view) is kmock.Filter:
+            if not view.criteria(request):
+                return False
+        elif type(view) is not kmock.Priority:
+            return request in view
+        view = view._source
+
+
 @attrs.define(kw_only=True)
 class ClusterEmulator(kmock.KubernetesEmulator):
     """kmock's Kubernetes emulator with the API-server semantics operators depend on.
@@ -382,8 +398,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     """
 
     validate: str | None = KUBERNETES_VERSION  # built-in schemas to check against; None to skip
-    # kmock keeps every request for assertions, and matches each new request against that history:
-    # O(requests) per request. Load tests keep only the newest N (None keeps all).
+    # kmock keeps every request for assertions (the handler's and each reaction's): load tests keep only
+    # the newest N, so that the emulator's heap does not grow with every request (None keeps all).
     request_history: int | None = None
     bookmark_interval: float = 30.0  # Kopf calls a watch dead after 70 s of silence
 
@@ -400,6 +416,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     # on create). Called on the emulator's loop: keep them quick, and add/remove them via FakeCluster.call().
     webhooks: list[Callable[[kmock.resource, Body, Body | None], None]] = attrs.field(factory=list, init=False)
     _warnings: list[str] = attrs.field(factory=list, init=False)  # of the write being served
+    _order: list[kmock.Reaction] = attrs.field(factory=list, init=False)  # see _by_priority
+    _order_key: tuple[int, ...] | None = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()  # registers _serve_list/_serve_watch/... (overridden below) as fallbacks
@@ -446,10 +464,33 @@ class ClusterEmulator(kmock.KubernetesEmulator):
 
     async def _handle(self, request: kmock.Request) -> Any:
         # Deliberately skip KubernetesEmulator._handle: it stores writes naively *before* reactions run.
-        # Here, the fallback reactions below do all the writing.
+        # Here, the fallback reactions below do all the writing. Otherwise this is kmock's RawHandler._handle
+        # (the first enabled reaction, by priority, that sees the request), except for how "sees" is found.
         if self.request_history is not None and len(self._requests) > 2 * self.request_history:
             del self._requests[: -self.request_history]
-        return await kmock.RawHandler._handle(self, request)
+            for reaction in self._payloads:  # each reaction keeps the requests it served, too
+                del reaction._requests[: -self.request_history]
+        for payload in self._by_priority():
+            if not payload._disabled.is_set() and _sees(payload._source, request):
+                try:
+                    return await payload(request)
+                except kmock.ReactionMismatchError:  # either mismatch or depletion
+                    payload._disabled.set()
+                except NotImplementedError:  # matched, but non-actionable (nothing to respond with)
+                    pass
+        raise NotImplementedError('Undefined server behaviour: no reaction matching the request is defined.')
+
+    def _by_priority(self) -> list[kmock.Reaction]:
+        """The reactions in kmock's serving order (highest priority first, equals in the order they were
+        added), sorted once per set of reactions rather than on every request."""
+        key = tuple(map(id, self._payloads))
+        if self._order_key != key:
+            priorities = [tuple(-p for p in payload.priorities) for payload in self._payloads]
+            depth = max(map(len, priorities), default=0)
+            padded = [priority + (0,) * (depth - len(priority)) for priority in priorities]
+            self._order = [self._payloads[i] for i in sorted(range(len(padded)), key=padded.__getitem__)]
+            self._order_key = key
+        return self._order
 
     async def _serve_server_version(self, request: kmock.Request) -> Any:
         major, minor = KUBERNETES_VERSION.split('.')
