@@ -63,7 +63,8 @@ def test_a_succeeded_run_serves_its_best_checkpoint_and_rolls_out_only_a_new_one
     with run_operator(cluster, HANDLERS, namespace=NAMESPACE):
         cluster.create(RUNS, run_object(run, "served"), NAMESPACE)
         assert settled(cluster, "served", 1)["phase"] == "Succeeded"
-        serving = serving_of(cluster, "served", lambda s: s.get("endpoint"))
+        # the pass that creates the Deployment says "starting"; the next, seeing it, says what it waits for
+        serving = serving_of(cluster, "served", lambda s: s.get("endpoint") and s["message"].endswith("checkpoint"))
         deployment = cluster.get(DEPLOYMENTS, NAMESPACE, "served-judge")
         service = cluster.get(SERVICES, NAMESPACE, "served-judge")
         assert not serving["ready"] and serving["replicas"] == "0/1"
