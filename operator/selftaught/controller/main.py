@@ -1,9 +1,12 @@
-"""`selftaught operator`: load cluster credentials, then run Kopf with our handlers."""
+"""`selftaught operator`: load cluster credentials, tune the garbage collector, then run Kopf with our handlers."""
 
 from __future__ import annotations
 
 import gc
 import logging
+
+#: net allocations between collections of the youngest generation (Python's default: 700)
+YOUNG_COLLECTION_THRESHOLD = 10_000
 
 
 def run_operator(*, namespaces: list[str], all_namespaces: bool) -> int:
@@ -41,5 +44,3 @@ def tune_garbage_collection() -> None:
     gc.freeze()
     gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *gc.get_threshold()[1:])
 
-
-YOUNG_COLLECTION_THRESHOLD = 10_000
