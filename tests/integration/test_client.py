@@ -173,3 +173,35 @@ def _no_proxy(monkeypatch) -> Iterator[None]:
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
     yield
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("openai", ["oldest claimed", "newest in range"])
+def test_the_client_extra_alone_calls_a_judge_with_the_oldest_and_the_newest_openai_we_claim(tmp_path, openai):
+    """`pip install 'selftaught[client]'` outside the lock (PyPI, so slow-marked): with the lower
+    bound of its openai range, and with whatever the range resolves to today, the tests above pass
+    in a fresh virtual environment holding nothing but the extra and pytest."""
+    import subprocess
+    import sys
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    (claimed,) = [Requirement(t) for t in pyproject["project"]["optional-dependencies"]["client"] if Requirement(t).name == "openai"]
+    (lowest,) = [spec.version for spec in claimed.specifier if spec.operator == ">="]
+    lock = tomllib.loads((REPO / "pylock.cpu.toml").read_text())
+    tools = [f"{p['name']}=={p['version']}" for p in lock["packages"] if p["name"] in ("pytest", "pytest-timeout", "pytest-asyncio")]
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pin = [f"openai=={lowest}"] if openai == "oldest claimed" else []
+    install = subprocess.run([str(venv / "bin/pip"), "install", "-q", "-e", f"{REPO}[client]", *pin, *tools], capture_output=True, text=True, timeout=900)
+    assert install.returncode == 0, install.stderr[-3000:]
+    got = subprocess.run([str(venv / "bin/python"), "-c", "import openai; print(openai.__version__)"], capture_output=True, text=True, check=True).stdout.strip()
+    assert claimed.specifier.contains(got), f"openai {got} outside {claimed}"
+    if openai == "oldest claimed":
+        assert got == lowest
+    result = subprocess.run(
+        [str(venv / "bin/python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow", __file__], cwd=REPO, capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 0 and " passed" in result.stdout, f"openai {got}:\n{result.stdout[-4000:]}"

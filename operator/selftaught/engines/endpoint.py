@@ -25,13 +25,12 @@ class EndpointEngine:
     def __init__(
         self, url: str, model: str | None = None, *, api_key: str | None = None, concurrency: int = 16, retries: int = RETRIES, timeout: float = TIMEOUT_SECONDS
     ):
-        import httpx
         import openai
 
         self.url, self.concurrency, self.retries = url.rstrip("/"), concurrency, retries
         # a hosted API's key as the openai client finds it; a local server needs none, the client insists on one
         self.client = openai.OpenAI(
-            base_url=self.url, api_key=api_key or os.environ.get("OPENAI_API_KEY") or "none", max_retries=retries, timeout=httpx.Timeout(timeout, connect=CONNECT_SECONDS)
+            base_url=self.url, api_key=api_key or os.environ.get("OPENAI_API_KEY") or "none", max_retries=retries, timeout=openai.Timeout(timeout, connect=CONNECT_SECONDS)
         )
         self._model = model
 
