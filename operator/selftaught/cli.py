@@ -20,7 +20,7 @@ from selftaught.pipeline.table import ORDER, STAGE_NAMES
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
-    from selftaught.pipeline.process import main as stage_main
+    from selftaught.stage_process import main as stage_main
 
     return stage_main(args.name, args.iteration or 0, args.shard, args.run)
 

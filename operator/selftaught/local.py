@@ -38,7 +38,7 @@ from selftaught.engines.weights import weights_of
 from selftaught.errors import SelftaughtError
 from selftaught.pipeline import subprocesses
 from selftaught.pipeline.estimate import estimate, measure
-from selftaught.pipeline.launch import RUN_VARIABLE, stage_command, stage_document
+from selftaught.pipeline.launch import RUN_VARIABLE, TERMINATION_MESSAGE_VARIABLE, stage_command, stage_document
 from selftaught.pipeline.lease import Lease
 from selftaught.pipeline.live import watch_view
 from selftaught.pipeline.machine import probe
@@ -53,7 +53,6 @@ from selftaught.pipeline.placement import (
 )
 from selftaught.pipeline.plan import format_plan, plan_inputs
 from selftaught.pipeline.planner import plan
-from selftaught.pipeline.process import TERMINATION_MESSAGE_VARIABLE
 from selftaught.pipeline.progress import describe, iteration_summaries, iteration_table, scan, skipped_summary
 from selftaught.pipeline.runreport import write_report
 from selftaught.pipeline.runstore import accept, open_run_store

@@ -10,9 +10,9 @@ import pytest
 
 from selftaught.errors import NoTrainingData
 from selftaught.local import _run_stage
-from selftaught.pipeline.process import run_stage
 from selftaught.pipeline.runstore import open_run_store
 from selftaught.pipeline.table import StageRef
+from selftaught.stage_process import run_stage
 from selftaught.store.layout import PAIRS_HELDOUT, PAIRS_TRAIN, SELECTED, metrics_output, progress_key, sft_output
 from selftaught.store.manifest import published_key, read_manifest
 from selftaught.store.progress import read_progress

@@ -14,6 +14,9 @@ from selftaught.pipeline.table import StageRef
 
 #: The environment variable that carries the run to a stage process.
 RUN_VARIABLE = "SELFTAUGHT_RUN"
+#: Where a stage process writes its reason when it fails (a pod: its termination message, read by the
+#: operator; under the local runner: a file the runner reads).
+TERMINATION_MESSAGE_VARIABLE = "SELFTAUGHT_TERMINATION_MESSAGE_PATH"
 #: torchrun's rendezvous port on the node of rank 0.
 MASTER_PORT = 29500
 
