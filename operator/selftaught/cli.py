@@ -43,7 +43,7 @@ def writable_folder(path: str, option: str) -> Path:
 def cmd_run(args: argparse.Namespace) -> int:
     from selftaught.api.load import load_run
     from selftaught.errors import InvalidInput, InvalidSpec, SelftaughtError
-    from selftaught.local import Interrupted, run_local
+    from selftaught.local.runner import Interrupted, run_local
 
     try:
         run_local(load_run(args.file), log_dir=writable_folder(args.logs, "--logs") if args.logs else None)
@@ -96,9 +96,10 @@ def _inputs_here(run, store):
     from selftaught.store import LocalStore
 
     if isinstance(store, LocalStore):
-        from selftaught.pipeline.machine import probe
+        from selftaught.local.machine import probe
+        from selftaught.local.runner import local_inputs
 
-        return plan_inputs(run, probe())
+        return local_inputs(run, probe())
     return plan_inputs(run)
 
 
@@ -138,10 +139,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     run = _with_assumptions(load_run(args.file), args)
     if args.local:
-        from selftaught.pipeline.machine import probe
+        from selftaught.local.machine import probe
+        from selftaught.local.runner import local_inputs
 
         machine = probe()
-        inputs = plan_inputs(run, machine)
+        inputs = local_inputs(run, machine)
         where = "on this machine (" + (f"{len(machine.devices)} GPU(s))" if machine.devices else "CPU)")
     else:
         inputs = plan_inputs(run)

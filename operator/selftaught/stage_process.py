@@ -17,9 +17,8 @@ from pathlib import Path
 from selftaught.api.load import load_run
 from selftaught.api.spec import SelfTaughtRun
 from selftaught.errors import EXIT_PERMANENT, EXIT_RETRYABLE, Failure, InvalidInput, failure_of
-from selftaught.pipeline.launch import TERMINATION_MESSAGE_VARIABLE, read_stage_document
+from selftaught.pipeline.launch import TERMINATION_MESSAGE_VARIABLE, die_with_parent, read_stage_document
 from selftaught.pipeline.runstore import open_run_store
-from selftaught.pipeline.subprocesses import die_with_parent
 from selftaught.pipeline.table import StageRef
 from selftaught.store.manifest import Manifest
 

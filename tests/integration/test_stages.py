@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from selftaught.errors import NoTrainingData
-from selftaught.local import _run_stage
+from selftaught.local.runner import _run_stage
 from selftaught.pipeline.runstore import open_run_store
 from selftaught.pipeline.table import StageRef
 from selftaught.stage_process import run_stage

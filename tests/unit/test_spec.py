@@ -27,7 +27,7 @@ def test_the_quickstart_example_is_a_valid_run():
 
 
 def test_the_one_gpu_node_example_is_a_valid_run_that_uses_all_eight_gpus():
-    from selftaught.pipeline.placement import generation_placement, training_placement, visible_devices
+    from selftaught.local.placement import generation_placement, training_placement, visible_devices
 
     spec = load_run(REPO / "examples/one-gpu-node.yaml").spec
     eight = visible_devices(None, 8)

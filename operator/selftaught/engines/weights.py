@@ -1,6 +1,6 @@
 """What a model's weights weigh, read without loading or downloading them: the safetensors
 headers of a local folder or of a Hub repository (over HTTP), the shard index of an `s3://`
-checkpoint. The local runner compares it with its GPUs before any work (`pipeline/placement.py`),
+checkpoint. The local runner compares it with its GPUs before any work (`local/placement.py`),
 so a model that cannot fit fails in a second, not after a long download and a vLLM start."""
 
 from __future__ import annotations

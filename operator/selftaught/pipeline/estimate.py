@@ -33,7 +33,6 @@ from selftaught.method.prompts import (
     RATING_TEMPLATE,
 )
 from selftaught.method.sampling import Population, Schedule
-from selftaught.pipeline.placement import Machine, generation_placement, training_placement
 from selftaught.pipeline.planner import evaluation_enabled, stage_graph
 from selftaught.pipeline.table import StageRef
 from selftaught.store.manifest import Manifest
@@ -113,22 +112,6 @@ def cluster_executor(spec: SelfTaughtRunSpec) -> Executor:
         "cluster", min(generation.parallelism, generation.shards), True, generation.tensor_parallel,
         spec.train.nodes * spec.train.gpus_per_node, spec.train.nodes,
     )  # fmt: skip
-
-
-def local_executor(spec: SelfTaughtRunSpec, machine: Machine) -> Executor:
-    """How `selftaught run` places stages on this machine (`pipeline/placement.py`)."""
-    if not machine.devices:
-        return Executor("local", 1, False, 0, 0)
-    groups = generation_placement(spec.generation, machine.devices).at_once
-    training = training_placement(spec.train, machine.devices)
-    return Executor("local", groups, groups > 1, spec.generation.tensor_parallel, training.nproc)
-
-
-def machine_kind(machine: Machine) -> str:
-    """The GPU kind of this machine's GPUs (cpu without any; H100 for a kind the table lacks)."""
-    if not machine.devices:
-        return "cpu"
-    return next((kind for name in machine.names if (kind := kind_of_device(name))), "H100")
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,11 @@ Each stage runs as `python -m selftaught stage ...` (training under torchrun), t
 pod runs, with the run passed in `SELFTAUGHT_RUN`. Progress lives only in the store, so a run
 that is killed and started again resumes from the last finished stage or shard.
 
-One runner per run: the runner holds the run's lease (`pipeline/lease.py`), stops the current
+One runner per run: the runner holds the run's lease (`local/lease.py`), stops the current
 stage's whole process trees when it is stopped itself, and keeps every temporary file of its
 stages in one scratch folder it empties after each stage and on every start.
 
-On a GPU machine the stages use the visible GPUs (`pipeline/placement.py`): a generation stage
+On a GPU machine the stages use the visible GPUs (`local/placement.py`): a generation stage
 runs one process per shard, as many at once as groups of `generation.tensorParallel` GPUs fit,
 then once more to reduce; training runs one torchrun worker per GPU. A model too large for its
 GPUs, or a tensor-parallel size larger than the machine, is refused before any work. On CPU
@@ -36,21 +36,23 @@ from selftaught.api.load import SpecError
 from selftaught.api.spec import SelfTaughtRun
 from selftaught.engines.weights import weights_of
 from selftaught.errors import SelftaughtError
-from selftaught.pipeline import subprocesses
-from selftaught.pipeline.estimate import estimate, measure
-from selftaught.pipeline.launch import RUN_VARIABLE, TERMINATION_MESSAGE_VARIABLE, stage_command, stage_document
-from selftaught.pipeline.lease import Lease
-from selftaught.pipeline.live import watch_view
-from selftaught.pipeline.machine import probe
-from selftaught.pipeline.placement import (
+from selftaught.local import subprocesses
+from selftaught.local.lease import Lease
+from selftaught.local.machine import probe
+from selftaught.local.placement import (
     CPU,
     GiB,
     Machine,
     check_fit,
     cuda_visible_devices,
     generation_placement,
+    local_executor,
+    machine_kind,
     training_placement,
 )
+from selftaught.pipeline.estimate import Inputs, estimate, measure
+from selftaught.pipeline.launch import RUN_VARIABLE, TERMINATION_MESSAGE_VARIABLE, stage_command, stage_document
+from selftaught.pipeline.live import watch_view
 from selftaught.pipeline.plan import format_plan, plan_inputs
 from selftaught.pipeline.planner import plan
 from selftaught.pipeline.progress import describe, iteration_summaries, iteration_table, scan, skipped_summary
@@ -248,6 +250,11 @@ def check_machine(run: SelfTaughtRun, machine: Machine, echo: Callable[[str], No
         check_fit(f"model {model.source} ({name})", weights.served_bytes(spec.generation.dtype), spec.generation, machine)
 
 
+def local_inputs(run: SelfTaughtRun, machine: Machine) -> Inputs:
+    """The cost estimate's inputs for `run` run here, on `machine` (`selftaught run`, `plan --local`)."""
+    return plan_inputs(run, machine_gpu=machine_kind(machine), executor=local_executor(run.spec, machine))
+
+
 def work_folder(run: SelfTaughtRun, store_uri: str) -> Path:
     """This machine's scratch space for one run (one per store folder: the lease makes it ours)."""
     digest = hashlib.sha256(store_uri.encode()).hexdigest()[:8]
@@ -283,7 +290,7 @@ def _run_holding_lease(run: SelfTaughtRun, store: Store, lease: Lease, echo: Cal
         machine = probe()
         check_machine(run, machine, echo)  # before any work: a run this machine cannot hold stops here
         where = "on this machine (" + (f"{len(machine.devices)} GPU(s))" if machine.devices else "CPU)")
-        inputs = plan_inputs(run, machine)
+        inputs = local_inputs(run, machine)
         echo(format_plan(run.metadata.name, estimate(run.spec, inputs, measure(scan(store).manifests)), where) + "\n")
         while True:
             if lease.lost is not None:
