@@ -92,8 +92,8 @@ def _with_assumptions(run, args: argparse.Namespace):
 def _inputs_here(run, store):
     """The estimate's inputs for a run whose store we read: a local folder ran on this machine, an
     S3 store on a cluster (as the operator prices it)."""
-    from selftaught.pipeline.plan import plan_inputs
     from selftaught.store import LocalStore
+    from selftaught.views.plan_text import plan_inputs
 
     if isinstance(store, LocalStore):
         from selftaught.local.machine import probe
@@ -106,7 +106,7 @@ def _inputs_here(run, store):
 def _target(args: argparse.Namespace):
     """(run, store) of `selftaught status/report TARGET`: a run file, or a run's folder in a store."""
     from selftaught.api.load import load_run
-    from selftaught.pipeline.overview import open_run
+    from selftaught.views.overview import open_run
 
     target = Path(args.target)
     if target.is_file():
@@ -134,8 +134,8 @@ def _errors(command):
 @_errors
 def cmd_plan(args: argparse.Namespace) -> int:
     from selftaught.api.load import load_run
-    from selftaught.pipeline.estimate import estimate
-    from selftaught.pipeline.plan import format_plan, plan_inputs
+    from selftaught.views.estimate import estimate
+    from selftaught.views.plan_text import format_plan, plan_inputs
 
     run = _with_assumptions(load_run(args.file), args)
     if args.local:
@@ -163,10 +163,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     import time
 
-    from selftaught.pipeline.overview import overview, running_views
     from selftaught.pipeline.planner import plan
     from selftaught.pipeline.progress import describe, scan
-    from selftaught.pipeline.watch import StageDisplay
+    from selftaught.views.display import StageDisplay
+    from selftaught.views.overview import overview, running_views
 
     run, store = _target(args)
     inputs = _inputs_here(run, store)
@@ -200,7 +200,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 @_errors
 def cmd_report(args: argparse.Namespace) -> int:
-    from selftaught.pipeline.runreport import write_report
+    from selftaught.views.html_report import write_report
 
     run, store = _target(args)
     print(write_report(store, run, _inputs_here(run, store)))

@@ -15,9 +15,9 @@ from selftaught.api.load import load_run
 from selftaught.engines.generation import cpu_environment
 from selftaught.engines.models import resolve_model
 from selftaught.engines.server import server_command
-from selftaught.pipeline.overview import open_run
 from selftaught.pipeline.progress import iteration_summaries, scan
 from selftaught.pipeline.serving import ALL_ITERATIONS, ServedModel, choose, served_model
+from selftaught.views.overview import open_run
 
 
 def served_from_run(target: str, *, iteration: int | None = None, endpoint: str | None = None) -> ServedModel:

@@ -96,7 +96,7 @@ def report_if_finished(run: SelfTaughtRun) -> str | None:
     A report that cannot be written is logged, never a failed stage: its outputs are published."""
     from selftaught.pipeline.planner import plan
     from selftaught.pipeline.progress import scan
-    from selftaught.pipeline.runreport import write_report
+    from selftaught.views.html_report import write_report
 
     try:
         store = open_run_store(run)

@@ -4,7 +4,6 @@ into a percent, a rate and a time left."""
 import pytest
 
 from selftaught.chat import Sample
-from selftaught.pipeline.live import describe, duration, read_view, stage_view
 from selftaught.pipeline.progress import scan
 from selftaught.pipeline.table import StageRef
 from selftaught.stages.progress import SampleMeter, ShardProgress
@@ -12,6 +11,7 @@ from selftaught.store import LocalStore
 from selftaught.store.layout import progress_key
 from selftaught.store.manifest import Manifest, write_manifest
 from selftaught.store.progress import ProgressRecord, read_progress, write_progress
+from selftaught.views.live import describe, duration, read_view, stage_view
 
 
 class Clock:

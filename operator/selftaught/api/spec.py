@@ -403,7 +403,7 @@ class Evaluate(Model):
     )
 
 
-#: The GPU kinds the estimate has a throughput table for (`pipeline/estimate.py`).
+#: The GPU kinds the estimate has a throughput table for (`views/estimate.py`).
 GpuKind = Literal["H100", "H200", "B200", "A100", "L40S", "cpu"]
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from selftaught.api.spec import Generation, SelfTaughtRunSpec, Train
 from selftaught.errors import DoesNotFit
-from selftaught.pipeline.estimate import Executor, kind_of_device
+from selftaught.views.estimate import Executor, kind_of_device
 
 GiB = 1024**3
 #: What vLLM needs beyond the weights, as a fraction of them: the KV cache for at least one

@@ -50,17 +50,17 @@ from selftaught.local.placement import (
     machine_kind,
     training_placement,
 )
-from selftaught.pipeline.estimate import Inputs, estimate, measure
 from selftaught.pipeline.launch import RUN_VARIABLE, TERMINATION_MESSAGE_VARIABLE, stage_command, stage_document
-from selftaught.pipeline.live import watch_view
-from selftaught.pipeline.plan import format_plan, plan_inputs
 from selftaught.pipeline.planner import plan
 from selftaught.pipeline.progress import describe, iteration_summaries, iteration_table, scan, skipped_summary
-from selftaught.pipeline.runreport import write_report
 from selftaught.pipeline.runstore import accept, open_run_store
 from selftaught.pipeline.table import StageRef
-from selftaught.pipeline.watch import StageDisplay
 from selftaught.store import Store, StoreError
+from selftaught.views.display import StageDisplay
+from selftaught.views.estimate import Inputs, estimate, measure
+from selftaught.views.html_report import write_report
+from selftaught.views.live import watch_view
+from selftaught.views.plan_text import format_plan, plan_inputs
 
 
 class Interrupted(SelftaughtError):

@@ -11,8 +11,6 @@ import time
 from selftaught.api.load import SpecError, parse_run
 from selftaught.api.spec import SelfTaughtRun
 from selftaught.errors import InvalidInput
-from selftaught.pipeline.estimate import Inputs, estimate, measure
-from selftaught.pipeline.live import StageView, describe, duration, read_view
 from selftaught.pipeline.planner import plan, stage_graph
 from selftaught.pipeline.progress import Progress, iteration_summaries, iteration_table, scan
 from selftaught.pipeline.progress import describe as describe_stage
@@ -20,6 +18,8 @@ from selftaught.pipeline.runstore import open_run_store
 from selftaught.pipeline.table import StageRef
 from selftaught.store import ObjectNotFound, Store, open_store
 from selftaught.store.layout import REPORT, RUN_SNAPSHOT
+from selftaught.views.estimate import Inputs, estimate, measure
+from selftaught.views.live import StageView, describe, duration, read_view
 
 
 def open_run(run: SelfTaughtRun | None, uri: str | None = None, endpoint: str | None = None) -> tuple[SelfTaughtRun, Store]:

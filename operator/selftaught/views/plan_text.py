@@ -3,7 +3,7 @@ stage): the stages and what runs them, generated tokens, GPU-hours and time per 
 adaptive judging saves, and the assumptions underneath.
 
 Here, unlike in the operator, the data can be counted (a local file's lines) and a local
-checkpoint's parameters read (its safetensors headers); the arithmetic is `pipeline/estimate.py`'s.
+checkpoint's parameters read (its safetensors headers); the arithmetic is `views/estimate.py`'s.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 from selftaught.api.spec import ModelSource, SelfTaughtRun
 from selftaught.errors import SelftaughtError
-from selftaught.pipeline.estimate import Estimate, Executor, Inputs, inputs_for
-from selftaught.pipeline.live import duration
+from selftaught.views.estimate import Estimate, Executor, Inputs, inputs_for
+from selftaught.views.live import duration
 
 
 def count_records(source: str | None) -> int | None:
