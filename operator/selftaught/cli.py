@@ -164,9 +164,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     import time
 
     from selftaught.pipeline.planner import plan
-    from selftaught.pipeline.progress import describe, scan
+    from selftaught.pipeline.scan import scan
     from selftaught.views.display import StageDisplay
-    from selftaught.views.overview import overview, running_views
+    from selftaught.views.overview import describe_stage, overview, running_views
 
     run, store = _target(args)
     inputs = _inputs_here(run, store)
@@ -182,7 +182,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             for ref in [r for r in displays if r not in views]:
                 displays.pop(ref).close()
             for ref in sorted(progress.done - announced, key=lambda r: (r.iteration, ORDER[r.name])):  # in the order they run
-                print(f"{ref.label:<12} ✓ {describe(ref, progress)}")
+                print(f"{ref.label:<12} ✓ {describe_stage(ref, progress)}")
             announced |= progress.done
             if plan(run.spec, progress.done).finished:
                 break
@@ -274,8 +274,8 @@ def _score_endpoint(args: argparse.Namespace) -> int:
 
 @_errors
 def cmd_serve(args: argparse.Namespace) -> int:
-    from selftaught.pipeline.serving import read_serve_document
-    from selftaught.server import exec_server, served_from_run
+    from selftaught.pipeline.served import read_serve_document
+    from selftaught.serve_process import exec_server, served_from_run
 
     served = served_from_run(args.target, iteration=args.iteration, endpoint=args.endpoint) if args.target else read_serve_document()
     exec_server(served, host=args.host, port=args.port)

@@ -95,7 +95,7 @@ def report_if_finished(run: SelfTaughtRun) -> str | None:
     pod: the generation or training image, which have matplotlib; the operator loads none of it).
     A report that cannot be written is logged, never a failed stage: its outputs are published."""
     from selftaught.pipeline.planner import plan
-    from selftaught.pipeline.progress import scan
+    from selftaught.pipeline.scan import scan
     from selftaught.views.html_report import write_report
 
     try:

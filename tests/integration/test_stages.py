@@ -27,7 +27,7 @@ def _prepare_pairs(run):
 
 
 def test_categorize_select_and_pairs_build_preference_pairs_in_s3(make_run, bucket, s3_server, monkeypatch):
-    from selftaught.stages.progress import SampleMeter
+    from selftaught.stages.shard_progress import SampleMeter
 
     finished = []  # what vLLM reported, request by request, to the shards' progress
     counted = SampleMeter.finished

@@ -33,9 +33,9 @@ from selftaught.controller.serving import decide_serving, endpoint, recorded_cho
 from selftaught.controller.status import Observation, build_status, status_document, status_patch
 from selftaught.controller.workqueue import WorkQueue
 from selftaught.pipeline.planner import plan
-from selftaught.pipeline.progress import Progress, iteration_summaries, scan
 from selftaught.pipeline.runstore import SnapshotUnreadable, accept, open_run_store
-from selftaught.pipeline.serving import ALL_ITERATIONS, Choice, NothingToServe, choose
+from selftaught.pipeline.scan import Progress, iteration_summaries, scan
+from selftaught.pipeline.served import ALL_ITERATIONS, Choice, NothingToServe, choose
 from selftaught.pipeline.table import StageRef
 from selftaught.store import StoreError
 from selftaught.store.layout import REPORT

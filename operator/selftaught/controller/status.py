@@ -26,8 +26,8 @@ from selftaught.api.status import (
 )
 from selftaught.controller.decide import Decision
 from selftaught.pipeline.planner import Plan
-from selftaught.pipeline.progress import Progress, iteration_summaries, skipped_counts
 from selftaught.pipeline.runstore import refusal_message
+from selftaught.pipeline.scan import Progress, iteration_summaries, skipped_counts
 from selftaught.views.estimate import Estimate
 from selftaught.views.live import StageView, duration
 

@@ -52,14 +52,15 @@ from selftaught.local.placement import (
 )
 from selftaught.pipeline.launch import RUN_VARIABLE, TERMINATION_MESSAGE_VARIABLE, stage_command, stage_document
 from selftaught.pipeline.planner import plan
-from selftaught.pipeline.progress import describe, iteration_summaries, iteration_table, scan, skipped_summary
 from selftaught.pipeline.runstore import accept, open_run_store
+from selftaught.pipeline.scan import iteration_summaries, scan
 from selftaught.pipeline.table import StageRef
 from selftaught.store import Store, StoreError
 from selftaught.views.display import StageDisplay
 from selftaught.views.estimate import Inputs, estimate, measure
 from selftaught.views.html_report import write_report
 from selftaught.views.live import watch_view
+from selftaught.views.overview import describe_stage, iteration_table, skipped_summary
 from selftaught.views.plan_text import format_plan, plan_inputs
 
 
@@ -309,7 +310,7 @@ def _run_holding_lease(run: SelfTaughtRun, store: Store, lease: Lease, echo: Cal
                 _empty(scratch)  # each stage's temporary files go when it ends, however it ends
             result.stages_run.append(ref.label)
             progress = scan(store)
-            echo(f"[{time.monotonic() - started:6.1f}s] {ref.label:<12} ✓ {describe(ref, progress)}")
+            echo(f"[{time.monotonic() - started:6.1f}s] {ref.label:<12} ✓ {describe_stage(ref, progress)}")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     result.seconds = time.monotonic() - started

@@ -23,7 +23,7 @@ from selftaught.api.spec import SelfTaughtRun, SelfTaughtRunSpec
 from selftaught.errors import InvalidSpec
 from selftaught.pipeline.launch import stage_document
 from selftaught.pipeline.planner import Node, stage_graph
-from selftaught.pipeline.progress import Progress, scan
+from selftaught.pipeline.scan import Progress, scan
 from selftaught.pipeline.table import StageRef
 from selftaught.store import Store, open_store
 from selftaught.store.layout import RUN_SNAPSHOT

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from selftaught.api.spec import ModelSource, SelfTaughtRun, SelfTaughtRunSpec
 from selftaught.chat import ChatEngine
-from selftaught.stages.progress import NoProgress, SampleMeter, ShardProgress
+from selftaught.stages.shard_progress import NoProgress, SampleMeter, ShardProgress
 from selftaught.store import Store
 from selftaught.store.layout import ATTEMPT_PREFIX, output_key
 
@@ -41,7 +41,7 @@ class StageContext:
     make_engine: Callable[[StageContext, ModelSource], ChatEngine] = vllm_engine
     #: this process's attempt at the stage: everything it writes goes under this folder
     attempt: str = field(default_factory=lambda: f"{ATTEMPT_PREFIX}{uuid.uuid4().hex[:12]}")
-    #: the progress of the shard at work (`stages/progress.py`); outside a shard, nothing is written
+    #: the progress of the shard at work (`stages/shard_progress.py`); outside a shard, nothing is written
     progress: ShardProgress = field(default_factory=NoProgress)
 
     def __post_init__(self) -> None:

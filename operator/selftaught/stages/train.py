@@ -12,7 +12,7 @@ from pathlib import Path
 from selftaught.api.spec import ModelSource
 from selftaught.engines.models import resolve_model
 from selftaught.stages.contract import TOKENS_PER_SECOND, Stage
-from selftaught.stages.progress import NoProgress, ShardProgress
+from selftaught.stages.shard_progress import NoProgress, ShardProgress
 from selftaught.store.jsonl import read_jsonl
 from selftaught.store.layout import checkpoint_output, preference_output, progress_key, sft_output
 from selftaught.store.manifest import Manifest, published_key

@@ -21,7 +21,7 @@ from typing import Any
 
 from selftaught.api.spec import SelfTaughtRun
 from selftaught.pipeline.planner import plan
-from selftaught.pipeline.progress import Progress, scan
+from selftaught.pipeline.scan import Progress, scan
 from selftaught.pipeline.table import StageRef
 from selftaught.store import ObjectNotFound, Store
 from selftaught.store.layout import REPORT, metrics_output
