@@ -14,8 +14,8 @@ import tempfile
 from pathlib import Path
 
 from selftaught import __version__
+from selftaught.api.benchmarks import BENCHMARKS
 from selftaught.api.spec import Evaluate, GpuKind
-from selftaught.method.scoring import BENCHMARKS
 from selftaught.pipeline.table import ORDER, STAGE_NAMES
 
 
@@ -412,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     scoring.add_argument(
         "file", help="JSONL, one record per example (docs/evaluation.md); with --endpoint, the benchmark's examples (what data.evaluation.source takes)"
     )
-    scoring.add_argument("--benchmark", choices=BENCHMARKS, default="rewardbench")
+    scoring.add_argument("--benchmark", choices=list(BENCHMARKS), default=Evaluate().benchmark)
     scoring.add_argument("--json", action="store_true", help="print the report as one JSON object")
     asking = scoring.add_argument_group("judging with an endpoint (as the evaluate stage does; docs/serving.md)")
     asking.add_argument("--endpoint", help="an OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1: ask this judge, then score it")

@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJson
 from pydantic.alias_generators import to_camel
 from pydantic_core import core_schema
 
+from selftaught.api.benchmarks import BENCHMARKS, HELD_OUT, BenchmarkName
+from selftaught.api.benchmarks import names as benchmark_names
 from selftaught.method.categories import CATEGORIES, REASONING_CATEGORIES
 
 API_GROUP = "selftaught.dev"
@@ -33,6 +35,11 @@ class Model(BaseModel):
 
 def _field(default: Any = ..., description: str = "", **kwargs: Any) -> Any:
     return Field(default, description=description, **kwargs)
+
+
+def _either(items: list[str]) -> str:
+    """`a`, `a or b`, `a, b or c` (for descriptions)."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} or {items[-1]}"
 
 
 class ModelSource(Model):
@@ -92,15 +99,14 @@ class EvaluationData(Model):
     source: str | None = _field(
         None,
         description="An evaluation set in the format of `evaluate.benchmark` (JSONL file, folder, `s3://` "
-        "or `hf://datasets/<id>`): RewardBench (prompt, chosen, rejected, subset), RewardBench 2 "
-        "(id, prompt, chosen[], rejected[], num_correct, subset) or JudgeBench (pair_id, question, "
-        "response_A, response_B, label, source). When empty, a fraction of the generated pairs is "
-        "held out instead and scored as custom subsets.",
+        f"or `hf://datasets/<id>`): {_either([f'{b.title} ({b.record})' for b in BENCHMARKS.values()])}. When empty, a "
+        "fraction of the generated pairs is held out instead and scored as custom subsets.",
     )
     split: str = _field(
         "train",
-        description="Dataset split, for `hf://datasets/...` only (RewardBench's is `filtered`, "
-        "RewardBench 2's `test`, JudgeBench's `gpt`).",
+        description="Dataset split, for `hf://datasets/...` only ("
+        + ", ".join(f"{b.title}'s {'is ' if i == 0 else ''}`{b.hub_split}`" for i, b in enumerate(BENCHMARKS.values()))
+        + ").",
     )
     held_out_fraction: float = _field(
         0.1,
@@ -374,25 +380,24 @@ class Train(Model):
 
 
 class Evaluate(Model):
-    benchmark: Literal["rewardbench", "rewardbench2", "judgebench"] = _field(
+    benchmark: BenchmarkName = _field(
         "rewardbench",
         description="How the evaluation set is read and scored, exactly as the benchmark's official "
-        "scorer does (docs/evaluation.md): `rewardbench` (pairwise, one random order, four "
-        "sections), `rewardbench2` (each answer rated 1-10, six subsets), `judgebench` (pairwise, "
-        "both orders, net vote per pair).",
+        "scorer does (docs/evaluation.md): " + ", ".join(f"`{b.name}` ({b.scoring})" for b in BENCHMARKS.values()) + ".",
     )
     mode: Literal["auto", "pairwise", "rating"] = _field(
         "auto",
         description="How a pair is judged: `pairwise` (one [[A]]/[[B]] verdict), or `rating` (each answer rated "
         "1-10 on its own, the higher wins, a tie or an unreadable rating scores 0.5: RewardBench's rating mode). "
-        "`auto`: rating for a `judge.format: pointwise` judge, else pairwise. RewardBench 2 is always rated.",
+        "`auto`: rating for a `judge.format: pointwise` judge, else pairwise. "
+        + " and ".join(BENCHMARKS[name].title for name in benchmark_names("rated")) + " is always rated.",
     )
     baseline: bool = _field(True, description="Also evaluate the seed judge (iteration 0).")
     max_tokens: int = _field(2048, ge=8, description="Tokens per judgment (greedy).")
     position_consistency: bool = _field(
         True,
         description="Also judge the swapped order and report position-consistent accuracy "
-        "(`rewardbench`; `judgebench` always judges both orders).",
+        f"(`{'`, `'.join(benchmark_names('pairwise'))}`; `{'`, `'.join(benchmark_names('both orders'))}` always judges both orders).",
     )
     majority_vote: int = _field(
         0,
@@ -457,7 +462,7 @@ class Estimate(Model):
         None,
         ge=1,
         description="Examples in `data.evaluation.source` where they cannot be counted. Default: counted in a local file, else the "
-        "benchmark's size (RewardBench 2,985, RewardBench 2 1,865, JudgeBench 350).",
+        "benchmark's size (" + ", ".join(f"{b.title} {b.examples:,}" for b in BENCHMARKS.values()) + ").",
     )
     selected_fraction: float = _field(
         0.3, gt=0.0, le=1.0, description="Fraction of the categorized instructions that select keeps, before `select.totalCap`."
@@ -853,12 +858,20 @@ class SelfTaughtRunSpec(Model):
             return self.evaluate.mode
         return "rating" if self.judge.format == "pointwise" else "pairwise"
 
+    @property
+    def evaluation_benchmark(self) -> BenchmarkName:
+        """The benchmark the evaluation set is read and scored as: `evaluate.benchmark`, or for the
+        held-out pairs (no `data.evaluation.source`) RewardBench's format with the user's subsets."""
+        return self.evaluate.benchmark if self.data.evaluation.source else HELD_OUT
+
     @model_validator(mode="after")
-    def _judgebench_is_pairwise(self) -> SelfTaughtRunSpec:
-        if self.data.evaluation.source and self.evaluate.benchmark == "judgebench" and self.evaluation_mode == "rating":
+    def _both_orders_is_pairwise(self) -> SelfTaughtRunSpec:
+        benchmark = BENCHMARKS[self.evaluation_benchmark]
+        if benchmark.asks == "both orders" and self.evaluation_mode == "rating":
+            others = [name for name in BENCHMARKS if name != benchmark.name and BENCHMARKS[name].asks != "both orders"]
             raise ValueError(
-                "evaluate.benchmark judgebench is scored on pairwise verdicts in both orders; a rating-mode evaluation "
-                "(evaluate.mode, or judge.format: pointwise) is not JudgeBench's: use rewardbench or rewardbench2 data"
+                f"evaluate.benchmark {benchmark.name} is scored on pairwise verdicts in both orders; a rating-mode evaluation "
+                f"(evaluate.mode, or judge.format: pointwise) is not {benchmark.title}'s: use {' or '.join(others)} data"
             )
         return self
 

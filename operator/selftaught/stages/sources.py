@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from selftaught.api.benchmarks import need_all
 from selftaught.api.spec import DataSource, EvaluationData, Storage
 from selftaught.engines.hub import hub_failure
 from selftaught.errors import EmptyDataset, InvalidInput
@@ -187,7 +188,9 @@ def _judgebench(record: dict[str, Any]) -> dict[str, Any] | str:
     }
 
 
+#: per benchmark of the table (`api/benchmarks.py`), how one record of its data is read
 READERS = {"rewardbench": _rewardbench, "rewardbench2": _rewardbench2, "judgebench": _judgebench}
+need_all(READERS, "stages/sources.py's readers")
 
 
 def iter_evaluation_examples(

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from selftaught.api.benchmarks import BENCHMARKS
 from selftaught.api.spec import ModelSource, SelfTaughtRunSpec, Throughput
 from selftaught.engines.memory import GIB, choose_checkpointing, shape_for_size
 from selftaught.engines.memory import estimate as memory_estimate
@@ -68,10 +69,6 @@ TRAIN_LAUNCH_SECONDS = 15.0
 CATEGORY_TOKENS = 30
 #: Chat-template tokens around every conversation; prompt text is ~4 characters a token.
 TEMPLATE_TOKENS, CHARS_PER_TOKEN = 20, 4
-#: Examples of each benchmark's usual set, when the evaluation source cannot be counted.
-BENCHMARK_SIZES = {"rewardbench": 2985, "rewardbench2": 1865, "judgebench": 350}
-#: Answers rated per RewardBench 2 example (one chosen, three rejected).
-RATINGS_PER_EXAMPLE = 4
 #: Spread of per-item judge accuracy around its mean (Beta concentration, as benchmarks/sampling.py).
 CONCENTRATION = 2.0
 #: Seconds select spends per instruction (a CPU stream), and to start.
@@ -283,7 +280,7 @@ def inputs_for(
         examples = Count(evaluation_examples, "counted in data.evaluation.source")
     else:
         benchmark = spec.evaluate.benchmark
-        examples = Count(BENCHMARK_SIZES[benchmark], f"{benchmark}'s usual size; set spec.estimate.evaluationExamples")
+        examples = Count(BENCHMARKS[benchmark].examples, f"{benchmark}'s usual size; set spec.estimate.evaluationExamples")
     kind, kind_from = gpu_kind(spec, machine_gpu)
     generator = spec.models.generator
     return Inputs(
@@ -487,11 +484,12 @@ def estimate(spec: SelfTaughtRunSpec, inputs: Inputs, measured: Measurements | N
             samples, requests = (fixed_per_item, 1.0) if fixed else (per_item, requests_per_item)
             return _Work(items * requests * judge_prompt, items * samples * per_sample)
         if ref.name == "evaluate":
-            benchmark = spec.evaluate.benchmark if spec.data.evaluation.source else "rewardbench"
-            if benchmark == "rewardbench2":
-                return _Work(examples * RATINGS_PER_EXAMPLE * (_RATING_PROMPT + instruction + answer), examples * RATINGS_PER_EXAMPLE * evaluation_judgment)
-            greedy = 2 if benchmark == "judgebench" or spec.evaluate.position_consistency else 1
-            votes = spec.evaluate.majority_vote if benchmark == "rewardbench" else 0
+            benchmark = BENCHMARKS[spec.evaluation_benchmark]
+            if benchmark.asks == "rated":  # every answer rated on its own
+                ratings = examples * benchmark.answers
+                return _Work(ratings * (_RATING_PROMPT + instruction + answer), ratings * evaluation_judgment)
+            greedy = 2 if benchmark.asks == "both orders" or spec.evaluate.position_consistency else 1
+            votes = spec.evaluate.majority_vote if benchmark.majority_vote else 0
             requests = greedy + (1 if votes else 0)
             return _Work(examples * requests * judge_prompt, examples * (greedy + votes) * evaluation_judgment)
         return _Work(0.0, 0.0)
