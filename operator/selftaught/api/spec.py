@@ -7,6 +7,7 @@ configuration reference are generated from these models. Defaults are the paper'
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
@@ -52,6 +53,14 @@ class ModelSource(Model):
         min_length=1,
     )
     revision: str | None = _field(None, description="Hub revision (branch, tag or commit) to pin.")
+
+
+def iteration_model(seed: ModelSource, iteration: int, checkpoint: Callable[[int], str]) -> ModelSource:
+    """M(`iteration`), the judge after that many iterations: M(0) is the seed, M(i) the checkpoint
+    that train-i wrote (`checkpoint(i)`: its URI, read from the store or from what the run
+    reported). The one rule behind the model a judge stage samples (M(i-1)), the one evaluate-i
+    scores (M(i)), the one train-i starts from (`train_base`) and the one a server serves."""
+    return seed if iteration == 0 else ModelSource(source=checkpoint(iteration))
 
 
 class Models(Model):
@@ -857,6 +866,11 @@ class SelfTaughtRunSpec(Model):
         if self.evaluate.mode != "auto":
             return self.evaluate.mode
         return "rating" if self.judge.format == "pointwise" else "pairwise"
+
+    def train_base(self, iteration: int) -> int:
+        """The iteration whose model train-`iteration` fine-tunes: the seed's (0), or with
+        `train.initFrom: previous` the one before it."""
+        return iteration - 1 if self.train.init_from == "previous" else 0
 
     @property
     def evaluation_benchmark(self) -> BenchmarkName:

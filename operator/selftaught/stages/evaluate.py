@@ -22,7 +22,6 @@ from selftaught.method.selection import priority
 from selftaught.stages.budget import Prompt, fitting
 from selftaught.stages.context import in_shard
 from selftaught.stages.contract import MapReduceStage, ShardResult
-from selftaught.stages.judge import judge_model
 from selftaught.stages.sources import MANIFEST_REASONS, Counted, located_evaluation_examples, merged, nothing_usable
 from selftaught.store.jsonl import SkipCounter, numbered_jsonl, read_jsonl
 from selftaught.store.layout import PAIRS_HELDOUT, metrics_output
@@ -147,7 +146,7 @@ class Evaluate(MapReduceStage):
     name = "evaluate"
 
     def model(self, ctx):
-        return judge_model(ctx, ctx.stage.iteration)
+        return ctx.model(ctx.stage.iteration)
 
     def map_shard(self, ctx, shard, out, engine):
         # the mode resolved: a pointwise judge is rated (evaluate.mode auto)
