@@ -144,7 +144,15 @@ class Storage(Model):
         min_length=1,
     )
     endpoint: str | None = _field(
-        None, description="S3 endpoint URL for MinIO, Ceph RGW or other S3-compatible stores."
+        None,
+        description="S3 endpoint URL for MinIO, Ceph RGW or other S3-compatible stores: the run store's, and that of "
+        "any `s3://` model or data source in the same bucket.",
+    )
+    source_endpoint: str | None = _field(
+        None,
+        description="S3 endpoint URL for `s3://` model and data sources in other buckets than the run store's "
+        "(`endpoint` is never used for them). Empty: AWS S3's default endpoint (or `AWS_ENDPOINT_URL_S3` where set), "
+        "so set it when your data or models are in another bucket of a MinIO or Ceph server.",
     )
     region: str | None = _field(None, description="S3 region.")
     credentials_secret: str | None = _field(
@@ -162,7 +170,7 @@ class Storage(Model):
             raise ValueError(f"{value!r} names no bucket: write s3://<bucket>/<prefix>")
         return value
 
-    @field_validator("endpoint")
+    @field_validator("endpoint", "source_endpoint")
     @classmethod
     def _endpoint_url(cls, value: str | None) -> str | None:
         """boto3 wants a URL; `minio:9000` would fail deep inside it with no field named."""
