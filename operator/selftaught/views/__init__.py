@@ -4,5 +4,5 @@ which the operator's status shows too, and `display.py`'s bar or lines on a term
 state from its store alone (`overview.py`, `selftaught status`), and its HTML report
 (`html_report.py` with `plots.py`'s matplotlib figures, drawn only in a stage or a CLI process).
 
-Views stand on the pipeline core and never run anything; every executor may show them.
+Views stand on the pipeline core and never run a stage; every executor may show them.
 """
