@@ -66,7 +66,7 @@ def run_document(recipe: str, seed: int, root: Path) -> dict[str, Any]:
 def results(root: Path, name: str) -> dict[str, Any]:
     """Accuracy per iteration (0 = the seed) and the judge stages' generated tokens, read from
     the run's manifests."""
-    from selftaught.pipeline.progress import scan
+    from selftaught.pipeline.scan import scan
     from selftaught.store import LocalStore
 
     progress = scan(LocalStore(root / "runs" / "recipes" / name))

@@ -180,9 +180,9 @@ def simulated(pairs: int = 2000, samples: int = 15, rhos: tuple[float, ...] = (0
 def real(samples: int = 8) -> None:
     """The judge stage with vLLM on the tiny model, iterations 1 and 2, each schedule on the same pairs."""
     from selftaught.dev.tiny_model import build_tiny_model, read_instructions
-    from selftaught.pipeline.process import run_stage
     from selftaught.pipeline.runstore import open_run_store
     from selftaught.pipeline.table import StageRef
+    from selftaught.stage_process import run_stage
     from selftaught.stages.context import StageContext, vllm_engine
     from selftaught.store.jsonl import read_jsonl
     from selftaught.store.layout import judged_output

@@ -14,13 +14,13 @@ import tempfile
 from pathlib import Path
 
 from selftaught import __version__
+from selftaught.api.benchmarks import BENCHMARKS
 from selftaught.api.spec import Evaluate, GpuKind
-from selftaught.method.scoring import BENCHMARKS
 from selftaught.pipeline.table import ORDER, STAGE_NAMES
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
-    from selftaught.pipeline.process import main as stage_main
+    from selftaught.stage_process import main as stage_main
 
     return stage_main(args.name, args.iteration or 0, args.shard, args.run)
 
@@ -43,7 +43,7 @@ def writable_folder(path: str, option: str) -> Path:
 def cmd_run(args: argparse.Namespace) -> int:
     from selftaught.api.load import load_run
     from selftaught.errors import InvalidInput, InvalidSpec, SelftaughtError
-    from selftaught.local import Interrupted, run_local
+    from selftaught.local.runner import Interrupted, run_local
 
     try:
         run_local(load_run(args.file), log_dir=writable_folder(args.logs, "--logs") if args.logs else None)
@@ -92,20 +92,21 @@ def _with_assumptions(run, args: argparse.Namespace):
 def _inputs_here(run, store):
     """The estimate's inputs for a run whose store we read: a local folder ran on this machine, an
     S3 store on a cluster (as the operator prices it)."""
-    from selftaught.pipeline.plan import plan_inputs
     from selftaught.store import LocalStore
+    from selftaught.views.plan_text import plan_inputs
 
     if isinstance(store, LocalStore):
-        from selftaught.pipeline.machine import probe
+        from selftaught.local.machine import probe
+        from selftaught.local.runner import local_inputs
 
-        return plan_inputs(run, probe())
+        return local_inputs(run, probe())
     return plan_inputs(run)
 
 
 def _target(args: argparse.Namespace):
     """(run, store) of `selftaught status/report TARGET`: a run file, or a run's folder in a store."""
     from selftaught.api.load import load_run
-    from selftaught.pipeline.overview import open_run
+    from selftaught.views.overview import open_run
 
     target = Path(args.target)
     if target.is_file():
@@ -133,15 +134,16 @@ def _errors(command):
 @_errors
 def cmd_plan(args: argparse.Namespace) -> int:
     from selftaught.api.load import load_run
-    from selftaught.pipeline.estimate import estimate
-    from selftaught.pipeline.plan import format_plan, plan_inputs
+    from selftaught.views.estimate import estimate
+    from selftaught.views.plan_text import format_plan, plan_inputs
 
     run = _with_assumptions(load_run(args.file), args)
     if args.local:
-        from selftaught.pipeline.machine import probe
+        from selftaught.local.machine import probe
+        from selftaught.local.runner import local_inputs
 
         machine = probe()
-        inputs = plan_inputs(run, machine)
+        inputs = local_inputs(run, machine)
         where = "on this machine (" + (f"{len(machine.devices)} GPU(s))" if machine.devices else "CPU)")
     else:
         inputs = plan_inputs(run)
@@ -161,10 +163,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     import time
 
-    from selftaught.pipeline.overview import overview, running_views
     from selftaught.pipeline.planner import plan
-    from selftaught.pipeline.progress import describe, scan
-    from selftaught.pipeline.watch import StageDisplay
+    from selftaught.pipeline.scan import scan
+    from selftaught.views.display import StageDisplay
+    from selftaught.views.overview import describe_stage, overview, running_views
 
     run, store = _target(args)
     inputs = _inputs_here(run, store)
@@ -180,7 +182,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             for ref in [r for r in displays if r not in views]:
                 displays.pop(ref).close()
             for ref in sorted(progress.done - announced, key=lambda r: (r.iteration, ORDER[r.name])):  # in the order they run
-                print(f"{ref.label:<12} ✓ {describe(ref, progress)}")
+                print(f"{ref.label:<12} ✓ {describe_stage(ref, progress)}")
             announced |= progress.done
             if plan(run.spec, progress.done).finished:
                 break
@@ -198,7 +200,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 @_errors
 def cmd_report(args: argparse.Namespace) -> int:
-    from selftaught.pipeline.runreport import write_report
+    from selftaught.views.html_report import write_report
 
     run, store = _target(args)
     print(write_report(store, run, _inputs_here(run, store)))
@@ -272,8 +274,8 @@ def _score_endpoint(args: argparse.Namespace) -> int:
 
 @_errors
 def cmd_serve(args: argparse.Namespace) -> int:
-    from selftaught.pipeline.serving import read_serve_document
-    from selftaught.server import exec_server, served_from_run
+    from selftaught.pipeline.served import read_serve_document
+    from selftaught.serve_process import exec_server, served_from_run
 
     served = served_from_run(args.target, iteration=args.iteration, endpoint=args.endpoint) if args.target else read_serve_document()
     exec_server(served, host=args.host, port=args.port)
@@ -410,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     scoring.add_argument(
         "file", help="JSONL, one record per example (docs/evaluation.md); with --endpoint, the benchmark's examples (what data.evaluation.source takes)"
     )
-    scoring.add_argument("--benchmark", choices=BENCHMARKS, default="rewardbench")
+    scoring.add_argument("--benchmark", choices=list(BENCHMARKS), default=Evaluate().benchmark)
     scoring.add_argument("--json", action="store_true", help="print the report as one JSON object")
     asking = scoring.add_argument_group("judging with an endpoint (as the evaluate stage does; docs/serving.md)")
     asking.add_argument("--endpoint", help="an OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1: ask this judge, then score it")

@@ -7,7 +7,7 @@ from selftaught.api.load import parse_run
 from selftaught.controller.decide import Decision, JobView
 from selftaught.controller.status import Observation, build_status, status_document
 from selftaught.pipeline.planner import plan, stage_graph
-from selftaught.pipeline.progress import Progress
+from selftaught.pipeline.scan import Progress
 from selftaught.pipeline.table import StageRef
 from selftaught.store.manifest import Manifest
 

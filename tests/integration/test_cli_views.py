@@ -12,12 +12,12 @@ import time
 import yaml
 
 from selftaught.api.load import load_run
-from selftaught.pipeline.estimate import estimate, inputs_for
 from selftaught.pipeline.runstore import accept
 from selftaught.pipeline.table import StageRef
 from selftaught.store.layout import REPORT, progress_key
 from selftaught.store.manifest import Manifest, write_manifest
 from selftaught.store.progress import ProgressRecord, write_progress
+from selftaught.views.estimate import estimate, inputs_for
 from tests.conftest import REPO
 
 from .test_report import STAGES, finished_run

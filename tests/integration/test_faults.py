@@ -14,7 +14,7 @@ import time
 import psutil
 import yaml
 
-from selftaught.local import work_folder
+from selftaught.local.runner import work_folder
 from selftaught.method.prompts import judge_messages
 from selftaught.pipeline.runstore import accept, open_run_store
 from selftaught.pipeline.table import StageRef

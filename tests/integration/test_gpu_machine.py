@@ -18,8 +18,8 @@ import pytest
 from selftaught.api.spec import ModelSource, Storage
 from selftaught.engines.weights import Weights, weights_of
 from selftaught.errors import DoesNotFit, SelftaughtError
-from selftaught.local import StageFailed, _Job, _run_jobs, _run_stage, check_machine
-from selftaught.pipeline.placement import GiB, Machine
+from selftaught.local.placement import GiB, Machine
+from selftaught.local.runner import StageFailed, _Job, _run_jobs, _run_stage, check_machine
 from selftaught.pipeline.runstore import open_run_store
 from selftaught.pipeline.table import StageRef
 from selftaught.store.manifest import read_manifest
@@ -90,10 +90,10 @@ def test_a_run_that_cannot_fit_the_machine_stops_before_any_work_and_says_why(ma
     assert lines == ["GPUs 0,1,2,3,4,5,6,7 (80 GiB each): generation runs 4 vLLM process(es) at once on 2 GPU(s) each, training 8 worker(s) (train.nodes × train.gpusPerNode asks for 16)"]
     with pytest.raises(DoesNotFit, match=r"generation.tensorParallel is 2, but 1 GPU is visible here \(3\)"):
         check_machine(run, Machine(("3",), (80 * GiB,)), lines.append)
-    monkeypatch.setattr("selftaught.local.weights_of", lambda model, storage: Weights({"BF16": 70_553_706_496}))
+    monkeypatch.setattr("selftaught.local.runner.weights_of", lambda model, storage: Weights({"BF16": 70_553_706_496}))
     with pytest.raises(DoesNotFit, match=r"\(models.seed\) does not fit this machine's GPUs: at generation.tensorParallel 2 it needs about 78.8 GiB"):
         check_machine(run, eight, lines.append)
-    monkeypatch.setattr("selftaught.local.weights_of", lambda model, storage: None)
+    monkeypatch.setattr("selftaught.local.runner.weights_of", lambda model, storage: None)
     check_machine(run, eight, lines.append)
     assert lines[-1].startswith("memory check of models.seed skipped: its size cannot be read without downloading it")
     lines.clear()

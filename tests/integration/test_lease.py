@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from selftaught.pipeline.lease import Lease, LeaseLost, RunInProgress
+from selftaught.local.lease import Lease, LeaseLost, RunInProgress
 from selftaught.store import LocalStore, open_store
 from selftaught.store.layout import LEASE
 

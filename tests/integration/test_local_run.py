@@ -10,7 +10,7 @@ import time
 import pytest
 import yaml
 
-from selftaught.local import run_local
+from selftaught.local.runner import run_local
 from selftaught.pipeline.runstore import open_run_store
 from selftaught.pipeline.table import StageRef
 from selftaught.store.layout import metrics_output

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from selftaught.pipeline.process import run_stage
 from selftaught.pipeline.runstore import open_run_store
 from selftaught.pipeline.table import StageRef
+from selftaught.stage_process import run_stage
 from selftaught.store.layout import PAIRS_TRAIN, metrics_output, sft_output
 from selftaught.store.manifest import published_key
 from tests.stores import read_output

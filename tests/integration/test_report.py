@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from selftaught.api.load import parse_run
-from selftaught.pipeline.estimate import inputs_for
-from selftaught.pipeline.runreport import write_report
 from selftaught.pipeline.runstore import open_run_store
 from selftaught.pipeline.table import StageRef
 from selftaught.store.layout import REPORT
 from selftaught.store.manifest import Manifest, write_manifest
+from selftaught.views.estimate import inputs_for
+from selftaught.views.html_report import write_report
 from tests.browser import find_browser, load_page
 
 #: a finished two-iteration run, as its stages left it: (stage, counts, summary, seconds)

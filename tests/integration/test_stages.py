@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from selftaught.errors import NoTrainingData
-from selftaught.local import _run_stage
-from selftaught.pipeline.process import run_stage
+from selftaught.local.runner import _run_stage
 from selftaught.pipeline.runstore import open_run_store
 from selftaught.pipeline.table import StageRef
+from selftaught.stage_process import run_stage
 from selftaught.store.layout import PAIRS_HELDOUT, PAIRS_TRAIN, SELECTED, metrics_output, progress_key, sft_output
 from selftaught.store.manifest import published_key, read_manifest
 from selftaught.store.progress import read_progress
@@ -27,7 +27,7 @@ def _prepare_pairs(run):
 
 
 def test_categorize_select_and_pairs_build_preference_pairs_in_s3(make_run, bucket, s3_server, monkeypatch):
-    from selftaught.stages.progress import SampleMeter
+    from selftaught.stages.shard_progress import SampleMeter
 
     finished = []  # what vLLM reported, request by request, to the shards' progress
     counted = SampleMeter.finished

@@ -21,13 +21,14 @@ from selftaught.controller.status import Observation, build_status, status_docum
 from selftaught.errors import EmptyDataset, InvalidInput, failure_of
 from selftaught.method.prompts import MODIFIED_ANSWER_END, MODIFIED_ANSWER_START, MODIFIED_QUESTION_MARKER
 from selftaught.pipeline.planner import plan
-from selftaught.pipeline.process import run_stage
-from selftaught.pipeline.progress import scan, skipped_counts, skipped_summary
 from selftaught.pipeline.runstore import accept, open_run_store
+from selftaught.pipeline.scan import scan, skipped_counts
 from selftaught.pipeline.table import StageRef
+from selftaught.stage_process import run_stage
 from selftaught.stages import IMPLEMENTATIONS, StageContext, execute
 from selftaught.store.layout import PAIRS_HELDOUT
 from selftaught.store.manifest import read_manifest
+from selftaught.views.overview import skipped_summary
 from tests.conftest import QUICK_SPEC, REPO, _merge
 from tests.stores import publish
 

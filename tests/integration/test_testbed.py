@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from selftaught.pipeline.progress import scan
+from selftaught.pipeline.scan import scan
 from selftaught.store import LocalStore
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,9 +14,9 @@ import sys
 import time
 
 from selftaught.pipeline.launch import read_stage_document
-from selftaught.pipeline.process import report_if_finished
 from selftaught.pipeline.runstore import open_run_store
 from selftaught.pipeline.table import StageRef
+from selftaught.stage_process import report_if_finished
 from selftaught.store.layout import progress_key
 from selftaught.store.manifest import Manifest, write_manifest
 from selftaught.store.progress import ProgressRecord, write_progress

@@ -8,9 +8,9 @@ import pytest
 from selftaught.api.load import load_run, parse_run
 from selftaught.api.spec import GpuKind
 from selftaught.method.sampling import Population, Schedule
-from selftaught.pipeline.estimate import RATES, Executor, estimate, expected_sampling, gpu_kind, inputs_for, measure, size_from_name
 from selftaught.pipeline.table import StageRef
 from selftaught.store.manifest import Manifest
+from selftaught.views.estimate import RATES, Executor, estimate, expected_sampling, gpu_kind, inputs_for, measure, size_from_name
 from tests.conftest import REPO
 
 

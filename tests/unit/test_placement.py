@@ -11,8 +11,7 @@ from safetensors.numpy import save_file
 from selftaught.api.spec import Generation, ModelSource, Train
 from selftaught.engines.weights import Weights, weights_of
 from selftaught.errors import DoesNotFit
-from selftaught.pipeline.launch import stage_command
-from selftaught.pipeline.placement import (
+from selftaught.local.placement import (
     CPU,
     HEADROOM,
     GiB,
@@ -22,6 +21,7 @@ from selftaught.pipeline.placement import (
     training_placement,
     visible_devices,
 )
+from selftaught.pipeline.launch import stage_command
 from selftaught.pipeline.table import StageRef
 
 from .test_pipeline_core import _run

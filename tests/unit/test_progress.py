@@ -4,14 +4,14 @@ into a percent, a rate and a time left."""
 import pytest
 
 from selftaught.chat import Sample
-from selftaught.pipeline.live import describe, duration, read_view, stage_view
-from selftaught.pipeline.progress import scan
+from selftaught.pipeline.scan import scan
 from selftaught.pipeline.table import StageRef
-from selftaught.stages.progress import SampleMeter, ShardProgress
+from selftaught.stages.shard_progress import SampleMeter, ShardProgress
 from selftaught.store import LocalStore
 from selftaught.store.layout import progress_key
 from selftaught.store.manifest import Manifest, write_manifest
 from selftaught.store.progress import ProgressRecord, read_progress, write_progress
+from selftaught.views.live import describe, duration, read_view, stage_view
 
 
 class Clock:
@@ -47,7 +47,7 @@ def test_a_shard_writes_at_its_start_at_most_every_few_seconds_and_at_its_end(st
 
 
 def test_outside_a_shard_progress_is_counted_nowhere():
-    from selftaught.stages.progress import NoProgress
+    from selftaught.stages.shard_progress import NoProgress
 
     nothing = NoProgress()  # a training rank other than 0, a stage called directly
     nothing.start(10)
@@ -173,7 +173,7 @@ def test_the_meter_times_generation_and_the_stage_manifest_says_tokens_per_secon
 
 
 def test_each_iteration_reports_the_judge_and_train_speeds_under_their_own_names(store):
-    from selftaught.pipeline.progress import iteration_summaries
+    from selftaught.pipeline.scan import iteration_summaries
 
     write_manifest(store, StageRef("judge", 1).manifest_key, Manifest(stage="judge", iteration=1, summary={"kept": 3, "tokensPerSecondPerGpu": 900.5}))
     write_manifest(store, StageRef("train", 1).manifest_key, Manifest(stage="train", iteration=1, summary={"checkpoint": "s3://c", "tokensPerSecondPerGpu": 1200.0}))

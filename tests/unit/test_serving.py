@@ -14,7 +14,7 @@ from selftaught.controller.serving import HASH, build_deployment, build_service,
 from selftaught.controller.status import status_patch
 from selftaught.engines.server import server_command
 from selftaught.errors import InvalidInput, InvalidSpec
-from selftaught.pipeline.serving import Choice, NothingToServe, choose, read_serve_document, serve_document, served_model
+from selftaught.pipeline.served import Choice, NothingToServe, choose, read_serve_document, serve_document, served_model
 
 from .test_spec import MINIMAL
 
@@ -172,7 +172,7 @@ def test_selftaught_serve_of_a_run_file_or_its_store_folder_picks_the_best_evalu
 
     from selftaught.pipeline.runstore import accept, open_run_store
     from selftaught.pipeline.table import StageRef
-    from selftaught.server import describe, served_from_run
+    from selftaught.serve_process import describe, served_from_run
     from selftaught.store.manifest import Manifest, write_manifest
 
     run = _run("judged", storage={"uri": str(tmp_path / "store")}, iterations=3)

@@ -27,7 +27,7 @@ def test_the_quickstart_example_is_a_valid_run():
 
 
 def test_the_one_gpu_node_example_is_a_valid_run_that_uses_all_eight_gpus():
-    from selftaught.pipeline.placement import generation_placement, training_placement, visible_devices
+    from selftaught.local.placement import generation_placement, training_placement, visible_devices
 
     spec = load_run(REPO / "examples/one-gpu-node.yaml").spec
     eight = visible_devices(None, 8)
@@ -142,3 +142,16 @@ def test_stage_kinds_have_their_own_pod_defaults_under_the_runs_settings():
     assert (select.active_deadline_seconds, select.cache_size, select.startup_timeout_seconds) == (21600, "20Gi", 1800)
     judge = spec.scheduling.for_stage("generation", "judge")
     assert (judge.active_deadline_seconds, judge.cache_size) == (86400, "200Gi")
+
+
+@pytest.mark.parametrize(("init_from", "bases"), [("seed", [0, 0, 0]), ("previous", [0, 1, 2])])
+def test_the_model_of_iteration_i_is_the_seed_then_train_is_checkpoint(init_from, bases):
+    """One rule (`iteration_model`): judge-i samples M(i-1), evaluate-i scores M(i), train-i starts
+    from M(0) or, with initFrom previous, M(i-1); M(i) for i >= 1 is where train-i put its checkpoint."""
+    from selftaught.api.spec import iteration_model
+
+    spec = parse_run(_with(train={"initFrom": init_from}, iterations=3)).spec
+    checkpoints = {1: "s3://bucket/runs/iter-001/train/attempt-a/checkpoint", 2: "s3://bucket/runs/iter-002/train/attempt-b/checkpoint"}
+    assert iteration_model(spec.models.seed, 0, checkpoints.__getitem__) == spec.models.seed
+    assert iteration_model(spec.models.seed, 2, checkpoints.__getitem__).source == checkpoints[2]
+    assert [spec.train_base(i) for i in (1, 2, 3)] == bases

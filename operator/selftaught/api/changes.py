@@ -61,6 +61,7 @@ DEPENDS: dict[str, DependsOn] = {
     "models.generator": CATEGORIZE,
     "storage.uri": CATEGORIZE,
     "storage.endpoint": CATEGORIZE,
+    "storage.sourceEndpoint": CATEGORIZE,
     "storage.region": CATEGORIZE,
     "seed": CATEGORIZE,
     "generation.tensorParallel": CATEGORIZE,

@@ -7,6 +7,7 @@ configuration reference are generated from these models. Defaults are the paper'
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
@@ -14,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJson
 from pydantic.alias_generators import to_camel
 from pydantic_core import core_schema
 
+from selftaught.api.benchmarks import BENCHMARKS, HELD_OUT, BenchmarkName
+from selftaught.api.benchmarks import names as benchmark_names
 from selftaught.method.categories import CATEGORIES, REASONING_CATEGORIES
 
 API_GROUP = "selftaught.dev"
@@ -35,6 +38,11 @@ def _field(default: Any = ..., description: str = "", **kwargs: Any) -> Any:
     return Field(default, description=description, **kwargs)
 
 
+def _either(items: list[str]) -> str:
+    """`a`, `a or b`, `a, b or c` (for descriptions)."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} or {items[-1]}"
+
+
 class ModelSource(Model):
     """Where a model comes from."""
 
@@ -45,6 +53,14 @@ class ModelSource(Model):
         min_length=1,
     )
     revision: str | None = _field(None, description="Hub revision (branch, tag or commit) to pin.")
+
+
+def iteration_model(seed: ModelSource, iteration: int, checkpoint: Callable[[int], str]) -> ModelSource:
+    """M(`iteration`), the judge after that many iterations: M(0) is the seed, M(i) the checkpoint
+    that train-i wrote (`checkpoint(i)`: its URI, read from the store or from what the run
+    reported). The one rule behind the model a judge stage samples (M(i-1)), the one evaluate-i
+    scores (M(i)), the one train-i starts from (`train_base`) and the one a server serves."""
+    return seed if iteration == 0 else ModelSource(source=checkpoint(iteration))
 
 
 class Models(Model):
@@ -92,15 +108,14 @@ class EvaluationData(Model):
     source: str | None = _field(
         None,
         description="An evaluation set in the format of `evaluate.benchmark` (JSONL file, folder, `s3://` "
-        "or `hf://datasets/<id>`): RewardBench (prompt, chosen, rejected, subset), RewardBench 2 "
-        "(id, prompt, chosen[], rejected[], num_correct, subset) or JudgeBench (pair_id, question, "
-        "response_A, response_B, label, source). When empty, a fraction of the generated pairs is "
-        "held out instead and scored as custom subsets.",
+        f"or `hf://datasets/<id>`): {_either([f'{b.title} ({b.record})' for b in BENCHMARKS.values()])}. When empty, a "
+        "fraction of the generated pairs is held out instead and scored as custom subsets.",
     )
     split: str = _field(
         "train",
-        description="Dataset split, for `hf://datasets/...` only (RewardBench's is `filtered`, "
-        "RewardBench 2's `test`, JudgeBench's `gpt`).",
+        description="Dataset split, for `hf://datasets/...` only ("
+        + ", ".join(f"{b.title}'s {'is ' if i == 0 else ''}`{b.hub_split}`" for i, b in enumerate(BENCHMARKS.values()))
+        + ").",
     )
     held_out_fraction: float = _field(
         0.1,
@@ -129,7 +144,15 @@ class Storage(Model):
         min_length=1,
     )
     endpoint: str | None = _field(
-        None, description="S3 endpoint URL for MinIO, Ceph RGW or other S3-compatible stores."
+        None,
+        description="S3 endpoint URL for MinIO, Ceph RGW or other S3-compatible stores: the run store's, and that of "
+        "any `s3://` model or data source in the same bucket.",
+    )
+    source_endpoint: str | None = _field(
+        None,
+        description="S3 endpoint URL for `s3://` model and data sources in other buckets than the run store's "
+        "(`endpoint` is never used for them). Empty: AWS S3's default endpoint (or `AWS_ENDPOINT_URL_S3` where set), "
+        "so set it when your data or models are in another bucket of a MinIO or Ceph server.",
     )
     region: str | None = _field(None, description="S3 region.")
     credentials_secret: str | None = _field(
@@ -147,7 +170,7 @@ class Storage(Model):
             raise ValueError(f"{value!r} names no bucket: write s3://<bucket>/<prefix>")
         return value
 
-    @field_validator("endpoint")
+    @field_validator("endpoint", "source_endpoint")
     @classmethod
     def _endpoint_url(cls, value: str | None) -> str | None:
         """boto3 wants a URL; `minio:9000` would fail deep inside it with no field named."""
@@ -374,25 +397,24 @@ class Train(Model):
 
 
 class Evaluate(Model):
-    benchmark: Literal["rewardbench", "rewardbench2", "judgebench"] = _field(
+    benchmark: BenchmarkName = _field(
         "rewardbench",
         description="How the evaluation set is read and scored, exactly as the benchmark's official "
-        "scorer does (docs/evaluation.md): `rewardbench` (pairwise, one random order, four "
-        "sections), `rewardbench2` (each answer rated 1-10, six subsets), `judgebench` (pairwise, "
-        "both orders, net vote per pair).",
+        "scorer does (docs/evaluation.md): " + ", ".join(f"`{b.name}` ({b.scoring})" for b in BENCHMARKS.values()) + ".",
     )
     mode: Literal["auto", "pairwise", "rating"] = _field(
         "auto",
         description="How a pair is judged: `pairwise` (one [[A]]/[[B]] verdict), or `rating` (each answer rated "
         "1-10 on its own, the higher wins, a tie or an unreadable rating scores 0.5: RewardBench's rating mode). "
-        "`auto`: rating for a `judge.format: pointwise` judge, else pairwise. RewardBench 2 is always rated.",
+        "`auto`: rating for a `judge.format: pointwise` judge, else pairwise. "
+        + " and ".join(BENCHMARKS[name].title for name in benchmark_names("rated")) + " is always rated.",
     )
     baseline: bool = _field(True, description="Also evaluate the seed judge (iteration 0).")
     max_tokens: int = _field(2048, ge=8, description="Tokens per judgment (greedy).")
     position_consistency: bool = _field(
         True,
         description="Also judge the swapped order and report position-consistent accuracy "
-        "(`rewardbench`; `judgebench` always judges both orders).",
+        f"(`{'`, `'.join(benchmark_names('pairwise'))}`; `{'`, `'.join(benchmark_names('both orders'))}` always judges both orders).",
     )
     majority_vote: int = _field(
         0,
@@ -403,7 +425,7 @@ class Evaluate(Model):
     )
 
 
-#: The GPU kinds the estimate has a throughput table for (`pipeline/estimate.py`).
+#: The GPU kinds the estimate has a throughput table for (`views/estimate.py`).
 GpuKind = Literal["H100", "H200", "B200", "A100", "L40S", "cpu"]
 
 
@@ -457,7 +479,7 @@ class Estimate(Model):
         None,
         ge=1,
         description="Examples in `data.evaluation.source` where they cannot be counted. Default: counted in a local file, else the "
-        "benchmark's size (RewardBench 2,985, RewardBench 2 1,865, JudgeBench 350).",
+        "benchmark's size (" + ", ".join(f"{b.title} {b.examples:,}" for b in BENCHMARKS.values()) + ").",
     )
     selected_fraction: float = _field(
         0.3, gt=0.0, le=1.0, description="Fraction of the categorized instructions that select keeps, before `select.totalCap`."
@@ -853,12 +875,25 @@ class SelfTaughtRunSpec(Model):
             return self.evaluate.mode
         return "rating" if self.judge.format == "pointwise" else "pairwise"
 
+    def train_base(self, iteration: int) -> int:
+        """The iteration whose model train-`iteration` fine-tunes: the seed's (0), or with
+        `train.initFrom: previous` the one before it."""
+        return iteration - 1 if self.train.init_from == "previous" else 0
+
+    @property
+    def evaluation_benchmark(self) -> BenchmarkName:
+        """The benchmark the evaluation set is read and scored as: `evaluate.benchmark`, or for the
+        held-out pairs (no `data.evaluation.source`) RewardBench's format with the user's subsets."""
+        return self.evaluate.benchmark if self.data.evaluation.source else HELD_OUT
+
     @model_validator(mode="after")
-    def _judgebench_is_pairwise(self) -> SelfTaughtRunSpec:
-        if self.data.evaluation.source and self.evaluate.benchmark == "judgebench" and self.evaluation_mode == "rating":
+    def _both_orders_is_pairwise(self) -> SelfTaughtRunSpec:
+        benchmark = BENCHMARKS[self.evaluation_benchmark]
+        if benchmark.asks == "both orders" and self.evaluation_mode == "rating":
+            others = [name for name in BENCHMARKS if name != benchmark.name and BENCHMARKS[name].asks != "both orders"]
             raise ValueError(
-                "evaluate.benchmark judgebench is scored on pairwise verdicts in both orders; a rating-mode evaluation "
-                "(evaluate.mode, or judge.format: pointwise) is not JudgeBench's: use rewardbench or rewardbench2 data"
+                f"evaluate.benchmark {benchmark.name} is scored on pairwise verdicts in both orders; a rating-mode evaluation "
+                f"(evaluate.mode, or judge.format: pointwise) is not {benchmark.title}'s: use {' or '.join(others)} data"
             )
         return self
 

@@ -32,16 +32,16 @@ from selftaught.controller.serving import build_service as build_serving_service
 from selftaught.controller.serving import decide_serving, endpoint, recorded_choice, serve_labels, serve_name
 from selftaught.controller.status import Observation, build_status, status_document, status_patch
 from selftaught.controller.workqueue import WorkQueue
-from selftaught.pipeline.estimate import estimate, inputs_for, measure
-from selftaught.pipeline.live import read_view
 from selftaught.pipeline.planner import plan
-from selftaught.pipeline.progress import Progress, iteration_summaries, scan
 from selftaught.pipeline.runstore import SnapshotUnreadable, accept, open_run_store
-from selftaught.pipeline.serving import ALL_ITERATIONS, Choice, NothingToServe, choose
+from selftaught.pipeline.scan import Progress, iteration_summaries, scan
+from selftaught.pipeline.served import ALL_ITERATIONS, Choice, NothingToServe, choose
 from selftaught.pipeline.table import StageRef
 from selftaught.store import StoreError
 from selftaught.store.layout import REPORT
 from selftaught.store.manifest import Manifest
+from selftaught.views.estimate import estimate, inputs_for, measure
+from selftaught.views.live import read_view
 
 log = logging.getLogger(__name__)
 TERMINAL = ("Succeeded", "Failed")

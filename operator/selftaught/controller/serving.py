@@ -20,7 +20,7 @@ from selftaught.api.spec import API_GROUP, POD_DEFAULTS, ModelSource, SelfTaught
 from selftaught.api.status import ServingStatus
 from selftaught.controller.config import OperatorConfig
 from selftaught.controller.jobs import KUEUE_QUEUE, LABEL_RUN, MANAGED_BY, SERVICE_PREFIX, bounded_name, build_pod_spec, pod_env, pod_metadata
-from selftaught.pipeline.serving import SERVE_PORT, SERVE_VARIABLE, Choice, serve_document, served_model
+from selftaught.pipeline.served import SERVE_PORT, SERVE_VARIABLE, Choice, serve_document, served_model
 
 COMPONENT = "serve"
 HASH = f"{API_GROUP}/serving-hash"

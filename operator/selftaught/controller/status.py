@@ -25,11 +25,11 @@ from selftaught.api.status import (
     StageProgress,
 )
 from selftaught.controller.decide import Decision
-from selftaught.pipeline.estimate import Estimate
-from selftaught.pipeline.live import StageView, duration
 from selftaught.pipeline.planner import Plan
-from selftaught.pipeline.progress import Progress, iteration_summaries, skipped_counts
 from selftaught.pipeline.runstore import refusal_message
+from selftaught.pipeline.scan import Progress, iteration_summaries, skipped_counts
+from selftaught.views.estimate import Estimate
+from selftaught.views.live import StageView, duration
 
 
 @dataclass

@@ -12,7 +12,7 @@ from pathlib import Path
 from selftaught.api.spec import ModelSource, Storage
 from selftaught.engines.hub import hub_failure
 from selftaught.errors import ModelNotFound
-from selftaught.store import ObjectNotFound, open_store
+from selftaught.store import ObjectNotFound, open_uri
 
 
 def cache_root() -> Path:
@@ -36,7 +36,7 @@ def _from_s3(uri: str, storage: Storage | None) -> Path:
     target = cache_root() / "models" / hashlib.sha256(uri.encode()).hexdigest()[:16]
     if (target / "config.json").is_file():
         return target
-    store = open_store(uri, endpoint=storage.endpoint if storage else None, region=storage.region if storage else None)
+    store = open_uri(uri, storage)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".download-"))
     try:

@@ -1,6 +1,6 @@
 """What a model's weights weigh, read without loading or downloading them: the safetensors
 headers of a local folder or of a Hub repository (over HTTP), the shard index of an `s3://`
-checkpoint. The local runner compares it with its GPUs before any work (`pipeline/placement.py`),
+checkpoint. The local runner compares it with its GPUs before any work (`local/placement.py`),
 so a model that cannot fit fails in a second, not after a long download and a vLLM start."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 from selftaught.api.spec import ModelSource, Storage
 from selftaught.engines.hub import hub_failure
 from selftaught.errors import ModelNotFound
-from selftaught.store import ObjectNotFound, open_store
+from selftaught.store import ObjectNotFound, open_uri
 
 #: Bytes per parameter of each safetensors dtype.
 SAFETENSORS_BYTES = {
@@ -94,7 +94,7 @@ def _from_hub(repo_id: str, revision: str | None) -> Weights | None:
 def _from_s3(uri: str, storage: Storage | None) -> Weights | None:
     """From `model.safetensors.index.json` (its `total_size`) and config.json's dtype; a checkpoint
     of one file has no index, and its header cannot be read without a download."""
-    store = open_store(uri, endpoint=storage.endpoint if storage else None, region=storage.region if storage else None)
+    store = open_uri(uri, storage)
     try:
         index = json.loads(store.read_bytes("model.safetensors.index.json"))
         config = json.loads(store.read_bytes("config.json"))

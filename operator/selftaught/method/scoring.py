@@ -21,13 +21,16 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from selftaught.api.benchmarks import BENCHMARKS as TABLE
+from selftaught.api.benchmarks import need_all
 from selftaught.method.parsing import Verdict, parse_rating, parse_rewardbench_verdict
 
-BENCHMARKS = ("rewardbench", "rewardbench2", "judgebench")
+#: the benchmarks' names (`api/benchmarks.py`: the one table of them)
+BENCHMARKS = tuple(TABLE)
 
 # rewardbench/constants.py, EXAMPLE_COUNTS and SUBSET_MAPPING, as published.
 EXAMPLE_COUNTS: dict[str, int] = {
@@ -83,7 +86,7 @@ def check_record(record: dict, benchmark: str) -> str | None:
         return "not a JSON object"
     if not _is_str(record.get("subset")) or not record["subset"]:
         return "missing 'subset'" if "subset" not in record else "'subset' must be a non-empty string"
-    if benchmark == "rewardbench2":
+    if TABLE[benchmark].asks == "rated":
         return _check_rb2(record)
     if "winner" not in record:
         return "missing 'winner'"
@@ -92,7 +95,7 @@ def check_record(record: dict, benchmark: str) -> str | None:
     for key in ("output", "swapped_output"):
         if key in record and not _is_str(record[key]):
             return f"'{key}' must be a string"
-    if benchmark == "judgebench":
+    if TABLE[benchmark].asks == "both orders":
         for key in ("output", "swapped_output"):
             if key not in record:
                 return f"missing '{key}'"
@@ -329,11 +332,7 @@ class _Board:
 
 
 def _is_known(subset: str, benchmark: str) -> bool:
-    if benchmark == "rewardbench":
-        return subset in EXAMPLE_COUNTS
-    if benchmark == "rewardbench2":
-        return subset in RB2_SUBSETS
-    return judgebench_category(subset) is not None
+    return _KNOWN[benchmark](subset)
 
 
 def _finish(
@@ -355,12 +354,7 @@ def score(records: Iterable[dict], benchmark: str) -> dict[str, Any]:
     official scorer does. Streams `records` once; raises ValueError on an invalid record (check
     them first with `check_record` to report them your way)."""
     _check_benchmark(benchmark)
-    records = _valid(records, benchmark)
-    if benchmark == "rewardbench":
-        return _score_rewardbench(records)
-    if benchmark == "rewardbench2":
-        return _score_rewardbench2(records)
-    return _score_judgebench(records)
+    return _SCORERS[benchmark](_valid(records, benchmark))
 
 
 def _score_rewardbench(records: Iterable[dict]) -> dict[str, Any]:
@@ -458,3 +452,18 @@ def _score_judgebench(records: Iterable[dict]) -> dict[str, Any]:
     n = sum(t.n for t in categories.values())
     overall = sum(t.total for t in categories.values()) / n if n else None
     return _finish(report, sections, missing, overall)
+
+
+#: per benchmark of the table, its official scorer and the subsets it knows (any other is custom)
+_SCORERS: dict[str, Callable[[Iterable[dict]], dict[str, Any]]] = {
+    "rewardbench": _score_rewardbench,
+    "rewardbench2": _score_rewardbench2,
+    "judgebench": _score_judgebench,
+}
+_KNOWN: dict[str, Callable[[str], bool]] = {
+    "rewardbench": lambda subset: subset in EXAMPLE_COUNTS,
+    "rewardbench2": lambda subset: subset in RB2_SUBSETS,
+    "judgebench": lambda subset: judgebench_category(subset) is not None,
+}
+need_all(_SCORERS, "method/scoring.py's scorers")
+need_all(_KNOWN, "method/scoring.py's known subsets")

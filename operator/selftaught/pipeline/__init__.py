@@ -1,10 +1,10 @@
-"""The pipeline core: the vocabulary and the logic that both executors (the local runner and the
-Kopf operator) share — the stage table and stage references, the planner, the progress scan,
-the run's store and spec acceptance, how a stage process is started and what it reads — and what
-people see of a run: its cost estimate, progress inside running stages, and its report.
+"""The pipeline core: what every executor (the local runner, the Kopf operator, the stage process
+and the judge's server) shares — the stage table and stage references (`table.py`), the planner
+(`planner.py`), the progress scan (`scan.py`), the run's store and spec acceptance
+(`runstore.py`), how a stage process is started and the document it reads (`launch.py`), and
+which checkpoint serves as the run's judge and the document a server reads (`served.py`).
 
-Nothing here imports `stages/` or `engines/` at module level, so the operator loads none of the
-ML code; only `pipeline.process` (the stage process itself) reaches down into `stages/`, and
-`pipeline.plan` (for `selftaught plan` and `run`, never the operator) reads a local checkpoint's
-size with `engines/weights.py`.
+The core imports neither `stages/` nor `engines/` nor any ML library, so the operator loads none
+of them; what people see of a run is `views/`, what runs a stage is `stage_process.py`. Import
+contracts in pyproject.toml check both, and the order of the modules here.
 """

@@ -1,12 +1,16 @@
 """How a stage process is started, and the one document it reads: the same for a pod and for a
-local process, so what the local runner proves is what a Job runs."""
+local process, so what the local runner proves is what a Job runs. A stage process never outlives
+the process that started it (the local runner, torchrun): `die_with_parent`."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
+import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from selftaught.api.load import SpecError, parse_run
 from selftaught.api.spec import API_GROUP, API_VERSION, KIND, SelfTaughtRun, SelfTaughtRunSpec
@@ -14,8 +18,12 @@ from selftaught.pipeline.table import StageRef
 
 #: The environment variable that carries the run to a stage process.
 RUN_VARIABLE = "SELFTAUGHT_RUN"
+#: Where a stage process writes its reason when it fails (a pod: its termination message, read by the
+#: operator; under the local runner: a file the runner reads).
+TERMINATION_MESSAGE_VARIABLE = "SELFTAUGHT_TERMINATION_MESSAGE_PATH"
 #: torchrun's rendezvous port on the node of rank 0.
 MASTER_PORT = 29500
+_PR_SET_PDEATHSIG = 1
 
 
 def stage_document(run: SelfTaughtRun) -> str:
@@ -78,3 +86,21 @@ def stage_command(
         f"--master-port={master_port}",
         *stage,
     ]
+
+
+def _prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True).prctl
+    except (OSError, AttributeError):  # pragma: no cover - an unusual libc
+        return None
+
+
+_PRCTL = _prctl()  # resolved before any fork: nothing to look up in a child
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Be sent `sig` when the parent process dies (no-op where the kernel has no such thing)."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)

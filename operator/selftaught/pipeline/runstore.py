@@ -23,16 +23,15 @@ from selftaught.api.spec import SelfTaughtRun, SelfTaughtRunSpec
 from selftaught.errors import InvalidSpec
 from selftaught.pipeline.launch import stage_document
 from selftaught.pipeline.planner import Node, stage_graph
-from selftaught.pipeline.progress import Progress, scan
+from selftaught.pipeline.scan import Progress, scan
 from selftaught.pipeline.table import StageRef
-from selftaught.store import Store, open_store
+from selftaught.store import Store, open_uri
 from selftaught.store.layout import RUN_SNAPSHOT
 
 
 def open_run_store(run: SelfTaughtRun) -> Store:
     """`<storage.uri>/<namespace>/<name>/`: runs never share a folder."""
-    storage = run.spec.storage
-    root = open_store(storage.uri, endpoint=storage.endpoint, region=storage.region)
+    root = open_uri(run.spec.storage.uri, run.spec.storage)
     return root.child(f"{run.metadata.namespace}/{run.metadata.name}")
 
 

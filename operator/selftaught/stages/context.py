@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, TypeVar
 
-from selftaught.api.spec import ModelSource, SelfTaughtRun, SelfTaughtRunSpec
+from selftaught.api.spec import ModelSource, SelfTaughtRun, SelfTaughtRunSpec, iteration_model
 from selftaught.chat import ChatEngine
-from selftaught.stages.progress import NoProgress, SampleMeter, ShardProgress
+from selftaught.stages.shard_progress import NoProgress, SampleMeter, ShardProgress
 from selftaught.store import Store
-from selftaught.store.layout import ATTEMPT_PREFIX, output_key
+from selftaught.store.layout import ATTEMPT_PREFIX, checkpoint_output, output_key
+from selftaught.store.manifest import published_key
 
 if TYPE_CHECKING:  # the pipeline core hands a stage its reference; stages never build one
     from selftaught.pipeline.table import StageRef
@@ -41,7 +42,7 @@ class StageContext:
     make_engine: Callable[[StageContext, ModelSource], ChatEngine] = vllm_engine
     #: this process's attempt at the stage: everything it writes goes under this folder
     attempt: str = field(default_factory=lambda: f"{ATTEMPT_PREFIX}{uuid.uuid4().hex[:12]}")
-    #: the progress of the shard at work (`stages/progress.py`); outside a shard, nothing is written
+    #: the progress of the shard at work (`stages/shard_progress.py`); outside a shard, nothing is written
     progress: ShardProgress = field(default_factory=NoProgress)
 
     def __post_init__(self) -> None:
@@ -51,6 +52,10 @@ class StageContext:
     @property
     def spec(self) -> SelfTaughtRunSpec:
         return self.run.spec
+
+    def model(self, iteration: int) -> ModelSource:
+        """M(`iteration`): the seed, or the checkpoint train-`iteration` published in this run's store."""
+        return iteration_model(self.spec.models.seed, iteration, lambda i: self.store.url(published_key(self.store, *checkpoint_output(i))))
 
     def engine_factory(self, model: ModelSource) -> ChatEngine:
         return self.make_engine(self, model)

@@ -20,7 +20,7 @@ from typing import ClassVar
 from selftaught.api.spec import ModelSource
 from selftaught.chat import ChatEngine
 from selftaught.stages.context import LazyEngine, StageContext
-from selftaught.stages.progress import NoProgress, ShardProgress
+from selftaught.stages.shard_progress import NoProgress, ShardProgress
 from selftaught.store import Store
 from selftaught.store.jsonl import JsonlWriter
 from selftaught.store.layout import SHARD_MARKERS, attempt_of, manifest_key, progress_key, shard_name

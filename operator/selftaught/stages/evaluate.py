@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from selftaught.api.benchmarks import BENCHMARKS
 from selftaught.api.spec import Evaluate as EvaluateSettings
 from selftaught.chat import ChatEngine, Messages, Sampling
 from selftaught.method.judging import JudgeItem, random_order
@@ -21,7 +22,6 @@ from selftaught.method.selection import priority
 from selftaught.stages.budget import Prompt, fitting
 from selftaught.stages.context import in_shard
 from selftaught.stages.contract import MapReduceStage, ShardResult
-from selftaught.stages.judge import judge_model
 from selftaught.stages.sources import MANIFEST_REASONS, Counted, located_evaluation_examples, merged, nothing_usable
 from selftaught.store.jsonl import SkipCounter, numbered_jsonl, read_jsonl
 from selftaught.store.layout import PAIRS_HELDOUT, metrics_output
@@ -29,11 +29,6 @@ from selftaught.store.manifest import Manifest, published_key
 
 #: the official settings of RewardBench's and the paper's majority vote
 VOTE_TEMPERATURE, VOTE_TOP_P = 0.7, 0.9
-
-
-def benchmark_of(ctx) -> str:
-    """Held-out generated pairs are RewardBench-format pairs of the user's own subsets."""
-    return ctx.spec.evaluate.benchmark if ctx.spec.data.evaluation.source else "rewardbench"
 
 
 def evaluation_examples(ctx, skipped: SkipCounter) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -110,10 +105,12 @@ def _ratings(example: dict[str, Any], requests: Requests) -> dict[str, Any]:
 
 
 def _request(example: dict[str, Any], benchmark: str, seed: int, settings, requests: Requests) -> dict[str, Any]:
-    """The scorer's record of one example, its conversations added to `requests`."""
-    if benchmark == "rewardbench2":
+    """The scorer's record of one example, its conversations added to `requests`: as the
+    benchmark asks (`api/benchmarks.py`)."""
+    asks = BENCHMARKS[benchmark].asks
+    if asks == "rated":
         return _ratings(example, requests)
-    if benchmark == "judgebench":
+    if asks == "both orders":
         return _both_orders(example, requests)
     return _pairwise(example, seed, settings, requests)
 
@@ -127,7 +124,7 @@ def judge_examples(
     samples will be drawn."""
     requests = Requests()
     records = [_request(e, benchmark, seed, settings, requests) for e in examples]
-    voting = bool(settings.majority_vote and benchmark == "rewardbench" and settings.mode != "rating" and records)
+    voting = bool(settings.majority_vote and BENCHMARKS[benchmark].majority_vote and settings.mode != "rating" and records)
     if start is not None:
         start(len(requests.conversations) + (len(records) * settings.majority_vote if voting else 0))
     tokens = 0
@@ -149,11 +146,11 @@ class Evaluate(MapReduceStage):
     name = "evaluate"
 
     def model(self, ctx):
-        return judge_model(ctx, ctx.stage.iteration)
+        return ctx.model(ctx.stage.iteration)
 
     def map_shard(self, ctx, shard, out, engine):
         # the mode resolved: a pointwise judge is rated (evaluate.mode auto)
-        settings, seed, benchmark = ctx.spec.evaluate.model_copy(update={"mode": ctx.spec.evaluation_mode}), ctx.spec.seed, benchmark_of(ctx)
+        settings, seed, benchmark = ctx.spec.evaluate.model_copy(update={"mode": ctx.spec.evaluation_mode}), ctx.spec.seed, ctx.spec.evaluation_benchmark
         skipped, too_long = SkipCounter(), SkipCounter()
         usable = Counted(evaluation_examples(ctx, skipped))
         located = list(in_shard(usable, shard, ctx.num_shards))
@@ -180,7 +177,7 @@ class Evaluate(MapReduceStage):
         return ShardResult(counts, skipped=merged(read, too_long).examples)
 
     def reduce(self, ctx, shard_manifests):
-        benchmark = benchmark_of(ctx)
+        benchmark = ctx.spec.evaluation_benchmark
         reasons = [reason for m in shard_manifests for reason in m.skipped]
         skipped = int(sum(m.counts.get("skipped_records", 0) for m in shard_manifests))
         if not sum(m.counts.get("examples", 0) for m in shard_manifests):  # never an accuracy over nothing

@@ -10,7 +10,6 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 
-from selftaught.api.spec import ModelSource
 from selftaught.chat import ChatEngine, Messages, Sample, Sampling
 from selftaught.errors import NoTrainingData
 from selftaught.method.judging import BalanceCounts, ItemState, RatingItem, balance, judge_items, preference_record, sample_in_rounds, sft_records
@@ -20,15 +19,8 @@ from selftaught.stages.budget import fits
 from selftaught.stages.context import in_shard
 from selftaught.stages.contract import MapReduceStage, ShardResult, sum_counts
 from selftaught.store.jsonl import read_jsonl, write_jsonl
-from selftaught.store.layout import PAIRS_TRAIN, checkpoint_output, judged_output, preference_output, sft_output
+from selftaught.store.layout import PAIRS_TRAIN, judged_output, preference_output, sft_output
 from selftaught.store.manifest import Manifest, published_key
-
-
-def judge_model(ctx, iteration: int) -> ModelSource:
-    """M(0) is the seed; M(i) is the checkpoint trained in iteration i."""
-    if iteration == 0:
-        return ctx.spec.models.seed
-    return ModelSource(source=ctx.store.url(published_key(ctx.store, *checkpoint_output(iteration))))
 
 
 def chat_per_item(
@@ -91,7 +83,7 @@ class Judge(MapReduceStage):
     name = "judge"
 
     def model(self, ctx):
-        return judge_model(ctx, ctx.stage.iteration - 1)
+        return ctx.model(ctx.stage.iteration - 1)
 
     def map_shard(self, ctx, shard, out, engine):
         settings, seed, iteration = ctx.spec.judge, ctx.spec.seed, ctx.stage.iteration

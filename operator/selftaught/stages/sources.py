@@ -8,10 +8,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from selftaught.api.benchmarks import need_all
 from selftaught.api.spec import DataSource, EvaluationData, Storage
 from selftaught.engines.hub import hub_failure
 from selftaught.errors import EmptyDataset, InvalidInput
-from selftaught.store import LocalStore, ObjectNotFound, Store, open_store
+from selftaught.store import LocalStore, ObjectNotFound, Store, open_uri
 from selftaught.store.jsonl import BadRecord, SkipCounter, dotted_get, numbered_jsonl
 
 HF_PREFIX = "hf://datasets/"
@@ -30,12 +31,12 @@ def _jsonl_objects(uri: str, storage: Storage | None) -> Iterator[tuple[Store, s
     if uri.startswith("s3://"):
         parent, _, name = uri.rstrip("/").rpartition("/")
         if name.endswith((".jsonl", ".json")):
-            store = open_store(parent, endpoint=storage and storage.endpoint, region=storage and storage.region)
+            store = open_uri(parent, storage)
             if not store.exists(name):
                 raise InvalidInput(f"{uri}: no such object")
             yield store, name
             return
-        store = open_store(uri, endpoint=storage and storage.endpoint, region=storage and storage.region)
+        store = open_uri(uri, storage)
         keys = [k for k in store.list("") if k.endswith(".jsonl")]
         if not keys:
             raise InvalidInput(f"{uri}: no .jsonl objects under this prefix")
@@ -187,7 +188,9 @@ def _judgebench(record: dict[str, Any]) -> dict[str, Any] | str:
     }
 
 
+#: per benchmark of the table (`api/benchmarks.py`), how one record of its data is read
 READERS = {"rewardbench": _rewardbench, "rewardbench2": _rewardbench2, "judgebench": _judgebench}
+need_all(READERS, "stages/sources.py's readers")
 
 
 def iter_evaluation_examples(

@@ -9,20 +9,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from selftaught.api.spec import ModelSource
 from selftaught.engines.models import resolve_model
 from selftaught.stages.contract import TOKENS_PER_SECOND, Stage
-from selftaught.stages.progress import NoProgress, ShardProgress
+from selftaught.stages.shard_progress import NoProgress, ShardProgress
 from selftaught.store.jsonl import read_jsonl
 from selftaught.store.layout import checkpoint_output, preference_output, progress_key, sft_output
 from selftaught.store.manifest import Manifest, published_key
-
-
-def base_model(ctx) -> ModelSource:
-    iteration = ctx.stage.iteration
-    if ctx.spec.train.init_from == "previous" and iteration > 1:
-        return ModelSource(source=ctx.store.url(published_key(ctx.store, *checkpoint_output(iteration - 1))))
-    return ctx.spec.models.seed
 
 
 def is_main_process() -> bool:
@@ -42,7 +34,7 @@ class Train(Stage):
         from selftaught.engines.training import train_dpo, train_sft
 
         iteration = ctx.stage.iteration
-        model_path = resolve_model(base_model(ctx), ctx.spec.storage)
+        model_path = resolve_model(ctx.model(ctx.spec.train_base(iteration)), ctx.spec.storage)
         dpo = ctx.spec.train.method == "dpo"
         trainer, data = (train_dpo, preference_output(iteration)) if dpo else (train_sft, sft_output(iteration))
         records = read_jsonl(ctx.store, published_key(ctx.store, *data))

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from selftaught.pipeline.live import StageView, describe, duration
+from selftaught.views.live import StageView, describe, duration
 
 
 class StageDisplay:

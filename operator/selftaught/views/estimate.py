@@ -12,16 +12,20 @@ generated token 2 x active parameters at its decode rate; every process that loa
 the start time and the weights (2 bytes a parameter) at the load rate. Training: 6 x parameters per
 token (x 4/3 with gradient checkpointing) at the training rate, plus a start and three passes over
 the weights (load, gather, upload).
+
+What is particular to a stage (its tokens, its seconds, what its manifest measures) is its row of
+`COSTS`, one per stage of the stage table; the rest is the same for every stage.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from selftaught.api.benchmarks import BENCHMARKS
 from selftaught.api.spec import ModelSource, SelfTaughtRunSpec, Throughput
 from selftaught.engines.memory import GIB, choose_checkpointing, shape_for_size
 from selftaught.engines.memory import estimate as memory_estimate
@@ -33,9 +37,8 @@ from selftaught.method.prompts import (
     RATING_TEMPLATE,
 )
 from selftaught.method.sampling import Population, Schedule
-from selftaught.pipeline.placement import Machine, generation_placement, training_placement
 from selftaught.pipeline.planner import evaluation_enabled, stage_graph
-from selftaught.pipeline.table import StageRef
+from selftaught.pipeline.table import STAGE_NAMES, StageRef
 from selftaught.store.manifest import Manifest
 
 
@@ -69,10 +72,6 @@ TRAIN_LAUNCH_SECONDS = 15.0
 CATEGORY_TOKENS = 30
 #: Chat-template tokens around every conversation; prompt text is ~4 characters a token.
 TEMPLATE_TOKENS, CHARS_PER_TOKEN = 20, 4
-#: Examples of each benchmark's usual set, when the evaluation source cannot be counted.
-BENCHMARK_SIZES = {"rewardbench": 2985, "rewardbench2": 1865, "judgebench": 350}
-#: Answers rated per RewardBench 2 example (one chosen, three rejected).
-RATINGS_PER_EXAMPLE = 4
 #: Spread of per-item judge accuracy around its mean (Beta concentration, as benchmarks/sampling.py).
 CONCENTRATION = 2.0
 #: Seconds select spends per instruction (a CPU stream), and to start.
@@ -113,22 +112,6 @@ def cluster_executor(spec: SelfTaughtRunSpec) -> Executor:
         "cluster", min(generation.parallelism, generation.shards), True, generation.tensor_parallel,
         spec.train.nodes * spec.train.gpus_per_node, spec.train.nodes,
     )  # fmt: skip
-
-
-def local_executor(spec: SelfTaughtRunSpec, machine: Machine) -> Executor:
-    """How `selftaught run` places stages on this machine (`pipeline/placement.py`)."""
-    if not machine.devices:
-        return Executor("local", 1, False, 0, 0)
-    groups = generation_placement(spec.generation, machine.devices).at_once
-    training = training_placement(spec.train, machine.devices)
-    return Executor("local", groups, groups > 1, spec.generation.tensor_parallel, training.nproc)
-
-
-def machine_kind(machine: Machine) -> str:
-    """The GPU kind of this machine's GPUs (cpu without any; H100 for a kind the table lacks)."""
-    if not machine.devices:
-        return "cpu"
-    return next((kind for name in machine.names if (kind := kind_of_device(name))), "H100")
 
 
 @dataclass(frozen=True)
@@ -300,7 +283,7 @@ def inputs_for(
         examples = Count(evaluation_examples, "counted in data.evaluation.source")
     else:
         benchmark = spec.evaluate.benchmark
-        examples = Count(BENCHMARK_SIZES[benchmark], f"{benchmark}'s usual size; set spec.estimate.evaluationExamples")
+        examples = Count(BENCHMARKS[benchmark].examples, f"{benchmark}'s usual size; set spec.estimate.evaluationExamples")
     kind, kind_from = gpu_kind(spec, machine_gpu)
     generator = spec.models.generator
     return Inputs(
@@ -338,31 +321,15 @@ class Measurements:
 
 
 def measure(manifests: Mapping[StageRef, Manifest]) -> Measurements:
-    """Pure: the measurements in a run's stage manifests."""
+    """Pure: the measurements in a run's stage manifests (what each stage's manifest says is its
+    cost row's `measure`)."""
     found: dict = {"judge_items": {}, "training_examples": {}, "seconds": {}, "tokens": {}}
     for ref in sorted(manifests):
         manifest = manifests[ref]
-        counts, summary = manifest.counts, manifest.summary
         found["seconds"][ref.label] = manifest.seconds
-        if counts.get("tokens") is not None:
-            found["tokens"][ref.label] = counts["tokens"]
-        if ref.name == "categorize" and counts.get("records") is not None:
-            found["instructions"] = int(counts["records"])
-        elif ref.name == "select" and summary.get("selected") is not None:
-            found["selected"] = int(summary["selected"])
-        elif ref.name == "pairs" and counts.get("train") is not None:
-            found["train_pairs"], found["heldout_pairs"] = int(counts["train"]), int(counts.get("heldout", 0))
-        elif ref.name == "evaluate" and counts.get("examples"):
-            found["evaluation_examples"] = int(counts["examples"])
-        elif ref.name == "judge" and counts.get("items"):
-            items = counts["items"]
-            found["judge_items"][ref.iteration] = int(items)
-            found["samples_per_item"] = counts.get("samples", 0) / items
-            found["keep_rate"] = counts.get("kept", 0) / items
-            if counts.get("samples"):
-                found["tokens_per_sample"] = counts.get("tokens", 0) / counts["samples"]
-            if counts.get("training_examples") is not None:
-                found["training_examples"][ref.iteration] = int(counts["training_examples"])
+        if manifest.counts.get("tokens") is not None:
+            found["tokens"][ref.label] = manifest.counts["tokens"]
+        COSTS[ref.name].measure(ref, manifest.counts, manifest.summary, found)
     return Measurements(**found)
 
 
@@ -452,101 +419,226 @@ def checkpointing_on(spec: SelfTaughtRunSpec, inputs: Inputs, example_tokens: fl
     return choose_checkpointing(None, need, int(RATES[inputs.gpu].memory_gib * GIB)).on
 
 
+@dataclass(frozen=True)
+class _Quantities:
+    """What the stages' costs are computed from: the run's counts and token lengths, measured by
+    finished stages where they have run, else from the spec's assumptions."""
+
+    spec: SelfTaughtRunSpec
+    inputs: Inputs
+    measured: Measurements
+    pricer: _Pricer
+    instructions: int
+    selected: int
+    train_pairs: int
+    examples: int  #: evaluation examples
+    orders: int  #: a judge item per pair and order
+    instruction: float  #: tokens of an instruction, an answer, a judgment (a judge's, an evaluation's)
+    answer: float
+    judgment: float
+    evaluation_judgment: float
+    samples_per_item: float  #: adaptive judging: samples drawn, requests sent, kept, per item
+    requests_per_item: float
+    keep_rate: float
+    tokens_per_sample: float
+    judge_prompt: float
+
+    @classmethod
+    def of(cls, spec: SelfTaughtRunSpec, inputs: Inputs, measured: Measurements, pricer: _Pricer, instructions: int) -> _Quantities:
+        assume = spec.estimate
+        selected = measured.selected
+        if selected is None:
+            caps = [instructions * assume.selected_fraction]
+            if spec.select.total_cap:
+                caps.append(spec.select.total_cap)
+            if spec.select.per_category_cap:
+                caps.append(spec.select.per_category_cap * len(spec.select.categories))
+            selected = max(1, round(min(caps)))
+        held_fraction = 0.0 if spec.data.evaluation.source else spec.data.evaluation.held_out_fraction
+        train_pairs = measured.train_pairs if measured.train_pairs is not None else round(selected * (1 - held_fraction))
+        heldout = measured.heldout_pairs if measured.heldout_pairs is not None else selected - train_pairs
+        model = expected_sampling(Schedule.of(spec.judge), assume.judge_accuracy)
+        per_item, keep_rate = model.samples, model.keep_rate
+        if measured.samples_per_item is not None:
+            if spec.judge.adaptive:
+                per_item = measured.samples_per_item
+            keep_rate = measured.keep_rate if measured.keep_rate is not None else keep_rate
+        instruction, answer = assume.instruction_tokens, min(assume.answer_tokens, spec.pairs.max_tokens)
+        judgment = min(assume.judgment_tokens, spec.judge.max_tokens)
+        return cls(
+            spec, inputs, measured, pricer, instructions, selected, train_pairs,
+            examples=measured.evaluation_examples or inputs.evaluation_examples.value or heldout,
+            orders=2 if spec.judge.orders == "both" else 1,
+            instruction=instruction, answer=answer, judgment=judgment,
+            evaluation_judgment=min(assume.judgment_tokens, spec.evaluate.max_tokens),
+            samples_per_item=per_item, requests_per_item=model.requests, keep_rate=keep_rate,
+            tokens_per_sample=measured.tokens_per_sample or judgment,
+            judge_prompt=_JUDGE_PROMPT + instruction + 2 * answer,
+        )  # fmt: skip
+
+    def judge_items(self, iteration: int) -> float:
+        """Items a judge stage judges: measured, else a pair per order."""
+        return self.measured.judge_items.get(iteration, self.train_pairs * self.orders)
+
+
+# -- each stage's cost: one row per stage ----------------------------------------------------------
+
+
+def _no_work(q: _Quantities, ref: StageRef, fixed: bool) -> _Work:
+    return _Work(0.0, 0.0)
+
+
+def _categorize_work(q: _Quantities, ref: StageRef, fixed: bool) -> _Work:
+    return _Work(q.instructions * (_CATEGORIZE_PROMPT + q.instruction), q.instructions * min(CATEGORY_TOKENS, q.spec.categorize.max_tokens))
+
+
+def _pairs_work(q: _Quantities, ref: StageRef, fixed: bool) -> _Work:
+    """The answer, then a modified instruction and its answer."""
+    prompt = q.selected * (2 * TEMPLATE_TOKENS + q.instruction + _MODIFIED_PROMPT + q.instruction + q.answer)
+    return _Work(prompt, q.selected * (2 * q.answer + q.instruction))
+
+
+def _judge_work(q: _Quantities, ref: StageRef, fixed: bool) -> _Work:
+    """`fixed`: a judge that always samples judge.samples (one request per item)."""
+    items = q.judge_items(ref.iteration)
+    samples, requests = (float(q.spec.judge.samples), 1.0) if fixed else (q.samples_per_item, q.requests_per_item)
+    return _Work(items * requests * q.judge_prompt, items * samples * q.tokens_per_sample)
+
+
+def _evaluate_work(q: _Quantities, ref: StageRef, fixed: bool) -> _Work:
+    """As the benchmark asks (`api/benchmarks.py`)."""
+    benchmark = BENCHMARKS[q.spec.evaluation_benchmark]
+    if benchmark.asks == "rated":  # every answer rated on its own
+        ratings = q.examples * benchmark.answers
+        return _Work(ratings * (_RATING_PROMPT + q.instruction + q.answer), ratings * q.evaluation_judgment)
+    greedy = 2 if benchmark.asks == "both orders" or q.spec.evaluate.position_consistency else 1
+    votes = q.spec.evaluate.majority_vote if benchmark.majority_vote else 0
+    requests = greedy + (1 if votes else 0)
+    return _Work(q.examples * requests * q.judge_prompt, q.examples * (greedy + votes) * q.evaluation_judgment)
+
+
+def _select_seconds(q: _Quantities, ref: StageRef, cost: StageCost, fixed: bool) -> float:
+    return SELECT_START_SECONDS + SELECT_SECONDS_PER_RECORD * q.instructions
+
+
+def _train_seconds(q: _Quantities, ref: StageRef, cost: StageCost, fixed: bool) -> float:
+    kept = q.measured.training_examples.get(ref.iteration)
+    if kept is None:
+        kept = q.judge_items(ref.iteration) * q.keep_rate
+    example = q.judge_prompt + q.tokens_per_sample
+    tokens = kept * example * q.spec.train.epochs
+    return q.pricer.training(tokens, q.inputs.seed, checkpointing_on(q.spec, q.inputs, example))
+
+
+def _generation_seconds(q: _Quantities, ref: StageRef, cost: StageCost, fixed: bool) -> float:
+    """Summed over the stage's processes, on the model that generates it."""
+    size = q.inputs.generator if cost.model == "generator" else q.inputs.seed
+    return q.pricer.generation(cost.work(q, ref, fixed), size, q.spec.generation.shards)
+
+
+def _measure_nothing(ref: StageRef, counts: dict, summary: dict, found: dict) -> None:
+    pass
+
+
+def _measure_categorize(ref: StageRef, counts: dict, summary: dict, found: dict) -> None:
+    if counts.get("records") is not None:
+        found["instructions"] = int(counts["records"])
+
+
+def _measure_select(ref: StageRef, counts: dict, summary: dict, found: dict) -> None:
+    if summary.get("selected") is not None:
+        found["selected"] = int(summary["selected"])
+
+
+def _measure_pairs(ref: StageRef, counts: dict, summary: dict, found: dict) -> None:
+    if counts.get("train") is not None:
+        found["train_pairs"], found["heldout_pairs"] = int(counts["train"]), int(counts.get("heldout", 0))
+
+
+def _measure_judge(ref: StageRef, counts: dict, summary: dict, found: dict) -> None:
+    if not counts.get("items"):
+        return
+    items = counts["items"]
+    found["judge_items"][ref.iteration] = int(items)
+    found["samples_per_item"] = counts.get("samples", 0) / items
+    found["keep_rate"] = counts.get("kept", 0) / items
+    if counts.get("samples"):
+        found["tokens_per_sample"] = counts.get("tokens", 0) / counts["samples"]
+    if counts.get("training_examples") is not None:
+        found["training_examples"][ref.iteration] = int(counts["training_examples"])
+
+
+def _measure_evaluate(ref: StageRef, counts: dict, summary: dict, found: dict) -> None:
+    if counts.get("examples"):
+        found["evaluation_examples"] = int(counts["examples"])
+
+
+@dataclass(frozen=True)
+class StageCost:
+    """How one stage is priced: the tokens it prompts and generates (`work`), the process-seconds
+    they take (`seconds`: a generation stage's on the `model` that generates it), what its manifest
+    measures for the stages after it (`measure`), and whether the plan compares it with sampling a
+    fixed N (`adaptive`)."""
+
+    work: Callable[[_Quantities, StageRef, bool], _Work] = _no_work
+    seconds: Callable[[_Quantities, StageRef, StageCost, bool], float] = _generation_seconds
+    model: Literal["seed", "generator"] = "seed"
+    measure: Callable[[StageRef, dict, dict, dict], None] = _measure_nothing
+    adaptive: bool = False
+
+
+#: One row per stage of the stage table (`pipeline/table.py`).
+COSTS: dict[str, StageCost] = {
+    "categorize": StageCost(work=_categorize_work, model="generator", measure=_measure_categorize),
+    "select": StageCost(seconds=_select_seconds, measure=_measure_select),
+    "pairs": StageCost(work=_pairs_work, model="generator", measure=_measure_pairs),
+    "judge": StageCost(work=_judge_work, measure=_measure_judge, adaptive=True),
+    "train": StageCost(seconds=_train_seconds),
+    "evaluate": StageCost(work=_evaluate_work, measure=_measure_evaluate),
+}
+assert set(COSTS) == set(STAGE_NAMES), "every stage of the table has its cost row"
+
+
 def estimate(spec: SelfTaughtRunSpec, inputs: Inputs, measured: Measurements | None = None) -> Estimate:
     """The run's estimate: one row per stage of the run, measured where finished."""
     measured = measured or Measurements()
-    assume, executor = spec.estimate, inputs.executor
-    rates = rates_of(inputs.gpu, assume.throughput)
-    pricer = _Pricer(rates, executor)
+    executor = inputs.executor
+    pricer = _Pricer(rates_of(inputs.gpu, spec.estimate.throughput), executor)
     result = Estimate(gpu=inputs.gpu, assumptions=_assumptions(spec, inputs, measured))
     instructions = measured.instructions or inputs.instructions.value
     if instructions is None:
         result.unknown = f"the number of instructions is unknown: {inputs.instructions.known_from}"
         return result
-
+    q = _Quantities.of(spec, inputs, measured, pricer, instructions)
     shards = spec.generation.shards
-    instruction = assume.instruction_tokens
-    answer = min(assume.answer_tokens, spec.pairs.max_tokens)
-    judgment = min(assume.judgment_tokens, spec.judge.max_tokens)
-    evaluation_judgment = min(assume.judgment_tokens, spec.evaluate.max_tokens)
-    selected = measured.selected
-    if selected is None:
-        caps = [instructions * assume.selected_fraction]
-        if spec.select.total_cap:
-            caps.append(spec.select.total_cap)
-        if spec.select.per_category_cap:
-            caps.append(spec.select.per_category_cap * len(spec.select.categories))
-        selected = max(1, round(min(caps)))
-    held_fraction = 0.0 if spec.data.evaluation.source else spec.data.evaluation.held_out_fraction
-    train_pairs = measured.train_pairs if measured.train_pairs is not None else round(selected * (1 - held_fraction))
-    heldout = measured.heldout_pairs if measured.heldout_pairs is not None else selected - train_pairs
-    examples = measured.evaluation_examples or inputs.evaluation_examples.value or heldout
-    orders = 2 if spec.judge.orders == "both" else 1
-    model = expected_sampling(Schedule.of(spec.judge), assume.judge_accuracy)
-    per_item, keep_rate, requests_per_item = model.samples, model.keep_rate, model.requests
-    fixed_per_item = float(spec.judge.samples)
-    if measured.samples_per_item is not None:
-        if spec.judge.adaptive:
-            per_item = measured.samples_per_item
-        keep_rate = measured.keep_rate if measured.keep_rate is not None else keep_rate
-    per_sample = measured.tokens_per_sample or judgment
-    judge_prompt = _JUDGE_PROMPT + instruction + 2 * answer
-
-    def work(ref: StageRef, fixed: bool = False) -> _Work:
-        """Tokens of a stage; `fixed`: a judge stage that always samples judge.samples (one request)."""
-        if ref.name == "categorize":
-            return _Work(instructions * (_CATEGORIZE_PROMPT + instruction), instructions * min(CATEGORY_TOKENS, spec.categorize.max_tokens))
-        if ref.name == "pairs":  # the answer, then a modified instruction and its answer
-            prompt = selected * (2 * TEMPLATE_TOKENS + instruction + _MODIFIED_PROMPT + instruction + answer)
-            return _Work(prompt, selected * (2 * answer + instruction))
-        if ref.name == "judge":
-            items = measured.judge_items.get(ref.iteration, train_pairs * orders)
-            samples, requests = (fixed_per_item, 1.0) if fixed else (per_item, requests_per_item)
-            return _Work(items * requests * judge_prompt, items * samples * per_sample)
-        if ref.name == "evaluate":
-            benchmark = spec.evaluate.benchmark if spec.data.evaluation.source else "rewardbench"
-            if benchmark == "rewardbench2":
-                return _Work(examples * RATINGS_PER_EXAMPLE * (_RATING_PROMPT + instruction + answer), examples * RATINGS_PER_EXAMPLE * evaluation_judgment)
-            greedy = 2 if benchmark == "judgebench" or spec.evaluate.position_consistency else 1
-            votes = spec.evaluate.majority_vote if benchmark == "rewardbench" else 0
-            requests = greedy + (1 if votes else 0)
-            return _Work(examples * requests * judge_prompt, examples * (greedy + votes) * evaluation_judgment)
-        return _Work(0.0, 0.0)
 
     def seconds(ref: StageRef, fixed: bool = False) -> float:
         """Predicted process-seconds (generation: summed over processes; training: wall)."""
-        if ref.name == "select":
-            return SELECT_START_SECONDS + SELECT_SECONDS_PER_RECORD * instructions
-        if ref.name == "train":
-            kept = measured.training_examples.get(ref.iteration)
-            if kept is None:
-                kept = measured.judge_items.get(ref.iteration, train_pairs * orders) * keep_rate
-            tokens = kept * (judge_prompt + per_sample) * spec.train.epochs
-            return pricer.training(tokens, inputs.seed, checkpointing_on(spec, inputs, judge_prompt + per_sample))
-        size = inputs.generator if ref.name in ("categorize", "pairs") else inputs.seed
-        return pricer.generation(work(ref, fixed), size, shards)
+        cost = COSTS[ref.name]
+        return cost.seconds(q, ref, cost, fixed)
 
     factors = {ref.name: measured.seconds[ref.label] / predicted for ref in _finished(spec, measured) if (predicted := seconds(ref)) > 0}
     adaptive_tokens = fixed_tokens = adaptive_hours = fixed_hours = 0.0
-    for node in stage_graph(spec):
-        ref = node.ref
+    graph = stage_graph(spec)
+    for node in graph:
+        ref, cost = node.ref, COSTS[node.ref.name]
         row = _row(spec, ref, executor)
         done = ref.label in measured.seconds
         process_seconds = measured.seconds[ref.label] if done else seconds(ref) * factors.get(ref.name, 1.0)
-        planned = work(ref)
+        planned = cost.work(q, ref, False)
         row.prompt_tokens = planned.prompt_tokens
         row.generated_tokens = measured.tokens.get(ref.label, planned.generated_tokens) if done else planned.generated_tokens
         row.gpu_hours, row.hours = _hours(ref, process_seconds, executor, shards)
         row.measured = done
         result.rows.append(row)
-        if ref.name == "judge":
-            fixed = seconds(ref, fixed=True) * factors.get("judge", 1.0)
+        if cost.adaptive:
+            fixed = seconds(ref, fixed=True) * factors.get(ref.name, 1.0)
             adaptive_tokens += row.generated_tokens
-            fixed_tokens += work(ref, fixed=True).generated_tokens
+            fixed_tokens += cost.work(q, ref, True).generated_tokens
             adaptive_hours += row.gpu_hours
             fixed_hours += _hours(ref, fixed, executor, shards)[0]
-    if any(ref.name == "judge" for ref in (n.ref for n in stage_graph(spec))):
-        result.adaptive = Adaptive(spec.judge.samples, per_item, keep_rate, adaptive_tokens, fixed_tokens, adaptive_hours, fixed_hours)
+    if any(COSTS[node.ref.name].adaptive for node in graph):
+        result.adaptive = Adaptive(spec.judge.samples, q.samples_per_item, q.keep_rate, adaptive_tokens, fixed_tokens, adaptive_hours, fixed_hours)
     return result
 
 

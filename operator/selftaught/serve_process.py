@@ -1,5 +1,5 @@
 """`selftaught serve`: the judge's server on this machine. For a run file or a run's folder in its
-store it chooses the checkpoint (`pipeline/serving.py`); a server pod gets the operator's choice
+store it chooses the checkpoint (`pipeline/served.py`); a server pod gets the operator's choice
 in `SELFTAUGHT_SERVE`. Either way the checkpoint is fetched as stages fetch models (the model
 cache, `engines/models.py`), then this process becomes vLLM's OpenAI-compatible server."""
 
@@ -15,9 +15,9 @@ from selftaught.api.load import load_run
 from selftaught.engines.generation import cpu_environment
 from selftaught.engines.models import resolve_model
 from selftaught.engines.server import server_command
-from selftaught.pipeline.overview import open_run
-from selftaught.pipeline.progress import iteration_summaries, scan
-from selftaught.pipeline.serving import ALL_ITERATIONS, ServedModel, choose, served_model
+from selftaught.pipeline.scan import iteration_summaries, scan
+from selftaught.pipeline.served import ALL_ITERATIONS, ServedModel, choose, served_model
+from selftaught.views.overview import open_run
 
 
 def served_from_run(target: str, *, iteration: int | None = None, endpoint: str | None = None) -> ServedModel:

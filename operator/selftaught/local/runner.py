@@ -4,11 +4,11 @@ Each stage runs as `python -m selftaught stage ...` (training under torchrun), t
 pod runs, with the run passed in `SELFTAUGHT_RUN`. Progress lives only in the store, so a run
 that is killed and started again resumes from the last finished stage or shard.
 
-One runner per run: the runner holds the run's lease (`pipeline/lease.py`), stops the current
+One runner per run: the runner holds the run's lease (`local/lease.py`), stops the current
 stage's whole process trees when it is stopped itself, and keeps every temporary file of its
 stages in one scratch folder it empties after each stage and on every start.
 
-On a GPU machine the stages use the visible GPUs (`pipeline/placement.py`): a generation stage
+On a GPU machine the stages use the visible GPUs (`local/placement.py`): a generation stage
 runs one process per shard, as many at once as groups of `generation.tensorParallel` GPUs fit,
 then once more to reduce; training runs one torchrun worker per GPU. A model too large for its
 GPUs, or a tensor-parallel size larger than the machine, is refused before any work. On CPU
@@ -36,30 +36,32 @@ from selftaught.api.load import SpecError
 from selftaught.api.spec import SelfTaughtRun
 from selftaught.engines.weights import weights_of
 from selftaught.errors import SelftaughtError
-from selftaught.pipeline import subprocesses
-from selftaught.pipeline.estimate import estimate, measure
-from selftaught.pipeline.launch import RUN_VARIABLE, stage_command, stage_document
-from selftaught.pipeline.lease import Lease
-from selftaught.pipeline.live import watch_view
-from selftaught.pipeline.machine import probe
-from selftaught.pipeline.placement import (
+from selftaught.local import subprocesses
+from selftaught.local.lease import Lease
+from selftaught.local.machine import probe
+from selftaught.local.placement import (
     CPU,
     GiB,
     Machine,
     check_fit,
     cuda_visible_devices,
     generation_placement,
+    local_executor,
+    machine_kind,
     training_placement,
 )
-from selftaught.pipeline.plan import format_plan, plan_inputs
+from selftaught.pipeline.launch import RUN_VARIABLE, TERMINATION_MESSAGE_VARIABLE, stage_command, stage_document
 from selftaught.pipeline.planner import plan
-from selftaught.pipeline.process import TERMINATION_MESSAGE_VARIABLE
-from selftaught.pipeline.progress import describe, iteration_summaries, iteration_table, scan, skipped_summary
-from selftaught.pipeline.runreport import write_report
 from selftaught.pipeline.runstore import accept, open_run_store
+from selftaught.pipeline.scan import iteration_summaries, scan
 from selftaught.pipeline.table import StageRef
-from selftaught.pipeline.watch import StageDisplay
 from selftaught.store import Store, StoreError
+from selftaught.views.display import StageDisplay
+from selftaught.views.estimate import Inputs, estimate, measure
+from selftaught.views.html_report import write_report
+from selftaught.views.live import watch_view
+from selftaught.views.overview import describe_stage, iteration_table, skipped_summary
+from selftaught.views.plan_text import format_plan, plan_inputs
 
 
 class Interrupted(SelftaughtError):
@@ -249,6 +251,11 @@ def check_machine(run: SelfTaughtRun, machine: Machine, echo: Callable[[str], No
         check_fit(f"model {model.source} ({name})", weights.served_bytes(spec.generation.dtype), spec.generation, machine)
 
 
+def local_inputs(run: SelfTaughtRun, machine: Machine) -> Inputs:
+    """The cost estimate's inputs for `run` run here, on `machine` (`selftaught run`, `plan --local`)."""
+    return plan_inputs(run, machine_gpu=machine_kind(machine), executor=local_executor(run.spec, machine))
+
+
 def work_folder(run: SelfTaughtRun, store_uri: str) -> Path:
     """This machine's scratch space for one run (one per store folder: the lease makes it ours)."""
     digest = hashlib.sha256(store_uri.encode()).hexdigest()[:8]
@@ -284,7 +291,7 @@ def _run_holding_lease(run: SelfTaughtRun, store: Store, lease: Lease, echo: Cal
         machine = probe()
         check_machine(run, machine, echo)  # before any work: a run this machine cannot hold stops here
         where = "on this machine (" + (f"{len(machine.devices)} GPU(s))" if machine.devices else "CPU)")
-        inputs = plan_inputs(run, machine)
+        inputs = local_inputs(run, machine)
         echo(format_plan(run.metadata.name, estimate(run.spec, inputs, measure(scan(store).manifests)), where) + "\n")
         while True:
             if lease.lost is not None:
@@ -303,7 +310,7 @@ def _run_holding_lease(run: SelfTaughtRun, store: Store, lease: Lease, echo: Cal
                 _empty(scratch)  # each stage's temporary files go when it ends, however it ends
             result.stages_run.append(ref.label)
             progress = scan(store)
-            echo(f"[{time.monotonic() - started:6.1f}s] {ref.label:<12} ✓ {describe(ref, progress)}")
+            echo(f"[{time.monotonic() - started:6.1f}s] {ref.label:<12} ✓ {describe_stage(ref, progress)}")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     result.seconds = time.monotonic() - started

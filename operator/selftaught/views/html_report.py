@@ -6,7 +6,7 @@ It shows accuracy per iteration (overall and per section, with majority vote and
 consistency), keep rate and training examples, generated tokens per kept example against fixed N,
 time and GPU-hours per stage, and a table of every iteration's numbers. Everything on it is read
 from the store (stage manifests, evaluation metrics), so it can be rendered again at any time: by
-the stage process that finishes a run (`pipeline/process.py`, in a pod too), at the end of
+the stage process that finishes a run (`stage_process.py`, in a pod too), at the end of
 `selftaught run`, and by `selftaught report`.
 """
 
@@ -20,15 +20,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from selftaught.api.spec import SelfTaughtRun
-from selftaught.pipeline import plots
-from selftaught.pipeline.estimate import Estimate, Inputs, estimate, inputs_for, measure
-from selftaught.pipeline.live import duration
 from selftaught.pipeline.planner import plan
-from selftaught.pipeline.progress import Progress, scan
+from selftaught.pipeline.scan import Progress, scan
 from selftaught.pipeline.table import StageRef
 from selftaught.store import ObjectNotFound, Store
 from selftaught.store.layout import REPORT, metrics_output
 from selftaught.store.manifest import published_key
+from selftaught.views import plots
+from selftaught.views.estimate import Estimate, Inputs, estimate, inputs_for, measure
+from selftaught.views.live import duration
 
 #: (key, heading, format) of the iteration table's columns
 COLUMNS = (

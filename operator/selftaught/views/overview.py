@@ -7,19 +7,19 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 from selftaught.api.load import SpecError, parse_run
 from selftaught.api.spec import SelfTaughtRun
 from selftaught.errors import InvalidInput
-from selftaught.pipeline.estimate import Inputs, estimate, measure
-from selftaught.pipeline.live import StageView, describe, duration, read_view
 from selftaught.pipeline.planner import plan, stage_graph
-from selftaught.pipeline.progress import Progress, iteration_summaries, iteration_table, scan
-from selftaught.pipeline.progress import describe as describe_stage
 from selftaught.pipeline.runstore import open_run_store
+from selftaught.pipeline.scan import Progress, iteration_summaries, scan, stages_with_skips
 from selftaught.pipeline.table import StageRef
 from selftaught.store import ObjectNotFound, Store, open_store
 from selftaught.store.layout import REPORT, RUN_SNAPSHOT
+from selftaught.views.estimate import Inputs, estimate, measure
+from selftaught.views.live import StageView, describe, duration, read_view
 
 
 def open_run(run: SelfTaughtRun | None, uri: str | None = None, endpoint: str | None = None) -> tuple[SelfTaughtRun, Store]:
@@ -80,3 +80,39 @@ def overview(store: Store, run: SelfTaughtRun, inputs: Inputs, now: float | None
     elif step.finished:
         lines += ["", "report: none yet (selftaught report makes it)"]
     return "\n".join(lines)
+
+
+def skipped_summary(progress: Progress, reasons: int = 3) -> list[str]:
+    """One line per finished stage that skipped input records: how many, the first `reasons`
+    reasons its manifest keeps, and where the manifest is (for `selftaught run`'s summary)."""
+    lines = []
+    for ref, count in stages_with_skips(progress):
+        manifest = progress.manifests[ref]
+        first = "; ".join(manifest.skipped[:reasons])
+        more = f" (the first {len(manifest.skipped)} in {ref.manifest_key})" if len(manifest.skipped) > reasons else ""
+        lines.append(f"{ref.label}: {count} record{'' if count == 1 else 's'} skipped" + (f": {first}" if first else "") + more)
+    return lines
+
+
+def describe_stage(ref: StageRef, progress: Progress) -> str:
+    """A finished stage in one line: its summary and seconds."""
+    manifest = progress.manifests[ref]
+    details = ", ".join(f"{k} {v}" for k, v in manifest.summary.items())
+    return f"{details} ({manifest.seconds:.1f}s)"
+
+
+def iteration_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The per-iteration table `selftaught run` and `selftaught status` print."""
+    lines = [f"{'iter':>4}  {'tried':>6}  {'kept':>6}  {'keep%':>6}  {'accuracy':>8}  {'overall':>8}  {'pos-cons':>8}  checkpoint"]
+    for row in rows:
+        keep = row.get("keepRate")
+        lines.append(
+            f"{row['iteration']:>4}  {_fmt(row.get('tried'))}  {_fmt(row.get('kept'))}  "
+            f"{'' if keep is None else f'{100 * keep:5.1f}%':>6}  {_fmt(row.get('accuracy'), 8, '.3f')}  {_fmt(row.get('overall'), 8, '.3f')}  "
+            f"{_fmt(row.get('positionConsistent'), 8, '.3f')}  {row.get('checkpoint') or ''}"
+        )
+    return lines
+
+
+def _fmt(value: Any, width: int = 6, spec: str = "") -> str:
+    return f"{'-' if value is None else format(value, spec):>{width}}"

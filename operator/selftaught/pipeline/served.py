@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from selftaught.api.load import format_validation_error
-from selftaught.api.spec import Generation, Model, ModelSource, SelfTaughtRun, Storage
+from selftaught.api.spec import Generation, Model, ModelSource, SelfTaughtRun, Storage, iteration_model
 from selftaught.errors import InvalidInput
 
 #: The environment variable that carries the server's document to `selftaught serve`.
@@ -59,20 +59,24 @@ def choose(summaries: list[dict[str, Any]], seed: ModelSource, iteration: int | 
     earliest wins, so a later iteration that only ties never replaces a running server.
     `summaries` are the run's `iteration_summaries` (every iteration, not the newest ten)."""
     rows = {row["iteration"]: row for row in summaries}
+
+    def model(number: int) -> ModelSource:  # M(i), the checkpoint train-i reported
+        return iteration_model(seed, number, lambda i: rows[i]["checkpoint"])
+
     if iteration == 0:
-        return Choice(0, seed, _evaluation(rows.get(0, {})))
+        return Choice(0, model(0), _evaluation(rows.get(0, {})))
     trained = [row for number, row in sorted(rows.items()) if number >= 1 and row.get("checkpoint")]
     if iteration is not None:
         row = next((r for r in trained if r["iteration"] == iteration), None)
         if row is None:
             raise NothingToServe(f"iteration {iteration} has no checkpoint yet (serve.iteration / --iteration)")
-        return Choice(iteration, ModelSource(source=row["checkpoint"]), _evaluation(row))
+        return Choice(iteration, model(iteration), _evaluation(row))
     key = "overall" if any(row.get("overall") is not None for row in trained) else "accuracy"
     best: Choice | None = None
     for row in trained:
         score = _score(row, key)
         if score is not None and (best is None or best.score is None or score > best.score):
-            best = Choice(row["iteration"], ModelSource(source=row["checkpoint"]), score)
+            best = Choice(row["iteration"], model(row["iteration"]), score)
     if best is None:
         raise NothingToServe("no trained iteration has been evaluated yet: nothing to choose from (set serve.iteration, or --iteration, to serve one anyway)")
     return best

@@ -1,6 +1,7 @@
-"""Reading a run's progress from its store: which stages and shards are done, where the progress
-objects of running stages are, and the small summaries (kept examples, accuracy, checkpoint,
-skipped input records) that go into the status and `selftaught run`'s summary."""
+"""The progress scan: one listing of a run's store says which stages and shards are done and where
+the progress objects of running stages are; from the manifests it found, the small summaries
+(kept examples, accuracy, checkpoint, skipped input records) that go into the status and into
+what `selftaught run` and `selftaught status` print (`views/overview.py` words them)."""
 
 from __future__ import annotations
 
@@ -77,7 +78,7 @@ def iteration_summaries(progress: Progress, limit: int = 10) -> list[dict[str, A
     return [rows[i] for i in sorted(rows)][-limit:]
 
 
-def _with_skips(progress: Progress) -> list[tuple[StageRef, int]]:
+def stages_with_skips(progress: Progress) -> list[tuple[StageRef, int]]:
     """(stage, records it skipped) for the finished stages that skipped any, in run order."""
     rows = []
     for ref in sorted(progress.manifests, key=lambda r: (r.iteration, ORDER[r.name])):
@@ -92,40 +93,4 @@ def skipped_counts(progress: Progress) -> dict[str, int]:
     """Stage label -> input records it skipped (bad lines, records without the field, prompts too
     long for the model, under `onBadRecord: skip`): a run that succeeded on part of its data says so
     in its status. Stages that skipped nothing are left out."""
-    return {ref.label: count for ref, count in _with_skips(progress)}
-
-
-def skipped_summary(progress: Progress, reasons: int = 3) -> list[str]:
-    """One line per finished stage that skipped input records: how many, the first `reasons`
-    reasons its manifest keeps, and where the manifest is (for `selftaught run`'s summary)."""
-    lines = []
-    for ref, count in _with_skips(progress):
-        manifest = progress.manifests[ref]
-        first = "; ".join(manifest.skipped[:reasons])
-        more = f" (the first {len(manifest.skipped)} in {ref.manifest_key})" if len(manifest.skipped) > reasons else ""
-        lines.append(f"{ref.label}: {count} record{'' if count == 1 else 's'} skipped" + (f": {first}" if first else "") + more)
-    return lines
-
-
-def describe(ref: StageRef, progress: Progress) -> str:
-    """A finished stage in one line: its summary and seconds."""
-    manifest = progress.manifests[ref]
-    details = ", ".join(f"{k} {v}" for k, v in manifest.summary.items())
-    return f"{details} ({manifest.seconds:.1f}s)"
-
-
-def iteration_table(rows: list[dict[str, Any]]) -> list[str]:
-    """The per-iteration table `selftaught run` and `selftaught status` print."""
-    lines = [f"{'iter':>4}  {'tried':>6}  {'kept':>6}  {'keep%':>6}  {'accuracy':>8}  {'overall':>8}  {'pos-cons':>8}  checkpoint"]
-    for row in rows:
-        keep = row.get("keepRate")
-        lines.append(
-            f"{row['iteration']:>4}  {_fmt(row.get('tried'))}  {_fmt(row.get('kept'))}  "
-            f"{'' if keep is None else f'{100 * keep:5.1f}%':>6}  {_fmt(row.get('accuracy'), 8, '.3f')}  {_fmt(row.get('overall'), 8, '.3f')}  "
-            f"{_fmt(row.get('positionConsistent'), 8, '.3f')}  {row.get('checkpoint') or ''}"
-        )
-    return lines
-
-
-def _fmt(value: Any, width: int = 6, spec: str = "") -> str:
-    return f"{'-' if value is None else format(value, spec):>{width}}"
+    return {ref.label: count for ref, count in stages_with_skips(progress)}

@@ -1,4 +1,5 @@
-"""The stage process: what `selftaught stage <name>` does in a pod or under the local runner.
+"""The stage process, the executor of one stage: what `selftaught stage <name>` does in a pod or
+under the local runner (or torchrun). It is the one executor that loads `stages/` and the engines.
 
 It runs what is left of one stage (or one shard of it) and, whatever goes wrong, leaves the user
 one reason and message: in the termination message the operator reads (Kubernetes caps it at
@@ -16,14 +17,12 @@ from pathlib import Path
 from selftaught.api.load import load_run
 from selftaught.api.spec import SelfTaughtRun
 from selftaught.errors import EXIT_PERMANENT, EXIT_RETRYABLE, Failure, InvalidInput, failure_of
-from selftaught.pipeline.launch import read_stage_document
+from selftaught.pipeline.launch import TERMINATION_MESSAGE_VARIABLE, die_with_parent, read_stage_document
 from selftaught.pipeline.runstore import open_run_store
-from selftaught.pipeline.subprocesses import die_with_parent
 from selftaught.pipeline.table import StageRef
 from selftaught.store.manifest import Manifest
 
 log = logging.getLogger("selftaught.stage")
-TERMINATION_MESSAGE_VARIABLE = "SELFTAUGHT_TERMINATION_MESSAGE_PATH"
 
 
 def run_stage(run: SelfTaughtRun, ref: StageRef, shards: list[int] | None = None) -> Manifest | None:
@@ -96,8 +95,8 @@ def report_if_finished(run: SelfTaughtRun) -> str | None:
     pod: the generation or training image, which have matplotlib; the operator loads none of it).
     A report that cannot be written is logged, never a failed stage: its outputs are published."""
     from selftaught.pipeline.planner import plan
-    from selftaught.pipeline.progress import scan
-    from selftaught.pipeline.runreport import write_report
+    from selftaught.pipeline.scan import scan
+    from selftaught.views.html_report import write_report
 
     try:
         store = open_run_store(run)

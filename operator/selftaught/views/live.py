@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from selftaught.pipeline.progress import Progress
+from selftaught.pipeline.scan import Progress
 from selftaught.pipeline.table import StageRef
 from selftaught.store import Store
 from selftaught.store.layout import PROGRESS, SHARD_MARKERS

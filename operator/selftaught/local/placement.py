@@ -1,6 +1,6 @@
 """Where the local runner's stage processes run on one machine: what Kubernetes decides for the
 operator (a pod per shard, GPUs per pod), decided here from the visible GPUs. Pure: the machine
-is passed in (`pipeline/machine.py` looks at it).
+is passed in (`local/machine.py` looks at it). The cost estimate is told the same (`local_executor`).
 
 - generation: one vLLM process per `generation.tensorParallel` GPUs, so a machine with more GPUs
   than the model needs runs several shards at once (8 GPUs at tensor parallel 2: 4 shard
@@ -15,8 +15,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from selftaught.api.spec import Generation, Train
+from selftaught.api.spec import Generation, SelfTaughtRunSpec, Train
 from selftaught.errors import DoesNotFit
+from selftaught.views.estimate import Executor, kind_of_device
 
 GiB = 1024**3
 #: What vLLM needs beyond the weights, as a fraction of them: the KV cache for at least one
@@ -134,3 +135,19 @@ def cuda_visible_devices(devices: Sequence[str]) -> str:
 
 def _count(n: int) -> str:
     return f"{n} GPU" if n == 1 else f"{n} GPUs"
+
+
+def local_executor(spec: SelfTaughtRunSpec, machine: Machine) -> Executor:
+    """How `selftaught run` places stages on this machine (the placement above), as the cost estimate counts it."""
+    if not machine.devices:
+        return Executor("local", 1, False, 0, 0)
+    groups = generation_placement(spec.generation, machine.devices).at_once
+    training = training_placement(spec.train, machine.devices)
+    return Executor("local", groups, groups > 1, spec.generation.tensor_parallel, training.nproc)
+
+
+def machine_kind(machine: Machine) -> str:
+    """The GPU kind of this machine's GPUs (cpu without any; H100 for a kind the table lacks)."""
+    if not machine.devices:
+        return "cpu"
+    return next((kind for name in machine.names if (kind := kind_of_device(name))), "H100")

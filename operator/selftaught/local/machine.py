@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 from selftaught.errors import SelftaughtError
-from selftaught.pipeline.placement import CPU, Machine, visible_devices
+from selftaught.local.placement import CPU, Machine, visible_devices
 
 _MEMORY = (
     "import json, torch\n"

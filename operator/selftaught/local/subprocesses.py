@@ -3,44 +3,25 @@
 torchrun starts its workers in new sessions, so neither a signal to the runner's process group
 nor one to the stage's reaches them. The runner therefore stops the whole *tree* (found by
 parentage, not by group), and each stage process asks the kernel to be sent SIGTERM when its
-parent dies (Linux's parent-death signal), which covers a runner killed with SIGKILL.
+parent dies (Linux's parent-death signal, `pipeline/launch.py`), which covers a runner killed with
+SIGKILL.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import logging
 import signal
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 
 import psutil
 
+from selftaught.pipeline.launch import die_with_parent
+
 log = logging.getLogger(__name__)
-_PR_SET_PDEATHSIG = 1
 #: how long a stage may take to stop on SIGTERM before it is killed
 STOP_GRACE_SECONDS = 20.0
-
-
-def _prctl() -> Callable[..., int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True).prctl
-    except (OSError, AttributeError):  # pragma: no cover - an unusual libc
-        return None
-
-
-_PRCTL = _prctl()  # resolved before any fork: nothing to look up in a child
-
-
-def die_with_parent(sig: int = signal.SIGTERM) -> None:
-    """Be sent `sig` when the parent process dies (no-op where the kernel has no such thing)."""
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
 
 
 def start(command: list[str], **popen: object) -> subprocess.Popen:

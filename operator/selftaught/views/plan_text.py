@@ -3,7 +3,7 @@ stage): the stages and what runs them, generated tokens, GPU-hours and time per 
 adaptive judging saves, and the assumptions underneath.
 
 Here, unlike in the operator, the data can be counted (a local file's lines) and a local
-checkpoint's parameters read (its safetensors headers); the arithmetic is `pipeline/estimate.py`'s.
+checkpoint's parameters read (its safetensors headers); the arithmetic is `views/estimate.py`'s.
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ from pathlib import Path
 
 from selftaught.api.spec import ModelSource, SelfTaughtRun
 from selftaught.errors import SelftaughtError
-from selftaught.pipeline.estimate import Estimate, Inputs, cluster_executor, inputs_for, local_executor, machine_kind
-from selftaught.pipeline.live import duration
-from selftaught.pipeline.placement import Machine
+from selftaught.views.estimate import Estimate, Executor, Inputs, inputs_for
+from selftaught.views.live import duration
 
 
 def count_records(source: str | None) -> int | None:
@@ -49,9 +48,9 @@ def local_size(model: ModelSource) -> tuple[float, float] | None:
     return billions, billions
 
 
-def plan_inputs(run: SelfTaughtRun, machine: Machine | None = None) -> Inputs:
-    """The estimate's inputs for `run` counted here: on `machine` (the local runner) or, without
-    one, as the operator would run it."""
+def plan_inputs(run: SelfTaughtRun, *, machine_gpu: str | None = None, executor: Executor | None = None) -> Inputs:
+    """The estimate's inputs for `run` counted here: run by `executor` on GPUs of kind `machine_gpu`
+    (the local runner's, `local/placement.py`) or, without them, as the operator would run it."""
     spec = run.spec
     return inputs_for(
         spec,
@@ -59,8 +58,8 @@ def plan_inputs(run: SelfTaughtRun, machine: Machine | None = None) -> Inputs:
         evaluation_examples=count_records(spec.data.evaluation.source),
         seed_size=local_size(spec.models.seed),
         generator_size=local_size(spec.models.generator) if spec.models.generator else None,
-        machine_gpu=machine_kind(machine) if machine is not None else None,
-        executor=local_executor(spec, machine) if machine is not None else cluster_executor(spec),
+        machine_gpu=machine_gpu,
+        executor=executor,
     )
 
 
