@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import argparse
+import enum
 import json
 import re
 import sys
@@ -129,6 +130,10 @@ def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
     return annotation, False
 
 
+def _is_str_enum(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, enum.StrEnum)
+
+
 def _is_model(annotation: Any) -> bool:
     return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
@@ -142,6 +147,8 @@ def _type_name(annotation: Any, links: dict[type, str]) -> str:
     if origin is typing.Literal:
         values = typing.get_args(annotation)
         return {bool: "boolean", int: "integer"}.get(type(values[0]), "string")
+    if _is_str_enum(annotation):
+        return "string"
     if origin is list:
         (item,) = typing.get_args(annotation)
         return f"list of {_type_name(item, links)}"
@@ -158,6 +165,8 @@ def _bounds(annotation: Any, metadata: list[Any]) -> str:
     annotation, _ = _unwrap_optional(annotation)
     if typing.get_origin(annotation) is typing.Literal:
         parts.append("one of " + ", ".join(_code(v) for v in typing.get_args(annotation)))
+    elif _is_str_enum(annotation):
+        parts.append("one of " + ", ".join(_code(v.value) for v in annotation))
     for item in metadata:
         if isinstance(item, annotated_types.Ge):
             parts.append(f"≥ {item.ge}")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import shutil
 import signal
@@ -32,10 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from selftaught.api.load import SpecError
 from selftaught.api.spec import SelfTaughtRun
 from selftaught.engines.weights import weights_of
-from selftaught.errors import SelftaughtError
+from selftaught.errors import TERMINATION_MESSAGE_VARIABLE, Failure, InvalidSpec, Reason, SelftaughtError, decode
 from selftaught.pipeline import subprocesses
 from selftaught.pipeline.estimate import estimate, measure
 from selftaught.pipeline.launch import RUN_VARIABLE, stage_command, stage_document
@@ -53,19 +51,18 @@ from selftaught.pipeline.placement import (
 )
 from selftaught.pipeline.plan import format_plan, plan_inputs
 from selftaught.pipeline.planner import plan
-from selftaught.pipeline.process import TERMINATION_MESSAGE_VARIABLE
 from selftaught.pipeline.progress import describe, iteration_summaries, iteration_table, scan, skipped_summary
 from selftaught.pipeline.runreport import write_report
 from selftaught.pipeline.runstore import accept, open_run_store
 from selftaught.pipeline.table import StageRef
 from selftaught.pipeline.watch import StageDisplay
-from selftaught.store import Store, StoreError
+from selftaught.store import StorageUnavailable, Store
 
 
 class Interrupted(SelftaughtError):
     """The runner was asked to stop (SIGTERM, SIGHUP); its stage processes have stopped."""
 
-    reason = "Interrupted"
+    reason = Reason.INTERRUPTED
 
     def __init__(self, signum: int):
         super().__init__(f"stopped by {signal.Signals(signum).name}")
@@ -75,9 +72,9 @@ class Interrupted(SelftaughtError):
 class StageFailed(SelftaughtError):
     """A stage process of the local run failed; `reason` is the stage's own."""
 
-    def __init__(self, stage: StageRef, reason: str, message: str):
-        super().__init__(f"run {stage.label} failed, reason {reason}: {message}", reason=reason)
-        self.stage, self.message = stage, message
+    def __init__(self, stage: StageRef, failure: Failure):
+        super().__init__(f"run {stage.label} failed, reason {failure.reason}: {failure.message}", reason=failure.reason)
+        self.stage, self.message = stage, failure.message
 
 
 @dataclass
@@ -213,13 +210,9 @@ def _pause(process: subprocess.Popen, lease: Lease | None) -> None:
 
 def _failure(ref: StageRef, job: _Job, code: int) -> StageFailed:
     text = job.message_file.read_text().strip() if job.message_file.exists() else ""
-    try:
-        detail = json.loads(text)
-        reason, message = detail["reason"], detail["message"]
-    except (ValueError, KeyError, TypeError):
-        reason, message = "StageFailed", text or f"exit code {code}"
+    failure = decode(text) or Failure(Reason.STAGE_FAILED, text or f"exit code {code}")
     shard = "" if job.shard is None else f"shard {job.shard}: "
-    return StageFailed(ref, reason, f"{shard}{message} (log: {job.log_path})")
+    return StageFailed(ref, Failure(failure.reason, f"{shard}{failure.message} (log: {job.log_path})", failure.permanent))
 
 
 def check_machine(run: SelfTaughtRun, machine: Machine, echo: Callable[[str], None] = print) -> None:
@@ -268,7 +261,7 @@ def _run_holding_lease(run: SelfTaughtRun, store: Store, lease: Lease, echo: Cal
     started = time.monotonic()
     acceptance = accept(store, run)
     if acceptance.refused:
-        raise SpecError(f"{store.url()}: this run already started with another spec; {acceptance.refusal}")
+        raise InvalidSpec(f"{store.url()}: this run already started with another spec; {acceptance.refusal}")
     run = run.model_copy(update={"spec": acceptance.spec})
     work = work_folder(run, store.uri)
     if log_dir is None:  # the default logs are this run's: an earlier invocation's are replaced
@@ -324,7 +317,7 @@ def _watcher(store: Store, ref: StageRef, shards: int, display: StageDisplay, ev
         if ref.kind == "data" or time.monotonic() - last < every:
             return
         last = time.monotonic()
-        with contextlib.suppress(StoreError):
+        with contextlib.suppress(StorageUnavailable):
             display.update(watch_view(store, ref, shards))
 
     return tick

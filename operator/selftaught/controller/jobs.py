@@ -17,7 +17,7 @@ from typing import Any
 
 from selftaught.api.spec import API_GROUP, PodOverrides, SelfTaughtRun
 from selftaught.controller.config import OperatorConfig
-from selftaught.errors import EXIT_PERMANENT
+from selftaught.errors import EXIT_PERMANENT, TERMINATION_MESSAGE_PATH, TERMINATION_MESSAGE_VARIABLE, Failure, Reason, shell_write
 from selftaught.pipeline.launch import MASTER_PORT, RUN_VARIABLE, stage_command, stage_document
 from selftaught.pipeline.table import StageRef
 
@@ -83,7 +83,7 @@ def pod_env(run: SelfTaughtRun, document: dict[str, Any], overrides: PodOverride
         {"name": "USER", "value": STAGE_USER},
         {"name": "LOGNAME", "value": STAGE_USER},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
-        {"name": "SELFTAUGHT_TERMINATION_MESSAGE_PATH", "value": "/dev/termination-log"},
+        {"name": TERMINATION_MESSAGE_VARIABLE, "value": TERMINATION_MESSAGE_PATH},
     ]
     if indexed:
         env.append(
@@ -114,12 +114,8 @@ def _command(run: SelfTaughtRun, ref: StageRef, name: str, service: str | None) 
     # static rendezvous there
     launch = stage_command(run.spec, ref, python="python", master_addr="${MASTER_ADDR}", node_rank="${JOB_COMPLETION_INDEX}")
     timeout = RENDEZVOUS_TIMEOUT_SECONDS
-    message = f"%s (training index 0) did not resolve within {timeout}s"
-    give_up = (
-        f'echo "gave up: $MASTER_ADDR did not resolve within {timeout}s" >&2; '
-        f"""printf '{{"reason":"RendezvousTimeout","message":"{message}","permanent":false}}' "$MASTER_ADDR" """
-        '> "$SELFTAUGHT_TERMINATION_MESSAGE_PATH"; exit 1'
-    )
+    gave_up = Failure.of(Reason.RENDEZVOUS_TIMEOUT, f"${{MASTER_ADDR}} (training index 0) did not resolve within {timeout}s")
+    give_up = f'echo "gave up: $MASTER_ADDR did not resolve within {timeout}s" >&2; {shell_write(gave_up)}; exit 1'
     script = (
         f"deadline=$(( $(date +%s) + {timeout} )); "
         'until getent hosts "$MASTER_ADDR" >/dev/null; do '

@@ -19,12 +19,12 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 
 from selftaught import __version__
-from selftaught.api.load import SpecError, parse_api_object
+from selftaught.api.load import parse_api_object
 from selftaught.api.spec import API_GROUP, API_VERSION, KIND, SelfTaughtRun
-from selftaught.api.status import ServingStatus
+from selftaught.api.status import Phase, ServingStatus
 from selftaught.controller import metrics
 from selftaught.controller.config import OperatorConfig
-from selftaught.controller.decide import UNWATCHED_PODS_SECONDS, Failure, JobView, decide, job_view
+from selftaught.controller.decide import UNWATCHED_PODS_SECONDS, FailedAttempt, JobView, decide, job_view
 from selftaught.controller.jobs import build_job, build_service, job_name, needs_service, pod_overrides
 from selftaught.controller.kube import InvalidObject, Kube, api_message
 from selftaught.controller.report import Reporter
@@ -32,6 +32,7 @@ from selftaught.controller.serving import build_service as build_serving_service
 from selftaught.controller.serving import decide_serving, endpoint, recorded_choice, serve_labels, serve_name
 from selftaught.controller.status import Observation, build_status, status_document, status_patch
 from selftaught.controller.workqueue import WorkQueue
+from selftaught.errors import Failure, InvalidSpec, Reason, ReasonClass, StorageUnavailable, as_reason, failure_of, reason_class
 from selftaught.pipeline.estimate import estimate, inputs_for, measure
 from selftaught.pipeline.live import read_view
 from selftaught.pipeline.planner import plan
@@ -39,14 +40,10 @@ from selftaught.pipeline.progress import Progress, iteration_summaries, scan
 from selftaught.pipeline.runstore import SnapshotUnreadable, accept, open_run_store
 from selftaught.pipeline.serving import ALL_ITERATIONS, Choice, NothingToServe, choose
 from selftaught.pipeline.table import StageRef
-from selftaught.store import StoreError
 from selftaught.store.layout import REPORT
 from selftaught.store.manifest import Manifest
 
 log = logging.getLogger(__name__)
-TERMINAL = ("Succeeded", "Failed")
-#: failures of the operator's reading, not of the run: looked at again on every pass
-RETRYABLE_INVALID = ("InvalidSpec", "SnapshotUnreadable", "RunNameInUse")
 RunKey = tuple[str, str]
 FAILED = "the run failed: nothing new is served until it succeeds"
 #: how often a server that is not ready yet has its pods looked at (they are not watched), at
@@ -189,8 +186,8 @@ class Reconciler:
         # observe
         try:
             run, ignored = parse_api_object(_run_document(obj), source=f"{KIND} {namespace}/{name}")
-        except SpecError as error:
-            seen.invalid = str(error)
+        except InvalidSpec as error:
+            seen.invalid = failure_of(error)
             self._write_status(obj, seen)
             return None
         if ignored and set(ignored) != set(previous.get("ignoredFields") or []):
@@ -211,20 +208,20 @@ class Reconciler:
             progress = scan(store, self._manifests.setdefault(store.uri, {}))
             acceptance = accept(store, run, progress, busy=_running(jobs))
         except SnapshotUnreadable as error:
-            seen.invalid, seen.invalid_reason = str(error), error.reason
+            seen.invalid = failure_of(error)
             self._write_status(obj, seen)
             return None
-        except StoreError as error:
+        except StorageUnavailable as error:
             return self._store_unavailable(obj, seen, str(error))
         if acceptance.earlier_uid:
-            seen.invalid_reason = "RunNameInUse"
-            seen.invalid = (
+            seen.invalid = Failure.of(
+                Reason.RUN_NAME_IN_USE,
                 f"{store.uri} holds the data of an earlier run named {name} (uid {acceptance.earlier_uid}) whose spec differs "
                 f"in {', '.join(acceptance.refused)}; this run would continue from that data. To start over, delete "
-                f"{store.uri}/ or use a new metadata.name; to continue the earlier run, apply its spec"
+                f"{store.uri}/ or use a new metadata.name; to continue the earlier run, apply its spec",
             )
-            if previous.get("phase") != "Failed":
-                self.report.event(obj, "Warning", "RunNameInUse", seen.invalid)
+            if previous.get("phase") != Phase.FAILED:
+                self.report.event(obj, "Warning", Reason.RUN_NAME_IN_USE, seen.invalid.message)
             self._write_status(obj, seen)
             return None
         # decide
@@ -249,17 +246,16 @@ class Reconciler:
         requeue = decision.requeue_after
         for ref, view in decision.expire:
             self.kube.delete_job(namespace, view.name)
-            failure = decision.failures[ref.label]
-            self.report.event(obj, "Warning", "StageStartTimeout", f"{ref.label} (Job {view.name}): {failure.reason}: {failure.message}")
+            self.report.event(obj, "Warning", Reason.STAGE_START_TIMEOUT, f"{ref.label} (Job {view.name}): {decision.failures[ref.label].failure}")
         for ref, attempt in decision.vanished:
-            self.report.event(obj, "Warning", "JobDeleted", f"{ref.label}: the Job of attempt {attempt} was deleted before it finished; counted as a failed attempt")
+            self.report.event(obj, "Warning", Reason.JOB_DELETED, f"{ref.label}: the Job of attempt {attempt} was deleted before it finished; counted as a failed attempt")
         accepted = run.model_copy(update={"spec": spec})
         for ref, attempt in decision.create:
             try:
                 created = self._create(obj, accepted, ref, attempt)
             except InvalidObject as error:  # the server will refuse this Job every time: say so, once
-                decision.failures[ref.label] = Failure(attempt, "InvalidJob", str(error), self.clock(), True, generation)
-                decision.failure = ("InvalidJob", f"{ref.label}: the API server refused the Job: {error}")
+                decision.failures[ref.label] = FailedAttempt(attempt, Failure.of(Reason.INVALID_JOB, str(error)), self.clock(), generation)
+                decision.failure = Failure.of(Reason.INVALID_JOB, f"{ref.label}: the API server refused the Job: {error}")
             except ApiException as error:  # e.g. the API server is overloaded: not an attempt
                 detail = api_message(error)
                 decision.attempts[ref.label] = attempt
@@ -272,7 +268,7 @@ class Reconciler:
                     requeue = min(requeue or UNWATCHED_PODS_SECONDS, UNWATCHED_PODS_SECONDS)  # its pods, as decide asks
         seen.serving, retry = self._serve(obj, run, progress, succeeded=seen.plan.finished and not decision.failure, failed=bool(decision.failure))
         status = self._write_status(obj, seen, jobs_seen=jobs)
-        if status.phase in TERMINAL:
+        if status.phase is not None and status.phase.finished:
             return retry
         return min((t for t in (requeue, retry) if t is not None), default=None)
 
@@ -299,10 +295,10 @@ class Reconciler:
         meta, status = obj["metadata"], obj.get("status") or {}
         try:
             run, _ = parse_api_object(_run_document(obj), source=f"{KIND} {meta['namespace']}/{meta['name']}")
-        except SpecError:
+        except InvalidSpec:
             return None
         run = self._with_defaults(run)
-        if status.get("phase") != "Succeeded":
+        if status.get("phase") != Phase.SUCCEEDED:
             serving, retry = self._act_serving(obj, run, None, FAILED)
         elif (choice := recorded_choice(run, status.get("serving"))) is not None or not run.spec.serve.enabled:
             serving, retry = self._act_serving(obj, run, choice, None)
@@ -310,7 +306,7 @@ class Reconciler:
             try:
                 store = open_run_store(run)
                 progress = scan(store, self._manifests.setdefault(store.uri, {}))
-            except StoreError as error:
+            except StorageUnavailable as error:
                 serving, retry = ServingStatus(message=f"cannot read the run's store to choose a checkpoint: {error}"), 15.0
             else:
                 serving, retry = self._serve(obj, run, progress, succeeded=True)
@@ -391,8 +387,8 @@ class Reconciler:
         since = seen.previous.get("storeUnreachableSince") or seen.now
         elapsed = self.clock() - datetime.fromisoformat(since.replace("Z", "+00:00")).timestamp()
         if elapsed >= self.config.storage_grace_seconds:
-            seen.failure = ("StorageUnavailable", f"the store was unreachable for {int(elapsed)}s: {message}")
-            self.report.event(obj, "Warning", "StorageUnavailable", seen.failure[1])
+            seen.failure = Failure.of(Reason.STORAGE_UNAVAILABLE, f"the store was unreachable for {int(elapsed)}s: {message}")
+            self.report.event(obj, "Warning", Reason.STORAGE_UNAVAILABLE, seen.failure.message)
             self._write_status(obj, seen)
             return None
         seen.unavailable, seen.unreachable_since = f"store unreachable: {message}", since
@@ -432,7 +428,7 @@ class Reconciler:
             self._written[key] = written["metadata"].get("resourceVersion")
         self._remember(key, written)
         if previous.get("phase") != status.phase:
-            kind = "Warning" if status.phase == "Failed" else "Normal"
+            kind = "Warning" if status.phase == Phase.FAILED else "Normal"
             self.report.event(obj, kind, f"Run{status.phase}", status.message or "")
         return status
 
@@ -448,13 +444,14 @@ def _run_document(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def _finished(obj: dict[str, Any]) -> bool:
-    """Succeeded or Failed at the current generation. A spec the operator could not read is not
-    finished: a newer operator (or CRD) may read it, so it is looked at again."""
+    """Succeeded or Failed at the current generation. A verdict of the operator's own (a spec it
+    could not read, a snapshot, the run's name: class `operator`) is not finished: a newer
+    operator (or CRD), deleted data or an edit may heal it, so it is looked at again."""
     status = obj.get("status") or {}
-    if status.get("observedGeneration") != obj["metadata"].get("generation", 1) or status.get("phase") not in TERMINAL:
+    if status.get("observedGeneration") != obj["metadata"].get("generation", 1) or status.get("phase") not in (Phase.SUCCEEDED, Phase.FAILED):
         return False
     succeeded = next((c for c in status.get("conditions") or [] if c.get("type") == "Succeeded"), {})
-    return succeeded.get("reason") not in RETRYABLE_INVALID
+    return reason_class(succeeded.get("reason") or "") is not ReasonClass.OPERATOR
 
 
 def _running(jobs: list[JobView]) -> set[StageRef]:
@@ -477,7 +474,7 @@ def _owned_by(job: dict[str, Any], uid: str | None) -> bool:
 class _History:
     attempts: dict[str, int]
     created_at: dict[str, float]
-    failures: dict[str, Failure]
+    failures: dict[str, FailedAttempt]
     disruptions: dict[str, int]
 
 
@@ -489,8 +486,10 @@ def _history(status: dict[str, Any]) -> _History:
         history.disruptions[label] = int(stage.get("disruptions", 0))
         if stage.get("createdAt"):
             history.created_at[label] = datetime.fromisoformat(stage["createdAt"].replace("Z", "+00:00")).timestamp()
-        if stage.get("lastFailure"):
-            history.failures[label] = Failure.from_status(stage["lastFailure"])
+        if last := stage.get("lastFailure"):
+            failure = Failure(as_reason(str(last.get("reason", ""))), str(last.get("message", "")), bool(last.get("permanent")))
+            at = datetime.fromisoformat(last["at"].replace("Z", "+00:00")).timestamp() if last.get("at") else 0.0
+            history.failures[label] = FailedAttempt(int(last.get("attempt", 0)), failure, at, int(last.get("generation", 0)))
     return history
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from selftaught.store.base import ObjectNotFound, StorageDenied, Store, StoreError
+from selftaught.store.base import ObjectNotFound, StorageDenied, StorageUnavailable, Store
 from selftaught.store.local import LocalStore
 
 
@@ -15,4 +15,4 @@ def open_store(uri: str, *, endpoint: str | None = None, region: str | None = No
     return LocalStore(uri.removeprefix("file://"))
 
 
-__all__ = ["LocalStore", "ObjectNotFound", "StorageDenied", "Store", "StoreError", "open_store"]
+__all__ = ["LocalStore", "ObjectNotFound", "StorageDenied", "StorageUnavailable", "Store", "open_store"]
