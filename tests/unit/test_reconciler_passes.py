@@ -67,17 +67,17 @@ def test_a_stage_start_is_one_status_write_and_the_echo_of_its_job_costs_no_pass
     work = reconciler.queue._work
     reconciler.queue._work = lambda key, fresh: passes.append(key) or work(key, fresh)
     try:
-        reconciler.run_changed(kube.get_run(NAMESPACE, "r1"))
+        reconciler.intake.run_changed(kube.get_run(NAMESPACE, "r1"))
         assert len(passes) == 1 and list(kube.jobs) == ["r1-categorize-0"]
         assert kube.status_writes == 1 and kube.run["status"]["message"] == "categorize running (0/1 shards)"
 
         job = kube.jobs["r1-categorize-0"]
-        reconciler.job_changed(NAMESPACE, "r1", copy.deepcopy(job), "ADDED")  # the watch's echo of the create
+        reconciler.intake.job_changed(NAMESPACE, "r1", copy.deepcopy(job), "ADDED")  # the watch's echo of the create
         assert len(passes) == 1
 
         job["status"] = {"startTime": "2026-01-01T00:00:00Z", "active": 1, "ready": 1}
         job["metadata"]["resourceVersion"] = kube._version()
-        reconciler.job_changed(NAMESPACE, "r1", copy.deepcopy(job), "MODIFIED")  # its pod runs
+        reconciler.intake.job_changed(NAMESPACE, "r1", copy.deepcopy(job), "MODIFIED")  # its pod runs
         assert len(passes) == 2 and kube.status_writes == 1  # nothing the status did not say already
     finally:
         reconciler.stop()

@@ -12,6 +12,7 @@ run's spec is edited, which may have fixed it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -235,3 +236,13 @@ def decide(
             decision.created_at[label] = now
     return decision
 
+
+def running_stages(jobs: list[JobView]) -> set[StageRef]:
+    """Stages with an active Job: it runs with the recorded spec, so an edit of a field that stage
+    depends on is not accepted while it runs (it could publish what the old value produced)."""
+    running = set()
+    for view in jobs:
+        if view.state == "active":
+            with contextlib.suppress(ValueError):  # a Job labelled by someone else
+                running.add(StageRef.parse(view.stage))
+    return running

@@ -25,8 +25,8 @@ from selftaught.api.status import (
     StageFailure,
     StageProgress,
 )
-from selftaught.controller.decide import Decision
-from selftaught.errors import Failure, Reason
+from selftaught.controller.decide import Decision, FailedAttempt
+from selftaught.errors import Failure, Reason, ReasonClass, as_reason, reason_class
 from selftaught.pipeline.estimate import Estimate
 from selftaught.pipeline.live import StageView, duration
 from selftaught.pipeline.planner import Plan
@@ -263,6 +263,10 @@ def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _time(value: str | None) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else 0.0
+
+
 def _attempts(decision: Decision | None, previous: dict[str, Any]) -> dict[str, StageAttempts]:
     """Per stage: Jobs created and the last failure. Without a decision (a bad spec, the store
     unreachable) the counts carry over: they bound the retries and must never reset."""
@@ -282,6 +286,41 @@ def _attempts(decision: Decision | None, previous: dict[str, Any]) -> dict[str, 
             ) if last else None,
         )  # fmt: skip
     return stages
+
+
+@dataclass
+class History:
+    """What the status remembers of each stage's attempts (it outlives the Jobs): decide's input."""
+
+    attempts: dict[str, int] = field(default_factory=dict)
+    created_at: dict[str, float] = field(default_factory=dict)
+    failures: dict[str, FailedAttempt] = field(default_factory=dict)
+    disruptions: dict[str, int] = field(default_factory=dict)
+
+
+def history(previous: dict[str, Any]) -> History:
+    """`status.attempts` read back: the inverse of what `_attempts` writes."""
+    remembered = History()
+    for label, stage in (previous.get("attempts") or {}).items():
+        remembered.attempts[label] = int(stage.get("attempts", 0))
+        remembered.disruptions[label] = int(stage.get("disruptions", 0))
+        if stage.get("createdAt"):
+            remembered.created_at[label] = _time(stage["createdAt"])
+        if last := stage.get("lastFailure"):
+            failure = Failure(as_reason(str(last.get("reason", ""))), str(last.get("message", "")), bool(last.get("permanent")))
+            remembered.failures[label] = FailedAttempt(int(last.get("attempt", 0)), failure, _time(last.get("at")), int(last.get("generation", 0)))
+    return remembered
+
+
+def is_finished(obj: dict[str, Any]) -> bool:
+    """Succeeded or Failed at the current generation. A verdict of the operator's own (a spec it
+    could not read, a snapshot, the run's name: class `operator`) is not finished: a newer
+    operator (or CRD), deleted data or an edit may heal it, so it is looked at again."""
+    status = obj.get("status") or {}
+    if status.get("observedGeneration") != obj["metadata"].get("generation", 1) or status.get("phase") not in (Phase.SUCCEEDED, Phase.FAILED):
+        return False
+    succeeded = next((c for c in status.get("conditions") or [] if c.get("type") == "Succeeded"), {})
+    return reason_class(succeeded.get("reason") or "") is not ReasonClass.OPERATOR
 
 
 def _kept_serving(previous: dict[str, Any]) -> ServingStatus | None:
