@@ -5,6 +5,9 @@ True/False) for the bounded run, `Ready` for Argo CD/Flux, kstatus' `Reconciling
 plus `Suspended` and `SpecAccepted`. `phase`, `stage` and `iteration` are derived, for printer
 columns. A condition's lastTransitionTime moves only when its status does, so an unchanged run
 produces an unchanged status and no write.
+
+And what a status says back: the attempts it remembers (`history`, decide's input: they outlive
+the Jobs) and whether the run is finished (`is_finished`).
 """
 
 from __future__ import annotations
