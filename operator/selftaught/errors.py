@@ -1,124 +1,264 @@
-"""One vocabulary of failures. Each has a stable `reason` (in the run's status, its events and a
-failed pod's termination message) and a class: *permanent* (retrying cannot fix it; the Job's
-podFailurePolicy fails fast on `EXIT_PERMANENT`) or *transient* (the operator retries the stage
-with backoff). Code raises these; the stage process turns any exception into one with
-`failure_of`, so there is exactly one place that decides what a user is told.
+"""One vocabulary of failures.
+
+`Reason` names every failure the code reports, in the run's status, its events, a failed pod's
+termination message and `selftaught run`'s error line. Each reason has a class:
+
+- *transient*: the world may be better in a minute; the operator retries the stage with backoff;
+- *permanent*: retrying with the same spec cannot help; the stage exits `EXIT_PERMANENT` (the
+  Job's podFailurePolicy fails fast on it) and the run fails until its spec is edited;
+- *operator*: the operator's own verdict on the run as a whole (its spec as this operator reads
+  it, its recorded snapshot, its name, an edit); permanent for a stage too, but looked at again on
+  every pass, so it heals when its cause goes (a newer operator, deleted data, an edit undone).
+
+Code raises the exceptions below, each carrying its `Reason`; the stage process turns any
+exception into one `Failure` with `failure_of`, so there is exactly one place that decides what a
+user is told. A `Failure` travels from a pod to the run's status as the termination message,
+written and read by one codec (`encode`, `decode`, and `shell_write` for a pod's shell).
+Kubernetes' own reasons (ImagePullBackOff, Unschedulable, BackoffLimitExceeded...) pass through
+as they are: they are not members, and they are transient.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
+from enum import StrEnum
 
 #: Exit codes the Job's podFailurePolicy knows: 3 means "do not retry".
 EXIT_PERMANENT = 3
 EXIT_RETRYABLE = 1
 
 
-class SelftaughtError(RuntimeError):
-    reason = "StageFailed"
-    permanent = False
+class ReasonClass(StrEnum):
+    TRANSIENT = "transient"
+    PERMANENT = "permanent"
+    OPERATOR = "operator"
 
-    def __init__(self, message: str, *, reason: str | None = None):
+
+class Reason(StrEnum):
+    """A failure's reason: its value is the CamelCase string users see, `kind` its class and
+    `meaning` the line of the reasons table in docs/architecture.md."""
+
+    kind: ReasonClass
+    meaning: str
+
+    def __new__(cls, value: str, kind: ReasonClass, meaning: str) -> Reason:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.kind = kind
+        member.meaning = meaning
+        return member
+
+    @property
+    def permanent(self) -> bool:
+        """Retrying the stage with the same spec cannot help (exit code `EXIT_PERMANENT`)."""
+        return self.kind is not ReasonClass.TRANSIENT
+
+    # -- raised by a stage process (or the local runner) -----------------------------------------
+    STAGE_FAILED = "StageFailed", ReasonClass.TRANSIENT, "an unexpected error (a bug or an engine crash): its type and message, the traceback in the log"
+    OUT_OF_MEMORY = "OutOfMemory", ReasonClass.TRANSIENT, "the stage process ran out of (host) memory"
+    INVALID_INPUT = "InvalidInput", ReasonClass.PERMANENT, "an input that cannot be used (missing, malformed, a record too long under onBadRecord: fail): the message names file and line"
+    EMPTY_DATASET = "EmptyDataset", ReasonClass.PERMANENT, "a dataset without one usable record: the message names it"
+    MODEL_NOT_FOUND = "ModelNotFound", ReasonClass.PERMANENT, "a model that does not exist, is gated or private (set models.hfTokenSecret), or is not in an offline cache"
+    NO_TRAINING_DATA = "NoTrainingData", ReasonClass.PERMANENT, "the judge kept no judgment to train on"
+    DOES_NOT_FIT = "DoesNotFit", ReasonClass.PERMANENT, "the run asks more of the machine than it has (GPUs, GPU memory): said before any work"
+    NOTHING_TO_SERVE = "NothingToServe", ReasonClass.PERMANENT, "no checkpoint of the run can be served (or not the one serve.iteration asks for)"
+    STORAGE_UNAVAILABLE = "StorageUnavailable", ReasonClass.TRANSIENT, "the store did not answer or failed; the operator fails the run after SELFTAUGHT_STORAGE_GRACE_SECONDS"
+    OBJECT_NOT_FOUND = "ObjectNotFound", ReasonClass.TRANSIENT, "an object of the store that should exist does not (a user's missing input is InvalidInput)"
+    STORAGE_DENIED = "StorageDenied", ReasonClass.PERMANENT, "the store refuses us: no bucket, no access, no credentials, a read-only folder"
+    STORE_KEY_INVALID = "StoreKeyInvalid", ReasonClass.PERMANENT, "a key that would leave the store's root"
+    STORE_CORRUPT = "StoreCorrupt", ReasonClass.PERMANENT, "an object of the run's store that is not what it should be: the message names it, to fix or delete"
+    SOURCE_UNAVAILABLE = "SourceUnavailable", ReasonClass.TRANSIENT, "the Hugging Face Hub is unreachable, rate-limits or answers 5xx"
+    ENDPOINT_UNAVAILABLE = "EndpointUnavailable", ReasonClass.TRANSIENT, "an OpenAI-compatible endpoint did not answer after its client's retries"
+    RENDEZVOUS_TIMEOUT = "RendezvousTimeout", ReasonClass.TRANSIENT, "a multi-node training pod waited in vain for index 0's DNS name"
+    RUN_IN_PROGRESS = "RunInProgress", ReasonClass.TRANSIENT, "another `selftaught run` holds the run's lease"
+    LEASE_LOST = "LeaseLost", ReasonClass.TRANSIENT, "this `selftaught run` lost the run's lease to another runner and stopped"
+    INTERRUPTED = "Interrupted", ReasonClass.TRANSIENT, "`selftaught run` was stopped (SIGTERM, SIGHUP): run the same command to resume"
+    # -- seen by the operator in a Job or its pods --------------------------------------------------
+    STAGE_CRASHED = "StageCrashed", ReasonClass.TRANSIENT, "the stage died without its own reason: its exit code, the container's reason and the end of its log"
+    OOM_KILLED = "OOMKilled", ReasonClass.TRANSIENT, "the container was killed for its memory limit (or exited 137)"
+    JOB_FAILED = "JobFailed", ReasonClass.TRANSIENT, "the Job failed and neither its condition nor a pod said why"
+    DEADLINE_EXCEEDED = "DeadlineExceeded", ReasonClass.TRANSIENT, "the Job ran longer than its activeDeadlineSeconds"
+    DISRUPTED = "Disrupted", ReasonClass.TRANSIENT, "a pod was preempted, drained or evicted (DisruptionTarget): the attempt spends no retry"
+    NO_MANIFEST = "NoManifest", ReasonClass.TRANSIENT, "the Job reported success but the stage left no manifest"
+    JOB_DELETED = "JobDeleted", ReasonClass.TRANSIENT, "the attempt's Job vanished before it finished (its TTL, someone): a failed attempt"
+    STAGE_START_TIMEOUT = "StageStartTimeout", ReasonClass.TRANSIENT, "the Job's pods did not start within startupTimeoutSeconds: it is deleted, the attempt fails with their reason"
+    INVALID_JOB = "InvalidJob", ReasonClass.PERMANENT, "the API server refused the stage's Job as invalid (a typo in an override): the run fails once"
+    # -- the operator's verdicts on the run ------------------------------------------------------
+    INVALID_SPEC = "InvalidSpec", ReasonClass.OPERATOR, "a spec this operator cannot read: the message names each bad field"
+    SNAPSHOT_UNREADABLE = "SnapshotUnreadable", ReasonClass.OPERATOR, "the run's recorded spec (run.json) is not JSON or is from a newer selftaught: the message names it"
+    RUN_NAME_IN_USE = "RunNameInUse", ReasonClass.OPERATOR, "the store holds an earlier run of this name with another spec: delete its data, use a new name, or apply its spec"
+    UNSAFE_EDIT = "UnsafeEdit", ReasonClass.OPERATOR, "an edit of fields whose stage has output is refused (SpecAccepted=False, Stalled=True); the run goes on with its accepted spec"
+
+
+def as_reason(reason: str) -> Reason | str:
+    """`reason` as a member of the vocabulary, or as it is (a reason Kubernetes gave)."""
+    try:
+        return Reason(reason)
+    except ValueError:
+        return reason
+
+
+def reason_class(reason: str) -> ReasonClass:
+    """A reason's class; Kubernetes' own (not members) are transient."""
+    found = as_reason(reason)
+    return found.kind if isinstance(found, Reason) else ReasonClass.TRANSIENT
+
+
+# -- the failure value, and the termination message that carries it ------------------------------
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What went wrong, for the user: from a pod's termination message to the run's status."""
+
+    reason: str  #: a `Reason`, or a reason Kubernetes gave
+    message: str
+    permanent: bool = False
+
+    @classmethod
+    def of(cls, reason: Reason, message: str) -> Failure:
+        """A failure whose permanence is its reason's class."""
+        return cls(reason, message, reason.permanent)
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.message}"
+
+
+#: where a stage writes its termination message (the pod's terminationMessagePath; a local
+#: runner's scratch file): Kubernetes caps it at 4 KiB
+TERMINATION_MESSAGE_VARIABLE = "SELFTAUGHT_TERMINATION_MESSAGE_PATH"
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+MESSAGE_LIMIT = 3500
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def encode(failure: Failure) -> str:
+    """The termination message of a failed stage (JSON: reason, message, permanent)."""
+    return json.dumps({"reason": str(failure.reason), "message": failure.message[:MESSAGE_LIMIT], "permanent": failure.permanent})
+
+
+def decode(text: str | None) -> Failure | None:
+    """The failure a stage wrote, or None when `text` is not one (nothing, a crash's log tail)."""
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not data.get("reason"):
+        return None
+    return Failure(as_reason(str(data["reason"])), str(data.get("message") or ""), bool(data.get("permanent")))
+
+
+def shell_write(failure: Failure) -> str:
+    """A POSIX shell command that writes `encode(failure)` to the termination message, for a pod
+    whose shell fails before any stage process runs. Each `${NAME}` in the message is expanded by
+    the shell, so its value must need no JSON escaping (a DNS name, a number)."""
+    quoted = "'" + encode(failure).replace("'", "'\\''") + "'"
+    spliced = _VARIABLE.sub(lambda match: "'\"${" + match.group(1) + "}\"'", quoted)
+    return f'printf \'%s\' {spliced} > "${TERMINATION_MESSAGE_VARIABLE}"'
+
+
+# -- the exceptions --------------------------------------------------------------------------------
+
+
+class SelftaughtError(RuntimeError):
+    """A failure with its reason; `permanent` is the reason's class."""
+
+    reason: Reason | str = Reason.STAGE_FAILED
+
+    def __init__(self, message: str, *, reason: Reason | str | None = None):
         super().__init__(message)
         if reason:
             self.reason = reason
 
+    @property
+    def permanent(self) -> bool:
+        return reason_class(self.reason) is not ReasonClass.TRANSIENT
 
-# -- permanent: the input, the spec or the model must change -------------------------------------
+
+# -- permanent (InvalidSpec: the operator's) : the input, the spec or the model must change -------
 
 
 class InvalidSpec(SelftaughtError, ValueError):
     """A manifest that is not a valid SelfTaughtRun; the message names each bad field."""
 
-    reason = "InvalidSpec"
-    permanent = True
+    reason = Reason.INVALID_SPEC
 
 
 class InvalidInput(SelftaughtError):
-    reason = "InvalidInput"
-    permanent = True
+    reason = Reason.INVALID_INPUT
 
 
 class EmptyDataset(SelftaughtError):
-    reason = "EmptyDataset"
-    permanent = True
+    reason = Reason.EMPTY_DATASET
 
 
 class ModelNotFound(SelftaughtError):
-    reason = "ModelNotFound"
-    permanent = True
+    reason = Reason.MODEL_NOT_FOUND
 
 
 class NoTrainingData(SelftaughtError):
-    reason = "NoTrainingData"
-    permanent = True
+    reason = Reason.NO_TRAINING_DATA
 
 
 class DoesNotFit(InvalidInput):
     """The run asks more of this machine than it has (more GPUs than are visible, a model larger
     than its GPUs hold): said before any work, with what is needed and what there is."""
 
-    reason = "DoesNotFit"
+    reason = Reason.DOES_NOT_FIT
 
 
-# -- transient: the world may be better in a minute ------------------------------------------------
+# -- the store and the sources: transient, but for what retrying cannot fix ----------------------
 
 
 class StorageUnavailable(SelftaughtError):
     """The store could not be reached or answered with an error; the message names the URI."""
 
-    reason = "StorageUnavailable"
+    reason = Reason.STORAGE_UNAVAILABLE
 
 
 class ObjectNotFound(StorageUnavailable):
     """An object that should exist does not (callers that read *user* input turn it into
     InvalidInput; a stage's own missing input is retried)."""
 
-    reason = "ObjectNotFound"
+    reason = Reason.OBJECT_NOT_FOUND
 
 
 class StorageDenied(StorageUnavailable):
     """The store refuses us: no bucket, no access, no credentials. Retrying the same Secret will
     not help, so this one is permanent."""
 
-    reason = "StorageDenied"
-    permanent = True
+    reason = Reason.STORAGE_DENIED
 
 
 class StoreKeyInvalid(StorageUnavailable):
     """A key that would leave the store's root (absolute, or climbing with `..`): a run must never
     read or write outside its own folder, whatever its namespace and name say."""
 
-    reason = "StoreKeyInvalid"
-    permanent = True
+    reason = Reason.STORE_KEY_INVALID
 
 
 class StoreCorrupt(StorageUnavailable):
     """An object of the run's store that is not what it should be (a manifest that is not JSON):
     retrying reads the same bytes, so the message names the object to fix or delete."""
 
-    reason = "StoreCorrupt"
-    permanent = True
+    reason = Reason.STORE_CORRUPT
 
 
 class SourceUnavailable(SelftaughtError):
     """A model or dataset host (the Hugging Face Hub) is unreachable, rate-limits us or fails."""
 
-    reason = "SourceUnavailable"
+    reason = Reason.SOURCE_UNAVAILABLE
 
 
 class EndpointUnavailable(SelftaughtError):
     """An OpenAI-compatible endpoint (a served judge) did not answer, or failed, after the bounded
     retries of its client."""
 
-    reason = "EndpointUnavailable"
-
-
-@dataclass(frozen=True)
-class Failure:
-    reason: str
-    message: str
-    permanent: bool
+    reason = Reason.ENDPOINT_UNAVAILABLE
 
 
 def failure_of(error: BaseException) -> Failure:
@@ -127,5 +267,5 @@ def failure_of(error: BaseException) -> Failure:
     if isinstance(error, SelftaughtError):
         return Failure(error.reason, str(error), error.permanent)
     if isinstance(error, MemoryError):
-        return Failure("OutOfMemory", "the stage ran out of memory", False)
-    return Failure("StageFailed", f"{type(error).__name__}: {error}", False)
+        return Failure.of(Reason.OUT_OF_MEMORY, "the stage ran out of memory")
+    return Failure.of(Reason.STAGE_FAILED, f"{type(error).__name__}: {error}")

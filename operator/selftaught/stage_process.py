@@ -16,8 +16,18 @@ from pathlib import Path
 
 from selftaught.api.load import load_run
 from selftaught.api.spec import SelfTaughtRun
-from selftaught.errors import EXIT_PERMANENT, EXIT_RETRYABLE, Failure, InvalidInput, failure_of
-from selftaught.pipeline.launch import TERMINATION_MESSAGE_VARIABLE, die_with_parent, read_stage_document
+from selftaught.errors import (
+    EXIT_PERMANENT,
+    EXIT_RETRYABLE,
+    TERMINATION_MESSAGE_PATH,
+    TERMINATION_MESSAGE_VARIABLE,
+    Failure,
+    InvalidInput,
+    Reason,
+    encode,
+    failure_of,
+)
+from selftaught.pipeline.launch import die_with_parent, read_stage_document
 from selftaught.pipeline.runstore import open_run_store
 from selftaught.pipeline.table import StageRef
 from selftaught.store.manifest import Manifest
@@ -61,10 +71,9 @@ def completion_index(value: str) -> int:
 
 
 def write_termination_message(failure: Failure) -> None:
-    path = os.environ.get(TERMINATION_MESSAGE_VARIABLE, "/dev/termination-log")
-    text = json.dumps({"reason": failure.reason, "message": failure.message[:3500], "permanent": failure.permanent})
+    path = os.environ.get(TERMINATION_MESSAGE_VARIABLE, TERMINATION_MESSAGE_PATH)
     with contextlib.suppress(OSError):  # outside a pod there may be nowhere to write it: the log has it
-        Path(path).write_text(text)
+        Path(path).write_text(encode(failure))
 
 
 def main(name: str, iteration: int, shard: int | None, run_file: str | None) -> int:
@@ -79,7 +88,7 @@ def main(name: str, iteration: int, shard: int | None, run_file: str | None) -> 
     except Exception as error:  # the one place any failure becomes what the user is told
         failure = failure_of(error)
         write_termination_message(failure)
-        if failure.reason == "StageFailed":
+        if failure.reason == Reason.STAGE_FAILED:
             log.exception("stage failed")  # a bug or an engine crash: the traceback helps
         else:
             log.error("%s: %s", failure.reason, failure.message)

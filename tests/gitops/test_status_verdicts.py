@@ -6,6 +6,7 @@ import pytest
 from selftaught.api.load import parse_run
 from selftaught.controller.decide import Decision, JobView
 from selftaught.controller.status import Observation, build_status, status_document
+from selftaught.errors import Failure, Reason
 from selftaught.pipeline.planner import plan, stage_graph
 from selftaught.pipeline.scan import Progress
 from selftaught.pipeline.table import StageRef
@@ -41,10 +42,10 @@ CASES = {
     "running": (dict(decision=RUNNING), "Progressing", "InProgress", "Running"),
     "suspended": (dict(decision=Decision(), suspended=True), "Suspended", "InProgress", "Suspended"),
     "succeeded": (dict(done=ALL, decision=Decision()), "Healthy", "Current", "Succeeded"),
-    "failed": (dict(decision=Decision(failure=("NoTrainingData", "nothing kept"))), "Degraded", "Failed", "Failed"),
+    "failed": (dict(decision=Decision(failure=Failure.of(Reason.NO_TRAINING_DATA, "nothing kept"))), "Degraded", "Failed", "Failed"),
     "refused-edit": (dict(decision=RUNNING, refused=["judge.samples"]), "Degraded", "Failed", "Running"),
     "refused-after-success": (dict(done=ALL, decision=Decision(), refused=["judge.samples"]), "Degraded", "Failed", "Succeeded"),
-    "invalid-spec": (dict(invalid="spec.judge.samples: too many"), "Degraded", "Failed", "Failed"),
+    "invalid-spec": (dict(invalid=Failure.of(Reason.INVALID_SPEC, "spec.judge.samples: too many")), "Degraded", "Failed", "Failed"),
 }
 
 

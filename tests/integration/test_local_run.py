@@ -64,7 +64,7 @@ def test_a_run_killed_inside_a_stage_resumes_without_redoing_finished_work(make_
 
 
 def test_a_restart_with_an_unsafe_edit_is_refused_by_field_name_and_safe_edits_apply(make_run):
-    from selftaught.api.load import SpecError
+    from selftaught.errors import InvalidSpec
     from selftaught.pipeline.runstore import accept
 
     run = make_run()
@@ -76,6 +76,6 @@ def test_a_restart_with_an_unsafe_edit_is_refused_by_field_name_and_safe_edits_a
     acceptance = accept(store, edited)  # the operator's policy, and the local runner's
     assert acceptance.refused == ["judge.samples"] and "judge.samples" in acceptance.refusal
     assert acceptance.spec.iterations == 3 and acceptance.spec.judge.samples == run.spec.judge.samples
-    with pytest.raises(SpecError, match="cannot change after the run started .*: judge.samples"):
+    with pytest.raises(InvalidSpec, match="cannot change after the run started .*: judge.samples"):
         run_local(edited, echo=lambda _: None)  # refused before any stage runs
     assert accept(store, make_run(iterations=3)).refused == []  # safe: more iterations

@@ -3,7 +3,8 @@
 
 import pytest
 
-from selftaught.store import ObjectNotFound, StoreError, open_store
+from selftaught.errors import StorageUnavailable
+from selftaught.store import ObjectNotFound, open_store
 from selftaught.store.jsonl import JsonlWriter, read_jsonl
 from selftaught.store.manifest import Manifest, read_manifest, write_manifest
 
@@ -78,9 +79,9 @@ def test_large_objects_go_through_multipart_uploads(bucket, s3_server, tmp_path)
 
 
 def test_a_missing_bucket_and_an_unreachable_endpoint_are_clear_errors(s3_server):
-    with pytest.raises(StoreError, match="bucket 'no-such-bucket' does not exist"):
+    with pytest.raises(StorageUnavailable, match="bucket 'no-such-bucket' does not exist"):
         open_store("s3://no-such-bucket/x", endpoint=s3_server).write_text("a", "b")
-    with pytest.raises(StoreError, match="storage unreachable"):
+    with pytest.raises(StorageUnavailable, match="storage unreachable"):
         open_store("s3://b/x", endpoint="http://127.0.0.1:9").read_bytes("a")
 
 

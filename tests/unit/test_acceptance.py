@@ -10,8 +10,7 @@ from pydantic import BaseModel
 from selftaught.api.changes import DEPENDS, depends_on, row_of
 from selftaught.api.load import parse_run
 from selftaught.api.spec import SelfTaughtRunSpec
-from selftaught.controller.decide import JobView
-from selftaught.controller.reconciler import _running
+from selftaught.controller.decide import JobView, running_stages
 from selftaught.errors import failure_of
 from selftaught.pipeline.runstore import SnapshotUnreadable, accept
 from selftaught.pipeline.table import STAGE_NAMES, StageRef
@@ -131,7 +130,7 @@ def test_a_stage_running_with_the_recorded_spec_counts_as_output_for_the_operato
     store = LocalStore(tmp_path)
     accept(store, _run())
     job = JobView(name="r-categorize-0", stage="categorize", attempt=0, state="active")
-    busy = _running([job, JobView(name="x", stage="not-a-stage", attempt=0, state="active")])
+    busy = running_stages([job, JobView(name="x", stage="not-a-stage", attempt=0, state="active")])
     assert busy == {StageRef("categorize")}
     edited = _run(categorize={"maxTokens": 32})
     assert accept(store, edited, busy=busy).refused == ["categorize.maxTokens"]

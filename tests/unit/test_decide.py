@@ -1,7 +1,8 @@
 """Retries, backoff, startup timeouts and failures of stage Jobs: the pure decision."""
 
 from selftaught.api.load import parse_run
-from selftaught.controller.decide import DISRUPTED, Failure, JobView, Waiting, decide, job_view, parse_termination_message
+from selftaught.controller.decide import FailedAttempt, JobView, Waiting, decide, job_view, parse_termination_message
+from selftaught.errors import Failure, Reason
 from selftaught.pipeline.planner import plan
 from selftaught.pipeline.table import StageRef
 
@@ -22,7 +23,7 @@ def _decide(jobs=(), attempts=None, failures=None, spec=None, **kwargs):
 
 
 def failed(attempt, at=NOW - 1000, permanent=False, reason="StageFailed", message="boom"):
-    return JobView(f"r-categorize-{attempt}", "categorize", attempt, "failed", at, reason, message, permanent)
+    return JobView(f"r-categorize-{attempt}", "categorize", attempt, "failed", at, Failure(reason, message, permanent))
 
 
 def running(attempt=0, waiting=None, started_at=NOW - 10):
@@ -49,13 +50,13 @@ def test_a_failed_job_is_retried_as_a_new_attempt_after_an_exponential_backoff()
 
 def test_when_retries_are_spent_the_run_fails_with_the_last_reason():
     decision = _decide([failed(0), failed(1), failed(2, reason="StorageUnavailable")], {"categorize": 3})
-    assert decision.failure == ("StorageUnavailable", "categorize failed 3 times; last error: boom")
+    assert decision.failure == Failure(Reason.STORAGE_UNAVAILABLE, "categorize failed 3 times; last error: boom")
 
 
 def test_a_permanent_failure_fails_the_run_at_once_until_the_spec_is_edited():
     jobs = [failed(0, permanent=True, reason="InvalidInput")]
     decision = _decide(jobs, {"categorize": 1}, generation=1)
-    assert decision.failure == ("InvalidInput", "categorize: boom") and not decision.create
+    assert decision.failure == Failure(Reason.INVALID_INPUT, "categorize: boom", True) and not decision.create
     recorded = {"categorize": decision.failures["categorize"]}
     edited = _decide(jobs, {"categorize": 1}, recorded, generation=2)  # e.g. a fixed scheduling override
     assert edited.failure is None and edited.create == [(CATEGORIZE, 1)]
@@ -63,10 +64,10 @@ def test_a_permanent_failure_fails_the_run_at_once_until_the_spec_is_edited():
 
 def test_a_job_deleted_before_it_finished_counts_as_a_failed_attempt_so_retries_stay_bounded():
     gone = _decide([], {"categorize": 1}, created_at={"categorize": NOW - 3600})  # TTL, someone, or while we were down
-    assert gone.vanished == [(CATEGORIZE, 0)] and gone.failures["categorize"].reason == "JobDeleted"
+    assert gone.vanished == [(CATEGORIZE, 0)] and gone.failures["categorize"].failure.reason == "JobDeleted"
     assert gone.create == [] and gone.backoff  # retried after the backoff, as attempt 1
-    spent = _decide([], {"categorize": 3}, {"categorize": Failure(1, "JobDeleted", "", NOW - 3600)}, created_at={"categorize": NOW - 3600})
-    assert spent.failure is not None and spent.failure[0] == "JobDeleted"  # never recreated forever
+    spent = _decide([], {"categorize": 3}, {"categorize": FailedAttempt(1, Failure(Reason.JOB_DELETED, ""), NOW - 3600)}, created_at={"categorize": NOW - 3600})
+    assert spent.failure is not None and spent.failure.reason == "JobDeleted"  # never recreated forever
 
 
 def test_a_job_just_created_but_not_yet_seen_is_not_mistaken_for_a_deleted_one():
@@ -80,7 +81,7 @@ def test_pods_that_cannot_start_fail_the_attempt_after_the_startup_timeout_with_
     assert early.running and not early.expire and 1 <= early.requeue_after <= 30
     late = _decide([running(waiting=pulling, started_at=NOW - 601)], {"categorize": 1}, startup_timeout=lambda ref: 600)
     assert [view.name for _, view in late.expire] == ["r-categorize-0"]
-    failure = late.failures["categorize"]
+    failure = late.failures["categorize"].failure
     assert failure.reason == "ImagePullBackOff" and "did not start within 600s" in failure.message and "typo" in failure.message
 
 
@@ -91,7 +92,7 @@ def test_time_queued_in_kueue_does_not_count_toward_the_startup_timeout():
 
 
 def test_a_disrupted_attempt_spends_no_retry():
-    evicted = failed(0, reason=DISRUPTED, message="pod r-categorize-0-0 was disrupted (PreemptionByScheduler)")
+    evicted = failed(0, reason=Reason.DISRUPTED, message="pod r-categorize-0-0 was disrupted (PreemptionByScheduler)")
     decision = _decide([evicted], {"categorize": 1}, spec=_spec(retries={"perStage": 0, "backoffSeconds": 10}))
     assert decision.failure is None and decision.create == [(CATEGORIZE, 1)] and decision.disruptions == {"categorize": 1}
 
@@ -99,7 +100,7 @@ def test_a_disrupted_attempt_spends_no_retry():
 def test_a_job_that_succeeded_without_a_manifest_counts_as_a_failed_attempt():
     done_without_manifest = JobView("r-categorize-0", "categorize", 0, "succeeded", NOW - 100)
     decision = _decide([done_without_manifest], {"categorize": 1})
-    assert decision.create == [(CATEGORIZE, 1)] and decision.failures["categorize"].reason == "NoManifest"
+    assert decision.create == [(CATEGORIZE, 1)] and decision.failures["categorize"].failure.reason == "NoManifest"
 
 
 def test_a_suspended_run_starts_nothing_new():
@@ -113,14 +114,14 @@ def test_job_views_read_state_and_the_stage_termination_message():
     }
     message = parse_termination_message('{"reason": "NoTrainingData", "message": "nothing kept", "permanent": true}')
     view = job_view(job, message)
-    assert (view.stage, view.state, view.reason, view.message, view.permanent) == ("judge-1", "failed", "NoTrainingData", "nothing kept", True)
+    assert (view.stage, view.state, view.failure) == ("judge-1", "failed", Failure("NoTrainingData", "nothing kept", True))
 
 
 def test_a_stage_that_died_without_its_own_message_shows_its_exit_code_and_the_end_of_its_log():
     log = "loading model\n" + "x" * 5000 + "\ntorch.OutOfMemoryError: CUDA out of memory"
     crashed = parse_termination_message(log, 1, "Error")
-    assert crashed["reason"] == "StageCrashed" and crashed["message"].startswith("exit code 1")
-    assert crashed["message"].endswith("CUDA out of memory") and len(crashed["message"]) < 1700
+    assert crashed.reason == "StageCrashed" and crashed.message.startswith("exit code 1") and not crashed.permanent
+    assert crashed.message.endswith("CUDA out of memory") and len(crashed.message) < 1700
     killed = parse_termination_message(None, 137, "OOMKilled")
-    assert killed == {"reason": "OOMKilled", "message": "exit code 137 (OOMKilled)"}
-    assert parse_termination_message(None) == {}  # nothing said: the Job's own condition tells
+    assert killed == Failure("OOMKilled", "exit code 137 (OOMKilled)")
+    assert parse_termination_message(None) is None  # nothing said: the Job's own condition tells

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from selftaught.api.load import SpecError, load_run, parse_run
+from selftaught.api.load import load_run, parse_run
+from selftaught.errors import InvalidSpec
 
 REPO = Path(__file__).resolve().parents[2]
 MINIMAL = {
@@ -47,38 +48,38 @@ def test_defaults_are_the_papers():
 
 
 def test_a_value_out_of_bounds_names_the_field():
-    with pytest.raises(SpecError, match=r"spec\.judge\.samples: Input should be less than or equal to 256"):
+    with pytest.raises(InvalidSpec, match=r"spec\.judge\.samples: Input should be less than or equal to 256"):
         parse_run(_with(judge={"samples": 1000}))
 
 
 def test_a_misspelt_field_is_refused_by_name():
-    with pytest.raises(SpecError, match=r"spec\.judge\.sample: Extra inputs are not permitted"):
+    with pytest.raises(InvalidSpec, match=r"spec\.judge\.sample: Extra inputs are not permitted"):
         parse_run(_with(judge={"sample": 4}))
 
 
 def test_an_unknown_category_is_refused_with_the_known_ones():
-    with pytest.raises(SpecError, match=r"spec\.select\.categories: .*unknown categories \['Poetry'\]"):
+    with pytest.raises(InvalidSpec, match=r"spec\.select\.categories: .*unknown categories \['Poetry'\]"):
         parse_run(_with(select={"categories": ["Poetry"]}))
 
 
 def test_a_missing_required_field_and_a_bad_name_are_reported_together():
     document = {**MINIMAL, "metadata": {"name": "Not_A_DNS_Name"}, "spec": {"storage": {"uri": "x"}}}
-    with pytest.raises(SpecError) as error:
+    with pytest.raises(InvalidSpec) as error:
         parse_run(document)
     message = str(error.value)
     assert "metadata.name" in message and "spec.models: Field required" in message and "spec.data: Field required" in message
 
 
 def test_unreadable_or_invalid_files_say_which_file(tmp_path):
-    with pytest.raises(SpecError, match="missing.yaml: cannot read"):
+    with pytest.raises(InvalidSpec, match="missing.yaml: cannot read"):
         load_run(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("spec: [unclosed")
-    with pytest.raises(SpecError, match="bad.yaml: not valid YAML"):
+    with pytest.raises(InvalidSpec, match="bad.yaml: not valid YAML"):
         load_run(bad)
     other = tmp_path / "other.yaml"
     other.write_text("kind: ConfigMap\n")
-    with pytest.raises(SpecError, match="other.yaml: found kind 'ConfigMap'; expected kind SelfTaughtRun"):
+    with pytest.raises(InvalidSpec, match="other.yaml: found kind 'ConfigMap'; expected kind SelfTaughtRun"):
         load_run(other)
 
 
@@ -109,7 +110,7 @@ def _scheduling(**generation):
     ],
 )
 def test_pod_overrides_refuse_what_would_break_or_widen_a_stage_pod(overrides, error):
-    with pytest.raises(SpecError, match=error):
+    with pytest.raises(InvalidSpec, match=error):
         parse_run(_scheduling(**overrides))
 
 

@@ -3,8 +3,8 @@ run's namespace and name cannot make it try."""
 
 import pytest
 
-from selftaught.api.load import SpecError, parse_run
-from selftaught.errors import StoreKeyInvalid
+from selftaught.api.load import parse_run
+from selftaught.errors import InvalidSpec, StoreKeyInvalid
 from selftaught.store import open_store
 
 ESCAPING = ["../x", "a/../../x", "/etc/passwd", "a/..", "..", "a\0b"]
@@ -48,7 +48,7 @@ def test_keys_below_the_root_are_fine(store, tmp_path):
 @pytest.mark.parametrize("value", ["../../escaped", "a/b", "..", "Upper", "x" * 64, "-a", ""])
 def test_a_name_or_namespace_must_be_a_dns_label(field, value):
     document = {**MINIMAL, "metadata": {**MINIMAL["metadata"], field: value}}
-    with pytest.raises(SpecError, match=rf"metadata\.{field}: .*not a valid Kubernetes name"):
+    with pytest.raises(InvalidSpec, match=rf"metadata\.{field}: .*not a valid Kubernetes name"):
         parse_run(document)
 
 
@@ -67,5 +67,5 @@ def test_a_63_character_dns_label_is_a_valid_name():
     ],
 )
 def test_a_store_uri_without_bucket_or_an_endpoint_without_scheme_is_a_spec_error(storage, error):
-    with pytest.raises(SpecError, match=rf"spec\.storage\.(uri|endpoint): '.*' {error}"):
+    with pytest.raises(InvalidSpec, match=rf"spec\.storage\.(uri|endpoint): '.*' {error}"):
         parse_run({**MINIMAL, "spec": {**MINIMAL["spec"], "storage": storage}})

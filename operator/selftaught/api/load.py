@@ -10,9 +10,9 @@ import yaml
 from pydantic import ValidationError
 
 from selftaught.api.spec import API_GROUP, API_VERSION, KIND, SelfTaughtRun
-from selftaught.errors import InvalidSpec as SpecError
+from selftaught.errors import InvalidSpec
 
-__all__ = ["SpecError", "format_validation_error", "load_run", "parse_run"]
+__all__ = ["format_validation_error", "load_run", "parse_run"]
 
 
 def format_validation_error(error: ValidationError, prefix: str = "") -> str:
@@ -23,22 +23,22 @@ def format_validation_error(error: ValidationError, prefix: str = "") -> str:
     return "; ".join(parts)
 
 
-def _wrong_kind(source: str, kinds: list[Any]) -> SpecError:
+def _wrong_kind(source: str, kinds: list[Any]) -> InvalidSpec:
     """Names what was found, so a ConfigMap or a Job applied by mistake is recognised at once."""
     found = ", ".join(dict.fromkeys("a document without kind" if k is None else f"kind {k!r}" for k in kinds))
     expected = f"expected kind {KIND} (apiVersion {API_GROUP}/{API_VERSION})"
-    return SpecError(f"{source}: found {found}; {expected}" if found else f"{source}: no document; {expected}")
+    return InvalidSpec(f"{source}: found {found}; {expected}" if found else f"{source}: no document; {expected}")
 
 
 def parse_run(document: Any, *, source: str = "manifest") -> SelfTaughtRun:
     if not isinstance(document, dict):
-        raise SpecError(f"{source}: expected a SelfTaughtRun mapping, got {type(document).__name__}")
+        raise InvalidSpec(f"{source}: expected a SelfTaughtRun mapping, got {type(document).__name__}")
     if "kind" in document and document["kind"] != KIND:
         raise _wrong_kind(source, [document["kind"]])
     try:
         return SelfTaughtRun.model_validate(document)
     except ValidationError as error:
-        raise SpecError(f"{source}: {format_validation_error(error)}") from None
+        raise InvalidSpec(f"{source}: {format_validation_error(error)}") from None
 
 
 def load_run(path: str | Path) -> SelfTaughtRun:
@@ -46,18 +46,18 @@ def load_run(path: str | Path) -> SelfTaughtRun:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
-        raise SpecError(f"{path}: cannot read: {error.strerror}") from None
+        raise InvalidSpec(f"{path}: cannot read: {error.strerror}") from None
     except UnicodeDecodeError as error:
-        raise SpecError(f"{path}: not UTF-8 text (byte {error.start}); save the file as UTF-8") from None
+        raise InvalidSpec(f"{path}: not UTF-8 text (byte {error.start}); save the file as UTF-8") from None
     try:
         documents = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as error:
-        raise SpecError(f"{path}: not valid YAML: {error}") from None
+        raise InvalidSpec(f"{path}: not valid YAML: {error}") from None
     runs = [d for d in documents if isinstance(d, dict) and d.get("kind") == KIND]
     if not runs:
         raise _wrong_kind(str(path), [d.get("kind") if isinstance(d, dict) else None for d in documents])
     if len(runs) != 1:
-        raise SpecError(f"{path}: expected exactly one {KIND} document, found {len(runs)}")
+        raise InvalidSpec(f"{path}: expected exactly one {KIND} document, found {len(runs)}")
     return parse_run(runs[0], source=str(path))
 
 
@@ -69,14 +69,14 @@ def parse_api_object(document: dict[str, Any], *, source: str) -> tuple[SelfTaug
     would fail the run until the operator is upgraded. Local files stay strict (`load_run`)."""
     try:
         return parse_run(document, source=source), []
-    except SpecError:
+    except InvalidSpec:
         pass
     try:
         SelfTaughtRun.model_validate(document)
     except ValidationError as error:
         unknown = [item["loc"] for item in error.errors() if item["type"] == "extra_forbidden"]
         if not unknown or len(unknown) != len(error.errors()):
-            raise SpecError(f"{source}: {format_validation_error(error)}") from None
+            raise InvalidSpec(f"{source}: {format_validation_error(error)}") from None
     pruned = copy.deepcopy(document)
     for path in unknown:
         parent = pruned

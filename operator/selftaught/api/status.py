@@ -3,13 +3,27 @@ dataset: the full history lives in the store, never in etcd."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import Field
 
 from selftaught.api.spec import Model
 
-Phase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed"]
+
+#: the run's phase (`status.phase`), derived from its conditions for display (no docstring: the
+#: CRD's schema of the field is its enum and the field's own description, as for a Literal)
+class Phase(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUSPENDED = "Suspended"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+    @property
+    def finished(self) -> bool:
+        """Succeeded or Failed: the run does nothing more until it is edited."""
+        return self in (Phase.SUCCEEDED, Phase.FAILED)
 
 
 class Condition(Model):

@@ -14,6 +14,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from selftaught import __version__
+from selftaught.api.spec import SelfTaughtRun
 
 IMAGE_REPOSITORY = "ghcr.io/selftaught"
 ENV_PREFIX = "SELFTAUGHT_"
@@ -93,6 +94,19 @@ class OperatorConfig(BaseSettings):
                 name = cls.env_var(field) if field in cls.model_fields else field
                 problems.append(f"{name}={item['input']!r}: {item['msg']}")
             raise ConfigError("invalid operator setting: " + "; ".join(problems)) from None
+
+    def with_defaults(self, run: SelfTaughtRun) -> SelfTaughtRun:
+        """`run` with the platform's default S3 endpoint and credentials Secret, where it names none."""
+        storage = run.spec.storage
+        update = {}
+        if not storage.endpoint and self.default_s3_endpoint:
+            update["endpoint"] = self.default_s3_endpoint
+        if not storage.credentials_secret and self.default_credentials_secret:
+            update["credentials_secret"] = self.default_credentials_secret
+        if not update:
+            return run
+        spec = run.spec.model_copy(update={"storage": storage.model_copy(update=update)})
+        return run.model_copy(update={"spec": spec})
 
 
 class _MappingSource(EnvSettingsSource):

@@ -12,7 +12,7 @@ run's spec is edited, which may have fixed it.
 
 from __future__ import annotations
 
-import json
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from selftaught.api.spec import SelfTaughtRunSpec
 from selftaught.controller.jobs import LABEL_ATTEMPT, LABEL_STAGE
+from selftaught.errors import Failure, Reason, decode
 from selftaught.pipeline.planner import Plan
 from selftaught.pipeline.table import StageRef
 
@@ -28,8 +29,6 @@ JobState = Literal["active", "succeeded", "failed"]
 CREATE_GRACE_SECONDS = 10.0
 #: how soon an active Job whose pods are not ready is looked at again (pods are not watched)
 UNWATCHED_PODS_SECONDS = 10.0
-#: the reason of an attempt whose pod was disrupted (DisruptionTarget): it spends no retry
-DISRUPTED = "Disrupted"
 #: how much of a crashed stage's log a user is shown: the end, where the error is
 LOG_TAIL = 1500
 
@@ -52,9 +51,7 @@ class JobView:
     attempt: int
     state: JobState
     finished_at: float | None = None
-    reason: str = ""
-    message: str = ""
-    permanent: bool = False
+    failure: Failure | None = None  # why it failed (a failed Job always says something)
     uid: str = ""
     started_at: float | None = None  # when its pods could start (Job startTime; not while queued)
     waiting: Waiting | None = None
@@ -65,27 +62,24 @@ def _time(value: str | None) -> float | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else None
 
 
-def job_view(job: dict[str, Any], failure: dict[str, Any] | None = None, waiting: Waiting | None = None) -> JobView:
-    """From a Job (and, when it failed, its failed pod's termination message)."""
+def job_view(job: dict[str, Any], told: Failure | None = None, waiting: Waiting | None = None) -> JobView:
+    """From a Job (and, when it failed, what its failed pod `told`: its termination message)."""
     labels = job["metadata"].get("labels", {})
     status = job.get("status") or {}
     conditions = {c["type"]: c for c in status.get("conditions") or [] if c.get("status") == "True"}
     state: JobState = "active"
     finished = None
-    reason, message, permanent = "", "", False
+    failure = None
     if "Complete" in conditions:
         state, finished = "succeeded", _time(conditions["Complete"].get("lastTransitionTime"))
     elif "Failed" in conditions:
         state, finished = "failed", _time(conditions["Failed"].get("lastTransitionTime"))
         condition = conditions["Failed"]
-        reason = condition.get("reason") or "JobFailed"
-        message = condition.get("message") or ""
-        if failure:
-            reason = failure.get("reason") or reason
-            message = failure.get("message") or message
-            permanent = bool(failure.get("permanent"))
+        failure = Failure(condition.get("reason") or Reason.JOB_FAILED, condition.get("message") or "")
+        if told:
+            failure = Failure(told.reason or failure.reason, told.message or failure.message, told.permanent)
         if condition.get("reason") == "DeadlineExceeded":
-            reason, message = "DeadlineExceeded", f"the Job ran longer than activeDeadlineSeconds: {message}"
+            failure = Failure(Reason.DEADLINE_EXCEEDED, f"the Job ran longer than activeDeadlineSeconds: {failure.message}", failure.permanent)
     suspended = bool((job.get("spec") or {}).get("suspend"))
     return JobView(
         name=job["metadata"]["name"],
@@ -93,9 +87,7 @@ def job_view(job: dict[str, Any], failure: dict[str, Any] | None = None, waiting
         attempt=int(labels.get(LABEL_ATTEMPT, 0)),
         state=state,
         finished_at=finished,
-        reason=reason,
-        message=message,
-        permanent=permanent,
+        failure=failure,
         uid=job["metadata"].get("uid", ""),
         started_at=None if suspended else _time(status.get("startTime")),
         waiting=waiting,
@@ -103,52 +95,39 @@ def job_view(job: dict[str, Any], failure: dict[str, Any] | None = None, waiting
     )
 
 
-def parse_termination_message(text: str | None, exit_code: int | None = None, container_reason: str | None = None) -> dict[str, Any]:
-    """Stage processes write JSON; anything else (a crash's log tail, or nothing at all) becomes a
-    message that keeps the *end* of the text, where the error is, and names the exit code and the
-    container's termination reason (`OOMKilled`, exit 137...)."""
-    if text:
-        try:
-            data = json.loads(text)
-            if isinstance(data, dict) and data.get("reason"):
-                return data
-        except ValueError:
-            pass
+def parse_termination_message(text: str | None, exit_code: int | None = None, container_reason: str | None = None) -> Failure | None:
+    """A failed pod's termination message: what the stage wrote (`errors.decode`), or else, for a
+    crash's log tail (FallbackToLogsOnError) or nothing at all, a failure whose message keeps the
+    *end* of the text, where the error is, and names the exit code and the container's
+    termination reason (`OOMKilled`, exit 137...). None: no pod said anything."""
+    told = decode(text)
+    if told is not None:
+        return told
     if not text and exit_code is None:
-        return {}  # no pod said anything: the Job's own condition tells (DeadlineExceeded, ...)
+        return None  # the Job's own condition tells (DeadlineExceeded, ...)
     how = f"exit code {exit_code}" if exit_code is not None else "the stage died"
     if container_reason and container_reason not in ("Error", "Completed"):
         how += f" ({container_reason})"
-    reason = "OOMKilled" if container_reason == "OOMKilled" or exit_code == 137 else "StageCrashed"
+    reason = Reason.OOM_KILLED if container_reason == "OOMKilled" or exit_code == 137 else Reason.STAGE_CRASHED
     tail = (text or "").strip()
     if len(tail) > LOG_TAIL:
         tail = "…" + tail[-LOG_TAIL:]
-    return {"reason": reason, "message": f"{how}; last log lines: {tail}" if tail else how}
+    return Failure.of(reason, f"{how}; last log lines: {tail}" if tail else how)
 
 
-@dataclass
-class Failure:
-    """One failed attempt, as the status keeps it (the Job may be long gone)."""
+@dataclass(frozen=True)
+class FailedAttempt:
+    """One failed attempt of a stage, as the status keeps it (the Job may be long gone)."""
 
     attempt: int
-    reason: str
-    message: str
+    failure: Failure
     at: float
-    permanent: bool = False
-    generation: int = 0
-    disrupted: bool = False  # a node drain, preemption or eviction: not the stage's fault
+    generation: int = 0  # the run's generation when it failed: an edit looks at a permanent failure again
 
-    @classmethod
-    def from_status(cls, data: dict[str, Any]) -> Failure:
-        return cls(
-            attempt=int(data.get("attempt", 0)),
-            reason=str(data.get("reason", "")),
-            message=str(data.get("message", "")),
-            at=_time(data.get("at")) or 0.0,
-            permanent=bool(data.get("permanent")),
-            generation=int(data.get("generation", 0)),
-            disrupted=data.get("reason") == DISRUPTED,
-        )
+    @property
+    def disrupted(self) -> bool:
+        """A node drain, preemption or eviction: not the stage's fault, and no retry spent."""
+        return self.failure.reason == Reason.DISRUPTED
 
 
 @dataclass
@@ -160,12 +139,13 @@ class Decision:
     expire: list[tuple[StageRef, JobView]] = field(default_factory=list)
     #: stages whose latest Job vanished before it finished (TTL, someone deleted it)
     vanished: list[tuple[StageRef, int]] = field(default_factory=list)
-    failure: tuple[str, str] | None = None
+    #: the run's failure: a permanent one, or the last of a stage whose retries are spent
+    failure: Failure | None = None
     #: Jobs created per stage (attempts), when the latest was created, and each stage's last
     #: failure: written to the status, which is where they survive the Jobs
     attempts: dict[str, int] = field(default_factory=dict)
     created_at: dict[str, float] = field(default_factory=dict)
-    failures: dict[str, Failure] = field(default_factory=dict)
+    failures: dict[str, FailedAttempt] = field(default_factory=dict)
     disruptions: dict[str, int] = field(default_factory=dict)
     requeue: float | None = None
 
@@ -180,7 +160,7 @@ def decide(
     step: Plan,
     jobs: list[JobView],
     attempts: dict[str, int],
-    failures: dict[str, Failure],
+    failures: dict[str, FailedAttempt],
     now: float,
     created_at: dict[str, float] | None = None,
     disruptions: dict[str, int] | None = None,
@@ -200,14 +180,15 @@ def decide(
         # Jobs that exist count even if the status never recorded their creation (a lost write)
         created = max(decision.attempts.get(label, 0), latest.attempt + 1 if latest else 0)
         decision.attempts[label] = created
-        failure = decision.failures.get(label)
+        last = decision.failures.get(label)
         if latest is not None and latest.attempt == created - 1:
             if latest.state == "active":
                 timeout = startup_timeout(ref)
                 waiting = latest.waiting
                 if waiting and not waiting.queued and timeout and latest.started_at and now - latest.started_at >= timeout:
                     decision.expire.append((ref, latest))
-                    failure = Failure(latest.attempt, waiting.reason, f"pods did not start within {int(timeout)}s: {waiting.message}", now, False, generation)
+                    failure = Failure(waiting.reason, f"pods did not start within {int(timeout)}s: {waiting.message}")
+                    last = FailedAttempt(latest.attempt, failure, now, generation)
                 else:
                     decision.running.append((ref, latest))
                     if waiting and not waiting.queued:  # come back when the timeout is due
@@ -218,32 +199,34 @@ def decide(
                         decision.requeue = min(decision.requeue or UNWATCHED_PODS_SECONDS, UNWATCHED_PODS_SECONDS)
                     continue
             elif latest.state == "failed":
-                disrupted = latest.reason == DISRUPTED
-                if disrupted and (failure is None or failure.attempt != latest.attempt):
+                seen_in = last.generation if last is not None and last.attempt == latest.attempt else None
+                failure = latest.failure or Failure(Reason.JOB_FAILED, "")
+                last = FailedAttempt(latest.attempt, failure, latest.finished_at or now, generation if seen_in is None else seen_in)
+                if last.disrupted and seen_in is None:
                     decision.disruptions[label] = decision.disruptions.get(label, 0) + 1  # counted once
-                seen_in = failure.generation if failure is not None and failure.attempt == latest.attempt else generation
-                failure = Failure(latest.attempt, latest.reason, latest.message, latest.finished_at or now, latest.permanent, seen_in, disrupted)
             else:  # "succeeded" without the stage's manifest
-                message = f"Job {latest.name} finished but the stage left no manifest"
-                failure = Failure(latest.attempt, "NoManifest", message, latest.finished_at or now, False, generation)
-        elif created and (failure is None or failure.attempt < created - 1):
+                failure = Failure.of(Reason.NO_MANIFEST, f"Job {latest.name} finished but the stage left no manifest")
+                last = FailedAttempt(latest.attempt, failure, latest.finished_at or now, generation)
+        elif created and (last is None or last.attempt < created - 1):
             if now - decision.created_at.get(label, 0.0) < CREATE_GRACE_SECONDS:
                 decision.requeue = min(decision.requeue or 5.0, 5.0)  # just created: the watch will bring it
                 continue
             # the latest attempt's Job is gone and its outcome was never seen
-            failure = Failure(created - 1, "JobDeleted", f"the Job of attempt {created - 1} was deleted before it finished", now, False, generation)
+            failure = Failure.of(Reason.JOB_DELETED, f"the Job of attempt {created - 1} was deleted before it finished")
+            last = FailedAttempt(created - 1, failure, now, generation)
             decision.vanished.append((ref, created - 1))
-        if failure is not None and failure.attempt == created - 1:
-            decision.failures[label] = failure
-            if failure.permanent and failure.generation == generation:
-                decision.failure = (failure.reason, f"{label}: {failure.message}")
+        if last is not None and last.attempt == created - 1:
+            decision.failures[label] = last
+            failure = last.failure
+            if failure.permanent and last.generation == generation:
+                decision.failure = Failure(failure.reason, f"{label}: {failure.message}", failure.permanent)
                 return decision
             # every attempt so far was created and none finished the stage; disruptions are free
             failed = created - decision.disruptions.get(label, 0)
             if failed > spec.retries.per_stage:
-                decision.failure = (failure.reason, f"{label} failed {failed} times; last error: {failure.message}")
+                decision.failure = Failure(failure.reason, f"{label} failed {failed} times; last error: {failure.message}", failure.permanent)
                 return decision
-            wait = spec.retries.backoff_seconds * 2 ** max(failed - 1, 0) - (now - failure.at)
+            wait = spec.retries.backoff_seconds * 2 ** max(failed - 1, 0) - (now - last.at)
             if wait > 0:
                 decision.backoff.append((ref, wait))
                 continue
@@ -252,3 +235,14 @@ def decide(
             decision.attempts[label] = created + 1
             decision.created_at[label] = now
     return decision
+
+
+def running_stages(jobs: list[JobView]) -> set[StageRef]:
+    """Stages with an active Job: it runs with the recorded spec, so an edit of a field that stage
+    depends on is not accepted while it runs (it could publish what the old value produced)."""
+    running = set()
+    for view in jobs:
+        if view.state == "active":
+            with contextlib.suppress(ValueError):  # a Job labelled by someone else
+                running.add(StageRef.parse(view.stage))
+    return running

@@ -127,16 +127,16 @@ def stop(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.event(API_GROUP, API_VERSION, PLURAL)
 def run_changed(event: dict[str, Any], name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
     if event.get("type") == "DELETED":
-        memo.reconciler.run_deleted(namespace, name)
+        memo.reconciler.intake.run_deleted(namespace, name)
     else:
-        memo.reconciler.run_changed(event["object"])
+        memo.reconciler.intake.run_changed(event["object"])
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=STAGE_JOBS)
 def job_changed(event: dict[str, Any], labels: kopf.Labels, namespace: str, memo: kopf.Memo, **_: Any) -> None:
-    memo.reconciler.job_changed(namespace, labels[LABEL_RUN], event.get("object"), event.get("type"))
+    memo.reconciler.intake.job_changed(namespace, labels[LABEL_RUN], event.get("object"), event.get("type"))
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=SERVERS)
 def server_changed(labels: kopf.Labels, namespace: str, memo: kopf.Memo, **_: Any) -> None:
-    memo.reconciler.job_changed(namespace, labels[LABEL_RUN])
+    memo.reconciler.intake.job_changed(namespace, labels[LABEL_RUN])

@@ -15,9 +15,9 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from selftaught.api.spec import API_GROUP, PodOverrides, SelfTaughtRun
+from selftaught.api.spec import API_GROUP, API_VERSION, KIND, PodOverrides, SelfTaughtRun
 from selftaught.controller.config import OperatorConfig
-from selftaught.errors import EXIT_PERMANENT
+from selftaught.errors import EXIT_PERMANENT, TERMINATION_MESSAGE_PATH, TERMINATION_MESSAGE_VARIABLE, Failure, Reason, shell_write
 from selftaught.pipeline.launch import MASTER_PORT, RUN_VARIABLE, stage_command, stage_document
 from selftaught.pipeline.table import StageRef
 
@@ -67,6 +67,24 @@ def pod_overrides(run: SelfTaughtRun, ref: StageRef) -> PodOverrides:
     return run.spec.scheduling.for_stage(ref.kind, ref.name)
 
 
+def startup_timeout(run: SelfTaughtRun, ref: StageRef) -> float | None:
+    """`scheduling.<kind>.startupTimeoutSeconds` (or the stage's own)."""
+    return getattr(pod_overrides(run, ref), "startup_timeout_seconds", None)
+
+
+def run_owner(obj: dict[str, Any]) -> dict[str, Any]:
+    """What `kopf.append_owner_reference` reads of the run that owns a Job, a Service or the
+    judge's server (a body read raw may lack apiVersion/kind on some paths)."""
+    return {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND, "metadata": obj["metadata"]}
+
+
+def owned_by(child: dict[str, Any], uid: str | None) -> bool:
+    """Whether a Job (or Deployment) labelled for a run belongs to the run of this uid: a
+    re-created run may briefly see its namesake's."""
+    owners = child["metadata"].get("ownerReferences")
+    return uid is None or owners is None or any(owner.get("uid") == uid for owner in owners)
+
+
 def _gpus(run: SelfTaughtRun, ref: StageRef) -> int:
     return {"generation": run.spec.generation.tensor_parallel, "training": run.spec.train.gpus_per_node, "data": 0}[ref.kind]
 
@@ -83,7 +101,7 @@ def pod_env(run: SelfTaughtRun, document: dict[str, Any], overrides: PodOverride
         {"name": "USER", "value": STAGE_USER},
         {"name": "LOGNAME", "value": STAGE_USER},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
-        {"name": "SELFTAUGHT_TERMINATION_MESSAGE_PATH", "value": "/dev/termination-log"},
+        {"name": TERMINATION_MESSAGE_VARIABLE, "value": TERMINATION_MESSAGE_PATH},
     ]
     if indexed:
         env.append(
@@ -114,12 +132,8 @@ def _command(run: SelfTaughtRun, ref: StageRef, name: str, service: str | None) 
     # static rendezvous there
     launch = stage_command(run.spec, ref, python="python", master_addr="${MASTER_ADDR}", node_rank="${JOB_COMPLETION_INDEX}")
     timeout = RENDEZVOUS_TIMEOUT_SECONDS
-    message = f"%s (training index 0) did not resolve within {timeout}s"
-    give_up = (
-        f'echo "gave up: $MASTER_ADDR did not resolve within {timeout}s" >&2; '
-        f"""printf '{{"reason":"RendezvousTimeout","message":"{message}","permanent":false}}' "$MASTER_ADDR" """
-        '> "$SELFTAUGHT_TERMINATION_MESSAGE_PATH"; exit 1'
-    )
+    gave_up = Failure.of(Reason.RENDEZVOUS_TIMEOUT, f"${{MASTER_ADDR}} (training index 0) did not resolve within {timeout}s")
+    give_up = f'echo "gave up: $MASTER_ADDR did not resolve within {timeout}s" >&2; {shell_write(gave_up)}; exit 1'
     script = (
         f"deadline=$(( $(date +%s) + {timeout} )); "
         'until getent hosts "$MASTER_ADDR" >/dev/null; do '

@@ -20,8 +20,9 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from selftaught.api.spec import API_GROUP, API_VERSION, KIND, PLURAL
-from selftaught.controller.decide import DISRUPTED, Waiting, parse_termination_message
+from selftaught.controller.decide import Waiting, parse_termination_message
 from selftaught.controller.jobs import KUEUE_QUEUE, LABEL_RUN
+from selftaught.errors import Failure, Reason
 
 #: container waiting reasons that mean "this pod will not start by itself"
 STARTUP_PROBLEMS = frozenset(
@@ -59,7 +60,7 @@ class Kube:
         self.batch = client.BatchV1Api(api)
         self.apps = client.AppsV1Api(api)
         self.core = client.CoreV1Api(api)
-        self._failures: dict[str, dict[str, Any]] = {}  # failed Job uid -> its termination message
+        self._failures: dict[str, Failure | None] = {}  # failed Job uid -> what its pod told
         self._diagnoses: dict[str, tuple[float, Waiting | None]] = {}  # Job uid -> (when, what)
         self._events: queue.SimpleQueue[tuple[str, dict[str, Any]] | None] = queue.SimpleQueue()
         threading.Thread(target=self._post_events, name="selftaught-events", daemon=True).start()
@@ -93,7 +94,7 @@ class Kube:
             if not token:
                 return items
 
-    def failure_of(self, job: dict[str, Any]) -> dict[str, Any] | None:
+    def failure_of(self, job: dict[str, Any]) -> Failure | None:
         """Why a failed Job failed, from its newest failed pod's termination message (the stage's
         own reason and message). Read once per Job: a failed Job's pods never change."""
         if not is_failed(job):
@@ -108,7 +109,7 @@ class Kube:
             failed = next(c for c in (job.get("status") or {}).get("conditions") or [] if c.get("type") == "Failed")
             by_disruption = failed.get("reason") == "PodFailurePolicy" and "DisruptionTarget" in (failed.get("message") or "")
             if by_disruption:  # the evicted pod itself may be gone already: the condition says it
-                self._failures[uid] = _disruption(pods) or {"reason": DISRUPTED, "message": failed.get("message", "")}
+                self._failures[uid] = _disruption(pods) or Failure.of(Reason.DISRUPTED, failed.get("message", ""))
             else:
                 self._failures[uid] = parse_termination_message(*_termination(pods))
         failure = self._failures[uid]
@@ -287,13 +288,13 @@ def _termination(pods: list[dict[str, Any]]) -> tuple[str | None, int | None, st
     return None, None, None
 
 
-def _disruption(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
+def _disruption(pods: list[dict[str, Any]]) -> Failure | None:
     """A pod ended by a node drain, preemption or eviction (its DisruptionTarget condition)."""
     for pod in pods:
         for condition in (pod.get("status") or {}).get("conditions") or []:
             if condition.get("type") == "DisruptionTarget" and condition.get("status") == "True":
                 why = condition.get("reason") or "disrupted"
-                return {"reason": DISRUPTED, "message": f"pod {pod['metadata']['name']} was disrupted ({why}): {condition.get('message', '')}".strip()}
+                return Failure.of(Reason.DISRUPTED, f"pod {pod['metadata']['name']} was disrupted ({why}): {condition.get('message', '')}".strip())
     return None
 
 

@@ -1,17 +1,18 @@
-"""One reconcile of one run: observe (the run, its Jobs, its store), decide (pure), act (create
-Jobs, write status, post events). Level-triggered: every event on the run or its Jobs, a
-requeue after a backoff, and a periodic fresh re-read all call the same pass, which re-derives
-everything from what exists; the work queue makes it one pass at a time per run.
+"""One reconcile of one run: observe (the run, parsed once; its Jobs; its store), accept (the spec
+against the run's recorded one), decide (pure: `decide.py`), act (create and delete Jobs, the
+judge's server through `serving_actor.py`, events), then the one status write.
+
+Level-triggered: every event on the run or its Jobs (`intake.py`, which drops the echoes of our
+own writes: `echoes.py`), a requeue after a backoff, and a periodic fresh re-read all call the
+same pass, which re-derives everything from what exists; the work queue makes it one pass at a
+time per run. `_write_status` is the only place the run's status is written.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,51 +20,40 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 
 from selftaught import __version__
-from selftaught.api.load import SpecError, parse_api_object
+from selftaught.api.load import parse_api_object
 from selftaught.api.spec import API_GROUP, API_VERSION, KIND, SelfTaughtRun
-from selftaught.api.status import ServingStatus
+from selftaught.api.status import Phase
 from selftaught.controller import metrics
 from selftaught.controller.config import OperatorConfig
-from selftaught.controller.decide import UNWATCHED_PODS_SECONDS, Failure, JobView, decide, job_view
-from selftaught.controller.jobs import build_job, build_service, job_name, needs_service, pod_overrides
+from selftaught.controller.decide import UNWATCHED_PODS_SECONDS, Decision, FailedAttempt, JobView, decide, job_view, running_stages
+from selftaught.controller.echoes import Echoes, RunKey
+from selftaught.controller.intake import Intake
+from selftaught.controller.jobs import build_job, build_service, job_name, needs_service, owned_by, run_owner, startup_timeout
 from selftaught.controller.kube import InvalidObject, Kube, api_message
 from selftaught.controller.report import Reporter
-from selftaught.controller.serving import build_service as build_serving_service
-from selftaught.controller.serving import decide_serving, endpoint, recorded_choice, serve_labels, serve_name
-from selftaught.controller.status import Observation, build_status, status_document, status_patch
+from selftaught.controller.serving_actor import ServerSource, ServingActor
+from selftaught.controller.status import Observation, build_status, history, is_finished, status_document, status_patch
 from selftaught.controller.workqueue import WorkQueue
+from selftaught.errors import Failure, InvalidSpec, Reason, StorageUnavailable, failure_of
 from selftaught.pipeline.planner import plan
-from selftaught.pipeline.runstore import SnapshotUnreadable, accept, open_run_store
-from selftaught.pipeline.scan import Progress, iteration_summaries, scan
-from selftaught.pipeline.served import ALL_ITERATIONS, Choice, NothingToServe, choose
+from selftaught.pipeline.runstore import Acceptance, SnapshotUnreadable, accept, open_run_store
+from selftaught.pipeline.scan import Progress, scan
 from selftaught.pipeline.table import StageRef
-from selftaught.store import StoreError
+from selftaught.store import Store
 from selftaught.store.layout import REPORT
 from selftaught.store.manifest import Manifest
 from selftaught.views.estimate import estimate, inputs_for, measure
 from selftaught.views.live import read_view
 
-log = logging.getLogger(__name__)
-TERMINAL = ("Succeeded", "Failed")
-#: failures of the operator's reading, not of the run: looked at again on every pass
-RETRYABLE_INVALID = ("InvalidSpec", "SnapshotUnreadable", "RunNameInUse")
-RunKey = tuple[str, str]
-FAILED = "the run failed: nothing new is served until it succeeds"
-#: how often a server that is not ready yet has its pods looked at (they are not watched), at
-#: most: a shorter resync (`SELFTAUGHT_RESYNC_SECONDS`) looks sooner
-SERVER_LOOK_SECONDS = 15.0
-
-#: (namespace, run name) -> that run's stage Jobs (or its judge's server Deployment), as the watch last saw them
+#: (namespace, run name) -> that run's stage Jobs, as the watch last saw them
 JobSource = Callable[[str, str], list[dict[str, Any]]]
 
 
-def _newer(body: dict[str, Any], than: dict[str, Any] | None) -> bool:
-    """Whether `body` is a later version than `than` (resourceVersions are etcd revisions:
-    numbers in practice, opaque strings by contract; when not numbers, the later arrival wins)."""
-    if than is None:
-        return True
-    new, old = body["metadata"].get("resourceVersion", ""), than["metadata"].get("resourceVersion", "")
-    return int(new) >= int(old) if new.isdigit() and old.isdigit() else True
+class _Stopped(Exception):
+    """The pass ends before deciding: the spec, the store or the run's name stops it."""
+
+    def __init__(self, requeue: float | None = None):
+        self.requeue = requeue
 
 
 def _now() -> str:
@@ -77,21 +67,19 @@ class Reconciler:
         kube: Kube | None = None,
         jobs: JobSource | None = None,
         clock: Callable[[], float] = time.time,
-        servers: JobSource | None = None,
+        servers: ServerSource | None = None,
     ):
         self.config, self.clock = config, clock
         self.kube = kube or Kube()
         self.jobs = jobs or self.kube.list_jobs
-        self.servers: JobSource = servers or (lambda namespace, run: [])
         self.report = Reporter(self.kube)
         self.queue: WorkQueue[RunKey] = WorkQueue(self._pass, min_delay=0.5)
+        self.echoes = Echoes()
+        self.intake = Intake(self.queue, self.echoes, self._forget)  # what the Kopf handlers call
+        self.serving = ServingActor(self.kube, config, self.report, servers or (lambda namespace, run: []))
         self._lock = threading.Lock()
-        # the latest run bodies Kopf delivered or our own writes returned: most passes need no GET
-        self._runs: dict[RunKey, dict[str, Any]] = {}
         self._manifests: dict[str, dict[str, Manifest]] = {}  # per store; immutable once written
         self._stores: dict[RunKey, str] = {}  # so a deleted run's manifest cache goes with it
-        self._written: dict[RunKey, str] = {}  # the resourceVersion of our latest status write
-        self._created: dict[tuple[str, str], str] = {}  # (namespace, Job) -> its resourceVersion as we created it
 
     def start(self) -> None:
         self.queue.start()
@@ -100,63 +88,24 @@ class Reconciler:
         self.queue.stop()
         self.kube.stop()
 
-    # -- entry points (the Kopf handlers) ----------------------------------------------------------
-
-    def run_changed(self, body: dict[str, Any]) -> None:
-        """A pass for every change but the echo of our own status write: the pass that wrote it
-        saw everything it says, and anything that happened since comes as its own event."""
-        meta = body["metadata"]
-        key = (meta["namespace"], meta["name"])
+    def _forget(self, key: RunKey) -> None:
         with self._lock:
-            echo = meta.get("resourceVersion") is not None and self._written.get(key) == meta["resourceVersion"]
-        self._remember(key, body)
-        if not echo:
-            self.queue.submit(key)
-
-    def run_deleted(self, namespace: str, name: str) -> None:
-        """The run was deleted: its Jobs go with it (owner references); its data stays."""
-        key = (namespace, name)
-        self.queue.forget(key)
-        with self._lock:
-            self._runs.pop(key, None)
-            self._written.pop(key, None)
             uri = self._stores.pop(key, None)
             if uri is not None and uri not in self._stores.values():
                 self._manifests.pop(uri, None)
-        self.report.forget(namespace, name)
-
-    def job_changed(self, namespace: str, run: str, job: dict[str, Any] | None = None, kind: str | None = None) -> None:
-        """A pass for every change of a run's Job but the echo of our own create (the pass that
-        created it counted it as running, and asked to look at its pods again)."""
-        if job is not None:
-            meta = job.get("metadata") or {}
-            with self._lock:
-                ours = self._created.pop((namespace, meta.get("name", "")), None)
-            if kind == "ADDED" and ours is not None and ours == meta.get("resourceVersion"):
-                return
-        self.queue.submit((namespace, run))
-
-    def reconcile(self, namespace: str, name: str, *, fresh: bool = False) -> None:
-        """One pass now (or one more after the pass under way)."""
-        self.queue.submit((namespace, name), fresh=fresh)
+        self.report.forget(*key)
 
     # -- one pass ----------------------------------------------------------------------------------
 
-    def _remember(self, key: RunKey, body: dict[str, Any]) -> None:
-        with self._lock:
-            if _newer(body, self._runs.get(key)):
-                self._runs[key] = body
-
     def _pass(self, key: RunKey, fresh: bool) -> float | None:
         started = time.perf_counter()
-        with self._lock:
-            obj = None if fresh else self._runs.get(key)
+        obj = None if fresh else self.intake.latest(key)
         if obj is None:
             obj = self.kube.get_run(*key)
             if obj is None:
-                self.run_deleted(*key)
+                self.intake.run_deleted(*key)
                 return None
-            self._remember(key, obj)
+            self.intake.remember(key, obj)
         if obj["metadata"].get("deletionTimestamp"):
             return None
         try:
@@ -164,102 +113,159 @@ class Reconciler:
         except ApiException as error:
             if error.status != 409:
                 raise
-            # our status write lost a race with another write: read the run again, soon
-            with self._lock:
-                self._runs.pop(key, None)
+            self.intake.drop(key)  # a write lost a race with another: read the run again, soon
             return 1.0
         finally:
             metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
-        if not _finished(self._runs.get(key) or obj):
+        if not is_finished(self.intake.latest(key) or obj):
             # the safety net for missed events: read the run fresh when nothing happened for a
             # while. A finished run needs none: an edit (a new generation) is an event.
             self.queue.resync(key, self.config.resync_seconds)
         return requeue
 
     def _reconcile(self, obj: dict[str, Any]) -> float | None:
-        meta = obj["metadata"]
-        namespace, name, generation = meta["namespace"], meta["name"], meta.get("generation", 1)
-        previous = obj.get("status") or {}
-        if _finished(obj):
-            self.report.phase(namespace, name, previous["phase"])
-            if ((obj.get("spec") or {}).get("serve") or {}).get("enabled") or previous.get("serving"):
-                return self._serve_finished(obj)  # the server's events: its readiness, a deleted Deployment
-            return None  # finished; a (safe) edit bumps the generation and looks again
-        seen = Observation(generation=generation, now=_now(), previous=previous)
-        # observe
+        if is_finished(obj):
+            return self._finished(obj)
+        seen = Observation(generation=obj["metadata"].get("generation", 1), now=_now(), previous=obj.get("status") or {})
         try:
-            run, ignored = parse_api_object(_run_document(obj), source=f"{KIND} {namespace}/{name}")
-        except SpecError as error:
-            seen.invalid = str(error)
-            self._write_status(obj, seen)
-            return None
-        if ignored and set(ignored) != set(previous.get("ignoredFields") or []):
-            self.report.event(obj, "Warning", "UnknownFields", f"ignored, unknown to operator {__version__}: {', '.join(ignored)}")
-        seen.ignored = ignored
-        run = self._with_defaults(run)
-        seen.suspended = run.spec.suspend
+            run, jobs, store, progress = self._observe(obj, seen)
+            acceptance = self._accept(obj, run, jobs, store, progress, seen)
+        except _Stopped as stopped:  # `seen` says why
+            self._status(obj, seen)
+            return stopped.requeue
+        decision = self._decide(run, acceptance, store, progress, jobs, seen)
+        requeue = self._act(obj, run.model_copy(update={"spec": acceptance.spec}), seen)
+        succeeded = seen.plan is not None and seen.plan.finished and not decision.failure
+        seen.serving, retry = self.serving.running(obj, run, progress, succeeded=succeeded, failed=bool(decision.failure))
+        if self._status(obj, seen, jobs).finished:
+            return retry
+        return min((t for t in (requeue, retry) if t is not None), default=None)
+
+    # -- observe: the run (parsed once), its Jobs, its store -----------------------------------------
+
+    def _observe(self, obj: dict[str, Any], seen: Observation) -> tuple[SelfTaughtRun, list[JobView], Store, Progress]:
+        run = self._parse(obj, seen)
+        if run is None:
+            raise _Stopped()
         try:
-            # Jobs before the store: a Job seen Complete has its manifest there already. Jobs are
-            # matched by owner too: a re-created run may briefly see its namesake's Jobs.
-            jobs = [
-                job_view(job, self.kube.failure_of(job), self.kube.waiting_of(job))
-                for job in self.jobs(namespace, name)
-                if _owned_by(job, meta.get("uid"))
-            ]
+            jobs = self._jobs(obj)  # before the store: a Job seen Complete has its manifest there already
             store = open_run_store(run)
-            seen.store = self._stores[(namespace, name)] = store.uri
-            progress = scan(store, self._manifests.setdefault(store.uri, {}))
-            acceptance = accept(store, run, progress, busy=_running(jobs))
+            seen.store = store.uri
+            return run, jobs, store, self._scan(run, store)
+        except StorageUnavailable as error:
+            raise _Stopped(self._store_unavailable(obj, seen, str(error))) from None
+
+    def _parse(self, obj: dict[str, Any], seen: Observation | None = None) -> SelfTaughtRun | None:
+        """The run as this operator reads it, with the platform's defaults; None when it cannot
+        (`seen.invalid` says why)."""
+        meta = obj["metadata"]
+        document = {
+            "apiVersion": f"{API_GROUP}/{API_VERSION}",
+            "kind": KIND,
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"], **({"uid": meta["uid"]} if meta.get("uid") else {})},
+            "spec": obj.get("spec"),
+        }
+        try:
+            run, ignored = parse_api_object(document, source=f"{KIND} {meta['namespace']}/{meta['name']}")
+        except InvalidSpec as error:
+            if seen is not None:
+                seen.invalid = failure_of(error)
+            return None
+        if seen is not None:
+            if ignored and set(ignored) != set(seen.previous.get("ignoredFields") or []):
+                self.report.event(obj, "Warning", "UnknownFields", f"ignored, unknown to operator {__version__}: {', '.join(ignored)}")
+            seen.ignored, seen.suspended = ignored, run.spec.suspend
+        return self.config.with_defaults(run)
+
+    def _jobs(self, obj: dict[str, Any]) -> list[JobView]:
+        """The run's stage Jobs, matched by owner too: a re-created run may briefly see its namesake's."""
+        meta = obj["metadata"]
+        return [
+            job_view(job, self.kube.failure_of(job), self.kube.waiting_of(job))
+            for job in self.jobs(meta["namespace"], meta["name"])
+            if owned_by(job, meta.get("uid"))
+        ]
+
+    def _scan(self, run: SelfTaughtRun, store: Store | None = None) -> Progress:
+        """What the store says is done (one listing; manifests are cached: they never change)."""
+        store = store or open_run_store(run)
+        with self._lock:
+            self._stores[(run.metadata.namespace, run.metadata.name)] = store.uri
+            manifests = self._manifests.setdefault(store.uri, {})
+        return scan(store, manifests)
+
+    def _store_unavailable(self, obj: dict[str, Any], seen: Observation, message: str) -> float | None:
+        """Retried for `storage_grace_seconds`, then the run fails."""
+        since = seen.previous.get("storeUnreachableSince") or seen.now
+        elapsed = self.clock() - datetime.fromisoformat(since.replace("Z", "+00:00")).timestamp()
+        if elapsed >= self.config.storage_grace_seconds:
+            seen.failure = Failure.of(Reason.STORAGE_UNAVAILABLE, f"the store was unreachable for {int(elapsed)}s: {message}")
+            self.report.event(obj, "Warning", Reason.STORAGE_UNAVAILABLE, seen.failure.message)
+            return None
+        seen.unavailable, seen.unreachable_since = f"store unreachable: {message}", since
+        return 15.0
+
+    # -- accept: the spec against the one the run started with ---------------------------------------
+
+    def _accept(self, obj: dict[str, Any], run: SelfTaughtRun, jobs: list[JobView], store: Store, progress: Progress, seen: Observation) -> Acceptance:
+        try:
+            acceptance = accept(store, run, progress, busy=running_stages(jobs))
         except SnapshotUnreadable as error:
-            seen.invalid, seen.invalid_reason = str(error), error.reason
-            self._write_status(obj, seen)
-            return None
-        except StoreError as error:
-            return self._store_unavailable(obj, seen, str(error))
+            seen.invalid = failure_of(error)
+            raise _Stopped() from None
+        except StorageUnavailable as error:
+            raise _Stopped(self._store_unavailable(obj, seen, str(error))) from None
         if acceptance.earlier_uid:
-            seen.invalid_reason = "RunNameInUse"
-            seen.invalid = (
-                f"{store.uri} holds the data of an earlier run named {name} (uid {acceptance.earlier_uid}) whose spec differs "
+            seen.invalid = Failure.of(
+                Reason.RUN_NAME_IN_USE,
+                f"{store.uri} holds the data of an earlier run named {run.metadata.name} (uid {acceptance.earlier_uid}) whose spec differs "
                 f"in {', '.join(acceptance.refused)}; this run would continue from that data. To start over, delete "
-                f"{store.uri}/ or use a new metadata.name; to continue the earlier run, apply its spec"
+                f"{store.uri}/ or use a new metadata.name; to continue the earlier run, apply its spec",
             )
-            if previous.get("phase") != "Failed":
-                self.report.event(obj, "Warning", "RunNameInUse", seen.invalid)
-            self._write_status(obj, seen)
-            return None
-        # decide
+            if seen.previous.get("phase") != Phase.FAILED:
+                self.report.event(obj, "Warning", Reason.RUN_NAME_IN_USE, seen.invalid.message)
+            raise _Stopped()
+        return acceptance
+
+    # -- decide --------------------------------------------------------------------------------------
+
+    def _decide(self, run: SelfTaughtRun, acceptance: Acceptance, store: Store, progress: Progress, jobs: list[JobView], seen: Observation) -> Decision:
         spec = acceptance.spec
         seen.refused, seen.shards, seen.progress = acceptance.refused, spec.generation.shards, progress
-        seen.plan = plan(spec, progress.done)
-        history = _history(previous)
-        seen.decision = decide(
-            spec, seen.plan, jobs, history.attempts, history.failures, self.clock(),
-            created_at=history.created_at, disruptions=history.disruptions,
-            suspended=run.spec.suspend, generation=generation, startup_timeout=lambda ref: startup_timeout(run, ref),
+        seen.plan = step = plan(spec, progress.done)
+        remembered = history(seen.previous)
+        seen.decision = decision = decide(
+            spec, step, jobs, remembered.attempts, remembered.failures, self.clock(),
+            created_at=remembered.created_at, disruptions=remembered.disruptions,
+            suspended=run.spec.suspend, generation=seen.generation, startup_timeout=lambda ref: startup_timeout(run, ref),
         )  # fmt: skip
         # the cost, corrected by the finished stages; how far the running ones are (a small read
         # per shard that has written progress: never per item)
         seen.estimate = estimate(spec, inputs_for(spec), measure(progress.manifests))
-        seen.live = [view for ref, _ in seen.decision.running if (view := read_view(store, ref, progress, spec.generation.shards)) is not None]
+        seen.live = [view for ref, _ in decision.running if (view := read_view(store, ref, progress, spec.generation.shards)) is not None]
         # the stage process that finishes the run writes it there (a moment after its manifest,
         # which may be the last thing this operator reads of a finished run)
-        seen.report = store.url(REPORT) if progress.report or seen.plan.finished else None
-        # act
+        seen.report = store.url(REPORT) if progress.report or step.finished else None
+        return decision
+
+    # -- act -----------------------------------------------------------------------------------------
+
+    def _act(self, obj: dict[str, Any], accepted: SelfTaughtRun, seen: Observation) -> float | None:
+        """Delete the Jobs whose pods never started, create the ones decided on; when to look again."""
         decision = seen.decision
+        assert decision is not None  # decided this pass
         requeue = decision.requeue_after
         for ref, view in decision.expire:
-            self.kube.delete_job(namespace, view.name)
-            failure = decision.failures[ref.label]
-            self.report.event(obj, "Warning", "StageStartTimeout", f"{ref.label} (Job {view.name}): {failure.reason}: {failure.message}")
+            self.kube.delete_job(accepted.metadata.namespace, view.name)
+            self.report.event(obj, "Warning", Reason.STAGE_START_TIMEOUT, f"{ref.label} (Job {view.name}): {decision.failures[ref.label].failure}")
         for ref, attempt in decision.vanished:
-            self.report.event(obj, "Warning", "JobDeleted", f"{ref.label}: the Job of attempt {attempt} was deleted before it finished; counted as a failed attempt")
-        accepted = run.model_copy(update={"spec": spec})
+            self.report.event(obj, "Warning", Reason.JOB_DELETED, f"{ref.label}: the Job of attempt {attempt} was deleted before it finished; counted as a failed attempt")
         for ref, attempt in decision.create:
             try:
                 created = self._create(obj, accepted, ref, attempt)
             except InvalidObject as error:  # the server will refuse this Job every time: say so, once
-                decision.failures[ref.label] = Failure(attempt, "InvalidJob", str(error), self.clock(), True, generation)
-                decision.failure = ("InvalidJob", f"{ref.label}: the API server refused the Job: {error}")
+                decision.failures[ref.label] = FailedAttempt(attempt, Failure.of(Reason.INVALID_JOB, str(error)), self.clock(), seen.generation)
+                decision.failure = Failure.of(Reason.INVALID_JOB, f"{ref.label}: the API server refused the Job: {error}")
             except ApiException as error:  # e.g. the API server is overloaded: not an attempt
                 detail = api_message(error)
                 decision.attempts[ref.label] = attempt
@@ -270,144 +276,16 @@ class Reconciler:
                 if created is not None:  # the status says it runs now, not one status write later
                     decision.running.append((ref, job_view(created, None, self.kube.waiting_of(created))))
                     requeue = min(requeue or UNWATCHED_PODS_SECONDS, UNWATCHED_PODS_SECONDS)  # its pods, as decide asks
-        seen.serving, retry = self._serve(obj, run, progress, succeeded=seen.plan.finished and not decision.failure, failed=bool(decision.failure))
-        status = self._write_status(obj, seen, jobs_seen=jobs)
-        if status.phase in TERMINAL:
-            return retry
-        return min((t for t in (requeue, retry) if t is not None), default=None)
-
-    # -- the judge's server ------------------------------------------------------------------------
-
-    def _serve(self, obj: dict[str, Any], run: SelfTaughtRun, progress: Progress, *, succeeded: bool, failed: bool = False) -> tuple[ServingStatus | None, float | None]:
-        """Put the server in place, roll it out, or remove it; its status, and when to look again
-        (a refused write). The choice is read from the store's numbers once the run succeeded."""
-        previous = (obj.get("status") or {}).get("serving")
-        if not run.spec.serve.enabled and not previous and not self._server_of(obj):
-            return None, None
-        choice, problem = None, FAILED if failed else None
-        if succeeded and run.spec.serve.enabled:
-            try:
-                choice = choose(iteration_summaries(progress, limit=ALL_ITERATIONS), run.spec.models.seed, run.spec.serve.iteration)
-            except NothingToServe as error:
-                problem = str(error)
-        return self._act_serving(obj, run, choice, problem)
-
-    def _serve_finished(self, obj: dict[str, Any]) -> float | None:
-        """A finished run's server, between edits: kept in place (a Deployment deleted by hand
-        comes back), its readiness in `status.serving`. The choice is the one the status records
-        (or, where none is, read from the store once)."""
-        meta, status = obj["metadata"], obj.get("status") or {}
-        try:
-            run, _ = parse_api_object(_run_document(obj), source=f"{KIND} {meta['namespace']}/{meta['name']}")
-        except SpecError:
-            return None
-        run = self._with_defaults(run)
-        if status.get("phase") != "Succeeded":
-            serving, retry = self._act_serving(obj, run, None, FAILED)
-        elif (choice := recorded_choice(run, status.get("serving"))) is not None or not run.spec.serve.enabled:
-            serving, retry = self._act_serving(obj, run, choice, None)
-        else:
-            try:
-                store = open_run_store(run)
-                progress = scan(store, self._manifests.setdefault(store.uri, {}))
-            except StoreError as error:
-                serving, retry = ServingStatus(message=f"cannot read the run's store to choose a checkpoint: {error}"), 15.0
-            else:
-                serving, retry = self._serve(obj, run, progress, succeeded=True)
-        document = serving.model_dump(mode="json", by_alias=True, exclude_none=True) if serving else None
-        if document != status.get("serving"):
-            written = self.kube.patch_status(meta["namespace"], meta["name"], status_patch({"serving": status.get("serving")}, {"serving": document}))
-            key = (meta["namespace"], meta["name"])
-            with self._lock:
-                self._written[key] = written["metadata"].get("resourceVersion")
-            self._remember(key, written)
-        return retry
-
-    def _server_of(self, obj: dict[str, Any]) -> dict[str, Any] | None:
-        meta = obj["metadata"]
-        return next((d for d in self.servers(meta["namespace"], meta["name"]) if _owned_by(d, meta.get("uid"))), None)
-
-    def _act_serving(self, obj: dict[str, Any], run: SelfTaughtRun, choice: Choice | None, problem: str | None) -> tuple[ServingStatus | None, float | None]:
-        meta = obj["metadata"]
-        namespace, name = meta["namespace"], serve_name(meta["name"])
-        observed = self._server_of(obj)
-        had_status = bool((obj.get("status") or {}).get("serving"))
-        action = decide_serving(run, self.config, choice=choice, problem=problem, observed=observed, had_status=had_status)
-        if action.delete:
-            self.kube.delete_deployment(namespace, name)
-            self.kube.delete_service(namespace, name)
-            if observed is not None:
-                self.report.event(obj, "Normal", "ServingStopped", f"removed the judge's server {name} (serve.enabled is false)")
-        if action.apply is None:
-            if observed is None or action.status is None or action.status.ready or action.status.iteration is None:
-                return action.status, None
-            # not ready: loading (minutes for a big checkpoint), or stuck; pods are not watched,
-            # so look at them now and again until it is ready
-            look = min(SERVER_LOOK_SECONDS, self.config.resync_seconds)
-            waiting = self.kube.server_problem(namespace, serve_labels(meta["name"]))
-            if waiting is None:
-                return action.status, look
-            self.report.server_waiting(obj, observed, waiting)
-            message = f"the server cannot start: {waiting.reason}: {waiting.message}"
-            return action.status.model_copy(update={"message": message}), look
-        deployment = action.apply
-        kopf.append_owner_reference(deployment, owner=_owner(obj))
-        service = build_serving_service(run)
-        kopf.append_owner_reference(service, owner=_owner(obj))
-        try:
-            if observed is None:
-                self.kube.create_deployment(deployment)
-            else:
-                self.kube.replace_deployment(deployment, observed["metadata"].get("resourceVersion"))
-            self.kube.create_service(service)
-        except InvalidObject as error:  # refused every time until the spec changes: say so
-            self.report.event(obj, "Warning", "ServingRefused", f"the API server refused the judge's server {name}: {error}")
-            return ServingStatus(message=f"InvalidServer: the API server refused the Deployment or Service {name}: {error}"), None
-        except ApiException as error:
-            if error.status == 409:
-                raise  # a stale read: the pass reads the run again and retries
-            detail = api_message(error)
-            self.report.event(obj, "Warning", "ServingFailed", f"cannot put the judge's server {name} in place: {detail}")
-            return ServingStatus(message=f"retrying: cannot put the judge's server in place: {detail}"), 10.0
-        served = action.status
-        verb = "started" if observed is None else "rolling out"
-        self.report.event(obj, "Normal", "ServingStarted" if observed is None else "ServingUpdated", f"{verb} the judge's server {name}: {served.message if served else ''}; endpoint {endpoint(run)}")
-        return served, None
-
-    def _with_defaults(self, run: SelfTaughtRun) -> SelfTaughtRun:
-        """The platform's default S3 endpoint and credentials Secret, where the run names none."""
-        storage = run.spec.storage
-        update = {}
-        if not storage.endpoint and self.config.default_s3_endpoint:
-            update["endpoint"] = self.config.default_s3_endpoint
-        if not storage.credentials_secret and self.config.default_credentials_secret:
-            update["credentials_secret"] = self.config.default_credentials_secret
-        if not update:
-            return run
-        spec = run.spec.model_copy(update={"storage": storage.model_copy(update=update)})
-        return run.model_copy(update={"spec": spec})
-
-    def _store_unavailable(self, obj: dict[str, Any], seen: Observation, message: str) -> float | None:
-        since = seen.previous.get("storeUnreachableSince") or seen.now
-        elapsed = self.clock() - datetime.fromisoformat(since.replace("Z", "+00:00")).timestamp()
-        if elapsed >= self.config.storage_grace_seconds:
-            seen.failure = ("StorageUnavailable", f"the store was unreachable for {int(elapsed)}s: {message}")
-            self.report.event(obj, "Warning", "StorageUnavailable", seen.failure[1])
-            self._write_status(obj, seen)
-            return None
-        seen.unavailable, seen.unreachable_since = f"store unreachable: {message}", since
-        self._write_status(obj, seen)
-        return 15.0
+        return requeue
 
     def _create(self, obj: dict[str, Any], run: SelfTaughtRun, ref: StageRef, attempt: int) -> dict[str, Any] | None:
         """The Job as created, or None when it existed (an earlier pass, or operator, made it)."""
         job = build_job(run, ref, attempt, self.config)
-        kopf.append_owner_reference(job, owner=_owner(obj))
+        kopf.append_owner_reference(job, owner=run_owner(obj))
         created = self.kube.create_job(job)
         if created is None:
             return None  # and its Service
-        with self._lock:
-            self._created[(job["metadata"]["namespace"], job["metadata"]["name"])] = created["metadata"].get("resourceVersion", "")
+        self.echoes.job_created(created)
         if needs_service(run, ref):  # owned by its Job: collected with it, retry after retry
             service = build_service(run, ref, attempt)
             kopf.append_owner_reference(service, owner=created)
@@ -415,91 +293,47 @@ class Reconciler:
         self.report.job_created(obj, ref.name, ref.label, attempt, job_name(run.metadata.name, ref, attempt))
         return created
 
-    def _write_status(self, obj: dict[str, Any], seen: Observation, jobs_seen: list | None = None) -> Any:
+    def _finished(self, obj: dict[str, Any]) -> float | None:
+        """A finished run is left alone until it is edited, but for its judge's server: kept in
+        place, its readiness written into `status.serving`."""
+        status = obj.get("status") or {}
+        if not (((obj.get("spec") or {}).get("serve") or {}).get("enabled") or status.get("serving")):
+            self._write_status(obj, status)
+            return None
+        run = self._parse(obj)
+        if run is None:
+            self._write_status(obj, status)
+            return None
+        serving, retry = self.serving.finished(obj, run, self._scan)
+        document = {key: value for key, value in status.items() if key != "serving"}
+        if serving is not None:
+            document["serving"] = serving.model_dump(mode="json", by_alias=True, exclude_none=True)
+        self._write_status(obj, document)
+        return retry
+
+    # -- the status --------------------------------------------------------------------------------
+
+    def _status(self, obj: dict[str, Any], seen: Observation, jobs: list[JobView] | None = None) -> Phase:
+        """The status derived from `seen`, written; its phase. With the pass's `jobs`: the events
+        and metrics of what changed since the last pass too."""
         status = build_status(seen)
         document = status_document(status)
-        meta = obj["metadata"]
-        if jobs_seen is not None:
-            self.report.changes(obj, seen, jobs_seen, document.get("iterations", []))
-        self.report.phase(meta["namespace"], meta["name"], status.phase)
-        previous = obj.get("status") or {}
-        if previous == document:
-            return status
-        patch = status_patch(previous, document)
+        if jobs is not None:
+            self.report.changes(obj, seen, jobs, document.get("iterations", []))
+        self._write_status(obj, document)
+        return Phase(status.phase)
+
+    def _write_status(self, obj: dict[str, Any], document: dict[str, Any]) -> None:
+        """The one status write: `document` in place of the run's status, when it differs (a
+        merge patch; its echo starts no pass), and an event when the phase changed."""
+        meta, previous = obj["metadata"], obj.get("status") or {}
         key = (meta["namespace"], meta["name"])
-        written = self.kube.patch_status(*key, patch)
-        with self._lock:
-            self._written[key] = written["metadata"].get("resourceVersion")
-        self._remember(key, written)
-        if previous.get("phase") != status.phase:
-            kind = "Warning" if status.phase == "Failed" else "Normal"
-            self.report.event(obj, kind, f"Run{status.phase}", status.message or "")
-        return status
-
-
-def _run_document(obj: dict[str, Any]) -> dict[str, Any]:
-    meta = obj["metadata"]
-    return {
-        "apiVersion": f"{API_GROUP}/{API_VERSION}",
-        "kind": KIND,
-        "metadata": {"name": meta["name"], "namespace": meta["namespace"], **({"uid": meta["uid"]} if meta.get("uid") else {})},
-        "spec": obj.get("spec"),
-    }
-
-
-def _finished(obj: dict[str, Any]) -> bool:
-    """Succeeded or Failed at the current generation. A spec the operator could not read is not
-    finished: a newer operator (or CRD) may read it, so it is looked at again."""
-    status = obj.get("status") or {}
-    if status.get("observedGeneration") != obj["metadata"].get("generation", 1) or status.get("phase") not in TERMINAL:
-        return False
-    succeeded = next((c for c in status.get("conditions") or [] if c.get("type") == "Succeeded"), {})
-    return succeeded.get("reason") not in RETRYABLE_INVALID
-
-
-def _running(jobs: list[JobView]) -> set[StageRef]:
-    """Stages with an active Job: it runs with the recorded spec, so an edit of a field that stage
-    depends on is not accepted while it runs (it could publish what the old value produced)."""
-    running = set()
-    for view in jobs:
-        if view.state == "active":
-            with contextlib.suppress(ValueError):  # a Job labelled by someone else
-                running.add(StageRef.parse(view.stage))
-    return running
-
-
-def _owned_by(job: dict[str, Any], uid: str | None) -> bool:
-    owners = job["metadata"].get("ownerReferences")
-    return uid is None or owners is None or any(owner.get("uid") == uid for owner in owners)
-
-
-@dataclass
-class _History:
-    attempts: dict[str, int]
-    created_at: dict[str, float]
-    failures: dict[str, Failure]
-    disruptions: dict[str, int]
-
-
-def _history(status: dict[str, Any]) -> _History:
-    """What the status remembers of each stage's attempts (it outlives the Jobs)."""
-    history = _History({}, {}, {}, {})
-    for label, stage in (status.get("attempts") or {}).items():
-        history.attempts[label] = int(stage.get("attempts", 0))
-        history.disruptions[label] = int(stage.get("disruptions", 0))
-        if stage.get("createdAt"):
-            history.created_at[label] = datetime.fromisoformat(stage["createdAt"].replace("Z", "+00:00")).timestamp()
-        if stage.get("lastFailure"):
-            history.failures[label] = Failure.from_status(stage["lastFailure"])
-    return history
-
-
-def startup_timeout(run: SelfTaughtRun, ref: StageRef) -> float | None:
-    """`scheduling.<kind>.startupTimeoutSeconds` (or the stage's own)."""
-    return getattr(pod_overrides(run, ref), "startup_timeout_seconds", None)
-
-
-def _owner(obj: dict[str, Any]) -> dict[str, Any]:
-    """What `kopf.append_owner_reference` reads of the owner (a body read raw may lack
-    apiVersion/kind on some paths)."""
-    return {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND, "metadata": obj["metadata"]}
+        phase = document.get("phase")
+        self.report.phase(*key, phase)
+        if previous == document:
+            return
+        written = self.kube.patch_status(*key, status_patch(previous, document))
+        self.echoes.status_written(key, written)
+        self.intake.remember(key, written)
+        if previous.get("phase") != phase:
+            self.report.event(obj, "Warning" if phase == Phase.FAILED else "Normal", f"Run{phase}", document.get("message") or "")

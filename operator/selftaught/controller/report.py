@@ -7,12 +7,12 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from selftaught.api.status import Phase
 from selftaught.controller import metrics
 from selftaught.controller.decide import JobView, Waiting
 from selftaught.controller.kube import Kube
 from selftaught.controller.status import Observation
 
-PHASES = ("Pending", "Running", "Suspended", "Succeeded", "Failed")
 RunKey = tuple[str, str]
 
 
@@ -24,8 +24,8 @@ class Reporter:
         self._failed_jobs: set[str] = set()  # failed Job uids already announced
         self._waits: set[tuple[str, str]] = set()  # (Job uid, waiting reason) already announced
         self._phases: dict[RunKey, str] = {}
-        self._counts: dict[str, int] = dict.fromkeys(PHASES, 0)  # kept with _phases: no O(runs) count per pass
-        for value in PHASES:
+        self._counts: dict[str, int] = dict.fromkeys(Phase, 0)  # kept with _phases: no O(runs) count per pass
+        for value in Phase:
             metrics.RUNS.labels(value).set(0)
 
     def event(self, run: dict[str, Any], kind: str, reason: str, message: str) -> None:
@@ -41,7 +41,7 @@ class Reporter:
             announced = self._announced.setdefault(key, set(done) if first_look else set())
             new = sorted(set(done) - announced)
             announced.update(new)
-            failed = [view for view in jobs if view.state == "failed" and view.uid not in self._failed_jobs]
+            failed = [view for view in jobs if view.failure is not None and view.uid not in self._failed_jobs]
             self._failed_jobs.update(view.uid for view in failed)
             waits = [view for view in jobs if view.waiting and (view.uid, view.waiting.reason) not in self._waits]
             self._waits.update((view.uid, view.waiting.reason) for view in waits)  # type: ignore[union-attr]
@@ -55,8 +55,8 @@ class Reporter:
             self.event(run, "Normal", "StageSucceeded", f"{label}: {summary}")
         if not first_look:
             for view in failed:
-                metrics.JOB_FAILURES.labels(view.stage.split("-")[0], view.reason).inc()
-                self.event(run, "Warning", "StageFailed", f"{view.stage} (Job {view.name}): {view.reason}: {view.message}")
+                metrics.JOB_FAILURES.labels(view.stage.split("-")[0], view.failure.reason).inc()  # type: ignore[union-attr]
+                self.event(run, "Warning", "StageFailed", f"{view.stage} (Job {view.name}): {view.failure}")
         for view in waits:  # one event per Job and reason, not one per resync
             waiting = view.waiting
             if waiting.queued:  # type: ignore[union-attr]

@@ -1,5 +1,5 @@
 """The judge's server (`spec.serve`): its Deployment and Service as plain dicts, and what to do
-about them given what exists (pure; the reconciler observes and acts).
+about them given what exists (pure; `serving_actor.py` observes and acts in a pass).
 
 The server pod is a generation pod (`scheduling.generation`, the `generation` vLLM settings, the
 model cache, the store's Secret) built by the same code as a stage's (`jobs.build_pod_spec`); it

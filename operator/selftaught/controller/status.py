@@ -5,6 +5,9 @@ True/False) for the bounded run, `Ready` for Argo CD/Flux, kstatus' `Reconciling
 plus `Suspended` and `SpecAccepted`. `phase`, `stage` and `iteration` are derived, for printer
 columns. A condition's lastTransitionTime moves only when its status does, so an unchanged run
 produces an unchanged status and no write.
+
+And what a status says back: the attempts it remembers (`history`, decide's input: they outlive
+the Jobs) and whether the run is finished (`is_finished`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 from selftaught.api.status import (
     Condition,
     IterationSummary,
+    Phase,
     RunEstimate,
     RunProgress,
     SelfTaughtRunStatus,
@@ -24,7 +28,8 @@ from selftaught.api.status import (
     StageFailure,
     StageProgress,
 )
-from selftaught.controller.decide import Decision
+from selftaught.controller.decide import Decision, FailedAttempt
+from selftaught.errors import Failure, Reason, ReasonClass, as_reason, reason_class
 from selftaught.pipeline.planner import Plan
 from selftaught.pipeline.runstore import refusal_message
 from selftaught.pipeline.scan import Progress, iteration_summaries, skipped_counts
@@ -47,10 +52,9 @@ class Observation:
     suspended: bool = False
     refused: list[str] = field(default_factory=list)
     unreachable_since: str | None = None  # the store has not answered since (RFC 3339)
-    invalid: str | None = None  # why the spec cannot be used at all
-    invalid_reason: str = "InvalidSpec"  # or SnapshotUnreadable, RunNameInUse
+    invalid: Failure | None = None  # why the spec cannot be used at all: InvalidSpec, SnapshotUnreadable, RunNameInUse
     ignored: list[str] = field(default_factory=list)  # spec fields this operator does not know
-    failure: tuple[str, str] | None = None  # a terminal failure found outside `decision`
+    failure: Failure | None = None  # a terminal failure found outside `decision`
     unavailable: str | None = None  # the store or the API refuses us right now; retrying
     live: list[StageView] = field(default_factory=list)  # progress inside the running stages
     estimate: Estimate | None = None  # the run's cost, corrected by its finished stages
@@ -101,9 +105,7 @@ def build_status(seen: Observation) -> SelfTaughtRunStatus:
     previous = seen.previous or {}
     conditions_before = previous.get("conditions") or []
     generation, now = seen.generation, seen.now
-    failure = seen.failure or (seen.decision.failure if seen.decision else None)
-    if seen.invalid:
-        failure = (seen.invalid_reason, seen.invalid)
+    failure = seen.invalid or seen.failure or (seen.decision.failure if seen.decision else None)
     fields: dict[str, Any] = {}
     stage = iteration = None
     step, progress = seen.plan, seen.progress
@@ -141,9 +143,9 @@ def build_status(seen: Observation) -> SelfTaughtRunStatus:
         fields["progress"] = run_progress(shown)
     finished = step is not None and step.finished and not failure
     if failure:
-        phase, message = "Failed", f"{failure[0]}: {failure[1]}"
+        phase, message = Phase.FAILED, str(failure)
     elif finished:
-        phase = "Succeeded"
+        phase = Phase.SUCCEEDED
         accuracy, overall = fields.get("latest_accuracy"), fields.get("latest_overall")
         message = (
             f"{step.total} stages done"  # type: ignore[union-attr]
@@ -151,32 +153,32 @@ def build_status(seen: Observation) -> SelfTaughtRunStatus:
             + (f", benchmark overall {overall:.3f}" if overall is not None else "")
         )
     elif seen.suspended:
-        phase = "Suspended"
+        phase = Phase.SUSPENDED
         running = len(seen.decision.running) if seen.decision else 0
         message = "suspended" + (f"; {running} running Job(s) finishing" if running else "")
     elif seen.unavailable:
-        phase, message = previous.get("phase") or "Pending", f"retrying: {seen.unavailable}"
+        phase, message = Phase(previous.get("phase") or Phase.PENDING), f"retrying: {seen.unavailable}"
     else:
-        phase = "Running" if step and (step.done or (seen.decision and seen.decision.running)) else "Pending"
+        phase = Phase.RUNNING if step and (step.done or (seen.decision and seen.decision.running)) else Phase.PENDING
     fields["attempts"] = _attempts(seen.decision, previous)
-    if phase in ("Succeeded", "Failed"):
+    if phase.finished:
         fields["completed_at"] = previous.get("completedAt") if previous.get("phase") == phase else now
 
     def condition(kind: str, value: str, reason: str, text: str) -> Condition:
         return _condition(conditions_before, kind, value, reason, text, generation, now)
 
     if failure:
-        succeeded = condition("Succeeded", "False", failure[0], failure[1])
+        succeeded = condition("Succeeded", "False", failure.reason, failure.message)
     elif finished:
         succeeded = condition("Succeeded", "True", "Succeeded", message)
     else:
         succeeded = condition("Succeeded", "Unknown", phase, message)
     refused_text = refusal_message(seen.refused)
-    stalled_reason, stalled_text = (failure[0], failure[1]) if failure else (("UnsafeEdit", refused_text) if seen.refused else ("", ""))
-    in_progress = phase in ("Pending", "Running") and not seen.refused
+    stalled_reason, stalled_text = (failure.reason, failure.message) if failure else ((Reason.UNSAFE_EDIT, refused_text) if seen.refused else ("", ""))
+    in_progress = phase in (Phase.PENDING, Phase.RUNNING) and not seen.refused
     waiting = [view.waiting for _, view in (seen.decision.running if seen.decision else []) if view.waiting]
     progress_reason = ("Queued" if waiting[0].queued else waiting[0].reason) if waiting else phase
-    suspended = phase == "Suspended"
+    suspended = phase == Phase.SUSPENDED
     return SelfTaughtRunStatus(
         observed_generation=generation,
         started_at=previous.get("startedAt") or now,
@@ -185,7 +187,7 @@ def build_status(seen: Observation) -> SelfTaughtRunStatus:
         serving=seen.serving if seen.decision is not None else _kept_serving(previous),
         store_unreachable_since=seen.unreachable_since,
         ignored_fields=seen.ignored or None,
-        phase=phase,  # type: ignore[arg-type]
+        phase=phase,
         stage=stage or previous.get("stage"),
         iteration=iteration if iteration is not None else previous.get("iteration"),
         message=message,
@@ -198,8 +200,8 @@ def build_status(seen: Observation) -> SelfTaughtRunStatus:
             condition(
                 "SpecAccepted",
                 "False" if (seen.refused or seen.invalid) else "True",
-                seen.invalid_reason if seen.invalid else ("UnsafeEdit" if seen.refused else "Accepted"),
-                seen.invalid or refused_text,
+                seen.invalid.reason if seen.invalid else (Reason.UNSAFE_EDIT if seen.refused else "Accepted"),
+                seen.invalid.message if seen.invalid else refused_text,
             ),
         ],
         **fields,
@@ -264,6 +266,10 @@ def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _time(value: str | None) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else 0.0
+
+
 def _attempts(decision: Decision | None, previous: dict[str, Any]) -> dict[str, StageAttempts]:
     """Per stage: Jobs created and the last failure. Without a decision (a bad spec, the store
     unreachable) the counts carry over: they bound the retries and must never reset."""
@@ -271,18 +277,53 @@ def _attempts(decision: Decision | None, previous: dict[str, Any]) -> dict[str, 
         return {label: StageAttempts.model_validate(value) for label, value in (previous.get("attempts") or {}).items()}
     stages: dict[str, StageAttempts] = {}
     for label in sorted(set(decision.attempts) | set(decision.failures) | set(decision.disruptions)):
-        failure = decision.failures.get(label)
+        last = decision.failures.get(label)
         created = decision.created_at.get(label)
         stages[label] = StageAttempts(
             attempts=decision.attempts.get(label, 0),
             disruptions=decision.disruptions.get(label, 0),
             created_at=_iso(created) if created else None,
             last_failure=StageFailure(
-                attempt=failure.attempt, reason=failure.reason, message=failure.message[:1000], at=_iso(failure.at),
-                permanent=failure.permanent, generation=failure.generation,
-            ) if failure else None,
+                attempt=last.attempt, reason=last.failure.reason, message=last.failure.message[:1000], at=_iso(last.at),
+                permanent=last.failure.permanent, generation=last.generation,
+            ) if last else None,
         )  # fmt: skip
     return stages
+
+
+@dataclass
+class History:
+    """What the status remembers of each stage's attempts (it outlives the Jobs): decide's input."""
+
+    attempts: dict[str, int] = field(default_factory=dict)
+    created_at: dict[str, float] = field(default_factory=dict)
+    failures: dict[str, FailedAttempt] = field(default_factory=dict)
+    disruptions: dict[str, int] = field(default_factory=dict)
+
+
+def history(previous: dict[str, Any]) -> History:
+    """`status.attempts` read back: the inverse of what `_attempts` writes."""
+    remembered = History()
+    for label, stage in (previous.get("attempts") or {}).items():
+        remembered.attempts[label] = int(stage.get("attempts", 0))
+        remembered.disruptions[label] = int(stage.get("disruptions", 0))
+        if stage.get("createdAt"):
+            remembered.created_at[label] = _time(stage["createdAt"])
+        if last := stage.get("lastFailure"):
+            failure = Failure(as_reason(str(last.get("reason", ""))), str(last.get("message", "")), bool(last.get("permanent")))
+            remembered.failures[label] = FailedAttempt(int(last.get("attempt", 0)), failure, _time(last.get("at")), int(last.get("generation", 0)))
+    return remembered
+
+
+def is_finished(obj: dict[str, Any]) -> bool:
+    """Succeeded or Failed at the current generation. A verdict of the operator's own (a spec it
+    could not read, a snapshot, the run's name: class `operator`) is not finished: a newer
+    operator (or CRD), deleted data or an edit may heal it, so it is looked at again."""
+    status = obj.get("status") or {}
+    if status.get("observedGeneration") != obj["metadata"].get("generation", 1) or status.get("phase") not in (Phase.SUCCEEDED, Phase.FAILED):
+        return False
+    succeeded = next((c for c in status.get("conditions") or [] if c.get("type") == "Succeeded"), {})
+    return reason_class(succeeded.get("reason") or "") is not ReasonClass.OPERATOR
 
 
 def _kept_serving(previous: dict[str, Any]) -> ServingStatus | None:

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 
 import psutil
 
-from selftaught.errors import ObjectNotFound, SelftaughtError
+from selftaught.errors import ObjectNotFound, Reason, SelftaughtError
 from selftaught.store import Store
 from selftaught.store.layout import LEASE
 
@@ -33,13 +33,13 @@ TTL_SECONDS = 60.0
 class RunInProgress(SelftaughtError):
     """Another runner holds the run's lease."""
 
-    reason = "RunInProgress"
+    reason = Reason.RUN_IN_PROGRESS
 
 
 class LeaseLost(SelftaughtError):
     """This runner's lease was taken over (it could not renew in time): it must stop."""
 
-    reason = "LeaseLost"
+    reason = Reason.LEASE_LOST
 
 
 @dataclass(frozen=True)

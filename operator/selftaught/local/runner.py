@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import shutil
 import signal
@@ -32,10 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from selftaught.api.load import SpecError
 from selftaught.api.spec import SelfTaughtRun
 from selftaught.engines.weights import weights_of
-from selftaught.errors import SelftaughtError
+from selftaught.errors import TERMINATION_MESSAGE_VARIABLE, Failure, InvalidSpec, Reason, SelftaughtError, decode
 from selftaught.local import subprocesses
 from selftaught.local.lease import Lease
 from selftaught.local.machine import probe
@@ -50,12 +48,12 @@ from selftaught.local.placement import (
     machine_kind,
     training_placement,
 )
-from selftaught.pipeline.launch import RUN_VARIABLE, TERMINATION_MESSAGE_VARIABLE, stage_command, stage_document
+from selftaught.pipeline.launch import RUN_VARIABLE, stage_command, stage_document
 from selftaught.pipeline.planner import plan
 from selftaught.pipeline.runstore import accept, open_run_store
 from selftaught.pipeline.scan import iteration_summaries, scan
 from selftaught.pipeline.table import StageRef
-from selftaught.store import Store, StoreError
+from selftaught.store import StorageUnavailable, Store
 from selftaught.views.display import StageDisplay
 from selftaught.views.estimate import Inputs, estimate, measure
 from selftaught.views.html_report import write_report
@@ -67,7 +65,7 @@ from selftaught.views.plan_text import format_plan, plan_inputs
 class Interrupted(SelftaughtError):
     """The runner was asked to stop (SIGTERM, SIGHUP); its stage processes have stopped."""
 
-    reason = "Interrupted"
+    reason = Reason.INTERRUPTED
 
     def __init__(self, signum: int):
         super().__init__(f"stopped by {signal.Signals(signum).name}")
@@ -77,9 +75,9 @@ class Interrupted(SelftaughtError):
 class StageFailed(SelftaughtError):
     """A stage process of the local run failed; `reason` is the stage's own."""
 
-    def __init__(self, stage: StageRef, reason: str, message: str):
-        super().__init__(f"run {stage.label} failed, reason {reason}: {message}", reason=reason)
-        self.stage, self.message = stage, message
+    def __init__(self, stage: StageRef, failure: Failure):
+        super().__init__(f"run {stage.label} failed, reason {failure.reason}: {failure.message}", reason=failure.reason)
+        self.stage, self.message = stage, failure.message
 
 
 @dataclass
@@ -215,13 +213,9 @@ def _pause(process: subprocess.Popen, lease: Lease | None) -> None:
 
 def _failure(ref: StageRef, job: _Job, code: int) -> StageFailed:
     text = job.message_file.read_text().strip() if job.message_file.exists() else ""
-    try:
-        detail = json.loads(text)
-        reason, message = detail["reason"], detail["message"]
-    except (ValueError, KeyError, TypeError):
-        reason, message = "StageFailed", text or f"exit code {code}"
+    failure = decode(text) or Failure(Reason.STAGE_FAILED, text or f"exit code {code}")
     shard = "" if job.shard is None else f"shard {job.shard}: "
-    return StageFailed(ref, reason, f"{shard}{message} (log: {job.log_path})")
+    return StageFailed(ref, Failure(failure.reason, f"{shard}{failure.message} (log: {job.log_path})", failure.permanent))
 
 
 def check_machine(run: SelfTaughtRun, machine: Machine, echo: Callable[[str], None] = print) -> None:
@@ -275,7 +269,7 @@ def _run_holding_lease(run: SelfTaughtRun, store: Store, lease: Lease, echo: Cal
     started = time.monotonic()
     acceptance = accept(store, run)
     if acceptance.refused:
-        raise SpecError(f"{store.url()}: this run already started with another spec; {acceptance.refusal}")
+        raise InvalidSpec(f"{store.url()}: this run already started with another spec; {acceptance.refusal}")
     run = run.model_copy(update={"spec": acceptance.spec})
     work = work_folder(run, store.uri)
     if log_dir is None:  # the default logs are this run's: an earlier invocation's are replaced
@@ -331,7 +325,7 @@ def _watcher(store: Store, ref: StageRef, shards: int, display: StageDisplay, ev
         if ref.kind == "data" or time.monotonic() - last < every:
             return
         last = time.monotonic()
-        with contextlib.suppress(StoreError):
+        with contextlib.suppress(StorageUnavailable):
             display.update(watch_view(store, ref, shards))
 
     return tick

@@ -12,15 +12,13 @@ import signal
 import sys
 from collections.abc import Callable, Mapping
 
-from selftaught.api.load import SpecError, parse_run
+from selftaught.api.load import parse_run
 from selftaught.api.spec import API_GROUP, API_VERSION, KIND, SelfTaughtRun, SelfTaughtRunSpec
+from selftaught.errors import InvalidSpec
 from selftaught.pipeline.table import StageRef
 
 #: The environment variable that carries the run to a stage process.
 RUN_VARIABLE = "SELFTAUGHT_RUN"
-#: Where a stage process writes its reason when it fails (a pod: its termination message, read by the
-#: operator; under the local runner: a file the runner reads).
-TERMINATION_MESSAGE_VARIABLE = "SELFTAUGHT_TERMINATION_MESSAGE_PATH"
 #: torchrun's rendezvous port on the node of rank 0.
 MASTER_PORT = 29500
 _PR_SET_PDEATHSIG = 1
@@ -47,11 +45,11 @@ def stage_document(run: SelfTaughtRun) -> str:
 def read_stage_document(environ: Mapping[str, str] | None = None) -> SelfTaughtRun:
     document = (os.environ if environ is None else environ).get(RUN_VARIABLE)
     if not document:
-        raise SpecError(f"no run given: set {RUN_VARIABLE} (what a stage pod gets) or pass --run FILE")
+        raise InvalidSpec(f"no run given: set {RUN_VARIABLE} (what a stage pod gets) or pass --run FILE")
     try:
         data = json.loads(document)
     except ValueError as error:
-        raise SpecError(f"{RUN_VARIABLE}: not JSON: {error}") from None
+        raise InvalidSpec(f"{RUN_VARIABLE}: not JSON: {error}") from None
     return parse_run(data, source=RUN_VARIABLE)
 
 

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from selftaught.api.changes import DependsOn, Produced, merge_safe, unsafe_changes
 from selftaught.api.load import format_validation_error
 from selftaught.api.spec import SelfTaughtRun, SelfTaughtRunSpec
-from selftaught.errors import InvalidSpec
+from selftaught.errors import InvalidSpec, Reason
 from selftaught.pipeline.launch import stage_document
 from selftaught.pipeline.planner import Node, stage_graph
 from selftaught.pipeline.scan import Progress, scan
@@ -39,7 +39,7 @@ class SnapshotUnreadable(InvalidSpec):
     """The run's recorded spec cannot be read: not JSON (a damaged file), or written by a newer
     selftaught. The message names the object."""
 
-    reason = "SnapshotUnreadable"
+    reason = Reason.SNAPSHOT_UNREADABLE
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from selftaught.api.load import format_validation_error
 from selftaught.api.spec import Generation, Model, ModelSource, SelfTaughtRun, Storage, iteration_model
-from selftaught.errors import InvalidInput
+from selftaught.errors import InvalidInput, Reason
 
 #: The environment variable that carries the server's document to `selftaught serve`.
 SERVE_VARIABLE = "SELFTAUGHT_SERVE"
@@ -32,7 +32,7 @@ ALL_ITERATIONS = 1_000_000
 class NothingToServe(InvalidInput):
     """The run has no checkpoint that can be served yet (or not the one asked for)."""
 
-    reason = "NothingToServe"
+    reason = Reason.NOTHING_TO_SERVE
 
 
 @dataclass(frozen=True)

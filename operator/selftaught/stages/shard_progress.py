@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from selftaught.chat import ChatEngine, Messages, Sample, Sampling
-from selftaught.store import Store, StoreError
+from selftaught.store import StorageUnavailable, Store
 from selftaught.store.progress import ProgressRecord, Unit, write_progress
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class ShardProgress:
         try:
             write_progress(self.store, self.key, self.record)
             self.writes += 1
-        except StoreError as error:  # progress is a hint: the stage's own writes will say if the store is gone
+        except StorageUnavailable as error:  # progress is a hint: the stage's own writes will say if the store is gone
             log.warning("progress not written: %s", error)
 
 

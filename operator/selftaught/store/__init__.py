@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Protocol
 from urllib.parse import urlparse
 
-from selftaught.store.base import ObjectNotFound, StorageDenied, Store, StoreError
+from selftaught.store.base import ObjectNotFound, StorageDenied, StorageUnavailable, Store
 from selftaught.store.local import LocalStore
 
 
@@ -58,4 +58,4 @@ def open_uri(uri: str, storage: StorageAddress | None) -> Store:
     return open_store(uri, endpoint=endpoint_for(uri, storage), region=storage.region if storage else None)
 
 
-__all__ = ["LocalStore", "ObjectNotFound", "StorageAddress", "StorageDenied", "Store", "StoreError", "endpoint_for", "open_store", "open_uri"]
+__all__ = ["LocalStore", "ObjectNotFound", "StorageAddress", "StorageDenied", "StorageUnavailable", "Store", "endpoint_for", "open_store", "open_uri"]

@@ -12,10 +12,9 @@ import abc
 from collections.abc import Iterator
 from pathlib import Path
 
-from selftaught.errors import ObjectNotFound, StorageDenied, StoreKeyInvalid
-from selftaught.errors import StorageUnavailable as StoreError
+from selftaught.errors import ObjectNotFound, StorageDenied, StorageUnavailable, StoreKeyInvalid
 
-__all__ = ["ObjectNotFound", "StorageDenied", "Store", "StoreError", "StoreKeyInvalid", "checked_key"]
+__all__ = ["ObjectNotFound", "StorageDenied", "StorageUnavailable", "Store", "StoreKeyInvalid", "checked_key"]
 
 
 def checked_key(key: str, root: str) -> str:

@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from selftaught.store.base import ObjectNotFound, StorageDenied, Store, StoreError, checked_key
+from selftaught.store.base import ObjectNotFound, StorageDenied, StorageUnavailable, Store, checked_key
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -21,7 +21,7 @@ def _nearest_existing(path: Path) -> Path:
     return next((p for p in (path, *path.parents) if p.exists()), path)
 
 
-def _os_failure(error: OSError) -> StoreError:
+def _os_failure(error: OSError) -> StorageUnavailable:
     """An OS error as a store error naming the path. A file where a folder should be, a folder we
     may not write and a read-only file system are permanent: retrying cannot fix them."""
     path = _nearest_existing(Path(error.filename)) if error.filename else None
@@ -29,7 +29,7 @@ def _os_failure(error: OSError) -> StoreError:
         return StorageDenied(f"{path} is a file where the store needs a folder")
     if isinstance(error, PermissionError) or error.errno == errno.EROFS:
         return StorageDenied(f"{path}: {error.strerror.lower()}; the store needs a folder it can read and write")
-    return StoreError(f"{path or 'store'}: {error.strerror or error}")
+    return StorageUnavailable(f"{path or 'store'}: {error.strerror or error}")
 
 
 @contextlib.contextmanager

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from selftaught.store.base import Store, StoreError
+from selftaught.store.base import StorageUnavailable, Store
 
 Unit = Literal["samples", "steps"]
 
@@ -51,5 +51,5 @@ def read_progress(store: Store, key: str) -> ProgressRecord | None:
     it must never stop whoever reads it)."""
     try:
         return ProgressRecord.model_validate(json.loads(store.read_bytes(key)))
-    except (StoreError, ValueError, ValidationError, UnicodeDecodeError):
+    except (StorageUnavailable, ValueError, ValidationError, UnicodeDecodeError):
         return None

@@ -17,7 +17,7 @@ import botocore.config
 import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
 
-from selftaught.store.base import ObjectNotFound, StorageDenied, Store, StoreError, StoreKeyInvalid, checked_key
+from selftaught.store.base import ObjectNotFound, StorageDenied, StorageUnavailable, Store, StoreKeyInvalid, checked_key
 
 _TRANSFER = TransferConfig(multipart_threshold=64 * 2**20, multipart_chunksize=64 * 2**20, max_concurrency=8)
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
@@ -60,7 +60,7 @@ class S3Store(Store):
         key = checked_key(key, self.uri)
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def _fail(self, error: Exception, key: str) -> StoreError:
+    def _fail(self, error: Exception, key: str) -> StorageUnavailable:
         where = self.url(key)
         if isinstance(error, boto3.exceptions.S3UploadFailedError) and isinstance(error.__context__, botocore.exceptions.ClientError):
             error = error.__context__  # the transfer manager wraps the S3 error it got
@@ -77,12 +77,12 @@ class S3Store(Store):
                 return StorageDenied(f"{where}: bucket {self.bucket!r} does not exist")
             if code in {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"}:
                 return StorageDenied(f"{where}: access denied ({code}); check the credentials Secret")
-            return StoreError(f"{where}: S3 error {code}")
+            return StorageUnavailable(f"{where}: S3 error {code}")
         if isinstance(error, botocore.exceptions.NoCredentialsError):
             return StorageDenied(f"{where}: no S3 credentials found (set storage.credentialsSecret)")
         if isinstance(error, botocore.exceptions.BotoCoreError):
-            return StoreError(f"{where}: storage unreachable: {error}")
-        return StoreError(f"{where}: {error}")
+            return StorageUnavailable(f"{where}: storage unreachable: {error}")
+        return StorageUnavailable(f"{where}: {error}")
 
     def read_bytes(self, key: str) -> bytes:
         try:
@@ -152,7 +152,7 @@ class S3Store(Store):
                 raise self._fail(error, prefix) from None
             if response.get("Errors"):  # per-key failures come back in a 200 response
                 first = response["Errors"][0]
-                raise StoreError(f"{self.url(first.get('Key', prefix))}: delete failed: {first.get('Code')} {first.get('Message', '')}")
+                raise StorageUnavailable(f"{self.url(first.get('Key', prefix))}: delete failed: {first.get('Code')} {first.get('Message', '')}")
 
     def child(self, prefix: str) -> S3Store:
         return S3Store(f"{self.uri}/{checked_key(prefix, self.uri).strip('/')}", endpoint=self.endpoint, region=self.region)

@@ -9,9 +9,9 @@ import json
 import time
 from typing import Any
 
-from selftaught.api.load import SpecError, parse_run
+from selftaught.api.load import parse_run
 from selftaught.api.spec import SelfTaughtRun
-from selftaught.errors import InvalidInput
+from selftaught.errors import InvalidInput, InvalidSpec
 from selftaught.pipeline.planner import plan, stage_graph
 from selftaught.pipeline.runstore import open_run_store
 from selftaught.pipeline.scan import Progress, iteration_summaries, scan, stages_with_skips
@@ -36,7 +36,7 @@ def open_run(run: SelfTaughtRun | None, uri: str | None = None, endpoint: str | 
         raise InvalidInput(f"{store.url(RUN_SNAPSHOT)} is not JSON: {error}") from None
     try:
         recorded = parse_run(snapshot, source=store.url(RUN_SNAPSHOT))
-    except SpecError as error:
+    except InvalidSpec as error:
         raise InvalidInput(str(error)) from None
     return recorded, store
 
