@@ -68,8 +68,7 @@ from selftaught.api.crd import crd  # noqa: E402
 from selftaught.pipeline.table import StageRef  # noqa: E402
 from selftaught.store import LocalStore  # noqa: E402
 from selftaught.store.manifest import Manifest, write_manifest  # noqa: E402
-from tests.kube import cluster as kube  # noqa: E402
-from tests.kube.cluster import FakeCluster  # noqa: E402
+from tests.kube import ClusterEmulator, FakeCluster  # noqa: E402
 
 NAMESPACE = "bench"
 SUMMARIES = {
@@ -106,8 +105,8 @@ class ApiServerClock:
         self.lock = threading.Lock()
         self.requests: dict[str, int] = {}  # "GET selftaughtruns" -> how many the API server served
         self.phases: dict[str, tuple[str | None, str | None]] = {}  # run -> (phase, message), as last stored
-        original = kube.ClusterEmulator._store
-        handle = kube.ClusterEmulator._handle
+        original = ClusterEmulator._store
+        handle = ClusterEmulator._handle
 
         async def count(emulator, request):
             verb = str(request.method).rpartition(".")[2] if request.name or str(request.method) != "method.GET" else "LIST"
@@ -120,7 +119,7 @@ class ApiServerClock:
                 self.requests[refused] = self.requests.get(refused, 0) + 1
                 raise
 
-        kube.ClusterEmulator._handle = count
+        ClusterEmulator._handle = count
 
         def store(emulator, res, kind, obj, old):
             if obj.get("kind") == "SelfTaughtRun" and kind != "DELETED":
@@ -138,7 +137,7 @@ class ApiServerClock:
                     self.completed.append((run, when))
             return original(emulator, res, kind, obj, old)
 
-        kube.ClusterEmulator._store = store
+        ClusterEmulator._store = store
 
     def listen(self, finished: multiprocessing.Queue) -> None:
         """Collect the kubelet process's reports of finished stages (until a None)."""

@@ -48,7 +48,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .cluster import (
+from .apiserver import (
     _NAME_ALPHABET,
     DEFAULT_PASSTHROUGH_ENV,
     MAX_TERMINATION_MESSAGE,

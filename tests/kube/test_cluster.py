@@ -19,7 +19,7 @@ import kubernetes.watch
 import pytest
 import urllib3
 
-from .cluster import ApiError, FakeCluster, Kubelet, job_condition, pod_condition, run_operator
+from . import ApiError, FakeCluster, Kubelet, job_condition, pod_condition, run_operator
 
 RUNS = 'selftaught.dev/v1alpha1/selftaughtruns'
 JOBS = 'batch/v1/jobs'

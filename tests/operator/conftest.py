@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from selftaught.api.crd import crd
-from tests.kube.cluster import FakeCluster
+from tests.kube import FakeCluster
 
 NAMESPACE = "ml"
 HANDLERS = "selftaught.controller.handlers"

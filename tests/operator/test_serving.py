@@ -19,8 +19,7 @@ import kubernetes_validate
 import pytest
 
 from selftaught.cli import main
-from tests.kube.cluster import run_operator
-from tests.kube.deployments import DeploymentController
+from tests.kube import DeploymentController, run_operator
 
 from .conftest import HANDLERS, NAMESPACE, REPO, run_object
 

@@ -224,7 +224,7 @@ def rbac_problems(obj: dict[str, Any]) -> list[str]:
 
 def jsonschema_of(schema: Any) -> Any:
     """A CRD's OpenAPI v3.0 schema as plain JSON Schema, with misspelt fields as errors."""
-    from tests.kube.cluster import _jsonschema_of
+    from tests.kube.apiserver import _jsonschema_of
 
     return _jsonschema_of(schema, reject_unknown=True)
 

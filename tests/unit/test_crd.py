@@ -5,7 +5,7 @@ import pytest
 
 from selftaught.api.crd import crd
 from selftaught.api.load import parse_run
-from tests.kube.cluster import _prune_and_default
+from tests.kube.apiserver import _prune_and_default
 
 SCHEMA = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 
