@@ -19,7 +19,6 @@ import copy
 import dataclasses
 import datetime
 import fractions
-import functools
 import hashlib
 import importlib.util
 import inspect
@@ -52,10 +51,10 @@ import kmock._internal.parsing
 import kopf
 import kopf.testing
 import kubernetes.client
-import kubernetes_validate
-import kubernetes_validate.utils
-import referencing
 import urllib3
+
+from .objects import NAME_ALPHABET, Body, job_condition, job_finished, pod_condition, timestamp
+from .schemas import builtin_validator, drop_field, format_field_path, jsonschema_of, prune_and_default, unknown_fields
 
 __all__ = [
     'DEFAULT_RESOURCES', 'KUBERNETES_VERSION', 'REPO_ROOT',
@@ -65,7 +64,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Body = dict[str, Any]
 T = TypeVar('T')
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -109,7 +107,6 @@ _JOBS = kmock.resource('batch/v1/jobs')
 _NAMESPACES = kmock.resource('v1/namespaces')
 _CRDS = kmock.resource('apiextensions.k8s.io/v1/customresourcedefinitions')
 _UNCHECKED_KINDS = frozenset({'Event'})  # written by Kopf itself, not by the code under test
-_NAME_ALPHABET = 'bcdfghjklmnpqrstvwxz2456789'  # what the real API server uses for generateName
 _DNS1123_SUBDOMAIN = re.compile(r'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')
 _DNS1123_LABEL = re.compile(r'[a-z0-9]([-a-z0-9]*[a-z0-9])?')
 _DNS1035_LABEL = re.compile(r'[a-z]([-a-z0-9]*[a-z0-9])?')
@@ -120,10 +117,6 @@ _JSON_PATCH = 'application/json-patch+json'
 _PATCH_TYPES = {'merge': _MERGE_PATCH, 'strategic': _STRATEGIC_PATCH, 'json': _JSON_PATCH}
 _PODS = kmock.resource('v1/pods')
 _FIELD_VALIDATION = ('Ignore', 'Warn', 'Strict')  # ?fieldValidation=; the API server's default is Warn
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime('%Y-%m-%dT%H:%M:%SZ')
 
 
 def _api_version(res: kmock.resource) -> str:
@@ -240,113 +233,6 @@ def _install_parsing_fixes() -> None:
 
 
 _install_parsing_fixes()
-
-
-# --------------------------------------------------------------------------------------------------------------
-# CRD structural schemas: pruning, defaulting, validation (the API server does all three for custom resources).
-# --------------------------------------------------------------------------------------------------------------
-
-def _prune_and_default(value: Any, schema: Mapping[str, Any], path: tuple[str | int, ...] = (),
-                       pruned: list[tuple[str | int, ...]] | None = None) -> Any:
-    """Drop undeclared fields and non-nullable nulls, then fill defaults — what the API server does to CRs.
-
-    The paths of dropped unknown fields are appended to ``pruned`` (for ``fieldValidation`` warnings/errors).
-    """
-    if isinstance(value, dict) and (schema.get('type') == 'object' or 'properties' in schema):
-        properties: Mapping[str, Any] = schema.get('properties') or {}
-        extra = schema.get('additionalProperties')
-        keep_unknown = extra is True or bool(schema.get('x-kubernetes-preserve-unknown-fields'))
-        result: Body = {}
-        for key, item in value.items():
-            sub = properties.get(key, extra if isinstance(extra, dict) else None)
-            if sub is None:
-                if keep_unknown:
-                    result[key] = item
-                elif pruned is not None:
-                    pruned.append((*path, key))
-                continue  # pruned — with only a warning header: a classic source of "my status field vanished"
-            if item is None and not sub.get('nullable'):
-                continue
-            result[key] = _prune_and_default(item, sub, (*path, key), pruned)
-        for key, sub in properties.items():
-            if key not in result and 'default' in sub:
-                result[key] = _prune_and_default(copy.deepcopy(sub['default']), sub)
-        return result
-    if isinstance(value, list) and isinstance(schema.get('items'), dict):
-        return [_prune_and_default(item, schema['items'], (*path, i), pruned) for i, item in enumerate(value)]
-    return value
-
-
-def _field_path(path: Iterable[str | int]) -> str:
-    """``spec.template.spec.containers[0].name``: how the API server names a field in messages."""
-    text = ''
-    for part in path:
-        text += f'[{part}]' if isinstance(part, int) else (f'.{part}' if text else str(part))
-    return text
-
-
-@functools.cache
-def _builtin_validator(kubernetes_version: str, api_version: str, kind: str) -> Any:
-    """kubernetes-validate's strict schema of a built-in kind, compiled once (``None`` if it has none).
-
-    The same lookup as ``kubernetes_validate.validate``, which re-reads and recompiles the schemas on every call.
-    """
-    utils = kubernetes_validate.utils
-    wanted = utils.major_minor(kubernetes_version)
-    version = [v for v in utils.all_versions() if utils.major_minor(v) <= wanted][-1]
-    directory = f'kubernetes-json-schema/v{version}-local-strict'
-    group_version = re.sub(r'^([^./]*)(?:\.[^/]*)?/', r'\1-', api_version)
-    try:
-        schema = utils.schema_contents(f'{directory}/{kind.lower()}-{group_version}.json', kubernetes_version)
-    except FileNotFoundError:
-        return None
-    definitions = utils.schema_contents(f'{directory}/_definitions.json', kubernetes_version)
-    registry = referencing.Resource.from_contents(definitions) @ (
-        referencing.Resource.from_contents(schema) @ referencing.Registry())
-    return jsonschema.validators.Draft202012Validator(schema, registry=registry)
-
-
-def _unknown_fields(validator: Any, obj: Body) -> list[tuple[str | int, ...]]:
-    """Paths of the fields a built-in kind's schema does not declare (``additionalProperties: false``)."""
-    found = []
-    for error in validator.iter_errors(obj):
-        if error.validator == 'additionalProperties' and isinstance(error.instance, dict):
-            known = set(error.schema.get('properties') or {})
-            patterns = list(error.schema.get('patternProperties') or {})
-            found += [(*error.absolute_path, key) for key in error.instance
-                      if key not in known and not any(re.search(pattern, key) for pattern in patterns)]
-    return found
-
-
-def _drop(obj: Any, path: tuple[str | int, ...]) -> None:
-    for part in path[:-1]:
-        obj = obj[part]
-    obj.pop(path[-1], None)
-
-
-def _jsonschema_of(schema: Any, *, reject_unknown: bool = False) -> Any:
-    """Turn an OpenAPI v3 CRD schema into plain JSON Schema: ``nullable`` becomes a ``null`` type,
-    boolean ``exclusiveMinimum``/``exclusiveMaximum`` their numeric form. ``reject_unknown`` makes an
-    undeclared (e.g. misspelt) field an error, where the API server would silently prune it."""
-    if isinstance(schema, list):
-        return [_jsonschema_of(item, reject_unknown=reject_unknown) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    result = {key: _jsonschema_of(value, reject_unknown=reject_unknown)
-              for key, value in schema.items() if not key.startswith('x-kubernetes-')}
-    if schema.get('nullable') and isinstance(result.get('type'), str):
-        result['type'] = [result['type'], 'null']
-    result.pop('nullable', None)
-    if schema.get('x-kubernetes-int-or-string'):
-        result.setdefault('anyOf', [{'type': 'integer'}, {'type': 'string'}])
-    for exclusive, bound in (('exclusiveMinimum', 'minimum'), ('exclusiveMaximum', 'maximum')):
-        if isinstance(schema.get(exclusive), bool):  # OpenAPI 3.0 flag → JSON Schema's number form
-            flag = result.pop(exclusive)
-            if flag and bound in result:
-                result[exclusive] = result.pop(bound)
-    if reject_unknown and 'properties' in schema and not schema.get('x-kubernetes-preserve-unknown-fields'):
-        result.setdefault('additionalProperties', False)
-    return result
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -533,8 +419,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         if res not in self._schemas:
             return obj
         schema, _ = self._custom_validator(res)
-        content = _prune_and_default({key: value for key, value in obj.items()
-                                      if key not in ('metadata', 'apiVersion', 'kind')}, schema)
+        content = prune_and_default({key: value for key, value in obj.items()
+                                     if key not in ('metadata', 'apiVersion', 'kind')}, schema)
         return {'apiVersion': obj['apiVersion'], 'kind': obj['kind'], 'metadata': obj['metadata'], **content}
 
     def _field_validation(self, request: kmock.Request) -> str:
@@ -549,7 +435,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         """Unknown fields (already dropped from ``obj``): a 400 if ``Strict``, warnings if ``Warn``."""
         if not paths:
             return
-        unknown = [f'unknown field "{_field_path(path)}"' for path in paths]
+        unknown = [f'unknown field "{format_field_path(path)}"' for path in paths]
         if directive == 'Strict':
             message = 'strict decoding error: ' + ', '.join(unknown)
             if not patch:  # how the create/update handlers word a body that cannot be decoded
@@ -577,7 +463,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         schema['properties'] = {key: value for key, value in (schema.get('properties') or {}).items()
                                 if key not in ('metadata', 'apiVersion', 'kind')}
         schema['required'] = [key for key in schema.get('required') or [] if key != 'metadata']
-        converted = _jsonschema_of(schema)
+        converted = jsonschema_of(schema)
         validator = jsonschema.validators.validator_for(converted)(converted)
         self._validators[res] = (source, schema, validator)
         return schema, validator
@@ -786,7 +672,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         for key in ('deletionTimestamp', 'deletionGracePeriodSeconds', 'resourceVersion', 'managedFields',
                     'selfLink'):
             meta.pop(key, None)
-        meta.update(name=name, uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1)
+        meta.update(name=name, uid=str(uuid.uuid4()), creationTimestamp=timestamp(), generation=1)
         obj = {'apiVersion': _api_version(res), 'kind': info.kind,
                **{key: value for key, value in obj.items() if key not in ('apiVersion', 'kind')}}
         if 'status' in info.subresources:
@@ -931,7 +817,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             return current
         if meta.get('finalizers'):
             new = copy.deepcopy(current)
-            new['metadata'].update(deletionTimestamp=_now(), deletionGracePeriodSeconds=0)
+            new['metadata'].update(deletionTimestamp=timestamp(), deletionGracePeriodSeconds=0)
             self._store(res, 'MODIFIED', new, current)
             return new
         return self._purge(res, current, propagation)
@@ -974,7 +860,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             raise _error(422, 'Invalid', f'{kind} is invalid: metadata.name: Required value: name or '
                                          f'generateName is required')
         for _ in range(100):
-            name = prefix[:58] + ''.join(random.choices(_NAME_ALPHABET, k=5))
+            name = prefix[:58] + ''.join(random.choices(NAME_ALPHABET, k=5))
             if self._current(res, namespace, name) is None:
                 return name
         raise _error(500, 'InternalError', 'unable to generate a unique name')
@@ -1019,17 +905,17 @@ class ClusterEmulator(kmock.KubernetesEmulator):
 
     def _check_builtin(self, obj: Body, directive: str = 'Warn', patch: bool = False) -> None:
         """Unknown fields are dropped (and reported per ``fieldValidation``); invalid values are a 422."""
-        validator = _builtin_validator(self.validate or KUBERNETES_VERSION, str(obj.get('apiVersion')),
-                                       str(obj.get('kind')))
+        validator = builtin_validator(self.validate or KUBERNETES_VERSION, str(obj.get('apiVersion')),
+                                      str(obj.get('kind')))
         if validator is None:
             return
-        unknown = _unknown_fields(validator, obj)
+        unknown = unknown_fields(validator, obj)
         for path in unknown:
-            _drop(obj, path)
+            drop_field(obj, path)
         self._unknown(obj, unknown, directive, patch)
         error = jsonschema.exceptions.best_match(validator.iter_errors(obj))
         if error is not None:
-            path = _field_path(error.absolute_path) or '<root>'
+            path = format_field_path(error.absolute_path) or '<root>'
             raise _error(422, 'Invalid', f'{obj.get("kind")} "{obj["metadata"].get("name")}" is invalid: '
                                          f'{path}: {error.message}')
 
@@ -1038,15 +924,15 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         """Prune, default and validate a custom resource against its CRD schema (metadata is never pruned)."""
         schema, validator = self._custom_validator(res)
         pruned: list[tuple[str | int, ...]] = []
-        content = _prune_and_default({key: value for key, value in obj.items()
-                                      if key not in ('metadata', 'apiVersion', 'kind')}, schema, (), pruned)
+        content = prune_and_default({key: value for key, value in obj.items()
+                                     if key not in ('metadata', 'apiVersion', 'kind')}, schema, (), pruned)
         self._unknown(obj, pruned, directive, patch)
         try:
             error = jsonschema.exceptions.best_match(validator.iter_errors(content))
             if error is not None:
                 raise error
         except jsonschema.ValidationError as e:
-            path = _field_path(e.absolute_path) or '<root>'
+            path = format_field_path(e.absolute_path) or '<root>'
             raise _error(422, 'Invalid', f'{info.kind}.{res.group} "{obj["metadata"].get("name")}" is invalid: '
                                          f'{path}: {e.message}') from None
         return {'apiVersion': obj['apiVersion'], 'kind': obj['kind'], 'metadata': obj['metadata'], **content}
@@ -1125,7 +1011,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
 
     @staticmethod
     def _admit_crd(crd: Body, old: Body | None) -> None:
-        now = _now()
+        now = timestamp()
         names = (crd.get('spec') or {}).get('names') or {}
         storage = [v['name'] for v in (crd.get('spec') or {}).get('versions') or [] if v.get('storage')]
         stored = list(((old or {}).get('status') or {}).get('storedVersions') or [])  # only ever grows
@@ -1506,26 +1392,6 @@ class FakeCluster:
         return self.wait_for(finished, timeout, message=f'Job {namespace}/{name} did not finish in {timeout} s')
 
 
-def job_condition(job: Mapping[str, Any], type_: str) -> Body | None:
-    """The Job's condition of that type if its status is "True" (e.g. ``Complete``, ``Failed``)."""
-    for condition in (job.get('status') or {}).get('conditions') or []:
-        if condition.get('type') == type_ and condition.get('status') == 'True':
-            return condition  # type: ignore[no-any-return]
-    return None
-
-
-def job_finished(job: Mapping[str, Any]) -> bool:
-    return job_condition(job, 'Complete') is not None or job_condition(job, 'Failed') is not None
-
-
-def pod_condition(pod: Mapping[str, Any], type_: str) -> Body | None:
-    """The Pod's condition of that type, whatever its status (e.g. ``PodScheduled``, ``DisruptionTarget``)."""
-    for condition in (pod.get('status') or {}).get('conditions') or []:
-        if condition.get('type') == type_:
-            return condition  # type: ignore[no-any-return]
-    return None
-
-
 # --------------------------------------------------------------------------------------------------------------
 # The kubelet (and Job controller): Jobs run as local processes.
 # --------------------------------------------------------------------------------------------------------------
@@ -1614,7 +1480,7 @@ class _EventRecorder:
         if field_path:
             involved['fieldPath'] = field_path
         similar = (meta['uid'], field_path, type_, reason)
-        now = _now()
+        now = timestamp()
         with self._lock, _unless_gone():
             messages = self._messages[similar]
             if message in messages or len(messages) < self.MAX_SIMILAR:
@@ -2307,7 +2173,7 @@ class Kubelet:
             self._job_events.record(job, 'Normal', 'Resumed', 'Job resumed')
             run.start_time = None  # reset on resume, as in Kubernetes
         if run.start_time is None:
-            run.start_time, run.started_monotonic = _now(), time.monotonic()
+            run.start_time, run.started_monotonic = timestamp(), time.monotonic()
 
         completions = spec.get('completions') or 1
         per_index_limit = spec.get('backoffLimitPerIndex') if run.indexed else None
@@ -2398,7 +2264,7 @@ class Kubelet:
         message = 'Reached expected number of succeeded pods'
         self._set_condition(run, 'SuccessCriteriaMet', 'True', 'CompletionsReached', message)
         self._set_condition(run, 'Complete', 'True', 'CompletionsReached', message)
-        run.completion_time = _now()
+        run.completion_time = timestamp()
         run.finished, run.finished_wall = True, time.time()
 
     def _collect_finished(self, job: Body, run: _JobRun | None) -> None:
@@ -2420,11 +2286,11 @@ class Kubelet:
             if condition['type'] == type_:
                 if condition['status'] == status:
                     return False
-                now = _now()
+                now = timestamp()
                 condition.update(status=status, reason=reason, message=message, lastProbeTime=now,
                                  lastTransitionTime=now)
                 return True
-        now = _now()
+        now = timestamp()
         run.conditions.append({'type': type_, 'status': status, 'reason': reason, 'message': message,
                                'lastProbeTime': now, 'lastTransitionTime': now})
         return True
@@ -2497,7 +2363,7 @@ class Kubelet:
             refusal = next((m for prefix, m in self._refusals.items() if run.name.startswith(prefix)), None)
             injected = next((f for f in self._injected if run.name.startswith(f.prefix)), None)
         if refusal is not None:  # as the API server's admission (e.g. ResourceQuota) answers
-            name = generate_name + ''.join(random.choices(_NAME_ALPHABET, k=5))
+            name = generate_name + ''.join(random.choices(NAME_ALPHABET, k=5))
             raise ApiError(403, {'kind': 'Status', 'apiVersion': 'v1', 'status': 'Failure', 'reason': 'Forbidden',
                                  'code': 403, 'message': f'pods "{name}" is forbidden: {refusal}',
                                  'details': {'name': name, 'kind': 'pods'}})
@@ -2522,7 +2388,7 @@ class Kubelet:
                 self._injected.remove(injected)
         if injected is not None:
             attempt.message_path.write_text(injected.message)
-            attempt.injected, attempt.waiting, attempt.started_at = True, None, _now()
+            attempt.injected, attempt.waiting, attempt.started_at = True, None, timestamp()
             attempt.node = pod_spec['nodeName']
             attempt._injected_code = injected.exit_code
         return attempt
@@ -2541,7 +2407,7 @@ class Kubelet:
             self._block(attempt, 'CreateContainerConfigError', str(e), [('Warning', 'Failed', f'Error: {e}')])
             return
         attempt.waiting = None
-        attempt.started_at = _now()
+        attempt.started_at = timestamp()
         argv = [_expand(str(arg), env) for arg in
                 (container.get('command') or self.entrypoints.get(container.get('image', ''), []))
                 + (container.get('args') or [])]
@@ -2665,7 +2531,7 @@ class Kubelet:
         the status does."""
         previous = next((c for c in attempt._conditions if c['type'] == type_), None)
         condition: Body = {'type': type_, 'status': status, 'lastProbeTime': None,
-                           'lastTransitionTime': _now() if previous is None or previous['status'] != status
+                           'lastTransitionTime': timestamp() if previous is None or previous['status'] != status
                            else previous['lastTransitionTime']}
         if reason:
             condition['reason'] = reason
@@ -2683,7 +2549,7 @@ class Kubelet:
 
     def _finish(self, attempt: Attempt, code: int) -> None:
         """Record how an attempt ended and write the terminal Pod status (phase, exit code, message)."""
-        attempt.exit_code, attempt.finished_at, attempt.waiting = code, _now(), None
+        attempt.exit_code, attempt.finished_at, attempt.waiting = code, timestamp(), None
         with contextlib.suppress(OSError), attempt.message_path.open('rb') as f:
             attempt.message = f.read(MAX_TERMINATION_MESSAGE).decode(errors='replace')
         container = self._container(attempt._pod_body)

@@ -49,21 +49,19 @@ from pathlib import Path
 from typing import Any
 
 from .apiserver import (
-    _NAME_ALPHABET,
     DEFAULT_PASSTHROUGH_ENV,
     MAX_TERMINATION_MESSAGE,
     REPO_ROOT,
     ApiError,
     Attempt,
-    Body,
     FakeCluster,
     Kubelet,
     RewriteEnv,
     _ConfigError,
     _expand,
-    _now,
     _unless_gone,
 )
+from .objects import NAME_ALPHABET, Body, timestamp
 
 __all__ = ['DeploymentController', 'ServerPod']
 
@@ -294,7 +292,7 @@ class DeploymentController:
         template_meta = template.get('metadata') or {}
         labels = {**(template_meta.get('labels') or {}), 'pod-template-hash': template_hash}
         pod_spec = {**(template.get('spec') or {}), 'nodeName': self.node_name}
-        name = f'{meta["name"]}-{template_hash}-{"".join(random.choices(_NAME_ALPHABET, k=5))}'
+        name = f'{meta["name"]}-{template_hash}-{"".join(random.choices(NAME_ALPHABET, k=5))}'
         try:
             body = self.cluster.create('v1/pods', {
                 'metadata': {'name': name, 'labels': labels, 'annotations': dict(template_meta.get('annotations') or {}),
@@ -322,7 +320,7 @@ class DeploymentController:
         if attempt._proc is not None and (code := attempt._poll()) is not None:  # it exited: restart later
             pod.ready, pod.restarts, attempt._proc = False, pod.restarts + 1, None
             ended: Body = {'exitCode': code, 'reason': 'Error' if code else 'Completed', 'startedAt': attempt.started_at,
-                           'finishedAt': _now()}
+                           'finishedAt': timestamp()}
             if message := self._termination_message(attempt, code):
                 ended['message'] = message
             pod.last_exit = {'terminated': ended}
@@ -358,7 +356,7 @@ class DeploymentController:
             return
         argv = _map_ports([_expand(str(a), env) for a in (container.get('command') or []) + (container.get('args') or [])],
                           pod.ports)
-        attempt.started_at = _now()
+        attempt.started_at = timestamp()
         attempt.message_path.write_bytes(b'')  # this run's own termination message
         # appended: a restarted container's earlier output stays readable, as `kubectl logs --previous` keeps it
         with attempt.stdout_path.open('ab') as stdout, attempt.stderr_path.open('ab') as stderr:
@@ -438,7 +436,7 @@ class DeploymentController:
                   **{key: value or None for key, value in counts.items()}}
         if self._shown.get(meta['uid']) == status:
             return
-        now = _now()
+        now = timestamp()
         for condition in conditions:
             condition.update(lastUpdateTime=now, lastTransitionTime=now)
         with _unless_gone():
