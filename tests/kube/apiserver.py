@@ -35,7 +35,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -51,8 +50,8 @@ import kmock._internal.parsing
 import kopf
 import kopf.testing
 import kubernetes.client
-import urllib3
 
+from .client import ApiError, Client, EventRecorder, client_error, unless_gone
 from .objects import NAME_ALPHABET, Body, job_condition, job_finished, pod_condition, timestamp
 from .schemas import builtin_validator, drop_field, format_field_path, jsonschema_of, prune_and_default, unknown_fields
 
@@ -114,7 +113,6 @@ _GO_TRUE = frozenset({'1', 't', 'T', 'true', 'TRUE', 'True'})  # strconv.ParseBo
 _MERGE_PATCH = 'application/merge-patch+json'
 _STRATEGIC_PATCH = 'application/strategic-merge-patch+json'
 _JSON_PATCH = 'application/json-patch+json'
-_PATCH_TYPES = {'merge': _MERGE_PATCH, 'strategic': _STRATEGIC_PATCH, 'json': _JSON_PATCH}
 _PODS = kmock.resource('v1/pods')
 _FIELD_VALIDATION = ('Ignore', 'Warn', 'Strict')  # ?fieldValidation=; the API server's default is Warn
 
@@ -1059,28 +1057,17 @@ class ClusterEmulator(kmock.KubernetesEmulator):
 # The cluster: the emulator in its own thread, plus thin synchronous helpers for tests.
 # --------------------------------------------------------------------------------------------------------------
 
-class ApiError(Exception):
-    """An HTTP error answered by the fake API server (``status`` is the HTTP code, ``reason`` the K8s reason)."""
-
-    def __init__(self, status: int, body: Any) -> None:
-        self.status = status
-        self.body = body
-        self.reason = body.get('reason', '') if isinstance(body, dict) else ''
-        self.message = (body.get('message') or '') if isinstance(body, dict) else str(body or '')
-        super().__init__(f'{status} {self.reason}: {self.message}')
-
-
-class FakeCluster:
+class FakeCluster(Client):
     """A Kubernetes API server on 127.0.0.1 (random port), served from its own thread and event loop.
 
-    Use it as a context manager (or ``start()``/``stop()``). ``resource`` arguments of the helpers are
-    ``"group/version/plural"`` (``"v1/pods"`` for the core group) or a bare plural if it is unambiguous.
-    The helpers are thin synchronous HTTP calls that return plain dicts, so tests see what clients see.
+    Use it as a context manager (or ``start()``/``stop()``). The :class:`Client` helpers (``get``, ``create``,
+    ``wait_for_job``, ...) talk to it over HTTP.
     """
 
     def __init__(self, *, resources: Iterable[ResourceSpec] = DEFAULT_RESOURCES,
                  namespaces: Iterable[str] = ('default',), validate: str | None = KUBERNETES_VERSION,
                  startup_timeout: float = 10.0, request_history: int | None = None) -> None:
+        super().__init__()
         self._request_history = request_history
         self._resource_specs = tuple(resources)
         self._namespaces = tuple(namespaces)
@@ -1090,13 +1077,11 @@ class FakeCluster:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._startup_error: BaseException | None = None
-        self._http = urllib3.PoolManager(maxsize=16, retries=False)
         self._tmpdir: Path | None = None
         self._emulator: ClusterEmulator | None = None
         self._url: str | None = None
         self.kubelet: Kubelet | None = None
         self.kueue: Kueue | None = None
-        self.warnings: list[str] = []  # texts of the `Warning` headers the helpers received, oldest first
 
     # ---- lifecycle --------------------------------------------------------------------------------------------
 
@@ -1254,16 +1239,7 @@ class FakeCluster:
         self.kueue = Kueue(self, **options).start()
         return self.kueue
 
-    # ---- clients ----------------------------------------------------------------------------------------------
-
-    def configuration(self) -> kubernetes.client.Configuration:
-        config = kubernetes.client.Configuration()
-        config.host = self.url
-        return config
-
-    def api_client(self) -> kubernetes.client.ApiClient:
-        """A ``kubernetes`` client pointed at this cluster; close it (or use ``with``) when done."""
-        return kubernetes.client.ApiClient(self.configuration())
+    # ---- what the client asks ---------------------------------------------------------------------------------
 
     def _resolve(self, resource: str) -> tuple[kmock.resource, bool]:
         def resolve() -> tuple[kmock.resource, bool]:
@@ -1278,118 +1254,6 @@ class FakeCluster:
                                f'{sorted(f"{_api_version(r)}/{r.plural}" for r in known)}')
             return found[0], bool(self.emulator.resources[found[0]].namespaced)
         return self.call(resolve)
-
-    def path(self, resource: str, namespace: str | None = None, name: str | None = None,
-             subresource: str | None = None) -> str:
-        """The URL path of a collection or an object, e.g. ``/apis/batch/v1/namespaces/ns/jobs/x/status``."""
-        res, namespaced = self._resolve(resource)
-        if not namespaced and namespace is not None:
-            raise ValueError(f'{resource} is cluster-scoped, but a namespace was given')
-        parts = ['/api/v1' if res.group == '' else f'/apis/{res.group}/{res.version}']
-        if namespace is not None:
-            parts.append(f'namespaces/{namespace}')
-        parts.append(str(res.plural))
-        parts += [part for part in (name, subresource) if part is not None]
-        return '/'.join(parts)
-
-    def request(self, method: str, path: str, *, body: Any = None, params: Mapping[str, str] | None = None,
-                content_type: str = 'application/json', timeout: float = 30.0) -> Any:
-        """One raw HTTP call: returns the decoded JSON, raises :class:`ApiError` on HTTP errors."""
-        url = self.url + path + (f'?{urllib.parse.urlencode(params)}' if params else '')
-        response = self._http.request(method, url, body=None if body is None else json.dumps(body).encode(),
-                                      headers={'Content-Type': content_type, 'Accept': 'application/json'},
-                                      timeout=timeout)
-        payload = json.loads(response.data) if response.data else None
-        for header in response.headers.getlist('Warning'):
-            self.warnings += [json.loads(text) for text in re.findall(r'\d{3} \S+ ("(?:[^"\\]|\\.)*")', header)]
-        if response.status >= 400:
-            raise ApiError(response.status, payload)
-        return payload
-
-    def _object(self, method: str, path: str, **kwargs: Any) -> Body:
-        result: Body = self.request(method, path, **kwargs)
-        return result
-
-    def get(self, resource: str, namespace: str | None, name: str, *, subresource: str | None = None
-            ) -> Body | None:
-        """The object, or ``None`` if it does not exist."""
-        try:
-            return self._object('GET', self.path(resource, namespace, name, subresource))
-        except ApiError as e:
-            if e.status == 404:
-                return None
-            raise
-
-    def list(self, resource: str, namespace: str | None = None, *, label_selector: str | None = None,
-             field_selector: str | None = None) -> list[Body]:
-        """Objects in a namespace (or in all namespaces, if ``None``), optionally filtered by selectors."""
-        params = {key: value for key, value in (('labelSelector', label_selector),
-                                                ('fieldSelector', field_selector)) if value}
-        items: list[Body] = self.request('GET', self.path(resource, namespace), params=params)['items']
-        return items
-
-    @staticmethod
-    def _validation(field_validation: str | None) -> dict[str, str] | None:
-        return {'fieldValidation': field_validation} if field_validation else None
-
-    def create(self, resource: str, body: Mapping[str, Any], namespace: str | None = None, *,
-               field_validation: str | None = None) -> Body:
-        """Create an object; the namespace defaults to the body's, then to ``default`` (as kubectl does).
-
-        ``field_validation`` (``Strict``/``Warn``/``Ignore``; the server's default is ``Warn``) is the query
-        parameter: unknown fields are a 400 with ``Strict``, else dropped (``Warn`` adds to :attr:`warnings`).
-        """
-        _, namespaced = self._resolve(resource)
-        if namespaced:
-            namespace = namespace or (body.get('metadata') or {}).get('namespace') or 'default'
-        return self._object('POST', self.path(resource, namespace), body=body,
-                            params=self._validation(field_validation))
-
-    def patch(self, resource: str, namespace: str | None, name: str, patch: Any, *,
-              subresource: str | None = None, patch_type: str = 'merge', field_validation: str | None = None
-              ) -> Body:
-        """Patch an object: ``patch_type`` is ``merge`` (default), ``strategic`` or ``json``."""
-        return self._object('PATCH', self.path(resource, namespace, name, subresource), body=patch,
-                            content_type=_PATCH_TYPES[patch_type], params=self._validation(field_validation))
-
-    def replace(self, resource: str, namespace: str | None, name: str, body: Mapping[str, Any], *,
-                subresource: str | None = None, field_validation: str | None = None) -> Body:
-        """PUT the whole object (a ``metadata.resourceVersion`` in it makes it conditional)."""
-        return self._object('PUT', self.path(resource, namespace, name, subresource), body=body,
-                            params=self._validation(field_validation))
-
-    def delete(self, resource: str, namespace: str | None, name: str, *, propagation: str | None = None
-               ) -> Body | None:
-        """Delete an object; returns its last state, or ``None`` if it did not exist."""
-        body = {'propagationPolicy': propagation} if propagation else None
-        try:
-            return self._object('DELETE', self.path(resource, namespace, name), body=body)
-        except ApiError as e:
-            if e.status == 404:
-                return None
-            raise
-
-    # ---- waiting ----------------------------------------------------------------------------------------------
-
-    @staticmethod
-    def wait_for(predicate: Callable[[], T | None], timeout: float = 10.0, interval: float = 0.05,
-                 message: str = '') -> T:
-        """Poll ``predicate`` until it returns something truthy, and return that; ``TimeoutError`` otherwise."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise TimeoutError(message or f'not true within {timeout} s: {predicate!r}')
-            time.sleep(interval)
-
-    def wait_for_job(self, namespace: str, name: str, timeout: float = 30.0) -> Body:
-        """Wait until a Job has a ``Complete`` or ``Failed`` condition; returns the Job."""
-        def finished() -> Body | None:
-            job = self.get('batch/v1/jobs', namespace, name)
-            return job if job is not None and job_finished(job) else None
-        return self.wait_for(finished, timeout, message=f'Job {namespace}/{name} did not finish in {timeout} s')
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -1421,88 +1285,13 @@ def _format_indexes(indexes: Iterable[int]) -> str:
     return ','.join(parts)
 
 
-_GENERIC_ERRORS = {  # client-go's texts for an error response without a Status message
-    400: 'the server rejected our request for an unknown reason', 403: 'the server does not allow access to the '
-    'requested resource', 404: 'the server could not find the requested resource', 409: 'the server reported a '
-    'conflict', 422: 'the server rejected our request due to an error in our request', 429: 'the server has '
-    'received too many requests and has asked us to try again later', 503: 'the server is currently unable to '
-    'handle the request'}
-
-
-def _client_error(error: ApiError, verb: str = 'post', resource: str = 'pods') -> str:
-    """How a Go client's error reads: the server's Status message, or client-go's generic text."""
-    if error.message:
-        return error.message
-    text = _GENERIC_ERRORS.get(error.status, 'an error on the server ("unknown") has prevented the request from '
-                                             'succeeding')
-    return f'{text} ({verb} {resource})'
-
-
 def _go_quote(text: str) -> str:
     """Go's ``%q`` (close enough for image names and messages)."""
     return json.dumps(text, ensure_ascii=False)
 
 
-@contextlib.contextmanager
-def _unless_gone() -> Iterator[None]:
-    """Ignore 404s: the object was deleted (e.g. a Pod collected with its Job), there is nothing to update."""
-    try:
-        yield
-    except ApiError as e:
-        if e.status != 404:
-            raise
-
-
 class _ConfigError(Exception):
     """The container cannot start yet (a missing Secret key, ...): the pod waits, as in Kubernetes."""
-
-
-class _EventRecorder:
-    """Posts core/v1 Events for one component as client-go's recorder does: the same event again (same object,
-    type, reason and message) bumps the Event's ``count`` and ``lastTimestamp``; once an object has had 10
-    different messages for one reason, further ones go into one Event whose message starts with
-    ``(combined from similar events): `` (its count bumped, its message the latest) — client-go's aggregator."""
-
-    MAX_SIMILAR = 10
-
-    def __init__(self, cluster: FakeCluster, component: str) -> None:
-        self.cluster, self.component = cluster, component
-        self._seen: dict[tuple[Any, ...], list[Any]] = {}  # key -> [Event name, count]
-        self._messages: collections.defaultdict[tuple[Any, ...], set[str]] = collections.defaultdict(set)
-        self._lock = threading.Lock()
-
-    def record(self, obj: Mapping[str, Any], type_: str, reason: str, message: str, *,
-               field_path: str | None = None, host: str | None = None) -> None:
-        meta = obj['metadata']
-        namespace = meta.get('namespace') or 'default'
-        involved = {'apiVersion': obj.get('apiVersion'), 'kind': obj.get('kind'), 'namespace': meta.get('namespace'),
-                    'name': meta['name'], 'uid': meta['uid']}
-        if field_path:
-            involved['fieldPath'] = field_path
-        similar = (meta['uid'], field_path, type_, reason)
-        now = timestamp()
-        with self._lock, _unless_gone():
-            messages = self._messages[similar]
-            if message in messages or len(messages) < self.MAX_SIMILAR:
-                messages.add(message)
-                key: tuple[Any, ...] = (*similar, message)
-            else:
-                key, message = similar, f'(combined from similar events): {message}'
-            seen = self._seen.get(key)
-            if seen is not None:
-                seen[1] += 1
-                self.cluster.patch('v1/events', namespace, seen[0],
-                                   {'count': seen[1], 'lastTimestamp': now, 'message': message})
-                return
-            name = f'{meta["name"]}.{time.time_ns():x}'
-            self.cluster.create('v1/events', {
-                'metadata': {'name': name, 'namespace': namespace}, 'involvedObject': involved,
-                'type': type_, 'reason': reason, 'message': message,
-                'source': {'component': self.component, **({'host': host} if host else {})},
-                'firstTimestamp': now, 'lastTimestamp': now, 'count': 1, 'eventTime': None,
-                'reportingComponent': self.component, 'reportingInstance': host or '',
-            }, namespace=namespace)
-            self._seen[key] = [name, 1]
 
 
 # ---- the scheduler: resources, node selection, and its messages ----------------------------------------------
@@ -1932,10 +1721,10 @@ class Kubelet:
         self._busy: list[str] = ['not started']
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self._kubelet_events = _EventRecorder(cluster, 'kubelet')
-        self._scheduler_events = _EventRecorder(cluster, 'default-scheduler')
-        self._job_events = _EventRecorder(cluster, 'job-controller')
-        self._taint_events = _EventRecorder(cluster, 'taint-eviction-controller')
+        self._kubelet_events = EventRecorder(cluster, 'kubelet')
+        self._scheduler_events = EventRecorder(cluster, 'default-scheduler')
+        self._job_events = EventRecorder(cluster, 'job-controller')
+        self._taint_events = EventRecorder(cluster, 'taint-eviction-controller')
 
     # ---- public controls --------------------------------------------------------------------------------------
 
@@ -2214,7 +2003,7 @@ class Kubelet:
                 attempt = self._launch(job, run, slot)
             except ApiError as e:  # the controller's podControl: one event per failed creation, then a back-off
                 run.refused, run.retry_create_at = True, time.monotonic() + self.retry_interval
-                self._job_events.record(job, 'Warning', 'FailedCreate', f'Error creating: {_client_error(e)}')
+                self._job_events.record(job, 'Warning', 'FailedCreate', f'Error creating: {client_error(e)}')
                 return
             run.refused = False
             run.active[slot] = attempt
@@ -2234,7 +2023,7 @@ class Kubelet:
             else:
                 self._count_failure(job, run, attempt, slot)
             if attempt._delete_when_done:  # accounted: the Job controller lets a deleted pod go
-                with _unless_gone():
+                with unless_gone():
                     self.cluster.delete('v1/pods', attempt.namespace, attempt.pod)
             if run.finished:
                 return
@@ -2275,7 +2064,7 @@ class Kubelet:
             return
         finished = run.finished_wall if run is not None and run.finished_wall is not None else _finish_time(job)
         if finished is not None and time.time() >= finished + ttl:
-            with _unless_gone():
+            with unless_gone():
                 self.cluster.delete('batch/v1/jobs', job['metadata']['namespace'], job['metadata']['name'],
                                     propagation='Foreground')
 
@@ -2317,7 +2106,7 @@ class Kubelet:
             return
         patch: Body = {key: None for key in (run.written or job.get('status') or {}) if key not in status}
         patch.update(status)
-        with _unless_gone():
+        with unless_gone():
             self.cluster.patch('batch/v1/jobs', run.namespace, run.name, {'status': patch}, subresource='status')
             run.written = status
 
@@ -2432,7 +2221,7 @@ class Kubelet:
         })
 
     def _block(self, attempt: Attempt, reason: str, message: str, events: Sequence[tuple[str, str, str]],
-               status: Body | None = None, force: bool = False, component: _EventRecorder | None = None) -> None:
+               status: Body | None = None, force: bool = False, component: EventRecorder | None = None) -> None:
         """The pod cannot go on (yet): write why (once; ``status`` defaults to the container's ``waiting`` state)
         and post the component's events — again (count bumped) after each ``retry_interval``, as its retries do."""
         now = time.monotonic()
@@ -2480,7 +2269,7 @@ class Kubelet:
     def _bind(self, attempt: Attempt, node: str, requests: dict[str, fractions.Fraction]) -> None:
         attempt.node, attempt._requests = node, requests
         attempt._pod_body.setdefault('spec', {})['nodeName'] = node
-        with _unless_gone():  # the binding: spec.nodeName (the status write that follows carries the condition)
+        with unless_gone():  # the binding: spec.nodeName (the status write that follows carries the condition)
             self.cluster.patch('v1/pods', attempt.namespace, attempt.pod, {'spec': {'nodeName': node}})
         self._set_pod_condition(attempt, 'PodScheduled', 'True')
 
@@ -2605,7 +2394,7 @@ class Kubelet:
     def _pod_status(self, attempt: Attempt, status: Body) -> None:
         if attempt._conditions:
             status = {**status, 'conditions': copy.deepcopy(attempt._conditions)}
-        with _unless_gone():
+        with unless_gone():
             self.cluster.patch('v1/pods', attempt.namespace, attempt.pod, {'status': status},
                                subresource='status')
 
@@ -2719,7 +2508,7 @@ class Kueue:
         self._started: set[str] = set()
         self._workloads: dict[str, str] = {}  # Job uid -> Workload name
         self._lock = threading.RLock()
-        self._events = _EventRecorder(cluster, 'batch/job-kueue-controller')
+        self._events = EventRecorder(cluster, 'batch/job-kueue-controller')
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -2795,11 +2584,11 @@ class Kueue:
             if uid not in self._started:
                 self._started.add(uid)
                 if spec.get('suspend'):
-                    with _unless_gone():
+                    with unless_gone():
                         self.cluster.patch('batch/v1/jobs', namespace, name, {'spec': {'suspend': False}})
                 self._events.record(job, 'Normal', 'Started', f'Admitted by clusterQueue {self.cluster_queue}')
         elif not spec.get('suspend'):
-            with _unless_gone():
+            with unless_gone():
                 self.cluster.patch('batch/v1/jobs', namespace, name, {'spec': {'suspend': True}})
             self._events.record(job, 'Normal', 'Stopped', 'Not admitted by cluster queue')
 

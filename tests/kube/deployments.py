@@ -52,15 +52,14 @@ from .apiserver import (
     DEFAULT_PASSTHROUGH_ENV,
     MAX_TERMINATION_MESSAGE,
     REPO_ROOT,
-    ApiError,
     Attempt,
     FakeCluster,
     Kubelet,
     RewriteEnv,
     _ConfigError,
     _expand,
-    _unless_gone,
 )
+from .client import ApiError, unless_gone
 from .objects import NAME_ALPHABET, Body, timestamp
 
 __all__ = ['DeploymentController', 'ServerPod']
@@ -284,7 +283,7 @@ class DeploymentController:
                     self._pods[uid].remove(pod)
         self._kill(retired)
         for pod in retired:
-            with _unless_gone():
+            with unless_gone():
                 self.cluster.delete('v1/pods', pod.attempt.namespace, pod.name)
 
     def _create_pod(self, deployment: Body, template_hash: str) -> ServerPod | None:
@@ -400,7 +399,7 @@ class DeploymentController:
         }
         if status == pod.shown:
             return
-        with _unless_gone():
+        with unless_gone():
             self.cluster.patch('v1/pods', attempt.namespace, pod.name, {'status': status}, subresource='status')
         pod.shown = status
 
@@ -439,7 +438,7 @@ class DeploymentController:
         now = timestamp()
         for condition in conditions:
             condition.update(lastUpdateTime=now, lastTransitionTime=now)
-        with _unless_gone():
+        with unless_gone():
             self.cluster.patch('apps/v1/deployments', meta['namespace'], meta['name'], {'status': status},
                                subresource='status')
         self._shown[meta['uid']] = {**status, 'conditions': [
