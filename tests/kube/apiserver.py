@@ -52,7 +52,9 @@ import kopf.testing
 import kubernetes.client
 
 from .client import ApiError, Client, EventRecorder, client_error, unless_gone
+from .images import BadImages, go_quote, invalid_image, pull_error
 from .objects import NAME_ALPHABET, Body, job_condition, job_finished, pod_condition, timestamp
+from .scheduler import schedule
 from .schemas import builtin_validator, drop_field, format_field_path, jsonschema_of, prune_and_default, unknown_fields
 
 __all__ = [
@@ -1261,7 +1263,6 @@ class FakeCluster(Client):
 # --------------------------------------------------------------------------------------------------------------
 
 RewriteEnv = Callable[[Body, 'int | None', dict[str, str]], Mapping[str, str]]
-BadImages = Iterable[str] | Mapping[str, str] | Callable[[str], 'bool | str | None']
 DEFAULT_PASSTHROUGH_ENV = ('PATH', 'HOME', 'TMPDIR', 'LANG', 'LC_ALL', 'TZ')
 MAX_TERMINATION_MESSAGE = 4096  # bytes, as the kubelet reads from terminationMessagePath
 DEFAULT_QUOTA_MESSAGE = ('exceeded quota: compute-resources, requested: pods=1, used: pods=10, limited: pods=10')
@@ -1285,221 +1286,8 @@ def _format_indexes(indexes: Iterable[int]) -> str:
     return ','.join(parts)
 
 
-def _go_quote(text: str) -> str:
-    """Go's ``%q`` (close enough for image names and messages)."""
-    return json.dumps(text, ensure_ascii=False)
-
-
 class _ConfigError(Exception):
     """The container cannot start yet (a missing Secret key, ...): the pod waits, as in Kubernetes."""
-
-
-# ---- the scheduler: resources, node selection, and its messages ----------------------------------------------
-
-_QUANTITY = re.compile(r'([+-]?(?:\d+\.?\d*|\.\d+))(?:[eE]([+-]?\d+)|(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]))?')
-_QUANTITY_SUFFIXES: dict[str, fractions.Fraction] = {
-    **{suffix: fractions.Fraction(2) ** (10 * (i + 1)) for i, suffix in enumerate(('Ki', 'Mi', 'Gi', 'Ti', 'Pi', 'Ei'))},
-    'n': fractions.Fraction(1, 10 ** 9), 'u': fractions.Fraction(1, 10 ** 6), 'm': fractions.Fraction(1, 1000),
-    **{suffix: fractions.Fraction(10) ** (3 * (i + 1)) for i, suffix in enumerate('kMGTPE')},
-}
-_STANDARD_RESOURCES = ('cpu', 'memory', 'ephemeral-storage')  # unlimited on a node that does not declare them
-
-
-def _quantity(value: Any) -> fractions.Fraction:
-    """A Kubernetes resource quantity (``500m``, ``512Gi``, ``1e3``, ``8``) as an exact number."""
-    m = _QUANTITY.fullmatch(str(value).strip())
-    if m is None:
-        raise ValueError(f"quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
-                         f': {value!r}')
-    number = fractions.Fraction(m[1])
-    if m[2]:
-        number *= fractions.Fraction(10) ** int(m[2])
-    elif m[3]:
-        number *= _QUANTITY_SUFFIXES[m[3]]
-    return number
-
-
-def _pod_requests(pod_spec: Mapping[str, Any]) -> dict[str, fractions.Fraction]:
-    """What the scheduler reserves for a pod: the sum over containers (a limit without a request is the request,
-    as API defaulting makes it), at least the largest init container's."""
-    def requests(container: Mapping[str, Any]) -> dict[str, fractions.Fraction]:
-        resources = container.get('resources') or {}
-        merged = {**(resources.get('limits') or {}), **(resources.get('requests') or {})}
-        return {name: _quantity(value) for name, value in merged.items()}
-    total: dict[str, fractions.Fraction] = collections.defaultdict(fractions.Fraction)
-    for container in pod_spec.get('containers') or []:
-        for name, amount in requests(container).items():
-            total[name] += amount
-    for container in pod_spec.get('initContainers') or []:
-        for name, amount in requests(container).items():
-            total[name] = max(total[name], amount)
-    return {name: amount for name, amount in total.items() if amount}
-
-
-@dataclasses.dataclass(frozen=True)
-class _Node:
-    name: str
-    labels: Mapping[str, str]
-    allocatable: Mapping[str, fractions.Fraction] | None  # None: unlimited
-    taints: Sequence[Mapping[str, str]]
-    unschedulable: bool
-
-    @classmethod
-    def of(cls, spec: Mapping[str, Any]) -> _Node:
-        name = str(spec.get('name') or 'fake-node')
-        labels = {'kubernetes.io/hostname': name, 'kubernetes.io/os': 'linux', 'kubernetes.io/arch': 'amd64',
-                  **(spec.get('labels') or {})}
-        allocatable = spec.get('allocatable')
-        return cls(name, labels, None if allocatable is None else {k: _quantity(v) for k, v in allocatable.items()},
-                   list(spec.get('taints') or []), bool(spec.get('unschedulable')))
-
-
-def _tolerates(toleration: Mapping[str, Any], taint: Mapping[str, Any]) -> bool:
-    """``Toleration.ToleratesTaint`` of k8s.io/api."""
-    if toleration.get('effect') and toleration['effect'] != taint.get('effect'):
-        return False
-    if toleration.get('key') and toleration['key'] != taint.get('key'):
-        return False
-    operator = toleration.get('operator') or 'Equal'
-    if operator == 'Exists':
-        return True
-    return operator == 'Equal' and (toleration.get('value') or '') == (taint.get('value') or '')
-
-
-def _selector_requirement(requirement: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
-    key, operator, values = requirement.get('key'), requirement.get('operator'), requirement.get('values') or []
-    if operator == 'Exists':
-        return key in labels
-    if operator == 'DoesNotExist':
-        return key not in labels
-    if operator == 'In':
-        return key in labels and labels[key] in values
-    if operator == 'NotIn':
-        return key not in labels or labels[key] not in values
-    if operator in ('Gt', 'Lt') and key in labels and len(values) == 1:
-        try:
-            actual, bound = int(labels[key]), int(values[0])
-        except ValueError:
-            return False
-        return actual > bound if operator == 'Gt' else actual < bound
-    return False
-
-
-def _matches_node_affinity(pod_spec: Mapping[str, Any], node: _Node) -> bool:
-    """The pod's ``nodeSelector`` and required node affinity (terms are ORed, expressions in a term ANDed)."""
-    if any(node.labels.get(key) != value for key, value in (pod_spec.get('nodeSelector') or {}).items()):
-        return False
-    required = (((pod_spec.get('affinity') or {}).get('nodeAffinity') or {})
-                .get('requiredDuringSchedulingIgnoredDuringExecution'))
-    if not required:
-        return True
-    for term in required.get('nodeSelectorTerms') or []:
-        expressions, fields = term.get('matchExpressions') or [], term.get('matchFields') or []
-        if (expressions or fields) and all(_selector_requirement(e, node.labels) for e in expressions) and all(
-                _selector_requirement(f, {'metadata.name': node.name}) for f in fields):
-            return True
-    return False
-
-
-def _filter_node(node: _Node, pod_spec: Mapping[str, Any], requests: Mapping[str, fractions.Fraction],
-                 used: Mapping[str, fractions.Fraction], pods: int) -> tuple[list[str], bool]:
-    """The default scheduler's filter plugins, in their order, for one node: the reasons it does not fit, and
-    whether preemption could help (resource shortages) or not (taints, affinity: UnschedulableAndUnresolvable)."""
-    tolerations = pod_spec.get('tolerations') or []
-    if node.unschedulable and not any(_tolerates(t, {'key': 'node.kubernetes.io/unschedulable',
-                                                     'effect': 'NoSchedule'}) for t in tolerations):
-        return ['node(s) were unschedulable'], False
-    for taint in node.taints:
-        if taint.get('effect') in ('NoSchedule', 'NoExecute') and not any(_tolerates(t, taint) for t in tolerations):
-            return [f'node(s) had untolerated taint {{{taint.get("key")}: {taint.get("value") or ""}}}'], False
-    if not _matches_node_affinity(pod_spec, node):
-        return ["node(s) didn't match Pod's node affinity/selector"], False
-    if node.allocatable is None:
-        return [], True
-    reasons = []
-    if 'pods' in node.allocatable and pods + 1 > node.allocatable['pods']:
-        reasons.append('Too many pods')
-    for name, amount in requests.items():
-        if name not in node.allocatable and (name in _STANDARD_RESOURCES or name.startswith('hugepages-')):
-            continue  # not declared: unlimited
-        if used.get(name, 0) + amount > node.allocatable.get(name, 0):  # an undeclared extended resource: none
-            reasons.append(f'Insufficient {name}')
-    return reasons, True
-
-
-def _fit_error(failures: Sequence[tuple[list[str], bool]]) -> str:
-    """The scheduler's FitError message, with the default preemption plugin's verdict (no lower-priority pods to
-    evict here), e.g. ``0/1 nodes are available: 1 Insufficient nvidia.com/gpu. preemption: 0/1 nodes are
-    available: 1 No preemption victims found for incoming pod.``"""
-    if not failures:
-        return 'no nodes available to schedule pods'
-
-    def histogram(reasons: Iterable[str]) -> str:
-        return ', '.join(sorted(f'{count} {reason}' for reason, count in collections.Counter(reasons).items()))
-    nodes = len(failures)
-    why = histogram(reason for reasons, _ in failures for reason in reasons)
-    preemption = histogram('No preemption victims found for incoming pod' if resolvable
-                           else 'Preemption is not helpful for scheduling' for _, resolvable in failures)
-    return (f'0/{nodes} nodes are available: {why}. '
-            f'preemption: 0/{nodes} nodes are available: {preemption}.')
-
-
-# ---- images: what the kubelet (and distribution/reference) accept ------------------------------------------------
-
-_ALNUM = r'[a-z0-9]+'
-_PATH_COMPONENT = rf'{_ALNUM}(?:(?:[._]|__|[-]+){_ALNUM})*'
-_DOMAIN_COMPONENT = r'(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])'
-_DOMAIN = rf'(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?'
-_IMAGE_REFERENCE = re.compile(
-    rf'((?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)'
-    r'(?::([A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?'
-    r'(?:@([A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}))?')
-
-
-def _split_docker_domain(name: str) -> tuple[str, str]:
-    """distribution/reference's ``splitDockerDomain``: ``busybox`` is ``docker.io`` + ``library/busybox``."""
-    first, slash, rest = name.partition('/')
-    if not slash or (not any(c in first for c in '.:') and first != 'localhost' and first.lower() == first):
-        domain, remainder = 'docker.io', name
-    else:
-        domain, remainder = first, rest
-    if domain == 'index.docker.io':
-        domain = 'docker.io'
-    if domain == 'docker.io' and '/' not in remainder:
-        remainder = 'library/' + remainder
-    return domain, remainder
-
-
-def _invalid_image(image: str) -> str | None:
-    """The kubelet's InvalidImageName message for an image reference it cannot parse, or ``None``."""
-    error: str | None
-    if re.fullmatch(r'[a-f0-9]{64}', image):
-        error = f'invalid repository name ({image}), cannot specify 64-byte hexadecimal strings'
-    else:
-        domain, remainder = _split_docker_domain(image)
-        remote = remainder.partition(':')[0]
-        if remote.lower() != remote:
-            error = f'invalid reference format: repository name ({remote}) must be lowercase'
-        elif (m := _IMAGE_REFERENCE.fullmatch(f'{domain}/{remainder}')) is None:
-            error = 'invalid reference format'
-        elif len(m[1]) > 255:
-            error = 'repository name must not be more than 255 characters'
-        else:
-            error = None
-    if error is None:
-        return None
-    return f'Failed to apply default image tag {_go_quote(image)}: couldn\'t parse image name {_go_quote(image)}: {error}'
-
-
-def _image_not_found(image: str) -> str:
-    """What containerd answers for an image (or tag) that does not exist, with the name fully qualified."""
-    domain, remainder = _split_docker_domain(image)
-    ref = f'{domain}/{remainder}'
-    m = _IMAGE_REFERENCE.fullmatch(ref)
-    if m is not None and not m[2] and not m[3]:
-        ref += ':latest'
-    return (f'rpc error: code = NotFound desc = failed to pull and unpack image "{ref}": failed to resolve '
-            f'reference "{ref}": {ref}: not found')
 
 
 # ---- the Job controller's podFailurePolicy and disruptions -------------------------------------------------------
@@ -2243,24 +2031,13 @@ class Kubelet:
     def _schedule(self, attempt: Attempt) -> bool:
         """The scheduler: bind the pod to the first node that fits, or leave it Pending (PodScheduled=False,
         Unschedulable, and a FailedScheduling Event)."""
-        pod_spec = attempt._pod_body.get('spec') or {}
-        requests = _pod_requests(pod_spec)
-        used: dict[str, dict[str, fractions.Fraction]] = collections.defaultdict(
-            lambda: collections.defaultdict(fractions.Fraction))
-        pods: collections.Counter[str] = collections.Counter()
-        for other in [a for run in self._runs.values() for a in run.active.values()] + self._terminating:
-            if other.node is not None and other.exit_code is None:
-                pods[other.node] += 1
-                for name, amount in other._requests.items():
-                    used[other.node][name] += amount
-        failures = []
-        for node in [_Node.of(spec) for spec in list(self.nodes)]:
-            reasons, resolvable = _filter_node(node, pod_spec, requests, used[node.name], pods[node.name])
-            if not reasons:
-                self._bind(attempt, node.name, requests)
-                return True
-            failures.append((reasons, resolvable))
-        message = _fit_error(failures)
+        bound = [(other.node, other._requests)
+                 for other in [a for run in self._runs.values() for a in run.active.values()] + self._terminating
+                 if other.node is not None and other.exit_code is None]
+        node, requests, message = schedule(attempt._pod_body.get('spec') or {}, list(self.nodes), bound)
+        if node is not None:
+            self._bind(attempt, node, requests)
+            return True
         self._set_pod_condition(attempt, 'PodScheduled', 'False', 'Unschedulable', message)
         self._block(attempt, 'Unschedulable', message, [('Warning', 'FailedScheduling', message)],
                     status={'phase': 'Pending'}, component=self._scheduler_events)
@@ -2279,14 +2056,14 @@ class Kubelet:
         image = str(container.get('image') or '')
         if attempt._image_ready or not image:
             return True
-        if (invalid := _invalid_image(image)) is not None:
+        if (invalid := invalid_image(image)) is not None:
             self._block(attempt, 'InvalidImageName', invalid, [('Warning', 'InspectFailed', invalid),
                                                                ('Warning', 'Failed', 'Error: InvalidImageName')])
             return False
         now = time.monotonic()
-        quoted = _go_quote(image)
+        quoted = go_quote(image)
         if attempt._pull_error is None or now - attempt._pulled_at >= self.retry_interval:  # pull (again)
-            error = self._pull_error(image)
+            error = pull_error(self.bad_images, image)
             if error is None:
                 attempt._image_ready, attempt._pull_error = True, None
                 return True
@@ -2301,18 +2078,6 @@ class Kubelet:
                         [('Normal', 'BackOff', f'Back-off pulling image {quoted}'),
                          ('Warning', 'Failed', 'Error: ImagePullBackOff')])
         return False
-
-    def _pull_error(self, image: str) -> str | None:
-        bad = self.bad_images
-        if callable(bad):
-            result = bad(image)
-        elif isinstance(bad, Mapping):
-            result = (bad[image] or True) if image in bad else None
-        else:
-            result = image in bad
-        if not result:
-            return None
-        return result if isinstance(result, str) else _image_not_found(image)
 
     def _set_pod_condition(self, attempt: Attempt, type_: str, status: str, reason: str | None = None,
                            message: str | None = None) -> None:
