@@ -52,6 +52,16 @@ import kopf.testing
 import kubernetes.client
 
 from .client import ApiError, Client, EventRecorder, client_error, unless_gone
+from .containers import (
+    DEFAULT_PASSTHROUGH_ENV,
+    MAX_TERMINATION_MESSAGE,
+    Attempt,
+    ConfigError,
+    RewriteEnv,
+    container_environment,
+    expand,
+    first_container,
+)
 from .images import BadImages, go_quote, invalid_image, pull_error
 from .objects import NAME_ALPHABET, Body, job_condition, job_finished, pod_condition, timestamp
 from .scheduler import schedule
@@ -1262,18 +1272,7 @@ class FakeCluster(Client):
 # The kubelet (and Job controller): Jobs run as local processes.
 # --------------------------------------------------------------------------------------------------------------
 
-RewriteEnv = Callable[[Body, 'int | None', dict[str, str]], Mapping[str, str]]
-DEFAULT_PASSTHROUGH_ENV = ('PATH', 'HOME', 'TMPDIR', 'LANG', 'LC_ALL', 'TZ')
-MAX_TERMINATION_MESSAGE = 4096  # bytes, as the kubelet reads from terminationMessagePath
 DEFAULT_QUOTA_MESSAGE = ('exceeded quota: compute-resources, requested: pods=1, used: pods=10, limited: pods=10')
-_VAR_REF = re.compile(r'\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)')
-
-
-def _expand(text: str, env: Mapping[str, str]) -> str:
-    """Kubernetes' ``$(VAR)`` expansion in env values, command and args (``$$`` escapes, unknowns stay)."""
-    return _VAR_REF.sub(lambda m: '$' if m[0] == '$$' else env.get(m[1], m[0]), text)
-
-
 def _format_indexes(indexes: Iterable[int]) -> str:
     """The Job controller's interval format: ``0-2,4,6,7`` (a dash only for runs of three or more)."""
     ordered, parts = sorted(indexes), []
@@ -1284,10 +1283,6 @@ def _format_indexes(indexes: Iterable[int]) -> str:
         else:
             parts += [str(index) for index in run]
     return ','.join(parts)
-
-
-class _ConfigError(Exception):
-    """The container cannot start yet (a missing Secret key, ...): the pod waits, as in Kubernetes."""
 
 
 # ---- the Job controller's podFailurePolicy and disruptions -------------------------------------------------------
@@ -1336,80 +1331,6 @@ def _match_pod_failure_policy(policy: Mapping[str, Any] | None, pod: Mapping[str
             return action, message
         # an action this version does not know: skipped, as clients are told to do
     return None, ''
-
-
-@dataclasses.dataclass(eq=False)
-class Attempt:
-    """One attempt of one Job index: a Pod object and (unless injected or blocked) a local process."""
-
-    namespace: str
-    job: str
-    job_uid: str
-    index: int | None  # the completion index of an Indexed Job, else None
-    pod: str
-    log_prefix: Path
-    pid: int | None = None
-    exit_code: int | None = None
-    message: str = ''  # the termination message, as written into the Pod's status
-    injected: bool = False  # failed by Kubelet.fail_next(), without running anything
-    killed: bool = False  # terminated by the kubelet (Job deleted, suspended or failed; pod evicted)
-    waiting: str | None = None  # why the container cannot start yet (unschedulable, image, config)
-    started_at: str | None = None
-    finished_at: str | None = None
-    node: str | None = None  # where the scheduler bound the pod
-    disruption: str | None = None  # the DisruptionTarget reason, once evicted
-    slot: int = dataclasses.field(default=0, repr=False)
-    _pod_body: Body = dataclasses.field(default_factory=dict, repr=False)
-    _proc: subprocess.Popen[bytes] | None = dataclasses.field(default=None, repr=False)
-    _injected_code: int | None = dataclasses.field(default=None, repr=False)
-    _kill_deadline: float | None = dataclasses.field(default=None, repr=False)
-    _conditions: list[Body] = dataclasses.field(default_factory=list, repr=False)  # the pod's status.conditions
-    _requests: dict[str, fractions.Fraction] = dataclasses.field(default_factory=dict, repr=False)
-    _shown: tuple[str, str] | None = dataclasses.field(default=None, repr=False)  # the waiting state written
-    _shown_at: float = dataclasses.field(default=0.0, repr=False)
-    _image_ready: bool = dataclasses.field(default=False, repr=False)
-    _pull_error: str | None = dataclasses.field(default=None, repr=False)
-    _pulled_at: float = dataclasses.field(default=0.0, repr=False)
-    _end_reason: str | None = dataclasses.field(default=None, repr=False)  # containerStatuses[].state.terminated
-    _pod_reason: str | None = dataclasses.field(default=None, repr=False)  # status.reason, e.g. Evicted
-    _delete_when_done: bool = dataclasses.field(default=False, repr=False)
-
-    @property
-    def stdout_path(self) -> Path:
-        return self.log_prefix.with_name(self.log_prefix.name + '.stdout.log')
-
-    @property
-    def stderr_path(self) -> Path:
-        return self.log_prefix.with_name(self.log_prefix.name + '.stderr.log')
-
-    @property
-    def message_path(self) -> Path:
-        return self.log_prefix.with_name(self.log_prefix.name + '.termination-log')
-
-    @property
-    def stdout(self) -> str:
-        return self.stdout_path.read_text(errors='replace') if self.stdout_path.exists() else ''
-
-    @property
-    def stderr(self) -> str:
-        return self.stderr_path.read_text(errors='replace') if self.stderr_path.exists() else ''
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self.exit_code is None
-
-    def _poll(self) -> int | None:
-        if self._injected_code is not None:
-            return self._injected_code
-        if self._proc is None:
-            return None
-        code = self._proc.poll()
-        return None if code is None else (128 - code if code < 0 else code)  # killed by signal N: 128+N
-
-    def _signal(self, signum: int) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self._proc.pid, signum)  # the whole process group: shells and their children too
 
 
 @dataclasses.dataclass(eq=False)
@@ -1613,7 +1534,7 @@ class Kubelet:
                                               f'Marking for deletion Pod {attempt.namespace}/{attempt.pod}')
             if attempt.running:
                 self._pod_status(attempt, {})  # the condition first, as the evicting component writes it
-                container = self._container(pod)
+                container = first_container(pod)
                 self._kubelet_events.record(pod, 'Normal', 'Killing', f'Stopping container {container.get("name")}',
                                             field_path=self._field_path(container), host=attempt.node)
                 self._stop(attempt, signal.SIGKILL if reason == 'TerminationByKubelet' else signal.SIGTERM)
@@ -1910,14 +1831,6 @@ class Kubelet:
         raise LookupError(f'Job {job_name!r} has no active pod' + (f' with index {index}' if index is not None else ''))
 
     @staticmethod
-    def _container(pod_or_job: Mapping[str, Any]) -> Body:
-        """The first container of a Pod, or of a Job's pod template (the only one that runs)."""
-        spec = pod_or_job.get('spec') or {}
-        if 'template' in spec:
-            spec = (spec.get('template') or {}).get('spec') or {}
-        return (spec.get('containers') or [{}])[0]
-
-    @staticmethod
     def _field_path(container: Mapping[str, Any]) -> str:
         return f'spec.containers{{{container.get("name", "main")}}}'
 
@@ -1973,19 +1886,20 @@ class Kubelet:
     def _advance(self, job: Body, attempt: Attempt) -> None:
         """Take a pod that has not started one step further, as the scheduler and the kubelet do: bind it to a
         node, pull its image, build its container's config (env), start its process. Each step may block it."""
-        container = self._container(attempt._pod_body)
+        container = first_container(attempt._pod_body)
         if attempt.node is None and not self._schedule(attempt):
             return
         if not self._pull_image(attempt, container):
             return
         try:
-            env = self._environment(job, attempt, container)
-        except _ConfigError as e:
+            env = container_environment(self.cluster, job, attempt, container, passthrough=self.passthrough_env,
+                                        extra=self.extra_env, rewrite=self.rewrite_env)
+        except ConfigError as e:
             self._block(attempt, 'CreateContainerConfigError', str(e), [('Warning', 'Failed', f'Error: {e}')])
             return
         attempt.waiting = None
         attempt.started_at = timestamp()
-        argv = [_expand(str(arg), env) for arg in
+        argv = [expand(str(arg), env) for arg in
                 (container.get('command') or self.entrypoints.get(container.get('image', ''), []))
                 + (container.get('args') or [])]
         attempt.message_path.write_bytes(b'')
@@ -2017,13 +1931,13 @@ class Kubelet:
         if not force and attempt._shown == (reason, message) and now - attempt._shown_at < self.retry_interval:
             return
         if attempt._shown != (reason, message):
-            container = self._container(attempt._pod_body)
+            container = first_container(attempt._pod_body)
             self._pod_status(attempt, status if status is not None else {
                 'phase': 'Pending', 'containerStatuses': [self._container_status(
                     container, attempt, {'waiting': {'reason': reason, 'message': message}})]})
         attempt._shown, attempt._shown_at = (reason, message), now
         recorder = component or self._kubelet_events
-        field_path = None if component is not None else self._field_path(self._container(attempt._pod_body))
+        field_path = None if component is not None else self._field_path(first_container(attempt._pod_body))
         for type_, event_reason, event_message in events:
             recorder.record(attempt._pod_body, type_, event_reason, event_message, field_path=field_path,
                             host=attempt.node)
@@ -2095,7 +2009,7 @@ class Kubelet:
 
     def _pod_view(self, attempt: Attempt) -> Body:
         """The failed pod as the Job controller sees it (for podFailurePolicy)."""
-        container = self._container(attempt._pod_body)
+        container = first_container(attempt._pod_body)
         state = {'terminated': {'exitCode': attempt.exit_code}} if attempt.exit_code is not None else {}
         return {'metadata': {'namespace': attempt.namespace, 'name': attempt.pod},
                 'status': {'conditions': attempt._conditions,
@@ -2106,7 +2020,7 @@ class Kubelet:
         attempt.exit_code, attempt.finished_at, attempt.waiting = code, timestamp(), None
         with contextlib.suppress(OSError), attempt.message_path.open('rb') as f:
             attempt.message = f.read(MAX_TERMINATION_MESSAGE).decode(errors='replace')
-        container = self._container(attempt._pod_body)
+        container = first_container(attempt._pod_body)
         if (not attempt.message and code != 0
                 and container.get('terminationMessagePolicy') == 'FallbackToLogsOnError'):
             log = attempt.stderr or attempt.stdout
@@ -2167,83 +2081,6 @@ class Kubelet:
     def _container_status(container: Body, attempt: Attempt, state: Body, ready: bool = False) -> Body:
         return {'name': container.get('name', 'main'), 'image': container.get('image', ''), 'imageID': '',
                 'ready': ready, 'started': ready, 'restartCount': 0, 'state': state}
-
-    # ---- environment ------------------------------------------------------------------------------------------
-
-    def _environment(self, job: Body, attempt: Attempt, container: Body) -> dict[str, str]:
-        """The container's environment, resolved like the kubelet does, plus the test's additions."""
-        env = {key: os.environ[key] for key in self.passthrough_env if key in os.environ}
-        for source in container.get('envFrom') or []:
-            prefix = source.get('prefix', '')
-            if 'secretRef' in source:
-                data = self._data('v1/secrets', attempt.namespace, source['secretRef'])
-            else:
-                data = self._data('v1/configmaps', attempt.namespace, source.get('configMapRef') or {})
-            env.update({prefix + key: value for key, value in data.items()})
-        for var in container.get('env') or []:
-            if 'valueFrom' in var:
-                value = self._value_from(attempt, container, var['valueFrom'])
-                if value is not None:
-                    env[var['name']] = value
-            else:
-                env[var['name']] = _expand(str(var.get('value', '')), env)
-        # The venv's bin first: `python` and console scripts resolve to this interpreter's environment.
-        env['PATH'] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get('PATH', os.defpath)])
-        if attempt.index is not None:
-            env['JOB_COMPLETION_INDEX'] = str(attempt.index)
-        env['SELFTAUGHT_TERMINATION_MESSAGE_PATH'] = str(attempt.message_path)
-        env.update(self.extra_env)
-        if self.rewrite_env is not None:
-            env = dict(self.rewrite_env(job, attempt.index, env))
-        return env
-
-    def _data(self, resource: str, namespace: str, ref: Mapping[str, Any], key: str | None = None
-              ) -> dict[str, str]:
-        kind = 'secret' if resource == 'v1/secrets' else 'configmap'
-        obj = self.cluster.get(resource, namespace, ref.get('name', ''))
-        if obj is None:
-            if ref.get('optional'):
-                return {}
-            raise _ConfigError(f'{kind} "{ref.get("name")}" not found')
-        if resource == 'v1/secrets':
-            data = {k: base64.b64decode(v).decode(errors='replace') for k, v in (obj.get('data') or {}).items()}
-            data.update(obj.get('stringData') or {})
-        else:
-            data = dict(obj.get('data') or {})
-            data.update({k: base64.b64decode(v).decode(errors='replace')
-                         for k, v in (obj.get('binaryData') or {}).items()})
-        if key is not None and key not in data and not ref.get('optional'):
-            kind_name = 'Secret' if resource == 'v1/secrets' else 'ConfigMap'
-            raise _ConfigError(f"couldn't find key {key} in {kind_name} {namespace}/{ref.get('name')}")
-        return data
-
-    def _value_from(self, attempt: Attempt, container: Body, source: Mapping[str, Any]) -> str | None:
-        if ref := source.get('secretKeyRef'):
-            return self._data('v1/secrets', attempt.namespace, ref, ref.get('key')).get(ref.get('key'))
-        if ref := source.get('configMapKeyRef'):
-            return self._data('v1/configmaps', attempt.namespace, ref, ref.get('key')).get(ref.get('key'))
-        if ref := source.get('fieldRef'):
-            return self._field_ref(attempt._pod_body, ref.get('fieldPath', ''))
-        if ref := source.get('resourceFieldRef'):
-            kind, _, name = ref.get('resource', '').partition('.')
-            return str((container.get('resources') or {}).get(kind, {}).get(name, '0'))
-        raise _ConfigError(f'unsupported valueFrom: {source!r}')
-
-    def _field_ref(self, pod: Body, path: str) -> str:
-        meta = pod.get('metadata') or {}
-        if m := re.fullmatch(r"metadata\.(labels|annotations)\['([^']+)'\]", path):
-            return str((meta.get(m[1]) or {}).get(m[2], ''))
-        simple = {
-            'metadata.name': meta.get('name'), 'metadata.namespace': meta.get('namespace'),
-            'metadata.uid': meta.get('uid'), 'spec.nodeName': (pod.get('spec') or {}).get('nodeName', ''),
-            'spec.serviceAccountName': (pod.get('spec') or {}).get('serviceAccountName', 'default'),
-            'status.podIP': '127.0.0.1', 'status.podIPs': '127.0.0.1',
-            'status.hostIP': '127.0.0.1', 'status.hostIPs': '127.0.0.1',
-        }
-        if path not in simple:
-            raise _ConfigError(f'unsupported fieldRef.fieldPath: {path!r}')
-        return str(simple[path])
-
 
 # --------------------------------------------------------------------------------------------------------------
 # Kueue: queued Jobs wait, suspended, until admitted.

@@ -39,6 +39,7 @@ import random
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.error
@@ -48,18 +49,18 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .apiserver import (
+from .apiserver import REPO_ROOT, FakeCluster
+from .client import ApiError, unless_gone
+from .containers import (
     DEFAULT_PASSTHROUGH_ENV,
     MAX_TERMINATION_MESSAGE,
-    REPO_ROOT,
     Attempt,
-    FakeCluster,
-    Kubelet,
+    ConfigError,
     RewriteEnv,
-    _ConfigError,
-    _expand,
+    container_environment,
+    expand,
+    first_container,
 )
-from .client import ApiError, unless_gone
 from .objects import NAME_ALPHABET, Body, timestamp
 
 __all__ = ['DeploymentController', 'ServerPod']
@@ -132,10 +133,10 @@ class DeploymentController:
                  node_name: str = 'fake-node') -> None:
         self.cluster = cluster
         self.cwd = Path(cwd) if cwd is not None else REPO_ROOT
-        # the Job kubelet's environment resolution, reused (it is never started)
-        self._env = Kubelet(cluster, cwd=self.cwd, log_dir=log_dir, extra_env=extra_env, rewrite_env=rewrite_env,
-                            passthrough_env=passthrough_env)
-        self.log_dir = self._env.log_dir
+        self.log_dir = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix='fake-deployments-'))
+        self.extra_env = dict(extra_env or {})
+        self.rewrite_env = rewrite_env
+        self.passthrough_env = tuple(passthrough_env)
         self.poll_interval, self.probe_interval = poll_interval, probe_interval
         self.retry_interval, self.kill_grace, self.node_name = retry_interval, kill_grace, node_name
         self.errors: list[BaseException] = []
@@ -302,7 +303,7 @@ class DeploymentController:
         except ApiError as e:  # refused (quota, ...): the Deployment shows it in ReplicaFailure
             logger.warning('pod of Deployment %s refused: %s', meta['name'], e)
             return None
-        container = Kubelet._container(body)
+        container = first_container(body)
         declared = container.get('ports') or []
         ports = {int(p['containerPort']): _free_port() for p in declared}
         attempt = Attempt(namespace=meta['namespace'], job=meta['name'], job_uid=meta['uid'], index=None, pod=name,
@@ -323,7 +324,7 @@ class DeploymentController:
             if message := self._termination_message(attempt, code):
                 ended['message'] = message
             pod.last_exit = {'terminated': ended}
-            pod.waiting = ('CrashLoopBackOff', f'back-off restarting failed container {Kubelet._container(attempt._pod_body).get("name", "main")} '
+            pod.waiting = ('CrashLoopBackOff', f'back-off restarting failed container {first_container(attempt._pod_body).get("name", "main")} '
                                                f'in pod {pod.name}')
             pod.next_start = now + self.retry_interval
         if attempt._proc is None and now >= pod.next_start:
@@ -340,20 +341,21 @@ class DeploymentController:
         with contextlib.suppress(OSError):
             if text := attempt.message_path.read_bytes()[:MAX_TERMINATION_MESSAGE].decode(errors='replace'):
                 return text
-        if code and Kubelet._container(attempt._pod_body).get('terminationMessagePolicy') == 'FallbackToLogsOnError':
+        if code and first_container(attempt._pod_body).get('terminationMessagePolicy') == 'FallbackToLogsOnError':
             log = attempt.stderr or attempt.stdout
             return '\n'.join(log.splitlines()[-80:])[-2048:]
         return ''
 
     def _start(self, deployment: Body, pod: ServerPod) -> None:
         attempt = pod.attempt
-        container = Kubelet._container(attempt._pod_body)
+        container = first_container(attempt._pod_body)
         try:
-            env = self._env._environment(deployment, attempt, container)
-        except _ConfigError as e:
+            env = container_environment(self.cluster, deployment, attempt, container, passthrough=self.passthrough_env,
+                                        extra=self.extra_env, rewrite=self.rewrite_env)
+        except ConfigError as e:
             pod.waiting, pod.next_start = ('CreateContainerConfigError', str(e)), time.monotonic() + self.retry_interval
             return
-        argv = _map_ports([_expand(str(a), env) for a in (container.get('command') or []) + (container.get('args') or [])],
+        argv = _map_ports([expand(str(a), env) for a in (container.get('command') or []) + (container.get('args') or [])],
                           pod.ports)
         attempt.started_at = timestamp()
         attempt.message_path.write_bytes(b'')  # this run's own termination message
@@ -364,7 +366,7 @@ class DeploymentController:
         attempt.pid, attempt.exit_code, pod.waiting = attempt._proc.pid, None, None
 
     def _probe(self, pod: ServerPod) -> bool:
-        probe = (Kubelet._container(pod.attempt._pod_body).get('readinessProbe') or {}).get('httpGet')
+        probe = (first_container(pod.attempt._pod_body).get('readinessProbe') or {}).get('httpGet')
         if probe is None:
             return True
         port = probe.get('port')
@@ -380,7 +382,7 @@ class DeploymentController:
 
     def _write_pod_status(self, pod: ServerPod) -> None:
         attempt = pod.attempt
-        container = Kubelet._container(attempt._pod_body)
+        container = first_container(attempt._pod_body)
         if pod.waiting is not None:
             state: Body = {'waiting': {'reason': pod.waiting[0], 'message': pod.waiting[1]}}
         elif attempt.running:
