@@ -1,22 +1,12 @@
 """A fake Kubernetes cluster for operator tests: an API server, a kubelet, and a Kopf runner."""
-from .apiserver import (
-    DEFAULT_RESOURCES,
-    KUBERNETES_VERSION,
-    REPO_ROOT,
-    ApiError,
-    Attempt,
-    ClusterEmulator,
-    FakeCluster,
-    Kubelet,
-    Kueue,
-    ResourceSpec,
-    job_condition,
-    job_finished,
-    operator_settings,
-    pod_condition,
-    run_operator,
-)
+from .apiserver import DEFAULT_RESOURCES, KUBERNETES_VERSION, ClusterEmulator, FakeCluster, ResourceSpec
+from .client import ApiError
+from .containers import Attempt
 from .deployments import DeploymentController, ServerPod
+from .kopf_runner import operator_settings, run_operator
+from .kubelet import REPO_ROOT, Kubelet
+from .kueue import Kueue
+from .objects import job_condition, job_finished, pod_condition
 
 __all__ = [
     'DEFAULT_RESOURCES', 'KUBERNETES_VERSION', 'REPO_ROOT',

@@ -49,7 +49,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .apiserver import REPO_ROOT, FakeCluster
+from .apiserver import FakeCluster
 from .client import ApiError, unless_gone
 from .containers import (
     DEFAULT_PASSTHROUGH_ENV,
@@ -61,6 +61,7 @@ from .containers import (
     expand,
     first_container,
 )
+from .kubelet import REPO_ROOT
 from .objects import NAME_ALPHABET, Body, timestamp
 
 __all__ = ['DeploymentController', 'ServerPod']
