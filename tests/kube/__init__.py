@@ -1,6 +1,7 @@
 """A fake Kubernetes cluster for operator tests: an API server, a kubelet, and a Kopf runner."""
-from .apiserver import DEFAULT_RESOURCES, KUBERNETES_VERSION, ClusterEmulator, FakeCluster, ResourceSpec
+from .apiserver import DEFAULT_RESOURCES, KUBERNETES_VERSION, ClusterEmulator, ResourceSpec
 from .client import ApiError
+from .cluster import FakeCluster
 from .containers import Attempt
 from .deployments import DeploymentController, ServerPod
 from .kopf_runner import operator_settings, run_operator

@@ -49,8 +49,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .apiserver import FakeCluster
 from .client import ApiError, unless_gone
+from .cluster import FakeCluster
 from .containers import (
     DEFAULT_PASSTHROUGH_ENV,
     MAX_TERMINATION_MESSAGE,

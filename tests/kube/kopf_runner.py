@@ -18,7 +18,7 @@ import kopf.testing
 import kubernetes.client
 
 if TYPE_CHECKING:
-    from .apiserver import FakeCluster
+    from .cluster import FakeCluster
 
 __all__ = ['HandlerSource', 'operator_settings', 'run_operator']
 

@@ -40,7 +40,7 @@ from .objects import NAME_ALPHABET, Body, job_condition, job_finished, timestamp
 from .scheduler import schedule
 
 if TYPE_CHECKING:
-    from .apiserver import FakeCluster
+    from .cluster import FakeCluster
 
 __all__ = ['DEFAULT_QUOTA_MESSAGE', 'DISRUPTION_MESSAGES', 'Kubelet']
 

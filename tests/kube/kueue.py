@@ -13,7 +13,7 @@ from .client import EventRecorder, unless_gone
 from .objects import Body, job_finished
 
 if TYPE_CHECKING:
-    from .apiserver import FakeCluster
+    from .cluster import FakeCluster
 
 __all__ = ['Kueue']
 
