@@ -61,6 +61,7 @@ from .containers import (
     expand,
     first_container,
 )
+from .control_loop import ControlLoop
 from .kubelet import REPO_ROOT
 from .objects import NAME_ALPHABET, Body, timestamp
 
@@ -123,60 +124,37 @@ def _matches(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
-class DeploymentController:
+class DeploymentController(ControlLoop):
     """See the module's docstring. ``extra_env``/``rewrite_env``/``passthrough_env`` as for the Job kubelet
-    (``rewrite_env`` gets the Deployment, ``None`` and the environment)."""
+    (``rewrite_env`` gets the Deployment, ``None`` and the environment). A :class:`ControlLoop`: ``with``, or
+    ``start()``/``stop()``; stopping kills every server (SIGTERM, then SIGKILL after ``kill_grace``), the logs stay.
+    """
+
+    name = 'the Deployment controller'
+    thread_name = 'fake-deployments'
+    join_timeout = 60.0
 
     def __init__(self, cluster: FakeCluster, *, cwd: str | Path | None = None, log_dir: str | Path | None = None,
                  extra_env: Mapping[str, str] | None = None, rewrite_env: RewriteEnv | None = None,
                  passthrough_env: Iterable[str] = DEFAULT_PASSTHROUGH_ENV, poll_interval: float = 0.2,
                  probe_interval: float = 1.0, retry_interval: float = 2.0, kill_grace: float = 10.0,
                  node_name: str = 'fake-node') -> None:
+        super().__init__(poll_interval=poll_interval)
         self.cluster = cluster
         self.cwd = Path(cwd) if cwd is not None else REPO_ROOT
         self.log_dir = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix='fake-deployments-'))
         self.extra_env = dict(extra_env or {})
         self.rewrite_env = rewrite_env
         self.passthrough_env = tuple(passthrough_env)
-        self.poll_interval, self.probe_interval = poll_interval, probe_interval
+        self.probe_interval = probe_interval
         self.retry_interval, self.kill_grace, self.node_name = retry_interval, kill_grace, node_name
-        self.errors: list[BaseException] = []
         self._pods: dict[str, list[ServerPod]] = {}  # Deployment uid -> its pods, oldest first
         self._history: list[ServerPod] = []  # every pod ever started, for their logs
         self._progress: dict[str, tuple[str, float]] = {}  # Deployment uid -> (template hash, rollout started)
         self._shown: dict[str, Body] = {}  # Deployment uid -> the status last written
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
 
     # ---- public controls ----------------------------------------------------------------------------------
-
-    def __enter__(self) -> DeploymentController:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def start(self) -> DeploymentController:
-        if self._thread is not None:
-            raise RuntimeError('the Deployment controller is already started')
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._loop, name='fake-deployments', daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop and kill every server (SIGTERM, then SIGKILL after ``kill_grace``). Idempotent; logs stay."""
-        if self._thread is None:
-            return
-        self._stopping.set()
-        self._thread.join(timeout=60)
-        self._thread = None
-        with self._lock:
-            pods = [pod for pods in self._pods.values() for pod in pods]
-            self._pods.clear()
-        self._kill(pods)
 
     @property
     def pods(self) -> list[ServerPod]:
@@ -217,14 +195,14 @@ class DeploymentController:
 
     # ---- the loop -----------------------------------------------------------------------------------------
 
-    def _loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                self._cycle()
-            except Exception as e:  # keep going: a test may be about to delete what broke us
-                logger.exception('the fake Deployment controller failed a cycle')
-                self.errors.append(e)
-            self._stopping.wait(self.poll_interval)
+    def _starting(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+
+    def _stopped(self) -> None:
+        with self._lock:
+            pods = [pod for pods in self._pods.values() for pod in pods]
+            self._pods.clear()
+        self._kill(pods)
 
     def _cycle(self) -> None:
         seen: set[str] = set()

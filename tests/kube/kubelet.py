@@ -11,7 +11,6 @@ import dataclasses
 import datetime
 import fractions
 import itertools
-import logging
 import os
 import random
 import signal
@@ -35,6 +34,7 @@ from .containers import (
     expand,
     first_container,
 )
+from .control_loop import ControlLoop
 from .images import BadImages, go_quote, invalid_image, pull_error
 from .objects import NAME_ALPHABET, Body, job_condition, job_finished, timestamp
 from .scheduler import schedule
@@ -43,8 +43,6 @@ if TYPE_CHECKING:
     from .cluster import FakeCluster
 
 __all__ = ['DEFAULT_QUOTA_MESSAGE', 'DISRUPTION_MESSAGES', 'Kubelet']
-
-logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -152,7 +150,7 @@ def _finish_time(job: Mapping[str, Any]) -> float | None:
     return datetime.datetime.strptime(stamp, '%Y-%m-%dT%H:%M:%SZ').replace(tzinfo=datetime.UTC).timestamp()
 
 
-class Kubelet:
+class Kubelet(ControlLoop):
     """The Job controller, the scheduler and a kubelet in one thread: it polls Jobs and runs their containers locally.
 
     Each attempt of each index gets a Pod object (``<job>-<index>-<random>``, labelled and owned like the real
@@ -169,6 +167,9 @@ class Kubelet:
     Simplified: back-offs are a fixed ``retry_interval``, restartPolicy OnFailure retries in a new Pod, only the first
     container runs, deleting a Pod does not kill its process, ``workingDir``/volumes are ignored, and completions
     unset means 1 (no work-queue mode).
+
+    A :class:`ControlLoop`: ``with``, or ``start()``/``stop()``; stopping kills every process still running (the
+    logs stay).
     """
 
     def __init__(self, cluster: FakeCluster, *, cwd: str | os.PathLike[str] | None = None,
@@ -177,6 +178,7 @@ class Kubelet:
                  passthrough_env: Iterable[str] = DEFAULT_PASSTHROUGH_ENV, poll_interval: float = 0.05,
                  kill_grace: float = 2.0, node_name: str = 'fake-node',
                  nodes: Iterable[Mapping[str, Any]] | None = None, retry_interval: float = 1.0) -> None:
+        super().__init__(poll_interval=poll_interval)
         self.cluster = cluster
         self.cwd = Path(cwd) if cwd is not None else REPO_ROOT
         self.log_dir = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix='fake-kubelet-'))
@@ -184,7 +186,6 @@ class Kubelet:
         self.rewrite_env = rewrite_env
         self.entrypoints = {image: list(argv) for image, argv in (entrypoints or {}).items()}
         self.passthrough_env = tuple(passthrough_env)
-        self.poll_interval = poll_interval
         self.kill_grace = kill_grace
         self.node_name = node_name
         # The cluster's nodes: {"name", "labels", "allocatable", "taints", "unschedulable"}; a node without
@@ -195,7 +196,6 @@ class Kubelet:
         # True). Tests may change it while pods wait: the next pull succeeds.
         self.bad_images: BadImages = set()
         self.retry_interval = retry_interval  # the back-off between retries (pulls, pod creation, scheduling)
-        self.errors: list[BaseException] = []  # exceptions of the kubelet's own loop (a harness bug, or the API)
         self._cond = threading.Condition()
         self._cycle_lock = threading.RLock()  # held for a whole cycle: pause() waits for the one in flight
         self._attempts: list[Attempt] = []
@@ -206,37 +206,12 @@ class Kubelet:
         self._paused = False
         self._cycles = 0
         self._busy: list[str] = ['not started']
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
         self._kubelet_events = EventRecorder(cluster, 'kubelet')
         self._scheduler_events = EventRecorder(cluster, 'default-scheduler')
         self._job_events = EventRecorder(cluster, 'job-controller')
         self._taint_events = EventRecorder(cluster, 'taint-eviction-controller')
 
     # ---- public controls --------------------------------------------------------------------------------------
-
-    def __enter__(self) -> Kubelet:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def start(self) -> Kubelet:
-        if self._thread is not None:
-            raise RuntimeError('the kubelet is already started')
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._loop, name='fake-kubelet', daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop polling and kill every process still running. Idempotent; the logs stay."""
-        if self._thread is None:
-            return
-        self._stopping.set()
-        self._thread.join(timeout=30)
-        self._thread = None
 
     @property
     def started(self) -> list[tuple[str, int | None]]:
@@ -335,6 +310,7 @@ class Kubelet:
     def resume(self) -> None:
         with self._cond:
             self._paused = False
+        self.wake()
 
     def wait_idle(self, timeout: float = 30.0) -> None:
         """Wait until no process runs and every Job is finished, suspended, or blocked (its pods unschedulable,
@@ -349,8 +325,7 @@ class Kubelet:
                 raise RuntimeError('the kubelet is paused: it will not become idle')
             target = self._cycles + 2  # one full cycle that started after this call
             while True:
-                if self.errors:
-                    raise RuntimeError('the kubelet loop failed') from self.errors[-1]
+                self.check()
                 if self._cycles >= target and not self._busy:
                     return
                 left = deadline - time.monotonic()
@@ -360,29 +335,26 @@ class Kubelet:
 
     # ---- the loop ---------------------------------------------------------------------------------------------
 
-    def _loop(self) -> None:
-        try:
-            while not self._stopping.is_set():
-                with self._cycle_lock:
-                    with self._cond:
-                        paused = self._paused
-                    if not paused:
-                        try:
-                            busy = self._cycle()
-                        except Exception as e:  # keep going: a test may be about to delete what broke us
-                            logger.exception('the fake kubelet failed a cycle')
-                            busy = [f'error: {e!r}']
-                            with self._cond:
-                                self.errors.append(e)
-                        with self._cond:
-                            self._cycles += 1
-                            self._busy = busy
-                            self._cond.notify_all()
-                self._stopping.wait(self.poll_interval)
-        finally:
-            self._shutdown()
+    name = 'the kubelet'
+    thread_name = 'fake-kubelet'
+
+    def _starting(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+
+    def _step(self) -> None:
+        """One cycle unless paused; counted, and what keeps it busy kept, for :meth:`wait_idle`."""
+        with self._cycle_lock:
+            with self._cond:
+                if self._paused:
+                    return
+            busy, error = self._run_cycle()
+            with self._cond:
+                self._cycles += 1
+                self._busy = busy if error is None else [f'error: {error!r}']
+                self._cond.notify_all()
 
     def _shutdown(self) -> None:
+        """Kill what still runs: SIGTERM, then SIGKILL after ``kill_grace``."""
         victims = [a for run in self._runs.values() for a in run.active.values()] + self._terminating
         for attempt in victims:
             attempt._signal(signal.SIGTERM)

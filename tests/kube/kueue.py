@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
 import threading
 from typing import TYPE_CHECKING
 
 import kmock
 
 from .client import EventRecorder, unless_gone
+from .control_loop import ControlLoop
 from .objects import Body, job_finished
 
 if TYPE_CHECKING:
@@ -17,12 +17,10 @@ if TYPE_CHECKING:
 
 __all__ = ['Kueue']
 
-logger = logging.getLogger(__name__)
-
 _JOBS = kmock.resource('batch/v1/jobs')
 
 
-class Kueue:
+class Kueue(ControlLoop):
     """Kueue's batch/v1 Job integration, reduced to what a Job's owner sees.
 
     Its mutating webhook suspends every Job created with the ``kueue.x-k8s.io/queue-name`` label
@@ -30,47 +28,30 @@ class Kueue:
     it is admitted — by :meth:`admit`/:meth:`admit_all`, or at once with ``admit=True`` — when Kueue sets
     ``spec.suspend: false``. A queued Job that someone unsuspends before admission is suspended again. Events on
     the Job as Kueue posts them: ``CreatedWorkload``, ``Started`` (``Admitted by clusterQueue <name>``),
-    ``Stopped`` (``Not admitted by cluster queue``). No Workload/ClusterQueue objects are served.
+    ``Stopped`` (``Not admitted by cluster queue``). No Workload/ClusterQueue objects are served. A
+    :class:`ControlLoop`: ``with``, or ``start()``/``stop()`` (the webhook is registered while it runs).
     """
 
     QUEUE_LABEL = 'kueue.x-k8s.io/queue-name'
+    name = 'Kueue'
+    thread_name = 'fake-kueue'
 
     def __init__(self, cluster: FakeCluster, *, admit: bool = False, cluster_queue: str = 'cluster-queue',
                  poll_interval: float = 0.05) -> None:
+        super().__init__(poll_interval=poll_interval)
         self.cluster = cluster
         self.auto_admit = admit
         self.cluster_queue = cluster_queue
-        self.poll_interval = poll_interval
-        self.errors: list[BaseException] = []
         self._admitted: set[str] = set()  # Job uids
         self._started: set[str] = set()
         self._workloads: dict[str, str] = {}  # Job uid -> Workload name
         self._lock = threading.RLock()
         self._events = EventRecorder(cluster, 'batch/job-kueue-controller')
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> Kueue:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def start(self) -> Kueue:
-        if self._thread is not None:
-            raise RuntimeError('Kueue is already started')
+    def _starting(self) -> None:
         self.cluster.call(lambda: self.cluster.emulator.webhooks.append(self._webhook))
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._loop, name='fake-kueue', daemon=True)
-        self._thread.start()
-        return self
 
-    def stop(self) -> None:
-        if self._thread is None:
-            return
-        self._stopping.set()
-        self._thread.join(timeout=30)
-        self._thread = None
+    def _stopped(self) -> None:
         with contextlib.suppress(RuntimeError, ValueError):  # the cluster may be gone already
             self.cluster.call(lambda: self.cluster.emulator.webhooks.remove(self._webhook))
 
@@ -97,18 +78,12 @@ class Kueue:
     def _queued(self) -> list[Body]:
         return self.cluster.list('batch/v1/jobs', label_selector=self.QUEUE_LABEL)
 
-    def _loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                with self._lock:
-                    for job in self._queued():
-                        if self.auto_admit:
-                            self._admitted.add(job['metadata']['uid'])
-                        self._sync(job)
-            except Exception as e:  # keep going, as the kubelet does
-                logger.exception('fake Kueue failed a cycle')
-                self.errors.append(e)
-            self._stopping.wait(self.poll_interval)
+    def _cycle(self) -> None:
+        with self._lock:
+            for job in self._queued():
+                if self.auto_admit:
+                    self._admitted.add(job['metadata']['uid'])
+                self._sync(job)
 
     def _sync(self, job: Body) -> None:
         meta, spec = job['metadata'], job.get('spec') or {}
