@@ -50,7 +50,6 @@ class ResourceSpec:
 
 
 DEFAULT_RESOURCES: tuple[ResourceSpec, ...] = (
-    ResourceSpec('selftaught.dev/v1alpha1/selftaughtruns', 'SelfTaughtRun', custom=True),
     ResourceSpec('batch/v1/jobs', 'Job'),
     ResourceSpec('v1/pods', 'Pod'),
     ResourceSpec('v1/services', 'Service'),

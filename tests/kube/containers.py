@@ -123,11 +123,13 @@ class Attempt:
 
 def container_environment(cluster: Client, owner: Body, attempt: Attempt, container: Body, *,
                           passthrough: Iterable[str] = DEFAULT_PASSTHROUGH_ENV, extra: Mapping[str, str] | None = None,
-                          rewrite: RewriteEnv | None = None) -> dict[str, str]:
+                          rewrite: RewriteEnv | None = None, termination_message_env: str | None = None) -> dict[str, str]:
     """The container's environment, resolved like the kubelet does, plus the test's additions: only the
     ``passthrough`` variables of this process, then the container's ``envFrom`` and ``env``, ``PATH`` with this
-    interpreter's ``bin`` first, the completion index, then ``extra``; ``rewrite(owner, index, env)`` returns the
-    final one. Raises :class:`ConfigError` while a Secret or ConfigMap it needs is missing."""
+    interpreter's ``bin`` first, the completion index, ``termination_message_env`` (if given: the variable that
+    tells the process where its termination message goes — the attempt's own file, read back as the kubelet
+    reads ``terminationMessagePath``), then ``extra``; ``rewrite(owner, index, env)`` returns the final one.
+    Raises :class:`ConfigError` while a Secret or ConfigMap it needs is missing."""
     env = {key: os.environ[key] for key in passthrough if key in os.environ}
     for source in container.get('envFrom') or []:
         prefix = source.get('prefix', '')
@@ -147,7 +149,8 @@ def container_environment(cluster: Client, owner: Body, attempt: Attempt, contai
     env['PATH'] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get('PATH', os.defpath)])
     if attempt.index is not None:
         env['JOB_COMPLETION_INDEX'] = str(attempt.index)
-    env['SELFTAUGHT_TERMINATION_MESSAGE_PATH'] = str(attempt.message_path)
+    if termination_message_env:
+        env[termination_message_env] = str(attempt.message_path)
     env.update(extra or {})
     if rewrite is not None:
         env = dict(rewrite(owner, attempt.index, env))

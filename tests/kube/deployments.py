@@ -62,7 +62,6 @@ from .containers import (
     first_container,
 )
 from .control_loop import ControlLoop
-from .kubelet import REPO_ROOT
 from .objects import NAME_ALPHABET, Body, timestamp
 
 __all__ = ['DeploymentController', 'ServerPod']
@@ -125,8 +124,9 @@ def _matches(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
 
 
 class DeploymentController(ControlLoop):
-    """See the module's docstring. ``extra_env``/``rewrite_env``/``passthrough_env`` as for the Job kubelet
-    (``rewrite_env`` gets the Deployment, ``None`` and the environment). A :class:`ControlLoop`: ``with``, or
+    """See the module's docstring. ``cwd``, ``extra_env``/``rewrite_env``/``passthrough_env`` and
+    ``termination_message_env`` as for the Job kubelet (``rewrite_env`` gets the Deployment, ``None`` and the
+    environment). A :class:`ControlLoop`: ``with``, or
     ``start()``/``stop()``; stopping kills every server (SIGTERM, then SIGKILL after ``kill_grace``), the logs stay.
     """
 
@@ -134,18 +134,19 @@ class DeploymentController(ControlLoop):
     thread_name = 'fake-deployments'
     join_timeout = 60.0
 
-    def __init__(self, cluster: FakeCluster, *, cwd: str | Path | None = None, log_dir: str | Path | None = None,
+    def __init__(self, cluster: FakeCluster, *, cwd: str | Path, log_dir: str | Path | None = None,
                  extra_env: Mapping[str, str] | None = None, rewrite_env: RewriteEnv | None = None,
                  passthrough_env: Iterable[str] = DEFAULT_PASSTHROUGH_ENV, poll_interval: float = 0.2,
                  probe_interval: float = 1.0, retry_interval: float = 2.0, kill_grace: float = 10.0,
-                 node_name: str = 'fake-node') -> None:
+                 node_name: str = 'fake-node', termination_message_env: str | None = None) -> None:
         super().__init__(poll_interval=poll_interval)
         self.cluster = cluster
-        self.cwd = Path(cwd) if cwd is not None else REPO_ROOT
+        self.cwd = Path(cwd)
         self.log_dir = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix='fake-deployments-'))
         self.extra_env = dict(extra_env or {})
         self.rewrite_env = rewrite_env
         self.passthrough_env = tuple(passthrough_env)
+        self.termination_message_env = termination_message_env
         self.probe_interval = probe_interval
         self.retry_interval, self.kill_grace, self.node_name = retry_interval, kill_grace, node_name
         self._pods: dict[str, list[ServerPod]] = {}  # Deployment uid -> its pods, oldest first
@@ -330,7 +331,8 @@ class DeploymentController(ControlLoop):
         container = first_container(attempt._pod_body)
         try:
             env = container_environment(self.cluster, deployment, attempt, container, passthrough=self.passthrough_env,
-                                        extra=self.extra_env, rewrite=self.rewrite_env)
+                                        extra=self.extra_env, rewrite=self.rewrite_env,
+                                        termination_message_env=self.termination_message_env)
         except ConfigError as e:
             pod.waiting, pod.next_start = ('CreateContainerConfigError', str(e)), time.monotonic() + self.retry_interval
             return

@@ -70,7 +70,7 @@ def run_operator(cluster: FakeCluster, handlers: HandlerSource, *, namespace: st
                  ) -> Iterator[kopf.testing.KopfRunner]:
     """Run Kopf handlers against the cluster in a thread until the ``with`` block ends.
 
-    ``handlers`` is a module name (``"selftaught.controller.handlers"``), a ``.py`` path, or a callable that
+    ``handlers`` is a module name (``"myoperator.handlers"``), a ``.py`` path, or a callable that
     registers handlers (it gets the fresh ``kopf.OperatorRegistry`` if it takes an argument; plain
     ``@kopf.on...`` decorators inside it work too). Each call builds a fresh registry and executes the
     module afresh, so a second ``run_operator`` on the same cluster is a restarted operator.

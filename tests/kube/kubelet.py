@@ -44,8 +44,6 @@ if TYPE_CHECKING:
 
 __all__ = ['DEFAULT_QUOTA_MESSAGE', 'DISRUPTION_MESSAGES', 'Kubelet']
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
 DEFAULT_QUOTA_MESSAGE = ('exceeded quota: compute-resources, requested: pods=1, used: pods=10, limited: pods=10')
 
 
@@ -156,7 +154,8 @@ class Kubelet(ControlLoop):
     Each attempt of each index gets a Pod object (``<job>-<index>-<random>``, labelled and owned like the real
     controller's), which the scheduler binds to one of ``nodes`` (or leaves Pending, Unschedulable); the kubelet
     "pulls" its image (see ``bad_images``), resolves its environment, and runs the pod template's first container
-    ``command`` + ``args`` as a subprocess in ``cwd``, with stdout/stderr in ``log_dir``. Job and Pod statuses,
+    ``command`` + ``args`` as a subprocess in ``cwd``, with stdout/stderr in ``log_dir``; the variable named by
+    ``termination_message_env`` gives it the file its pod's ``terminationMessagePath`` is. Job and Pod statuses,
     conditions and Events are written the way the real components write them.
 
     Semantics kept: completions, parallelism (indexes up to that many run at once), backoffLimit (the Job fails
@@ -172,20 +171,23 @@ class Kubelet(ControlLoop):
     logs stay).
     """
 
-    def __init__(self, cluster: FakeCluster, *, cwd: str | os.PathLike[str] | None = None,
+    def __init__(self, cluster: FakeCluster, *, cwd: str | os.PathLike[str],
                  log_dir: str | os.PathLike[str] | None = None, extra_env: Mapping[str, str] | None = None,
                  rewrite_env: RewriteEnv | None = None, entrypoints: Mapping[str, Sequence[str]] | None = None,
                  passthrough_env: Iterable[str] = DEFAULT_PASSTHROUGH_ENV, poll_interval: float = 0.05,
                  kill_grace: float = 2.0, node_name: str = 'fake-node',
-                 nodes: Iterable[Mapping[str, Any]] | None = None, retry_interval: float = 1.0) -> None:
+                 nodes: Iterable[Mapping[str, Any]] | None = None, retry_interval: float = 1.0,
+                 termination_message_env: str | None = None) -> None:
         super().__init__(poll_interval=poll_interval)
         self.cluster = cluster
-        self.cwd = Path(cwd) if cwd is not None else REPO_ROOT
+        self.cwd = Path(cwd)
         self.log_dir = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix='fake-kubelet-'))
         self.extra_env = dict(extra_env or {})
         self.rewrite_env = rewrite_env
         self.entrypoints = {image: list(argv) for image, argv in (entrypoints or {}).items()}
         self.passthrough_env = tuple(passthrough_env)
+        # the variable a process finds its termination-message file in (the pod's terminationMessagePath)
+        self.termination_message_env = termination_message_env
         self.kill_grace = kill_grace
         self.node_name = node_name
         # The cluster's nodes: {"name", "labels", "allocatable", "taints", "unschedulable"}; a node without
@@ -643,7 +645,8 @@ class Kubelet(ControlLoop):
             return
         try:
             env = container_environment(self.cluster, job, attempt, container, passthrough=self.passthrough_env,
-                                        extra=self.extra_env, rewrite=self.rewrite_env)
+                                        extra=self.extra_env, rewrite=self.rewrite_env,
+                                        termination_message_env=self.termination_message_env)
         except ConfigError as e:
             self._block(attempt, 'CreateContainerConfigError', str(e), [('Warning', 'Failed', f'Error: {e}')])
             return
