@@ -1,6 +1,6 @@
 """Deployments on the fake cluster: the Deployment controller and a kubelet for its pods, in one thread.
 
-The Job :class:`~tests.kube.cluster.Kubelet` runs Jobs; this runs the long-lived servers a Deployment
+The Job :class:`~tests.kube.kubelet.Kubelet` runs Jobs; this runs the long-lived servers a Deployment
 asks for, so a test can call a served model through its Service as a client in the cluster would:
 
     with DeploymentController(cluster, cwd=REPO, log_dir=tmp_path / "server-logs") as servers:
