@@ -2,8 +2,10 @@
 people's Jobs: how long from a stage Job's completion to the next stage's Job, and how much memory
 the operator takes.
 
-    python benchmarks/operator_latency.py [RUNS=200] [UNRELATED_JOBS=0] [STAGE_SECONDS=0]
-    python benchmarks/operator_latency.py 1000 20000 60  # the big-cluster check
+    python -m benchmarks.operator_latency [RUNS=200] [UNRELATED_JOBS=0] [STAGE_SECONDS=0]
+    python -m benchmarks.operator_latency 1000 20000 60  # the big-cluster check
+
+(as a module, from the repository root: the emulator is the test cluster, imported from tests.kube)
 
 With STAGE_SECONDS=0 every stage Job completes the moment it is created: a burst of hand-overs
 as fast as the emulator can take them, which on a 2-core machine measures the emulator's queue
@@ -59,17 +61,19 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # tests.kube lives in the repository, not in the package
+from kubernetes import client, watch
 
-from kubernetes import client, watch  # noqa: E402
+from selftaught.api.crd import crd
+from selftaught.pipeline.table import StageRef
+from selftaught.store import LocalStore
+from selftaught.store.manifest import Manifest, write_manifest
 
-from selftaught.api.crd import crd  # noqa: E402
-from selftaught.pipeline.table import StageRef  # noqa: E402
-from selftaught.store import LocalStore  # noqa: E402
-from selftaught.store.manifest import Manifest, write_manifest  # noqa: E402
-from tests.kube import cluster as kube  # noqa: E402
-from tests.kube.cluster import FakeCluster  # noqa: E402
+try:
+    from tests.kube import ClusterEmulator, FakeCluster
+except ModuleNotFoundError as missing:  # run as a file, the repository root is not on the path
+    if missing.name != "tests":
+        raise
+    sys.exit("the test cluster is imported from tests.kube: run this from the repository root as `python -m benchmarks.operator_latency ...`")
 
 NAMESPACE = "bench"
 SUMMARIES = {
@@ -106,8 +110,8 @@ class ApiServerClock:
         self.lock = threading.Lock()
         self.requests: dict[str, int] = {}  # "GET selftaughtruns" -> how many the API server served
         self.phases: dict[str, tuple[str | None, str | None]] = {}  # run -> (phase, message), as last stored
-        original = kube.ClusterEmulator._store
-        handle = kube.ClusterEmulator._handle
+        original = ClusterEmulator._store
+        handle = ClusterEmulator._handle
 
         async def count(emulator, request):
             verb = str(request.method).rpartition(".")[2] if request.name or str(request.method) != "method.GET" else "LIST"
@@ -120,7 +124,7 @@ class ApiServerClock:
                 self.requests[refused] = self.requests.get(refused, 0) + 1
                 raise
 
-        kube.ClusterEmulator._handle = count
+        ClusterEmulator._handle = count
 
         def store(emulator, res, kind, obj, old):
             if obj.get("kind") == "SelfTaughtRun" and kind != "DELETED":
@@ -138,7 +142,7 @@ class ApiServerClock:
                     self.completed.append((run, when))
             return original(emulator, res, kind, obj, old)
 
-        kube.ClusterEmulator._store = store
+        ClusterEmulator._store = store
 
     def listen(self, finished: multiprocessing.Queue) -> None:
         """Collect the kubelet process's reports of finished stages (until a None)."""

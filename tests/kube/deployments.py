@@ -1,6 +1,6 @@
 """Deployments on the fake cluster: the Deployment controller and a kubelet for its pods, in one thread.
 
-The Job :class:`~tests.kube.cluster.Kubelet` runs Jobs; this runs the long-lived servers a Deployment
+The Job :class:`~tests.kube.kubelet.Kubelet` runs Jobs; this runs the long-lived servers a Deployment
 asks for, so a test can call a served model through its Service as a client in the cluster would:
 
     with DeploymentController(cluster, cwd=REPO, log_dir=tmp_path / "server-logs") as servers:
@@ -39,6 +39,7 @@ import random
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.error
@@ -48,22 +49,20 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .cluster import (
-    _NAME_ALPHABET,
+from .client import ApiError, unless_gone
+from .cluster import FakeCluster
+from .containers import (
     DEFAULT_PASSTHROUGH_ENV,
     MAX_TERMINATION_MESSAGE,
-    REPO_ROOT,
-    ApiError,
     Attempt,
-    Body,
-    FakeCluster,
-    Kubelet,
+    ConfigError,
     RewriteEnv,
-    _ConfigError,
-    _expand,
-    _now,
-    _unless_gone,
+    container_environment,
+    expand,
+    first_container,
 )
+from .control_loop import ControlLoop
+from .objects import NAME_ALPHABET, Body, timestamp
 
 __all__ = ['DeploymentController', 'ServerPod']
 
@@ -124,60 +123,39 @@ def _matches(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
-class DeploymentController:
-    """See the module's docstring. ``extra_env``/``rewrite_env``/``passthrough_env`` as for the Job kubelet
-    (``rewrite_env`` gets the Deployment, ``None`` and the environment)."""
+class DeploymentController(ControlLoop):
+    """See the module's docstring. ``cwd``, ``extra_env``/``rewrite_env``/``passthrough_env`` and
+    ``termination_message_env`` as for the Job kubelet (``rewrite_env`` gets the Deployment, ``None`` and the
+    environment). A :class:`ControlLoop`: ``with``, or
+    ``start()``/``stop()``; stopping kills every server (SIGTERM, then SIGKILL after ``kill_grace``), the logs stay.
+    """
 
-    def __init__(self, cluster: FakeCluster, *, cwd: str | Path | None = None, log_dir: str | Path | None = None,
+    name = 'the Deployment controller'
+    thread_name = 'fake-deployments'
+    join_timeout = 60.0
+
+    def __init__(self, cluster: FakeCluster, *, cwd: str | Path, log_dir: str | Path | None = None,
                  extra_env: Mapping[str, str] | None = None, rewrite_env: RewriteEnv | None = None,
                  passthrough_env: Iterable[str] = DEFAULT_PASSTHROUGH_ENV, poll_interval: float = 0.2,
                  probe_interval: float = 1.0, retry_interval: float = 2.0, kill_grace: float = 10.0,
-                 node_name: str = 'fake-node') -> None:
+                 node_name: str = 'fake-node', termination_message_env: str | None = None) -> None:
+        super().__init__(poll_interval=poll_interval)
         self.cluster = cluster
-        self.cwd = Path(cwd) if cwd is not None else REPO_ROOT
-        # the Job kubelet's environment resolution, reused (it is never started)
-        self._env = Kubelet(cluster, cwd=self.cwd, log_dir=log_dir, extra_env=extra_env, rewrite_env=rewrite_env,
-                            passthrough_env=passthrough_env)
-        self.log_dir = self._env.log_dir
-        self.poll_interval, self.probe_interval = poll_interval, probe_interval
+        self.cwd = Path(cwd)
+        self.log_dir = Path(log_dir) if log_dir is not None else Path(tempfile.mkdtemp(prefix='fake-deployments-'))
+        self.extra_env = dict(extra_env or {})
+        self.rewrite_env = rewrite_env
+        self.passthrough_env = tuple(passthrough_env)
+        self.termination_message_env = termination_message_env
+        self.probe_interval = probe_interval
         self.retry_interval, self.kill_grace, self.node_name = retry_interval, kill_grace, node_name
-        self.errors: list[BaseException] = []
         self._pods: dict[str, list[ServerPod]] = {}  # Deployment uid -> its pods, oldest first
         self._history: list[ServerPod] = []  # every pod ever started, for their logs
         self._progress: dict[str, tuple[str, float]] = {}  # Deployment uid -> (template hash, rollout started)
         self._shown: dict[str, Body] = {}  # Deployment uid -> the status last written
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
 
     # ---- public controls ----------------------------------------------------------------------------------
-
-    def __enter__(self) -> DeploymentController:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def start(self) -> DeploymentController:
-        if self._thread is not None:
-            raise RuntimeError('the Deployment controller is already started')
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._loop, name='fake-deployments', daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop and kill every server (SIGTERM, then SIGKILL after ``kill_grace``). Idempotent; logs stay."""
-        if self._thread is None:
-            return
-        self._stopping.set()
-        self._thread.join(timeout=60)
-        self._thread = None
-        with self._lock:
-            pods = [pod for pods in self._pods.values() for pod in pods]
-            self._pods.clear()
-        self._kill(pods)
 
     @property
     def pods(self) -> list[ServerPod]:
@@ -218,14 +196,14 @@ class DeploymentController:
 
     # ---- the loop -----------------------------------------------------------------------------------------
 
-    def _loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                self._cycle()
-            except Exception as e:  # keep going: a test may be about to delete what broke us
-                logger.exception('the fake Deployment controller failed a cycle')
-                self.errors.append(e)
-            self._stopping.wait(self.poll_interval)
+    def _starting(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+
+    def _stopped(self) -> None:
+        with self._lock:
+            pods = [pod for pods in self._pods.values() for pod in pods]
+            self._pods.clear()
+        self._kill(pods)
 
     def _cycle(self) -> None:
         seen: set[str] = set()
@@ -286,7 +264,7 @@ class DeploymentController:
                     self._pods[uid].remove(pod)
         self._kill(retired)
         for pod in retired:
-            with _unless_gone():
+            with unless_gone():
                 self.cluster.delete('v1/pods', pod.attempt.namespace, pod.name)
 
     def _create_pod(self, deployment: Body, template_hash: str) -> ServerPod | None:
@@ -294,7 +272,7 @@ class DeploymentController:
         template_meta = template.get('metadata') or {}
         labels = {**(template_meta.get('labels') or {}), 'pod-template-hash': template_hash}
         pod_spec = {**(template.get('spec') or {}), 'nodeName': self.node_name}
-        name = f'{meta["name"]}-{template_hash}-{"".join(random.choices(_NAME_ALPHABET, k=5))}'
+        name = f'{meta["name"]}-{template_hash}-{"".join(random.choices(NAME_ALPHABET, k=5))}'
         try:
             body = self.cluster.create('v1/pods', {
                 'metadata': {'name': name, 'labels': labels, 'annotations': dict(template_meta.get('annotations') or {}),
@@ -305,7 +283,7 @@ class DeploymentController:
         except ApiError as e:  # refused (quota, ...): the Deployment shows it in ReplicaFailure
             logger.warning('pod of Deployment %s refused: %s', meta['name'], e)
             return None
-        container = Kubelet._container(body)
+        container = first_container(body)
         declared = container.get('ports') or []
         ports = {int(p['containerPort']): _free_port() for p in declared}
         attempt = Attempt(namespace=meta['namespace'], job=meta['name'], job_uid=meta['uid'], index=None, pod=name,
@@ -322,11 +300,11 @@ class DeploymentController:
         if attempt._proc is not None and (code := attempt._poll()) is not None:  # it exited: restart later
             pod.ready, pod.restarts, attempt._proc = False, pod.restarts + 1, None
             ended: Body = {'exitCode': code, 'reason': 'Error' if code else 'Completed', 'startedAt': attempt.started_at,
-                           'finishedAt': _now()}
+                           'finishedAt': timestamp()}
             if message := self._termination_message(attempt, code):
                 ended['message'] = message
             pod.last_exit = {'terminated': ended}
-            pod.waiting = ('CrashLoopBackOff', f'back-off restarting failed container {Kubelet._container(attempt._pod_body).get("name", "main")} '
+            pod.waiting = ('CrashLoopBackOff', f'back-off restarting failed container {first_container(attempt._pod_body).get("name", "main")} '
                                                f'in pod {pod.name}')
             pod.next_start = now + self.retry_interval
         if attempt._proc is None and now >= pod.next_start:
@@ -343,22 +321,24 @@ class DeploymentController:
         with contextlib.suppress(OSError):
             if text := attempt.message_path.read_bytes()[:MAX_TERMINATION_MESSAGE].decode(errors='replace'):
                 return text
-        if code and Kubelet._container(attempt._pod_body).get('terminationMessagePolicy') == 'FallbackToLogsOnError':
+        if code and first_container(attempt._pod_body).get('terminationMessagePolicy') == 'FallbackToLogsOnError':
             log = attempt.stderr or attempt.stdout
             return '\n'.join(log.splitlines()[-80:])[-2048:]
         return ''
 
     def _start(self, deployment: Body, pod: ServerPod) -> None:
         attempt = pod.attempt
-        container = Kubelet._container(attempt._pod_body)
+        container = first_container(attempt._pod_body)
         try:
-            env = self._env._environment(deployment, attempt, container)
-        except _ConfigError as e:
+            env = container_environment(self.cluster, deployment, attempt, container, passthrough=self.passthrough_env,
+                                        extra=self.extra_env, rewrite=self.rewrite_env,
+                                        termination_message_env=self.termination_message_env)
+        except ConfigError as e:
             pod.waiting, pod.next_start = ('CreateContainerConfigError', str(e)), time.monotonic() + self.retry_interval
             return
-        argv = _map_ports([_expand(str(a), env) for a in (container.get('command') or []) + (container.get('args') or [])],
+        argv = _map_ports([expand(str(a), env) for a in (container.get('command') or []) + (container.get('args') or [])],
                           pod.ports)
-        attempt.started_at = _now()
+        attempt.started_at = timestamp()
         attempt.message_path.write_bytes(b'')  # this run's own termination message
         # appended: a restarted container's earlier output stays readable, as `kubectl logs --previous` keeps it
         with attempt.stdout_path.open('ab') as stdout, attempt.stderr_path.open('ab') as stderr:
@@ -367,7 +347,7 @@ class DeploymentController:
         attempt.pid, attempt.exit_code, pod.waiting = attempt._proc.pid, None, None
 
     def _probe(self, pod: ServerPod) -> bool:
-        probe = (Kubelet._container(pod.attempt._pod_body).get('readinessProbe') or {}).get('httpGet')
+        probe = (first_container(pod.attempt._pod_body).get('readinessProbe') or {}).get('httpGet')
         if probe is None:
             return True
         port = probe.get('port')
@@ -383,7 +363,7 @@ class DeploymentController:
 
     def _write_pod_status(self, pod: ServerPod) -> None:
         attempt = pod.attempt
-        container = Kubelet._container(attempt._pod_body)
+        container = first_container(attempt._pod_body)
         if pod.waiting is not None:
             state: Body = {'waiting': {'reason': pod.waiting[0], 'message': pod.waiting[1]}}
         elif attempt.running:
@@ -402,7 +382,7 @@ class DeploymentController:
         }
         if status == pod.shown:
             return
-        with _unless_gone():
+        with unless_gone():
             self.cluster.patch('v1/pods', attempt.namespace, pod.name, {'status': status}, subresource='status')
         pod.shown = status
 
@@ -438,10 +418,10 @@ class DeploymentController:
                   **{key: value or None for key, value in counts.items()}}
         if self._shown.get(meta['uid']) == status:
             return
-        now = _now()
+        now = timestamp()
         for condition in conditions:
             condition.update(lastUpdateTime=now, lastTransitionTime=now)
-        with _unless_gone():
+        with unless_gone():
             self.cluster.patch('apps/v1/deployments', meta['namespace'], meta['name'], {'status': status},
                                subresource='status')
         self._shown[meta['uid']] = {**status, 'conditions': [

@@ -19,25 +19,28 @@ import kubernetes.watch
 import pytest
 import urllib3
 
-from .cluster import ApiError, FakeCluster, Kubelet, job_condition, pod_condition, run_operator
+from . import DEFAULT_RESOURCES, ApiError, FakeCluster, Kubelet, ResourceSpec, job_condition, pod_condition, run_operator
 
-RUNS = 'selftaught.dev/v1alpha1/selftaughtruns'
+RUNS = 'example.com/v1alpha1/runs'  # a custom resource, served without a schema
 JOBS = 'batch/v1/jobs'
 PODS = 'v1/pods'
 
 
+TERMINATION_MESSAGE = 'TERMINATION_MESSAGE_PATH'  # where a process finds its termination-message file
+
+
 @pytest.fixture
 def cluster() -> Iterator[FakeCluster]:
-    with FakeCluster() as fake:
+    with FakeCluster(resources=(*DEFAULT_RESOURCES, ResourceSpec(RUNS, 'Run', custom=True))) as fake:
         yield fake
 
 
 @pytest.fixture
 def kubelet(cluster: FakeCluster, tmp_path: Path) -> Kubelet:
-    return cluster.start_kubelet(cwd=tmp_path, log_dir=tmp_path / 'logs')
+    return cluster.start_kubelet(cwd=tmp_path, log_dir=tmp_path / 'logs', termination_message_env=TERMINATION_MESSAGE)
 
 
-def job(name: str, script: str, *, env: list[dict[str, Any]] | None = None, image: str = 'selftaught:test',
+def job(name: str, script: str, *, env: list[dict[str, Any]] | None = None, image: str = 'app:test',
         labels: dict[str, str] | None = None, pod: dict[str, Any] | None = None,
         resources: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
     """A Job manifest whose container runs a Python snippet with this interpreter (``pod``: pod spec fields)."""
@@ -64,7 +67,7 @@ def names(objs: list[dict[str, Any]]) -> list[str]:
 def test_server_assigns_metadata_like_kubernetes(cluster: FakeCluster) -> None:
     run = cluster.create(RUNS, {'metadata': {'name': 'r1'}, 'spec': {'model': 'm'}, 'status': {'phase': 'X'}})
     meta = run['metadata']
-    assert run['apiVersion'] == 'selftaught.dev/v1alpha1' and run['kind'] == 'SelfTaughtRun'
+    assert run['apiVersion'] == 'example.com/v1alpha1' and run['kind'] == 'Run'
     assert re.fullmatch(r'[0-9a-f-]{36}', meta['uid'])
     assert meta['resourceVersion'].isdigit() and meta['generation'] == 1 and meta['namespace'] == 'default'
     assert re.fullmatch(r'\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ', meta['creationTimestamp'])
@@ -206,7 +209,7 @@ def test_deleting_an_owner_collects_its_dependents(cluster: FakeCluster) -> None
                  'uid': o['metadata']['uid']} for o in owners]
         cluster.create('v1/configmaps', {'metadata': {'name': name, 'ownerReferences': refs}})
 
-    run = cluster.create(RUNS, {'metadata': {'name': 'run', 'finalizers': ['selftaught.dev/cleanup']}, 'spec': {}})
+    run = cluster.create(RUNS, {'metadata': {'name': 'run', 'finalizers': ['example.com/cleanup']}, 'spec': {}})
     other = cluster.create(RUNS, {'metadata': {'name': 'other'}, 'spec': {}})
     owned('single', run)
     owned('shared', run, other)
@@ -251,9 +254,9 @@ def test_the_kubernetes_client_works_against_it(cluster: FakeCluster) -> None:
         assert immutable.value.status == 422
         assert [j.metadata.name for j in batch.list_job_for_all_namespaces().items] == ['train']
 
-        args = ('selftaught.dev', 'v1alpha1', 'default', 'selftaughtruns')
-        custom.create_namespaced_custom_object(*args, {'apiVersion': 'selftaught.dev/v1alpha1',
-                                                       'kind': 'SelfTaughtRun', 'metadata': {'name': 'r'},
+        args = ('example.com', 'v1alpha1', 'default', 'runs')
+        custom.create_namespaced_custom_object(*args, {'apiVersion': 'example.com/v1alpha1',
+                                                       'kind': 'Run', 'metadata': {'name': 'r'},
                                                        'spec': {'iterations': 2}})
         custom.patch_namespaced_custom_object(*args, 'r', {'spec': {'iterations': 3}})
         custom.patch_namespaced_custom_object_status(*args, 'r', {'status': {'phase': 'Running'}})
@@ -278,8 +281,8 @@ def test_an_applied_crd_serves_its_resource_with_schema(cluster: FakeCluster) ->
         'model': {'type': 'string'}, 'iterations': {'type': 'integer', 'default': 1, 'minimum': 1}}}
     cluster.install_crd({
         'apiVersion': 'apiextensions.k8s.io/v1', 'kind': 'CustomResourceDefinition',
-        'metadata': {'name': 'evaluators.selftaught.dev'},
-        'spec': {'group': 'selftaught.dev', 'scope': 'Namespaced',
+        'metadata': {'name': 'evaluators.example.com'},
+        'spec': {'group': 'example.com', 'scope': 'Namespaced',
                  'names': {'plural': 'evaluators', 'singular': 'evaluator', 'kind': 'Evaluator'},
                  'versions': [{'name': 'v1alpha1', 'served': True, 'storage': True,
                                'subresources': {'status': {}},
@@ -288,11 +291,11 @@ def test_an_applied_crd_serves_its_resource_with_schema(cluster: FakeCluster) ->
                                    'status': {'type': 'object', 'x-kubernetes-preserve-unknown-fields': True},
                                }}}}]},
     })
-    created = cluster.create('selftaught.dev/v1alpha1/evaluators',
+    created = cluster.create('example.com/v1alpha1/evaluators',
                              {'metadata': {'name': 'e'}, 'spec': {'model': 'tiny', 'typo': 1}})
     assert created['spec'] == {'model': 'tiny', 'iterations': 1}  # unknown fields pruned, defaults filled
     with pytest.raises(ApiError) as invalid:
-        cluster.create('selftaught.dev/v1alpha1/evaluators', {'metadata': {'name': 'bad'}, 'spec': {'iterations': 0}})
+        cluster.create('example.com/v1alpha1/evaluators', {'metadata': {'name': 'bad'}, 'spec': {'iterations': 0}})
     assert invalid.value.status == 422 and 'model' in invalid.value.message
     status = cluster.patch('evaluators', 'default', 'e', {'status': {'anything': {'goes': 1}}}, subresource='status')
     assert status['status'] == {'anything': {'goes': 1}}
@@ -350,13 +353,13 @@ def test_lists_come_in_pages_from_one_snapshot(cluster: FakeCluster) -> None:
 def test_a_crd_upgrade_changes_the_schema_of_stored_objects(cluster: FakeCluster) -> None:
     def crd(spec_schema: dict[str, Any]) -> dict[str, Any]:
         return {'apiVersion': 'apiextensions.k8s.io/v1', 'kind': 'CustomResourceDefinition',
-                'metadata': {'name': 'evaluators.selftaught.dev'},
-                'spec': {'group': 'selftaught.dev', 'scope': 'Namespaced',
+                'metadata': {'name': 'evaluators.example.com'},
+                'spec': {'group': 'example.com', 'scope': 'Namespaced',
                          'names': {'plural': 'evaluators', 'singular': 'evaluator', 'kind': 'Evaluator'},
                          'versions': [{'name': 'v1alpha1', 'served': True, 'storage': True,
                                        'schema': {'openAPIV3Schema': {'type': 'object', 'properties': {
                                            'spec': spec_schema}}}}]}}
-    evaluators = 'selftaught.dev/v1alpha1/evaluators'
+    evaluators = 'example.com/v1alpha1/evaluators'
     cluster.install_crd(crd({'type': 'object', 'properties': {'model': {'type': 'string'}}}))
     cluster.create(evaluators, {'metadata': {'name': 'old'}, 'spec': {'model': 'tiny'}})
 
@@ -451,7 +454,7 @@ def test_a_failing_job_reports_its_termination_message_and_fails_after_retries(
         cluster: FakeCluster, kubelet: Kubelet) -> None:
     script = '''
         import os, sys
-        with open(os.environ["SELFTAUGHT_TERMINATION_MESSAGE_PATH"], "w") as f:
+        with open(os.environ["TERMINATION_MESSAGE_PATH"], "w") as f:
             f.write("loss is NaN " + "x" * 5000)
         sys.exit(3)
     '''
@@ -511,7 +514,7 @@ def test_env_comes_from_values_secrets_fields_and_the_test(cluster: FakeCluster,
         return {**env, 'MASTER_ADDR': '127.0.0.1'}  # a headless Service's DNS name, made local
 
     with Kubelet(cluster, cwd=tmp_path, log_dir=tmp_path / 'logs', extra_env={'EXTRA': '1'},
-                 rewrite_env=rewrite) as kubelet:
+                 rewrite_env=rewrite, termination_message_env=TERMINATION_MESSAGE) as kubelet:
         cluster.create(JOBS, job('envy', script, env=env, completionMode='Indexed', completions=2, parallelism=2))
         kubelet.wait_idle(timeout=20)  # blocked on the missing Secret "late": nothing runs, and that is idle
         assert kubelet.started == [('envy', 0), ('envy', 1)] and not list(tmp_path.glob('env-*'))
@@ -529,7 +532,7 @@ def test_env_comes_from_values_secrets_fields_and_the_test(cluster: FakeCluster,
             'JOB_COMPLETION_INDEX': str(index), 'LATE': 'v', 'EXTRA': '1', 'MASTER_ADDR': '127.0.0.1'}
         assert seen['PATH'].split(os.pathsep)[0] == os.path.dirname(sys.executable)
         assert 'PYTEST_CURRENT_TEST' not in seen  # the host's environment does not leak in
-        assert seen['SELFTAUGHT_TERMINATION_MESSAGE_PATH']
+        assert seen['TERMINATION_MESSAGE_PATH']
 
 
 def test_a_suspended_job_does_not_run_until_resumed(cluster: FakeCluster, kubelet: Kubelet) -> None:
@@ -630,19 +633,19 @@ def test_pods_that_fit_no_node_stay_pending_unschedulable(cluster: FakeCluster, 
 
 
 def test_bad_and_invalid_images_wait_like_the_kubelet(cluster: FakeCluster, tmp_path: Path) -> None:
-    image = 'ghcr.io/selftaught/train:0.0.0-typo'
+    image = 'ghcr.io/example/train:0.0.0-typo'
     with Kubelet(cluster, cwd=tmp_path, log_dir=tmp_path / 'logs', retry_interval=0.4) as kubelet:
         kubelet.bad_images = {image}
         cluster.create(JOBS, job('pull', 'pass', image=image))
-        cluster.create(JOBS, job('upper', 'pass', image='ghcr.io/SelfTaught/train:1'))
+        cluster.create(JOBS, job('upper', 'pass', image='ghcr.io/Example/train:1'))
         cluster.create(JOBS, job('spaces', 'pass', image='python 3.11'))
         pod = cluster.wait_for(lambda: [p for p in pods_of(cluster, 'pull') if (waiting(p) or {}).get('reason')
                                         == 'ImagePullBackOff'])[0]
         kubelet.wait_idle(timeout=20)
         name = pod['metadata']['name']
-        not_found = ('rpc error: code = NotFound desc = failed to pull and unpack image "ghcr.io/selftaught/train:'
-                     '0.0.0-typo": failed to resolve reference "ghcr.io/selftaught/train:0.0.0-typo": '
-                     'ghcr.io/selftaught/train:0.0.0-typo: not found')
+        not_found = ('rpc error: code = NotFound desc = failed to pull and unpack image "ghcr.io/example/train:'
+                     '0.0.0-typo": failed to resolve reference "ghcr.io/example/train:0.0.0-typo": '
+                     'ghcr.io/example/train:0.0.0-typo: not found')
         states = [waiting(v) for v in cluster.history(PODS, 'default', name) if v and waiting(v)]
         assert states[:2] == [
             {'reason': 'ErrImagePull', 'message': not_found},
@@ -658,8 +661,8 @@ def test_bad_and_invalid_images_wait_like_the_kubelet(cluster: FakeCluster, tmp_
 
         [upper], [spaces] = pods_of(cluster, 'upper'), pods_of(cluster, 'spaces')
         assert waiting(upper) == {'reason': 'InvalidImageName', 'message': (
-            'Failed to apply default image tag "ghcr.io/SelfTaught/train:1": couldn\'t parse image name '
-            '"ghcr.io/SelfTaught/train:1": invalid reference format: repository name (SelfTaught/train) must be '
+            'Failed to apply default image tag "ghcr.io/Example/train:1": couldn\'t parse image name '
+            '"ghcr.io/Example/train:1": invalid reference format: repository name (Example/train) must be '
             'lowercase')}
         assert waiting(spaces) == {'reason': 'InvalidImageName', 'message': (
             'Failed to apply default image tag "python 3.11": couldn\'t parse image name "python 3.11": invalid '
@@ -836,14 +839,14 @@ HANDLERS = '''
 import kopf
 import kubernetes.client
 
-@kopf.on.create('selftaught.dev', 'v1alpha1', 'selftaughtruns')
+@kopf.on.create('example.com', 'v1alpha1', 'runs')
 def start(name, namespace, uid, patch, **_):
-    owner = {'apiVersion': 'selftaught.dev/v1alpha1', 'kind': 'SelfTaughtRun', 'name': name, 'uid': uid,
+    owner = {'apiVersion': 'example.com/v1alpha1', 'kind': 'Run', 'name': name, 'uid': uid,
              'controller': True}
     kubernetes.client.BatchV1Api().create_namespaced_job(namespace, {
         'metadata': {'name': f'{name}-train', 'ownerReferences': [owner], 'labels': {'run': name}},
         'spec': {'backoffLimit': 0, 'template': {'spec': {'restartPolicy': 'Never', 'containers': [
-            {'name': 'train', 'image': 'selftaught:test', 'command': ['python', '-c', 'print("trained")']}]}}},
+            {'name': 'train', 'image': 'app:test', 'command': ['python', '-c', 'print("trained")']}]}}},
     })
     patch.status['phase'] = 'Training'
 
@@ -851,7 +854,7 @@ def start(name, namespace, uid, patch, **_):
 def finished(new, namespace, labels, **_):
     if new:
         kubernetes.client.CustomObjectsApi().patch_namespaced_custom_object_status(
-            'selftaught.dev', 'v1alpha1', namespace, 'selftaughtruns', labels['run'],
+            'example.com', 'v1alpha1', namespace, 'runs', labels['run'],
             {'status': {'phase': 'Succeeded'}})
 '''
 
@@ -885,7 +888,7 @@ def test_an_operator_runs_end_to_end_and_survives_a_restart(
 
 def test_an_operator_can_be_a_callable_registering_handlers(cluster: FakeCluster) -> None:
     def register(registry: kopf.OperatorRegistry) -> None:
-        @kopf.on.create('selftaught.dev', 'v1alpha1', 'selftaughtruns', registry=registry)
+        @kopf.on.create('example.com', 'v1alpha1', 'runs', registry=registry)
         def seen(patch: kopf.Patch, **_: Any) -> None:
             patch.status['phase'] = 'Seen'
 

@@ -9,8 +9,7 @@ import urllib.request
 
 import pytest
 
-from .cluster import FakeCluster
-from .deployments import DeploymentController
+from . import DeploymentController, FakeCluster
 
 NAMESPACE = "default"
 DEPLOYMENTS = "apps/v1/deployments"

@@ -1,5 +1,7 @@
 """An operator under test: the fake API server with the real CRD, a kubelet running each Job's
-real command locally, S3 on loopback, and Kopf in a thread."""
+real command locally, S3 on loopback, and Kopf in a thread. The test cluster (tests/kube) knows
+nothing of selftaught: the CRD, the checkout the pods run in and the variable the stages write
+their termination message to are passed in here."""
 
 from __future__ import annotations
 
@@ -10,11 +12,14 @@ from pathlib import Path
 import pytest
 
 from selftaught.api.crd import crd
-from tests.kube.cluster import FakeCluster
+from tests.kube import FakeCluster
 
 NAMESPACE = "ml"
 HANDLERS = "selftaught.controller.handlers"
 REPO = Path(__file__).resolve().parents[2]
+# where a stage writes its termination message (selftaught.pipeline.process reads it; the Job's
+# container sets it to /dev/termination-log): the test kubelet points it at the attempt's own file
+TERMINATION_MESSAGE_VARIABLE = "SELFTAUGHT_TERMINATION_MESSAGE_PATH"
 
 
 @pytest.fixture
@@ -57,6 +62,7 @@ def kubelet(cluster, tmp_path):
         # worktree whose virtual environment's editable install is another checkout's)
         extra_env={"DS_ACCELERATOR": "cpu", "HF_HUB_OFFLINE": "1", "AWS_DEFAULT_REGION": "us-east-1", "PYTHONPATH": str(REPO / "operator")},
         rewrite_env=local_paths,
+        termination_message_env=TERMINATION_MESSAGE_VARIABLE,
     )
 
 
@@ -85,4 +91,5 @@ def fake_stages(cluster, tmp_path):
         log_dir=tmp_path / "pod-logs",
         extra_env={"PATH": path, "PYTHONPATH": str(REPO / "operator"), "AWS_DEFAULT_REGION": "us-east-1"},
         rewrite_env=local_rendezvous,
+        termination_message_env=TERMINATION_MESSAGE_VARIABLE,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from tests.kube.cluster import run_operator
+from tests.kube import run_operator
 
 from .conftest import HANDLERS, NAMESPACE, run_object
 from .test_real_cluster import RUNS, condition, finished, jobs_of, quick

@@ -6,7 +6,7 @@ from __future__ import annotations
 import kubernetes_validate
 
 from selftaught.store.layout import RUN_SNAPSHOT
-from tests.kube.cluster import run_operator
+from tests.kube import run_operator
 
 from .conftest import HANDLERS, NAMESPACE, run_object
 

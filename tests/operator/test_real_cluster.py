@@ -12,7 +12,7 @@ import pytest
 from kopf._core.engines.activities import ActivityError
 
 from selftaught.api.crd import crd
-from tests.kube.cluster import run_operator
+from tests.kube import run_operator
 
 from .conftest import HANDLERS, NAMESPACE, run_object
 
@@ -141,7 +141,7 @@ def test_a_status_write_that_loses_a_race_is_retried_at_once_not_at_the_next_res
 
 
 def test_the_operator_exits_when_the_crd_is_not_installed():
-    from tests.kube.cluster import DEFAULT_RESOURCES, FakeCluster
+    from tests.kube import DEFAULT_RESOURCES, FakeCluster
 
     without = [r for r in DEFAULT_RESOURCES if "selftaughtruns" not in str(r)]
     with FakeCluster(resources=without, namespaces=(NAMESPACE,)) as bare, pytest.raises(ActivityError) as stopped:  # noqa: SIM117
@@ -187,7 +187,7 @@ def test_pods_the_api_server_refuses_are_reported_from_the_jobs_events(cluster, 
 
 
 def test_a_job_queued_in_kueue_says_so_and_queued_time_is_not_a_startup_failure(cluster, fake_stages, make_run, tmp_path):
-    from tests.kube.cluster import Kueue
+    from tests.kube import Kueue
 
     run = quick(make_run, tmp_path, scheduling={"generation": {"queueName": "gpu", "startupTimeoutSeconds": 1}})
     with Kueue(cluster) as kueue, run_operator(cluster, HANDLERS, namespace=NAMESPACE):

@@ -19,10 +19,9 @@ import kubernetes_validate
 import pytest
 
 from selftaught.cli import main
-from tests.kube.cluster import run_operator
-from tests.kube.deployments import DeploymentController
+from tests.kube import DeploymentController, run_operator
 
-from .conftest import HANDLERS, NAMESPACE, REPO, run_object
+from .conftest import HANDLERS, NAMESPACE, REPO, TERMINATION_MESSAGE_VARIABLE, run_object
 
 RUNS = "selftaught.dev/v1alpha1/selftaughtruns"
 RESYNC_SECONDS = 5  # conftest's SELFTAUGHT_RESYNC_SECONDS: also how often a starting server is looked at
@@ -178,7 +177,7 @@ def test_the_server_of_a_finished_run_answers_the_judge_client_through_its_servi
         return {**env, "HOME": str(tmp_path / "server-home"), "SELFTAUGHT_CACHE": str(tmp_path / "server-cache"), "HF_HOME": str(tmp_path / "server-cache" / "hf")}
 
     servers = DeploymentController(
-        cluster, cwd=REPO, log_dir=tmp_path / "server-logs", rewrite_env=local_paths,
+        cluster, cwd=REPO, log_dir=tmp_path / "server-logs", rewrite_env=local_paths, termination_message_env=TERMINATION_MESSAGE_VARIABLE,
         extra_env={"PYTHONPATH": str(REPO / "operator"), "AWS_DEFAULT_REGION": "us-east-1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     with servers:
@@ -212,7 +211,7 @@ def test_a_server_that_keeps_crashing_is_reported_with_what_it_said(cluster, fak
     fake_stages.extra_env["FAKE_CHECKPOINT"] = missing  # a checkpoint the server cannot fetch
     run = make_run(storage=bucket, endpoint=s3_server, evaluate={"baseline": False}, serve={"enabled": True})
     servers = DeploymentController(
-        cluster, cwd=REPO, log_dir=tmp_path / "server-logs", retry_interval=1,
+        cluster, cwd=REPO, log_dir=tmp_path / "server-logs", retry_interval=1, termination_message_env=TERMINATION_MESSAGE_VARIABLE,
         extra_env={"PYTHONPATH": str(REPO / "operator"), "AWS_DEFAULT_REGION": "us-east-1", "SELFTAUGHT_CACHE": str(tmp_path / "server-cache")},
     )  # fmt: skip
     with servers, run_operator(cluster, HANDLERS, namespace=NAMESPACE):

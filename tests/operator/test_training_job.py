@@ -10,7 +10,7 @@ from selftaught.pipeline.runstore import open_run_store
 from selftaught.pipeline.table import StageRef
 from selftaught.store.layout import sft_output
 from selftaught.store.manifest import read_manifest
-from tests.kube.cluster import job_condition
+from tests.kube import job_condition
 from tests.stores import publish
 
 from .conftest import NAMESPACE

@@ -224,9 +224,9 @@ def rbac_problems(obj: dict[str, Any]) -> list[str]:
 
 def jsonschema_of(schema: Any) -> Any:
     """A CRD's OpenAPI v3.0 schema as plain JSON Schema, with misspelt fields as errors."""
-    from tests.kube.cluster import _jsonschema_of
+    from tests.kube import schemas
 
-    return _jsonschema_of(schema, reject_unknown=True)
+    return schemas.jsonschema_of(schema, reject_unknown=True)
 
 
 def crd_validator():

@@ -5,7 +5,7 @@ import pytest
 
 from selftaught.api.crd import crd
 from selftaught.api.load import parse_run
-from tests.kube.cluster import _prune_and_default
+from tests.kube.schemas import prune_and_default
 
 SCHEMA = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 
@@ -53,7 +53,7 @@ def test_the_api_servers_defaults_are_the_codes_defaults():
         "data": {"instructions": {"source": "s3://b/i.jsonl"}},
         "storage": {"uri": "s3://b/runs"},
     }
-    defaulted = _prune_and_default({"spec": minimal}, SCHEMA)["spec"]  # what etcd stores
+    defaulted = prune_and_default({"spec": minimal}, SCHEMA)["spec"]  # what etcd stores
     document = {"apiVersion": "selftaught.dev/v1alpha1", "kind": "SelfTaughtRun", "metadata": {"name": "r"}}
     from_server = parse_run({**document, "spec": defaulted}).spec
     from_code = parse_run({**document, "spec": minimal}).spec
@@ -95,7 +95,7 @@ def test_resource_quantities_are_int_or_string_in_the_crd_and_the_code():
             "scheduling": {"generation": {"resources": {"requests": {"cpu": 4, "memory": "64Gi"}, "limits": {"cpu": "500m"}}}},
         },
     }
-    stored = {**document, "spec": _prune_and_default(document["spec"], SCHEMA["properties"]["spec"])}
+    stored = {**document, "spec": prune_and_default(document["spec"], SCHEMA["properties"]["spec"])}
     resources = parse_run(stored).spec.scheduling.generation.resources
     assert resources.requests == {"cpu": 4, "memory": "64Gi"} and resources.limits == {"cpu": "500m"}
 
@@ -106,4 +106,4 @@ def test_the_model_cache_volume_is_one_of_four_sources_never_a_host_path():
     assert set(volume["properties"]) == {"persistentVolumeClaim", "ephemeral", "emptyDir", "csi"}
     # the API server prunes a hostPath to {}, which minProperties then refuses
     assert (volume["minProperties"], volume["maxProperties"]) == (1, 1)
-    assert _prune_and_default({"hostPath": {"path": "/"}}, volume) == {}
+    assert prune_and_default({"hostPath": {"path": "/"}}, volume) == {}
