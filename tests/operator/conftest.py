@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 
 from selftaught.api.crd import crd
+from selftaught.errors import TERMINATION_MESSAGE_VARIABLE
 from tests.kube import FakeCluster
 
 NAMESPACE = "ml"
 HANDLERS = "selftaught.controller.handlers"
 REPO = Path(__file__).resolve().parents[2]
-# where a stage writes its termination message (selftaught.pipeline.process reads it; the Job's
-# container sets it to /dev/termination-log): the test kubelet points it at the attempt's own file
-TERMINATION_MESSAGE_VARIABLE = "SELFTAUGHT_TERMINATION_MESSAGE_PATH"
+# where a stage writes its termination message (errors.encode; the Job's container sets it to
+# /dev/termination-log): the test kubelet points it at the attempt's own file
 
 
 @pytest.fixture
