@@ -155,3 +155,16 @@ def test_unset_gradient_checkpointing_is_priced_with_the_train_stages_own_memory
     assert train_hours(big, "H100", None) == pytest.approx(train_hours(big, "H100", True))
     assert train_hours(small, "H200", None) == pytest.approx(train_hours(small, "H200", False))
     assert train_hours(small, "H200", True) > train_hours(small, "H200", False)
+
+
+def test_a_grpo_run_prices_its_rollouts_like_a_judge_stages_generation_and_has_no_judge_row():
+    spec = spec_of(estimate={"instructions": 100_000}, select={"totalCap": 10_000}, train={"method": "grpo", "grpo": {"groupSize": 8}})
+    result = estimate(spec, inputs_for(spec))
+    assert [row.label for row in result.rows] == ["categorize", "select", "pairs", "evaluate-0", "train-1", "evaluate-1", "train-2", "evaluate-2"]
+    assert result.adaptive is None
+    train = next(row for row in result.rows if row.label == "train-1")
+    # 9,000 training pairs in both orders, 8 judgments of ~400 tokens each
+    assert train.generated_tokens == pytest.approx(9000 * 2 * 8 * 400) and train.prompt_tokens > 0
+    bigger = spec_of(estimate={"instructions": 100_000}, select={"totalCap": 10_000}, train={"method": "grpo", "grpo": {"groupSize": 16}})
+    assert estimate(bigger, inputs_for(bigger)).gpu_hours > result.gpu_hours
+    assert any("GRPO: 8 judgments sampled per prompt" in line for line in result.assumptions)

@@ -48,3 +48,13 @@ def test_without_evaluation_data_no_evaluate_stage_is_planned():
 
 def test_the_baseline_evaluation_can_be_turned_off():
     assert StageRef("evaluate", 0) not in {n.ref for n in stage_graph(_spec(evaluate={"baseline": False}))}
+
+
+def test_a_grpo_iteration_has_no_judge_stage_and_trains_from_the_previous_iteration():
+    graph = {n.ref.label: labels(n.needs) for n in stage_graph(_spec(iterations=2, train={"method": "grpo"}))}
+    assert graph == {
+        "categorize": [], "select": ["categorize"], "pairs": ["select"], "evaluate-0": ["pairs"],
+        "train-1": ["pairs"], "evaluate-1": ["train-1"], "train-2": ["pairs", "train-1"], "evaluate-2": ["train-2"],
+    }  # fmt: skip
+    done = {StageRef(n) for n in ("categorize", "select", "pairs")}
+    assert labels(plan(_spec(iterations=2, train={"method": "grpo"}), done).ready) == ["evaluate-0", "train-1"]

@@ -156,3 +156,24 @@ def test_the_model_of_iteration_i_is_the_seed_then_train_is_checkpoint(init_from
     assert iteration_model(spec.models.seed, 0, checkpoints.__getitem__) == spec.models.seed
     assert iteration_model(spec.models.seed, 2, checkpoints.__getitem__).source == checkpoints[2]
     assert [spec.train_base(i) for i in (1, 2, 3)] == bases
+
+
+def test_grpo_has_the_published_defaults_and_refuses_what_its_rewards_cannot_read():
+    grpo = parse_run(_with(train={"method": "grpo"})).spec.train.grpo
+    assert (grpo.group_size, grpo.max_completion_tokens, grpo.beta, grpo.learning_rate, grpo.steps, grpo.temperature) == (8, None, 0.001, 1e-6, None, 1.0)
+    assert (grpo.rewards.correct, grpo.rewards.format, grpo.rewards.consistency) == (1.0, 0.0, 0.0)
+    with pytest.raises(InvalidSpec, match=r"spec\.train\.grpo\.groupSize: Input should be greater than or equal to 2"):
+        parse_run(_with(train={"method": "grpo", "grpo": {"groupSize": 1}}))
+    with pytest.raises(InvalidSpec, match=r"every reward weight is 0"):
+        parse_run(_with(train={"method": "grpo", "grpo": {"rewards": {"correct": 0}}}))
+    with pytest.raises(InvalidSpec, match=r"consistency .* needs judge.format: pairwise and judge.orders: both"):
+        parse_run(_with(train={"method": "grpo", "grpo": {"rewards": {"consistency": 0.5}}}, judge={"orders": "random"}))
+    with pytest.raises(InvalidSpec, match=r"grpo trains one judge format at a time"):
+        parse_run(_with(train={"method": "grpo"}, judge={"format": "pairwise+pointwise"}))
+    rated = parse_run(_with(train={"method": "grpo"}, judge={"format": "pointwise"})).spec
+    assert rated.train.method == "grpo" and not rated.judge_stage
+
+
+def test_grpo_trains_the_judge_it_samples_from_whatever_init_from_says():
+    spec = parse_run(_with(train={"method": "grpo"})).spec
+    assert [spec.train_base(i) for i in (1, 2, 3)] == [0, 1, 2]

@@ -337,18 +337,95 @@ class Dpo(Model):
     )
 
 
+class GrpoRewards(Model):
+    """The reward of one sampled judgment: the weighted sum of these terms (TRL's `reward_weights`)."""
+
+    correct: float = _field(
+        1.0,
+        ge=0.0,
+        description="Weight of verdict correctness, J1's reward (Whitehouse et al. 2025): 1 when the verdict names the "
+        "chosen answer, else 0 (an unreadable verdict is not correct). Pointwise: 1 when the chosen answer's rating is "
+        "strictly higher than the rejected one's (the k-th rating of each answer in a group make one sample).",
+    )
+    format: float = _field(
+        0.0,
+        ge=0.0,
+        description="Weight of a readable verdict (`[[A]]` or `[[B]]`, exactly one; a 1-10 rating at the very end), the "
+        "format reward of DeepSeek-R1 (Guo et al. 2025). 0 by default, as in J1, whose reward is the verdict alone.",
+    )
+    consistency: float = _field(
+        0.0,
+        ge=0.0,
+        description="Weight of J1's position-consistency reward: 1 only when the judgment and the same-numbered judgment "
+        "of the pair in the other order (both orders are in the same batch) are both correct. Needs judge.format "
+        "pairwise and judge.orders both; 0 (off) by default, J1's ablation of it against correctness alone.",
+    )
+
+    @model_validator(mode="after")
+    def _some_reward(self) -> GrpoRewards:
+        if self.correct == self.format == self.consistency == 0:
+            raise ValueError("every reward weight is 0: nothing to learn (set correct > 0)")
+        return self
+
+
+class Grpo(Model):
+    """Online RL of the judge with TRL's GRPOTrainer (docs/methods.md): each step samples a group of judgments per
+    prompt from the model being trained and moves it toward the better ones in its group."""
+
+    group_size: int = _field(
+        8,
+        ge=2,
+        le=256,
+        description="Judgments sampled per prompt (one pair in one order, or one answer to rate) at each step; each is "
+        "rewarded against its group's mean. TRL GRPOConfig's `num_generations` default (8); GRPO needs at least 2.",
+    )
+    max_completion_tokens: int | None = _field(
+        None,
+        ge=8,
+        description="Tokens per sampled judgment (TRL's `max_completion_length`; its default is 512). Unset: "
+        "judge.maxTokens, the budget a judgment has when judged and evaluated. A cut judgment usually has no verdict "
+        "and so no reward.",
+    )
+    beta: float = _field(
+        0.001,
+        ge=0.0,
+        description="KL coefficient against the model trained from (a frozen reference copy): 0.001 is DeepSeek-R1's, "
+        "the value TRL's GRPOConfig documentation cites; 0 (TRL's own default) loads no reference model.",
+    )
+    learning_rate: float = _field(
+        1.0e-6, gt=0.0, description="Peak learning rate: TRL GRPOConfig's default (1e-6), as `train.learningRate`'s."
+    )
+    steps: int | None = _field(
+        None,
+        ge=1,
+        description="Optimizer steps per iteration. Unset: one pass over the training pairs (every prompt sampled "
+        "groupSize times once).",
+    )
+    temperature: float = _field(
+        1.0,
+        gt=0.0,
+        description="Sampling temperature of the rollouts: TRL GRPOConfig's default (1.0), sampling the policy as it is.",
+    )
+    rewards: GrpoRewards = _field(default_factory=GrpoRewards, description="The reward terms and their weights.")
+
+
 class Train(Model):
-    method: Literal["sft", "dpo"] = _field(
+    method: Literal["sft", "dpo", "grpo"] = _field(
         "sft",
         description="`sft` (the paper): fine-tune on one correct judgment per item. `dpo`: preference "
         "optimisation on pairs of judgments of the same item, chosen = a correct verdict, rejected = a wrong "
-        "or unparseable one (the judge stage then samples until it has one of each, or N); docs/methods.md.",
+        "or unparseable one (the judge stage then samples until it has one of each, or N). `grpo`: online RL "
+        "(J1, Whitehouse et al. 2025) with TRL's GRPOTrainer: the train stage samples groups of judgments of the "
+        "training pairs from the judge it trains and rewards the correct verdicts; no judge stage runs, and each "
+        "iteration continues from M(i-1); docs/methods.md.",
     )
     dpo: Dpo = _field(default_factory=Dpo, description="Settings of `method: dpo`.")
+    grpo: Grpo = _field(default_factory=Grpo, description="Settings of `method: grpo`.")
     init_from: Literal["seed", "previous"] = _field(
         "seed",
         description="`seed` fine-tunes the seed at every iteration (paper); `previous` continues "
-        "from the last iteration's checkpoint.",
+        "from the last iteration's checkpoint. `method: grpo` always continues from it (its rollouts are the "
+        "current judge's).",
     )
     zero_stage: Literal[0, 1, 2, 3] = _field(3, description="DeepSpeed ZeRO stage.")
     offload_optimizer: bool = _field(False, description="ZeRO optimizer-state offload to CPU.")
@@ -877,8 +954,15 @@ class SelfTaughtRunSpec(Model):
 
     def train_base(self, iteration: int) -> int:
         """The iteration whose model train-`iteration` fine-tunes: the seed's (0), or with
-        `train.initFrom: previous` the one before it."""
-        return iteration - 1 if self.train.init_from == "previous" else 0
+        `train.initFrom: previous` the one before it. GRPO always trains the one before it: the judge
+        whose rollouts it learns from is the judge it updates (online, as J1 does)."""
+        return iteration - 1 if self.train.init_from == "previous" or self.train.method == "grpo" else 0
+
+    @property
+    def judge_stage(self) -> bool:
+        """Whether an iteration has a judge stage: not with `train.method: grpo`, which samples its
+        own judgments inside the train stage."""
+        return self.train.method != "grpo"
 
     @property
     def evaluation_benchmark(self) -> BenchmarkName:
@@ -903,6 +987,22 @@ class SelfTaughtRunSpec(Model):
             raise ValueError(
                 f"train.method dpo learns from pairs of pairwise judgments; judge.format is {self.judge.format!r}: "
                 "set judge.format: pairwise, or train.method: sft"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _grpo_rewards_fit_the_format(self) -> SelfTaughtRunSpec:
+        if self.train.method != "grpo":
+            return self
+        if self.judge.format == "pairwise+pointwise":
+            raise ValueError(
+                "train.method grpo trains one judge format at a time; judge.format is 'pairwise+pointwise': "
+                "set judge.format: pairwise or pointwise"
+            )
+        if self.train.grpo.rewards.consistency > 0 and (self.judge.format != "pairwise" or self.judge.orders != "both"):
+            raise ValueError(
+                "train.grpo.rewards.consistency rewards a pair judged right in both orders: it needs judge.format: pairwise "
+                f"and judge.orders: both (they are {self.judge.format!r} and {self.judge.orders!r}); or set it to 0"
             )
         return self
 

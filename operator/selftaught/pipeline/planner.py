@@ -33,9 +33,12 @@ def stage_graph(spec: SelfTaughtRunSpec) -> list[Node]:
         nodes.append(Node(StageRef("evaluate", 0), (pairs,)))
     for i in range(1, spec.iterations + 1):
         judge, train = StageRef("judge", i), StageRef("train", i)
-        # from iteration 2 the judge sizes its rounds from what the previous one drew (`judged.jsonl`)
-        nodes.append(Node(judge, (pairs,) if i == 1 else (pairs, StageRef("judge", i - 1), StageRef("train", i - 1))))
-        nodes.append(Node(train, (judge,)))
+        if spec.judge_stage:
+            # from iteration 2 the judge sizes its rounds from what the previous one drew (`judged.jsonl`)
+            nodes.append(Node(judge, (pairs,) if i == 1 else (pairs, StageRef("judge", i - 1), StageRef("train", i - 1))))
+            nodes.append(Node(train, (judge,)))
+        else:  # grpo: the train stage samples its own judgments of the pairs, from M(i-1), which it trains
+            nodes.append(Node(train, (pairs,) if i == 1 else (pairs, StageRef("train", i - 1))))
         if evaluate:
             nodes.append(Node(StageRef("evaluate", i), (train,)))
     return sorted(nodes, key=lambda n: (n.ref.iteration, ORDER[n.ref.name]))

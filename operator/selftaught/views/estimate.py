@@ -521,7 +521,48 @@ def _select_seconds(q: _Quantities, ref: StageRef, cost: StageCost, fixed: bool)
     return SELECT_START_SECONDS + SELECT_SECONDS_PER_RECORD * q.instructions
 
 
+def _grpo_prompts(q: _Quantities) -> float:
+    """Prompts a GRPO train stage samples judgments for: `grpo.steps` worth, else one pass over the
+    pairs (a pair per order, or each of its answers rated)."""
+    spec = q.spec
+    grpo, train = spec.train.grpo, spec.train
+    if grpo.steps:
+        return grpo.steps * train.micro_batch_size * train.gradient_accumulation * max(q.inputs.executor.train_gpus, 1) / grpo.group_size
+    return q.train_pairs * (2 if spec.judge.format == "pointwise" else q.orders)
+
+
+def _grpo_completion(q: _Quantities) -> float:
+    grpo = q.spec.train.grpo
+    return min(q.spec.estimate.judgment_tokens, grpo.max_completion_tokens or q.spec.judge.max_tokens)
+
+
+def _train_work(q: _Quantities, ref: StageRef, fixed: bool) -> _Work:
+    """GRPO's rollouts, priced as the judge stage's generation: each prompt read once (its group's
+    samples share it), group size x a judgment generated. SFT and DPO generate nothing."""
+    if q.spec.train.method != "grpo":
+        return _Work(0.0, 0.0)
+    prompts = _grpo_prompts(q)
+    prompt = _RATING_PROMPT + q.instruction + q.answer if q.spec.judge.format == "pointwise" else q.judge_prompt
+    return _Work(prompts * prompt, prompts * q.spec.train.grpo.group_size * _grpo_completion(q))
+
+
+def _grpo_seconds(q: _Quantities, ref: StageRef) -> float:
+    """Rollouts (vLLM in the training processes: every training GPU generates its share), then the
+    policy's forward and backward over every sampled judgment with its prompt (and, with a KL term,
+    the reference model's forward: a third more)."""
+    work = _train_work(q, ref, False)
+    gpus = max(q.inputs.executor.train_gpus, 1)
+    rates, seed = q.pricer.rates, q.inputs.seed
+    rollout = 2e9 * seed.active * (work.prompt_tokens / rates.prefill_tflops + work.generated_tokens / rates.decode_tflops) / (gpus * 1e12)
+    completion = _grpo_completion(q)
+    per_judgment = work.prompt_tokens / max(_grpo_prompts(q), 1) + completion
+    tokens = work.generated_tokens / completion * per_judgment * (4 / 3 if q.spec.train.grpo.beta > 0 else 1)
+    return rollout + q.pricer.training(tokens, seed, checkpointing_on(q.spec, q.inputs, per_judgment))
+
+
 def _train_seconds(q: _Quantities, ref: StageRef, cost: StageCost, fixed: bool) -> float:
+    if q.spec.train.method == "grpo":
+        return _grpo_seconds(q, ref)
     kept = q.measured.training_examples.get(ref.iteration)
     if kept is None:
         kept = q.judge_items(ref.iteration) * q.keep_rate
@@ -593,7 +634,7 @@ COSTS: dict[str, StageCost] = {
     "select": StageCost(seconds=_select_seconds, measure=_measure_select),
     "pairs": StageCost(work=_pairs_work, model="generator", measure=_measure_pairs),
     "judge": StageCost(work=_judge_work, measure=_measure_judge, adaptive=True),
-    "train": StageCost(seconds=_train_seconds),
+    "train": StageCost(work=_train_work, seconds=_train_seconds),
     "evaluate": StageCost(work=_evaluate_work, measure=_measure_evaluate),
 }
 assert set(COSTS) == set(STAGE_NAMES), "every stage of the table has its cost row"
@@ -695,7 +736,10 @@ def _assumptions(spec: SelfTaughtRunSpec, inputs: Inputs, measured: Measurements
     if evaluation_enabled(spec):
         source = "measured" if measured.evaluation_examples else inputs.evaluation_examples.known_from
         lines.append(f"evaluation examples: {source}")
-    if measured.samples_per_item is None:
+    if not spec.judge_stage:
+        grpo = spec.train.grpo
+        lines.append(f"GRPO: {grpo.group_size} judgments sampled per prompt, ~{min(assume.judgment_tokens, grpo.max_completion_tokens or spec.judge.max_tokens)} tokens each")
+    elif measured.samples_per_item is None:
         lines.append(f"judge accuracy {assume.judge_accuracy:g} per sampled judgment, items spread around it (Beta, concentration {CONCENTRATION:g})")
     else:
         lines.append(f"judge: {measured.samples_per_item:.2f} samples per item, keep rate {measured.keep_rate:.3f} (measured by the newest judge)")
