@@ -1,6 +1,7 @@
 """Beyond the paper, on the real engines (vLLM's CPU build, DeepSpeed on CPU) and the tiny model:
 a pointwise judge rates answers and is evaluated in rating mode; DPO trains on pairs of its own
-judgments; the quickstart's two variations run end to end (slow)."""
+judgments; GRPO samples and rewards judgments inside its train stage; the quickstart's three
+variations run end to end (slow)."""
 
 import json
 import re
@@ -11,12 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from selftaught.local.runner import _run_stage
 from selftaught.pipeline.runstore import open_run_store
 from selftaught.pipeline.table import StageRef
 from selftaught.stage_process import run_stage
-from selftaught.store.layout import PAIRS_TRAIN, metrics_output, sft_output
-from selftaught.store.manifest import published_key
-from tests.stores import read_output
+from selftaught.store.layout import PAIRS_TRAIN, metrics_output, progress_key, sft_output
+from selftaught.store.manifest import published_key, read_manifest
+from selftaught.store.progress import read_progress
+from tests.stores import publish, read_output
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -40,6 +43,27 @@ def test_a_pointwise_judge_keeps_a_rating_of_each_answer_and_is_evaluated_in_rat
     outputs = [r for key in sorted(store.list("iter-000/evaluate/")) if key.endswith(".jsonl") for r in read_output_key(store, key)]
     assert outputs and all(len(r["rated"]) == 2 and "output" not in r for r in outputs)
     assert evaluated.summary["examples"] == len(outputs) and 0.0 <= metrics["accuracy"] <= 1.0
+
+
+def test_a_grpo_train_stage_samples_and_rewards_judgments_of_the_pairs_and_reports_reward_and_accuracy(make_run, tmp_path):
+    """No judge stage: train-1 reads the pairs, samples groups of judgments from the seed with the
+    judge prompt, and trains on their rewards (TRL's GRPOTrainer, DeepSpeed on CPU, `generate`)."""
+    run = make_run(train={"method": "grpo", "microBatchSize": 4, "grpo": {"groupSize": 4, "steps": 3, "rewards": {"format": 0.5, "consistency": 0.5}}})
+    store = open_run_store(run)
+    pairs = [{"id": f"p{i}", "instruction": f"What is {i} + {i}?", "chosen": f"{i} + {i} = {2 * i}.", "rejected": f"{i} + {i} = {2 * i + 1}."} for i in range(3)]
+    publish(store, PAIRS_TRAIN, pairs)
+    ref = StageRef("train", 1)
+    _run_stage(run, ref, tmp_path, tmp_path)  # torchrun, one CPU process, gloo
+    manifest = read_manifest(store, ref.manifest_key)
+    summary = manifest.summary
+    assert summary["prompts"] == 6 and summary["steps"] == 3  # both orders of 3 pairs
+    assert summary["rollouts"] == 16  # generation batches of a pair in both orders x 4 judgments, every other step
+    assert 0.0 <= summary["trainAccuracy"] <= 1.0 and 0.0 <= summary["reward"] <= 2.0
+    assert summary["curve"] and {"step", "reward", "correct", "format", "consistency"} <= set(summary["curve"][0])
+    assert manifest.counts["tokens"] == manifest.counts["rollout_tokens"] > 0
+    assert (Path(summary["checkpoint"]) / "model.safetensors").exists()
+    progress = read_progress(store, progress_key(ref.prefix, 0))
+    assert progress.finished and progress.unit == "steps" and set(progress.metrics) == {"reward", "accuracy"}
 
 
 def read_output_key(store, key):

@@ -131,6 +131,17 @@ def test_training_progress_is_steps_and_its_rate_leaves_out_the_model_load():
     assert describe(view).startswith("25.0% (30/120 steps)")
 
 
+def test_a_grpo_train_stage_shows_its_newest_reward_and_accuracy_in_its_progress_and_the_run_status():
+    from selftaught.controller.status import run_progress
+
+    grpo = record(0, 30, 120, 60, unit="steps").model_copy(update={"metrics": {"reward": 0.75, "accuracy": 0.625}})
+    view = stage_view("train-1", [grpo], shards=1)
+    assert describe(view).endswith(", reward 0.75, accuracy 0.62, ETA 3m00s")
+    status = run_progress(view)
+    assert (status.reward, status.accuracy, status.unit) == (0.75, 0.625, "steps")
+    assert run_progress(stage_view("judge-1", [record(0, 3, 10, 5)], shards=1)).reward is None
+
+
 def test_the_store_scan_finds_progress_objects_and_the_view_reads_them(store):
     ref = StageRef("judge", 1)
     write_progress(store, progress_key(ref.prefix, 0), record(0, 10, 40, 10))

@@ -59,6 +59,10 @@ class IterationSummary(Model):
     position_consistent: float | None = Field(None, description="Correct in both response orders.")
     majority_vote: float | None = Field(None, description="Accuracy of the majority verdict over k samples.")
     checkpoint: str | None = Field(None, description="URI of this iteration's checkpoint.")
+    reward: float | None = Field(None, description="train.method grpo: the mean reward of the judgments sampled while training.")
+    train_accuracy: float | None = Field(
+        None, description="train.method grpo: the fraction of the judgments sampled while training whose verdict was right."
+    )
     judge_tokens_per_second_per_gpu: float | None = Field(
         None, description="The judge stage's generated tokens per second per GPU, while generating."
     )
@@ -96,6 +100,10 @@ class RunProgress(Model):
     shards_done: int = Field(0, description="Finished shards.")
     shards: int = Field(1, description="All shards of the stage.")
     tokens_per_second: float | None = Field(None, description="Generated tokens per second of the running shards together.")
+    reward: float | None = Field(None, description="A GRPO train stage: the mean reward of its newest sampled judgments.")
+    accuracy: float | None = Field(
+        None, description="A GRPO train stage: the fraction of its newest sampled judgments whose verdict is right (training pairs)."
+    )
     eta_seconds: int | None = Field(None, description="Seconds left at the running shards' rate, as of updatedAt.")
     eta: str | None = Field(None, description="etaSeconds for people, e.g. 1h02m (a printer column).")
     updated_at: str | None = Field(None, description="When the stage last wrote progress (RFC 3339).")

@@ -223,6 +223,8 @@ def run_progress(view: StageView) -> RunProgress:
         shards_done=view.shards_done,
         shards=view.shards,
         tokens_per_second=view.tokens_per_second,
+        reward=view.metrics.get("reward"),
+        accuracy=view.metrics.get("accuracy"),
         eta_seconds=view.eta_seconds,
         eta=duration(view.eta_seconds) if view.eta_seconds is not None else None,
         updated_at=_iso(view.updated_at) if view.updated_at is not None else None,

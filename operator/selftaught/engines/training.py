@@ -282,6 +282,157 @@ def train_dpo(
     return {**_numbers(result, prepared, len(data.rows), data.too_long, data.tokens * train.epochs), "pairs": len(data.rows)}
 
 
+def generation_steps(micro_batch_size: int, accumulation: int, group_size: int, rows_per_pair: int) -> int:
+    """TRL's `steps_per_generation`: the fewest micro-batches, a multiple of the accumulation, whose
+    completions (micro x steps per process) are whole groups of whole pairs. TRL needs whole groups
+    (its generation batch divisible by `num_generations`); a reward with a partner (the other order,
+    the other answer's rating) needs the pair's rows in the same process's batch, and the rows of a
+    pair are adjacent. So any group size works, the batch grows instead."""
+    need = group_size * rows_per_pair
+    steps = accumulation
+    while (micro_batch_size * steps) % need:
+        steps += accumulation
+    return steps
+
+
+#: Scores a batch of judgments: (each judgment's row, its text) -> each reward term's values.
+Scorer = Callable[[list[dict[str, Any]], list[str]], dict[str, list[float]]]
+
+
+@dataclass
+class GrpoCurve:
+    """What the trainer logged as it went: one point per logging window (TRL averages over it)."""
+
+    points: list[dict[str, float]]
+    rollouts: int = 0
+    rollout_tokens: int = 0
+
+    def mean(self, key: str) -> float | None:
+        values = [point[key] for point in self.points if point.get(key) is not None]
+        return sum(values) / len(values) if values else None
+
+
+def train_grpo(
+    *,
+    model_path: Path,
+    rows: list[dict[str, Any]],
+    scorer: Scorer,
+    terms: tuple[str, ...],
+    weights: dict[str, float],
+    rows_per_pair: int,
+    max_completion_tokens: int,
+    train: Train,
+    output_dir: Path,
+    work_dir: Path,
+    on_step: Callable[[int, int], None] | None = None,
+    on_metrics: Callable[[dict[str, float]], None] | None = None,
+) -> dict[str, Any]:
+    """Online RL of the judge on its own sampled judgments with TRL's GRPOTrainer: every step
+    samples `train.grpo.groupSize` judgments per prompt (`rows`: `prompt` messages plus the
+    columns `scorer` reads), rewards each (`scorer`'s terms, weighted), and moves the model toward
+    the better ones of its group, with a KL term against the model trained from when beta > 0.
+    Rollouts are vLLM's inside the training processes on GPUs (TRL's colocated mode), the model's
+    own `generate` on CPU. `on_metrics` hears the logged reward and each term's mean. Saves the
+    checkpoint like `train_sft`; returns numbers for the manifest and the curve."""
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    if not rows:
+        from selftaught.errors import EmptyDataset
+
+        raise EmptyDataset("no training pair to sample judgments for")
+    grpo = train.grpo
+    tokenizer = _tokenizer(model_path)
+    longest_prompt = max(
+        len(tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]) for row in rows
+    )
+    prepared = _prepare(model_path, train, tokenizer, train.micro_batch_size * (longest_prompt + max_completion_tokens), reference=grpo.beta > 0)
+    per_step = train.micro_batch_size * train.gradient_accumulation * prepared.world
+    steps = grpo.steps or max(1, len(rows) * grpo.group_size // per_step)
+    curve = GrpoCurve([])
+
+    def term(name: str) -> Callable[..., list[float]]:
+        def reward(prompts: list[Any], completions: list[Any], completion_ids: list[list[int]], **columns: Any) -> list[float]:
+            if name == terms[0]:  # count each batch once
+                curve.rollouts += len(completions) * prepared.world
+                curve.rollout_tokens += sum(len(ids) for ids in completion_ids) * prepared.world
+            texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+            batch = [{key: columns[key][i] for key in columns if key in rows[0]} for i in range(len(texts))]
+            return scorer(batch, texts)[name]
+
+        reward.__name__ = name  # TRL logs `rewards/<name>/mean`
+        return reward
+
+    args = prepared.args(train, work_dir)
+    del args["dataset_num_proc"]  # SFT's and DPO's: GRPO tokenizes its prompts as it samples
+    args.update(
+        learning_rate=grpo.learning_rate,
+        num_train_epochs=1,
+        max_steps=grpo.steps or -1,
+        warmup_steps=min(train.warmup_steps, steps),
+        logging_steps=max(1, steps // 50),  # at most ~50 points of the curve
+    )
+    on_gpu = prepared.on_gpu
+    config = GRPOConfig(
+        **args,
+        num_generations=grpo.group_size,
+        max_completion_length=max_completion_tokens,
+        temperature=grpo.temperature,
+        beta=grpo.beta,
+        reward_weights=[weights[name] for name in terms],
+        steps_per_generation=generation_steps(train.micro_batch_size, train.gradient_accumulation, grpo.group_size, rows_per_pair),
+        shuffle_dataset=False,  # the rows come in a seeded order, a pair's rows adjacent: TRL must keep it
+        use_vllm=on_gpu,
+        vllm_mode="colocate",  # vLLM in the training processes, sharing their GPUs: no server to run
+        vllm_max_model_length=longest_prompt + max_completion_tokens,
+    )
+    trainer = GRPOTrainer(
+        model=prepared.model, reward_funcs=[term(name) for name in terms], args=config,
+        train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+    )  # fmt: skip
+    trainer.add_callback(_logs_to(curve, terms, on_metrics))
+    if on_step is not None:
+        trainer.add_callback(_steps_to(on_step))
+    result = trainer.train()
+    trainer.save_model(str(output_dir))
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(str(output_dir))
+        for path in output_dir.rglob("*"):
+            path.chmod(0o644 if path.is_file() else 0o755)
+    seconds = float(result.metrics.get("train_runtime", 0.0))
+    return {
+        "examples": len(rows),
+        "steps": result.global_step,
+        "train_loss": float(result.training_loss),
+        "train_seconds": seconds,
+        "rollouts": curve.rollouts,
+        "rollout_tokens": curve.rollout_tokens,
+        "tokens_per_second_per_gpu": curve.rollout_tokens / seconds / prepared.world if seconds > 0 else 0.0,
+        "gradient_checkpointing": int(prepared.checkpointing.on),
+        "reward": curve.mean("reward"),
+        "accuracy": curve.mean(terms[0]),
+        "curve": curve.points,
+    }
+
+
+def _logs_to(curve: GrpoCurve, terms: tuple[str, ...], on_metrics: Callable[[dict[str, float]], None] | None) -> object:
+    """A Trainer callback that keeps the reward and each term's mean TRL logs (gathered over all
+    processes, averaged over the logging window) as a point of the curve."""
+    from transformers import TrainerCallback
+
+    class Logs(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not logs or "reward" not in logs:
+                return
+            point = {"step": float(state.global_step), "reward": float(logs["reward"])}
+            point.update({name: float(logs[f"rewards/{name}/mean"]) for name in terms if f"rewards/{name}/mean" in logs})
+            curve.points.append(point)
+            if on_metrics is not None:
+                on_metrics(point)
+
+    return Logs()
+
+
 def _completion_tokens(dataset: Any) -> int:
     """Tokens the loss is taken on (TRL's labels that are not -100), per epoch."""
     return sum(sum(1 for label in labels if label != -100) for labels in dataset["labels"]) if "labels" in dataset.column_names else 0

@@ -27,6 +27,9 @@ class ProgressRecord(BaseModel):
     working_since: float | None = Field(None, description="When its model was loaded and work began; the start when unknown.")
     updated_at: float = Field(description="Wall-clock time of this write.")
     finished: bool = False
+    metrics: dict[str, float] = Field(
+        default_factory=dict, description="What the stage measures as it goes (a GRPO train stage: reward, accuracy)."
+    )
 
     @property
     def seconds(self) -> float:

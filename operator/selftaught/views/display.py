@@ -45,6 +45,7 @@ class StageDisplay:
         parts = [f"{view.shards_done}/{view.shards} shards"] if view.shards > 1 else []
         if view.tokens_per_second:
             parts.append(f"{view.tokens_per_second:,.0f} tok/s")
+        parts += [f"{name} {value:.2f}" for name, value in view.metrics.items()]
         if view.eta_seconds is not None and view.updated_at is not None:
             parts.append(f"ETA {duration(max(view.eta_seconds - (time.time() - view.updated_at), 0))}")
         self._bar.set_postfix_str(", ".join(parts), refresh=False)

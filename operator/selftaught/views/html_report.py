@@ -39,6 +39,8 @@ COLUMNS = (
     ("trainingExamples", "training examples", ",d"),
     ("tokensPerKept", "tokens / kept", ".1f"),
     ("fixedNTokensPerKept", "fixed-N tokens / kept", ".1f"),
+    ("reward", "reward (GRPO)", ".4f"),
+    ("trainAccuracy", "training-pair accuracy (GRPO)", ".4f"),
     ("accuracy", "accuracy", ".4f"),
     ("overall", "benchmark overall", ".4f"),
     ("positionConsistent", "position consistent", ".4f"),
@@ -58,6 +60,10 @@ class ReportData:
     #: per iteration, section (or custom subset) -> score
     sections: dict[int, dict[str, float]] = field(default_factory=dict)
     estimate: Estimate | None = None
+    #: whether iterations have a judge stage (not with train.method grpo)
+    judge_stage: bool = True
+    #: GRPO: per iteration, the reward and accuracy of the judgments sampled while training
+    curves: dict[int, list[dict[str, float]]] = field(default_factory=dict)
 
 
 def collect(store: Store, run: SelfTaughtRun, progress: Progress, cost: Estimate) -> ReportData:
@@ -66,13 +72,17 @@ def collect(store: Store, run: SelfTaughtRun, progress: Progress, cost: Estimate
     step = plan(spec, progress.done)
     rows: dict[int, dict[str, Any]] = {}
     sections: dict[int, dict[str, float]] = {}
+    curves: dict[int, list[dict[str, float]]] = {}
     for ref in sorted(progress.manifests):
         manifest = progress.manifests[ref]
         if ref.name == "judge":
             row = rows.setdefault(ref.iteration, {"iteration": ref.iteration})
             row.update({k: manifest.summary.get(k) for k in ("tried", "kept", "keepRate", "trainingExamples", "tokensPerKept", "fixedNTokensPerKept")})
         elif ref.name == "train":
-            rows.setdefault(ref.iteration, {"iteration": ref.iteration})["checkpoint"] = manifest.summary.get("checkpoint")
+            row = rows.setdefault(ref.iteration, {"iteration": ref.iteration})
+            row.update({k: manifest.summary.get(k) for k in ("checkpoint", "reward", "trainAccuracy")})
+            if manifest.summary.get("curve"):
+                curves[ref.iteration] = list(manifest.summary["curve"])
         elif ref.name == "evaluate":
             row = rows.setdefault(ref.iteration, {"iteration": ref.iteration})
             row.update({k: manifest.summary.get(k) for k in ("accuracy", "overall", "positionConsistent", "majorityVote")})
@@ -87,6 +97,8 @@ def collect(store: Store, run: SelfTaughtRun, progress: Progress, cost: Estimate
         iterations=[rows[i] for i in sorted(rows)],
         sections=sections,
         estimate=cost,
+        judge_stage=spec.judge_stage,
+        curves=curves,
     )
 
 
@@ -115,11 +127,18 @@ def render(data: ReportData) -> str:
                                                                               ("majorityVote", "majority vote"), ("positionConsistent", "position consistent"))},
              {name: [data.sections.get(row["iteration"], {}).get(name) for row in evaluated] for name in names},
          )),
+    ]  # fmt: skip
+    if data.judge_stage:
+        figures += [
         ("keep", "Keep rate and training examples", "Items with a correct judgment kept, of those tried, and the A/B-balanced examples trained on.",
          plots.keep([row["iteration"] for row in judged], [row.get("keepRate") for row in judged], [row.get("trainingExamples") for row in judged])),
         ("tokens", "Generated tokens per kept example", f"What a kept judgment cost with adaptive rounds, against always sampling N = {data.samples}.",
          plots.tokens([row["iteration"] for row in judged], [row.get("tokensPerKept") for row in judged], [row.get("fixedNTokensPerKept") for row in judged], data.samples)),
-    ]  # fmt: skip
+        ]  # fmt: skip
+    else:
+        figures.append(("rewards", "Reward and accuracy while training (GRPO)",
+                        "The mean reward and the fraction of right verdicts of the judgments each iteration's train stage sampled "
+                        "of the training pairs, per logged step.", plots.rewards(data.curves)))  # fmt: skip
     cost = data.estimate
     finished = [row for row in cost.rows if row.measured] if cost else []
     figures.append(("cost", "Time and GPU-hours per stage", "Measured for the finished stages: a stage's process time (summed over its shards), and the GPUs it held.",

@@ -9,7 +9,7 @@ the started ones; the time left is the work left at the rate the running shards 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from selftaught.pipeline.scan import Progress
 from selftaught.pipeline.table import StageRef
@@ -29,6 +29,8 @@ class StageView:
     tokens_per_second: float | None
     eta_seconds: float | None
     updated_at: float | None  #: epoch seconds of the newest progress object
+    #: what the newest progress object measured (a GRPO train stage: reward, accuracy on the training pairs)
+    metrics: dict[str, float] = field(default_factory=dict)
 
     @property
     def percent(self) -> float | None:
@@ -76,6 +78,7 @@ def stage_view(stage: str, records: list[ProgressRecord], shards: int, finished:
         tokens_per_second=round(tokens_rate, 1) if running and tokens_rate else None,
         eta_seconds=round(eta) if eta is not None else None,
         updated_at=max((r.updated_at for r in by_shard.values()), default=None),
+        metrics=max(by_shard.values(), key=lambda r: r.updated_at).metrics if by_shard else {},
     )
 
 
@@ -126,6 +129,7 @@ def describe(view: StageView, now: float | None = None) -> str:
     text = " ".join(parts)
     if view.tokens_per_second:
         text += f", {view.tokens_per_second:,.0f} tok/s"
+    text += "".join(f", {name} {value:.2f}" for name, value in view.metrics.items())
     age = (now - view.updated_at) if now is not None and view.updated_at is not None else 0.0
     if view.eta_seconds is not None:
         text += f", ETA {duration(view.eta_seconds)}"

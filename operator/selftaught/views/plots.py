@@ -112,3 +112,20 @@ def cost(stages: Sequence[str], hours: Sequence[float], gpu_hours: Sequence[floa
     axes.set_yticklabels(stages)
     axes.invert_yaxis()
     return _png(figure)
+
+
+def rewards(curves: dict[int, Sequence[dict[str, float]]]) -> bytes | None:
+    """GRPO: the reward (solid) and the accuracy on the training pairs (dashed) of the judgments
+    sampled while training, per iteration, against the step (each iteration's curve in its color)."""
+    if not any(curves.values()):
+        return None
+    figure, axes = _figure()
+    for index, (iteration, points) in enumerate(sorted(curves.items())):
+        color = COLORS[index % len(COLORS)]
+        steps = [p["step"] for p in points]
+        axes.plot(steps, [p.get("reward", float("nan")) for p in points], marker=".", linewidth=2, color=color, label=f"reward, iteration {iteration}")
+        axes.plot(steps, [p.get("correct", float("nan")) for p in points], linestyle="--", linewidth=1, color=color, label=f"accuracy, iteration {iteration}")
+    axes.set_xlabel("training step (within the iteration)")
+    axes.set_ylabel("mean over the sampled judgments")
+    axes.legend(fontsize=8, loc="lower right")
+    return _png(figure)
