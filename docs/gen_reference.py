@@ -64,6 +64,7 @@ ARGOCD_END = "<!-- end of argocd snippet -->"
 CHART_SETTINGS: dict[str, str] = {
     "generate_image": "jobImages.generate",
     "train_image": "jobImages.train",
+    "rl_image": "jobImages.rl",
     "data_image": "jobImages.data",
     "resync_seconds": "settings.resyncSeconds",
     "metrics_port": "metrics.port",

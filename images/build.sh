@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Build and push the three images, the targets of images/Dockerfile, tagged with the package version:
+# Build and push the four images, the targets of images/Dockerfile, tagged with the package version:
 #   <REGISTRY>/operator:<version>  <REGISTRY>/generate:<version>  <REGISTRY>/train:<version>
+#   <REGISTRY>/rl:<version>
 # which are the defaults of the operator (controller/config.py) and of the Helm chart.
 #
-#   images/build.sh                    build and push all three
+#   images/build.sh                    build and push all four
 #   images/build.sh operator train     only these
 #   PUSH=0 images/build.sh operator    build into the local image store, no push
 #   DRY_RUN=1 images/build.sh          print the commands only
@@ -22,7 +23,7 @@ PUSH="${PUSH:-1}"
 DRY_RUN="${DRY_RUN:-0}"
 
 DOCKERFILE=images/Dockerfile
-TARGETS=(operator generate train)
+TARGETS=(operator generate train rl)
 
 package_version() {
   sed -n 's/^__version__ = "\(.*\)"$/\1/p' operator/selftaught/__init__.py

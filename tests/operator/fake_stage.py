@@ -42,6 +42,11 @@ def delay(stage: str) -> float:
     return float(seconds) if not name or name == stage else 0.0
 
 
+#: what a GRPO train stage adds to its summary, and measures as it goes (its progress object)
+GRPO_SUMMARY = {"reward": 1.25, "trainAccuracy": 0.625, "curve": [{"step": 1, "reward": 1.0, "correct": 0.5}, {"step": 2, "reward": 1.5, "correct": 0.75}]}
+GRPO_PROGRESS = {"reward": 1.5, "accuracy": 0.75}
+
+
 def summary(stage: str, iteration: int) -> dict:
     """The stage's numbers; each iteration's checkpoint is its own, unless FAKE_CHECKPOINT names
     one real checkpoint (a model a test put in the store) for every iteration to report."""
@@ -59,16 +64,20 @@ def main(argv: list[str]) -> int:
     store = open_run_store(run)
     shards = run.spec.generation.shards if ref.sharded else 1
     seconds = delay(name)
+    grpo = name == "train" and run.spec.train.method == "grpo"
     if seconds:  # halfway through every shard, 10 s in: 10 s to go
         now, unit = time.time(), "steps" if ref.kind == "training" else "samples"
         for shard in range(shards):
             record = ProgressRecord(stage=ref.label, shard=shard, unit=unit, done=50, total=100, tokens=2000, started_at=now - 10, updated_at=now)
+            if grpo:
+                record.metrics = dict(GRPO_PROGRESS)
             write_progress(store, progress_key(ref.prefix, shard), record)
     time.sleep(seconds)  # long enough to be evicted, or watched, when a test asks
     if ref.sharded:
         for shard in range(shards):
             write_manifest(store, ref.shard_manifest_key(shard), Manifest(stage=ref.name, iteration=ref.iteration, shard=shard, shards=shards))
-    manifest = Manifest(stage=ref.name, iteration=ref.iteration, shards=shards, seconds=0.1, counts=COUNTS.get(name, {}), summary=summary(name, iteration))
+    numbers = {**summary(name, iteration), **(GRPO_SUMMARY if grpo else {})}
+    manifest = Manifest(stage=ref.name, iteration=ref.iteration, shards=shards, seconds=0.1, counts=COUNTS.get(name, {}), summary=numbers)
     write_manifest(store, ref.manifest_key, manifest)
     report_if_finished(run)  # as the real stage process does when it finished the run
     return 0

@@ -1,14 +1,16 @@
-"""Runs that train by DPO or train a pointwise judge, through the operator (fake stages: what is
-tested is the spec's way through the API server and into every stage pod)."""
+"""Runs that train by DPO or GRPO or train a pointwise judge, through the operator (fake stages:
+what is tested is the spec's way through the API server and into every stage pod)."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+from selftaught.controller.config import OperatorConfig
 from tests.kube import run_operator
 
 from .conftest import HANDLERS, NAMESPACE, run_object
-from .test_real_cluster import RUNS, condition, finished, jobs_of, quick
+from .test_real_cluster import RUNS, condition, finished, jobs_of, quick, status_of
 
 
 def _run_document(job: dict) -> dict:
@@ -36,3 +38,35 @@ def test_dpo_and_pointwise_runs_reach_their_stage_pods_and_the_impossible_mix_is
         assert _run_document(by_stage[("rated", stage)])["judge"]["format"] == "pointwise"
     message = condition(refused, "SpecAccepted")["message"]
     assert "train.method dpo" in message and "judge.format" in message and jobs_of(cluster, "mixed") == []
+
+
+def test_a_grpo_run_trains_in_one_job_per_iteration_on_the_rl_image_and_its_status_shows_reward_and_accuracy(cluster, fake_stages, make_run, tmp_path):
+    fake_stages.extra_env["FAKE_STAGE_SECONDS"] = "train=20"  # the train stage writes "half done, reward 1.5" first
+    grpo = {"method": "grpo", "gpusPerNode": 2, "grpo": {"groupSize": 4, "rewards": {"consistency": 0.5}}}
+    run = quick(make_run, tmp_path, iterations=2, train=grpo, scheduling={"training": {"resources": {"requests": {"cpu": "8", "memory": "64Gi"}}}})
+    with run_operator(cluster, HANDLERS, namespace=NAMESPACE):
+        cluster.create(RUNS, run_object(run, "grpo"), NAMESPACE)
+        running = cluster.wait_for(lambda: (s := status_of(cluster, "grpo")).get("progress", {}).get("reward") is not None and s, timeout=90)
+        status = finished(cluster, "grpo", timeout=120)
+        report = cluster.wait_for(lambda: (path := Path(status["report"])).is_file() and path, timeout=120)
+    assert status["phase"] == "Succeeded", status
+    assert set(status["attempts"]) == {"categorize", "select", "pairs", "train-1", "evaluate-1", "train-2", "evaluate-2"}  # no judge stage
+    jobs = {j["metadata"]["labels"]["selftaught.dev/stage"]: j for j in jobs_of(cluster, "grpo")}
+    assert not any(stage.startswith("judge") for stage in jobs)
+    for stage in ("train-1", "train-2"):
+        job = jobs[stage]
+        (container,) = job["spec"]["template"]["spec"]["containers"]
+        assert container["image"] == OperatorConfig().rl_image  # vLLM for the rollouts beside TRL and DeepSpeed
+        limits, requests = container["resources"]["limits"], container["resources"]["requests"]
+        assert limits["nvidia.com/gpu"] == "2" and requests["cpu"] == "8" and requests["memory"] == "64Gi"
+        assert "torch.distributed.run" in container["command"] and "--nproc-per-node=2" in container["command"]
+        assert container["command"][-3:] == ["stage", "train", f"--iteration={stage[-1]}"]
+        assert job["spec"]["completions"] == 1 and job["spec"]["backoffLimit"] == 0
+        spec = _run_document(job)
+        assert spec["train"]["method"] == "grpo" and spec["train"]["grpo"]["groupSize"] == 4
+    progress = running["progress"]
+    assert progress["stage"] in ("train-1", "train-2") and progress["unit"] == "steps"
+    assert (progress["reward"], progress["accuracy"]) == (1.5, 0.75)
+    iterations = {row["iteration"]: row for row in status["iterations"]}
+    assert (iterations[1]["reward"], iterations[1]["trainAccuracy"]) == (1.25, 0.625) and "tried" not in iterations[1]
+    assert '<img id="plot-rewards"' in report.read_text() and 'id="plot-keep"' not in report.read_text()

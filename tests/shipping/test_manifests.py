@@ -171,6 +171,7 @@ def test_the_operator_deployment():
     defaults = OperatorConfig()
     assert env["SELFTAUGHT_GENERATE_IMAGE"] == defaults.generate_image
     assert env["SELFTAUGHT_TRAIN_IMAGE"] == defaults.train_image
+    assert env["SELFTAUGHT_RL_IMAGE"] == defaults.rl_image
     assert env["SELFTAUGHT_METRICS_PORT"] == "8080" and env["SELFTAUGHT_HEALTH_PORT"] == "8081"
     assert {"SELFTAUGHT_DEFAULT_S3_ENDPOINT", "SELFTAUGHT_DEFAULT_CREDENTIALS_SECRET"} <= set(env)
     assert OperatorConfig.from_env({k: v for k, v in env.items() if v is not None}) == defaults

@@ -45,6 +45,11 @@ class OperatorConfig(BaseSettings):
         min_length=1,
         description="Image of train (PyTorch + DeepSpeed + selftaught).",
     )
+    rl_image: str = Field(
+        f"{IMAGE_REPOSITORY}/rl:{__version__}",
+        min_length=1,
+        description="Image of train with train.method grpo (vLLM rollouts + TRL + DeepSpeed + selftaught).",
+    )
     data_image: str = Field("", description="Image of the CPU-only select stage; the generate image when empty.")
     resync_seconds: float = Field(60.0, gt=0, description="Safety-net re-reconcile of every run, in seconds (events do the real work).")
     metrics_port: int = Field(8080, ge=0, le=65535, description="Prometheus metrics port (0 disables).")

@@ -268,6 +268,18 @@ def pod_metadata(overrides: PodOverrides, labels: dict[str, str]) -> dict[str, A
     return metadata
 
 
+def stage_image(run: SelfTaughtRun, ref: StageRef, config: OperatorConfig) -> str:
+    """The operator's image for a stage: its kind's (the stage table's), but a GRPO train stage's
+    is the `rl` image, which has vLLM beside the trainer for its rollouts."""
+    if ref.name == "train" and run.spec.train.method == "grpo":
+        return config.rl_image
+    return {
+        "generate": config.generate_image,
+        "train": config.train_image,
+        "data": config.data_image or config.generate_image,
+    }[ref.info.image]
+
+
 def build_job(run: SelfTaughtRun, ref: StageRef, attempt: int, config: OperatorConfig) -> dict[str, Any]:
     """The stage's Job; the caller adds the owner reference to the run."""
     name = job_name(run.metadata.name, ref, attempt)
@@ -279,11 +291,7 @@ def build_job(run: SelfTaughtRun, ref: StageRef, attempt: int, config: OperatorC
     if overrides.queue_name:
         labels[KUEUE_QUEUE] = overrides.queue_name
     command, extra_env = _command(run, ref, name, service)
-    image = overrides.image or {
-        "generate": config.generate_image,
-        "train": config.train_image,
-        "data": config.data_image or config.generate_image,
-    }[ref.info.image]
+    image = overrides.image or stage_image(run, ref, config)
     completions = {
         "generation": run.spec.generation.shards,
         "training": run.spec.train.nodes,

@@ -82,7 +82,7 @@ def format_plan(name: str, estimate: Estimate, where: str) -> str:
     lines = [f"plan of {name}: {len(rows)} stages, {where}", "", header]
     for row in rows:
         hours = f"{row.gpu_hours:8.1f}" if gpus else f"{'-':>8}"
-        generation = row.kind == "generation"
+        generation = row.kind == "generation" or row.prompt_tokens > 0  # a GRPO train stage generates its rollouts
         lines.append(
             f"{row.label:<12} {row.processes:<{width}} {tokens(row.prompt_tokens) if generation else '-':>10} "
             f"{tokens(row.generated_tokens) if generation else '-':>10} {hours} "
