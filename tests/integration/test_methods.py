@@ -94,3 +94,16 @@ def test_the_pointwise_variation_of_the_quickstart_runs_end_to_end(tmp_path):
     kept = re.findall(r"judge-\d\s+✓ .*?keptPointwise (\d+)", out)
     assert len(kept) == 2 and all(int(n) > 0 for n in kept)
     assert len(re.findall(r"evaluate-\d\s+✓ benchmark rewardbench", out)) == 3  # pairwise+pointwise: evaluated pairwise
+
+
+@pytest.mark.slow
+def test_the_grpo_variation_of_the_quickstart_runs_every_stage_on_cpu(tmp_path):
+    out = _variation(tmp_path, "local-quickstart-grpo")
+    assert "judge-" not in out  # no judge stage: the train stage samples its own judgments
+    trained = re.findall(r"train-\d\s+✓ checkpoint .*?rollouts (\d+), reward ([\d.]+), trainAccuracy ([\d.]+)", out)
+    assert len(trained) == 2 and all(int(rollouts) > 0 and 0.0 <= float(accuracy) <= 1.0 for rollouts, _, accuracy in trained)
+    assert len(re.findall(r"evaluate-\d\s+✓ benchmark rewardbench", out)) == 3
+    assert re.search(r"iter\s+reward\s+train-acc\s+accuracy", out)  # the iteration table shows what ran
+    run = tmp_path / ".selftaught/runs/local/quickstart-grpo"
+    assert not (run / "iter-001/judge").exists() and (run / "iter-002/train").is_dir()
+    assert 'id="plot-rewards"' in (run / "report/index.html").read_text()

@@ -324,6 +324,7 @@ def train_grpo(
     train: Train,
     output_dir: Path,
     work_dir: Path,
+    seed: int | None = None,
     on_step: Callable[[int, int], None] | None = None,
     on_metrics: Callable[[dict[str, float]], None] | None = None,
 ) -> dict[str, Any]:
@@ -332,8 +333,9 @@ def train_grpo(
     columns `scorer` reads), rewards each (`scorer`'s terms, weighted), and moves the model toward
     the better ones of its group, with a KL term against the model trained from when beta > 0.
     Rollouts are vLLM's inside the training processes on GPUs (TRL's colocated mode), the model's
-    own `generate` on CPU. `on_metrics` hears the logged reward and each term's mean. Saves the
-    checkpoint like `train_sft`; returns numbers for the manifest and the curve."""
+    own `generate` on CPU. `seed` (default `train.seed`) seeds the sampling: each iteration its
+    own, so iterations draw fresh rollouts. `on_metrics` hears the logged reward and each term's
+    mean. Saves the checkpoint like `train_sft`; returns numbers for the manifest and the curve."""
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
@@ -371,6 +373,7 @@ def train_grpo(
         max_steps=grpo.steps or -1,
         warmup_steps=min(train.warmup_steps, steps),
         logging_steps=max(1, steps // 50),  # at most ~50 points of the curve
+        seed=train.seed if seed is None else seed,
     )
     on_gpu = prepared.on_gpu
     config = GRPOConfig(

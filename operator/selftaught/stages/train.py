@@ -108,7 +108,7 @@ class Train(Stage):
                 weights={name: getattr(grpo.rewards, name) for name in TERMS},
                 rows_per_pair=rows_per_pair(spec.judge.format, spec.judge.orders),
                 max_completion_tokens=grpo.max_completion_tokens or spec.judge.max_tokens,
-                train=spec.train, output_dir=output, work_dir=work / "trainer",
+                train=spec.train, output_dir=output, work_dir=work / "trainer", seed=spec.train.seed + iteration,
                 on_step=lambda step, steps: _step(ctx, step, steps), on_metrics=lambda point: _metrics(ctx, point),
             )  # fmt: skip
             ctx.progress.finish()

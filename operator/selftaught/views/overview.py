@@ -97,18 +97,23 @@ def skipped_summary(progress: Progress, reasons: int = 3) -> list[str]:
 def describe_stage(ref: StageRef, progress: Progress) -> str:
     """A finished stage in one line: its summary and seconds."""
     manifest = progress.manifests[ref]
-    details = ", ".join(f"{k} {v}" for k, v in manifest.summary.items())
+    details = ", ".join(f"{k} {v}" for k, v in manifest.summary.items() if not isinstance(v, list))  # a curve is the report's
     return f"{details} ({manifest.seconds:.1f}s)"
 
 
 def iteration_table(rows: list[dict[str, Any]]) -> list[str]:
     """The per-iteration table `selftaught run` and `selftaught status` print."""
-    lines = [f"{'iter':>4}  {'tried':>6}  {'kept':>6}  {'keep%':>6}  {'accuracy':>8}  {'overall':>8}  {'pos-cons':>8}  checkpoint"]
+    grpo = any(row.get("reward") is not None for row in rows)  # a GRPO run: its train stages' reward, no judge stage
+    judged = f"{'reward':>6}  {'train-acc':>9}" if grpo else f"{'tried':>6}  {'kept':>6}  {'keep%':>6}"
+    lines = [f"{'iter':>4}  {judged}  {'accuracy':>8}  {'overall':>8}  {'pos-cons':>8}  checkpoint"]
     for row in rows:
         keep = row.get("keepRate")
+        if grpo:
+            judged = f"{_fmt(row.get('reward'), 6, '.3f')}  {_fmt(row.get('trainAccuracy'), 9, '.3f')}"
+        else:
+            judged = f"{_fmt(row.get('tried'))}  {_fmt(row.get('kept'))}  {'' if keep is None else f'{100 * keep:5.1f}%':>6}"
         lines.append(
-            f"{row['iteration']:>4}  {_fmt(row.get('tried'))}  {_fmt(row.get('kept'))}  "
-            f"{'' if keep is None else f'{100 * keep:5.1f}%':>6}  {_fmt(row.get('accuracy'), 8, '.3f')}  {_fmt(row.get('overall'), 8, '.3f')}  "
+            f"{row['iteration']:>4}  {judged}  {_fmt(row.get('accuracy'), 8, '.3f')}  {_fmt(row.get('overall'), 8, '.3f')}  "
             f"{_fmt(row.get('positionConsistent'), 8, '.3f')}  {row.get('checkpoint') or ''}"
         )
     return lines
