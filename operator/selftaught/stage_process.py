@@ -59,6 +59,8 @@ def stage_of(run: SelfTaughtRun, name: str, iteration: int) -> StageRef:
         raise InvalidInput(str(error)) from None
     if ref.iteration > run.spec.iterations:
         raise InvalidInput(f"{ref.label}: no such iteration, spec.iterations is {run.spec.iterations}")
+    if ref.name == "judge" and not run.spec.judge_stage:
+        raise InvalidInput(f"{ref.label}: a train.method {run.spec.train.method} run has no judge stage (its train stage samples its own judgments)")
     return ref
 
 

@@ -58,3 +58,15 @@ def test_a_grpo_iteration_has_no_judge_stage_and_trains_from_the_previous_iterat
     }  # fmt: skip
     done = {StageRef(n) for n in ("categorize", "select", "pairs")}
     assert labels(plan(_spec(iterations=2, train={"method": "grpo"}), done).ready) == ["evaluate-0", "train-1"]
+
+
+def test_a_grpo_runs_judge_stage_is_refused_by_name_rather_than_run():
+    import pytest
+
+    from selftaught.errors import InvalidInput
+    from selftaught.stage_process import stage_of
+
+    run = parse_run({**MINIMAL, "spec": {**MINIMAL["spec"], "train": {"method": "grpo"}}})
+    assert stage_of(run, "train", 1) == StageRef("train", 1)
+    with pytest.raises(InvalidInput, match="judge-1: a train.method grpo run has no judge stage"):
+        stage_of(run, "judge", 1)
