@@ -138,9 +138,10 @@ def _tokenizer(model_path: Path) -> Any:
     return tokenizer
 
 
-def _prepare(model_path: Path, train: Train, tokenizer: Any, micro_tokens: int, *, reference: bool) -> Prepared:
+def _prepare(model_path: Path, train: Train, tokenizer: Any, micro_tokens: int, *, reference: bool, gpu_share: float = 1.0) -> Prepared:
     """Load the model and choose checkpointing (from the memory estimate; a reference model
-    for DPO is one more copy of the weights) and the fused kernels."""
+    for DPO is one more copy of the weights; `gpu_share`: the fraction of each GPU's memory left
+    to training, when vLLM holds the rest) and the fused kernels."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -154,7 +155,7 @@ def _prepare(model_path: Path, train: Train, tokenizer: Any, micro_tokens: int, 
         ModelShape.of(model.config, sum(p.numel() for p in model.parameters())), tokens=micro_tokens, zero_stage=train.zero_stage,
         world=world, offload_optimizer=train.offload_optimizer, bf16=bf16, reference=reference,
     )  # fmt: skip
-    checkpointing = choose_checkpointing(train.gradient_checkpointing, memory, torch.cuda.mem_get_info()[1] if on_gpu else None)
+    checkpointing = choose_checkpointing(train.gradient_checkpointing, memory, int(torch.cuda.mem_get_info()[1] * gpu_share) if on_gpu else None)
     log.info("gradient checkpointing %s (%s)", "on" if checkpointing.on else "off", checkpointing.reason)
     return Prepared(tokenizer, model, on_gpu, bf16, world, checkpointing, use_fused_kernels(train.fused_kernels, on_gpu))
 
@@ -295,6 +296,9 @@ def generation_steps(micro_batch_size: int, accumulation: int, group_size: int, 
     return steps
 
 
+#: The share of each GPU's memory the colocated vLLM takes for its weights and KV cache (TRL's default).
+VLLM_GPU_SHARE = 0.3
+
 #: Scores a batch of judgments: (each judgment's row, its text) -> each reward term's values.
 Scorer = Callable[[list[dict[str, Any]], list[str]], dict[str, list[float]]]
 
@@ -348,7 +352,10 @@ def train_grpo(
     longest_prompt = max(
         len(tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]) for row in rows
     )
-    prepared = _prepare(model_path, train, tokenizer, train.micro_batch_size * (longest_prompt + max_completion_tokens), reference=grpo.beta > 0)
+    prepared = _prepare(
+        model_path, train, tokenizer, train.micro_batch_size * (longest_prompt + max_completion_tokens), reference=grpo.beta > 0,
+        gpu_share=1 - VLLM_GPU_SHARE,
+    )  # fmt: skip
     per_step = train.micro_batch_size * train.gradient_accumulation * prepared.world
     steps = grpo.steps or max(1, len(rows) * grpo.group_size // per_step)
     curve = GrpoCurve([])
@@ -387,6 +394,7 @@ def train_grpo(
         shuffle_dataset=False,  # the rows come in a seeded order, a pair's rows adjacent: TRL must keep it
         use_vllm=on_gpu,
         vllm_mode="colocate",  # vLLM in the training processes, sharing their GPUs: no server to run
+        vllm_gpu_memory_utilization=VLLM_GPU_SHARE,
         vllm_max_model_length=longest_prompt + max_completion_tokens,
     )
     trainer = GRPOTrainer(
