@@ -41,7 +41,7 @@ def test_dpo_and_pointwise_runs_reach_their_stage_pods_and_the_impossible_mix_is
 
 
 def test_a_grpo_run_trains_in_one_job_per_iteration_on_the_rl_image_and_its_status_shows_reward_and_accuracy(cluster, fake_stages, make_run, tmp_path):
-    fake_stages.extra_env["FAKE_STAGE_SECONDS"] = "train=20"  # the train stage writes "half done, reward 1.5" first
+    fake_stages.extra_env["FAKE_STAGE_SECONDS"] = "train=8"  # each train stage writes "half done, reward 1.5" first
     grpo = {"method": "grpo", "gpusPerNode": 2, "grpo": {"groupSize": 4, "rewards": {"consistency": 0.5}}}
     run = quick(make_run, tmp_path, iterations=2, train=grpo, scheduling={"training": {"resources": {"requests": {"cpu": "8", "memory": "64Gi"}}}})
     with run_operator(cluster, HANDLERS, namespace=NAMESPACE):
