@@ -58,6 +58,12 @@ class IterationSummary(Model):
     )
     position_consistent: float | None = Field(None, description="Correct in both response orders.")
     majority_vote: float | None = Field(None, description="Accuracy of the majority verdict over k samples.")
+    vote_samples_per_example: float | None = Field(
+        None, description="Samples the majority vote drew per example (at most evaluate.majorityVote; fewer when it stopped once decided)."
+    )
+    vote_tokens_saved: int | None = Field(
+        None, description="Tokens the majority vote did not generate by stopping once decided (evaluate.earlyStop), at its samples' mean length."
+    )
     checkpoint: str | None = Field(None, description="URI of this iteration's checkpoint.")
     judge_tokens_per_second_per_gpu: float | None = Field(
         None, description="The judge stage's generated tokens per second per GPU, while generating."

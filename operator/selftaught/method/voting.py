@@ -158,10 +158,13 @@ def round_size(tally: Tally, k: int, number: int, stop: Stop | None, rounds: int
 Draw = Callable[[Sequence[tuple[int, int, int]]], list[list[Outcome]]]
 
 
-def vote_in_rounds(k: int, votes: int, stop: Stop | None, draw: Draw, rounds: int = ROUNDS) -> list[Tally]:
+def vote_in_rounds(
+    k: int, votes: int, stop: Stop | None, draw: Draw, rounds: int = ROUNDS, finished: Callable[[int, Tally], None] | None = None
+) -> list[Tally]:
     """Run `votes` k-sample votes in rounds until each is decided (or all k are drawn); one `draw`
-    per round for every vote still undecided. Sample j of a vote is numbered j in every round
-    schedule, so a vote that stops draws a prefix of what drawing all k would."""
+    per round for every vote still undecided; `finished(vote, tally)` as each one ends. Sample j of
+    a vote is numbered j in every round schedule, so a vote that stops draws a prefix of what
+    drawing all k would."""
     tallies = [Tally() for _ in range(votes)]
     pending = list(range(votes))
     for number in range(rounds if stop is not None else 1):
@@ -179,6 +182,8 @@ def vote_in_rounds(k: int, votes: int, stop: Stop | None, draw: Draw, rounds: in
             left = k - tally.drawn
             if left and not (stop is not None and stop(tally, left)):
                 still.append(vote)
+            elif finished is not None:
+                finished(vote, tally)
         pending = still
     return tallies
 

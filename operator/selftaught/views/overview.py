@@ -103,13 +103,20 @@ def describe_stage(ref: StageRef, progress: Progress) -> str:
 
 def iteration_table(rows: list[dict[str, Any]]) -> list[str]:
     """The per-iteration table `selftaught run` and `selftaught status` print."""
-    lines = [f"{'iter':>4}  {'tried':>6}  {'kept':>6}  {'keep%':>6}  {'accuracy':>8}  {'overall':>8}  {'pos-cons':>8}  checkpoint"]
+    votes = any(row.get("voteSamplesPerExample") is not None for row in rows)  # majority votes: what stopping early saved
+    vote_header = f"  {'maj-vote':>8}  {'samples':>7}  {'tok saved':>9}" if votes else ""
+    lines = [f"{'iter':>4}  {'tried':>6}  {'kept':>6}  {'keep%':>6}  {'accuracy':>8}  {'overall':>8}  {'pos-cons':>8}{vote_header}  checkpoint"]
     for row in rows:
         keep = row.get("keepRate")
+        vote = (
+            f"  {_fmt(row.get('majorityVote'), 8, '.3f')}  {_fmt(row.get('voteSamplesPerExample'), 7, '.1f')}  {_fmt(row.get('voteTokensSaved'), 9, ',')}"
+            if votes
+            else ""
+        )
         lines.append(
             f"{row['iteration']:>4}  {_fmt(row.get('tried'))}  {_fmt(row.get('kept'))}  "
             f"{'' if keep is None else f'{100 * keep:5.1f}%':>6}  {_fmt(row.get('accuracy'), 8, '.3f')}  {_fmt(row.get('overall'), 8, '.3f')}  "
-            f"{_fmt(row.get('positionConsistent'), 8, '.3f')}  {row.get('checkpoint') or ''}"
+            f"{_fmt(row.get('positionConsistent'), 8, '.3f')}{vote}  {row.get('checkpoint') or ''}"
         )
     return lines
 
