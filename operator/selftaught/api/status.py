@@ -116,6 +116,11 @@ class RunEstimate(Model):
     judge_tokens_fixed_n: int | None = Field(
         None, description="Tokens the judge stages would generate sampling judge.samples every time (adaptive sampling saves the difference)."
     )
+    vote_tokens_all_k: int | None = Field(
+        None,
+        description="Tokens the evaluate stages would generate drawing all evaluate.majorityVote samples of every vote (stopping "
+        "votes once decided saves the difference).",
+    )
     measured_stages: int = Field(0, description="Finished stages whose measured numbers the estimate uses.")
     message: str | None = Field(None, description="What the estimate rests on, or why there is none yet.")
 
