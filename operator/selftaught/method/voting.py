@@ -106,18 +106,16 @@ def flip_risk(tally: Tally, left: int, prior: float = PRIOR) -> float:
     alpha = (prior + tally.a, prior + tally.b, prior + tally.unparsed)
     total = sum(alpha)
     base = math.lgamma(left + 1) + math.lgamma(total) - math.lgamma(left + total) - sum(math.lgamma(x) for x in alpha)
+    terms = [[math.lgamma(x + weight) - math.lgamma(x + 1) for x in range(left + 1)] for weight in alpha]
+    a0, b0, u0 = tally.a, tally.b, tally.unparsed
     risk = 0.0
     for xa in range(left + 1):
+        a, part = a0 + xa, base + terms[0][xa]
         for xb in range(left + 1 - xa):
-            xu = left - xa - xb
-            if outcome(Tally(tally.a + xa, tally.b + xb, tally.unparsed + xu)) == now:
-                continue
-            risk += math.exp(
-                base
-                + math.lgamma(xa + alpha[0]) - math.lgamma(xa + 1)
-                + math.lgamma(xb + alpha[1]) - math.lgamma(xb + 1)
-                + math.lgamma(xu + alpha[2]) - math.lgamma(xu + 1)
-            )  # fmt: skip
+            b, u = b0 + xb, u0 + left - xa - xb
+            final = "A" if a > b and a > u else "B" if b > a and b > u else None  # outcome(), inlined
+            if final != now:
+                risk += math.exp(part + terms[1][xb] + terms[2][left - xa - xb])
     return min(risk, 1.0)
 
 
@@ -139,10 +137,17 @@ def needed(tally: Tally, left: int, stop: Stop) -> int:
     winner: its leader, or either letter when none leads (an unparsed run is never planned for)."""
     now = outcome(tally)
     candidates: tuple[Outcome, ...] = (now,) if now is not None or tally.unparsed > max(tally.a, tally.b) else ("A", "B")
-    for more in range(1, left + 1):
-        if any(stop(tally.add(verdict, more), left - more) for verdict in candidates):
-            return more
-    return left
+    def could(more: int) -> bool:
+        return any(stop(tally.add(verdict, more), left - more) for verdict in candidates)
+
+    low, high = 1, left  # could(left) holds: nothing is left then. More for one candidate only helps it: bisect
+    while low < high:
+        middle = (low + high) // 2
+        if could(middle):
+            high = middle
+        else:
+            low = middle + 1
+    return high
 
 
 def round_size(tally: Tally, k: int, number: int, stop: Stop | None, rounds: int = ROUNDS) -> int:
