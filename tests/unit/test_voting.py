@@ -129,3 +129,15 @@ def test_the_planners_expected_samples_match_the_rounds_on_simulated_votes():
     assert expected.samples == pytest.approx(drawn, rel=0.02) and expected.rounds == pytest.approx(rounds, rel=0.02)
     assert 17 < expected.samples < 0.75 * k
     assert expected_vote(k, 0.7, 2.0, "off").samples == k
+
+
+def test_a_round_is_the_fewest_samples_that_could_decide_the_vote_for_its_likely_winner():
+    exact = stop_rule("exact")
+    for a, b, u, left in itertools.product(range(6), range(6), range(4), range(1, 9)):
+        tally = Tally(a, b, u)
+        if decided(tally, left):
+            continue
+        now = outcome(tally)
+        candidates = (now,) if now is not None or u > max(a, b) else ("A", "B")
+        fewest = min(m for m in range(1, left + 1) if any(decided(tally.add(c, m), left - m) for c in candidates))
+        assert needed(tally, left, exact) == fewest, (tally, left)
