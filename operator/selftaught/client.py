@@ -182,7 +182,7 @@ def score_endpoint(
     examples = [example for _, example in located_evaluation_examples(data, benchmark, None, skipped)]
     if not examples:
         raise nothing_usable(source, f"{benchmark} example", skipped)
-    records, _ = judge_examples(examples, benchmark, settings, seed, engine)
+    records = judge_examples(examples, benchmark, settings, seed, engine).records
     return score(records, benchmark), records, skipped
 
 

@@ -40,6 +40,9 @@ def test_plan_prints_every_stage_its_cost_and_what_adaptive_judging_saves():
     assert "16 pods x 8 GPUs, 4 at once" in result.stdout and "4 nodes x 8 GPUs" in result.stdout
     assert f"in all ~{expected.gpu_hours:,.0f} GPU-hours" in result.stdout
     assert "adaptive judging: ~2.3 samples per item instead of 15" in result.stdout
+    votes = expected.votes  # the paper's 32-sample majority vote, stopped once decided: the same scores
+    assert f"majority votes stopped once decided (exact): ~{votes.samples_per_example:.1f} samples per example instead of 32" in result.stdout
+    assert f"{votes.gpu_hours:,.1f} instead of {votes.all_k_gpu_hours:,.1f} GPU-hours" in result.stdout and votes.gpu_hours < votes.all_k_gpu_hours
     assert "1,040,000 instructions (spec.estimate.instructions)" in result.stdout
 
 
@@ -48,6 +51,7 @@ def test_plan_assumptions_change_on_the_command_line():
     slower = json.loads(selftaught("plan", PAPER, "--json", "--gpu", "A100", "--judge-accuracy", "0.5").stdout)
     assert slower["gpu"] == "A100" and slower["gpuHours"] > base["gpuHours"]
     assert slower["adaptive"]["samples_per_item"] > base["adaptive"]["samples_per_item"]
+    assert slower["votes"]["samples_per_example"] > base["votes"]["samples_per_example"]  # a weaker judge's votes run longer
     longer = json.loads(selftaught("plan", PAPER, "--json", "--assume", "answerTokens=1000", "--assume", "throughput.decodeTflops=35").stdout)
     assert longer["generatedTokens"] > base["generatedTokens"] and longer["gpuHours"] > base["gpuHours"]
     wrong = selftaught("plan", PAPER, "--assume", "judgeAcuracy=0.5")

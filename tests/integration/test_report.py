@@ -31,7 +31,9 @@ STAGES = [
     (StageRef("judge", 2), {"items": 74, "samples": 180, "tokens": 2160, "kept": 74, "training_examples": 74},
      {"tried": 74, "kept": 74, "keepRate": 1.0, "trainingExamples": 74, "truncated": 0, "tokensPerKept": 29.2, "fixedNTokensPerKept": 93.4}, 8.7),
     (StageRef("train", 2), {"examples": 74}, {"checkpoint": "/runs/local/quickstart/iter-002/train/attempt-2/checkpoint", "examples": 74}, 23.5),
-    (StageRef("evaluate", 2), {"examples": 10, "tokens": 540}, {"benchmark": "rewardbench", "examples": 10, "accuracy": 1.0, "custom": 1.0, "positionConsistent": 1.0, "majorityVote": 0.9}, 9.0),
+    (StageRef("evaluate", 2), {"examples": 10, "tokens": 540, "vote_samples": 52, "vote_all": 80, "vote_tokens": 520, "vote_tokens_saved": 280, "vote_rounds": 21},
+     {"benchmark": "rewardbench", "examples": 10, "accuracy": 1.0, "custom": 1.0, "positionConsistent": 1.0, "majorityVote": 0.9,
+      "voteSamplesPerExample": 5.2, "voteTokens": 520, "voteTokensSaved": 280}, 9.0),
 ]  # fmt: skip
 
 
@@ -91,6 +93,21 @@ def test_the_report_of_a_finished_run_shows_its_plots_offline_and_its_own_number
         elif ref.name == "evaluate":
             assert cells["accuracy"] == f"{summary['accuracy']:.4f}" and cells["majorityVote"] == f"{summary['majorityVote']:.4f}"
             assert cells["positionConsistent"] == f"{summary['positionConsistent']:.4f}"
+            assert cells["voteTokensSaved"] == (f"{summary['voteTokensSaved']:,d}" if "voteTokensSaved" in summary else "")
         elif ref.name == "train":
             assert cells["checkpoint"] == summary["checkpoint"]
     assert dict(seen.values["stages"]) == {ref.label: f"{seconds:,.1f}" for ref, _, _, seconds in STAGES}
+
+
+def test_the_report_and_the_iteration_table_show_what_stopping_the_votes_saved(tmp_path):
+    from selftaught.pipeline.scan import iteration_summaries, scan
+    from selftaught.views.overview import iteration_table
+
+    run, store = finished_run(tmp_path)
+    page = Path(write_report(store, run, inputs_for(run.spec))).read_text()
+    assert '<td data-key="voteTokensSaved" data-value="280">280</td>' in page
+    assert '<td data-key="voteSamplesPerExample" data-value="5.2">5.20</td>' in page
+    rows = iteration_summaries(scan(store))
+    assert rows[-1]["voteTokensSaved"] == 280 and rows[-1]["voteSamplesPerExample"] == 5.2  # status.iterations[]
+    table = iteration_table(rows)
+    assert "maj-vote  samples  tok saved" in table[0] and table[-1].split()[-4:-1] == ["0.900", "5.2", "280"]

@@ -154,3 +154,28 @@ def test_rewardbench2_is_evaluated_in_rating_mode_with_its_six_subsets(make_run,
     assert set(metrics["subsets"]) == {"Factuality", "Precise IF", "Math", "Safety", "Focus", "Ties"} and not metrics["partial"]
     assert metrics["overall"] == pytest.approx(sum(metrics["sections"].values()) / 6)  # Ties: its own official score
     assert manifest.summary["overall"] == round(metrics["overall"], 4)
+
+
+def test_a_majority_vote_that_stops_once_decided_scores_exactly_as_drawing_all_k(make_run):
+    """vLLM on the tiny model: with a seed per sample, the early-stopped vote draws a prefix of the
+    full vote's samples, scores the same, and says what it saved."""
+    evaluation = {"source": str(REPO / "examples/data/rewardbench-sample.jsonl")}
+    settings = {"majorityVote": 9, "positionConsistency": False, "maxTokens": 16}
+    results = {}
+    for mode in ("off", "exact"):
+        run = make_run(name=f"vote-{mode}", data={"evaluation": evaluation}, evaluate={**settings, "earlyStop": mode})
+        manifest = run_stage(run, StageRef("evaluate", 0))
+        store = open_run_store(run)
+        metrics = json.loads(store.read_text(published_key(store, *metrics_output(0))))
+        records = [json.loads(line) for key in sorted(store.list("iter-000/evaluate/")) if key.endswith(".jsonl") for line in store.read_text(key).splitlines()]
+        results[mode] = manifest, metrics, {r["id"]: r["outputs"] for r in records}
+    (full, full_metrics, full_outputs), (exact, exact_metrics, exact_outputs) = results["off"], results["exact"]
+    for example, outputs in exact_outputs.items():
+        assert outputs == full_outputs[example][: len(outputs)] and len(full_outputs[example]) == 9
+    for key in ("accuracy", "subsets", "sections", "overall"):
+        assert exact_metrics["majority_vote"][key] == full_metrics["majority_vote"][key]
+    assert exact.summary["majorityVote"] == full.summary["majorityVote"]
+    assert exact_metrics["vote"]["samples_all_k"] == full_metrics["vote"]["samples"] == 8 * 9
+    assert exact_metrics["vote"]["samples"] == sum(len(o) for o in exact_outputs.values()) < 8 * 9
+    assert exact.summary["voteTokensSaved"] > 0 == full.summary["voteTokensSaved"]
+    assert exact.summary["voteSamplesPerExample"] < 9 == full.summary["voteSamplesPerExample"]

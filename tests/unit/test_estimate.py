@@ -168,3 +168,32 @@ def test_a_grpo_run_prices_its_rollouts_like_a_judge_stages_generation_and_has_n
     bigger = spec_of(estimate={"instructions": 100_000}, select={"totalCap": 10_000}, train={"method": "grpo", "grpo": {"groupSize": 16}})
     assert estimate(bigger, inputs_for(bigger)).gpu_hours > result.gpu_hours
     assert any("GRPO: 8 judgments sampled per prompt" in line for line in result.assumptions)
+
+
+def test_majority_votes_that_stop_once_decided_are_priced_with_the_stages_rounds_and_corrected_by_a_finished_evaluation():
+    def run(**evaluate):
+        spec = spec_of(estimate={"instructions": 100_000, "evaluationExamples": 3000}, data={"instructions": {"source": "hf://datasets/x"},
+                       "evaluation": {"source": "s3://b/rb.jsonl"}}, evaluate={"majorityVote": 32, "positionConsistency": False, **evaluate})  # fmt: skip
+        return spec, estimate(spec, inputs_for(spec))
+
+    _, exact = run()
+    _, off = run(earlyStop="off")
+    _, approximate = run(earlyStop="approximate")
+    votes = exact.votes
+    assert 17 < votes.samples_per_example < 24 and votes.k == 32  # the closed form at accuracy 0.7, spread 2
+    assert votes.tokens < votes.all_k_tokens == off.votes.all_k_tokens == off.votes.tokens
+    assert votes.gpu_hours < votes.all_k_gpu_hours == pytest.approx(off.votes.gpu_hours)
+    assert approximate.votes.gpu_hours < votes.gpu_hours
+    evaluation = next(row for row in exact.rows if row.label == "evaluate-0")
+    assert evaluation.generated_tokens == pytest.approx(3000 * (1 + votes.samples_per_example) * 400)
+    assert exact.gpu_hours == pytest.approx(off.gpu_hours - (off.votes.gpu_hours - votes.gpu_hours))
+    # a finished evaluation's votes replace the assumption for those still to run
+    spec, _ = run()
+    counts = {"examples": 3000, "tokens": 3000 * 30 * 400, "vote_samples": 3000 * 29, "vote_rounds": 3000 * 4, "vote_all": 3000 * 32}
+    measured = measure({StageRef("evaluate", 0): Manifest(stage="evaluate", counts=counts, seconds=3600.0)})
+    after = estimate(spec, inputs_for(spec), measured)
+    assert after.votes.samples_per_example == 29
+    assert next(row for row in after.rows if row.label == "evaluate-1").generated_tokens == pytest.approx(3000 * 30 * 400)
+    assert any("29.0 samples per example (measured" in line for line in after.assumptions)
+    _, none = run(majorityVote=0)
+    assert none.votes is None

@@ -500,6 +500,20 @@ class Evaluate(Model):
         description="k > 0 also samples k judgments (temperature 0.7, top-p 0.9) and scores the "
         "most common verdict (paper: 32).",
     )
+    early_stop: Literal["exact", "approximate", "off"] = _field(
+        "exact",
+        description="How a majority vote stops before k samples: `exact` as soon as the samples left cannot change its "
+        "verdict (counting unparsed samples and ties as the scorer does), the same score as drawing all k; `approximate` "
+        "also when the posterior probability that they change it is below `flipRisk` (saves more, may differ from the "
+        "full vote); `off` always draws k (docs/evaluation.md).",
+    )
+    flip_risk: float = _field(
+        0.01,
+        gt=0,
+        lt=0.5,
+        description="`earlyStop: approximate`: stop a vote when the probability that its remaining samples change its verdict "
+        "is below this.",
+    )
 
 
 #: The GPU kinds the estimate has a throughput table for (`views/estimate.py`).

@@ -58,6 +58,12 @@ class IterationSummary(Model):
     )
     position_consistent: float | None = Field(None, description="Correct in both response orders.")
     majority_vote: float | None = Field(None, description="Accuracy of the majority verdict over k samples.")
+    vote_samples_per_example: float | None = Field(
+        None, description="Samples the majority vote drew per example (at most evaluate.majorityVote; fewer when it stopped once decided)."
+    )
+    vote_tokens_saved: int | None = Field(
+        None, description="Tokens the majority vote did not generate by stopping once decided (evaluate.earlyStop), at its samples' mean length."
+    )
     checkpoint: str | None = Field(None, description="URI of this iteration's checkpoint.")
     reward: float | None = Field(None, description="train.method grpo: the mean reward of the judgments sampled while training.")
     train_accuracy: float | None = Field(
@@ -117,6 +123,11 @@ class RunEstimate(Model):
     generated_tokens: int | None = Field(None, description="Tokens the run generates in all.")
     judge_tokens_fixed_n: int | None = Field(
         None, description="Tokens the judge stages would generate sampling judge.samples every time (adaptive sampling saves the difference)."
+    )
+    vote_tokens_all_k: int | None = Field(
+        None,
+        description="Tokens the evaluate stages would generate drawing all evaluate.majorityVote samples of every vote (stopping "
+        "votes once decided saves the difference).",
     )
     measured_stages: int = Field(0, description="Finished stages whose measured numbers the estimate uses.")
     message: str | None = Field(None, description="What the estimate rests on, or why there is none yet.")

@@ -243,6 +243,7 @@ def run_estimate(estimate: Estimate) -> RunEstimate:
         hours=round(estimate.hours, 1),
         generated_tokens=int(estimate.generated_tokens),
         judge_tokens_fixed_n=int(adaptive.fixed_tokens) if adaptive else None,
+        vote_tokens_all_k=int(estimate.votes.all_k_tokens) if estimate.votes else None,
         measured_stages=estimate.measured_stages,
         message="; ".join(estimate.assumptions)[:1000],
     )

@@ -49,7 +49,7 @@ STAGES: tuple[StageInfo, ...] = (
     ),
     StageInfo(
         "evaluate", "generation", "generate", sharded=True, engine="vllm", first_iteration=0,
-        reports=("accuracy", "overall", "positionConsistent", "majorityVote"),
+        reports=("accuracy", "overall", "positionConsistent", "majorityVote", "voteSamplesPerExample", "voteTokensSaved"),
     ),
 )  # fmt: skip
 BY_NAME: dict[str, StageInfo] = {info.name: info for info in STAGES}

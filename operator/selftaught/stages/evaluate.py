@@ -9,16 +9,19 @@ prints for the same file.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from selftaught.api.benchmarks import BENCHMARKS
 from selftaught.api.spec import Evaluate as EvaluateSettings
 from selftaught.chat import ChatEngine, Messages, Sampling
 from selftaught.method.judging import JudgeItem, random_order
+from selftaught.method.parsing import Verdict, parse_rewardbench_verdict
 from selftaught.method.prompts import judge_messages, rating_messages
 from selftaught.method.scoring import score
 from selftaught.method.selection import priority
+from selftaught.method.voting import Tally, stop_rule, vote_in_rounds
 from selftaught.stages.budget import Prompt, fitting
 from selftaught.stages.context import in_shard
 from selftaught.stages.contract import MapReduceStage, ShardResult
@@ -115,31 +118,85 @@ def _request(example: dict[str, Any], benchmark: str, seed: int, settings, reque
     return _pairwise(example, seed, settings, requests)
 
 
+@dataclass
+class Judged:
+    """What `judge_examples` returns: the scorer's records, the tokens generated, and what the
+    majority votes drew against all k (zero without a vote)."""
+
+    records: list[dict[str, Any]]
+    tokens: int = 0
+    vote_samples: int = 0  #: samples the votes drew
+    vote_all: int = 0  #: what drawing all k for every example would have drawn
+    vote_tokens: int = 0  #: tokens of the samples the votes drew
+    vote_rounds: int = 0  #: requests' rounds: a vote's round is one request per sample, its prompt prefix-cached
+
+    @property
+    def vote_tokens_saved(self) -> int:
+        """The votes' tokens not generated: the samples not drawn at the drawn ones' mean length."""
+        return round((self.vote_all - self.vote_samples) * self.vote_tokens / self.vote_samples) if self.vote_samples else 0
+
+
+def vote_seed(seed: int, example_id: str, number: int) -> int:
+    """The seed of sample `number` of an example's vote: the same sample whether the vote stops
+    early or draws all k, in whatever round it is drawn."""
+    return priority(seed, f"vote:{example_id}:{number}") % 2**31
+
+
 def judge_examples(
-    examples: list[dict[str, Any]], benchmark: str, settings: EvaluateSettings, seed: int, engine: ChatEngine, start: Callable[[int], None] | None = None
-) -> tuple[list[dict[str, Any]], int]:
+    examples: list[dict[str, Any]],
+    benchmark: str,
+    settings: EvaluateSettings,
+    seed: int,
+    engine: ChatEngine,
+    start: Callable[[int], None] | None = None,
+    skip: Callable[[int], None] | None = None,
+) -> Judged:
     """The scorer's records of `examples` (the judge's greedy outputs, and its majority-vote samples
     when asked), and the tokens generated: what the stage writes per shard, and what
     `selftaught score --endpoint` scores for any OpenAI-compatible judge. `start` is told how many
-    samples will be drawn."""
+    samples would be drawn with all k per vote; `skip` how many a vote that stopped early did not
+    draw (`method/voting.py`)."""
     requests = Requests()
     records = [_request(e, benchmark, seed, settings, requests) for e in examples]
-    voting = bool(settings.majority_vote and BENCHMARKS[benchmark].majority_vote and settings.mode != "rating" and records)
+    k = settings.majority_vote
+    voting = bool(k and BENCHMARKS[benchmark].majority_vote and settings.mode != "rating" and records)
     if start is not None:
-        start(len(requests.conversations) + (len(records) * settings.majority_vote if voting else 0))
-    tokens = 0
+        start(len(requests.conversations) + (len(records) * k if voting else 0))
+    judged = Judged(records)
     if requests.conversations:
         answers = engine.chat(requests.conversations, Sampling(n=1, temperature=0.0, max_tokens=settings.max_tokens))
-        tokens += sum(s.tokens for samples in answers for s in samples)
+        judged.tokens += sum(s.tokens for samples in answers for s in samples)
         requests.fill(answers)
     if voting:
         shown = [requests.conversations[i] for i, (_, field, _) in enumerate(requests.slots) if field == "output"]
-        seeds = [priority(seed, f"vote:{r['id']}") % 2**31 for r in records]
-        sampling = Sampling(n=settings.majority_vote, temperature=VOTE_TEMPERATURE, top_p=VOTE_TOP_P, max_tokens=settings.max_tokens)
-        for record, samples in zip(records, engine.chat(shown, sampling, seeds), strict=True):
-            record["outputs"] = [s.text for s in samples]
-            tokens += sum(s.tokens for s in samples)
-    return records, tokens
+        sampling = Sampling(n=1, temperature=VOTE_TEMPERATURE, top_p=VOTE_TOP_P, max_tokens=settings.max_tokens)
+        for record in records:
+            record["outputs"] = []
+
+        def draw(wanted: Sequence[tuple[int, int, int]]) -> list[list[Verdict | None]]:
+            """One round, one batch: a request per sample, seeded by its number (vLLM runs a request
+            with n > 1 as n such requests sharing the prompt through its prefix cache)."""
+            copies = [(vote, number) for vote, first, size in wanted for number in range(first, first + size)]
+            seeds = [vote_seed(seed, records[vote]["id"], number) for vote, number in copies]
+            drawn = engine.chat([shown[vote] for vote, _ in copies], sampling, seeds)
+            judged.vote_rounds += len(wanted)
+            verdicts: dict[int, list[Verdict | None]] = {vote: [] for vote, _, _ in wanted}
+            for (vote, _), samples in zip(copies, drawn, strict=True):
+                for sample in samples:  # the scorer's parse of the text, as written
+                    records[vote]["outputs"].append(sample.text)
+                    verdicts[vote].append(parse_rewardbench_verdict(sample.text))
+                    judged.vote_tokens += sample.tokens
+            return [verdicts[vote] for vote, _, _ in wanted]
+
+        def stopped(vote: int, tally: Tally) -> None:  # its samples not drawn count as done
+            if skip is not None and tally.drawn < k:
+                skip(k - tally.drawn)
+
+        tallies = vote_in_rounds(k, len(records), stop_rule(settings.early_stop, settings.flip_risk), draw, finished=stopped)
+        judged.vote_samples = sum(t.drawn for t in tallies)
+        judged.vote_all = k * len(records)
+        judged.tokens += judged.vote_tokens
+    return judged
 
 
 class Evaluate(MapReduceStage):
@@ -168,12 +225,15 @@ class Evaluate(MapReduceStage):
         )
         if not examples and ctx.num_shards == 1:  # known now: fail before a marker says "done"
             raise nothing_usable(evaluation_subject(ctx), "example to evaluate", merged(skipped, too_long))
-        records, tokens = judge_examples(examples, benchmark, settings, seed, engine, ctx.progress.start)
-        for record in records:
+        judged = judge_examples(examples, benchmark, settings, seed, engine, ctx.progress.start, ctx.progress.advance)
+        for record in judged.records:
             out.write(record)
         # every shard reads the same set, so only shard 0 reports what the reader skipped
         read = skipped if shard == 0 else SkipCounter()
-        counts = {"examples": len(records), "too_long": too_long.skipped, "skipped_records": read.skipped + too_long.skipped, "tokens": tokens}
+        counts = {
+            "examples": len(judged.records), "too_long": too_long.skipped, "skipped_records": read.skipped + too_long.skipped,
+            "tokens": judged.tokens, **(vote_counts(judged) if judged.vote_all else {}),
+        }  # fmt: skip
         return ShardResult(counts, skipped=merged(read, too_long).examples)
 
     def reduce(self, ctx, shard_manifests):
@@ -185,16 +245,47 @@ class Evaluate(MapReduceStage):
         records = (record for manifest in shard_manifests for key in sorted(manifest.outputs) for record in read_jsonl(ctx.store, key))
         report = score(records, benchmark)
         report["iteration"] = ctx.stage.iteration
+        votes = {name: sum(m.counts.get(name, 0) for m in shard_manifests) for name in VOTE_COUNTS}
+        if votes["vote_all"]:
+            report["vote"] = vote_report(votes, ctx.spec.evaluate)
         key = ctx.output_key(metrics_output(ctx.stage.iteration)[1])
         ctx.store.write_text(key, json.dumps(report, indent=2))
+        counts = {"examples": report["examples"], "skipped_records": skipped, "tokens": sum(m.counts.get("tokens", 0) for m in shard_manifests)}
         return Manifest(
             stage=self.name,
-            counts={"examples": report["examples"], "skipped_records": skipped, "tokens": sum(m.counts.get("tokens", 0) for m in shard_manifests)},
+            counts={**counts, **(votes if votes["vote_all"] else {})},
             outputs={key: {}},
             seconds=sum(m.seconds for m in shard_manifests),
             summary={**summarize(report), **({"skipped": skipped} if skipped else {})},
             skipped=reasons[:MANIFEST_REASONS],
         )
+
+
+#: a shard's and the stage's counts of its majority votes (`Judged`)
+VOTE_COUNTS = ("vote_samples", "vote_all", "vote_tokens", "vote_tokens_saved", "vote_rounds")
+
+
+def vote_counts(judged: Judged) -> dict[str, int]:
+    return {
+        "vote_samples": judged.vote_samples, "vote_all": judged.vote_all, "vote_tokens": judged.vote_tokens,
+        "vote_tokens_saved": judged.vote_tokens_saved, "vote_rounds": judged.vote_rounds,
+    }  # fmt: skip
+
+
+def vote_report(votes: dict[str, int], settings: EvaluateSettings) -> dict[str, Any]:
+    """What the majority votes drew against all k: in metrics.json and, shorter, the summary."""
+    examples = votes["vote_all"] / settings.majority_vote
+    return {
+        "k": settings.majority_vote,
+        "early_stop": settings.early_stop,
+        **({"flip_risk": settings.flip_risk} if settings.early_stop == "approximate" else {}),
+        "samples": votes["vote_samples"],
+        "samples_all_k": votes["vote_all"],
+        "samples_per_example": round(votes["vote_samples"] / examples, 3),
+        "rounds_per_example": round(votes["vote_rounds"] / examples, 3),
+        "tokens": votes["vote_tokens"],
+        "tokens_saved": votes["vote_tokens_saved"],
+    }
 
 
 def summarize(report: dict[str, Any]) -> dict[str, Any]:
@@ -218,4 +309,9 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
     vote = report.get("majority_vote")
     if vote:
         summary["majorityVote"] = round(vote["overall"] if vote.get("overall") is not None else vote["accuracy"], 4)
+    drawn = report.get("vote")
+    if drawn:  # what stopping the votes early saved
+        summary["voteSamplesPerExample"] = drawn["samples_per_example"]
+        summary["voteTokens"] = drawn["tokens"]
+        summary["voteTokensSaved"] = drawn["tokens_saved"]
     return summary

@@ -37,6 +37,7 @@ from selftaught.method.prompts import (
     RATING_TEMPLATE,
 )
 from selftaught.method.sampling import Population, Schedule
+from selftaught.method.voting import VoteCost, expected_vote
 from selftaught.pipeline.planner import evaluation_enabled, stage_graph
 from selftaught.pipeline.table import STAGE_NAMES, StageRef
 from selftaught.store.manifest import Manifest
@@ -156,10 +157,25 @@ class Adaptive:
 
 
 @dataclass
+class Votes:
+    """Majority votes that stop once decided (`evaluate.earlyStop`) against drawing all k, over
+    all evaluate stages."""
+
+    k: int
+    early_stop: str
+    samples_per_example: float
+    tokens: float
+    all_k_tokens: float
+    gpu_hours: float
+    all_k_gpu_hours: float
+
+
+@dataclass
 class Estimate:
     gpu: str
     rows: list[StageEstimate] = field(default_factory=list)
     adaptive: Adaptive | None = None
+    votes: Votes | None = None
     assumptions: list[str] = field(default_factory=list)
     #: why there is no estimate (no instruction count); rows are empty then
     unknown: str | None = None
@@ -312,6 +328,7 @@ class Measurements:
     heldout_pairs: int | None = None
     evaluation_examples: int | None = None
     samples_per_item: float | None = None  #: of the newest finished judge
+    vote: VoteCost | None = None  #: majority-vote samples and rounds per example, of the newest finished evaluate
     keep_rate: float | None = None
     tokens_per_sample: float | None = None
     judge_items: dict[int, int] = field(default_factory=dict)
@@ -437,6 +454,7 @@ class _Quantities:
     answer: float
     judgment: float
     evaluation_judgment: float
+    vote: VoteCost  #: a majority vote's samples and rounds per example (none without a vote)
     samples_per_item: float  #: adaptive judging: samples drawn, requests sent, kept, per item
     requests_per_item: float
     keep_rate: float
@@ -471,10 +489,18 @@ class _Quantities:
             orders=2 if spec.judge.orders == "both" else 1,
             instruction=instruction, answer=answer, judgment=judgment,
             evaluation_judgment=min(assume.judgment_tokens, spec.evaluate.max_tokens),
+            vote=_vote_cost(spec, measured),
             samples_per_item=per_item, requests_per_item=model.requests, keep_rate=keep_rate,
             tokens_per_sample=measured.tokens_per_sample or judgment,
             judge_prompt=_JUDGE_PROMPT + instruction + 2 * answer,
         )  # fmt: skip
+
+    @property
+    def votes(self) -> int:
+        """k, when the evaluation samples a majority vote (RewardBench's, never in rating mode)."""
+        evaluate = self.spec.evaluate
+        voting = BENCHMARKS[self.spec.evaluation_benchmark].majority_vote and self.spec.evaluation_mode != "rating"
+        return evaluate.majority_vote if voting else 0
 
     def judge_items(self, iteration: int) -> float:
         """Items a judge stage judges: measured, else a pair per order."""
@@ -506,15 +532,26 @@ def _judge_work(q: _Quantities, ref: StageRef, fixed: bool) -> _Work:
 
 
 def _evaluate_work(q: _Quantities, ref: StageRef, fixed: bool) -> _Work:
-    """As the benchmark asks (`api/benchmarks.py`)."""
+    """As the benchmark asks (`api/benchmarks.py`). A majority vote draws `q.vote` samples per
+    example in its rounds, a prompt per round (its samples share it through the prefix cache);
+    `fixed`: all k in one round."""
     benchmark = BENCHMARKS[q.spec.evaluation_benchmark]
     if benchmark.asks == "rated":  # every answer rated on its own
         ratings = q.examples * benchmark.answers
         return _Work(ratings * (_RATING_PROMPT + q.instruction + q.answer), ratings * q.evaluation_judgment)
     greedy = 2 if benchmark.asks == "both orders" or q.spec.evaluate.position_consistency else 1
-    votes = q.spec.evaluate.majority_vote if benchmark.majority_vote else 0
-    requests = greedy + (1 if votes else 0)
-    return _Work(q.examples * requests * q.judge_prompt, q.examples * (greedy + votes) * q.evaluation_judgment)
+    k = q.votes
+    samples, rounds = (float(k), 1.0 if k else 0.0) if fixed else (q.vote.samples, q.vote.rounds)
+    return _Work(q.examples * (greedy + rounds) * q.judge_prompt, q.examples * (greedy + samples) * q.evaluation_judgment)
+
+
+def _vote_cost(spec: SelfTaughtRunSpec, measured: Measurements) -> VoteCost:
+    """Per example of the evaluation's majority vote: measured by the newest finished evaluate, else
+    what the exact rule draws at the judge's assumed accuracy and spread (`method/voting.py`)."""
+    k = spec.evaluate.majority_vote
+    if measured.vote is not None:
+        return measured.vote
+    return expected_vote(k, spec.estimate.judge_accuracy, CONCENTRATION, spec.evaluate.early_stop)
 
 
 def _select_seconds(q: _Quantities, ref: StageRef, cost: StageCost, fixed: bool) -> float:
@@ -612,6 +649,9 @@ def _measure_judge(ref: StageRef, counts: dict, summary: dict, found: dict) -> N
 def _measure_evaluate(ref: StageRef, counts: dict, summary: dict, found: dict) -> None:
     if counts.get("examples"):
         found["evaluation_examples"] = int(counts["examples"])
+        if counts.get("vote_samples"):
+            examples = counts["examples"]
+            found["vote"] = VoteCost(counts["vote_samples"] / examples, counts.get("vote_rounds", examples) / examples)
 
 
 @dataclass(frozen=True)
@@ -625,7 +665,9 @@ class StageCost:
     seconds: Callable[[_Quantities, StageRef, StageCost, bool], float] = _generation_seconds
     model: Literal["seed", "generator"] = "seed"
     measure: Callable[[StageRef, dict, dict, dict], None] = _measure_nothing
+    #: what the plan compares it with: the judge's fixed N (`adaptive`), a majority vote's k (`votes`)
     adaptive: bool = False
+    votes: bool = False
 
 
 #: One row per stage of the stage table (`pipeline/table.py`).
@@ -635,7 +677,7 @@ COSTS: dict[str, StageCost] = {
     "pairs": StageCost(work=_pairs_work, model="generator", measure=_measure_pairs),
     "judge": StageCost(work=_judge_work, measure=_measure_judge, adaptive=True),
     "train": StageCost(work=_train_work, seconds=_train_seconds),
-    "evaluate": StageCost(work=_evaluate_work, measure=_measure_evaluate),
+    "evaluate": StageCost(work=_evaluate_work, measure=_measure_evaluate, votes=True),
 }
 assert set(COSTS) == set(STAGE_NAMES), "every stage of the table has its cost row"
 
@@ -660,6 +702,7 @@ def estimate(spec: SelfTaughtRunSpec, inputs: Inputs, measured: Measurements | N
 
     factors = {ref.name: measured.seconds[ref.label] / predicted for ref in _finished(spec, measured) if (predicted := seconds(ref)) > 0}
     adaptive_tokens = fixed_tokens = adaptive_hours = fixed_hours = 0.0
+    vote_tokens = all_k_tokens = vote_hours = all_k_hours = 0.0
     graph = stage_graph(spec)
     for node in graph:
         ref, cost = node.ref, COSTS[node.ref.name]
@@ -678,8 +721,16 @@ def estimate(spec: SelfTaughtRunSpec, inputs: Inputs, measured: Measurements | N
             fixed_tokens += cost.work(q, ref, True).generated_tokens
             adaptive_hours += row.gpu_hours
             fixed_hours += _hours(ref, fixed, executor, shards)[0]
+        if cost.votes and q.votes:
+            all_k = seconds(ref, fixed=True) * factors.get(ref.name, 1.0)
+            vote_tokens += row.generated_tokens
+            all_k_tokens += cost.work(q, ref, True).generated_tokens
+            vote_hours += row.gpu_hours
+            all_k_hours += _hours(ref, all_k, executor, shards)[0]
     if any(COSTS[node.ref.name].adaptive for node in graph):
         result.adaptive = Adaptive(spec.judge.samples, q.samples_per_item, q.keep_rate, adaptive_tokens, fixed_tokens, adaptive_hours, fixed_hours)
+    if q.votes and any(COSTS[node.ref.name].votes for node in graph):
+        result.votes = Votes(q.votes, spec.evaluate.early_stop, q.vote.samples, vote_tokens, all_k_tokens, vote_hours, all_k_hours)
     return result
 
 
@@ -736,6 +787,14 @@ def _assumptions(spec: SelfTaughtRunSpec, inputs: Inputs, measured: Measurements
     if evaluation_enabled(spec):
         source = "measured" if measured.evaluation_examples else inputs.evaluation_examples.known_from
         lines.append(f"evaluation examples: {source}")
+    if evaluation_enabled(spec) and spec.evaluate.majority_vote and spec.evaluate.early_stop != "off":
+        if measured.vote is not None:
+            lines.append(f"majority vote: {measured.vote.samples:.1f} samples per example (measured by the newest evaluation)")
+        else:
+            lines.append(
+                f"majority vote of {spec.evaluate.majority_vote} stopped {spec.evaluate.early_stop}ly: its samples right as often as the "
+                "judge's (below), none unparsed"
+            )
     if not spec.judge_stage:
         grpo = spec.train.grpo
         lines.append(f"GRPO: {grpo.group_size} judgments sampled per prompt, ~{min(assume.judgment_tokens, grpo.max_completion_tokens or spec.judge.max_tokens)} tokens each")

@@ -45,6 +45,9 @@ COLUMNS = (
     ("overall", "benchmark overall", ".4f"),
     ("positionConsistent", "position consistent", ".4f"),
     ("majorityVote", "majority vote", ".4f"),
+    ("voteSamplesPerExample", "vote samples / example", ".2f"),
+    ("voteTokens", "vote tokens", ",d"),
+    ("voteTokensSaved", "vote tokens saved", ",d"),
 )
 
 
@@ -85,7 +88,8 @@ def collect(store: Store, run: SelfTaughtRun, progress: Progress, cost: Estimate
                 curves[ref.iteration] = list(manifest.summary["curve"])
         elif ref.name == "evaluate":
             row = rows.setdefault(ref.iteration, {"iteration": ref.iteration})
-            row.update({k: manifest.summary.get(k) for k in ("accuracy", "overall", "positionConsistent", "majorityVote")})
+            keys = ("accuracy", "overall", "positionConsistent", "majorityVote", "voteSamplesPerExample", "voteTokens", "voteTokensSaved")
+            row.update({k: manifest.summary.get(k) for k in keys})
             sections[ref.iteration] = _sections(store, ref)
     return ReportData(
         name=f"{run.metadata.namespace}/{run.metadata.name}",

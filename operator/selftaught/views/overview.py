@@ -104,17 +104,24 @@ def describe_stage(ref: StageRef, progress: Progress) -> str:
 def iteration_table(rows: list[dict[str, Any]]) -> list[str]:
     """The per-iteration table `selftaught run` and `selftaught status` print."""
     grpo = any(row.get("reward") is not None for row in rows)  # a GRPO run: its train stages' reward, no judge stage
+    votes = any(row.get("voteSamplesPerExample") is not None for row in rows)  # majority votes: what stopping early saved
     judged = f"{'reward':>6}  {'train-acc':>9}" if grpo else f"{'tried':>6}  {'kept':>6}  {'keep%':>6}"
-    lines = [f"{'iter':>4}  {judged}  {'accuracy':>8}  {'overall':>8}  {'pos-cons':>8}  checkpoint"]
+    vote_header = f"  {'maj-vote':>8}  {'samples':>7}  {'tok saved':>9}" if votes else ""
+    lines = [f"{'iter':>4}  {judged}  {'accuracy':>8}  {'overall':>8}  {'pos-cons':>8}{vote_header}  checkpoint"]
     for row in rows:
         keep = row.get("keepRate")
         if grpo:
             judged = f"{_fmt(row.get('reward'), 6, '.3f')}  {_fmt(row.get('trainAccuracy'), 9, '.3f')}"
         else:
             judged = f"{_fmt(row.get('tried'))}  {_fmt(row.get('kept'))}  {'' if keep is None else f'{100 * keep:5.1f}%':>6}"
+        vote = (
+            f"  {_fmt(row.get('majorityVote'), 8, '.3f')}  {_fmt(row.get('voteSamplesPerExample'), 7, '.1f')}  {_fmt(row.get('voteTokensSaved'), 9, ',')}"
+            if votes
+            else ""
+        )
         lines.append(
             f"{row['iteration']:>4}  {judged}  {_fmt(row.get('accuracy'), 8, '.3f')}  {_fmt(row.get('overall'), 8, '.3f')}  "
-            f"{_fmt(row.get('positionConsistent'), 8, '.3f')}  {row.get('checkpoint') or ''}"
+            f"{_fmt(row.get('positionConsistent'), 8, '.3f')}{vote}  {row.get('checkpoint') or ''}"
         )
     return lines
 

@@ -1,6 +1,6 @@
 """The plan a user sees before launch (`selftaught plan`, and `selftaught run` before its first
 stage): the stages and what runs them, generated tokens, GPU-hours and time per stage, what
-adaptive judging saves, and the assumptions underneath.
+adaptive judging and early-stopped majority votes save, and the assumptions underneath.
 
 Here, unlike in the operator, the data can be counted (a local file's lines) and a local
 checkpoint's parameters read (its safetensors headers); the arithmetic is `views/estimate.py`'s.
@@ -100,6 +100,16 @@ def format_plan(name: str, estimate: Estimate, where: str) -> str:
             f"adaptive judging: ~{adaptive.samples_per_item:.1f} samples per item instead of {adaptive.samples} (keep rate "
             f"{adaptive.keep_rate:.1%}): the judge stages generate {tokens(adaptive.tokens)} tokens instead of "
             f"{tokens(adaptive.fixed_tokens)} ({saved:.0%} fewer){cost}",
+        ]
+    votes = estimate.votes
+    if votes is not None:
+        saved = 1 - votes.tokens / votes.all_k_tokens if votes.all_k_tokens else 0.0
+        cost = f", {votes.gpu_hours:,.1f} instead of {votes.all_k_gpu_hours:,.1f} GPU-hours" if gpus else ""
+        how = "drawing all k" if votes.early_stop == "off" else f"stopped once decided ({votes.early_stop})"
+        lines += [
+            ("" if adaptive is not None else "\n")
+            + f"majority votes {how}: ~{votes.samples_per_example:.1f} samples per example instead of {votes.k}: the evaluate stages "
+            f"generate {tokens(votes.tokens)} tokens instead of {tokens(votes.all_k_tokens)} ({saved:.0%} fewer){cost}",
         ]
     if gpus:
         lines.append(f"in all ~{estimate.gpu_hours:,.0f} GPU-hours; stage times added up: {duration(estimate.hours * 3600)} (stages that can overlap counted apart)")
