@@ -172,6 +172,8 @@ def _iteration_table(data: ReportData) -> str:
         cells = []
         for key, _, spec in COLUMNS:
             value = row.get(key)
+            if isinstance(value, float) and spec.endswith("d"):  # a count summed as a float in a manifest (voteTokens 275.0)
+                value = round(value)
             shown = "" if value is None else format(value, spec)
             raw = "" if value is None else json.dumps(value)
             cells.append(f'<td data-key="{key}" data-value="{_e(raw)}">{shown}</td>')
