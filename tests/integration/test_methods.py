@@ -97,6 +97,7 @@ def test_the_pointwise_variation_of_the_quickstart_runs_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # as long as `_variation` waits for the run: ~3 min on 2 idle cores, 10 on busy ones
 def test_the_grpo_variation_of_the_quickstart_runs_every_stage_on_cpu(tmp_path):
     out = _variation(tmp_path, "local-quickstart-grpo")
     assert "judge-" not in out  # no judge stage: the train stage samples its own judgments
