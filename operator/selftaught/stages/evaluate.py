@@ -245,7 +245,7 @@ class Evaluate(MapReduceStage):
         records = (record for manifest in shard_manifests for key in sorted(manifest.outputs) for record in read_jsonl(ctx.store, key))
         report = score(records, benchmark)
         report["iteration"] = ctx.stage.iteration
-        votes = {name: sum(m.counts.get(name, 0) for m in shard_manifests) for name in VOTE_COUNTS}
+        votes = {name: int(sum(m.counts.get(name, 0) for m in shard_manifests)) for name in VOTE_COUNTS}  # counts: whole numbers (a manifest stores floats)
         if votes["vote_all"]:
             report["vote"] = vote_report(votes, ctx.spec.evaluate)
         key = ctx.output_key(metrics_output(ctx.stage.iteration)[1])
