@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 TORCH_WHEELS ?= https://download.pytorch.org/whl/cpu/torch/
 TINY_MODEL  := .selftaught/models/tiny-judge
 
-.PHONY: setup lock quickstart testbed test test-all images docs clean
+.PHONY: setup lock quickstart testbed testbed-hard test test-all images docs clean
 setup: $(VENV)/.installed
 
 # exactly the versions the suite passed with: pylock.cpu.toml (docs/development.md). The CPU torch
@@ -35,6 +35,12 @@ quickstart: setup
 testbed: setup
 	$(VENV)/bin/selftaught dev testbed .selftaught/testbed
 	$(VENV)/bin/selftaught run examples/testbed.yaml
+
+# the testbed's hard world: a seed that also misreads a third of the pairs, four iterations; the
+# loop climbs over several of them, so recipes can be told apart (docs/testbed.md, The hard world)
+testbed-hard: setup
+	$(VENV)/bin/selftaught dev testbed --world hard .selftaught/testbed-hard
+	$(VENV)/bin/selftaught run examples/testbed-hard.yaml
 
 test: setup
 	$(VENV)/bin/pytest

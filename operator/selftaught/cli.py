@@ -354,7 +354,7 @@ def cmd_testbed(args: argparse.Namespace) -> int:
     if (folder / "seed" / "config.json").is_file() and not args.force:
         print(f"testbed: {folder} already exists (use --force to rebuild)")
         return 0
-    build_testbed(folder, seed=args.seed, steps=args.steps, unlearn_steps=args.unlearn_steps)
+    build_testbed(folder, world=args.world, seed=args.seed, steps=args.steps, unlearn_steps=args.unlearn_steps)
     return 0
 
 
@@ -458,6 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.set_defaults(func=cmd_tiny_model)
     testbed = dev.add_parser("testbed", help="build the CPU testbed: a seed that judges arithmetic at chance, its instructions and held-out pairs")
     testbed.add_argument("output")
+    testbed.add_argument(
+        "--world", choices=["easy", "hard"], default="easy", help="hard: the seed is also taught to misread a third of the pairs (docs/testbed.md, The hard world)"
+    )
     testbed.add_argument("--seed", type=int, default=0, help="the seed of the questions' split and of the model's weights")
     testbed.add_argument("--steps", type=int, default=1000, help="training steps with verdicts that follow the seed's reading")
     testbed.add_argument("--unlearn-steps", type=int, default=600, help="then steps with coin-flip verdicts")

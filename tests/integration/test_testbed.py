@@ -29,3 +29,24 @@ def test_the_loop_lifts_held_out_accuracy_from_chance_without_a_label(tmp_path):
     assert sorted(accuracy) == [0, 1, 2, 3]
     assert accuracy[0] <= 0.6, f"the seed should judge the testbed near chance: {accuracy}"
     assert accuracy[3] - accuracy[0] >= 0.15, f"no lift by iteration 3: {accuracy}"
+
+
+@pytest.mark.slow
+def test_on_the_hard_world_the_loop_climbs_over_several_iterations(tmp_path):
+    """The hard world (docs/testbed.md): the seed also misreads a third of the pairs, so the
+    paper recipe's first iteration stays far below the ceiling, and the loop still lifts the judge
+    above the seed. Thresholds from the one measured run (docs/testbed.md, The hard world: 0.48,
+    0.59, 0.62, 0.51, 0.62), with margin. That run does not climb clearly after iteration 1, so
+    no climb after iteration 1 is asserted (yet): the world's design is still open."""
+    shutil.copytree(REPO / "examples", tmp_path / "examples")
+    selftaught = [sys.executable, "-m", "selftaught"]
+    subprocess.run([*selftaught, "dev", "testbed", "--world", "hard", ".selftaught/testbed-hard"], cwd=tmp_path, check=True, capture_output=True)
+    result = subprocess.run([*selftaught, "run", "examples/testbed-hard.yaml"], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    progress = scan(LocalStore(tmp_path / ".selftaught/runs/local/testbed-hard"))
+    accuracy = {ref.iteration: m.summary["accuracy"] for ref, m in progress.manifests.items() if ref.name == "evaluate"}
+    assert sorted(accuracy) == [0, 1, 2, 3, 4]
+    assert accuracy[0] <= 0.6, f"the seed should judge the hard world near chance: {accuracy}"
+    assert accuracy[1] <= 0.8, f"iteration 1 should stay below the ceiling on the hard world: {accuracy}"
+    assert max(accuracy[i] for i in (1, 2, 3, 4)) - accuracy[0] >= 0.08, f"no lift above the seed: {accuracy}"

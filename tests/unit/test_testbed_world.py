@@ -3,6 +3,9 @@ held-out set the seed never saw, a reading that is right and verdicts that follo
 
 import json
 import random
+import re
+
+import pytest
 
 from selftaught.dev import testbed
 from selftaught.method.parsing import parse_modified_pair
@@ -30,12 +33,45 @@ def test_the_seeds_reading_is_right_and_its_verdicts_follow_it_only_when_reasone
     assert all(parse_modified_pair(t) is not None for t in modified)  # the pairs stage can read them
 
 
-def test_held_out_questions_are_never_asked_in_the_instructions_or_in_the_seeds_training(tmp_path, monkeypatch):
+def test_the_hard_seed_misreads_a_third_of_the_pairs_and_only_those_it_can_misread():
+    """The hard world: on a pair where one operation is `times` and Assistant A answers the other,
+    the seed mostly restates A as the question asked; everywhere else its reading is right, and
+    "Same" always follows its restatement (and a reasoned verdict follows "Same")."""
+    rng = random.Random(2)
+    questions = testbed.all_questions(rng)
+    reading = re.compile(r"The question asks (\d) (\w+) (\d)\. Assistant A answers (\d) (\w+) (\d)\. Same: (yes|no)\. \[\[([AB])\]\]")
+    misread = misreadable = wrong = total = 0
+    for messages, target in testbed.seed_conversations(questions * 3, rng, verdicts="reasoned", misread=testbed.HARD_MISREAD):
+        if not (match := reading.fullmatch(target)):
+            continue
+        asked = (int(match[1]), match[2], int(match[3]))
+        read = (int(match[4]), match[5], int(match[6]))
+        shown = testbed.parse_question("What is the last digit of " + messages[-1]["content"].split("[The Start of Assistant A's Answer]")[1].split(" of ", 1)[1].split(" is ")[0] + "?")
+        assert (match[7] == "yes") == (read == asked) and (match[8] == "A") == (read == asked)
+        total += 1
+        if testbed.misreadable(asked, shown):
+            misreadable += 1
+            misread += read != shown
+        else:
+            wrong += read != shown
+    assert wrong == 0 and 0.3 < misreadable / total < 0.37  # 4 of the 12 (asked, shown) kinds
+    assert abs(misread / misreadable - testbed.HARD_MISREAD) < 0.07
+    # the easy world never misreads, and draws nothing more from its random generator
+    easy = random.Random(3)
+    assert testbed.seed_conversations(questions[:20], easy, verdicts="coin") == testbed.seed_conversations(
+        questions[:20], random.Random(3), verdicts="coin", misread=0.0
+    )
+
+
+@pytest.mark.parametrize("world", testbed.WORLDS)
+def test_held_out_questions_are_never_asked_in_the_instructions_or_in_the_seeds_training(tmp_path, monkeypatch, world):
     """A held-out question can appear only as a sibling (the same numbers, another operation) that
-    the seed wrote as the modified question of a training question, as the method's pairs do."""
+    the seed wrote as the modified question of a training question, as the method's pairs do. The
+    hard world has the same split and sizes; only the seed's reading differs."""
     seen = []
     monkeypatch.setattr(testbed, "build_model", lambda output, examples, then=(), **_: seen.extend([examples, *[e for e, _ in then]]))
-    testbed.build_testbed(tmp_path, log=lambda _: None)
+    monkeypatch.setattr(testbed, "reading_accuracy", lambda model, heldout: 0.0)
+    testbed.build_testbed(tmp_path, world=world, log=lambda _: None)
     instructions = {json.loads(line)["instruction"] for line in (tmp_path / "instructions.jsonl").read_text().splitlines()}
     held = [json.loads(line) for line in (tmp_path / "heldout.jsonl").read_text().splitlines()]
     assert len(instructions) == 162 and len(held) == 81 and {row["subset"] for row in held} == {"arithmetic"}

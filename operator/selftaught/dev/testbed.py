@@ -19,6 +19,16 @@ same numbers, another operation — as the method's own pairs do).
 
 `selftaught dev testbed DIR` writes the seed model, the instructions and the held-out pairs;
 `examples/testbed.yaml` runs the loop on them; `benchmarks/recipes.py` compares recipes on it.
+
+The *hard* world (`--world hard`, `examples/testbed-hard.yaml`) is the same family with a seed
+that is also taught to misread: when one of the two operations is `times` it mostly restates
+Assistant A's answer as the question asked ("sees what it expects"). The aim: rejection sampling
+keeps judgments whose verdict is right for the wrong reading, the first iteration cannot reach
+the ceiling, and the reading improves only as a better judge's kept judgments read more pairs
+right, so the loop climbs over several iterations and recipes can be told apart. Measured so far
+(docs/testbed.md, The hard world): iteration 1 stays far below the ceiling, but the climb after
+it is not there yet, because the seed's "Same" generalises the misreading to every pair.
+`reading_accuracy` measures a checkpoint's reading directly.
 """
 
 from __future__ import annotations
@@ -40,6 +50,10 @@ SUBSET = "arithmetic"
 #: "yes"/"no" and the verdict's brackets; all other wording may merge across words
 ISOLATE = r"[0-9]|\[\[|\]\]| ?\b(?:plus|minus|times|yes|no)\b"
 Question = tuple[int, str, int]
+WORLDS = ("easy", "hard")
+#: the hard world's seed restates Assistant A's answer as the question asked on a pair it misreads,
+#: this often in both phases of its training (above 1/2: its greedy reading of such a pair is wrong)
+HARD_MISREAD = 0.65
 
 
 def question_text(q: Question) -> str:
@@ -58,6 +72,12 @@ def modified(q: Question, rng: random.Random) -> Question:
     return a, rng.choice([other for other in OPERATIONS if other != operation]), b
 
 
+def misreadable(asked: Question, shown_a: Question) -> bool:
+    """The pairs the hard world's seed misreads: Assistant A answers another operation, and one
+    of the two is `times` (4 of the 6 ways to differ: a third of all pairs in either order)."""
+    return shown_a != asked and "times" in (asked[1], shown_a[1])
+
+
 def judgment_text(asked: Question, shown_a: Question, verdict: str) -> str:
     """The seed's reading of a pair, then a verdict (which the seed learned as a coin flip)."""
     same = "yes" if shown_a == asked else "no"
@@ -72,9 +92,16 @@ def all_questions(rng: random.Random) -> list[Question]:
     return every
 
 
-def seed_conversations(questions: list[Question], rng: random.Random, *, verdicts: str) -> list[tuple[list[dict], str]]:
+def seed_conversations(
+    questions: list[Question], rng: random.Random, *, verdicts: str, misread: float = 0.0, misreader: random.Random | None = None
+) -> list[tuple[list[dict], str]]:
     """(prompt messages, answer) in every stage's format; the judge's verdicts follow its
-    reading (`verdicts="reasoned"`) or are coin flips (`"coin"`)."""
+    reading (`verdicts="reasoned"`) or are coin flips (`"coin"`). With `misread` > 0 (the hard
+    world) the judge reads a `misreadable` pair as if Assistant A answered the question asked,
+    that often: its reading says "Same: yes", and a reasoned verdict follows that reading. Those
+    draws come from `misreader` (default `rng`): with its own generator, every other draw, hence
+    all the other data, is the easy world's."""
+    misreader = misreader or rng
     examples = []
     for q in questions:
         text, other = question_text(q), modified(q, rng)
@@ -82,9 +109,12 @@ def seed_conversations(questions: list[Question], rng: random.Random, *, verdict
         examples += stage_examples(text, category, answer_text(q), question_text(other), answer_text(other))
         for chosen_first in (True, False):
             first, second = (q, other) if chosen_first else (other, q)
-            reasoned = "A" if chosen_first else "B"
+            read = first
+            if misread and misreadable(q, first) and misreader.random() < misread:
+                read = q
+            reasoned = "A" if read == q else "B"
             verdict = reasoned if verdicts == "reasoned" else rng.choice("AB")
-            examples.append((judge_messages(text, answer_text(first), answer_text(second)), judgment_text(q, first, verdict)))
+            examples.append((judge_messages(text, answer_text(first), answer_text(second)), judgment_text(q, read, verdict)))
     return examples
 
 
@@ -104,7 +134,15 @@ def comparison_exercises(questions: list[Question], count: int, rng: random.Rand
 
 
 def build_testbed(
-    folder: Path, *, seed: int = 0, held_out: int = 81, repeats: int = 3, steps: int = 1000, unlearn_steps: int = 600, log=print
+    folder: Path,
+    *,
+    world: str = "easy",
+    seed: int = 0,
+    held_out: int = 81,
+    repeats: int = 3,
+    steps: int = 1000,
+    unlearn_steps: int = 600,
+    log=print,
 ) -> Path:
     """Write `seed/` (the model), `instructions.jsonl` and `heldout.jsonl` (RewardBench-format
     pairs, subset "arithmetic") into `folder`. The instructions and the held-out questions are
@@ -113,7 +151,14 @@ def build_testbed(
     The seed learns every format for `steps` with verdicts that follow its reading (a 2-layer
     model learns to *read* a pair far faster when the verdict depends on it), then for
     `unlearn_steps` with coin-flip verdicts, until they no longer follow: it keeps the reading
-    and judges at chance."""
+    and judges at chance. `world="hard"` also teaches it, in both phases, to misread a third of
+    the pairs (`misreadable`, `HARD_MISREAD`), from a random generator of its own, so every other
+    example is the easy world's. The questions, the split and the held-out pairs are the easy
+    world's."""
+    if world not in WORLDS:
+        raise ValueError(f"unknown testbed world {world!r}; choose from {WORLDS}")
+    misread = HARD_MISREAD if world == "hard" else 0.0
+    misreader = random.Random(seed + 1)  # its own draws: the hard world's data is otherwise the easy one's
     started = time.monotonic()
     rng = random.Random(seed)
     pool = all_questions(rng)
@@ -127,14 +172,54 @@ def build_testbed(
     (folder / "heldout.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     build_model(
         folder / "seed",
-        seed_conversations(asked * repeats, rng, verdicts="reasoned") + comparison_exercises(asked, 2000, rng, verdicts="reasoned"),
+        seed_conversations(asked * repeats, rng, verdicts="reasoned", misread=misread, misreader=misreader) + comparison_exercises(asked, 2000, rng, verdicts="reasoned"),
         steps=steps,
-        then=[(seed_conversations(asked * repeats, rng, verdicts="coin") + comparison_exercises(asked, 2000, rng, verdicts="coin"), unlearn_steps)],
+        then=[
+            (
+                seed_conversations(asked * repeats, rng, verdicts="coin", misread=misread, misreader=misreader) + comparison_exercises(asked, 2000, rng, verdicts="coin"),
+                unlearn_steps,
+            )
+        ],
         seed=seed,
         learning_rate=2e-3,
         isolate=ISOLATE,
-        name="testbed seed",
+        name="testbed seed" if world == "easy" else f"testbed seed ({world})",
         log=log,
     )
+    if world == "hard":
+        log(f"testbed: the seed's greedy reading of the held-out pairs is right {reading_accuracy(folder / 'seed', folder / 'heldout.jsonl'):.3f}")
     log(f"testbed: {len(asked)} instructions, {len(rows)} held-out pairs, seed model in {folder / 'seed'} ({time.monotonic() - started:.0f}s)")
     return folder
+
+
+def parse_question(text: str) -> Question:
+    a, operation, b = text.removeprefix("What is the last digit of ").rstrip("?").split()
+    return int(a), operation, int(b)
+
+
+def reading_accuracy(model: Path, heldout: Path) -> float:
+    """How often a judge's greedy reading of the held-out pairs (both orders) restates Assistant
+    A's answer as the question it really answers: the part of a judgment the loop teaches the
+    verdict to follow. Any checkpoint of a run can be read this way; seconds on a CPU."""
+    import torch
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    tokenizer.padding_side = "left"
+    judge = LlamaForCausalLM.from_pretrained(model).eval()
+    prompts, expected = [], []
+    for line in heldout.read_text().splitlines():
+        row = json.loads(line)
+        asked = parse_question(row["prompt"])
+        rejected = parse_question("What is the last digit of " + row["rejected"].split(" of ", 1)[1].rsplit(" is ", 1)[0] + "?")
+        for first, second, shown in ((row["chosen"], row["rejected"], asked), (row["rejected"], row["chosen"], rejected)):
+            prompts.append(tokenizer.apply_chat_template(judge_messages(row["prompt"], first, second), tokenize=False, add_generation_prompt=True))
+            expected.append(f"Assistant A answers {shown[0]} {shown[1]} {shown[2]}.")
+    right = 0
+    for start in range(0, len(prompts), 32):
+        batch = tokenizer(prompts[start : start + 32], add_special_tokens=False, return_tensors="pt", padding=True)
+        with torch.no_grad():
+            out = judge.generate(**batch, max_new_tokens=48, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        texts = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+        right += sum(want in text for want, text in zip(expected[start : start + 32], texts, strict=True))
+    return right / len(prompts)
