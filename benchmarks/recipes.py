@@ -57,10 +57,10 @@ RECIPES: dict[str, dict[str, Any]] = {
     "dpo": {"train": {"method": "dpo", "dpo": {"nllWeight": 0.2}}},
     # rate one answer 1-10 instead of choosing between two (needs a seed that speaks the rating format)
     "pointwise": {"judge": {"format": "pointwise"}},
-    # GRPO and its consistency reward (issue 25): the field names the grpo branch gives `train`;
-    # until it is merged the spec refuses them and these rows are skipped with the reason
+    # GRPO (docs/methods.md): online RL on the pairs, no judge stage; and with J1's
+    # position-consistency reward, which needs both orders of a pair in one batch
     "grpo": {"train": {"method": "grpo"}},
-    "grpo-consistency": {"train": {"method": "grpo", "grpo": {"consistencyReward": True}}},
+    "grpo-consistency": {"train": {"method": "grpo", "grpo": {"rewards": {"consistency": 0.5}}}, "judge": {"orders": "both"}},
 }
 
 
@@ -101,7 +101,7 @@ def results(root: Path, name: str) -> dict[str, Any]:
 
 
 def refusal(recipe: str, world: str) -> str | None:
-    """Why this code's spec refuses the recipe (a field not merged yet), or None."""
+    """Why the spec refuses the recipe (say, a field another version lacks), or None."""
     from selftaught.api.load import parse_run
     from selftaught.errors import InvalidSpec
 

@@ -18,9 +18,6 @@ def test_every_recipe_is_a_valid_run_on_each_world_or_refused_with_the_reason(wo
 
     for recipe in recipes.RECIPES:
         why = recipes.refusal(recipe, world)
-        if recipe.startswith("grpo"):  # until the grpo branch is merged
-            assert why is None or "grpo" in why
-            continue
         assert why is None, why
         run = parse_run(recipes.run_document(recipe, 2, tmp_path, world))
         assert run.spec.seed == 2 and run.spec.train.seed == 2
