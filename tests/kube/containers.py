@@ -205,3 +205,15 @@ def _field_ref(pod: Body, path: str) -> str:
     if path not in simple:
         raise ConfigError(f'unsupported fieldRef.fieldPath: {path!r}')
     return str(simple[path])
+
+
+def termination_message(attempt: Attempt, code: int) -> str:
+    """What the kubelet puts in ``terminated.message``: the file at the container's termination message path
+    (at most 4 KiB), else (``FallbackToLogsOnError``, a failure) the end of its log."""
+    with contextlib.suppress(OSError), attempt.message_path.open('rb') as f:
+        if text := f.read(MAX_TERMINATION_MESSAGE).decode(errors='replace'):
+            return text
+    if code and first_container(attempt._pod_body).get('terminationMessagePolicy') == 'FallbackToLogsOnError':
+        log = attempt.stderr or attempt.stdout
+        return '\n'.join(log.splitlines()[-80:])[-2048:]
+    return ''

@@ -53,13 +53,13 @@ from .client import ApiError, unless_gone
 from .cluster import FakeCluster
 from .containers import (
     DEFAULT_PASSTHROUGH_ENV,
-    MAX_TERMINATION_MESSAGE,
     Attempt,
     ConfigError,
     RewriteEnv,
     container_environment,
     expand,
     first_container,
+    termination_message,
 )
 from .control_loop import ControlLoop
 from .objects import NAME_ALPHABET, Body, timestamp
@@ -301,7 +301,7 @@ class DeploymentController(ControlLoop):
             pod.ready, pod.restarts, attempt._proc = False, pod.restarts + 1, None
             ended: Body = {'exitCode': code, 'reason': 'Error' if code else 'Completed', 'startedAt': attempt.started_at,
                            'finishedAt': timestamp()}
-            if message := self._termination_message(attempt, code):
+            if message := termination_message(attempt, code):
                 ended['message'] = message
             pod.last_exit = {'terminated': ended}
             pod.waiting = ('CrashLoopBackOff', f'back-off restarting failed container {first_container(attempt._pod_body).get("name", "main")} '
@@ -313,18 +313,6 @@ class DeploymentController(ControlLoop):
             pod.next_probe = now + self.probe_interval
             pod.ready = self._probe(pod)
         self._write_pod_status(pod)
-
-    @staticmethod
-    def _termination_message(attempt: Attempt, code: int) -> str:
-        """What the kubelet puts in ``terminated.message``: the file at the container's termination message path,
-        else (``FallbackToLogsOnError``, a failure) the end of its log."""
-        with contextlib.suppress(OSError):
-            if text := attempt.message_path.read_bytes()[:MAX_TERMINATION_MESSAGE].decode(errors='replace'):
-                return text
-        if code and first_container(attempt._pod_body).get('terminationMessagePolicy') == 'FallbackToLogsOnError':
-            log = attempt.stderr or attempt.stdout
-            return '\n'.join(log.splitlines()[-80:])[-2048:]
-        return ''
 
     def _start(self, deployment: Body, pod: ServerPod) -> None:
         attempt = pod.attempt

@@ -5,7 +5,6 @@ components do."""
 from __future__ import annotations
 
 import collections
-import contextlib
 import copy
 import dataclasses
 import datetime
@@ -26,13 +25,13 @@ from typing import TYPE_CHECKING, Any
 from .client import ApiError, EventRecorder, client_error, unless_gone
 from .containers import (
     DEFAULT_PASSTHROUGH_ENV,
-    MAX_TERMINATION_MESSAGE,
     Attempt,
     ConfigError,
     RewriteEnv,
     container_environment,
     expand,
     first_container,
+    termination_message,
 )
 from .control_loop import ControlLoop
 from .images import BadImages, go_quote, invalid_image, pull_error
@@ -771,13 +770,8 @@ class Kubelet(ControlLoop):
     def _finish(self, attempt: Attempt, code: int) -> None:
         """Record how an attempt ended and write the terminal Pod status (phase, exit code, message)."""
         attempt.exit_code, attempt.finished_at, attempt.waiting = code, timestamp(), None
-        with contextlib.suppress(OSError), attempt.message_path.open('rb') as f:
-            attempt.message = f.read(MAX_TERMINATION_MESSAGE).decode(errors='replace')
+        attempt.message = termination_message(attempt, code)
         container = first_container(attempt._pod_body)
-        if (not attempt.message and code != 0
-                and container.get('terminationMessagePolicy') == 'FallbackToLogsOnError'):
-            log = attempt.stderr or attempt.stdout
-            attempt.message = '\n'.join(log.splitlines()[-80:])[-2048:]
         terminated: Body = {'exitCode': code, 'reason': attempt._end_reason or ('Completed' if code == 0 else 'Error'),
                             'startedAt': attempt.started_at or attempt.finished_at,
                             'finishedAt': attempt.finished_at}
