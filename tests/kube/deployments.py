@@ -12,7 +12,9 @@ What it does, as the real components do: one Pod object per replica of the curre
 its first container's ``command`` + ``args`` run as a local process whose environment is resolved like
 the Job kubelet's (Secrets, ConfigMaps, ``$(VAR)``; a missing Secret key leaves the pod waiting with
 ``CreateContainerConfigError``), the ``readinessProbe``'s ``httpGet`` polled (no probe: ready once
-started), a container that exits restarted after ``retry_interval`` (``restartCount``, ``lastState``),
+started), a container that exits restarted in the same pod (``restartCount``, ``lastState``) after the
+kubelet's back-off, shown as ``CrashLoopBackOff`` (``retry_interval`` doubled after each exit up to
+``max_backoff``: the kubelet's 10 s doubling to 5 min; reset once a run lasted twice the cap),
 a changed template rolled out (``RollingUpdate``: the old pods serve until the new ones are ready;
 ``Recreate``: the old ones stop first), the Deployment's ``status`` (``observedGeneration``, replica
 counts, ``Available``/``Progressing`` conditions, ``ProgressDeadlineExceeded`` after
@@ -24,8 +26,8 @@ argv (``--port=8000`` or ``--port 8000`` becomes the mapped port): many servers 
 :meth:`DeploymentController.url` resolves a Service's in-cluster URL to a ready pod's mapped port.
 
 Simplified: no ReplicaSet objects (pods are owned by the Deployment itself), no scheduling or image
-pulls (every pod runs on ``node_name``), only the first container runs, startup and liveness probes
-are not run, and back-offs are a fixed ``retry_interval``.
+pulls (every pod runs on ``node_name``), only the first container runs, and startup and liveness probes
+are not run.
 """
 from __future__ import annotations
 
@@ -86,6 +88,8 @@ class ServerPod:
     last_exit: Body | None = None  # the previous run's `terminated` state, once it has restarted
     next_start: float = 0.0
     next_probe: float = 0.0
+    started: float = 0.0  # time.monotonic() of the current run's start, for the back-off's reset
+    backoff: float = 0.0  # the wait before the last restart; 0 until it first exits
     shown: Body | None = None  # the status last written
 
     @property
@@ -137,8 +141,8 @@ class DeploymentController(ControlLoop):
     def __init__(self, cluster: FakeCluster, *, cwd: str | Path, log_dir: str | Path | None = None,
                  extra_env: Mapping[str, str] | None = None, rewrite_env: RewriteEnv | None = None,
                  passthrough_env: Iterable[str] = DEFAULT_PASSTHROUGH_ENV, poll_interval: float = 0.2,
-                 probe_interval: float = 1.0, retry_interval: float = 2.0, kill_grace: float = 10.0,
-                 node_name: str = 'fake-node', termination_message_env: str | None = None) -> None:
+                 probe_interval: float = 1.0, retry_interval: float = 2.0, max_backoff: float | None = None,
+                 kill_grace: float = 10.0, node_name: str = 'fake-node', termination_message_env: str | None = None) -> None:
         super().__init__(poll_interval=poll_interval)
         self.cluster = cluster
         self.cwd = Path(cwd)
@@ -149,6 +153,7 @@ class DeploymentController(ControlLoop):
         self.termination_message_env = termination_message_env
         self.probe_interval = probe_interval
         self.retry_interval, self.kill_grace, self.node_name = retry_interval, kill_grace, node_name
+        self.max_backoff = 30 * retry_interval if max_backoff is None else max_backoff  # the kubelet's 10 s -> 300 s
         self._pods: dict[str, list[ServerPod]] = {}  # Deployment uid -> its pods, oldest first
         self._history: list[ServerPod] = []  # every pod ever started, for their logs
         self._progress: dict[str, tuple[str, float]] = {}  # Deployment uid -> (template hash, rollout started)
@@ -306,13 +311,22 @@ class DeploymentController(ControlLoop):
             pod.last_exit = {'terminated': ended}
             pod.waiting = ('CrashLoopBackOff', f'back-off restarting failed container {first_container(attempt._pod_body).get("name", "main")} '
                                                f'in pod {pod.name}')
-            pod.next_start = now + self.retry_interval
+            pod.backoff = self.crash_backoff(pod.backoff, ran_for=now - pod.started)
+            pod.next_start = now + pod.backoff
         if attempt._proc is None and now >= pod.next_start:
             self._start(deployment, pod)
         elif attempt.running and now >= pod.next_probe:
             pod.next_probe = now + self.probe_interval
             pod.ready = self._probe(pod)
         self._write_pod_status(pod)
+
+    def crash_backoff(self, previous: float, ran_for: float) -> float:
+        """How long a container that exited waits before its next start: ``retry_interval`` the first time,
+        then double the previous wait, at most ``max_backoff``; ``retry_interval`` again after a run that
+        lasted twice the cap (the kubelet forgets a crash loop that has settled)."""
+        if not previous or ran_for >= 2 * self.max_backoff:
+            return self.retry_interval
+        return min(2 * previous, self.max_backoff)
 
     def _start(self, deployment: Body, pod: ServerPod) -> None:
         attempt = pod.attempt
@@ -326,7 +340,7 @@ class DeploymentController(ControlLoop):
             return
         argv = _map_ports([expand(str(a), env) for a in (container.get('command') or []) + (container.get('args') or [])],
                           pod.ports)
-        attempt.started_at = timestamp()
+        attempt.started_at, pod.started = timestamp(), time.monotonic()
         attempt.message_path.write_bytes(b'')  # this run's own termination message
         # appended: a restarted container's earlier output stays readable, as `kubectl logs --previous` keeps it
         with attempt.stdout_path.open('ab') as stdout, attempt.stderr_path.open('ab') as stderr:

@@ -153,3 +153,13 @@ def test_a_missing_secret_keeps_the_pod_waiting_and_deleting_the_deployment_stop
     (server,) = servers.pods
     cluster.delete(DEPLOYMENTS, NAMESPACE, "judge")
     cluster.wait_for(lambda: not server.running and not servers.pods, timeout=10)
+
+
+def test_a_server_that_keeps_exiting_waits_longer_each_time_as_the_kubelet_backs_off(cluster):
+    controller = DeploymentController(cluster, cwd=".", retry_interval=10)  # the kubelet's numbers: 10 s doubling to 5 min
+    waits, previous = [], 0.0
+    for _ in range(7):
+        previous = controller.crash_backoff(previous, ran_for=1.0)
+        waits.append(previous)
+    assert waits == [10, 20, 40, 80, 160, 300, 300]
+    assert controller.crash_backoff(300, ran_for=601) == 10  # a run that lasted ten minutes: the crash loop is forgotten
