@@ -261,6 +261,14 @@ class EndpointUnavailable(SelftaughtError):
     reason = Reason.ENDPOINT_UNAVAILABLE
 
 
+class Disrupted(SelftaughtError):
+    """The stage was asked to stop (SIGTERM: a pod deleted, a node drained or reclaimed, Ctrl-C
+    locally) and stopped after saving what it could: the next attempt continues from there and
+    spends no retry. The message says what was saved."""
+
+    reason = Reason.DISRUPTED
+
+
 def failure_of(error: BaseException) -> Failure:
     """What the user is told about any exception that ends a stage. Unknown exceptions are a
     bug or an engine crash: transient, with the exception's type in the message."""

@@ -15,6 +15,16 @@ from selftaught.store.base import StorageUnavailable, Store
 Unit = Literal["samples", "steps"]
 
 
+class SavedState(BaseModel):
+    """The newest state of a running shard or training that a restart would continue from: a
+    training checkpoint, or the items of a generation shard already written to the store."""
+
+    done: float = Field(description="Steps (or items) the saved state holds: a restart redoes only what came after.")
+    at: float = Field(description="Wall-clock time (epoch seconds) it was complete in the store.")
+    seconds: float = Field(0.0, description="How long saving it took (writing and uploading), the pause it cost.")
+    bytes: int = Field(0, description="What it weighs in the store.")
+
+
 class ProgressRecord(BaseModel):
     stage: str = Field(description="The stage label, e.g. judge-1.")
     shard: int = 0
@@ -30,6 +40,7 @@ class ProgressRecord(BaseModel):
     metrics: dict[str, float] = Field(
         default_factory=dict, description="What the stage measures as it goes (a GRPO train stage: reward, accuracy)."
     )
+    saved: SavedState | None = Field(None, description="The newest state a restart continues from; None: a restart starts over.")
 
     @property
     def seconds(self) -> float:
