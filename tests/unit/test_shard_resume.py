@@ -24,10 +24,12 @@ from selftaught.method.categories import CATEGORIES
 from selftaught.method.prompts import MODIFIED_ANSWER_END, MODIFIED_ANSWER_START, MODIFIED_QUESTION_MARKER
 from selftaught.pipeline.table import StageRef
 from selftaught.stages import IMPLEMENTATIONS, StageContext, execute, shard_resume
+from selftaught.stages.shard_progress import ShardProgress
 from selftaught.stages.shard_resume import SavedRequests
 from selftaught.store import LocalStore, open_store
-from selftaught.store.layout import PAIRS_HELDOUT, PAIRS_TRAIN, SAVED, SELECTED
+from selftaught.store.layout import PAIRS_HELDOUT, PAIRS_TRAIN, SAVED, SELECTED, progress_key
 from selftaught.store.manifest import read_manifest
+from selftaught.store.progress import read_progress
 from tests.stores import publish
 
 from .test_spec import MINIMAL
@@ -154,6 +156,7 @@ def _kill_and_resume(run, ref, whole, killed):
     assert _without_this_attempts_numbers(marker.counts) == _without_this_attempts_numbers(whole_marker.counts)
     assert _published(killed, manifest) == _published(whole, expected)
     assert manifest.counts["resumed_samples"] == marker.counts["resumed_samples"]  # the stage says what was not redone
+    assert read_progress(killed, progress_key(ref.prefix, 0)).saved.done >= marker.counts["resumed_samples"]
     assert not killed.list(f"{ref.prefix}/{SAVED}/")  # the saved parts went with the shard's marker
 
 
@@ -223,16 +226,47 @@ def test_saved_parts_a_finished_shard_left_behind_go_when_the_stage_publishes(tm
     assert not store.list(f"{ref.prefix}/{SAVED}/")
 
 
-def test_a_changed_model_finds_nothing_to_replay(tmp_path, hard_kill):
-    ref, spec = STAGES["categorize"]
-    run = _run(tmp_path, **spec)
+@pytest.mark.parametrize(
+    ("edit", "replayed"),
+    [({"generation": {"batchSize": 5}}, True), ({"models": {"seed": {"source": "another/model"}}}, False)],
+    ids=["batch-size", "model"],
+)
+def test_answers_saved_before_an_edit_count_unless_the_edit_changes_what_the_model_answers(tmp_path, hard_kill, edit, replayed):
+    ref, _ = STAGES["categorize"]
     store = LocalStore(tmp_path / "store")
     with pytest.raises(Killed):
-        _attempt(run, ref, store, SeededModel(dies_at=3))
+        _attempt(_run(tmp_path), ref, store, SeededModel(dies_at=3))
     assert store.list(f"{ref.prefix}/{SAVED}/00000/")
-    edited = _run(tmp_path, **spec, models={"seed": {"source": "another/model"}})
-    _attempt(edited, ref, store, SeededModel())
-    assert "resumed_samples" not in read_manifest(store, ref.shard_manifest_key(0)).counts
+    _attempt(_run(tmp_path, **edit), ref, store, SeededModel())
+    assert ("resumed_samples" in read_manifest(store, ref.shard_manifest_key(0)).counts) == replayed
+
+
+def test_a_part_is_written_every_k_requests_or_t_seconds_whichever_comes_first(tmp_path):
+    store, now = LocalStore(tmp_path), [0.0]
+    progress = ShardProgress(store, "p.json", "judge-1", wall=lambda: 1000 + now[0])
+    saved = SavedRequests(store, "iter-001/judge", 0, "attempt-a", progress, every_requests=3, every_seconds=30, clock=lambda: now[0])
+
+    def parts():
+        return store.list("iter-001/judge/_saved/00000/attempt-a/")
+
+    for key in ("a/0", "b/0"):
+        saved.add(key, [Sample("x", 1), Sample("y", 1)])
+        saved.maybe_flush()
+    assert parts() == [] and progress.record.saved is None
+    saved.add("c/0", [Sample("z", 1)])
+    saved.maybe_flush()  # three requests wait
+    assert len(parts()) == 1 and progress.record.saved.done == 5 and progress.record.saved.at == 1000
+    saved.add("d/0", [Sample("w", 1)])
+    now[0] = 29.0
+    saved.maybe_flush()
+    assert len(parts()) == 1
+    now[0] = 30.0
+    saved.maybe_flush()  # 30 s since the last part
+    assert len(parts()) == 2 and progress.record.saved.done == 6 and progress.record.saved.at == 1030
+    assert progress.record.saved.bytes == sum(len(store.read_bytes(key)) for key in parts())
+    now[0] = 100.0
+    saved.maybe_flush()  # nothing waits: nothing written
+    assert len(parts()) == 2
 
 
 class BlockingModel(SeededModel):

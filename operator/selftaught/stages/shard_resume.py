@@ -38,6 +38,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
 
+from selftaught.api.changes import ANY_TIME, DEPENDS
 from selftaught.api.spec import Generation, ModelSource
 from selftaught.chat import ChatEngine, Messages, Sample, Sampling
 from selftaught.stages.shard_progress import ShardProgress
@@ -55,8 +56,12 @@ FLUSH_REQUESTS = 1000
 FLUSH_SECONDS = 30.0
 #: what a shard's marker (and its stage's manifest) counts of the answers it replayed
 RESUMED = ("resumed_samples", "resumed_tokens")
-#: generation settings that say how fast, not what: answers saved under other values still count
-HOW_FAST = frozenset({"parallelism", "batch_size", "gpu_memory_utilization", "shards"})
+#: generation settings that say how fast, not what (those `api/changes.py` lets change at any
+#: time), and `shards` (a request is known by its content, whichever shard asks it): answers saved
+#: under other values still count
+HOW_FAST = frozenset(
+    {name for name, field in Generation.model_fields.items() if DEPENDS.get(f"generation.{field.alias}") == ANY_TIME} | {"shards"}
+)
 
 
 def fingerprint(model: ModelSource, generation: Generation) -> str:
