@@ -249,24 +249,36 @@ def test_a_part_is_written_every_k_requests_or_t_seconds_whichever_comes_first(t
     def parts():
         return store.list("iter-001/judge/_saved/00000/attempt-a/")
 
-    for key in ("a/0", "b/0"):
-        saved.add(key, [Sample("x", 1), Sample("y", 1)])
+    def answered(key, samples):  # as the engine wrapper does: an engine call, its answers waiting, maybe a part
+        saved.calling()
+        progress.advance(samples)  # the engine's samples count as they finish
+        saved.called()
+        saved.add(key, [Sample("x", 1)] * samples)
         saved.maybe_flush()
+
+    answered("a/0", 2)
+    answered("b/0", 2)
     assert parts() == [] and progress.record.saved is None
-    saved.add("c/0", [Sample("z", 1)])
-    saved.maybe_flush()  # three requests wait
+    answered("c/0", 1)  # three requests wait
     assert len(parts()) == 1 and progress.record.saved.done == 5 and progress.record.saved.at == 1000
-    saved.add("d/0", [Sample("w", 1)])
     now[0] = 29.0
-    saved.maybe_flush()
+    answered("d/0", 1)
     assert len(parts()) == 1
     now[0] = 30.0
     saved.maybe_flush()  # 30 s since the last part
     assert len(parts()) == 2 and progress.record.saved.done == 6 and progress.record.saved.at == 1030
     assert progress.record.saved.bytes == sum(len(store.read_bytes(key)) for key in parts())
+    assert read_progress(store, "p.json").saved == progress.record.saved  # in the store at once: it prices a disruption
     now[0] = 100.0
     saved.maybe_flush()  # nothing waits: nothing written
     assert len(parts()) == 2
+
+    saved.add("e/0", [Sample("x", 1)])
+    progress.advance(1)
+    saved.calling()
+    progress.advance(4)  # an engine call that dies with 4 samples finished: they never come back
+    saved.flush_quietly()  # on the way out
+    assert len(parts()) == 3 and progress.record.saved.done == 7
 
 
 class BlockingModel(SeededModel):

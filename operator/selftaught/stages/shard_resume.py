@@ -73,7 +73,11 @@ def fingerprint(model: ModelSource, generation: Generation) -> str:
 
 class SavedRequests:
     """One shard's saved answers: those of its earlier attempts (read once, by `load`), and this
-    attempt's, written as parts. Tells the shard's progress record what is saved (`SavedState`)."""
+    attempt's, written as parts. Tells the shard's progress what a restart would not redo
+    (`SavedState`), in the progress's own unit, so that its `done` less the saved `done` is the
+    work a disruption now would cost: the progress when the last part was written (every answer
+    it came from was saved then), less the engine call then running, plus the earlier attempts'
+    answers not replayed yet."""
 
     def __init__(
         self,
@@ -92,9 +96,10 @@ class SavedRequests:
         self._earlier: dict[str, list[Sample]] = {}
         self._waiting: list[tuple[str, list[Sample]]] = []
         self._last = clock()
+        self._unreplayed = 0  # samples of earlier attempts' answers not asked for yet
+        self._call_from: float | None = None  # the progress when the engine call now running began
         self.parts = 0  #: parts this attempt wrote
-        self.samples = 0  #: samples in the store, earlier attempts' and this one's
-        self.bytes = 0
+        self.bytes = 0  #: what the shard's saved parts weigh, earlier attempts' and this one's
         self.resumed_samples = self.resumed_tokens = 0  #: what was replayed, not generated again
         self.unreadable = 0  #: saved lines that were not an answer (taken as missing)
 
@@ -112,9 +117,9 @@ class SavedRequests:
         if self.unreadable:
             log.warning("shard %d: %d saved answers could not be read and are generated again", self.shard, self.unreadable)
         if self._earlier:
-            self.samples = sum(len(samples) for samples in self._earlier.values())
-            self.progress.record.saved = SavedState(done=self.samples, at=self.progress.wall(), bytes=self.bytes)
-            log.info("shard %d resumes: %d requests (%d samples) were saved by earlier attempts", self.shard, len(self._earlier), self.samples)
+            self._unreplayed = sum(len(samples) for samples in self._earlier.values())
+            self._tell_progress(seconds=0.0)
+            log.info("shard %d resumes: %d requests (%d samples) were saved by earlier attempts", self.shard, len(self._earlier), self._unreplayed)
 
     def _read_line(self, line: bytes) -> None:
         if not line.strip():
@@ -130,12 +135,20 @@ class SavedRequests:
         """The saved answer to request `key`, if an earlier attempt saved it (once)."""
         samples = self._earlier.pop(key, None)
         if samples is not None:
+            self._unreplayed -= len(samples)
             self.resumed_samples += len(samples)
             self.resumed_tokens += sum(sample.tokens for sample in samples)
         return samples
 
     def add(self, key: str, samples: list[Sample]) -> None:
         self._waiting.append((key, samples))
+
+    def calling(self) -> None:
+        """An engine call begins: what it finishes before it returns is not saved, if it never does."""
+        self._call_from = self.progress.record.done
+
+    def called(self) -> None:
+        self._call_from = None
 
     def maybe_flush(self) -> None:
         if self._waiting and (len(self._waiting) >= self.every_requests or self.clock() - self._last >= self.every_seconds):
@@ -149,11 +162,14 @@ class SavedRequests:
         data = b"".join(_line(key, samples) for key, samples in self._waiting)
         self.store.write_bytes(saved_part_key(self.prefix, self.shard, self.attempt, self.parts), data)
         self.parts += 1
-        self.samples += sum(len(samples) for _, samples in self._waiting)
         self.bytes += len(data)
         self._waiting.clear()
         self._last = self.clock()
-        self.progress.record.saved = SavedState(done=self.samples, at=self.progress.wall(), seconds=round(self._last - started, 3), bytes=self.bytes)
+        self._tell_progress(seconds=round(self._last - started, 3))
+
+    def _tell_progress(self, seconds: float) -> None:
+        done = self.progress.record.done if self._call_from is None else self._call_from
+        self.progress.saved(SavedState(done=done + self._unreplayed, at=self.progress.wall(), seconds=seconds, bytes=self.bytes))
 
     def flush_quietly(self) -> None:
         """`flush` on the way out of a failing shard: its own failure never hides the shard's."""
@@ -195,7 +211,9 @@ class ResumingEngine:
         missing = [i for i, samples in enumerate(answers) if samples is None]
         for start in range(0, len(missing), self.batch):
             part = missing[start : start + self.batch]
+            self.saved.calling()
             drawn = self.engine.chat([conversations[i] for i in part], sampling, None if seeds is None else [seeds[i] for i in part])
+            self.saved.called()
             for i, samples in zip(part, drawn, strict=True):
                 answers[i] = samples
                 self.saved.add(keys[i], samples)
