@@ -14,8 +14,9 @@ would change the other items' rounds; replaying their answers does not.
 A request is known by a hash of what decides its answer (the model and the generation settings
 that change numbers, the conversation, the sampling, the seed) and by how many identical requests
 the shard asked before it, so an unseeded request asked twice is answered twice. A changed model or
-prompt therefore finds nothing to replay; the settings that only say how fast (`batchSize`,
-`gpuMemoryUtilization`, `parallelism`, `shards`) may change between attempts.
+prompt therefore finds nothing to replay; the settings that only say how fast (those an edit may
+change at any time: `batchSize`, `gpuMemoryUtilization`, `enforceEager`, ...; and `shards`) may
+change between attempts.
 
 Saving. Answers wait in memory and are written as one part (`<stage>/_saved/<shard>/<attempt>/
 part-NNNNN.jsonl`, atomically: S3 has no append) once `FLUSH_REQUESTS` wait or `FLUSH_SECONDS`
