@@ -7,6 +7,7 @@ from collections import Counter
 from selftaught.chat import Sampling
 from selftaught.method.parsing import parse_categorization
 from selftaught.method.prompts import categorize_messages, response_messages
+from selftaught.method.selection import priority
 from selftaught.stages.budget import Prompt, fitting
 from selftaught.stages.context import in_shard
 from selftaught.stages.contract import MapReduceStage, ShardResult, sum_counts
@@ -55,9 +56,12 @@ class Categorize(MapReduceStage):
             raise nothing_usable(f"data.instructions.source {data.instructions.source}", "instruction to categorize", merged(skipped, too_long))
         settings = spec.categorize
         ctx.progress.start(len(records))
+        # a seed per instruction: sampled (temperature > 0), a resumed shard still draws the same
+        seeds = [priority(spec.seed, f"categorize:{r['id']}") % 2**31 for r in records]
         answers = engine.chat(
             [categorize_messages(r["instruction"]) for r in records],
             Sampling(n=1, temperature=settings.temperature, max_tokens=settings.max_tokens),
+            seeds,
         ) if records else []
         counts: Counter[str] = Counter(records=len(records), tokens=sum(samples[0].tokens for samples in answers))
         for record, samples in zip(records, answers, strict=True):

@@ -7,6 +7,9 @@ idempotent.
   reduces; of two pods racing to reduce (or to finish one shard), the first to publish wins.
 - `Stage` (the CPU and training stages): one `run`.
 
+A shard that dies before its marker resumes by request: what its engine answered is saved as it
+goes and the next attempt replays it (`stages/shard_resume.py`), so its output is the same.
+
 Either way the stage is done exactly when its manifest exists.
 """
 
@@ -21,9 +24,10 @@ from selftaught.api.spec import ModelSource
 from selftaught.chat import ChatEngine
 from selftaught.stages.context import LazyEngine, StageContext
 from selftaught.stages.shard_progress import NoProgress, ShardProgress
+from selftaught.stages.shard_resume import RESUMED, ResumingEngine, SavedRequests, fingerprint
 from selftaught.store import Store
 from selftaught.store.jsonl import JsonlWriter
-from selftaught.store.layout import SHARD_MARKERS, attempt_of, manifest_key, progress_key, shard_name
+from selftaught.store.layout import SHARD_MARKERS, attempt_of, is_saved, manifest_key, progress_key, shard_name
 from selftaught.store.manifest import Manifest, create_manifest, read_manifest
 
 log = logging.getLogger(__name__)
@@ -96,10 +100,17 @@ def execute(stage: AnyStage, ctx: StageContext, shards: list[int] | None = None)
         ctx.meter.reset()
         ctx.progress = ShardProgress(ctx.store, progress_key(ref.prefix, shard), ref.label, shard, ctx.attempt)
         ctx.progress.start()  # map_shard says its total once it has read its input
+        # what earlier attempts of the shard generated is replayed, what this one generates saved
+        saved = SavedRequests(ctx.store, ref.prefix, shard, ctx.attempt, ctx.progress)
+        saved.load()
+        resuming = ResumingEngine(engine, saved, lambda: fingerprint(stage.model(ctx), ctx.spec.generation), ctx.spec.generation.batch_size)
         try:
             with JsonlWriter(ctx.store, ctx.output_key(shard_name(shard))) as out:
-                result = stage.map_shard(ctx, shard, out, engine)
+                result = stage.map_shard(ctx, shard, out, resuming)
             ctx.progress.finish()
+        except BaseException:
+            saved.flush_quietly()  # a shard stopped (SIGTERM, a crash): the next attempt replays what it finished
+            raise
         finally:
             ctx.progress = NoProgress()
         written = out.written
@@ -109,12 +120,14 @@ def execute(stage: AnyStage, ctx: StageContext, shards: list[int] | None = None)
             shard=shard,
             shards=ctx.num_shards,
             attempt=ctx.attempt,
-            counts={**result.counts, GENERATED_TOKENS: ctx.meter.tokens, GENERATION_SECONDS: round(ctx.meter.seconds, 3)},
+            counts={**result.counts, **saved.counts(), GENERATED_TOKENS: ctx.meter.tokens, GENERATION_SECONDS: round(ctx.meter.seconds, 3)},
             outputs={written.key: written.as_dict()},
             seconds=time.monotonic() - started,
             skipped=result.skipped,
         )
-        if not create_manifest(ctx.store, ref.shard_manifest_key(shard), marker):
+        won = create_manifest(ctx.store, ref.shard_manifest_key(shard), marker)
+        saved.discard()  # the shard is done, by this attempt or another
+        if not won:
             ctx.store.delete(written.key)  # another attempt finished this shard first: its file counts
             log.warning("%s shard %d was finished by another attempt; this attempt's copy is discarded", ref.label, shard)
             continue
@@ -129,11 +142,15 @@ def execute(stage: AnyStage, ctx: StageContext, shards: list[int] | None = None)
 def with_generation_speed(manifest: Manifest, shards: list[Manifest], gpus_per_engine: int) -> Manifest:
     """Every generation stage's manifest says how fast it generated: tokens per second per GPU
     while its engines were generating (model loading left out), over all its shards. Shards
-    that ran at the same time each count their own seconds: the rate is per GPU, not per run."""
+    that ran at the same time each count their own seconds: the rate is per GPU, not per run.
+    It also says what shards resumed from saved answers instead of generating them again."""
     tokens = sum(m.counts.get(GENERATED_TOKENS, 0) for m in shards)
     seconds = sum(m.counts.get(GENERATION_SECONDS, 0) for m in shards)
     manifest.counts.setdefault(GENERATED_TOKENS, tokens)
     manifest.counts.setdefault(GENERATION_SECONDS, round(seconds, 3))
+    for key in RESUMED:
+        if resumed := sum(m.counts.get(key, 0) for m in shards):
+            manifest.counts.setdefault(key, resumed)
     if tokens and seconds > 0:
         manifest.summary[TOKENS_PER_SECOND] = round(tokens / seconds / gpus_per_engine, 1)
     return manifest
@@ -164,14 +181,16 @@ def _publish(ctx: StageContext, manifest: Manifest | None) -> Manifest | None:
 
 def discard_stale_attempts(store: Store, prefix: str) -> list[str]:
     """Remove what attempts that did not win left in the stage's folder (killed, or slower than
-    the winner); keeps every file the stage manifest or a shard marker names. The deleted keys."""
+    the winner), and the answers any shard saved to resume from (`_saved/`, which a finished shard
+    removes itself unless killed first); keeps every file the stage manifest or a shard marker
+    names. The deleted keys."""
     keep: set[str] = set()
     for key in store.list(f"{prefix}/"):
         if key.endswith(".json") and (key == manifest_key(prefix) or key.startswith(f"{prefix}/{SHARD_MARKERS}/")):
             marker = read_manifest(store, key)
             if marker is not None:
                 keep.update(marker.outputs)
-    stale = [key for key in store.list(f"{prefix}/") if attempt_of(prefix, key) and key not in keep]
+    stale = [key for key in store.list(f"{prefix}/") if (attempt_of(prefix, key) or is_saved(prefix, key)) and key not in keep]
     for key in stale:
         store.delete(key)
     return stale

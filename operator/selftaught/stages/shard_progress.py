@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 from selftaught.chat import ChatEngine, Messages, Sample, Sampling
 from selftaught.store import StorageUnavailable, Store
-from selftaught.store.progress import ProgressRecord, Unit, write_progress
+from selftaught.store.progress import ProgressRecord, SavedState, Unit, write_progress
 
 log = logging.getLogger(__name__)
 #: at most one write per shard this often (and one at the start and the end)
@@ -63,6 +63,12 @@ class ShardProgress:
         if total is not None:
             self.record.total = total
         self._maybe_write()
+
+    def saved(self, state: SavedState) -> None:
+        """What a restart would not redo (`stages/shard_resume.py`): written at once, since it
+        prices a disruption now."""
+        self.record.saved = state
+        self._write()
 
     def add_tokens(self, tokens: float) -> None:
         self.record.tokens += tokens

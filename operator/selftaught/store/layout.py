@@ -7,6 +7,7 @@ categorize/attempt-3f9c…/shard-00000.jsonl      one file per shard, under the 
 categorize/_shards/00000.json                   shard done-marker (counts, sha256, seconds, which file)
 categorize/_manifest.json                       stage done-marker (names the winning attempt)
 categorize/_progress/00000.json                 how far a running shard is (done, total, tokens; rewritten every few seconds)
+categorize/_saved/00000/attempt-…/part-00000.jsonl  what a running shard's engine has answered so far, saved as it goes
 select/attempt-…/selected.jsonl
 pairs/attempt-…/train.jsonl  pairs/attempt-…/heldout.jsonl
 iter-001/judge/attempt-…/sft.jsonl              the kept, balanced judgments (train.method: sft)
@@ -33,6 +34,10 @@ SHARD_MARKERS = "_shards"
 #: progress objects of a running stage, one per shard: outside every attempt folder, so the
 #: stale-attempt cleanup never removes them and a retry overwrites its predecessor's
 PROGRESS = "_progress"
+#: a running shard's finished engine requests, saved as it goes (`stages/shard_resume.py`), one
+#: folder per shard and in it one per attempt: the next attempt of the shard finds every earlier
+#: attempt's parts with one listing, and two attempts never write the same part
+SAVED = "_saved"
 REPORT = "report/index.html"
 
 
@@ -65,6 +70,20 @@ def shard_marker_key(prefix: str, shard: int) -> str:
 
 def progress_key(prefix: str, shard: int) -> str:
     return f"{prefix}/{PROGRESS}/{shard:05d}.json"
+
+
+def saved_folder(prefix: str, shard: int) -> str:
+    """Where every attempt of shard `shard` saves its finished requests."""
+    return f"{prefix}/{SAVED}/{shard:05d}"
+
+
+def saved_part_key(prefix: str, shard: int, attempt: str, number: int) -> str:
+    return f"{saved_folder(prefix, shard)}/{attempt}/part-{number:05d}.jsonl"
+
+
+def is_saved(prefix: str, key: str) -> bool:
+    """Whether `key` is a saved part of a shard of the stage at `prefix`."""
+    return key.startswith(f"{prefix}/{SAVED}/")
 
 
 ATTEMPT_PREFIX = "attempt-"
