@@ -21,6 +21,10 @@ from tests.stores import read_output
 REPO = Path(__file__).resolve().parents[2]
 
 
+def read_jsonl_all(store, prefix):
+    return [json.loads(line) for key in sorted(store.list(prefix)) if key.endswith(".jsonl") for line in store.read_text(key).splitlines()]
+
+
 def _prepare_pairs(run):
     for name in ("categorize", "select", "pairs"):
         run_stage(run, StageRef(name))
@@ -111,7 +115,9 @@ def test_training_with_deepspeed_zero3_on_two_processes_gives_a_checkpoint_vllm_
     assert metrics["overall"] == pytest.approx(sum(metrics["sections"].values()) / 4) and metrics["missing"] == []
     assert metrics["partial"] and evaluated.summary["partial"]  # 8 examples leave most subsets out: said so
     assert metrics["position_consistent"] is not None and metrics["majority_vote"]["examples"] == 8
-    assert evaluated.summary["overall"] == round(metrics["overall"], 4) and evaluated.summary["benchmark"] == "rewardbench"
+    assert evaluated.summary["overall"] == metrics["overall"] and evaluated.summary["evaluated"] == "RewardBench"
+    assert evaluated.summary["overallInterval"] == [metrics["intervals"]["overall"]["low"], metrics["intervals"]["overall"]["high"]]
+    assert set(metrics["outcomes"]) == {record["id"] for record in read_jsonl_all(store, "iter-001/evaluate/")}  # per example, for the report's paired test
     # the stage's numbers are what `selftaught score` prints for the outputs it wrote
     outputs = tmp_path / "outputs.jsonl"
     outputs.write_text("".join(store.read_text(key) for key in sorted(store.list("iter-001/evaluate/")) if key.endswith(".jsonl")))
@@ -153,7 +159,7 @@ def test_rewardbench2_is_evaluated_in_rating_mode_with_its_six_subsets(make_run,
     assert metrics["benchmark"] == "rewardbench2" and metrics["examples"] == 7
     assert set(metrics["subsets"]) == {"Factuality", "Precise IF", "Math", "Safety", "Focus", "Ties"} and not metrics["partial"]
     assert metrics["overall"] == pytest.approx(sum(metrics["sections"].values()) / 6)  # Ties: its own official score
-    assert manifest.summary["overall"] == round(metrics["overall"], 4)
+    assert manifest.summary["overall"] == metrics["overall"]
 
 
 def test_a_majority_vote_that_stops_once_decided_scores_exactly_as_drawing_all_k(make_run):
