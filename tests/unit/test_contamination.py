@@ -104,3 +104,16 @@ def test_the_plan_counts_them_before_any_model_loads(tmp_path):
     assert "contamination: 5 of 10 instructions match the evaluation set (2 exact, 3 near): dropped from training by select" in text
     warn, _ = _spiked_run(tmp_path / "warn", "warn")
     assert "(2 exact, 3 near): kept (data.decontaminate: warn)" in format_plan("w", estimate(warn.spec, plan_inputs(warn)), "here")
+
+
+def test_status_and_the_report_state_how_many_were_removed(tmp_path):
+    from selftaught.pipeline.scan import scan
+    from selftaught.views.html_report import collect
+    from selftaught.views.overview import describe_stage
+
+    run, store = _spiked_run(tmp_path)
+    run_stage(run, StageRef("select"))
+    progress = scan(store)
+    assert describe_stage(StageRef("select"), progress).startswith("selected 5, decontaminated 5 (")
+    data = collect(store, run, progress, estimate(run.spec, plan_inputs(run)))
+    assert data.contamination == "Contamination: 5 of 10 instructions matched the evaluation set and were removed before training."
