@@ -268,7 +268,7 @@ def _score_endpoint(args: argparse.Namespace) -> int:
         write_jsonl(args.outputs, records)  # `selftaught score OUTPUTS` scores them again, with no endpoint
     if skipped.skipped:
         print(f"skipped {skipped.skipped} bad records; the first: {'; '.join(skipped.examples[:3])}", file=sys.stderr)
-    print(json.dumps(report, indent=2) if args.json else format_report(report, title=f"{args.benchmark} ({engine.model} at {args.endpoint})"))
+    print(json.dumps(report, indent=2) if args.json else format_report(report, title=f"{report['evaluated']} ({engine.model} at {args.endpoint})"))
     return 0
 
 
