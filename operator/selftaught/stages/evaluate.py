@@ -294,17 +294,17 @@ def vote_report(votes: dict[str, int], settings: EvaluateSettings) -> dict[str, 
 
 
 def summarize(report: dict[str, Any]) -> dict[str, Any]:
-    """The few numbers the status, the events and `selftaught run` show, at full precision: what
-    was evaluated, each accuracy with its 95 % interval (`[low, high]`), and why a number is not
-    the leaderboard's when it is not."""
+    """The few numbers the status, the events and `selftaught run` show: what was evaluated, each
+    accuracy with its 95 % interval (`[low, high]`), and why a number is not the leaderboard's when
+    it is not."""
     intervals = report.get("intervals") or {}
     summary: dict[str, Any] = {"evaluated": report.get("evaluated") or report["benchmark"], "examples": report["examples"]}
 
     def number(key: str, value: float | None, interval: dict[str, Any] | None) -> None:
-        if value is not None:
-            summary[key] = value
+        if value is not None:  # 4 decimals, as events and the status show them; full precision in metrics.json
+            summary[key] = round(value, 4)
             if interval:
-                summary[f"{key}Interval"] = [interval["low"], interval["high"]]
+                summary[f"{key}Interval"] = [round(interval["low"], 4), round(interval["high"], 4)]
 
     number("accuracy", report.get("accuracy"), intervals.get("accuracy"))
     number("overall", report.get("overall"), intervals.get("overall"))
