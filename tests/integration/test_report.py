@@ -150,7 +150,7 @@ def test_the_quickstarts_report_opens_with_its_verdict_and_never_calls_its_own_p
     assert page.index('<p class="verdict" id="verdict">' + verdict) == page.index("</h1>", first) + len("</h1>\n")
     assert "Evaluated on 10 held-out pairs; chance is 0.50." in page
     assert "rewardbench" not in page.lower().replace("rewardbench&#x27;s format", "")  # only ever "scored in RewardBench's format"
-    assert "The evaluation set is held-out pairs: the run&#x27;s own data, scored in RewardBench&#x27;s format; not a benchmark number." in page
+    assert "The evaluation set is the held-out pairs, the run&#x27;s own data, scored in RewardBench&#x27;s format: not a benchmark number." in page
 
 
 def test_a_difference_the_examples_cannot_tell_from_noise_is_called_so(tmp_path):

@@ -169,9 +169,19 @@ def _headline(data: ReportData) -> str:
     return "overall" if any(m.get("overall") is not None for m in data.metrics.values()) else "accuracy"
 
 
+def _evaluated(metrics: dict[str, Any]) -> str:
+    """What an evaluation measured (metrics written before `evaluated` existed: inferred the same way)."""
+    if metrics.get("evaluated"):
+        return str(metrics["evaluated"])
+    if (metrics.get("custom") or {}).get("examples") == metrics.get("examples"):
+        return "custom set"
+    benchmark = BENCHMARKS.get(str(metrics.get("benchmark")))
+    return benchmark.title if benchmark else "the evaluation set"
+
+
 def _on(metrics: dict[str, Any]) -> str:
-    evaluated = metrics.get("evaluated") or metrics.get("benchmark") or "the evaluation set"
-    return f"{metrics.get('examples', 0):,} {evaluated} examples" if evaluated != "held-out pairs" else f"{metrics.get('examples', 0):,} held-out pairs"
+    evaluated = _evaluated(metrics)
+    return f"{metrics.get('examples', 0):,} held-out pairs" if evaluated == "held-out pairs" else f"{metrics.get('examples', 0):,} {evaluated} examples"
 
 
 def verdict(data: ReportData) -> str:
@@ -212,8 +222,9 @@ def _caveats(data: ReportData) -> list[str]:
     """What keeps a number from being the leaderboard's, said once."""
     newest = data.metrics[max(data.metrics)] if data.metrics else {}
     notes = []
-    if newest.get("evaluated") in ("held-out pairs", "custom set"):
-        notes.append(f"The evaluation set is {newest['evaluated']}: the run's own data, scored in {BENCHMARKS[data.benchmark].title}'s format; "
+    whose = {"held-out pairs": "the held-out pairs, the run's own data", "custom set": "a custom set, pairs in subsets the benchmark does not know"}
+    if newest and _evaluated(newest) in whose:
+        notes.append(f"The evaluation set is {whose[_evaluated(newest)]}, scored in {BENCHMARKS[data.benchmark].title}'s format: "
                      "not a benchmark number.")  # fmt: skip
     if newest.get("partial") and newest.get("overall") is not None:
         missing = ", ".join(f"{name} (NaN: no prompt with both its ref and tied records)" if name in (newest.get("sections") or {}) else name
