@@ -268,7 +268,7 @@ def _score_endpoint(args: argparse.Namespace) -> int:
         write_jsonl(args.outputs, records)  # `selftaught score OUTPUTS` scores them again, with no endpoint
     if skipped.skipped:
         print(f"skipped {skipped.skipped} bad records; the first: {'; '.join(skipped.examples[:3])}", file=sys.stderr)
-    print(json.dumps(report, indent=2) if args.json else format_report(report, title=f"{args.benchmark} ({engine.model} at {args.endpoint})"))
+    print(json.dumps(report, indent=2) if args.json else format_report(report, title=f"{report['evaluated']} ({engine.model} at {args.endpoint})"))
     return 0
 
 
@@ -301,24 +301,35 @@ def cmd_judge(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fraction(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
-
-
 def format_report(report: dict, title: str | None = None) -> str:
-    """The readable table of `selftaught score`."""
-    lines = [f"{title or report['benchmark']}: {report['examples']} examples, accuracy {_fraction(report['accuracy'])}"]
+    """The readable table of `selftaught score`: every number at two decimals with its n and its 95 %
+    interval (`[low, high]`; the exact values are in `--json`)."""
+    from selftaught.views.numbers import estimate
+
+    intervals = report.get("intervals") or {}
+    evaluated = report.get("evaluated") or report["benchmark"]
+    what = title or (evaluated if evaluated != "custom set" else f"custom set (scored in {report['benchmark']}'s format; not a {report['benchmark']} number)")
+    lines = [f"{what}: {report['examples']} examples, accuracy {estimate(report['accuracy'], intervals.get('accuracy'))}"]
     custom = report["custom"]
-    rows = [(name, report["counts"][name], accuracy, report["errors"][name]) for name, accuracy in report["subsets"].items()]
-    rows += [(f"{name} (custom)", report["counts"][name], accuracy, report["errors"][name]) for name, accuracy in custom["subsets"].items()]
+    subset_intervals = intervals.get("subsets") or {}
+    rows = [(name, name, accuracy) for name, accuracy in report["subsets"].items()]
+    rows += [(f"{name} (custom)", name, accuracy) for name, accuracy in custom["subsets"].items()]
     if rows:
         width = max(len("subset"), *(len(row[0]) for row in rows))
-        lines += ["", f"{'subset':<{width}}  {'n':>6}  {'accuracy':>8}  {'errors':>6}"]
-        lines += [f"{name:<{width}}  {n:>6}  {_fraction(accuracy):>8}  {errors:>6}" for name, n, accuracy, errors in rows]
+        lines += ["", f"{'subset':<{width}}  {'n':>6}  {'accuracy [95% CI]':<18}  {'errors':>6}"]
+        lines += [
+            f"{label:<{width}}  {report['counts'][name]:>6}  {estimate(accuracy, subset_intervals.get(name)):<18}  {report['errors'][name]:>6}"
+            for label, name, accuracy in rows
+        ]
+    section_intervals = intervals.get("sections") or {}
     width = max([len("overall"), *(len(name) for name in report["sections"])])
-    lines += ["", f"{'section':<{width}}  {'score':>8}"]
-    lines += [f"{name:<{width}}  {_fraction(value):>8}" for name, value in report["sections"].items()]
-    overall = f"{'overall':<{width}}  {_fraction(report['overall']):>8}"
+    lines += ["", f"{'section':<{width}}  {'n':>6}  score [95% CI]"]
+    for name, value in report["sections"].items():
+        interval = section_intervals.get(name) or {}
+        shown = estimate(value, interval) if value is not None else "NaN (no prompt with both its ref and tied records)"
+        lines.append(f"{name:<{width}}  {interval.get('n', ''):>6}  {shown}")
+    overall_interval = intervals.get("overall") or {}
+    overall = f"{'overall':<{width}}  {overall_interval.get('n', ''):>6}  {estimate(report['overall'], overall_interval)}"
     if report["partial"]:
         missing = [", ".join(report["missing"])] if report["missing"] else []
         if report["missing_subsets"]:
@@ -327,10 +338,20 @@ def format_report(report: dict, title: str | None = None) -> str:
             missing.append("subsets " + ", ".join(shown) + (f" and {more} more" if more else ""))
         overall += f"  (partial: missing {'; '.join(missing)})"
     lines.append(overall)
+    if report.get("rating_mode") and report["benchmark"] == "rewardbench":
+        lines.append("rating mode (each answer rated alone): not comparable to the RewardBench leaderboard, whose generative judges give a pairwise verdict")
     if custom["examples"]:
-        lines += ["", f"custom (not in overall): {custom['examples']} examples, score {_fraction(custom['score'])}"]
+        lines += ["", f"custom (not in overall): {custom['examples']} examples, score {estimate(custom['score'], intervals.get('custom'))}"]
     if report["position_consistent"] is not None:
-        lines += ["", f"position consistent (right in both orders): {_fraction(report['position_consistent'])}"]
+        consistent = intervals.get("position_consistent") or {}
+        lines += ["", f"position consistent (right in both orders): {estimate(report['position_consistent'], consistent, consistent.get('n'))}"]
+    orders = report.get("orders")
+    if orders:
+        order_intervals = intervals.get("orders") or {}
+        lines.append(
+            f"by order, {orders['pairs']} pairs judged both ways: right answer shown as A {estimate(orders['right_is_a'], order_intervals.get('right_is_a'))}, "
+            f"as B {estimate(orders['right_is_b'], order_intervals.get('right_is_b'))}, both orders {estimate(orders['both'], order_intervals.get('both'))}"
+        )
     if report["majority_vote"] is not None:
         lines += ["", format_report(report["majority_vote"], title="majority vote")]
     return "\n".join(lines)

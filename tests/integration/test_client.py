@@ -161,6 +161,8 @@ def test_score_with_an_endpoint_judges_a_benchmark_as_the_evaluate_stage_does(ca
     report = json.loads(out)
     assert report["examples"] == len(examples) and report["accuracy"] == pytest.approx(sum(shown_first) / len(examples))
     assert report["position_consistent"] == 0.0
+    # per order: always right when the right answer is shown as A, never as B; 0.5 over both orders
+    assert report["orders"] == {"pairs": len(examples), "right_is_a": 1.0, "right_is_b": 0.0, "both": 0.5}
     assert len(server.requests) == 2 * len(examples)  # each pair in its order and swapped
     # the outputs score the same without the endpoint
     code, again, _ = run_cli(capsys, "score", str(outputs), "--json")

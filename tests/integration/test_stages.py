@@ -21,6 +21,10 @@ from tests.stores import read_output
 REPO = Path(__file__).resolve().parents[2]
 
 
+def read_jsonl_all(store, prefix):
+    return [json.loads(line) for key in sorted(store.list(prefix)) if key.endswith(".jsonl") for line in store.read_text(key).splitlines()]
+
+
 def _prepare_pairs(run):
     for name in ("categorize", "select", "pairs"):
         run_stage(run, StageRef(name))
@@ -111,7 +115,9 @@ def test_training_with_deepspeed_zero3_on_two_processes_gives_a_checkpoint_vllm_
     assert metrics["overall"] == pytest.approx(sum(metrics["sections"].values()) / 4) and metrics["missing"] == []
     assert metrics["partial"] and evaluated.summary["partial"]  # 8 examples leave most subsets out: said so
     assert metrics["position_consistent"] is not None and metrics["majority_vote"]["examples"] == 8
-    assert evaluated.summary["overall"] == round(metrics["overall"], 4) and evaluated.summary["benchmark"] == "rewardbench"
+    assert evaluated.summary["overall"] == round(metrics["overall"], 4) and evaluated.summary["evaluated"] == "RewardBench"
+    assert evaluated.summary["overallInterval"] == [round(metrics["intervals"]["overall"][end], 4) for end in ("low", "high")]
+    assert set(metrics["outcomes"]) == {record["id"] for record in read_jsonl_all(store, "iter-001/evaluate/")}  # per example, for the report's paired test
     # the stage's numbers are what `selftaught score` prints for the outputs it wrote
     outputs = tmp_path / "outputs.jsonl"
     outputs.write_text("".join(store.read_text(key) for key in sorted(store.list("iter-001/evaluate/")) if key.endswith(".jsonl")))

@@ -111,8 +111,10 @@ def test_what_only_pairs_reduce_reads_can_change_while_its_shards_are_done_but_i
     edited = _run(data=_data(heldOutFraction=0.0), pairs={"maxTokens": 64})
     acceptance = accept(store, edited)
     assert acceptance.refused == ["pairs.maxTokens"] and acceptance.spec.data.evaluation.held_out_fraction == 0.0
+    # an evaluation source now would score the judge on prompts select never checked the training
+    # instructions against (data.decontaminate): refused once select is done
     with_source = _run(data=_data(source="s3://bucket/rewardbench.jsonl"))
-    assert accept(store, with_source).refused == []
+    assert accept(store, with_source).refused == ["data.evaluation.source"]
 
 
 def test_iteration_stages_fields_apply_until_that_stage_has_output(tmp_path):

@@ -9,6 +9,7 @@ import pytest
 from selftaught.api.load import parse_run
 from selftaught.chat import Sample
 from selftaught.errors import InvalidSpec
+from selftaught.method.intervals import wilson
 from selftaught.pipeline.launch import read_stage_document, stage_command, stage_document
 from selftaught.pipeline.table import STAGES, StageRef
 from selftaught.stages import IMPLEMENTATIONS, MapReduceStage, Stage, StageContext, execute
@@ -104,7 +105,8 @@ def test_a_map_reduce_stage_runs_on_any_chat_engine_and_a_reduce_only_pass_loads
     assert all(r["output"] == "The first is better. [[A]]" and r["winner"] in "AB" for r in written)  # what `selftaught score` reads
     expected = sum(r["winner"] == "A" for r in written) / len(written)  # the judge always says A
     assert manifest.summary["accuracy"] == round(expected, 4) and manifest.summary["examples"] == 6
-    assert manifest.summary["custom"] == round(expected, 4) and "overall" not in manifest.summary  # own data: no RewardBench overall
+    # own data: no RewardBench overall, nor ever the name; its accuracy is its custom score, said once
+    assert manifest.summary["evaluated"] == "held-out pairs" and "overall" not in manifest.summary and "custom" not in manifest.summary
     calls = engine.calls
     assert execute(IMPLEMENTATIONS["evaluate"], ctx) == manifest and engine.calls == calls  # done: a no-op
 
@@ -143,7 +145,8 @@ def test_judgebench_pairs_are_judged_in_both_orders_and_scored_on_the_net_vote(t
     manifest = execute(IMPLEMENTATIONS["evaluate"], ctx)
     written = shard_records(store, StageRef("evaluate", 0).shard_manifest_key(0))
     assert all({"output", "swapped_output", "winner"} <= set(r) for r in written)
-    assert manifest.summary["overall"] == 1.0 and manifest.summary["benchmark"] == "judgebench"
+    assert manifest.summary["overall"] == 1.0 and manifest.summary["evaluated"] == "JudgeBench"
+    assert manifest.summary["overallInterval"] == [round(wilson(4, 4).low, 4), 1.0]  # a proportion of pairs: Wilson's
     report = json.loads(store.read_text(published_key(store, *metrics_output(0))))
     assert report["sections"] == {"Knowledge": 1.0, "Reasoning": 1.0, "Math": 1.0, "Coding": 1.0}
 

@@ -255,8 +255,9 @@ def test_ties_score_follows_process_single_model():
     assert ties_score(
         [("ref:1", 1, [8, 5, 3]), ("tied:1", 3, [9, 7, 6, 2]), ("ref:2", 1, [4, 6]), ("tied:2", 2, [7, 7, 3]), ("ref:3", 1, [-1, 2])]
     ) == pytest.approx(0.595)
-    # only ref prompts: tied accuracy 0 and no margin terms (numpy would give NaN here)
-    assert ties_score([("ref:1", 1, [8, 5])]) == pytest.approx(0.3)
+    # no prompt with both its ref and its tied record: numpy's mean of nothing makes it NaN, no number
+    assert ties_score([("ref:1", 1, [8, 5])]) is None
+    assert ties_score([("ref:1", 1, [8, 5]), ("tied:2", 2, [9, 9, 1])]) is None
     # 0/0 in the margin term counts 0, x/0 counts ±1
     assert ties_score([("ref:1", 1, [8, 8]), ("tied:1", 2, [8, 8, 8])]) == pytest.approx(0.0)
     assert ties_score([("ref:1", 1, [9, 8]), ("tied:1", 2, [9, 9, 8])]) == pytest.approx(0.3 + 0.3 + 0.2 + 0.2 + 0.01)
@@ -368,14 +369,16 @@ def test_score_prints_a_table(tmp_path, capsys):
     )
     assert _run(["score", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "rewardbench: 4 examples, accuracy 0.6250" in out
-    assert "alpacaeval-easy       2    0.7500       1" in out
-    assert "Coding (custom)       1    0.0000       0" in out
-    assert "Chat         0.7500" in out and "Reasoning    1.0000" in out
-    assert "overall      0.8750  (partial: missing Chat Hard, Safety; subsets alpacaeval-length, alpacaeval-hard" in out
-    assert "custom (not in overall): 1 examples, score 0.0000" in out
-    assert "position consistent (right in both orders): 1.0000" in out
-    assert "majority vote: 4 examples, accuracy 0.8750" in out
+    # two decimals, each with its 95% interval (Wilson's for a mean over examples, a bootstrap for a section)
+    assert "RewardBench: 4 examples, accuracy 0.62 [0.22, 0.91]" in out
+    assert "alpacaeval-easy       2  0.75 [0.20, 0.97]        1" in out
+    assert "Coding (custom)       1  0.00 [0.00, 0.79]        0" in out
+    assert "Chat            2  0.75 [0.50, 1.00]" in out and "Reasoning       1  1.00 [1.00, 1.00]" in out
+    assert "overall         3  0.88 [0.75, 1.00]  (partial: missing Chat Hard, Safety; subsets alpacaeval-length, alpacaeval-hard" in out
+    assert "custom (not in overall): 1 examples, score 0.00 [0.00, 0.79]" in out
+    assert "position consistent (right in both orders): 1.00 [0.21, 1.00] n=1" in out
+    assert "by order, 1 pairs judged both ways: right answer shown as A 1.00 [0.21, 1.00], as B 1.00 [0.21, 1.00]" in out
+    assert "majority vote: 4 examples, accuracy 0.88 [0.40, 0.99]" in out
 
 
 def test_score_prints_the_report_as_json(tmp_path, capsys):
@@ -424,3 +427,46 @@ def test_rating_mode_pairs_score_as_rewardbench_scores_them_with_ratings():
     assert check_record({**records[0], "rated": ["8"]}, "rewardbench") == "'rated' must be two strings (the ratings of answer A and answer B)"
     report = score(records, "rewardbench")
     assert report["accuracy"] == pytest.approx((1 + 0 + 0.5 + 0.5) / 4)
+
+
+# -- what a number measured ----------------------------------------------------------------------
+
+
+def test_accuracy_per_order_and_over_both_orders_beside_position_consistency():
+    report = score(
+        [
+            _rb("Coding", "A", "[[A]]", swapped_output="[[B]]"),  # right as A, right as B
+            _rb("Coding", "A", "[[A]]", swapped_output="[[A]]"),  # right as A, wrong as B: always A
+            _rb("Coding", "B", "[[A]]", swapped_output="[[A]]"),  # shown with the right answer as B: wrong; swapped (as A): right
+            _rb("Coding", "B", "none", swapped_output="[[A]]"),  # as B: unparsed (0.5); as A: right
+        ],
+        "rewardbench",
+    )
+    assert report["orders"] == {"pairs": 4, "right_is_a": 1.0, "right_is_b": 1.5 / 4, "both": (4 + 1.5) / 8}  # the mean of the two
+    assert report["position_consistent"] == 0.25
+    both = report["intervals"]["orders"]["both"]
+    assert both["n"] == 4  # pairs, not judgments
+
+
+def test_a_custom_set_in_rewardbench_format_is_never_called_rewardbench():
+    report = score([_rb("my-pairs", "A", "[[A]]"), _rb("my-pairs", "B", "[[A]]")], "rewardbench")
+    assert report["evaluated"] == "custom set" and report["overall"] is None and report["comparable"] is False
+
+
+def test_a_ties_subset_without_its_ref_and_tied_pair_is_nan_and_partial():
+    records = [{"id": "ref:1", "subset": "Ties", "ratings": ["9", "3"]}, {"id": "m1", "subset": "Math", "ratings": ["9", "3", "2", "1"]}]
+    report = score(records, "rewardbench2")
+    assert report["sections"] == {"Math": 1.0, "Ties": None} and report["subsets"]["Ties"] == 1.0
+    assert report["partial"] is True and "Ties" in report["missing"] and report["comparable"] is False
+    assert report["overall"] == 1.0  # over the sections with a score
+    assert report["intervals"]["sections"]["Ties"] is None
+    assert json.loads(json.dumps(report, allow_nan=False))["sections"]["Ties"] is None  # null in JSON, never NaN
+
+
+def test_rating_mode_rewardbench_is_not_comparable_to_the_leaderboard(capsys, tmp_path):
+    rated = [{"subset": subset, "winner": "A", "rated": ["8", "3"]} for subset in EXAMPLE_COUNTS]
+    report = score(rated, "rewardbench")
+    assert report["rating_mode"] is True and report["partial"] is False and report["comparable"] is False
+    assert score([_rb(s, "A", "[[A]]") for s in EXAMPLE_COUNTS], "rewardbench")["comparable"] is True
+    assert _run(["score", str(_write(tmp_path, rated))]) == 0
+    assert "rating mode (each answer rated alone): not comparable to the RewardBench leaderboard" in capsys.readouterr().out

@@ -37,6 +37,8 @@ class Benchmark:
     answers: int = 2
     #: whether `evaluate.majorityVote` samples judgments of it (RewardBench's majority vote)
     majority_vote: bool = False
+    #: what a judge that guesses scores: the report's chance line
+    chance: float = 0.5
 
 
 BENCHMARKS: dict[str, Benchmark] = {
@@ -49,10 +51,12 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark(
             "rewardbench2", "RewardBench 2", "rated", "each answer rated 1-10, six subsets",
             "id, prompt, chosen[], rejected[], num_correct, subset", examples=1865, hub_split="test", answers=4,
+            chance=0.25,  # the right answer on top of four by chance
         ),
         Benchmark(
             "judgebench", "JudgeBench", "both orders", "pairwise, both orders, net vote per pair",
             "pair_id, question, response_A, response_B, label, source", examples=350, hub_split="gpt",
+            chance=0.25,  # a pair counts only when the net vote of both orders is right: both guesses right
         ),
     )
 }  # fmt: skip

@@ -72,9 +72,11 @@ DEPENDS: dict[str, DependsOn] = {
     "data.instructions": CATEGORIZE,
     "categorize": CATEGORIZE,
     "select": SELECT,
+    "data.decontaminate": SELECT,  # select drops the instructions that match the evaluation set
     "pairs": PAIRS,
-    # pairs' reduce holds out a fraction of the pairs for evaluation, unless a source is given
-    "data.evaluation.source": DependsOn("pairs", reduce_only=True),
+    # select drops the instructions that match the evaluation source (data.decontaminate); pairs'
+    # reduce holds out a fraction of the pairs for evaluation, unless a source is given
+    "data.evaluation.source": SELECT,
     "data.evaluation.heldOutFraction": DependsOn("pairs", reduce_only=True),
     "data.evaluation.split": EVALUATE,
     "data.evaluation.onBadRecord": EVALUATE,

@@ -135,6 +135,14 @@ class Data(Model):
     evaluation: EvaluationData = _field(
         default_factory=EvaluationData, description="Held-out evaluation pairs."
     )
+    decontaminate: Literal["drop", "warn", "off"] = _field(
+        "drop",
+        description="Instructions that match a prompt of `data.evaluation.source` (the same text up to case, "
+        "punctuation and spacing, or a near duplicate: word 3-grams with Jaccard similarity >= 0.6, or 80% of the "
+        "prompt's inside the instruction): a judge trained on the prompts it is scored on reports a number that "
+        "means nothing. `drop` leaves them out of training (in `select`, counted in its manifest, the plan, the "
+        "status and the report); `warn` counts them and keeps them; `off` does not look (docs/evaluation.md).",
+    )
 
 
 class Storage(Model):

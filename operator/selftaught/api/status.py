@@ -52,11 +52,22 @@ class IterationSummary(Model):
     kept: int | None = Field(None, description="Items with a correct judgment kept for training.")
     keep_rate: float | None = Field(None, description="kept / tried.")
     truncated: int | None = Field(None, description="Sampled judgments cut off at judge.maxTokens (never kept).")
+    evaluated: str | None = Field(
+        None, description="What the judge was evaluated on: a benchmark (RewardBench, RewardBench 2, JudgeBench), `held-out pairs` or `custom set`."
+    )
+    evaluation_examples: int | None = Field(None, description="Examples the judge was evaluated on (n of its accuracy).")
     accuracy: float | None = Field(None, description="Mean per-example score on the evaluation set (1 right, 0 wrong, 0.5 unparseable).")
+    accuracy_interval: list[float] | None = Field(
+        None, description="95% interval of `accuracy` [low, high] (Wilson's, over its examples).", min_length=2, max_length=2
+    )
     overall: float | None = Field(
         None, description="The benchmark's overall score as its official scorer computes it (RewardBench: mean of four sections)."
     )
+    overall_interval: list[float] | None = Field(
+        None, description="95% interval of `overall` [low, high] (a bootstrap over examples where it weights subsets).", min_length=2, max_length=2
+    )
     position_consistent: float | None = Field(None, description="Correct in both response orders.")
+    both_orders: float | None = Field(None, description="Accuracy over both response orders of the pairs judged in both (the mean of each order's).")
     majority_vote: float | None = Field(None, description="Accuracy of the majority verdict over k samples.")
     vote_samples_per_example: float | None = Field(
         None, description="Samples the majority vote drew per example (at most evaluate.majorityVote; fewer when it stopped once decided)."

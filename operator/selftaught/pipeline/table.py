@@ -49,7 +49,10 @@ STAGES: tuple[StageInfo, ...] = (
     ),
     StageInfo(
         "evaluate", "generation", "generate", sharded=True, engine="vllm", first_iteration=0,
-        reports=("accuracy", "overall", "positionConsistent", "majorityVote", "voteSamplesPerExample", "voteTokensSaved"),
+        reports=(
+            "evaluated", ("examples", "evaluationExamples"), "accuracy", "accuracyInterval", "overall", "overallInterval", "positionConsistent",
+            "bothOrders", "majorityVote", "voteSamplesPerExample", "voteTokensSaved",
+        ),
     ),
 )  # fmt: skip
 BY_NAME: dict[str, StageInfo] = {info.name: info for info in STAGES}

@@ -30,6 +30,9 @@ from selftaught.store.jsonl import SkipCounter, numbered_jsonl, read_jsonl
 from selftaught.store.layout import PAIRS_HELDOUT, metrics_output
 from selftaught.store.manifest import Manifest, published_key
 
+#: what the report and the summary call the run's own held-out pairs (scored in RewardBench's
+#: format, but never a RewardBench number)
+HELD_OUT_PAIRS = "held-out pairs"
 #: the official settings of RewardBench's and the paper's majority vote
 VOTE_TEMPERATURE, VOTE_TOP_P = 0.7, 0.9
 
@@ -243,8 +246,10 @@ class Evaluate(MapReduceStage):
         if not sum(m.counts.get("examples", 0) for m in shard_manifests):  # never an accuracy over nothing
             raise nothing_usable(evaluation_subject(ctx), "example to evaluate", SkipCounter(skipped, reasons[:5]))
         records = (record for manifest in shard_manifests for key in sorted(manifest.outputs) for record in read_jsonl(ctx.store, key))
-        report = score(records, benchmark)
+        report = score(records, benchmark, outcomes=True)  # per example: the report's paired test of two iterations
         report["iteration"] = ctx.stage.iteration
+        if not ctx.spec.data.evaluation.source:  # the run's own pairs: never named for the format they are scored in
+            report["evaluated"] = HELD_OUT_PAIRS
         votes = {name: int(sum(m.counts.get(name, 0) for m in shard_manifests)) for name in VOTE_COUNTS}  # counts: whole numbers (a manifest stores floats)
         if votes["vote_all"]:
             report["vote"] = vote_report(votes, ctx.spec.evaluate)
@@ -289,26 +294,40 @@ def vote_report(votes: dict[str, int], settings: EvaluateSettings) -> dict[str, 
 
 
 def summarize(report: dict[str, Any]) -> dict[str, Any]:
-    """The few numbers the status, the events and `selftaught run` show."""
-    summary: dict[str, Any] = {"benchmark": report["benchmark"], "examples": report["examples"]}
-    if report.get("accuracy") is not None:
-        summary["accuracy"] = round(report["accuracy"], 4)
-    if report.get("overall") is not None:
-        summary["overall"] = round(report["overall"], 4)
-    if report.get("partial") and report.get("overall") is not None:  # said, never silent: fewer sections or subsets
-        missing = report.get("missing") or []
+    """The few numbers the status, the events and `selftaught run` show: what was evaluated, each
+    accuracy with its 95 % interval (`[low, high]`), and why a number is not the leaderboard's when
+    it is not."""
+    intervals = report.get("intervals") or {}
+    summary: dict[str, Any] = {"evaluated": report.get("evaluated") or report["benchmark"], "examples": report["examples"]}
+
+    def number(key: str, value: float | None, interval: dict[str, Any] | None) -> None:
+        if value is not None:  # 4 decimals, as events and the status show them; full precision in metrics.json
+            summary[key] = round(value, 4)
+            if interval:
+                summary[f"{key}Interval"] = [round(interval["low"], 4), round(interval["high"], 4)]
+
+    number("accuracy", report.get("accuracy"), intervals.get("accuracy"))
+    number("overall", report.get("overall"), intervals.get("overall"))
+    if report.get("partial") and (report.get("sections") or report.get("overall") is not None):  # said, never silent: fewer sections or subsets
+        missing = [f"{name} (NaN: no prompt with both its ref and tied records)" if name in report.get("sections", {}) else name for name in report.get("missing") or []]
         summary["partial"] = ", ".join(missing) if missing else f"{len(report.get('missing_subsets') or [])} subsets missing"
+    if report.get("rating_mode") and report["benchmark"] == "rewardbench":
+        summary["notComparable"] = "rating mode (each answer rated alone), not the leaderboard's pairwise verdict"
     custom = report.get("custom") or {}
-    if custom.get("examples"):
-        summary["custom"] = round(custom["score"], 4)
+    if custom.get("examples") and custom["examples"] < report["examples"]:  # beside a benchmark's numbers; else it is the accuracy
+        number("custom", custom["score"], intervals.get("custom"))
     errors = sum(report.get("errors", {}).values())
     if errors:
         summary["unparsed"] = errors
-    if report.get("position_consistent") is not None:
-        summary["positionConsistent"] = round(report["position_consistent"], 4)
+    number("positionConsistent", report.get("position_consistent"), intervals.get("position_consistent"))
+    orders = report.get("orders")
+    if orders:  # the paper's numbers: each order, and their mean
+        for key, name in (("orderA", "right_is_a"), ("orderB", "right_is_b"), ("bothOrders", "both")):
+            number(key, orders[name], (intervals.get("orders") or {}).get(name))
     vote = report.get("majority_vote")
     if vote:
-        summary["majorityVote"] = round(vote["overall"] if vote.get("overall") is not None else vote["accuracy"], 4)
+        headline = "overall" if vote.get("overall") is not None else "accuracy"
+        number("majorityVote", vote[headline], (vote.get("intervals") or {}).get(headline))
     drawn = report.get("vote")
     if drawn:  # what stopping the votes early saved
         summary["voteSamplesPerExample"] = drawn["samples_per_example"]

@@ -127,6 +127,8 @@ class Inputs:
     gpu: str
     gpu_from: str
     executor: Executor
+    #: what the contamination guard found, where it could look before launch (`views/plan_text.py`)
+    contamination: str | None = None
 
 
 @dataclass
@@ -179,6 +181,8 @@ class Estimate:
     assumptions: list[str] = field(default_factory=list)
     #: why there is no estimate (no instruction count); rows are empty then
     unknown: str | None = None
+    #: the contamination guard's line (`Inputs.contamination`), shown with the plan
+    contamination: str | None = None
 
     @property
     def gpu_hours(self) -> float:
@@ -687,7 +691,7 @@ def estimate(spec: SelfTaughtRunSpec, inputs: Inputs, measured: Measurements | N
     measured = measured or Measurements()
     executor = inputs.executor
     pricer = _Pricer(rates_of(inputs.gpu, spec.estimate.throughput), executor)
-    result = Estimate(gpu=inputs.gpu, assumptions=_assumptions(spec, inputs, measured))
+    result = Estimate(gpu=inputs.gpu, assumptions=_assumptions(spec, inputs, measured), contamination=inputs.contamination)
     instructions = measured.instructions or inputs.instructions.value
     if instructions is None:
         result.unknown = f"the number of instructions is unknown: {inputs.instructions.known_from}"

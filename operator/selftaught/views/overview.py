@@ -20,6 +20,8 @@ from selftaught.store import ObjectNotFound, Store, open_store
 from selftaught.store.layout import REPORT, RUN_SNAPSHOT
 from selftaught.views.estimate import Inputs, estimate, measure
 from selftaught.views.live import StageView, describe, duration, read_view
+from selftaught.views.numbers import estimate as with_interval
+from selftaught.views.numbers import summary_text
 
 
 def open_run(run: SelfTaughtRun | None, uri: str | None = None, endpoint: str | None = None) -> tuple[SelfTaughtRun, Store]:
@@ -97,8 +99,7 @@ def skipped_summary(progress: Progress, reasons: int = 3) -> list[str]:
 def describe_stage(ref: StageRef, progress: Progress) -> str:
     """A finished stage in one line: its summary and seconds."""
     manifest = progress.manifests[ref]
-    details = ", ".join(f"{k} {v}" for k, v in manifest.summary.items() if not isinstance(v, list))  # a curve is the report's
-    return f"{details} ({manifest.seconds:.1f}s)"
+    return f"{summary_text(manifest.summary)} ({manifest.seconds:.1f}s)"
 
 
 def iteration_table(rows: list[dict[str, Any]]) -> list[str]:
@@ -107,7 +108,7 @@ def iteration_table(rows: list[dict[str, Any]]) -> list[str]:
     votes = any(row.get("voteSamplesPerExample") is not None for row in rows)  # majority votes: what stopping early saved
     judged = f"{'reward':>6}  {'train-acc':>9}" if grpo else f"{'tried':>6}  {'kept':>6}  {'keep%':>6}"
     vote_header = f"  {'maj-vote':>8}  {'samples':>7}  {'tok saved':>9}" if votes else ""
-    lines = [f"{'iter':>4}  {judged}  {'accuracy':>8}  {'overall':>8}  {'pos-cons':>8}{vote_header}  checkpoint"]
+    lines = [f"{'iter':>4}  {judged}  {'accuracy [95% CI]':>17}  {'n':>5}  {'overall [95% CI]':>17}  {'pos-cons':>8}{vote_header}  checkpoint"]
     for row in rows:
         keep = row.get("keepRate")
         if grpo:
@@ -115,13 +116,13 @@ def iteration_table(rows: list[dict[str, Any]]) -> list[str]:
         else:
             judged = f"{_fmt(row.get('tried'))}  {_fmt(row.get('kept'))}  {'' if keep is None else f'{100 * keep:5.1f}%':>6}"
         vote = (
-            f"  {_fmt(row.get('majorityVote'), 8, '.3f')}  {_fmt(row.get('voteSamplesPerExample'), 7, '.1f')}  {_fmt(row.get('voteTokensSaved'), 9, ',')}"
+            f"  {_fmt(row.get('majorityVote'), 8, '.2f')}  {_fmt(row.get('voteSamplesPerExample'), 7, '.1f')}  {_fmt(row.get('voteTokensSaved'), 9, ',')}"
             if votes
             else ""
         )
         lines.append(
-            f"{row['iteration']:>4}  {judged}  {_fmt(row.get('accuracy'), 8, '.3f')}  {_fmt(row.get('overall'), 8, '.3f')}  "
-            f"{_fmt(row.get('positionConsistent'), 8, '.3f')}{vote}  {row.get('checkpoint') or ''}"
+            f"{row['iteration']:>4}  {judged}  {with_interval(row.get('accuracy'), row.get('accuracyInterval')):>17}  {_fmt(row.get('evaluationExamples'), 5)}  "
+            f"{with_interval(row.get('overall'), row.get('overallInterval')):>17}  {_fmt(row.get('positionConsistent'), 8, '.2f')}{vote}  {row.get('checkpoint') or ''}"
         )
     return lines
 

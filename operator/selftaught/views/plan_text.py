@@ -8,6 +8,7 @@ checkpoint's parameters read (its safetensors headers); the arithmetic is `views
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from selftaught.api.spec import ModelSource, SelfTaughtRun
@@ -52,15 +53,44 @@ def plan_inputs(run: SelfTaughtRun, *, machine_gpu: str | None = None, executor:
     """The estimate's inputs for `run` counted here: run by `executor` on GPUs of kind `machine_gpu`
     (the local runner's, `local/placement.py`) or, without them, as the operator would run it."""
     spec = run.spec
-    return inputs_for(
+    instructions, examples = count_records(spec.data.instructions.source), count_records(spec.data.evaluation.source)
+    inputs = inputs_for(
         spec,
-        instructions=count_records(spec.data.instructions.source),
-        evaluation_examples=count_records(spec.data.evaluation.source),
+        instructions=instructions,
+        evaluation_examples=examples,
         seed_size=local_size(spec.models.seed),
         generator_size=local_size(spec.models.generator) if spec.models.generator else None,
         machine_gpu=machine_gpu,
         executor=executor,
     )
+    return replace(inputs, contamination=contamination_line(run, instructions, examples))
+
+
+#: the most local instructions the plan matches against the evaluation set itself (~1 s per 10,000)
+PLAN_CONTAMINATION_LIMIT = 100_000
+
+
+def contamination_line(run: SelfTaughtRun, instructions: int | None, examples: int | None) -> str | None:
+    """What the contamination guard finds, before any model loads: counted here when both the
+    instructions and the evaluation set are local files; else where select will count it."""
+    spec = run.spec
+    policy = spec.data.decontaminate
+    if not spec.data.evaluation.source:
+        return None  # the held-out pairs: the run's own instructions, split by pairs
+    if policy == "off":
+        return "contamination: not checked (data.decontaminate: off)"
+    later = f"select matches them and {'drops' if policy == 'drop' else 'counts'} the matches (data.decontaminate: {policy})"
+    if instructions is None or examples is None:
+        return f"contamination: the instructions or the evaluation set are not local files, not read here; {later}"
+    if instructions > PLAN_CONTAMINATION_LIMIT:
+        return f"contamination: {instructions:,} instructions, more than the plan reads; {later}"
+    from selftaught.stages.decontaminate import count_contaminated
+
+    try:
+        tally = count_contaminated(spec)
+    except SelftaughtError as error:
+        return f"contamination: not counted here ({error}); {later}"
+    return tally.describe(policy) if tally is not None else None
 
 
 def tokens(value: float) -> str:
@@ -74,7 +104,7 @@ def tokens(value: float) -> str:
 def format_plan(name: str, estimate: Estimate, where: str) -> str:
     """The plan as `selftaught plan` prints it."""
     if estimate.unknown:
-        return f"plan of {name} ({where}): no estimate: {estimate.unknown}"
+        return f"plan of {name} ({where}): no estimate: {estimate.unknown}" + (f"\n{estimate.contamination}" if estimate.contamination else "")
     rows = estimate.rows
     gpus = any(row.gpus for row in rows)
     width = max(len(row.processes) for row in rows)
@@ -113,5 +143,7 @@ def format_plan(name: str, estimate: Estimate, where: str) -> str:
         ]
     if gpus:
         lines.append(f"in all ~{estimate.gpu_hours:,.0f} GPU-hours; stage times added up: {duration(estimate.hours * 3600)} (stages that can overlap counted apart)")
+    if estimate.contamination:
+        lines += ["", estimate.contamination]
     lines += ["", "assumptions (docs/cost.md; override in spec.estimate or with --assume):", *(f"  {line}" for line in estimate.assumptions)]
     return "\n".join(lines)

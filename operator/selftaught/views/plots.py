@@ -34,22 +34,43 @@ def _png(figure: Any) -> bytes:
     return buffer.getvalue()
 
 
-def accuracy(iterations: Sequence[int], series: dict[str, Sequence[float | None]], sections: dict[str, Sequence[float | None]]) -> bytes | None:
-    """Accuracy per iteration: the main numbers (`series`: accuracy, overall, majority vote,
-    position consistency) in solid lines, each section dashed."""
+def accuracy(
+    iterations: Sequence[int],
+    series: dict[str, Sequence[float | None]],
+    sections: dict[str, Sequence[float | None]],
+    intervals: dict[str, Sequence[Sequence[float] | None]] | None = None,
+    chance: float | None = None,
+) -> bytes | None:
+    """Accuracy per iteration: the main numbers (`series`: accuracy, overall, the mean over both
+    orders, majority vote, position consistency) in solid lines, with error bars where `intervals`
+    gives a series its 95 % intervals ([low, high] per iteration), each section dashed, and a
+    dotted line at `chance`."""
     if not iterations or not any(v is not None for values in series.values() for v in values):
         return None
     figure, axes = _figure()
+    if chance is not None:
+        axes.axhline(chance, color="#555555", linestyle=":", linewidth=1.2, label=f"chance ({chance:.2f})")
     for index, (name, values) in enumerate(series.items()):
-        points = [(i, v) for i, v in zip(iterations, values, strict=True) if v is not None]
-        if points:
-            axes.plot(*zip(*points, strict=True), marker="o", linewidth=2, color=COLORS[index % len(COLORS)], label=name)
+        bounds = (intervals or {}).get(name) or [None] * len(values)
+        points = [(i, v, b) for i, v, b in zip(iterations, values, bounds, strict=True) if v is not None]
+        if not points:
+            continue
+        dodge = (index - (len(series) - 1) / 2) * 0.03  # side by side, so that error bars at one iteration stay apart
+        xs, ys = [p[0] + dodge for p in points], [p[1] for p in points]
+        points = [(x, y, b) for x, (_, y, b) in zip(xs, points, strict=True)]
+        color = COLORS[index % len(COLORS)]
+        axes.plot(xs, ys, marker="o", linewidth=2, color=color, label=name)
+        bars = [(x, y, b) for x, y, b in points if b]
+        if bars:
+            below = [y - b[0] for _, y, b in bars]
+            above = [b[1] - y for _, y, b in bars]
+            axes.errorbar([x for x, _, _ in bars], [y for _, y, _ in bars], yerr=[below, above], fmt="none", ecolor=color, capsize=4, linewidth=1.2)
     for index, (name, values) in enumerate(sections.items()):
         points = [(i, v) for i, v in zip(iterations, values, strict=True) if v is not None]
         if points:
-            axes.plot(*zip(*points, strict=True), marker=".", linestyle="--", linewidth=1, color=COLORS[(index + 4) % len(COLORS)], label=name)
+            axes.plot(*zip(*points, strict=True), marker=".", linestyle="--", linewidth=1, color=COLORS[(index + 5) % len(COLORS)], label=name)
     axes.set_xlabel("iteration (0 = seed judge)")
-    axes.set_ylabel("accuracy")
+    axes.set_ylabel("accuracy (95% interval)")
     axes.set_ylim(-0.02, 1.02)
     axes.set_xticks(list(iterations))
     axes.legend(fontsize=8, loc="lower right")
