@@ -1,16 +1,20 @@
 """A stage process asked to stop (SIGTERM: a pod deleted or drained, a spot node reclaimed, Ctrl-C
 through the local runner) ends as Disrupted: at once outside a trainer's loop, at the trainer's
-next step end inside it."""
+next step end inside it. The local runner waits for it, unless Ctrl-C is pressed again."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import threading
 import time
 
 import yaml
 
 from selftaught.errors import EXIT_RETRYABLE, TERMINATION_MESSAGE_VARIABLE, Reason, decode
+from selftaught.local import subprocesses
 from selftaught.stage_process import StopSignal
 
 RUN = {
@@ -53,3 +57,16 @@ def test_in_a_trainers_loop_a_sigterm_waits_for_its_step_end_and_only_the_first_
         os.kill(os.getpid(), signal.SIGTERM)  # after the loop (saving the model): no second request
     assert stop.requested()
 
+
+def test_the_runner_waits_for_a_stage_that_saves_but_a_second_ctrl_c_stops_it_at_once():
+    saving = subprocess.Popen(
+        [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE,
+    )
+    saving.stdout.readline()  # its handler is in place
+    started = time.monotonic()
+    with subprocesses.shielded() as hurry:
+        threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()  # Ctrl-C again, while the runner waits
+        subprocesses.stop_trees([saving], grace=subprocesses.TRAINING_STOP_GRACE_SECONDS, hurry=hurry)
+    assert saving.poll() is not None and time.monotonic() - started < 30  # killed, not waited for
+    saving.stdout.close()
