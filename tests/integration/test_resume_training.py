@@ -271,3 +271,51 @@ def test_ctrl_c_during_training_saves_a_checkpoint_and_the_same_command_continue
     manifest = read_manifest(store, TRAIN.manifest_key)
     assert manifest.summary["resumedFromStep"] == saved.step and 0 < saved.step < 32
     _published_only_the_final_model(store, manifest)
+
+
+@pytest.mark.slow
+def test_two_nodes_write_one_checkpoint_and_a_sigterm_to_one_node_stops_both_at_the_same_step(tiny_model, tmp_path):
+    """Two torchrun agents on this machine, each with a scratch folder of its own, are two nodes:
+    each node's first process uploads its ranks' files into rank 0's attempt folder, and a pod
+    deleted on one node (SIGTERM to it alone) stops both at one step end with one checkpoint."""
+    from selftaught.local import subprocesses
+    from selftaught.pipeline.launch import stage_command
+
+    run, store = _run(tiny_model, tmp_path / "store", zeroStage=2, nodes=2, gpusPerNode=1, checkpointEvery="1ms")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+
+    def node(rank: int, attempt: str) -> subprocess.Popen:
+        scratch = tmp_path / f"{attempt}-node-{rank}"
+        scratch.mkdir()
+        env = {**os.environ, RUN_VARIABLE: stage_document(run), TERMINATION_MESSAGE_VARIABLE: str(scratch / "termination-log"),
+               "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "TMPDIR": str(scratch)}  # fmt: skip
+        command = stage_command(run.spec, TRAIN, master_port=port, nproc=1, nnodes=2, node_rank=rank)
+        return subprocesses.start(command, env=env, stdout=(scratch / "log").open("w"), stderr=subprocess.STDOUT)
+
+    nodes = [node(0, "first"), node(1, "first")]
+    deadline = time.monotonic() + 300
+    while not any(read_marker(store, folder) for folder in checkpoint_folders(store, TRAIN.prefix)):
+        assert all(n.poll() is None for n in nodes) and time.monotonic() < deadline, (tmp_path / "first-node-0" / "log").read_text()[-3000:]
+        time.sleep(0.05)
+    nodes[1].send_signal(signal.SIGTERM)  # node 1's pod is deleted; torchrun forwards the SIGTERM to its worker
+    for n in nodes:
+        n.wait(timeout=300)
+    told = [decode((tmp_path / f"first-node-{rank}" / "termination-log").read_text()) for rank in (0, 1)]
+    assert [t.reason for t in told] == [Reason.DISRUPTED] * 2, told
+    assert told[1].message.startswith("stopped by SIGTERM at step ") and told[0].message.startswith("stopped with the other training processes")
+    (folder,) = checkpoint_folders(store, TRAIN.prefix)
+    saved = read_marker(store, folder)
+    steps = STEPS // 2  # two processes: twice the examples per step
+    assert saved is not None and all(f"at step {saved.step} of {steps}: saved its full state" in t.message for t in told)
+    names = {key.removeprefix(f"{folder}/") for key in store.list(f"{folder}/")}
+    step = f"global_step{saved.step}"
+    assert {"rng_state_0.pth", "rng_state_1.pth", f"{step}/zero_pp_rank_0_mp_rank_00_optim_states.pt", f"{step}/zero_pp_rank_1_mp_rank_00_optim_states.pt"} <= names
+
+    nodes = [node(0, "second"), node(1, "second")]
+    for n in nodes:
+        assert n.wait(timeout=300) == 0, (tmp_path / "second-node-0" / "log").read_text()[-3000:]
+    manifest = read_manifest(store, TRAIN.manifest_key)
+    assert manifest.summary["resumedFromStep"] == saved.step and manifest.counts["steps"] == steps
+    _published_only_the_final_model(store, manifest)

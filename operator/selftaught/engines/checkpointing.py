@@ -32,7 +32,8 @@ due by its clock, a stop it was sent: Kubernetes signals only the pod of one nod
 writes its own files into its node's folder (DeepSpeed names shards by rank, the Trainer names
 random states by process, rank 0 writes the rest), so no file is written twice. After a
 barrier (every rank's files on disk), each node's first process (local rank 0) uploads its
-node's folder; the union in the store is the whole checkpoint. Global rank 0 writes the marker
+node's folder into global rank 0's attempt folder (every process has an attempt id of its own;
+rank 0's is the one whose final model is published); the union is the whole checkpoint. Global rank 0 writes the marker
 once the same per-step all-reduce says that no node is still uploading and none failed. To
 resume, global rank 0 picks the checkpoint and broadcasts it; each node's first process
 downloads all of it while the node's other processes wait. One process (the tests, a CPU run):
@@ -258,6 +259,7 @@ class Checkpointing:
         one, saving checkpoints as it goes (only at steps that are multiples of `step_multiple`:
         GRPO's generation blocks). Raises `Disrupted` when a stop ended it early."""
         ranks = _Ranks(trainer.args)
+        self.folder = ranks.broadcast(self.folder)  # every process has an attempt id of its own: rank 0's is the one that publishes
         resume = self._resume_point(trainer.args, ranks)
         saves = _Saves(self, ranks, step_multiple, Path(resume) if resume else None)
         trainer.add_callback(_callback(saves))
@@ -356,14 +358,16 @@ class _Saves:
         self.pending = None
 
     def stop_message(self) -> str:
-        signal, step, of, saved = self.owner.stop.signal_name or "a stop request", self.stopped_at, self.max_steps, self.stop_saved
+        step, of, saved = self.stopped_at, self.max_steps, self.stop_saved
+        signal = self.owner.stop.signal_name
+        stopped = f"stopped by {signal}" if signal else "stopped with the other training processes (one was asked to stop)"
         if saved is not None:
             return (
-                f"stopped by {signal} at step {step} of {of}: saved its full state in {saved.seconds:.2f} s "
+                f"{stopped} at step {step} of {of}: saved its full state in {saved.seconds:.2f} s "
                 f"({saved.bytes / 1e6:.1f} MB, training waited {saved.stall:.2f} s); the next attempt continues from step {step}"
             )
         resumed = self.owner.resumed.step if self.owner.resumed else 0
-        return f"stopped by {signal} at step {step} of {of}: its state could not be saved; the next attempt continues from step {resumed}"
+        return f"{stopped} at step {step} of {of}: its state could not be saved; the next attempt continues from step {resumed}"
 
     def _finish_pending(self, waits: bool = False) -> Saved | None:
         """Wait for the pending upload on every node, then complete it. `waits`: the training
@@ -385,11 +389,13 @@ class _Saves:
         pending, self.pending = self.pending, None
         assert pending is not None
         upload, owner = pending.upload, self.owner
-        total, seconds = self.ranks.reduce([float(upload.bytes if upload else 0)], "sum")[0], self.ranks.reduce([upload.seconds if upload else 0.0])[0]
+        total = self.ranks.reduce([float(upload.bytes if upload else 0)], "sum")[0]  # every node's part
+        seconds = self.ranks.reduce([upload.seconds if upload else 0.0])[0]  # the slowest node's upload
         saved = None
         if not failed and self.ranks.rank == 0:
             saved = Saved(
-                step=pending.step, bytes=int(total), seconds=round(pending.write + seconds, 3), stall=round(pending.write + pending.waited, 3),
+                step=pending.step, bytes=int(total), seconds=round(pending.write + max(seconds, pending.waited), 3),
+                stall=round(pending.write + pending.waited, 3),
                 at=time.time(), fingerprint=owner.fingerprint, folder=f"{owner.folder}/checkpoint-{pending.step}",
             )  # fmt: skip
             try:
