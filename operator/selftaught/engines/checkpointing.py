@@ -33,11 +33,15 @@ writes its own files into its node's folder (DeepSpeed names shards by rank, the
 random states by process, rank 0 writes the rest), so no file is written twice. After a
 barrier (every rank's files on disk), each node's first process (local rank 0) uploads its
 node's folder into global rank 0's attempt folder (every process has an attempt id of its own;
-rank 0's is the one whose final model is published); the union is the whole checkpoint. Global rank 0 writes the marker
-once the same per-step all-reduce says that no node is still uploading and none failed. To
-resume, global rank 0 picks the checkpoint and broadcasts it; each node's first process
-downloads all of it while the node's other processes wait. One process (the tests, a CPU run):
-the collectives are the identity.
+rank 0's is the one whose final model is published): the union is the whole checkpoint. Global
+rank 0 writes the marker once the same per-step all-reduce says that no node is still uploading
+and none failed. To resume, global rank 0 picks the checkpoint and broadcasts it; each node's
+first process downloads all of it while the node's other processes wait. One process (the
+tests, a CPU run): the collectives are the identity.
+
+GRPO samples once per generation block (several steps) and trains on slices of it; a resumed
+trainer samples again and starts at the first slice, so its checkpoints sit between blocks
+(`step_multiple`): then a resumed GRPO run is the uninterrupted one, rollouts and all.
 """
 
 from __future__ import annotations
