@@ -3,7 +3,8 @@ under the local runner (or torchrun). It is the one executor that loads `stages/
 
 It runs what is left of one stage (or one shard of it) and, whatever goes wrong, leaves the user
 one reason and message: in the termination message the operator reads (Kubernetes caps it at
-4 KiB), in the log, and in the exit code the Job's podFailurePolicy reads.
+4 KiB), in the log, and in the exit code the Job's podFailurePolicy reads. Being asked to stop
+(SIGTERM) is one of those: `Disrupted` (`StopSignal`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import contextlib
 import json
 import logging
 import os
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from selftaught.api.load import load_run
@@ -21,6 +25,7 @@ from selftaught.errors import (
     EXIT_RETRYABLE,
     TERMINATION_MESSAGE_PATH,
     TERMINATION_MESSAGE_VARIABLE,
+    Disrupted,
     Failure,
     InvalidInput,
     Reason,
@@ -35,9 +40,59 @@ from selftaught.store.manifest import Manifest
 log = logging.getLogger("selftaught.stage")
 
 
-def run_stage(run: SelfTaughtRun, ref: StageRef, shards: list[int] | None = None) -> Manifest | None:
+class StopSignal:
+    """SIGTERM (or SIGINT) to a stage process: a pod deleted or evicted, a node drained or its
+    spot instance reclaimed, Ctrl-C through the local runner. The stage ends as `Disrupted`
+    (transient: the next attempt continues from what the store holds). At once, by default: the
+    handler raises it in the main thread, whatever the stage was doing (what a generation stage
+    finished is in the store already). Within `deferred()` (a trainer's loop) it only notes the
+    request: the trainer saves a checkpoint at its next step end, then raises `Disrupted` itself,
+    saying what it saved (`engines/checkpointing.py`). Only the first signal counts: torchrun
+    forwards the SIGTERM its worker got from the runner as well."""
+
+    def __init__(self) -> None:
+        self.signal_name = ""
+        self.stage = "the stage"
+        self._asked = threading.Event()
+        self._deferred = 0
+
+    def requested(self) -> bool:
+        return self._asked.is_set()
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        self._deferred += 1
+        try:
+            yield
+        finally:
+            self._deferred -= 1
+
+    def __call__(self, signum: int, frame: object) -> None:
+        if self._asked.is_set():
+            return
+        self.signal_name = signal.Signals(signum).name
+        self._asked.set()
+        if not self._deferred:
+            raise Disrupted(f"stopped by {self.signal_name}: {self.stage} ends here; the next attempt continues from what the store holds")
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """This handler for SIGTERM and SIGINT within the block; outside the main thread (a test's
+        worker) Python allows none, and signals are left alone."""
+        previous = {}
+        with contextlib.suppress(ValueError):
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(sig, self)
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def run_stage(run: SelfTaughtRun, ref: StageRef, shards: list[int] | None = None, stop: StopSignal | None = None) -> Manifest | None:
     """Run what is left of `ref` (every unfinished shard, or only `shards`); the stage manifest
-    once the whole stage is done, else None."""
+    once the whole stage is done, else None. `stop`: the stage process's SIGTERM handler."""
     num_shards = run.spec.generation.shards if ref.sharded else 1
     if not ref.sharded:
         shards = None  # e.g. a training pod's completion index is its node rank, not a shard
@@ -47,6 +102,8 @@ def run_stage(run: SelfTaughtRun, ref: StageRef, shards: list[int] | None = None
     from selftaught import stages  # the ML side: only stage processes load it
 
     ctx = stages.StageContext(run=run, stage=ref, store=open_run_store(run), num_shards=num_shards)
+    if stop is not None:
+        ctx.stop = stop
     return stages.execute(stages.IMPLEMENTATIONS[ref.name], ctx, shards)
 
 
@@ -80,13 +137,20 @@ def write_termination_message(failure: Failure) -> None:
 
 def main(name: str, iteration: int, shard: int | None, run_file: str | None) -> int:
     """The exit code of `selftaught stage`: 0, EXIT_RETRYABLE or EXIT_PERMANENT."""
-    die_with_parent()  # under the local runner or torchrun: never outlive it
+    die_with_parent()  # under the local runner or torchrun: never outlive it (a parent's death is a SIGTERM)
+    stop = StopSignal()
+    with stop.installed():
+        return _main(name, iteration, shard, run_file, stop)
+
+
+def _main(name: str, iteration: int, shard: int | None, run_file: str | None, stop: StopSignal) -> int:
     try:
         run = load_run(run_file) if run_file else read_stage_document()
         ref = stage_of(run, name, iteration)
+        stop.stage = ref.label
         if shard is None and os.environ.get("JOB_COMPLETION_INDEX"):
             shard = completion_index(os.environ["JOB_COMPLETION_INDEX"])
-        manifest = run_stage(run, ref, None if shard is None else [shard])
+        manifest = run_stage(run, ref, None if shard is None else [shard], stop)
     except Exception as error:  # the one place any failure becomes what the user is told
         failure = failure_of(error)
         write_termination_message(failure)

@@ -177,3 +177,16 @@ def test_grpo_has_the_published_defaults_and_refuses_what_its_rewards_cannot_rea
 def test_grpo_trains_the_judge_it_samples_from_whatever_init_from_says():
     spec = parse_run(_with(train={"method": "grpo"})).spec
     assert [spec.train_base(i) for i in (1, 2, 3)] == [0, 1, 2]
+
+
+@pytest.mark.parametrize(("written", "seconds"), [("10m", 600.0), ("90s", 90.0), ("1h", 3600.0), ("1h30m", 5400.0), ("250ms", 0.25), (120, 120.0), (0, None), ("0", None)])
+def test_checkpoint_every_is_a_duration_as_kubernetes_writes_them_or_seconds_and_zero_turns_it_off(written, seconds):
+    train = parse_run(_with(train={"checkpointEvery": written})).spec.train
+    assert train.checkpoint_seconds == seconds and train.checkpoint_every == written  # kept as written: the snapshot shows it
+    assert parse_run(MINIMAL).spec.train.checkpoint_seconds == 600.0  # the default: 10 minutes
+
+
+@pytest.mark.parametrize("written", ["10", "ten minutes", "1d", -5, True])
+def test_a_checkpoint_interval_that_is_not_a_duration_is_refused_by_name(written):
+    with pytest.raises(InvalidSpec, match="checkpointEvery"):
+        parse_run(_with(train={"checkpointEvery": written}))

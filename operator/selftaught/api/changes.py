@@ -55,6 +55,7 @@ DEPENDS: dict[str, DependsOn] = {
     "generation.enableChunkedPrefill": ANY_TIME,
     "models.hfTokenSecret": ANY_TIME,
     "storage.credentialsSecret": ANY_TIME,
+    "train.checkpointEvery": ANY_TIME,  # when training saves its state to resume from, not what it trains
     # the first stage, so every stage: where the run's data is, the models, the vLLM settings that
     # change what is generated (or which records fit the context), the seed of every random choice
     "models.seed": CATEGORIZE,  # it generates unless models.generator is set; judge M(0); trained from

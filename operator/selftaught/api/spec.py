@@ -417,6 +417,49 @@ class Grpo(Model):
     rewards: GrpoRewards = _field(default_factory=GrpoRewards, description="The reward terms and their weights.")
 
 
+class _ShownAs(type):
+    """docs/gen_reference.py names a field's type with `str(type)`: show `quantity`, `duration`."""
+
+    def __str__(cls) -> str:
+        return cls.__name__.lower()
+
+
+#: A duration as Kubernetes objects write one (Go's `time.ParseDuration`, Flux's `interval: 10m`).
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(h|m|s|ms))+$"
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(h|ms|m|s)")
+_DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+class Duration(metaclass=_ShownAs):
+    """A span of time: a number of seconds (`600`) or a string of numbers with units `h`, `m`,
+    `s`, `ms` as Kubernetes objects write durations (`10m`, `90s`, `1h30m`). Kept as written (the
+    spec's snapshot and `kubectl get` show what the user wrote); `duration_seconds` reads it. In
+    the CRD, `x-kubernetes-int-or-string`, like a resource quantity."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(cls._validate)
+
+    @staticmethod
+    def _validate(value: Any) -> int | float | str:
+        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+            return value
+        if isinstance(value, str) and (value == "0" or re.match(DURATION_PATTERN, value)):
+            return value
+        raise ValueError(f"{value!r} is not a duration: seconds, or a string such as 90s, 10m or 1h30m")
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler) -> dict[str, Any]:
+        return {"x-kubernetes-int-or-string": True}
+
+
+def duration_seconds(value: int | float | str) -> float:
+    """The seconds a `Duration` says (`10m` -> 600.0)."""
+    if not isinstance(value, str):
+        return float(value)
+    return float(sum(float(number) * _DURATION_UNITS[unit] for number, unit in _DURATION_PART.findall(value)))
+
+
 class Train(Model):
     method: Literal["sft", "dpo", "grpo"] = _field(
         "sft",
@@ -479,6 +522,21 @@ class Train(Model):
     nodes: int = _field(1, ge=1, description="Training nodes; >1 makes a multi-node Indexed Job.")
     gpus_per_node: int = _field(8, ge=1, description="Processes (GPUs) per training node.")
     seed: int = _field(42, description="Training seed.")
+    checkpoint_every: Duration = _field(
+        "10m",
+        description="How often the train stage saves its full state (weights, optimizer, scheduler, random "
+        "generators, position in the data) into the store while it trains, e.g. `10m`, `90s`, `1h` or seconds; "
+        "`0`: never. A train stage that is preempted, loses a node or crashes continues from the newest one, so "
+        "at most this much of its GPU time is lost. 10 minutes keeps that small where GPUs are reclaimed often (spot) "
+        "while a checkpoint costs little of it: the steps wait only while DeepSpeed writes the state to local disk "
+        "(seconds), the upload runs beside training. A graceful stop (SIGTERM: a pod deleted or drained, Ctrl-C) "
+        "saves one at the next step end whatever this says.",
+    )
+
+    @property
+    def checkpoint_seconds(self) -> float | None:
+        """Seconds between periodic checkpoints; None: only a graceful stop saves one."""
+        return duration_seconds(self.checkpoint_every) or None
 
 
 class Evaluate(Model):
@@ -618,13 +676,6 @@ RESERVED_LABEL_PREFIXES = (f"{API_GROUP}/", "batch.kubernetes.io/")
 RESERVED_ENV = frozenset({"SELFTAUGHT_RUN", "SELFTAUGHT_SERVE", "SELFTAUGHT_CACHE", "SELFTAUGHT_TERMINATION_MESSAGE_PATH", "JOB_COMPLETION_INDEX", "MASTER_ADDR"})
 #: Capabilities a stage container may add; every other one stays dropped.
 Capability = Literal["IPC_LOCK", "SYS_RESOURCE", "SYS_NICE"]
-
-
-class _ShownAs(type):
-    """docs/gen_reference.py names a field's type with `str(type)`: show `quantity`."""
-
-    def __str__(cls) -> str:
-        return cls.__name__.lower()
 
 
 class Quantity(metaclass=_ShownAs):

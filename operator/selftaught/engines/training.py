@@ -9,6 +9,7 @@ padding-free batches and packing, and the Liger kernels on a GPU.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from selftaught.api.spec import Train
+from selftaught.engines.checkpointing import Checkpointing
 
 log = logging.getLogger(__name__)
 
@@ -160,24 +162,42 @@ def _prepare(model_path: Path, train: Train, tokenizer: Any, micro_tokens: int, 
     return Prepared(tokenizer, model, on_gpu, bf16, world, checkpointing, use_fused_kernels(train.fused_kernels, on_gpu))
 
 
-def _fit(trainer: Any, prepared: Prepared, train: Train, output_dir: Path, on_step: Callable[[int, int], None] | None) -> Any:
-    """Train, then save an HF checkpoint vLLM loads as is (on the main process)."""
+def _fit(
+    trainer: Any, prepared: Prepared, train: Train, output_dir: Path, on_step: Callable[[int, int], None] | None, checkpoints: Checkpointing | None
+) -> Any:
+    """Train (continuing from a checkpoint and saving them, with `checkpoints`), then save an HF
+    checkpoint vLLM loads as is (on the main process)."""
     per_step = train.micro_batch_size * train.gradient_accumulation * prepared.world
     steps = max(1, math.ceil(len(trainer.train_dataset) / per_step * train.epochs))  # after packing, if any
     trainer.args.warmup_steps = min(train.warmup_steps, steps)  # the scheduler is built when training starts
     if on_step is not None:
         trainer.add_callback(_steps_to(on_step))
-    result = trainer.train()
-    trainer.save_model(str(output_dir))  # gathers ZeRO-3 shards; writes on the main process only
-    if trainer.is_world_process_zero():
-        prepared.tokenizer.save_pretrained(str(output_dir))  # with its chat template
-        for path in output_dir.rglob("*"):
-            path.chmod(0o644 if path.is_file() else 0o755)  # HF writes 0600; pods read as another user
+    return _train_and_save(trainer, prepared.tokenizer, output_dir, checkpoints)
+
+
+def _train_and_save(trainer: Any, tokenizer: Any, output_dir: Path, checkpoints: Checkpointing | None, step_multiple: int = 1) -> Any:
+    """`trainer.train()` (continued from the stage's newest checkpoint and saving them, with
+    `checkpoints`), then the HF checkpoint vLLM loads as is, on the main process. A stop while
+    it is saved waits: once trained, finishing beats redoing the steps since the last checkpoint."""
+    if checkpoints is None:
+        result, finishing = trainer.train(), contextlib.nullcontext()
+    else:
+        result, finishing = checkpoints.train(trainer, step_multiple=step_multiple), checkpoints.stop.deferred()
+    with finishing:
+        trainer.save_model(str(output_dir))  # gathers ZeRO-3 shards; writes on the main process only
+        if trainer.is_world_process_zero():
+            tokenizer.save_pretrained(str(output_dir))  # with its chat template
+            for path in output_dir.rglob("*"):
+                path.chmod(0o644 if path.is_file() else 0o755)  # HF writes 0600; pods read as another user
     return result
 
 
-def _numbers(result: Any, prepared: Prepared, examples: int, too_long: int, tokens: float) -> dict[str, float]:
+def _numbers(result: Any, prepared: Prepared, examples: int, too_long: int, tokens: float, checkpoints: Checkpointing | None) -> dict[str, float]:
+    """The manifest's numbers. A resumed attempt trained only the steps after its checkpoint, in
+    its seconds: its speed counts their share of the tokens (its loss is the Trainer's, theirs)."""
     seconds = float(result.metrics.get("train_runtime", 0.0))
+    resumed = checkpoints.resumed.step if checkpoints is not None and checkpoints.resumed is not None else 0
+    trained = tokens * (result.global_step - resumed) / result.global_step if result.global_step else tokens
     return {
         "examples": examples,
         "too_long": too_long,
@@ -185,7 +205,7 @@ def _numbers(result: Any, prepared: Prepared, examples: int, too_long: int, toke
         "steps": result.global_step,
         "train_loss": float(result.training_loss),
         "train_seconds": seconds,
-        "tokens_per_second_per_gpu": tokens / seconds / prepared.world if seconds > 0 else 0.0,
+        "tokens_per_second_per_gpu": trained / seconds / prepared.world if seconds > 0 else 0.0,
         "gradient_checkpointing": int(prepared.checkpointing.on),
         "fused_kernels": int(prepared.fused),
     }
@@ -205,11 +225,14 @@ def train_sft(
     output_dir: Path,
     work_dir: Path,
     on_step: Callable[[int, int], None] | None = None,
+    checkpoints: Checkpointing | None = None,
 ) -> dict[str, float]:
     """Fine-tune `model_path` on SFT records with TRL's SFTTrainer (loss on the judgment tokens
     only, padding-free batches or packed sequences, a fused LM head that never materialises the
     logits) and save an HF checkpoint to `output_dir` (on the main process). `on_step(step,
-    steps)` hears of every optimizer step. Returns numbers for the stage manifest."""
+    steps)` hears of every optimizer step; `checkpoints` continues from the stage's newest
+    checkpoint and saves them as it trains (the Trainer writes them under `work_dir`). Returns
+    numbers for the stage manifest."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -227,8 +250,8 @@ def train_sft(
         max_length=train.max_seq_len if train.packing else None,  # too-long examples are already dropped
     )
     trainer = SFTTrainer(model=prepared.model, args=args, train_dataset=Dataset.from_list(data.rows), processing_class=tokenizer)
-    result = _fit(trainer, prepared, train, output_dir, on_step)
-    numbers = _numbers(result, prepared, len(data.rows), data.too_long, data.tokens * train.epochs)
+    result = _fit(trainer, prepared, train, output_dir, on_step, checkpoints)
+    numbers = _numbers(result, prepared, len(data.rows), data.too_long, data.tokens * train.epochs, checkpoints)
     return {**numbers, "completion_tokens": _completion_tokens(trainer.train_dataset)}
 
 
@@ -258,6 +281,7 @@ def train_dpo(
     output_dir: Path,
     work_dir: Path,
     on_step: Callable[[int, int], None] | None = None,
+    checkpoints: Checkpointing | None = None,
 ) -> dict[str, float]:
     """Preference optimisation of `model_path` on pairs of judgments with TRL's DPOTrainer: the
     reference model is the model trained from (TRL loads a frozen copy; under ZeRO-3 it is
@@ -279,8 +303,8 @@ def train_dpo(
         weights.append(dpo.nll_weight)
     args = DPOConfig(**prepared.args(train, work_dir), beta=dpo.beta, loss_type=losses, loss_weights=weights, max_length=None)
     trainer = DPOTrainer(model=prepared.model, args=args, train_dataset=Dataset.from_list(data.rows), processing_class=tokenizer)
-    result = _fit(trainer, prepared, train, output_dir, on_step)
-    return {**_numbers(result, prepared, len(data.rows), data.too_long, data.tokens * train.epochs), "pairs": len(data.rows)}
+    result = _fit(trainer, prepared, train, output_dir, on_step, checkpoints)
+    return {**_numbers(result, prepared, len(data.rows), data.too_long, data.tokens * train.epochs, checkpoints), "pairs": len(data.rows)}
 
 
 def generation_steps(micro_batch_size: int, accumulation: int, group_size: int, rows_per_pair: int) -> int:
@@ -331,6 +355,7 @@ def train_grpo(
     seed: int | None = None,
     on_step: Callable[[int, int], None] | None = None,
     on_metrics: Callable[[dict[str, float]], None] | None = None,
+    checkpoints: Checkpointing | None = None,
 ) -> dict[str, Any]:
     """Online RL of the judge on its own sampled judgments with TRL's GRPOTrainer: every step
     samples `train.grpo.groupSize` judgments per prompt (`rows`: `prompt` messages plus the
@@ -339,7 +364,9 @@ def train_grpo(
     Rollouts are vLLM's inside the training processes on GPUs (TRL's colocated mode), the model's
     own `generate` on CPU. `seed` (default `train.seed`) seeds the sampling: each iteration its
     own, so iterations draw fresh rollouts. `on_metrics` hears the logged reward and each term's
-    mean. Saves the checkpoint like `train_sft`; returns numbers for the manifest and the curve."""
+    mean. Checkpoints and saves the model like `train_sft`, checkpoints only between generation
+    blocks (a resumed block would be sampled again and trained from its first slice); returns
+    numbers for the manifest and the curve."""
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
@@ -404,12 +431,10 @@ def train_grpo(
     trainer.add_callback(_logs_to(curve, terms, on_metrics))
     if on_step is not None:
         trainer.add_callback(_steps_to(on_step))
-    result = trainer.train()
-    trainer.save_model(str(output_dir))
-    if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(str(output_dir))
-        for path in output_dir.rglob("*"):
-            path.chmod(0o644 if path.is_file() else 0o755)
+    # TRL samples once per `steps_per_generation` micro-batches and trains on slices of it; a resumed
+    # trainer samples again and starts at the first slice, so a checkpoint sits between blocks
+    block = config.steps_per_generation * config.num_iterations // train.gradient_accumulation
+    result = _train_and_save(trainer, tokenizer, output_dir, checkpoints, step_multiple=block)
     seconds = float(result.metrics.get("train_runtime", 0.0))
     return {
         "examples": len(rows),
@@ -455,7 +480,7 @@ def _steps_to(on_step: Callable[[int, int], None]) -> object:
 
     class Steps(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
-            on_step(0, state.max_steps)
+            on_step(state.global_step, state.max_steps)  # past 0 when continuing from a checkpoint
 
         def on_step_end(self, args, state, control, **kwargs):
             on_step(state.global_step, state.max_steps)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import shutil
 import signal
@@ -60,6 +61,8 @@ from selftaught.views.html_report import write_report
 from selftaught.views.live import watch_view
 from selftaught.views.overview import describe_stage, iteration_table, skipped_summary
 from selftaught.views.plan_text import format_plan, plan_inputs
+
+log = logging.getLogger(__name__)
 
 
 class Interrupted(SelftaughtError):
@@ -139,6 +142,8 @@ def _run_stage(
 
     if ref.kind == "training":  # torchrun's rendezvous on a free port: runs may share the machine
         env.setdefault("DS_ACCELERATOR", "cuda" if machine.devices else "cpu")
+        # on SIGTERM torchrun forwards it, then kills its workers after this: no sooner than we would
+        env.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(int(subprocesses.TRAINING_STOP_GRACE_SECONDS)))
         placement = training_placement(run.spec.train, machine.devices)
         command = stage_command(run.spec, ref, master_port=_free_port(), nproc=placement.nproc, nnodes=placement.nnodes)
         _run_jobs(ref, [job(command)], [placement.devices], env, lease, tick)
@@ -182,8 +187,11 @@ def _run_jobs(
                 if item.process.returncode != 0:
                     raise _failure(ref, item.job, item.process.returncode)
     except BaseException:  # Ctrl-C, SIGTERM, a lost lease, a failed shard: every stage tree stops with us
-        with subprocesses.shielded():
-            subprocesses.stop_trees([r.process for r in running])
+        grace = subprocesses.TRAINING_STOP_GRACE_SECONDS if ref.kind == "training" else subprocesses.STOP_GRACE_SECONDS
+        with subprocesses.shielded() as hurry:
+            if ref.kind == "training" and running:
+                log.warning("stopping %s: once it trains, it saves its state at its next step end before it exits (Ctrl-C again: at once)", ref.label)
+            subprocesses.stop_trees([r.process for r in running], grace, hurry)
         raise
     finally:
         for item in running:

@@ -13,6 +13,8 @@ import contextlib
 import logging
 import signal
 import subprocess
+import threading
+import time
 from collections.abc import Callable, Iterator
 
 import psutil
@@ -22,6 +24,9 @@ from selftaught.pipeline.launch import die_with_parent
 log = logging.getLogger(__name__)
 #: how long a stage may take to stop on SIGTERM before it is killed
 STOP_GRACE_SECONDS = 20.0
+#: a train stage's: it saves its full state at its next step end and uploads it before it exits
+#: (`engines/checkpointing.py`), which a large model's steps and state take minutes to do
+TRAINING_STOP_GRACE_SECONDS = 300.0
 
 
 def start(command: list[str], **popen: object) -> subprocess.Popen:
@@ -35,9 +40,10 @@ def stop_tree(process: subprocess.Popen, grace: float = STOP_GRACE_SECONDS) -> N
     stop_trees([process], grace)
 
 
-def stop_trees(processes: list[subprocess.Popen], grace: float = STOP_GRACE_SECONDS) -> None:
+def stop_trees(processes: list[subprocess.Popen], grace: float = STOP_GRACE_SECONDS, hurry: threading.Event | None = None) -> None:
     """`stop_tree` for several stage processes at once (shards on their GPUs): all are told to
-    stop first, so the grace period is spent once, not once per process."""
+    stop first, so the grace period is spent once, not once per process. Once `hurry` is set
+    (a second Ctrl-C), what is left is killed without waiting out the grace."""
     tree = []
     for process in processes:
         try:
@@ -48,9 +54,12 @@ def stop_trees(processes: list[subprocess.Popen], grace: float = STOP_GRACE_SECO
     for member in tree:
         with contextlib.suppress(psutil.Error):
             member.terminate()
-    _, alive = psutil.wait_procs(tree, timeout=grace)
+    deadline, alive = time.monotonic() + grace, tree
+    while alive and time.monotonic() < deadline and not (hurry is not None and hurry.is_set()):
+        _, alive = psutil.wait_procs(alive, timeout=min(0.2, max(deadline - time.monotonic(), 0.0)))
+    hurried = hurry is not None and hurry.is_set()
     for member in alive:
-        log.warning("stage process %d did not stop within %.0f s: killing it", member.pid, grace)
+        log.warning("stage process %d %s: killing it", member.pid, "is asked again" if hurried else f"did not stop within {grace:.0f} s")
         with contextlib.suppress(psutil.Error):
             member.kill()
     psutil.wait_procs(alive, timeout=5)
@@ -87,7 +96,11 @@ def signals_raise(exception: Callable[[int], BaseException]) -> contextlib.Abstr
     return _handling((signal.SIGTERM, signal.SIGHUP), handler)
 
 
-def shielded() -> contextlib.AbstractContextManager[None]:
-    """Ignore SIGINT/SIGTERM/SIGHUP while the runner cleans up after an interruption: a second
-    Ctrl-C must not cut the cleanup short and leave stage processes behind."""
-    return _handling((signal.SIGINT, signal.SIGTERM, signal.SIGHUP), signal.SIG_IGN)
+@contextlib.contextmanager
+def shielded() -> Iterator[threading.Event]:
+    """SIGINT/SIGTERM/SIGHUP raise nothing while the runner cleans up after an interruption: a
+    second Ctrl-C must not cut the cleanup short and leave stage processes behind. It sets the
+    event instead, which `stop_trees` takes as: kill now, do not wait for a checkpoint."""
+    hurry = threading.Event()
+    with _handling((signal.SIGINT, signal.SIGTERM, signal.SIGHUP), lambda signum, frame: hurry.set()):
+        yield hurry

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from selftaught.api.spec import ModelSource, SelfTaughtRun, SelfTaughtRunSpec, iteration_model
 from selftaught.chat import ChatEngine
+from selftaught.engines.checkpointing import NeverStop, Stop
 from selftaught.stages.shard_progress import NoProgress, SampleMeter, ShardProgress
 from selftaught.store import Store
 from selftaught.store.layout import ATTEMPT_PREFIX, checkpoint_output, output_key
@@ -44,6 +45,8 @@ class StageContext:
     attempt: str = field(default_factory=lambda: f"{ATTEMPT_PREFIX}{uuid.uuid4().hex[:12]}")
     #: the progress of the shard at work (`stages/shard_progress.py`); outside a shard, nothing is written
     progress: ShardProgress = field(default_factory=NoProgress)
+    #: a request to stop (SIGTERM) as the stage process's signal handler keeps it; a trainer saves on it
+    stop: Stop = field(default_factory=NeverStop)
 
     def __post_init__(self) -> None:
         #: counts the samples the engine generates into `progress`

@@ -74,6 +74,10 @@ class ShardProgress:
         self.record.tokens += tokens
         self._maybe_write()
 
+    def flush(self) -> None:
+        """Written now, however recently it was (the state a restart continues from just changed)."""
+        self._write()
+
     def finish(self) -> None:
         if self.record.total is not None:
             self.record.done = self.record.total

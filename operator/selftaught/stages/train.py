@@ -1,21 +1,33 @@
 """train (iteration i): SFT (or DPO, `train.method`) of the seed (or of M(i-1)) on the kept
 judgments with DeepSpeed; the checkpoint M(i) goes to the store, then the manifest that marks it
 usable. `train.method: grpo` needs no judge stage: it samples judgments of the training pairs from
-M(i-1) as it trains it (TRL's GRPOTrainer) and rewards the correct ones (`method/rewards.py`)."""
+M(i-1) as it trains it (TRL's GRPOTrainer) and rewards the correct ones (`method/rewards.py`).
+
+Every attempt continues from the newest complete checkpoint of the stage's full training state in
+the store and saves its own every `train.checkpointEvery` and when asked to stop (SIGTERM), under
+`<attempt>/resume/` (`engines/checkpointing.py`); publishing removes them, the manifest names only
+the final model."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+from selftaught.engines.checkpointing import Checkpointing, Saved
 from selftaught.engines.models import resolve_model
 from selftaught.stages.contract import TOKENS_PER_SECOND, Stage
 from selftaught.stages.shard_progress import NoProgress, ShardProgress
 from selftaught.store.jsonl import read_jsonl
-from selftaught.store.layout import PAIRS_TRAIN, checkpoint_output, preference_output, progress_key, sft_output
+from selftaught.store.layout import PAIRS_TRAIN, checkpoint_output, preference_output, progress_key, resume_folder, sft_output
 from selftaught.store.manifest import Manifest, published_key
+from selftaught.store.progress import SavedState
 
 
 def is_main_process() -> bool:
@@ -23,7 +35,7 @@ def is_main_process() -> bool:
 
 
 def _step(ctx, step: int, steps: int) -> None:
-    if step == 0:
+    if ctx.progress.record.working_since is None:
         ctx.progress.working()  # the model is loaded: the rate of steps counts from here
     ctx.progress.set(step, steps)
 
@@ -38,6 +50,65 @@ def _point(point: dict[str, float]) -> dict[str, float]:
     return {key: (int(value) if key == "step" else round(value, 4)) for key, value in point.items()}
 
 
+def _saved(ctx, saved: Saved) -> None:
+    """The newest checkpoint a restart continues from, into the progress object at once (the
+    operator prices a disruption by it)."""
+    ctx.progress.record.saved = SavedState(done=saved.step, at=saved.at, seconds=saved.seconds, bytes=saved.bytes)
+    ctx.progress.set(saved.step)
+    ctx.progress.flush()
+
+
+def _fingerprint(ctx) -> str:
+    """What a checkpoint must share with this attempt to be continued: the training settings (not
+    when it checkpoints), the model trained from, the number of processes (DeepSpeed's shards)."""
+    train = ctx.spec.train.model_dump(mode="json", by_alias=True, exclude={"checkpoint_every"})
+    model = ctx.model(ctx.spec.train_base(ctx.stage.iteration)).model_dump(mode="json")
+    what = {"train": train, "model": model, "world": int(os.environ.get("WORLD_SIZE", "1"))}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _work_folder(iteration: int) -> Path:
+    """Scratch space that every training process of this node shares: DeepSpeed writes each
+    rank's part of a checkpoint into one folder, which the node's first process uploads.
+    torchrun's agent is every worker's parent, so a folder named for it is this launch's alone;
+    a process on its own gets a fresh one."""
+    if int(os.environ.get("LOCAL_WORLD_SIZE", "1")) > 1:
+        folder = Path(tempfile.gettempdir()) / f"selftaught-train-{iteration}-{os.getppid()}"
+        folder.mkdir(exist_ok=True)
+        return folder
+    return Path(tempfile.mkdtemp(prefix=f"selftaught-train-{iteration}-"))
+
+
+@dataclass
+class _Attempt:
+    model_path: Path
+    work: Path  # the trainer's files: its checkpoints under `trainer/`, the final model in `checkpoint/`
+    checkpoints: Checkpointing
+
+
+@contextlib.contextmanager
+def _attempt(ctx) -> Iterator[_Attempt]:
+    """One training attempt: its model, scratch folder, progress object (rank 0 speaks for every
+    worker: optimizer steps done and in all) and checkpoints."""
+    iteration = ctx.stage.iteration
+    model_path = resolve_model(ctx.model(ctx.spec.train_base(iteration)), ctx.spec.storage)
+    work = _work_folder(iteration)
+    if is_main_process():
+        ctx.progress = ShardProgress(ctx.store, progress_key(ctx.stage.prefix, 0), ctx.stage.label, 0, ctx.attempt, unit="steps")
+        ctx.progress.start()
+    checkpoints = Checkpointing(
+        ctx.store, ctx.stage.prefix, resume_folder(ctx.stage.prefix, ctx.attempt), fingerprint=_fingerprint(ctx),
+        every=ctx.spec.train.checkpoint_seconds, stop=ctx.stop, on_saved=lambda saved: _saved(ctx, saved),
+        on_resumed=lambda saved: _saved(ctx, saved),
+    )  # fmt: skip
+    try:
+        yield _Attempt(model_path, work, checkpoints)
+    finally:
+        ctx.progress = NoProgress()
+        if int(os.environ.get("LOCAL_RANK", "0")) == 0:  # the node's folder: its first process removes it
+            shutil.rmtree(work, ignore_errors=True)
+
+
 class Train(Stage):
     name = "train"
 
@@ -47,28 +118,21 @@ class Train(Stage):
         from selftaught.engines.training import train_dpo, train_sft
 
         iteration = ctx.stage.iteration
-        model_path = resolve_model(ctx.model(ctx.spec.train_base(iteration)), ctx.spec.storage)
         dpo = ctx.spec.train.method == "dpo"
         trainer, data = (train_dpo, preference_output(iteration)) if dpo else (train_sft, sft_output(iteration))
         records = read_jsonl(ctx.store, published_key(ctx.store, *data))
-        work = Path(tempfile.mkdtemp(prefix=f"selftaught-train-{iteration}-"))
-        if is_main_process():  # rank 0 speaks for every worker: optimizer steps done and in all
-            ctx.progress = ShardProgress(ctx.store, progress_key(ctx.stage.prefix, 0), ctx.stage.label, 0, ctx.attempt, unit="steps")
-            ctx.progress.start()
-        try:
-            output = work / "checkpoint"
+        with _attempt(ctx) as attempt:
+            output = attempt.work / "checkpoint"
             numbers = trainer(
-                model_path=model_path, records=records, train=ctx.spec.train, output_dir=output, work_dir=work / "trainer",
-                on_step=lambda step, steps: _step(ctx, step, steps),
+                model_path=attempt.model_path, records=records, train=ctx.spec.train, output_dir=output, work_dir=attempt.work / "trainer",
+                on_step=lambda step, steps: _step(ctx, step, steps), checkpoints=attempt.checkpoints,
             )  # fmt: skip
             ctx.progress.finish()
             if not is_main_process():
                 return None  # rank 0 publishes the checkpoint and the manifest
             prefix = ctx.output_key(checkpoint_output(iteration)[1])  # this attempt's folder: published if it wins
-            keys = ctx.store.upload_dir(output, prefix)
-        finally:
-            ctx.progress = NoProgress()
-            shutil.rmtree(work, ignore_errors=True)
+            with ctx.stop.deferred():  # trained: a stop waits for the upload rather than redo steps
+                keys = ctx.store.upload_dir(output, prefix)
         checkpoint = ctx.store.url(prefix)
         return Manifest(
             stage=self.name,
@@ -80,6 +144,7 @@ class Train(Stage):
                 "tooLong": int(numbers["too_long"]),  # dropped: longer than train.maxSeqLen
                 "trainLoss": round(numbers["train_loss"], 4),
                 TOKENS_PER_SECOND: round(numbers["tokens_per_second_per_gpu"], 1),  # prompt + judgment tokens trained
+                **attempt.checkpoints.summary(),
             },
         )
 
@@ -90,35 +155,29 @@ class Train(Stage):
 
         spec, iteration = ctx.spec, ctx.stage.iteration
         grpo = spec.train.grpo
-        model_path = resolve_model(ctx.model(spec.train_base(iteration)), spec.storage)
         pairs = read_jsonl(ctx.store, published_key(ctx.store, *PAIRS_TRAIN))
         rows = grpo_prompts(pairs, format=spec.judge.format, orders=spec.judge.orders, seed=spec.seed, iteration=iteration)
 
         def scorer(batch: list[dict], texts: list[str]) -> dict[str, list[float]]:
             return rewards([row["group"] for row in batch], [row["role"] for row in batch], texts)
 
-        work = Path(tempfile.mkdtemp(prefix=f"selftaught-train-{iteration}-"))
-        if is_main_process():
-            ctx.progress = ShardProgress(ctx.store, progress_key(ctx.stage.prefix, 0), ctx.stage.label, 0, ctx.attempt, unit="steps")
-            ctx.progress.start()
-        try:
-            output = work / "checkpoint"
+        with _attempt(ctx) as attempt:
+            output = attempt.work / "checkpoint"
             numbers = train_grpo(
-                model_path=model_path, rows=rows, scorer=scorer, terms=TERMS,
+                model_path=attempt.model_path, rows=rows, scorer=scorer, terms=TERMS,
                 weights={name: getattr(grpo.rewards, name) for name in TERMS},
                 rows_per_pair=rows_per_pair(spec.judge.format, spec.judge.orders),
                 max_completion_tokens=grpo.max_completion_tokens or spec.judge.max_tokens,
-                train=spec.train, output_dir=output, work_dir=work / "trainer", seed=spec.train.seed + iteration,
+                train=spec.train, output_dir=output, work_dir=attempt.work / "trainer", seed=spec.train.seed + iteration,
                 on_step=lambda step, steps: _step(ctx, step, steps), on_metrics=lambda point: _metrics(ctx, point),
+                checkpoints=attempt.checkpoints,
             )  # fmt: skip
             ctx.progress.finish()
             if not is_main_process():
                 return None
             prefix = ctx.output_key(checkpoint_output(iteration)[1])
-            keys = ctx.store.upload_dir(output, prefix)
-        finally:
-            ctx.progress = NoProgress()
-            shutil.rmtree(work, ignore_errors=True)
+            with ctx.stop.deferred():
+                keys = ctx.store.upload_dir(output, prefix)
         curve = [_point(point) for point in numbers.pop("curve")]
         reward, accuracy = numbers.pop("reward"), numbers.pop("accuracy")
         return Manifest(
@@ -134,5 +193,6 @@ class Train(Stage):
                 "trainAccuracy": round(accuracy, 4) if accuracy is not None else None,  # verdicts right, of the sampled ones
                 "rolloutTokensPerSecondPerGpu": round(numbers["tokens_per_second_per_gpu"], 1),
                 "curve": curve,
+                **attempt.checkpoints.summary(),
             },
         )

@@ -14,6 +14,8 @@ iter-001/judge/attempt-…/sft.jsonl              the kept, balanced judgments (
 iter-001/judge/attempt-…/dpo.jsonl              a right and a wrong judgment per item, balanced (train.method: dpo)
 iter-001/judge/attempt-…/judged.jsonl           samples drawn and correct per item tried (sizes iter-002's rounds)
 iter-001/train/attempt-…/checkpoint/            HF checkpoint (safetensors, tokenizer, chat template)
+iter-001/train/attempt-…/resume/checkpoint-120/ the full training state a retry continues from (the
+                                                Trainer's checkpoint, _complete.json last); never published
 iter-001/evaluate/attempt-…/metrics.json        iter-000/evaluate is the seed judge's baseline
 report/index.html                               the run's report, plots inside
 ```
@@ -92,6 +94,15 @@ ATTEMPT_PREFIX = "attempt-"
 def output_key(prefix: str, attempt: str | None, name: str) -> str:
     """Where an attempt of the stage at `prefix` writes `name`."""
     return f"{prefix}/{attempt}/{name}" if attempt else f"{prefix}/{name}"
+
+
+#: a train attempt's checkpoints of its full state, for the next attempt to continue from
+RESUME = "resume"
+
+
+def resume_folder(prefix: str, attempt: str) -> str:
+    """Where an attempt of the train stage at `prefix` keeps the checkpoints it resumes from."""
+    return output_key(prefix, attempt, RESUME)
 
 
 def attempt_of(prefix: str, key: str) -> str | None:
