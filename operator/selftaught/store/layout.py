@@ -7,6 +7,7 @@ categorize/attempt-3f9c…/shard-00000.jsonl      one file per shard, under the 
 categorize/_shards/00000.json                   shard done-marker (counts, sha256, seconds, which file)
 categorize/_manifest.json                       stage done-marker (names the winning attempt)
 categorize/_progress/00000.json                 how far a running shard is (done, total, tokens; rewritten every few seconds)
+categorize/_disruptions/<pod or local-…>.json   a disruption of the stage: its cause and the work it cost (store/disruptions.py)
 select/attempt-…/selected.jsonl
 pairs/attempt-…/train.jsonl  pairs/attempt-…/heldout.jsonl
 iter-001/judge/attempt-…/sft.jsonl              the kept, balanced judgments (train.method: sft)
@@ -33,6 +34,9 @@ SHARD_MARKERS = "_shards"
 #: progress objects of a running stage, one per shard: outside every attempt folder, so the
 #: stale-attempt cleanup never removes them and a retry overwrites its predecessor's
 PROGRESS = "_progress"
+#: one record per disruption of a stage (a reclaimed node, a drain, a preemption, a stopped
+#: `selftaught run`), written by whichever executor saw it: outside every attempt folder too
+DISRUPTIONS = "_disruptions"
 REPORT = "report/index.html"
 
 
@@ -65,6 +69,10 @@ def shard_marker_key(prefix: str, shard: int) -> str:
 
 def progress_key(prefix: str, shard: int) -> str:
     return f"{prefix}/{PROGRESS}/{shard:05d}.json"
+
+
+def disruption_key(prefix: str, name: str) -> str:
+    return f"{prefix}/{DISRUPTIONS}/{name}.json"
 
 
 ATTEMPT_PREFIX = "attempt-"
