@@ -81,6 +81,7 @@ class Reason(StrEnum):
     JOB_FAILED = "JobFailed", ReasonClass.TRANSIENT, "the Job failed and neither its condition nor a pod said why"
     DEADLINE_EXCEEDED = "DeadlineExceeded", ReasonClass.TRANSIENT, "the Job ran longer than its activeDeadlineSeconds"
     DISRUPTED = "Disrupted", ReasonClass.TRANSIENT, "a pod was preempted, drained or evicted (DisruptionTarget): the attempt spends no retry"
+    TOO_MANY_DISRUPTIONS = "TooManyDisruptions", ReasonClass.PERMANENT, "a stage was disrupted more often than retries.disruptionsPerStage allows: raise it, or move the stage to nodes that are not reclaimed (docs/spot.md)"
     NO_MANIFEST = "NoManifest", ReasonClass.TRANSIENT, "the Job reported success but the stage left no manifest"
     JOB_DELETED = "JobDeleted", ReasonClass.TRANSIENT, "the attempt's Job vanished before it finished (its TTL, someone): a failed attempt"
     STAGE_START_TIMEOUT = "StageStartTimeout", ReasonClass.TRANSIENT, "the Job's pods did not start within startupTimeoutSeconds: it is deleted, the attempt fails with their reason"
