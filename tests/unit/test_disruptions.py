@@ -150,6 +150,12 @@ def test_another_node_another_cause_or_later_is_another_disruption():
     assert len(records) == 4
 
 
+def test_the_replacement_of_a_disrupted_pod_disrupted_in_turn_is_another_disruption():
+    records, _, _ = record_disruption([], end("p0", 0), Cause.EVICTION, LOST, 1, whole_job=False)
+    records, _, new = record_disruption(records, end("p0-replacement", 0, at=1010.0), Cause.EVICTION, LOST, 1, whole_job=False)
+    assert new and len(records) == 2
+
+
 def test_a_multi_node_training_attempt_is_one_disruption_and_the_rank_the_cluster_stopped_says_why():
     """Rank 0 stopped on SIGTERM when the Job failed for rank 1's eviction: one disruption, an
     eviction, its cost once (the whole Job's GPUs)."""
@@ -166,7 +172,7 @@ def test_past_the_cap_the_run_fails_with_a_reason_that_says_what_to_do():
     assert too_many("judge-1", records[:1], cap=1) is None
     failure = too_many("judge-1", records, cap=1)
     assert failure is not None and failure.reason == Reason.TOO_MANY_DISRUPTIONS and failure.permanent
-    assert "judge-1 was disrupted 2 times (2 NodeLost; 1.00 GPU-hours of work redone)" in failure.message
+    assert "judge-1 was disrupted 2 times (2 NodeLost; 1.0 GPU-hours of work redone)" in failure.message
     assert "retries.disruptionsPerStage (1)" in failure.message and "docs/spot.md" in failure.message
     assert too_many("judge-1", [], cap=0) is None and too_many("judge-1", records[:1], cap=0) is not None
 
@@ -219,7 +225,7 @@ def test_the_status_shows_each_disruption_and_reads_back_what_it_counted():
         "job": "r-judge-1-0", "node": "spot-1", "pods": ["r-judge-1-0-2-abcde"], "shards": [2], "redone": 120.0, "unit": "samples",
         "seconds": 300.0, "gpus": 2, "gpuSeconds": 600.0, "saved": True,
     }  # fmt: skip
-    assert document["disruptions"] == {"count": 1, "gpuSeconds": 600.0, "causes": {"NodeLost": 1}, "message": "1 disruption (1 NodeLost): 0.17 GPU-hours of work redone"}
+    assert document["disruptions"] == {"count": 1, "gpuSeconds": 600.0, "causes": {"NodeLost": 1}, "message": "1 disruption (1 NodeLost): 600 GPU-seconds of work redone"}
     remembered = history(document)
     assert remembered.disrupted == {"judge-1": [record]} and remembered.grace == {"judge-1": Grace(70, "saving took 40s in judge-1")}
     assert remembered.disrupted_attempts == {"judge-1": 0}
@@ -229,3 +235,58 @@ def test_a_status_written_before_disruptions_were_counted_keeps_its_free_attempt
     from selftaught.controller.status import history
 
     assert history({"attempts": {"train-1": {"attempts": 2, "disruptions": 1}}}).disrupted_attempts == {"train-1": 1}
+
+
+# -- the local runner records what it stopped, `selftaught status` shows it ---------------------------------
+
+STOPPED_STAGE = """
+import os, signal, sys, time
+from selftaught.errors import Failure, Reason, encode
+from selftaught.store import LocalStore
+from selftaught.store.layout import progress_key
+from selftaught.store.progress import ProgressRecord, SavedState, write_progress
+
+def stop(*_):  # what a stage does on SIGTERM: it saved, says so, and stops
+    open(os.environ["SELFTAUGHT_TERMINATION_MESSAGE_PATH"], "w").write(encode(Failure.of(Reason.DISRUPTED, "saved at step 30")))
+    sys.exit(1)
+
+signal.signal(signal.SIGTERM, stop)
+now = time.time()
+record = ProgressRecord(stage="train-1", unit="steps", done=50, total=100, started_at=now - 10, updated_at=now, saved=SavedState(done=30, at=now - 4))
+write_progress(LocalStore(sys.argv[1]), progress_key("iter-001/train", 0), record)
+time.sleep(60)
+"""
+
+
+def test_a_stage_stopped_with_the_local_runner_is_recorded_and_selftaught_status_shows_it(tmp_path, make_run):
+    """Ctrl-C or SIGTERM of `selftaught run` stops the stage, which saves and says Disrupted: the
+    runner records the work lost, in the record the operator writes, and `selftaught status`
+    shows it."""
+    import sys
+    import time
+
+    from selftaught.local.runner import Interrupted, _Job, _run_jobs
+    from selftaught.pipeline.runstore import accept
+    from selftaught.views.overview import overview
+    from selftaught.views.plan_text import plan_inputs
+
+    run = make_run(storage=str(tmp_path / "store"))
+    store = LocalStore(tmp_path / "store" / "tests" / "test")
+    accept(store, run)
+    ref = StageRef("train", 1)
+    job = _Job([sys.executable, "-c", STOPPED_STAGE, str(store.root)], tmp_path / "train-1.log", tmp_path / "train-1.termination")
+    started = time.monotonic()
+
+    def signal_arrives():  # SIGTERM to the runner, once the stage is under way
+        if store.exists("iter-001/train/_progress/00000.json") or time.monotonic() - started > 30:
+            raise Interrupted(15)
+
+    with pytest.raises(Interrupted):
+        _run_jobs(ref, [job], [()], {"PYTHONPATH": ":".join(sys.path)}, None, signal_arrives, store)
+    [key] = scan(store).disruption_keys[ref]
+    record = read_disruption(store, key)
+    assert record is not None and (record.cause, record.reason, record.message, record.executor) == (Cause.STOPPED, Reason.DISRUPTED, "saved at step 30", "local")
+    assert (record.unit, record.redone, round(record.seconds), record.saved, record.gpus) == ("steps", 20.0, 4, True, 0)
+    shown = overview(store, run, plan_inputs(run))
+    assert "disrupted 1x (1 Stopped): 20 steps and 0 GPU-seconds redone" in shown
+    assert "disruptions: 1 disruption (1 Stopped): 0 GPU-seconds of work redone" in shown

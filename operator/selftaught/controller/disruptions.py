@@ -24,7 +24,7 @@ from typing import Any
 
 from selftaught.controller.jobs import LABEL_RUN, LABEL_STAGE
 from selftaught.errors import Failure, Reason, decode
-from selftaught.store.disruptions import Cause, DisruptionRecord, LostWork
+from selftaught.store.disruptions import Cause, DisruptionRecord, LostWork, causes_text, gpu_time
 from selftaught.store.progress import ProgressRecord
 
 #: the DisruptionTarget reasons Kubernetes writes, and what they mean for a run
@@ -74,10 +74,11 @@ def _time(value: str | None) -> float | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else None
 
 
-def pod_end(pod: dict[str, Any], deleted: bool = False) -> PodEnd | None:
+def pod_end(pod: dict[str, Any], deleted: bool = False, now: float | None = None) -> PodEnd | None:
     """What a stage pod's body says about how it stopped; None for a pod that is not a stage's,
-    succeeded, or runs on undisturbed. `deleted`: the watch's last word on it. Whether a stop is a
-    disruption is `cause_of`'s to say, with the pod's Job at hand."""
+    succeeded, or runs on undisturbed. `deleted`: the watch's last word on it; `now`: when the
+    watch told, the stop's time when the body has none (a pod deleted while it ran). Whether a
+    stop is a disruption is `cause_of`'s to say, with the pod's Job at hand."""
     meta, status = pod.get("metadata") or {}, pod.get("status") or {}
     labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
     if LABEL_STAGE not in labels or status.get("phase") == "Succeeded":
@@ -94,7 +95,7 @@ def pod_end(pod: dict[str, Any], deleted: bool = False) -> PodEnd | None:
     index = annotations.get(COMPLETION_INDEX) or labels.get(COMPLETION_INDEX) or "0"
     deletion = _time(meta.get("deletionTimestamp"))
     disrupted = _time(condition.get("lastTransitionTime")) if condition else None
-    stopped = _time(terminated.get("finishedAt")) or disrupted or deletion
+    stopped = _time(terminated.get("finishedAt")) or disrupted or deletion or now
     return PodEnd(
         name=meta.get("name", ""),
         run=labels.get(LABEL_RUN, ""),
@@ -140,8 +141,8 @@ def record_disruption(
     records: list[DisruptionRecord], end: PodEnd, cause: Cause, lost: LostWork, gpus: int, *, whole_job: bool
 ) -> tuple[list[DisruptionRecord], DisruptionRecord, bool]:
     """The stage's `records` with `end` counted: (records, the record it went into, whether that
-    record is new). Pods stopped together are one disruption: of the same cause on the same node
-    (or, for Kueue and a stopped stage, in the same Job) within `WINDOW_SECONDS`; all the pods of a
+    record is new). Pods stopped together are one disruption: other shards, of the same cause on
+    the same node (or, for Kueue and a stopped stage, in the same Job) within `WINDOW_SECONDS`; all the pods of a
     Job whose attempt is lost as a whole (multi-node training: `whole_job`, its cost that of the
     whole Job's GPUs, read once) whatever stopped each."""
     at = end.at or end.stopped_at or 0.0
@@ -149,6 +150,8 @@ def record_disruption(
     for index, old in enumerate(records):
         same_scope = old.attempt == end.job if scoped_by_job else old.node == end.node
         if not (same_scope and (whole_job or old.cause == cause) and abs(old.at - at) <= WINDOW_SECONDS):
+            continue
+        if not whole_job and end.shard in old.shards:  # the replacement of a pod it stopped: stopped again
             continue
         update: dict[str, Any] = {"pods": [*old.pods, end.name]}
         if whole_job:
@@ -167,7 +170,7 @@ def record_disruption(
     new = DisruptionRecord(
         stage=end.stage,
         cause=cause,
-        reason=end.condition or (Reason.DISRUPTED if end.told == Reason.DISRUPTED else "") or "",
+        reason=end.condition or ("JobSuspended" if cause == Cause.KUEUE_PREEMPTION else end.told or ""),
         message=end.message[:300],
         at=at,
         attempt=end.job or None,
@@ -190,25 +193,10 @@ def too_many(label: str, records: list[DisruptionRecord], cap: int) -> Failure |
         return None
     return Failure.of(
         Reason.TOO_MANY_DISRUPTIONS,
-        f"{label} was disrupted {len(records)} times ({causes_text(records)}; {gpu_hours(records)} of work redone), more than "
+        f"{label} was disrupted {len(records)} times ({causes_text(records)}; {gpu_time(sum(r.gpu_seconds for r in records))} of work "
+        f"redone), more than "
         f"retries.disruptionsPerStage ({cap}) allows: raise it, or run the stage on nodes that are not reclaimed (docs/spot.md)",
     )
-
-
-def causes(records: Iterable[DisruptionRecord]) -> dict[str, int]:
-    found: dict[str, int] = {}
-    for record in records:
-        found[record.cause] = found.get(record.cause, 0) + 1
-    return found
-
-
-def causes_text(records: Iterable[DisruptionRecord]) -> str:
-    """`2 NodeLost, 1 Eviction`."""
-    return ", ".join(f"{count} {cause}" for cause, count in sorted(causes(records).items(), key=lambda item: (-item[1], item[0])))
-
-
-def gpu_hours(records: Iterable[DisruptionRecord]) -> str:
-    return f"{sum(record.gpu_seconds for record in records) / 3600:.2f} GPU-hours"
 
 
 def describe(record: DisruptionRecord, count: int, cap: int) -> str:
@@ -226,7 +214,7 @@ def describe(record: DisruptionRecord, count: int, cap: int) -> str:
     where = f" on {record.node}" if record.node else ""
     return (
         f"{record.stage}: {shards} (pod {', '.join(record.pods)}{where}) {what} ({record.reason or record.cause}); "
-        f"{redo}{record.gpu_seconds:,.0f} GPU-seconds to redo; disruption {count} of at most {cap} (retries.disruptionsPerStage)"
+        f"{redo}{gpu_time(record.gpu_seconds)} to redo; disruption {count} of at most {cap} (retries.disruptionsPerStage)"
     )
 
 

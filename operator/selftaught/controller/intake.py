@@ -16,6 +16,7 @@ counted (their attempts still spend no retry).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -75,7 +76,7 @@ class Intake:
     def pod_changed(self, namespace: str, run: str, pod: dict[str, Any] | None, kind: str | None = None) -> None:
         """A stage pod changed: once it has stopped without finishing (Failed, or gone), it is
         kept for the run's next pass, which counts it if it was disrupted."""
-        end = pod_end(pod, deleted=kind == "DELETED") if pod else None
+        end = pod_end(pod, deleted=kind == "DELETED", now=time.time()) if pod else None
         if end is None or not end.terminal:
             return
         key = (namespace, run)

@@ -31,12 +31,12 @@ from selftaught.api.status import (
     StageProgress,
 )
 from selftaught.controller.decide import Decision, FailedAttempt
-from selftaught.controller.disruptions import Grace, causes, causes_text, gpu_hours
+from selftaught.controller.disruptions import Grace
 from selftaught.errors import Failure, Reason, ReasonClass, as_reason, reason_class
 from selftaught.pipeline.planner import Plan
 from selftaught.pipeline.runstore import refusal_message
 from selftaught.pipeline.scan import Progress, iteration_summaries, skipped_counts
-from selftaught.store.disruptions import Cause, DisruptionRecord
+from selftaught.store.disruptions import Cause, DisruptionRecord, causes, summary
 from selftaught.views.estimate import Estimate
 from selftaught.views.live import StageView, duration
 
@@ -365,7 +365,7 @@ def run_disruptions(disrupted: dict[str, list[DisruptionRecord]]) -> RunDisrupti
         count=len(records),
         gpu_seconds=round(sum(record.gpu_seconds for record in records), 1),
         causes=causes(records),
-        message=f"{len(records)} disruption{'s' if len(records) != 1 else ''} ({causes_text(records)}): {gpu_hours(records)} of work redone",
+        message=summary(records),
     )
 
 

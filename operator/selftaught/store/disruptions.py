@@ -13,6 +13,7 @@ one is no disruption shown, never an error.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
@@ -83,6 +84,29 @@ def lost_work(record: ProgressRecord | None, *, began_at: float | None = None, s
     start = saved.at if saved is not None else (record.working_since or record.started_at)
     redone = record.done - (saved.done if saved is not None else 0.0)
     return LostWork(max(record.updated_at - start, 0.0), record.unit, max(redone, 0.0), saved is not None)
+
+
+def causes(records: Iterable[DisruptionRecord]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for record in records:
+        found[record.cause] = found.get(record.cause, 0) + 1
+    return found
+
+
+def causes_text(records: Iterable[DisruptionRecord]) -> str:
+    """`2 NodeLost, 1 Eviction`: the most frequent first."""
+    return ", ".join(f"{count} {cause}" for cause, count in sorted(causes(records).items(), key=lambda item: (-item[1], item[0])))
+
+
+def gpu_time(seconds: float) -> str:
+    """`16 GPU-seconds`, `2.4 GPU-hours`."""
+    return f"{seconds:,.0f} GPU-seconds" if seconds < 3600 else f"{seconds / 3600:,.1f} GPU-hours"
+
+
+def summary(records: list[DisruptionRecord]) -> str:
+    """`2 disruptions (1 Eviction, 1 NodeLost): 16 GPU-seconds of work redone`."""
+    redone = gpu_time(sum(record.gpu_seconds for record in records))
+    return f"{len(records)} disruption{'' if len(records) == 1 else 's'} ({causes_text(records)}): {redone} of work redone"
 
 
 def write_disruption(store: Store, key: str, record: DisruptionRecord) -> None:
