@@ -164,7 +164,8 @@ class Kubelet(ControlLoop):
     once failures exceed it), backoffLimitPerIndex/maxFailedIndexes, podFailurePolicy, activeDeadlineSeconds,
     suspend (running processes are killed, nothing starts), ttlSecondsAfterFinished, deletion (processes of a
     deleted Job are killed), node resources/selectors/affinity/taints, image pull errors, Pods that wait
-    (CreateContainerConfigError) while a referenced Secret key is missing, refused pod creation, and evictions.
+    (CreateContainerConfigError) while a referenced Secret key is missing, refused pod creation, evictions (with the
+    pod's grace period) and lost nodes.
     Simplified: back-offs are a fixed ``retry_interval``, restartPolicy OnFailure retries in a new Pod, only the first
     container runs, deleting a Pod does not kill its process, ``workingDir``/volumes are ignored, and completions
     unset means 1 (no work-queue mode).

@@ -290,3 +290,22 @@ def test_a_stage_stopped_with_the_local_runner_is_recorded_and_selftaught_status
     shown = overview(store, run, plan_inputs(run))
     assert "disrupted 1x (1 Stopped): 20 steps and 0 GPU-seconds redone" in shown
     assert "disruptions: 1 disruption (1 Stopped): 0 GPU-seconds of work redone" in shown
+
+
+def test_a_new_jobs_grace_period_comes_from_the_slowest_save_of_the_stage_before_it(tmp_path, make_run):
+    from selftaught.controller.reconciler import stage_grace
+    from selftaught.store.layout import progress_key
+    from selftaught.store.progress import write_progress
+
+    store = LocalStore(tmp_path / "store")
+    run = make_run(iterations=2)
+    judge_2 = StageRef("judge", 2)
+    assert stage_grace(run, store, scan(store), judge_2).seconds == GRACE_FLOOR  # nothing measured yet
+    for shard, seconds in ((0, 40.0), (1, 52.0)):  # judge-1's shards saved when they were stopped
+        saved = SavedState(done=5, at=90.0, seconds=seconds)
+        write_progress(store, progress_key("iter-001/judge", shard), ProgressRecord(stage="judge-1", shard=shard, started_at=0, updated_at=100, saved=saved))
+    grace = stage_grace(run, store, scan(store), judge_2)
+    assert grace.seconds == 88 and grace.basis.startswith("saving took 52s in judge-1")  # 1.5 x 52 + 10
+    assert stage_grace(run, store, scan(store), StageRef("train", 2)).seconds == 120  # another stage's saves are not its own
+    pinned = make_run(iterations=2, scheduling={"stages": {"judge": {"terminationGracePeriodSeconds": 45}}})
+    assert stage_grace(pinned, store, scan(store), judge_2).seconds == 45

@@ -69,6 +69,20 @@ GRACE_READS = 8
 log = logging.getLogger(__name__)
 
 
+def stage_grace(run: SelfTaughtRun, store: Store, progress: Progress, ref: StageRef) -> Grace:
+    """The grace period of a new Job's pods: the spec's, else from the newest save the stage
+    measured in an earlier attempt or iteration (a few small reads, once per Job created)."""
+    override = pod_overrides(run, ref).termination_grace_period_seconds
+    if override is not None:
+        return grace_period(override, ref.kind, None)
+    earlier = sorted((other for other in progress.progress_keys if other.name == ref.name and other.iteration <= ref.iteration), key=lambda other: -other.iteration)
+    for other in earlier[:3]:
+        records = [record for key in progress.progress_keys[other][:GRACE_READS] if (record := read_progress(store, key)) is not None]
+        if (measured := newest_save(records)) is not None:
+            return grace_period(None, ref.kind, measured)
+    return grace_period(None, ref.kind, None)
+
+
 class _Stopped(Exception):
     """The pass ends before deciding: the spec, the store or the run's name stops it."""
 
@@ -265,7 +279,7 @@ class Reconciler:
             disrupted=disrupted, grace=remembered.grace,
         )  # fmt: skip
         for ref, _ in decision.create:  # how long its pods may take to save when stopped
-            decision.grace[ref.label] = self._grace(accepted, store, progress, ref)
+            decision.grace[ref.label] = stage_grace(accepted, store, progress, ref)
         # the cost, corrected by the finished stages; how far the running ones are (a small read
         # per shard that has written progress: never per item)
         seen.estimate = estimate(spec, inputs_for(spec), measure(progress.manifests))
@@ -300,7 +314,9 @@ class Reconciler:
                 end = dataclasses.replace(end, shard=0)
             record = read_progress(store, progress_key(ref.prefix, end.shard))
             lost = lost_work(record, began_at=end.began_at, stopped_at=end.stopped_at)
+            before = sum(record.gpu_seconds for record in records)
             disrupted[end.stage], counted_in, new = record_disruption(records, end, cause, lost, lost_gpus(run, ref), whole_job=whole_job)
+            metrics.REDONE_GPU_SECONDS.labels(ref.name).inc(sum(record.gpu_seconds for record in disrupted[end.stage]) - before)
             if new:
                 seen.disruptions.append((counted_in, len(disrupted[end.stage])))
             try:  # a courtesy for `selftaught status`: the status has the truth
@@ -308,19 +324,6 @@ class Reconciler:
             except StorageUnavailable as error:
                 log.warning("disruption of %s not written to the store: %s", end.stage, error)
         return disrupted
-
-    def _grace(self, run: SelfTaughtRun, store: Store, progress: Progress, ref: StageRef) -> Grace:
-        """The grace period of a new Job's pods: the spec's, else from the newest save the stage
-        measured in an earlier attempt or iteration (a few small reads, once per Job)."""
-        override = pod_overrides(run, ref).termination_grace_period_seconds
-        if override is not None:
-            return grace_period(override, ref.kind, None)
-        earlier = sorted((other for other in progress.progress_keys if other.name == ref.name and other.iteration <= ref.iteration), key=lambda other: -other.iteration)
-        for other in earlier[:3]:
-            records = [record for key in progress.progress_keys[other][:GRACE_READS] if (record := read_progress(store, key)) is not None]
-            if (measured := newest_save(records)) is not None:
-                return grace_period(None, ref.kind, measured)
-        return grace_period(None, ref.kind, None)
 
     # -- act -----------------------------------------------------------------------------------------
 
@@ -332,6 +335,7 @@ class Reconciler:
         cap = accepted.spec.retries.disruptions_per_stage
         for record, count in seen.disruptions:
             self.report.event(obj, "Warning", "StageDisrupted", describe(record, count, cap))
+            metrics.DISRUPTIONS.labels(record.stage.split("-")[0], record.cause).inc()
         for _, view in decision.stop:  # disrupted past the cap: no more work redone
             self.kube.delete_job(accepted.metadata.namespace, view.name)
         if decision.failure is not None and decision.failure.reason == Reason.TOO_MANY_DISRUPTIONS:
