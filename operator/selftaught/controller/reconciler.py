@@ -5,8 +5,9 @@ judge's server through `serving_actor.py`, events), then the one status write.
 Level-triggered: every event on the run or its Jobs (`intake.py`, which drops the echoes of our
 own writes: `echoes.py`), a requeue after a backoff, and a periodic fresh re-read all call the
 same pass, which re-derives everything from what exists; the work queue makes it one pass at a
-time per run. `_write_status` is the only place the run's status is written. Stage pods that stopped are
-counted as disruptions before deciding (`_count_disruptions`), so the cap decides on them at once.
+time per run. `_write_status` is the only place the run's status is written. Stage pods that
+stopped are counted as disruptions before deciding (`_count_disruptions`), so the cap sees them
+in the pass that counts them.
 """
 
 from __future__ import annotations
@@ -312,11 +313,11 @@ class Reconciler:
             whole_job = needs_service(run, ref)
             if ref.kind == "training":  # rank 0 publishes a training's progress
                 end = dataclasses.replace(end, shard=0)
-            record = read_progress(store, progress_key(ref.prefix, end.shard))
-            lost = lost_work(record, began_at=end.began_at, stopped_at=end.stopped_at)
-            before = sum(record.gpu_seconds for record in records)
+            published = read_progress(store, progress_key(ref.prefix, end.shard))
+            lost = lost_work(published, began_at=end.began_at, stopped_at=end.stopped_at)
+            before = sum(old.gpu_seconds for old in records)
             disrupted[end.stage], counted_in, new = record_disruption(records, end, cause, lost, lost_gpus(run, ref), whole_job=whole_job)
-            metrics.REDONE_GPU_SECONDS.labels(ref.name).inc(sum(record.gpu_seconds for record in disrupted[end.stage]) - before)
+            metrics.REDONE_GPU_SECONDS.labels(ref.name).inc(sum(now.gpu_seconds for now in disrupted[end.stage]) - before)
             if new:
                 seen.disruptions.append((counted_in, len(disrupted[end.stage])))
             try:  # a courtesy for `selftaught status`: the status has the truth
