@@ -309,3 +309,26 @@ def test_a_new_jobs_grace_period_comes_from_the_slowest_save_of_the_stage_before
     assert stage_grace(run, store, scan(store), StageRef("train", 2)).seconds == 120  # another stage's saves are not its own
     pinned = make_run(iterations=2, scheduling={"stages": {"judge": {"terminationGracePeriodSeconds": 45}}})
     assert stage_grace(pinned, store, scan(store), judge_2).seconds == 45
+
+
+def test_a_stopped_pod_waits_for_a_pass_and_once_settled_the_watch_repeating_it_changes_nothing():
+    from selftaught.controller.echoes import Echoes
+    from selftaught.controller.intake import Intake
+
+    class Queue:
+        def __init__(self):
+            self.submitted = []
+
+        def submit(self, key, fresh=False):
+            self.submitted.append(key)
+
+    queue = Queue()
+    intake = Intake(queue, Echoes(), lambda key: None)  # type: ignore[arg-type]
+    intake.pod_changed("ml", "r", pod(phase="Running", finished=False, condition="EvictionByEvictionAPI"))  # still saving
+    assert intake.pod_ends(("ml", "r")) == [] and queue.submitted == []
+    intake.pod_changed("ml", "r", pod(condition="EvictionByEvictionAPI"))  # stopped: a pass may count it
+    [stopped] = intake.pod_ends(("ml", "r"))
+    assert stopped.condition == "EvictionByEvictionAPI" and queue.submitted == [("ml", "r")]
+    intake.settle(("ml", "r"), [stopped.name])
+    intake.pod_changed("ml", "r", pod(condition="EvictionByEvictionAPI"), "DELETED")  # the watch's last word on it
+    assert intake.pod_ends(("ml", "r")) == [] and queue.submitted == [("ml", "r")]
