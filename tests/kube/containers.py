@@ -67,6 +67,8 @@ class Attempt:
     finished_at: str | None = None
     node: str | None = None  # where the scheduler bound the pod
     disruption: str | None = None  # the DisruptionTarget reason, once evicted
+    grace: float | None = None  # the grace period it was given when stopped (SIGTERM to SIGKILL), before kill_grace cuts it
+    node_lost: bool = False  # its node went away (Kubelet.lose_node): killed at once, no kubelet reported its end
     slot: int = dataclasses.field(default=0, repr=False)
     _pod_body: Body = dataclasses.field(default_factory=dict, repr=False)
     _proc: subprocess.Popen[bytes] | None = dataclasses.field(default=None, repr=False)

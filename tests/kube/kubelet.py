@@ -65,7 +65,10 @@ DISRUPTION_MESSAGES = {  # DisruptionTarget reason -> the message the component 
     'PreemptionByScheduler': '{scheduler}: preempting to accommodate a higher priority pod',
     'DeletionByTaintManager': 'Taint manager: deleting due to NoExecute taint',
     'TerminationByKubelet': 'The node was low on resource: memory. Threshold quantity: 100Mi, available: 0Ki. ',
+    'DeletionByPodGC': 'PodGC: node no longer exists',
 }
+#: a pod's grace period when its spec says none (the API server's default)
+DEFAULT_GRACE_SECONDS = 30
 
 
 def _match_pod_failure_policy(policy: Mapping[str, Any] | None, pod: Mapping[str, Any]) -> tuple[str | None, str]:
@@ -161,7 +164,8 @@ class Kubelet(ControlLoop):
     once failures exceed it), backoffLimitPerIndex/maxFailedIndexes, podFailurePolicy, activeDeadlineSeconds,
     suspend (running processes are killed, nothing starts), ttlSecondsAfterFinished, deletion (processes of a
     deleted Job are killed), node resources/selectors/affinity/taints, image pull errors, Pods that wait
-    (CreateContainerConfigError) while a referenced Secret key is missing, refused pod creation, and evictions.
+    (CreateContainerConfigError) while a referenced Secret key is missing, refused pod creation, evictions (with the
+    pod's grace period) and lost nodes.
     Simplified: back-offs are a fixed ``retry_interval``, restartPolicy OnFailure retries in a new Pod, only the first
     container runs, deleting a Pod does not kill its process, ``workingDir``/volumes are ignored, and completions
     unset means 1 (no work-queue mode).
@@ -187,6 +191,8 @@ class Kubelet(ControlLoop):
         self.passthrough_env = tuple(passthrough_env)
         # the variable a process finds its termination-message file in (the pod's terminationMessagePath)
         self.termination_message_env = termination_message_env
+        # the longest a stopped process gets between SIGTERM and SIGKILL: its pod's grace period
+        # (terminationGracePeriodSeconds, or an eviction's), cut to this so that tests stay short
         self.kill_grace = kill_grace
         self.node_name = node_name
         # The cluster's nodes: {"name", "labels", "allocatable", "taints", "unschedulable"}; a node without
@@ -255,19 +261,23 @@ class Kubelet(ControlLoop):
                 self._refusals.pop(job_name_prefix, None)
 
     def evict(self, job_name: str, index: int | None = None, *, reason: str = 'EvictionByEvictionAPI',
-              message: str | None = None, namespace: str | None = None) -> Attempt:
+              message: str | None = None, namespace: str | None = None,
+              grace_period_seconds: float | None = None) -> Attempt:
         """Disrupt a pod of a Job as a real component would, and return its attempt.
 
         The pod gets the condition ``DisruptionTarget=True`` with ``reason`` — ``EvictionByEvictionAPI`` (the
         Eviction API, e.g. a node drain), ``PreemptionByScheduler``, ``DeletionByTaintManager`` (a ``NoExecute``
-        taint) or ``TerminationByKubelet`` (node-pressure eviction: SIGKILL, and the pod keeps ``status.reason``
-        ``Evicted``) — and that component's message (or ``message``); its process is killed (SIGTERM, then
-        SIGKILL after ``kill_grace``) and it ends ``Failed``. The Job controller then applies the Job's
-        podFailurePolicy. Pods deleted by the disruption (all but kubelet evictions) are removed once terminal.
-        ``index`` picks the completion index (default: the Job's first active pod).
+        taint on a node whose kubelet still runs) or ``TerminationByKubelet`` (node-pressure eviction: SIGKILL, and
+        the pod keeps ``status.reason`` ``Evicted``) — and that component's message (or ``message``); its process is
+        killed (SIGTERM, then SIGKILL after the pod's grace period: ``grace_period_seconds`` as the Eviction API's
+        DeleteOptions give it, else the pod's ``terminationGracePeriodSeconds``, 30 s by default; cut to
+        ``kill_grace``) and it ends ``Failed``. The Job controller then applies the Job's podFailurePolicy. Pods
+        deleted by the disruption (all but kubelet evictions) are removed once terminal. ``index`` picks the
+        completion index (default: the Job's first active pod). A node that goes away is :meth:`lose_node`.
         """
-        if reason not in DISRUPTION_MESSAGES:
-            raise ValueError(f'unknown DisruptionTarget reason {reason!r}: one of {sorted(DISRUPTION_MESSAGES)}')
+        if reason not in DISRUPTION_MESSAGES or reason == 'DeletionByPodGC':
+            raise ValueError(f'unknown DisruptionTarget reason {reason!r} for an eviction: one of '
+                             f'{sorted(set(DISRUPTION_MESSAGES) - {"DeletionByPodGC"})} (PodGC: lose_node)')
         with self._cycle_lock:
             attempt = self._active_attempt(job_name, index, namespace)
             pod = attempt._pod_body
@@ -291,12 +301,40 @@ class Kubelet(ControlLoop):
                 container = first_container(pod)
                 self._kubelet_events.record(pod, 'Normal', 'Killing', f'Stopping container {container.get("name")}',
                                             field_path=self._field_path(container), host=attempt.node)
-                self._stop(attempt, signal.SIGKILL if reason == 'TerminationByKubelet' else signal.SIGTERM)
+                self._stop(attempt, signal.SIGKILL if reason == 'TerminationByKubelet' else signal.SIGTERM,
+                           grace=grace_period_seconds)
             else:  # it never started: nothing to kill, the kubelet reports the container as unknown
                 attempt.killed, attempt.waiting = True, None
                 attempt._end_reason, attempt._injected_code = 'ContainerStatusUnknown', 137
                 attempt.message_path.write_text('The container could not be located when the pod was terminated')
             return attempt
+
+    def lose_node(self, name: str, *, reason: str = 'DeletionByTaintManager') -> list[Attempt]:
+        """The node ``name`` goes away without a word (a spot VM reclaimed, a host that died), and the cluster
+        notices: every process on it dies at once (SIGKILL: no kubelet is left to give a grace period), the node
+        leaves ``nodes`` (its pods' replacements wait for another node: append one), and each of its pods gets
+        ``DisruptionTarget=True`` from the control plane — ``DeletionByTaintManager`` (the node's NoExecute
+        ``unreachable`` taint; Event ``TaintManagerEviction``) or ``DeletionByPodGC`` (the Node object is gone) —
+        then phase ``Failed`` (PodGC writes the phase: no kubelet reports the container's end, so its status stays
+        as last reported) and is deleted once the Job controller has accounted it. Returns the attempts it stopped.
+        """
+        if reason not in ('DeletionByTaintManager', 'DeletionByPodGC'):
+            raise ValueError(f'a lost node\'s pods are deleted by the taint manager or PodGC, not {reason!r}')
+        with self._cycle_lock:
+            self.nodes = [node for node in self.nodes if node.get('name', self.node_name) != name]
+            lost = [a for run in self._runs.values() for a in run.active.values() if a.node == name]
+            for attempt in lost:
+                attempt.disruption, attempt.node_lost, attempt._delete_when_done = reason, True, True
+                attempt.killed, attempt.grace = True, 0.0
+                attempt._signal(signal.SIGKILL)
+                if not attempt.running:  # never started: nothing to kill
+                    attempt.waiting, attempt._injected_code = None, 137
+                self._set_pod_condition(attempt, 'DisruptionTarget', 'True', reason, DISRUPTION_MESSAGES[reason])
+                self._pod_status(attempt, {})
+                if reason == 'DeletionByTaintManager':
+                    self._taint_events.record(attempt._pod_body, 'Normal', 'TaintManagerEviction',
+                                              f'Marking for deletion Pod {attempt.namespace}/{attempt.pod}')
+            return lost
 
     def pause(self) -> None:
         """Stop reconciling: nothing starts, no status is written, running processes run on unobserved.
@@ -784,14 +822,20 @@ class Kubelet(ControlLoop):
         if attempt._pod_reason:  # a kubelet eviction: the pod says why it failed
             status.update(reason=attempt._pod_reason, message=next(
                 c.get('message', '') for c in attempt._conditions if c['type'] == 'DisruptionTarget'))
+        if attempt.node_lost:  # no kubelet: PodGC marks it Failed, its containers stay as last reported
+            status = {'phase': 'Failed'}
         self._pod_status(attempt, status)
 
-    def _stop(self, attempt: Attempt, signum: int = signal.SIGTERM) -> None:
-        """Kill the process: SIGTERM, then SIGKILL once ``kill_grace`` has passed (see :meth:`_enforce_grace`)."""
+    def _stop(self, attempt: Attempt, signum: int = signal.SIGTERM, grace: float | None = None) -> None:
+        """Kill the process: SIGTERM, then SIGKILL once its grace period has passed (see :meth:`_enforce_grace`):
+        ``grace``, else its pod's ``terminationGracePeriodSeconds``, cut to ``kill_grace``."""
         attempt.killed = True
+        if grace is None:
+            grace = (attempt._pod_body.get('spec') or {}).get('terminationGracePeriodSeconds', DEFAULT_GRACE_SECONDS)
+        attempt.grace = 0.0 if signum == signal.SIGKILL else float(grace)
         attempt._signal(signum)
         if signum != signal.SIGKILL:
-            attempt._kill_deadline = time.monotonic() + self.kill_grace
+            attempt._kill_deadline = time.monotonic() + min(attempt.grace, self.kill_grace)
 
     @staticmethod
     def _enforce_grace(attempt: Attempt) -> None:

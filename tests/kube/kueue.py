@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import threading
+import uuid
 from typing import TYPE_CHECKING
 
 import kmock
@@ -28,8 +29,9 @@ class Kueue(ControlLoop):
     it is admitted — by :meth:`admit`/:meth:`admit_all`, or at once with ``admit=True`` — when Kueue sets
     ``spec.suspend: false``. A queued Job that someone unsuspends before admission is suspended again. Events on
     the Job as Kueue posts them: ``CreatedWorkload``, ``Started`` (``Admitted by clusterQueue <name>``),
-    ``Stopped`` (``Not admitted by cluster queue``). No Workload/ClusterQueue objects are served. A
-    :class:`ControlLoop`: ``with``, or ``start()``/``stop()`` (the webhook is registered while it runs).
+    ``Stopped`` (``Not admitted by cluster queue``). :meth:`preempt` evicts an admitted Job's workload as Kueue's
+    preemption does. No Workload/ClusterQueue objects are served. A :class:`ControlLoop`: ``with``, or
+    ``start()``/``stop()`` (the webhook is registered while it runs).
     """
 
     QUEUE_LABEL = 'kueue.x-k8s.io/queue-name'
@@ -45,6 +47,7 @@ class Kueue(ControlLoop):
         self._admitted: set[str] = set()  # Job uids
         self._started: set[str] = set()
         self._workloads: dict[str, str] = {}  # Job uid -> Workload name
+        self._preempted: set[str] = set()  # Job uids evicted and requeued: admitted again only by admit()
         self._lock = threading.RLock()
         self._events = EventRecorder(cluster, 'batch/job-kueue-controller')
 
@@ -62,13 +65,38 @@ class Kueue(ControlLoop):
             raise LookupError(f'no Job {namespace}/{name} with the label {self.QUEUE_LABEL}')
         with self._lock:
             self._admitted.add(job['metadata']['uid'])
+            self._preempted.discard(job['metadata']['uid'])
             self._sync(job)
+
+    def preempt(self, namespace: str, name: str, message: str | None = None) -> None:
+        """Evict an admitted Job's workload, as Kueue does to make room for a workload of higher priority: it
+        suspends the Job (the Job controller then deletes its pods: SIGTERM, SIGKILL after their grace period;
+        they carry no DisruptionTarget condition) and posts ``Stopped`` with the eviction's message (``Preempted to
+        accommodate a workload (UID: …, JobUID: …) due to prioritization in the ClusterQueue``). The workload is
+        queued again, and runs once :meth:`admit` is called (``admit=True`` does not re-admit it by itself: the
+        workload that preempted it holds the quota)."""
+        job = self.cluster.get('batch/v1/jobs', namespace, name)
+        if job is None:
+            raise LookupError(f'no Job {namespace}/{name}')
+        uid = job['metadata']['uid']
+        with self._lock:
+            if uid not in self._admitted:
+                raise LookupError(f'Job {namespace}/{name} is not admitted: nothing to preempt')
+            self._admitted.discard(uid)
+            self._started.discard(uid)
+            self._preempted.add(uid)
+            with unless_gone():
+                self.cluster.patch('batch/v1/jobs', namespace, name, {'spec': {'suspend': True}})
+            self._events.record(job, 'Normal', 'Stopped', message or (
+                f'Preempted to accommodate a workload (UID: {uuid.uuid4()}, JobUID: {uuid.uuid4()}) due to '
+                'prioritization in the ClusterQueue'))
 
     def admit_all(self) -> None:
         """Admit every Job queued now."""
         with self._lock:
             for job in self._queued():
                 self._admitted.add(job['metadata']['uid'])
+                self._preempted.discard(job['metadata']['uid'])
                 self._sync(job)
 
     def _webhook(self, res: kmock.resource, obj: Body, old: Body | None) -> None:
@@ -81,7 +109,7 @@ class Kueue(ControlLoop):
     def _cycle(self) -> None:
         with self._lock:
             for job in self._queued():
-                if self.auto_admit:
+                if self.auto_admit and job['metadata']['uid'] not in self._preempted:
                     self._admitted.add(job['metadata']['uid'])
                 self._sync(job)
 

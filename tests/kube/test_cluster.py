@@ -755,6 +755,64 @@ def test_an_evicted_pod_is_replaced_when_the_policy_ignores_disruptions(
         'True', 'EvictionByEvictionAPI', 'Eviction API: evicting')
 
 
+def test_a_lost_node_kills_its_pods_at_once_and_the_control_plane_marks_them_failed_and_disrupted(
+        cluster: FakeCluster, kubelet: Kubelet, tmp_path: Path) -> None:
+    """A spot VM reclaimed without a word: no SIGTERM, no grace period, no kubelet to report the container's end;
+    the taint manager marks the pod, PodGC writes its phase, the replacement waits for a node."""
+    script = '''
+        import pathlib, signal, time
+        signal.signal(signal.SIGTERM, lambda *_: pathlib.Path("got-sigterm").write_text("x"))
+        if not pathlib.Path("ran-once").exists():
+            pathlib.Path("ran-once").write_text("x")
+            time.sleep(60)
+    '''
+    cluster.create(JOBS, job('spot', script, podFailurePolicy=POLICY, completionMode='Indexed', completions=1))
+    cluster.wait_for(lambda: (tmp_path / 'ran-once').exists())
+    [attempt] = kubelet.lose_node('fake-node')
+
+    replacement = cluster.wait_for(lambda: [p for p in pods_of(cluster, 'spot') if p['metadata']['name'] != attempt.pod])
+    assert attempt.killed and attempt.node_lost and attempt.exit_code == 137 and attempt.grace == 0.0
+    assert not (tmp_path / 'got-sigterm').exists()  # SIGKILL: nothing ran on its way out
+    last = [v for v in cluster.history(PODS, 'default', attempt.pod) if v][-1]
+    assert last['status']['phase'] == 'Failed' and 'running' in last['status']['containerStatuses'][0]['state']
+    disruption = pod_condition(last, 'DisruptionTarget')
+    assert disruption is not None and (disruption['reason'], disruption['message']) == (
+        'DeletionByTaintManager', 'Taint manager: deleting due to NoExecute taint')
+    assert [e['reason'] for e in events(cluster, attempt.pod, 'TaintManagerEviction')] == ['TaintManagerEviction']
+    cluster.wait_for(lambda: cluster.get(PODS, 'default', attempt.pod) is None)  # deleted, once accounted
+    scheduled = cluster.wait_for(lambda: pod_condition(cluster.get(PODS, 'default', replacement[0]['metadata']['name']) or {}, 'PodScheduled'))
+    assert (scheduled['status'], scheduled['reason']) == ('False', 'Unschedulable')  # no node is left
+
+    kubelet.nodes.append({'name': 'spot-2'})  # the node pool brings a new node
+    done = cluster.wait_for_job('default', 'spot')
+    assert job_condition(done, 'Complete') and 'failed' not in done['status']
+    assert [a.node for a in kubelet.attempts] == ['fake-node', 'spot-2']
+
+
+def test_an_eviction_gives_the_pod_its_grace_period_to_save_then_kills_it(cluster: FakeCluster, kubelet: Kubelet,
+                                                                          tmp_path: Path) -> None:
+    script = '''
+        import pathlib, signal, time
+        def save(*_):
+            pathlib.Path("saved").write_text("x")
+            time.sleep(60)  # saving takes longer than the grace period
+        signal.signal(signal.SIGTERM, save)
+        pathlib.Path("started").write_text("x")
+        time.sleep(60)
+    '''
+    cluster.create(JOBS, job('drain', script, pod={'terminationGracePeriodSeconds': 1}, podFailurePolicy=POLICY,
+                             completionMode='Indexed', completions=1))
+    cluster.wait_for(lambda: (tmp_path / 'started').exists())
+    attempt = kubelet.evict('drain', 0)
+    cluster.wait_for(lambda: attempt.exit_code is not None, timeout=10)
+    assert attempt.grace == 1.0 and attempt.exit_code == 137 and (tmp_path / 'saved').exists()  # SIGTERM, then SIGKILL
+    assert pod_condition([v for v in cluster.history(PODS, 'default', attempt.pod) if v][-1], 'DisruptionTarget')[
+        'reason'] == 'EvictionByEvictionAPI'  # type: ignore[index]
+    with pytest.raises(ValueError, match='lose_node'):
+        kubelet.evict('drain', 0, reason='DeletionByPodGC')
+    cluster.delete(JOBS, 'default', 'drain', propagation='Background')
+
+
 def test_pod_failure_policies_fail_the_job_or_the_index(cluster: FakeCluster, kubelet: Kubelet) -> None:
     kubelet.fail_next('bad-input', exit_code=3)
     cluster.create(JOBS, job('bad-input', 'pass', podFailurePolicy=POLICY, backoffLimit=5))
@@ -808,6 +866,36 @@ def test_kueue_keeps_queued_jobs_suspended_until_admitted(cluster: FakeCluster, 
     assert job_condition(done, 'Complete') and kubelet.started == [('free', None), ('queued', None)]
     assert [e['message'] for e in events(cluster, 'queued', 'Started')] == ['Admitted by clusterQueue cluster-queue']
     assert [e['message'] for e in events(cluster, 'queued', 'Resumed')] == ['Job resumed']
+
+
+def test_kueue_preemption_suspends_an_admitted_job_and_requeues_it(cluster: FakeCluster, kubelet: Kubelet,
+                                                                     tmp_path: Path) -> None:
+    kueue = cluster.start_kueue(admit=True)
+    script = '''
+        import pathlib, time
+        if not pathlib.Path("ran-once").exists():
+            pathlib.Path("ran-once").write_text("x")
+            time.sleep(60)
+    '''
+    cluster.create(JOBS, job('low', script, labels={'kueue.x-k8s.io/queue-name': 'user-queue'}))
+    cluster.wait_for(lambda: (tmp_path / 'ran-once').exists())
+    [victim] = kubelet.attempts
+    kueue.preempt('default', 'low')
+
+    cluster.wait_for(lambda: victim.exit_code is not None, timeout=10)
+    assert victim.killed and victim.exit_code == 143  # the Job controller deleted it: SIGTERM
+    cluster.wait_for(lambda: cluster.get(PODS, 'default', victim.pod) is None)
+    last = [v for v in cluster.history(PODS, 'default', victim.pod) if v][-1]
+    assert pod_condition(last, 'DisruptionTarget') is None  # a suspended Job's pods carry no disruption condition
+    [stopped] = events(cluster, 'low', 'Stopped')
+    assert re.fullmatch(r'Preempted to accommodate a workload \(UID: [0-9a-f-]{36}, JobUID: [0-9a-f-]{36}\) due to '
+                        r'prioritization in the ClusterQueue', stopped['message'])
+    kubelet.wait_idle(timeout=10)
+    held = cluster.get(JOBS, 'default', 'low')
+    assert held is not None and held['spec']['suspend'] is True and len(kubelet.attempts) == 1  # admit=True waits too
+
+    kueue.admit('default', 'low')
+    assert job_condition(cluster.wait_for_job('default', 'low'), 'Complete') and len(kubelet.attempts) == 2
 
 
 def test_finished_jobs_are_deleted_after_their_ttl(cluster: FakeCluster, kubelet: Kubelet) -> None:

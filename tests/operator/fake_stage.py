@@ -4,7 +4,10 @@ The test kubelet runs each Job's real command; with `fake_stages` (conftest) a `
 the pods' PATH runs this file instead: it reads the run the way a stage does (`SELFTAUGHT_RUN`)
 and writes the stage's shard markers and manifest at once, with the numbers the status shows.
 A run then takes seconds, and what is tested is what the operator does with Jobs and pods. A
-stage told to take its time (FAKE_STAGE_SECONDS) first writes its shards' progress, half done.
+stage told to take its time (FAKE_STAGE_SECONDS) first writes its shards' progress, half done
+(FAKE_STAGE_SAVED: with a state saved 4 s before, 30 of its 50 units); told to resume
+(FAKE_STAGE_RESUME), a stage that finds its predecessor's progress continues from there and
+finishes at once — a stand-in for a pod replaced after a disruption.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from selftaught.pipeline.table import StageRef
 from selftaught.stage_process import report_if_finished
 from selftaught.store.layout import progress_key
 from selftaught.store.manifest import Manifest, write_manifest
-from selftaught.store.progress import ProgressRecord, write_progress
+from selftaught.store.progress import ProgressRecord, SavedState, read_progress, write_progress
 
 SUMMARIES = {
     "judge": {"tried": 10, "kept": 8, "keepRate": 0.8},
@@ -36,10 +39,12 @@ COUNTS = {
 
 
 def delay(stage: str) -> float:
-    """FAKE_STAGE_SECONDS: "3" for every stage, or "train=3" for one stage only."""
-    setting = os.environ.get("FAKE_STAGE_SECONDS", "0")
-    name, _, seconds = setting.rpartition("=")
-    return float(seconds) if not name or name == stage else 0.0
+    """FAKE_STAGE_SECONDS: "3" for every stage, or "train=3" (or "categorize=3,judge=5") for some."""
+    for setting in os.environ.get("FAKE_STAGE_SECONDS", "0").split(","):
+        name, _, seconds = setting.rpartition("=")
+        if not name or name == stage:
+            return float(seconds)
+    return 0.0
 
 
 #: what a GRPO train stage adds to its summary, and measures as it goes (its progress object)
@@ -65,10 +70,13 @@ def main(argv: list[str]) -> int:
     shards = run.spec.generation.shards if ref.sharded else 1
     seconds = delay(name)
     grpo = name == "train" and run.spec.train.method == "grpo"
-    if seconds:  # halfway through every shard, 10 s in: 10 s to go
+    if seconds and os.environ.get("FAKE_STAGE_RESUME") and read_progress(store, progress_key(ref.prefix, 0)) is not None:
+        seconds = 0.0  # a replacement: what is left is done at once
+    elif seconds:  # halfway through every shard, 10 s in: 10 s to go
         now, unit = time.time(), "steps" if ref.kind == "training" else "samples"
+        saved = SavedState(done=30, at=now - 4, seconds=2.0) if os.environ.get("FAKE_STAGE_SAVED") else None
         for shard in range(shards):
-            record = ProgressRecord(stage=ref.label, shard=shard, unit=unit, done=50, total=100, tokens=2000, started_at=now - 10, updated_at=now)
+            record = ProgressRecord(stage=ref.label, shard=shard, unit=unit, done=50, total=100, tokens=2000, started_at=now - 10, updated_at=now, saved=saved)
             if grpo:
                 record.metrics = dict(GRPO_PROGRESS)
             write_progress(store, progress_key(ref.prefix, shard), record)

@@ -35,11 +35,11 @@ OPERATOR_PERMISSIONS = frozenset(
     + [("batch", "jobs", v) for v in ("list", "watch", "create", "delete")]
     + [("", "services", v) for v in ("create", "delete")]
     + [("apps", "deployments", v) for v in ("list", "watch", "create", "update", "delete")]  # spec.serve
-    + [("", "pods", "list")]
+    + [("", "pods", v) for v in ("list", "watch")]
     + [("", "events", v) for v in ("list", "create", "patch")]
 )
 #: What Kopf itself does (resource, verb): watch runs, stage Jobs and the judge's servers (their
-#: indexes), its bookkeeping patch on runs, its events.
+#: indexes) and stage pods (how they stop), its bookkeeping patch on runs, its events.
 KOPF_CALLS = frozenset(
     {
         ("selftaughtruns", "list"),
@@ -47,6 +47,8 @@ KOPF_CALLS = frozenset(
         ("selftaughtruns", "patch"),
         ("jobs", "list"),
         ("jobs", "watch"),
+        ("pods", "list"),
+        ("pods", "watch"),
         ("deployments", "list"),
         ("deployments", "watch"),
         ("events", "create"),

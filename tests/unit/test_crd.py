@@ -61,16 +61,16 @@ def test_the_api_servers_defaults_are_the_codes_defaults():
     assert defaulted["judge"]["samples"] == 15 and defaulted["train"]["learningRate"] == 1e-6
 
 
-def test_printer_columns_show_phase_stage_iteration_progress_accuracy_and_age():
+def test_printer_columns_show_phase_stage_iteration_progress_accuracy_and_age_and_wide_gpu_hours_and_disruptions():
     printed = crd()["spec"]["versions"][0]["additionalPrinterColumns"]
     columns = {c["name"]: c["jsonPath"] for c in printed}
     assert columns == {
         "Phase": ".status.phase", "Stage": ".status.stage", "Iteration": ".status.iteration",
         "Progress": ".status.progress.percent", "ETA": ".status.progress.eta",
         "Accuracy": ".status.latestAccuracy", "Succeeded": '.status.conditions[?(@.type=="Succeeded")].status',
-        "GPU-h": ".status.estimate.gpuHours", "Age": ".metadata.creationTimestamp",
+        "GPU-h": ".status.estimate.gpuHours", "Disruptions": ".status.disruptions.count", "Age": ".metadata.creationTimestamp",
     }  # fmt: skip
-    assert [c["name"] for c in printed if c.get("priority")] == ["GPU-h"]  # kubectl get -o wide
+    assert [c["name"] for c in printed if c.get("priority")] == ["GPU-h", "Disruptions"]  # kubectl get -o wide
     assert "str" in crd()["spec"]["names"]["shortNames"]
 
 

@@ -94,7 +94,7 @@ def test_time_queued_in_kueue_does_not_count_toward_the_startup_timeout():
 def test_a_disrupted_attempt_spends_no_retry():
     evicted = failed(0, reason=Reason.DISRUPTED, message="pod r-categorize-0-0 was disrupted (PreemptionByScheduler)")
     decision = _decide([evicted], {"categorize": 1}, spec=_spec(retries={"perStage": 0, "backoffSeconds": 10}))
-    assert decision.failure is None and decision.create == [(CATEGORIZE, 1)] and decision.disruptions == {"categorize": 1}
+    assert decision.failure is None and decision.create == [(CATEGORIZE, 1)] and decision.disrupted_attempts == {"categorize": 1}
 
 
 def test_a_job_that_succeeded_without_a_manifest_counts_as_a_failed_attempt():
@@ -125,3 +125,27 @@ def test_a_stage_that_died_without_its_own_message_shows_its_exit_code_and_the_e
     killed = parse_termination_message(None, 137, "OOMKilled")
     assert killed == Failure("OOMKilled", "exit code 137 (OOMKilled)")
     assert parse_termination_message(None) is None  # nothing said: the Job's own condition tells
+
+
+def _lost_nodes(count, label="categorize"):
+    from selftaught.store.disruptions import Cause, DisruptionRecord
+
+    return {label: [DisruptionRecord(stage=label, cause=Cause.NODE_LOST, at=NOW - 100 * i, pods=[f"p{i}"], gpu_seconds=60.0) for i in range(count)]}
+
+
+def test_disruptions_up_to_the_cap_let_the_stage_run_on():
+    spec = _spec(retries={"perStage": 2, "disruptionsPerStage": 1})
+    decision = _decide([running()], {"categorize": 1}, spec=spec, disrupted=_lost_nodes(1))
+    assert decision.failure is None and decision.running and not decision.stop
+
+
+def test_one_disruption_past_the_cap_fails_the_run_and_stops_the_stage_without_spending_a_retry():
+    spec = _spec(retries={"perStage": 2, "disruptionsPerStage": 1})
+    decision = _decide([running()], {"categorize": 1}, spec=spec, disrupted=_lost_nodes(2), generation=3)
+    assert decision.failure is not None and decision.failure.reason == Reason.TOO_MANY_DISRUPTIONS
+    assert decision.stop == [(CATEGORIZE, running())] and not decision.create
+    assert decision.failures["categorize"].attempt == 0 and decision.disrupted_attempts == {"categorize": 1}
+    # a raised cap (an edit: a new generation) resumes the stage with a new attempt, no retry spent
+    raised = _spec(retries={"perStage": 0, "backoffSeconds": 0, "disruptionsPerStage": 5})
+    resumed = _decide([], decision.attempts, decision.failures, spec=raised, disrupted=_lost_nodes(2), disrupted_attempts=decision.disrupted_attempts, generation=4)
+    assert resumed.failure is None and resumed.create == [(CATEGORIZE, 1)] and not resumed.vanished

@@ -290,3 +290,12 @@ def test_each_stage_kind_has_a_deadline_and_a_startup_timeout_a_run_can_change()
     assert pod_overrides(_run(), StageRef("judge", 1)).startup_timeout_seconds == 1800  # the operator enforces it
     assert pod_overrides(run, StageRef("train", 1)).startup_timeout_seconds == 7200
     assert pod_overrides(run, StageRef("select")).startup_timeout_seconds == 1800
+
+
+def test_the_stage_pods_grace_period_is_the_one_decided_else_the_specs_else_kubernetes_default():
+    ref = StageRef("train", 1)
+    assert "terminationGracePeriodSeconds" not in _pod(build_job(_run(), ref, 0, CONFIG))
+    assert _pod(build_job(_run(), ref, 0, CONFIG, grace_seconds=75))["terminationGracePeriodSeconds"] == 75
+    spec = _run(scheduling={"training": {"terminationGracePeriodSeconds": 300}})
+    assert _pod(build_job(spec, ref, 0, CONFIG))["terminationGracePeriodSeconds"] == 300
+    _valid(build_job(_run(), ref, 0, CONFIG, grace_seconds=75))

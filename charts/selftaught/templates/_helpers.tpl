@@ -112,10 +112,11 @@ standalone). */}}
   resources: ["deployments"]
   verbs: ["list", "watch", "create", "update", "delete"]
 # read-only: a failed pod's termination message is the stage's failure reason, a pending pod's
-# status why an attempt (or the judge's server) does not start
+# status why an attempt (or the judge's server) does not start; stage pods are watched (Kopf) for
+# how they stop: a disrupted pod (spot reclaim, drain, preemption) is gone once replaced
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list"]
+  verbs: ["list", "watch"]
 # events on runs (ours and Kopf's); listed: the Job controller's FailedCreate events say why a
 # Job has no pods
 - apiGroups: [""]

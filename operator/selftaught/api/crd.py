@@ -101,6 +101,7 @@ def crd() -> dict[str, Any]:
         ("Accuracy", "number", ".status.latestAccuracy", "Accuracy of the newest evaluated judge"),
         ("Succeeded", "string", '.status.conditions[?(@.type=="Succeeded")].status', "Succeeded condition"),
         ("GPU-h", "number", ".status.estimate.gpuHours", "Estimated GPU-hours of the whole run", 1),
+        ("Disruptions", "integer", ".status.disruptions.count", "Pods stopped by spot reclaims, drains, preemptions (docs/spot.md)", 1),
         ("Age", "date", ".metadata.creationTimestamp", ""),
     ]
     return {

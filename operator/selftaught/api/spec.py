@@ -873,6 +873,15 @@ class PodOverrides(Model):
     ttl_seconds_after_finished: int | None = _field(
         None, ge=0, description="Job ttlSecondsAfterFinished (the store keeps the results)."
     )
+    termination_grace_period_seconds: int | None = _field(
+        None,
+        ge=0,
+        le=3600,
+        description="The stage pods' terminationGracePeriodSeconds: how long a stage may save its work after SIGTERM "
+        "(a drain, a spot reclaim notice, a preemption) before it is killed. Default: from how long the stage took to "
+        "save in earlier attempts or iterations (1.5x + 10 s, at least 30 s, at most 600 s; 120 s for training and 30 s "
+        "for the rest until a save was measured), shown in `status.attempts.<stage>.terminationGracePeriodSeconds`.",
+    )
     model_cache_volume: CacheVolume | None = _field(
         None,
         description="The volume of the model cache at /cache: exactly one of persistentVolumeClaim "
@@ -974,6 +983,16 @@ class Retries(Model):
     )
     backoff_seconds: int = _field(
         30, ge=0, description="Wait before the first retry; doubles with each retry."
+    )
+    disruptions_per_stage: int = _field(
+        10,
+        ge=0,
+        le=100,
+        description="Disruptions a stage may take before the run fails with `TooManyDisruptions` (operator only): a spot "
+        "node reclaimed or lost, a drain, a preemption, Kueue evicting its Job, a stage stopped on SIGTERM. They spend no "
+        "retry, and one that stops several pods at once (a node's shards, a Kueue preemption) counts once. 10 lets a "
+        "long stage on spot nodes ride out a reclaim every hour or so, and stops one that is evicted again and again "
+        "(node pressure, workloads of higher priority) instead of redoing its work forever (docs/spot.md).",
     )
 
 

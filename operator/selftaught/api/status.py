@@ -97,11 +97,61 @@ class StageFailure(Model):
     generation: int = Field(0, description="The run's metadata.generation when it failed.")
 
 
+class Disruption(Model):
+    """One disruption of a stage's pods and the work it cost (docs/spot.md); the store keeps the
+    same record under `<stage>/_disruptions/`."""
+
+    cause: str = Field(description="NodeLost, NodeShutdown, Eviction, Preemption, KueuePreemption or Stopped (docs/spot.md).")
+    reason: str = Field(
+        "",
+        description="What the cluster said: the pod's DisruptionTarget reason (DeletionByTaintManager, DeletionByPodGC, "
+        "TerminationByKubelet, EvictionByEvictionAPI, PreemptionByScheduler), Kueue's Stopped, or the stage's own Disrupted.",
+    )
+    message: str = Field("", description="The disrupting component's message.")
+    at: str | None = Field(None, description="When it happened (RFC 3339).")
+    job: str | None = Field(None, description="The stage's Job (its attempt) whose pods were stopped.")
+    node: str | None = Field(None, description="The node the pods ran on.")
+    pods: list[str] = Field(
+        default_factory=list, description="The pods it stopped: each is counted once, and pods stopped together (a node's shards) are one disruption."
+    )
+    shards: list[int] = Field(default_factory=list, description="Their shards (completion indexes).")
+    redone: float | None = Field(None, description="Steps or samples done again: done minus the newest saved state's; absent when unknown.")
+    unit: str | None = Field(None, description="steps (training) or samples (generation).")
+    seconds: float = Field(0.0, description="Work lost, in seconds: since the newest saved state (else since work began) to the last progress.")
+    gpus: int = Field(0, description="The GPUs whose work was lost (a pod's, or a multi-node training Job's in all).")
+    gpu_seconds: float = Field(0.0, description="seconds times gpus, summed over the pods it stopped.")
+    saved: bool = Field(False, description="Whether a saved state (a checkpoint, a shard's written items) bounded the loss.")
+
+
 class StageAttempts(Model):
     attempts: int = Field(0, description="Jobs created for the stage so far.")
-    disruptions: int = Field(0, description="Attempts ended by a node drain, preemption or eviction (they spend no retry).")
+    disruptions: int = Field(
+        0,
+        description="Disruptions of the stage's pods (a reclaimed or lost node, a drain, a preemption, Kueue, a stage stopped on "
+        "SIGTERM); past retries.disruptionsPerStage the run fails with TooManyDisruptions.",
+    )
+    disrupted_attempts: int | None = Field(
+        None, description="Attempts ended by a disruption (a multi-node training Job, a stage stopped on SIGTERM): they spend no retry."
+    )
+    lost_gpu_seconds: float | None = Field(None, description="GPU-seconds of work the stage's disruptions made it do again.")
+    disrupted: list[Disruption] | None = Field(
+        None, description="Each disruption counted, oldest first (at most retries.disruptionsPerStage + 1)."
+    )
+    termination_grace_period_seconds: int | None = Field(
+        None, description="The terminationGracePeriodSeconds of the latest Job's pods: how long a stage may save after SIGTERM."
+    )
+    grace_period_basis: str | None = Field(
+        None, description="Where that grace period comes from: the spec, the time the stage took to save before, or the default."
+    )
     created_at: str | None = Field(None, description="When the latest Job was created (RFC 3339).")
     last_failure: StageFailure | None = Field(None, description="The stage's latest failed attempt.")
+
+
+class RunDisruptions(Model):
+    count: int = Field(0, description="Disruptions of all stages.")
+    gpu_seconds: float = Field(0.0, description="GPU-seconds of work they made the run do again.")
+    causes: dict[str, int] = Field(default_factory=dict, description="How many of each cause (docs/spot.md).")
+    message: str | None = Field(None, description="The same, in one line.")
 
 
 class RunProgress(Model):
@@ -187,6 +237,9 @@ class SelfTaughtRunStatus(Model):
     serving: ServingStatus | None = Field(None, description="The judge's server (`spec.serve`): its endpoint and whether it is ready.")
     estimate: RunEstimate | None = Field(
         None, description="What the run costs: estimated when the spec is accepted, corrected with each finished stage (docs/cost.md)."
+    )
+    disruptions: RunDisruptions | None = Field(
+        None, description="What disrupted the run's pods and the work that cost, over all stages (status.attempts.<stage> has each)."
     )
     stages_done: int | None = Field(None, description="Finished stages.")
     stages_total: int | None = Field(None, description="All stages of the run.")

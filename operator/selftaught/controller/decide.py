@@ -7,7 +7,9 @@ someone, or while the operator was down — still counts, and retries are always
 whose pods cannot start (an image that does not pull, a Secret that does not exist, no node that
 fits) is given `startupTimeoutSeconds`, then its attempt fails with the reason its pods gave. A
 permanent failure (bad input, missing model, an invalid Job) fails the run at once — until the
-run's spec is edited, which may have fixed it.
+run's spec is edited, which may have fixed it. Disruptions (`disruptions.py`) spend no retry, but
+a stage disrupted more than `retries.disruptionsPerStage` times fails the run and its Job is
+stopped: an endless loop of redone work becomes a failure that says so.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from datetime import datetime
 from typing import Any, Literal
 
 from selftaught.api.spec import SelfTaughtRunSpec
+from selftaught.controller.disruptions import Grace, too_many
 from selftaught.controller.jobs import LABEL_ATTEMPT, LABEL_STAGE
 from selftaught.errors import Failure, Reason, decode
 from selftaught.pipeline.planner import Plan
 from selftaught.pipeline.table import StageRef
+from selftaught.store.disruptions import DisruptionRecord
 
 JobState = Literal["active", "succeeded", "failed"]
 #: a Job created this recently may not have reached the watch yet: not "vanished"
@@ -56,6 +60,7 @@ class JobView:
     started_at: float | None = None  # when its pods could start (Job startTime; not while queued)
     waiting: Waiting | None = None
     ready: bool = False  # a pod of it is running
+    suspended: bool = False  # held (or evicted) by Kueue
 
 
 def _time(value: str | None) -> float | None:
@@ -92,6 +97,7 @@ def job_view(job: dict[str, Any], told: Failure | None = None, waiting: Waiting 
         started_at=None if suspended else _time(status.get("startTime")),
         waiting=waiting,
         ready=bool(status.get("ready")),
+        suspended=suspended,
     )
 
 
@@ -141,12 +147,17 @@ class Decision:
     vanished: list[tuple[StageRef, int]] = field(default_factory=list)
     #: the run's failure: a permanent one, or the last of a stage whose retries are spent
     failure: Failure | None = None
-    #: Jobs created per stage (attempts), when the latest was created, and each stage's last
-    #: failure: written to the status, which is where they survive the Jobs
+    #: Jobs of stages disrupted more than the cap allows: delete them, the run failed
+    stop: list[tuple[StageRef, JobView]] = field(default_factory=list)
+    #: Jobs created per stage (attempts), when the latest was created, each stage's last failure,
+    #: its attempts ended by a disruption (free), its disruptions and its pods' grace period:
+    #: written to the status, which is where they survive the Jobs
     attempts: dict[str, int] = field(default_factory=dict)
     created_at: dict[str, float] = field(default_factory=dict)
     failures: dict[str, FailedAttempt] = field(default_factory=dict)
-    disruptions: dict[str, int] = field(default_factory=dict)
+    disrupted_attempts: dict[str, int] = field(default_factory=dict)
+    disrupted: dict[str, list[DisruptionRecord]] = field(default_factory=dict)
+    grace: dict[str, Grace] = field(default_factory=dict)
     requeue: float | None = None
 
     @property
@@ -163,13 +174,22 @@ def decide(
     failures: dict[str, FailedAttempt],
     now: float,
     created_at: dict[str, float] | None = None,
-    disruptions: dict[str, int] | None = None,
+    disrupted_attempts: dict[str, int] | None = None,
     *,
     suspended: bool,
     generation: int = 0,
     startup_timeout: Callable[[StageRef], float | None] = lambda ref: None,
+    disrupted: dict[str, list[DisruptionRecord]] | None = None,
+    grace: dict[str, Grace] | None = None,
 ) -> Decision:
-    decision = Decision(attempts={k: v for k, v in attempts.items() if v}, created_at=dict(created_at or {}), failures=dict(failures), disruptions=dict(disruptions or {}))
+    decision = Decision(
+        attempts={k: v for k, v in attempts.items() if v},
+        created_at=dict(created_at or {}),
+        failures=dict(failures),
+        disrupted_attempts=dict(disrupted_attempts or {}),
+        disrupted={label: list(records) for label, records in (disrupted or {}).items() if records},
+        grace=dict(grace or {}),
+    )
     by_stage: dict[str, list[JobView]] = {}
     for view in jobs:
         by_stage.setdefault(view.stage, []).append(view)
@@ -181,6 +201,13 @@ def decide(
         created = max(decision.attempts.get(label, 0), latest.attempt + 1 if latest else 0)
         decision.attempts[label] = created
         last = decision.failures.get(label)
+        if (failure := too_many(label, decision.disrupted.get(label, []), spec.retries.disruptions_per_stage)) is not None:
+            if latest is not None and latest.state == "active":  # no more work redone: its pods stop now
+                decision.stop.append((ref, latest))
+                decision.failures[label] = FailedAttempt(latest.attempt, failure, now, generation)
+                decision.disrupted_attempts[label] = decision.disrupted_attempts.get(label, 0) + 1  # a raised cap resumes it free
+            decision.failure = failure
+            return decision
         if latest is not None and latest.attempt == created - 1:
             if latest.state == "active":
                 timeout = startup_timeout(ref)
@@ -203,7 +230,7 @@ def decide(
                 failure = latest.failure or Failure(Reason.JOB_FAILED, "")
                 last = FailedAttempt(latest.attempt, failure, latest.finished_at or now, generation if seen_in is None else seen_in)
                 if last.disrupted and seen_in is None:
-                    decision.disruptions[label] = decision.disruptions.get(label, 0) + 1  # counted once
+                    decision.disrupted_attempts[label] = decision.disrupted_attempts.get(label, 0) + 1  # counted once
             else:  # "succeeded" without the stage's manifest
                 failure = Failure.of(Reason.NO_MANIFEST, f"Job {latest.name} finished but the stage left no manifest")
                 last = FailedAttempt(latest.attempt, failure, latest.finished_at or now, generation)
@@ -222,7 +249,7 @@ def decide(
                 decision.failure = Failure(failure.reason, f"{label}: {failure.message}", failure.permanent)
                 return decision
             # every attempt so far was created and none finished the stage; disruptions are free
-            failed = created - decision.disruptions.get(label, 0)
+            failed = created - decision.disrupted_attempts.get(label, 0)
             if failed > spec.retries.per_stage:
                 decision.failure = Failure(failure.reason, f"{label} failed {failed} times; last error: {failure.message}", failure.permanent)
                 return decision

@@ -2,7 +2,9 @@
 calls the same level-triggered reconcile; there is no edge-triggered state to lose.
 
 The stage Jobs and the servers' Deployments are kept in Kopf indexes (fed by their watches,
-complete before any handler runs), so a reconcile never lists them. The periodic fresh re-read
+complete before any handler runs), so a reconcile never lists them. Stage pods are watched for
+one thing, how they stop: a disruption (an evicted pod, a lost node) leaves no trace on its Job
+once the pod is replaced and gone (`controller/disruptions.py`). The periodic fresh re-read
 is the reconciler's own work queue, not a `@kopf.timer`: Kopf puts a finalizer on every object
 with a timer, and a run could then not be deleted while the operator is down."""
 
@@ -16,13 +18,14 @@ import kopf
 from selftaught.api.spec import API_GROUP, API_VERSION, PLURAL
 from selftaught.controller import metrics
 from selftaught.controller.config import OperatorConfig
-from selftaught.controller.jobs import LABEL_RUN, MANAGED_BY
+from selftaught.controller.jobs import LABEL_RUN, LABEL_STAGE, MANAGED_BY
 from selftaught.controller.reconciler import Reconciler
 from selftaught.controller.serving import COMPONENT
 
 CONFIG = OperatorConfig.from_env()
 STAGE_JOBS = {"app.kubernetes.io/managed-by": MANAGED_BY, LABEL_RUN: kopf.PRESENT}
 SERVERS = {"app.kubernetes.io/managed-by": MANAGED_BY, "app.kubernetes.io/component": COMPONENT, LABEL_RUN: kopf.PRESENT}
+STAGE_PODS = {"app.kubernetes.io/managed-by": MANAGED_BY, LABEL_RUN: kopf.PRESENT, LABEL_STAGE: kopf.PRESENT}
 
 
 def _slim(body: kopf.Body) -> dict[str, Any]:
@@ -93,6 +96,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, stage_jobs: kopf
     # a big cluster has many Jobs that are not ours: filter on the server, list in pages
     settings.watching.label_selectors["batch", "jobs"] = f"app.kubernetes.io/managed-by={MANAGED_BY}"
     settings.watching.label_selectors["apps", "deployments"] = f"app.kubernetes.io/managed-by={MANAGED_BY}"
+    settings.watching.label_selectors["v1", "pods"] = f"app.kubernetes.io/managed-by={MANAGED_BY},{LABEL_STAGE}"
     settings.watching.chunk_size = 500
     check_crd_installed()
     memo.reconciler = Reconciler(CONFIG, jobs=jobs_of(stage_jobs), servers=jobs_of(servers))
@@ -135,6 +139,11 @@ def run_changed(event: dict[str, Any], name: str, namespace: str, memo: kopf.Mem
 @kopf.on.event("batch", "v1", "jobs", labels=STAGE_JOBS)
 def job_changed(event: dict[str, Any], labels: kopf.Labels, namespace: str, memo: kopf.Memo, **_: Any) -> None:
     memo.reconciler.intake.job_changed(namespace, labels[LABEL_RUN], event.get("object"), event.get("type"))
+
+
+@kopf.on.event("v1", "pods", labels=STAGE_PODS)
+def pod_changed(event: dict[str, Any], labels: kopf.Labels, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    memo.reconciler.intake.pod_changed(namespace, labels[LABEL_RUN], event.get("object"), event.get("type"))
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=SERVERS)

@@ -5,16 +5,28 @@ but the echo of the operator's own write (`echoes.py`). The latest run body each
 own status write) brought is kept, so most passes need no GET; a pass that must read the run
 fresh (a resync, a lost write race) drops it. A deleted run's keys go, with everything the
 reconciler kept for it (`forgotten`).
+
+Stage pods that stopped without finishing are kept until a pass has looked at them
+(`pod_ends`, then `settle`): an evicted pod is gone a moment after it stopped, and the Job that
+replaces it says nothing, so the watch's word is all there is to count the disruption by. A
+restarted operator is shown the pods that still exist; those removed while it was down are not
+counted (their attempts still spend no retry).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
+from selftaught.controller.disruptions import PodEnd, pod_end
 from selftaught.controller.echoes import Echoes, RunKey
 from selftaught.controller.workqueue import WorkQueue
+
+#: stopped pods a pass has looked at, remembered so the watch's later word on them (their
+#: deletion) is not looked at again; bounded, like the reporter's memory
+SETTLED_LIMIT = 50_000
 
 
 def _newer(body: dict[str, Any], than: dict[str, Any] | None) -> bool:
@@ -31,6 +43,8 @@ class Intake:
         self.queue, self.echoes, self._forgotten = queue, echoes, forgotten
         self._lock = threading.Lock()
         self._runs: dict[RunKey, dict[str, Any]] = {}
+        self._ends: dict[RunKey, dict[str, PodEnd]] = {}  # stopped stage pods no pass has looked at, by name
+        self._settled: dict[str, None] = {}  # pod names (ordered: the oldest go first)
 
     # -- the handlers' events ----------------------------------------------------------------------
 
@@ -48,6 +62,8 @@ class Intake:
         key = (namespace, name)
         self.queue.forget(key)
         self.drop(key)
+        with self._lock:
+            self._ends.pop(key, None)
         self.echoes.forget(key)
         self._forgotten(key)
 
@@ -56,6 +72,40 @@ class Intake:
         if job is not None and self.echoes.is_create_echo(namespace, job, kind):
             return
         self.queue.submit((namespace, run))
+
+    def pod_changed(self, namespace: str, run: str, pod: dict[str, Any] | None, kind: str | None = None) -> None:
+        """A stage pod changed: once it has stopped without finishing (Failed, or gone), it is
+        kept for the run's next pass, which counts it if it was disrupted."""
+        end = pod_end(pod, deleted=kind == "DELETED", now=time.time()) if pod else None
+        if end is None or not end.terminal:
+            return
+        key = (namespace, run)
+        with self._lock:
+            if end.name in self._settled:
+                return
+            self._ends.setdefault(key, {})[end.name] = end
+        self.queue.submit(key)
+
+    def pod_ends(self, key: RunKey) -> list[PodEnd]:
+        """The run's stopped pods that no pass has settled yet, oldest stop first."""
+        with self._lock:
+            ends = list(self._ends.get(key, {}).values())
+        return sorted(ends, key=lambda end: (end.at or 0.0, end.condition is None))
+
+    def settle(self, key: RunKey, names: list[str]) -> None:
+        """A pass has looked at these pods (and written what it counted): not again."""
+        if not names:
+            return
+        with self._lock:
+            pending = self._ends.get(key, {})
+            for name in names:
+                pending.pop(name, None)
+                self._settled[name] = None
+            if not pending:
+                self._ends.pop(key, None)
+            if len(self._settled) > SETTLED_LIMIT:
+                for name in list(self._settled)[: SETTLED_LIMIT // 2]:
+                    del self._settled[name]
 
     def reconcile(self, namespace: str, name: str, *, fresh: bool = False) -> None:
         """One pass now (or one more after the pass under way)."""

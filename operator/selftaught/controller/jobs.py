@@ -89,6 +89,12 @@ def _gpus(run: SelfTaughtRun, ref: StageRef) -> int:
     return {"generation": run.spec.generation.tensor_parallel, "training": run.spec.train.gpus_per_node, "data": 0}[ref.kind]
 
 
+def lost_gpus(run: SelfTaughtRun, ref: StageRef) -> int:
+    """The GPUs whose work a disruption of one of the stage's pods loses: the pod's own, or for
+    multi-node training every node's (its ranks cannot go on without the lost one)."""
+    return _gpus(run, ref) * (run.spec.train.nodes if needs_service(run, ref) else 1)
+
+
 def pod_env(run: SelfTaughtRun, document: dict[str, Any], overrides: PodOverrides, *, indexed: bool = True) -> list[dict[str, Any]]:
     """The container's environment: `document` (what the process reads: the run, or what a server
     serves), the model cache, the store's and the Hub's Secrets, then the run's own variables.
@@ -280,8 +286,9 @@ def stage_image(run: SelfTaughtRun, ref: StageRef, config: OperatorConfig) -> st
     }[ref.info.image]
 
 
-def build_job(run: SelfTaughtRun, ref: StageRef, attempt: int, config: OperatorConfig) -> dict[str, Any]:
-    """The stage's Job; the caller adds the owner reference to the run."""
+def build_job(run: SelfTaughtRun, ref: StageRef, attempt: int, config: OperatorConfig, grace_seconds: int | None = None) -> dict[str, Any]:
+    """The stage's Job; the caller adds the owner reference to the run. `grace_seconds`: its pods'
+    terminationGracePeriodSeconds (`disruptions.grace_period`), else the spec's, if any."""
     name = job_name(run.metadata.name, ref, attempt)
     overrides = pod_overrides(run, ref)
     kind = ref.kind
@@ -306,6 +313,9 @@ def build_job(run: SelfTaughtRun, ref: StageRef, attempt: int, config: OperatorC
         **({"ports": [{"containerPort": MASTER_PORT, "name": "rendezvous"}]} if multi_node else {}),
     }
     pod_spec = build_pod_spec(overrides, config, container, gpus=_gpus(run, ref), shm=kind != "data", restart_policy="Never", subdomain=service)
+    grace = grace_seconds if grace_seconds is not None else overrides.termination_grace_period_seconds
+    if grace is not None:  # the time a stopped stage has to save its work (SIGTERM, then SIGKILL)
+        pod_spec["terminationGracePeriodSeconds"] = grace
     template_metadata = pod_metadata(overrides, labels)
     job_spec: dict[str, Any] = {"completionMode": "Indexed", "completions": completions, "parallelism": parallelism}
     if kind == "generation":

@@ -5,11 +5,15 @@ judge's server through `serving_actor.py`, events), then the one status write.
 Level-triggered: every event on the run or its Jobs (`intake.py`, which drops the echoes of our
 own writes: `echoes.py`), a requeue after a backoff, and a periodic fresh re-read all call the
 same pass, which re-derives everything from what exists; the work queue makes it one pass at a
-time per run. `_write_status` is the only place the run's status is written.
+time per run. `_write_status` is the only place the run's status is written. Stage pods that
+stopped are counted as disruptions before deciding (`_count_disruptions`), so the cap sees them
+in the pass that counts them.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -26,13 +30,24 @@ from selftaught.api.status import Phase
 from selftaught.controller import metrics
 from selftaught.controller.config import OperatorConfig
 from selftaught.controller.decide import UNWATCHED_PODS_SECONDS, Decision, FailedAttempt, JobView, decide, job_view, running_stages
+from selftaught.controller.disruptions import Grace, cause_of, counted, describe, grace_period, newest_save, record_disruption
 from selftaught.controller.echoes import Echoes, RunKey
 from selftaught.controller.intake import Intake
-from selftaught.controller.jobs import build_job, build_service, job_name, needs_service, owned_by, run_owner, startup_timeout
+from selftaught.controller.jobs import (
+    build_job,
+    build_service,
+    job_name,
+    lost_gpus,
+    needs_service,
+    owned_by,
+    pod_overrides,
+    run_owner,
+    startup_timeout,
+)
 from selftaught.controller.kube import InvalidObject, Kube, api_message
 from selftaught.controller.report import Reporter
 from selftaught.controller.serving_actor import ServerSource, ServingActor
-from selftaught.controller.status import Observation, build_status, history, is_finished, status_document, status_patch
+from selftaught.controller.status import History, Observation, build_status, history, is_finished, status_document, status_patch
 from selftaught.controller.workqueue import WorkQueue
 from selftaught.errors import Failure, InvalidSpec, Reason, StorageUnavailable, failure_of
 from selftaught.pipeline.planner import plan
@@ -40,13 +55,33 @@ from selftaught.pipeline.runstore import Acceptance, SnapshotUnreadable, accept,
 from selftaught.pipeline.scan import Progress, scan
 from selftaught.pipeline.table import StageRef
 from selftaught.store import Store
-from selftaught.store.layout import REPORT
+from selftaught.store.disruptions import DisruptionRecord, lost_work, write_disruption
+from selftaught.store.layout import REPORT, disruption_key, progress_key
 from selftaught.store.manifest import Manifest
+from selftaught.store.progress import read_progress
 from selftaught.views.estimate import estimate, inputs_for, measure
 from selftaught.views.live import read_view
 
 #: (namespace, run name) -> that run's stage Jobs, as the watch last saw them
 JobSource = Callable[[str, str], list[dict[str, Any]]]
+#: how many of a stage's earlier stages' progress objects are read for its save time (at Job creation)
+GRACE_READS = 8
+
+log = logging.getLogger(__name__)
+
+
+def stage_grace(run: SelfTaughtRun, store: Store, progress: Progress, ref: StageRef) -> Grace:
+    """The grace period of a new Job's pods: the spec's, else from the newest save the stage
+    measured in an earlier attempt or iteration (a few small reads, once per Job created)."""
+    override = pod_overrides(run, ref).termination_grace_period_seconds
+    if override is not None:
+        return grace_period(override, ref.kind, None)
+    earlier = sorted((other for other in progress.progress_keys if other.name == ref.name and other.iteration <= ref.iteration), key=lambda other: -other.iteration)
+    for other in earlier[:3]:
+        records = [record for key in progress.progress_keys[other][:GRACE_READS] if (record := read_progress(store, key)) is not None]
+        if (measured := newest_save(records)) is not None:
+            return grace_period(None, ref.kind, measured)
+    return grace_period(None, ref.kind, None)
 
 
 class _Stopped(Exception):
@@ -137,7 +172,9 @@ class Reconciler:
         requeue = self._act(obj, run.model_copy(update={"spec": acceptance.spec}), seen)
         succeeded = seen.plan is not None and seen.plan.finished and not decision.failure
         seen.serving, retry = self.serving.running(obj, run, progress, succeeded=succeeded, failed=bool(decision.failure))
-        if self._status(obj, seen, jobs).finished:
+        phase = self._status(obj, seen, jobs)
+        self.intake.settle((obj["metadata"]["namespace"], obj["metadata"]["name"]), seen.settled)  # counted in the status written
+        if phase.finished:
             return retry
         return min((t for t in (requeue, retry) if t is not None), default=None)
 
@@ -234,11 +271,16 @@ class Reconciler:
         seen.refused, seen.shards, seen.progress = acceptance.refused, spec.generation.shards, progress
         seen.plan = step = plan(spec, progress.done)
         remembered = history(seen.previous)
+        accepted = run.model_copy(update={"spec": spec})
+        disrupted = self._count_disruptions(accepted, store, jobs, remembered, seen)
         seen.decision = decision = decide(
             spec, step, jobs, remembered.attempts, remembered.failures, self.clock(),
-            created_at=remembered.created_at, disruptions=remembered.disruptions,
+            created_at=remembered.created_at, disrupted_attempts=remembered.disrupted_attempts,
             suspended=run.spec.suspend, generation=seen.generation, startup_timeout=lambda ref: startup_timeout(run, ref),
+            disrupted=disrupted, grace=remembered.grace,
         )  # fmt: skip
+        for ref, _ in decision.create:  # how long its pods may take to save when stopped
+            decision.grace[ref.label] = stage_grace(accepted, store, progress, ref)
         # the cost, corrected by the finished stages; how far the running ones are (a small read
         # per shard that has written progress: never per item)
         seen.estimate = estimate(spec, inputs_for(spec), measure(progress.manifests))
@@ -248,6 +290,42 @@ class Reconciler:
         seen.report = store.url(REPORT) if progress.report or step.finished else None
         return decision
 
+    def _count_disruptions(
+        self, run: SelfTaughtRun, store: Store, jobs: list[JobView], remembered: History, seen: Observation
+    ) -> dict[str, list[DisruptionRecord]]:
+        """The stages' disruptions with the pods that stopped since the last pass counted (each
+        once: the status keeps the pods it counted), their cost read from the stage's progress
+        objects, and each new or grown record put in the store too (for `selftaught status`)."""
+        meta = run.metadata
+        views = {view.name: view for view in jobs}
+        disrupted = {label: list(records) for label, records in remembered.disrupted.items()}
+        for end in self.intake.pod_ends((meta.namespace, meta.name)):
+            seen.settled.append(end.name)
+            records = disrupted.get(end.stage, [])
+            view = views.get(end.job)
+            cause = cause_of(end, job_exists=view is not None, suspended=bool(view and view.suspended))
+            if cause is None or end.name in counted(records):
+                continue
+            try:
+                ref = StageRef.parse(end.stage)
+            except ValueError:  # a pod labelled by someone else
+                continue
+            whole_job = needs_service(run, ref)
+            if ref.kind == "training":  # rank 0 publishes a training's progress
+                end = dataclasses.replace(end, shard=0)
+            published = read_progress(store, progress_key(ref.prefix, end.shard))
+            lost = lost_work(published, began_at=end.began_at, stopped_at=end.stopped_at)
+            before = sum(old.gpu_seconds for old in records)
+            disrupted[end.stage], counted_in, new = record_disruption(records, end, cause, lost, lost_gpus(run, ref), whole_job=whole_job)
+            metrics.REDONE_GPU_SECONDS.labels(ref.name).inc(sum(now.gpu_seconds for now in disrupted[end.stage]) - before)
+            if new:
+                seen.disruptions.append((counted_in, len(disrupted[end.stage])))
+            try:  # a courtesy for `selftaught status`: the status has the truth
+                write_disruption(store, disruption_key(ref.prefix, counted_in.pods[0]), counted_in)
+            except StorageUnavailable as error:
+                log.warning("disruption of %s not written to the store: %s", end.stage, error)
+        return disrupted
+
     # -- act -----------------------------------------------------------------------------------------
 
     def _act(self, obj: dict[str, Any], accepted: SelfTaughtRun, seen: Observation) -> float | None:
@@ -255,6 +333,14 @@ class Reconciler:
         decision = seen.decision
         assert decision is not None  # decided this pass
         requeue = decision.requeue_after
+        cap = accepted.spec.retries.disruptions_per_stage
+        for record, count in seen.disruptions:
+            self.report.event(obj, "Warning", "StageDisrupted", describe(record, count, cap))
+            metrics.DISRUPTIONS.labels(record.stage.split("-")[0], record.cause).inc()
+        for _, view in decision.stop:  # disrupted past the cap: no more work redone
+            self.kube.delete_job(accepted.metadata.namespace, view.name)
+        if decision.failure is not None and decision.failure.reason == Reason.TOO_MANY_DISRUPTIONS:
+            self.report.event(obj, "Warning", Reason.TOO_MANY_DISRUPTIONS, decision.failure.message)
         for ref, view in decision.expire:
             self.kube.delete_job(accepted.metadata.namespace, view.name)
             self.report.event(obj, "Warning", Reason.STAGE_START_TIMEOUT, f"{ref.label} (Job {view.name}): {decision.failures[ref.label].failure}")
@@ -262,7 +348,7 @@ class Reconciler:
             self.report.event(obj, "Warning", Reason.JOB_DELETED, f"{ref.label}: the Job of attempt {attempt} was deleted before it finished; counted as a failed attempt")
         for ref, attempt in decision.create:
             try:
-                created = self._create(obj, accepted, ref, attempt)
+                created = self._create(obj, accepted, ref, attempt, decision.grace.get(ref.label))
             except InvalidObject as error:  # the server will refuse this Job every time: say so, once
                 decision.failures[ref.label] = FailedAttempt(attempt, Failure.of(Reason.INVALID_JOB, str(error)), self.clock(), seen.generation)
                 decision.failure = Failure.of(Reason.INVALID_JOB, f"{ref.label}: the API server refused the Job: {error}")
@@ -278,9 +364,9 @@ class Reconciler:
                     requeue = min(requeue or UNWATCHED_PODS_SECONDS, UNWATCHED_PODS_SECONDS)  # its pods, as decide asks
         return requeue
 
-    def _create(self, obj: dict[str, Any], run: SelfTaughtRun, ref: StageRef, attempt: int) -> dict[str, Any] | None:
+    def _create(self, obj: dict[str, Any], run: SelfTaughtRun, ref: StageRef, attempt: int, grace: Grace | None = None) -> dict[str, Any] | None:
         """The Job as created, or None when it existed (an earlier pass, or operator, made it)."""
-        job = build_job(run, ref, attempt, self.config)
+        job = build_job(run, ref, attempt, self.config, grace.seconds if grace else None)
         kopf.append_owner_reference(job, owner=run_owner(obj))
         created = self.kube.create_job(job)
         if created is None:
@@ -295,7 +381,9 @@ class Reconciler:
 
     def _finished(self, obj: dict[str, Any]) -> float | None:
         """A finished run is left alone until it is edited, but for its judge's server: kept in
-        place, its readiness written into `status.serving`."""
+        place, its readiness written into `status.serving`. Its pods that stopped count no more."""
+        key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+        self.intake.settle(key, [end.name for end in self.intake.pod_ends(key)])
         status = obj.get("status") or {}
         if not (((obj.get("spec") or {}).get("serve") or {}).get("enabled") or status.get("serving")):
             self._write_status(obj, status)

@@ -18,8 +18,10 @@ from typing import Any
 
 from selftaught.api.status import (
     Condition,
+    Disruption,
     IterationSummary,
     Phase,
+    RunDisruptions,
     RunEstimate,
     RunProgress,
     SelfTaughtRunStatus,
@@ -29,10 +31,12 @@ from selftaught.api.status import (
     StageProgress,
 )
 from selftaught.controller.decide import Decision, FailedAttempt
+from selftaught.controller.disruptions import Grace
 from selftaught.errors import Failure, Reason, ReasonClass, as_reason, reason_class
 from selftaught.pipeline.planner import Plan
 from selftaught.pipeline.runstore import refusal_message
 from selftaught.pipeline.scan import Progress, iteration_summaries, skipped_counts
+from selftaught.store.disruptions import Cause, DisruptionRecord, causes, summary
 from selftaught.views.estimate import Estimate
 from selftaught.views.live import StageView, duration
 
@@ -60,6 +64,8 @@ class Observation:
     estimate: Estimate | None = None  # the run's cost, corrected by its finished stages
     report: str | None = None  # where the run's HTML report is, once it is there
     serving: ServingStatus | None = None  # the judge's server (spec.serve)
+    settled: list[str] = field(default_factory=list)  # stopped pods this pass looked at (counted or not)
+    disruptions: list[tuple[DisruptionRecord, int]] = field(default_factory=list)  # new this pass, with the stage's count
 
 
 def _condition(previous: list[dict[str, Any]], kind: str, status: str, reason: str, message: str, generation: int, now: str) -> Condition:
@@ -87,6 +93,8 @@ def _progress_message(seen: Observation, step: Plan, progress: Progress) -> tupl
         done = progress.shards_done.get(ref, 0)
         shards = seen.shards if ref.sharded else 1
         retry = f", retry {view.attempt}" if view.attempt else ""
+        if disrupted := len(decision.disrupted.get(ref.label, [])):  # type: ignore[union-attr]
+            retry += f", disrupted {disrupted}x"
         if view.waiting is not None and view.waiting.queued:
             parts.append(f"{ref.label} queued{retry}: {view.waiting.message}")
         elif view.waiting is not None:
@@ -161,6 +169,7 @@ def build_status(seen: Observation) -> SelfTaughtRunStatus:
     else:
         phase = Phase.RUNNING if step and (step.done or (seen.decision and seen.decision.running)) else Phase.PENDING
     fields["attempts"] = _attempts(seen.decision, previous)
+    fields["disruptions"] = run_disruptions(seen.decision.disrupted) if seen.decision else _kept_disruptions(previous)
     if phase.finished:
         fields["completed_at"] = previous.get("completedAt") if previous.get("phase") == phase else now
 
@@ -274,17 +283,26 @@ def _time(value: str | None) -> float:
 
 
 def _attempts(decision: Decision | None, previous: dict[str, Any]) -> dict[str, StageAttempts]:
-    """Per stage: Jobs created and the last failure. Without a decision (a bad spec, the store
-    unreachable) the counts carry over: they bound the retries and must never reset."""
+    """Per stage: Jobs created, the last failure, the disruptions and the pods' grace period.
+    Without a decision (a bad spec, the store unreachable) they carry over: they bound the retries
+    and the disruptions, and must never reset."""
     if decision is None:
         return {label: StageAttempts.model_validate(value) for label, value in (previous.get("attempts") or {}).items()}
     stages: dict[str, StageAttempts] = {}
-    for label in sorted(set(decision.attempts) | set(decision.failures) | set(decision.disruptions)):
+    labels = set(decision.attempts) | set(decision.failures) | set(decision.disrupted_attempts) | set(decision.disrupted)
+    for label in sorted(labels):
         last = decision.failures.get(label)
         created = decision.created_at.get(label)
+        disrupted = decision.disrupted.get(label, [])
+        grace = decision.grace.get(label)
         stages[label] = StageAttempts(
             attempts=decision.attempts.get(label, 0),
-            disruptions=decision.disruptions.get(label, 0),
+            disruptions=len(disrupted),
+            disrupted_attempts=decision.disrupted_attempts.get(label) or None,
+            lost_gpu_seconds=round(sum(record.gpu_seconds for record in disrupted), 1) if disrupted else None,
+            disrupted=[disruption_status(record) for record in disrupted] or None,
+            termination_grace_period_seconds=grace.seconds if grace else None,
+            grace_period_basis=grace.basis if grace else None,
             created_at=_iso(created) if created else None,
             last_failure=StageFailure(
                 attempt=last.attempt, reason=last.failure.reason, message=last.failure.message[:1000], at=_iso(last.at),
@@ -294,6 +312,67 @@ def _attempts(decision: Decision | None, previous: dict[str, Any]) -> dict[str, 
     return stages
 
 
+def disruption_status(record: DisruptionRecord) -> Disruption:
+    return Disruption(
+        cause=record.cause,
+        reason=record.reason,
+        message=record.message,
+        at=_iso(record.at),
+        job=record.attempt,
+        node=record.node,
+        pods=record.pods,
+        shards=record.shards,
+        redone=round(record.redone, 1) if record.redone is not None else None,
+        unit=record.unit,
+        seconds=round(record.seconds, 1),
+        gpus=record.gpus,
+        gpu_seconds=round(record.gpu_seconds, 1),
+        saved=record.saved,
+    )
+
+
+def disruption_record(label: str, item: dict[str, Any]) -> DisruptionRecord | None:
+    """A status entry read back (the inverse of `disruption_status`); None for one this version
+    cannot read (a cause it does not know)."""
+    try:
+        return DisruptionRecord(
+            stage=label,
+            cause=Cause(item.get("cause", "")),
+            reason=str(item.get("reason", "")),
+            message=str(item.get("message", "")),
+            at=_time(item.get("at")),
+            attempt=item.get("job"),
+            node=item.get("node"),
+            pods=list(item.get("pods") or []),
+            shards=[int(shard) for shard in item.get("shards") or []],
+            unit=item.get("unit"),
+            redone=item.get("redone"),
+            seconds=float(item.get("seconds", 0.0)),
+            gpus=int(item.get("gpus", 0)),
+            gpu_seconds=float(item.get("gpuSeconds", 0.0)),
+            saved=bool(item.get("saved")),
+        )
+    except ValueError:
+        return None
+
+
+def run_disruptions(disrupted: dict[str, list[DisruptionRecord]]) -> RunDisruptions | None:
+    """Every stage's disruptions in one line: how many, of which causes, what they cost."""
+    records = [record for stage in disrupted.values() for record in stage]
+    if not records:
+        return None
+    return RunDisruptions(
+        count=len(records),
+        gpu_seconds=round(sum(record.gpu_seconds for record in records), 1),
+        causes=causes(records),
+        message=summary(records),
+    )
+
+
+def _kept_disruptions(previous: dict[str, Any]) -> RunDisruptions | None:
+    return RunDisruptions.model_validate(previous["disruptions"]) if previous.get("disruptions") else None
+
+
 @dataclass
 class History:
     """What the status remembers of each stage's attempts (it outlives the Jobs): decide's input."""
@@ -301,7 +380,9 @@ class History:
     attempts: dict[str, int] = field(default_factory=dict)
     created_at: dict[str, float] = field(default_factory=dict)
     failures: dict[str, FailedAttempt] = field(default_factory=dict)
-    disruptions: dict[str, int] = field(default_factory=dict)
+    disrupted_attempts: dict[str, int] = field(default_factory=dict)
+    disrupted: dict[str, list[DisruptionRecord]] = field(default_factory=dict)
+    grace: dict[str, Grace] = field(default_factory=dict)
 
 
 def history(previous: dict[str, Any]) -> History:
@@ -309,7 +390,11 @@ def history(previous: dict[str, Any]) -> History:
     remembered = History()
     for label, stage in (previous.get("attempts") or {}).items():
         remembered.attempts[label] = int(stage.get("attempts", 0))
-        remembered.disruptions[label] = int(stage.get("disruptions", 0))
+        # an operator before disruptions were counted wrote its disrupted attempts as `disruptions`
+        remembered.disrupted_attempts[label] = int(stage.get("disruptedAttempts", stage.get("disruptions", 0) if "disrupted" not in stage else 0))
+        remembered.disrupted[label] = [record for item in stage.get("disrupted") or [] if (record := disruption_record(label, item))]
+        if stage.get("terminationGracePeriodSeconds") is not None:
+            remembered.grace[label] = Grace(int(stage["terminationGracePeriodSeconds"]), str(stage.get("gracePeriodBasis") or ""))
         if stage.get("createdAt"):
             remembered.created_at[label] = _time(stage["createdAt"])
         if last := stage.get("lastFailure"):

@@ -13,6 +13,10 @@ runs one process per shard, as many at once as groups of `generation.tensorParal
 then once more to reduce; training runs one torchrun worker per GPU. A model too large for its
 GPUs, or a tensor-parallel size larger than the machine, is refused before any work. On CPU
 every stage is one process.
+
+A stage stopped with the runner (Ctrl-C, SIGTERM) loses the work since it last saved: the runner
+records that disruption in the store as the operator does (`store/disruptions.py`), so
+`selftaught status` shows it however the run goes on.
 """
 
 from __future__ import annotations
@@ -55,6 +59,9 @@ from selftaught.pipeline.runstore import accept, open_run_store
 from selftaught.pipeline.scan import iteration_summaries, scan
 from selftaught.pipeline.table import StageRef
 from selftaught.store import StorageUnavailable, Store
+from selftaught.store.disruptions import Cause, DisruptionRecord, lost_work, write_disruption
+from selftaught.store.layout import PROGRESS, disruption_key, progress_key
+from selftaught.store.progress import ProgressRecord, read_progress
 from selftaught.views.display import StageDisplay
 from selftaught.views.estimate import Inputs, estimate, measure
 from selftaught.views.html_report import write_report
@@ -117,6 +124,7 @@ class _Running:
     devices: tuple[str, ...]
     process: subprocess.Popen
     log: IO[bytes]
+    started_at: float = field(default_factory=time.time)
 
 
 def _run_stage(
@@ -146,17 +154,17 @@ def _run_stage(
         env.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(int(subprocesses.TRAINING_STOP_GRACE_SECONDS)))
         placement = training_placement(run.spec.train, machine.devices)
         command = stage_command(run.spec, ref, master_port=_free_port(), nproc=placement.nproc, nnodes=placement.nnodes)
-        _run_jobs(ref, [job(command)], [placement.devices], env, lease, tick)
+        _run_jobs(ref, [job(command)], [placement.devices], env, lease, tick, store)
         return
     groups = _generation_groups(run, ref, machine)
     if ref.sharded and len(groups) > 1:
         store = store or open_run_store(run)
         pending = [s for s in range(run.spec.generation.shards) if not store.exists(ref.shard_manifest_key(s))]
         if len(pending) > 1:
-            _run_jobs(ref, [job(stage_command(run.spec, ref, shard=s), s) for s in pending], groups, env, lease, tick)
+            _run_jobs(ref, [job(stage_command(run.spec, ref, shard=s), s) for s in pending], groups, env, lease, tick, store)
             if store.exists(ref.manifest_key):  # the shard that finished last reduced
                 return
-    _run_jobs(ref, [job(stage_command(run.spec, ref))], groups[:1], env, lease, tick)
+    _run_jobs(ref, [job(stage_command(run.spec, ref))], groups[:1], env, lease, tick, store)
 
 
 def _generation_groups(run: SelfTaughtRun, ref: StageRef, machine: Machine) -> tuple[tuple[str, ...], ...]:
@@ -166,11 +174,18 @@ def _generation_groups(run: SelfTaughtRun, ref: StageRef, machine: Machine) -> t
 
 
 def _run_jobs(
-    ref: StageRef, jobs: Sequence[_Job], groups: Sequence[tuple[str, ...]], env: dict[str, str], lease: Lease | None, tick: Callable[[], None] | None = None
+    ref: StageRef,
+    jobs: Sequence[_Job],
+    groups: Sequence[tuple[str, ...]],
+    env: dict[str, str],
+    lease: Lease | None,
+    tick: Callable[[], None] | None = None,
+    store: Store | None = None,
 ) -> None:
     """Run `jobs`, at most one per group of GPUs at a time, each seeing only its group (an empty
     group: the environment as it is). The first failure, Ctrl-C, SIGTERM or a lost lease stops
-    every process tree still running; a failure raises StageFailed with that process's reason."""
+    every process tree still running; a failure raises StageFailed with that process's reason.
+    Processes stopped by Ctrl-C or SIGTERM are disruptions, recorded in `store`."""
     pending, free = list(reversed(jobs)), list(reversed(groups))
     running: list[_Running] = []
     try:
@@ -186,12 +201,14 @@ def _run_jobs(
                 free.append(item.devices)
                 if item.process.returncode != 0:
                     raise _failure(ref, item.job, item.process.returncode)
-    except BaseException:  # Ctrl-C, SIGTERM, a lost lease, a failed shard: every stage tree stops with us
+    except BaseException as error:  # Ctrl-C, SIGTERM, a lost lease, a failed shard: every stage tree stops with us
         grace = subprocesses.TRAINING_STOP_GRACE_SECONDS if ref.kind == "training" else subprocesses.STOP_GRACE_SECONDS
         with subprocesses.shielded() as hurry:
             if ref.kind == "training" and running:
                 log.warning("stopping %s: once it trains, it saves its state at its next step end before it exits (Ctrl-C again: at once)", ref.label)
             subprocesses.stop_trees([r.process for r in running], grace, hurry)
+            if store is not None and isinstance(error, Interrupted | KeyboardInterrupt):
+                _record_disruptions(store, ref, running, error)
         raise
     finally:
         for item in running:
@@ -217,6 +234,48 @@ def _pause(process: subprocess.Popen, lease: Lease | None) -> None:
         process.wait(timeout=0.5)
     if lease is not None and lease.lost is not None:
         raise lease.lost from None
+
+
+def _record_disruptions(store: Store, ref: StageRef, stopped: Sequence[_Running], why: BaseException) -> None:
+    """Each stage process stopped with the runner lost the work since it last saved (its progress
+    object, written on its way out, says how much): recorded as the operator records a disruption
+    (cause `Stopped`), for `selftaught status`. Best effort: a store that does not answer now
+    loses the record, never the runner's own reason for stopping."""
+    now = time.time()
+    said = str(why) or "stopped by Ctrl-C (SIGINT)"
+    for item in stopped:
+        text = item.job.message_file.read_text().strip() if item.job.message_file.exists() else ""
+        told = decode(text)
+        with contextlib.suppress(StorageUnavailable):
+            record = _stopped_progress(store, ref, item.job.shard)
+            lost = lost_work(record, began_at=item.started_at, stopped_at=now)
+            shard = record.shard if record is not None else item.job.shard or 0
+            gpus = len(item.devices)
+            disruption = DisruptionRecord(
+                stage=ref.label,
+                cause=Cause.STOPPED,
+                reason=told.reason if told else Reason.INTERRUPTED,
+                message=(told.message if told else f"selftaught run was {said}")[:300],
+                at=now,
+                executor="local",
+                shards=[shard],
+                unit=lost.unit,
+                redone=lost.redone,
+                seconds=lost.seconds,
+                gpus=gpus,
+                gpu_seconds=lost.seconds * gpus,
+                saved=lost.saved,
+            )
+            write_disruption(store, disruption_key(ref.prefix, f"local-{int(now * 1000)}-{shard}"), disruption)
+
+
+def _stopped_progress(store: Store, ref: StageRef, shard: int | None) -> ProgressRecord | None:
+    """The progress a stopped process published last: its shard's, or for one that went through
+    the shards itself (no `--shard`), the newest of those not finished."""
+    if shard is not None or not ref.sharded:
+        return read_progress(store, progress_key(ref.prefix, shard or 0))
+    records = [record for key in store.list(f"{ref.prefix}/{PROGRESS}/") if (record := read_progress(store, key)) is not None]
+    return max((record for record in records if not record.finished), key=lambda record: record.updated_at, default=None)
 
 
 def _failure(ref: StageRef, job: _Job, code: int) -> StageFailed:

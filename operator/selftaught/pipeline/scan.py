@@ -10,7 +10,7 @@ from typing import Any
 
 from selftaught.pipeline.table import ORDER, STAGES, StageRef
 from selftaught.store import Store
-from selftaught.store.layout import MANIFEST, PROGRESS, REPORT, SHARD_MARKERS
+from selftaught.store.layout import DISRUPTIONS, MANIFEST, PROGRESS, REPORT, SHARD_MARKERS
 from selftaught.store.manifest import Manifest, read_manifest
 
 
@@ -22,6 +22,8 @@ class Progress:
     finished_shards: dict[StageRef, set[int]] = field(default_factory=dict)
     #: the keys of each stage's progress objects (`_progress/NNNNN.json`), read only when shown
     progress_keys: dict[StageRef, list[str]] = field(default_factory=dict)
+    #: the keys of each stage's disruption records (`_disruptions/*.json`), read only when shown
+    disruption_keys: dict[StageRef, list[str]] = field(default_factory=dict)
     #: whether the run's HTML report is there
     report: bool = False
 
@@ -57,6 +59,10 @@ def scan(store: Store, cache: dict[str, Manifest] | None = None) -> Progress:
             ref = StageRef.from_prefix(head[: -len(PROGRESS) - 1])
             if ref is not None:
                 progress.progress_keys.setdefault(ref, []).append(key)
+        elif head.endswith(f"/{DISRUPTIONS}") and name.endswith(".json"):
+            ref = StageRef.from_prefix(head[: -len(DISRUPTIONS) - 1])
+            if ref is not None:
+                progress.disruption_keys.setdefault(ref, []).append(key)
     return progress
 
 

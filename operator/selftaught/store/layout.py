@@ -8,6 +8,7 @@ categorize/_shards/00000.json                   shard done-marker (counts, sha25
 categorize/_manifest.json                       stage done-marker (names the winning attempt)
 categorize/_progress/00000.json                 how far a running shard is (done, total, tokens; rewritten every few seconds)
 categorize/_saved/00000/attempt-…/part-00000.jsonl  what a running shard's engine has answered so far, saved as it goes
+categorize/_disruptions/<pod or local-…>.json   a disruption of the stage: its cause and the work it cost (store/disruptions.py)
 select/attempt-…/selected.jsonl
 pairs/attempt-…/train.jsonl  pairs/attempt-…/heldout.jsonl
 iter-001/judge/attempt-…/sft.jsonl              the kept, balanced judgments (train.method: sft)
@@ -40,6 +41,9 @@ PROGRESS = "_progress"
 #: folder per shard and in it one per attempt: the next attempt of the shard finds every earlier
 #: attempt's parts with one listing, and two attempts never write the same part
 SAVED = "_saved"
+#: one record per disruption of a stage (a reclaimed node, a drain, a preemption, a stopped
+#: `selftaught run`), written by whichever executor saw it: outside every attempt folder too
+DISRUPTIONS = "_disruptions"
 REPORT = "report/index.html"
 
 
@@ -86,6 +90,10 @@ def saved_part_key(prefix: str, shard: int, attempt: str, number: int) -> str:
 def is_saved(prefix: str, key: str) -> bool:
     """Whether `key` is a saved part of a shard of the stage at `prefix`."""
     return key.startswith(f"{prefix}/{SAVED}/")
+
+
+def disruption_key(prefix: str, name: str) -> str:
+    return f"{prefix}/{DISRUPTIONS}/{name}.json"
 
 
 ATTEMPT_PREFIX = "attempt-"

@@ -1,7 +1,8 @@
 """A run's state as a person reads it, from its store alone (`selftaught status`): which stages are
-done and what they reported, how far the running ones are and how long they have left, the
-iterations' numbers, the cost so far and to come, and where the report is. The same view for a run
-started here, elsewhere, or on a cluster: everything it shows is in the store."""
+done and what they reported, how far the running ones are and how long they have left, what
+disrupted them and the work that cost, the iterations' numbers, the cost so far and to come, and
+where the report is. The same view for a run started here, elsewhere, or on a cluster: everything
+it shows is in the store."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from selftaught.pipeline.runstore import open_run_store
 from selftaught.pipeline.scan import Progress, iteration_summaries, scan, stages_with_skips
 from selftaught.pipeline.table import StageRef
 from selftaught.store import ObjectNotFound, Store, open_store
+from selftaught.store.disruptions import DisruptionRecord, causes_text, gpu_time, read_disruption, summary
 from selftaught.store.layout import REPORT, RUN_SNAPSHOT
 from selftaught.views.estimate import Inputs, estimate, measure
 from selftaught.views.live import StageView, describe, duration, read_view
@@ -57,6 +59,7 @@ def overview(store: Store, run: SelfTaughtRun, inputs: Inputs, now: float | None
     progress = scan(store)
     step = plan(run.spec, progress.done)
     views = running_views(store, run, progress)
+    disrupted = disruptions(store, progress)
     lines = [f"run {run.metadata.namespace}/{run.metadata.name}: {len(step.done)} of {step.total} stages done; store {store.uri}", ""]
     for ref in (node.ref for node in stage_graph(run.spec)):  # in the order they run
         if ref in progress.manifests:
@@ -67,6 +70,8 @@ def overview(store: Store, run: SelfTaughtRun, inputs: Inputs, now: float | None
             lines.append(f"  · {ref.label:<12} next")
         else:
             lines.append(f"  · {ref.label:<12} waiting")
+        if disrupted.get(ref):
+            lines.append(f"    {'':<12} {describe_disruptions(disrupted[ref])}")
     cost = estimate(run.spec, inputs, measure(progress.manifests))
     lines.append("")
     if cost.unknown:
@@ -74,6 +79,8 @@ def overview(store: Store, run: SelfTaughtRun, inputs: Inputs, now: float | None
     else:
         gpu = f"~{cost.gpu_hours:,.1f} GPU-hours ({cost.gpu}) in all, ~{cost.remaining_gpu_hours:,.1f} still to spend; " if cost.gpu_hours else ""
         lines.append(f"cost: {gpu}stage times added up ~{duration(cost.hours * 3600)}, ~{duration(cost.remaining_hours * 3600)} left ({cost.measured_stages} stages measured)")
+    if disrupted:
+        lines.append("disruptions: " + summary([record for records in disrupted.values() for record in records]) + " (docs/spot.md)")
     rows = iteration_summaries(progress, limit=1000)
     if rows:
         lines += ["", *iteration_table(rows)]
@@ -82,6 +89,24 @@ def overview(store: Store, run: SelfTaughtRun, inputs: Inputs, now: float | None
     elif step.finished:
         lines += ["", "report: none yet (selftaught report makes it)"]
     return "\n".join(lines)
+
+
+def disruptions(store: Store, progress: Progress) -> dict[StageRef, list[DisruptionRecord]]:
+    """Each stage's disruption records, oldest first (one small read each)."""
+    found: dict[StageRef, list[DisruptionRecord]] = {}
+    for ref, keys in progress.disruption_keys.items():
+        records = [record for key in keys if (record := read_disruption(store, key)) is not None]
+        if records:
+            found[ref] = sorted(records, key=lambda record: record.at)
+    return found
+
+
+def describe_disruptions(records: list[DisruptionRecord]) -> str:
+    """`disrupted 2x (1 NodeLost, 1 Eviction): 40 samples and 16 GPU-seconds redone`."""
+    units = {record.unit for record in records}
+    amounts = [record.redone for record in records]
+    redone = f"{sum(amounts):,.0f} {units.pop()} and " if len(units) == 1 and None not in units and None not in amounts else ""  # type: ignore[arg-type]
+    return f"disrupted {len(records)}x ({causes_text(records)}): {redone}{gpu_time(sum(record.gpu_seconds for record in records))} redone"
 
 
 def skipped_summary(progress: Progress, reasons: int = 3) -> list[str]:
