@@ -190,3 +190,9 @@ def test_each_iteration_reports_the_judge_and_train_speeds_under_their_own_names
     write_manifest(store, StageRef("train", 1).manifest_key, Manifest(stage="train", iteration=1, summary={"checkpoint": "s3://c", "tokensPerSecondPerGpu": 1200.0}))
     (row,) = iteration_summaries(scan(store))
     assert row == {"iteration": 1, "kept": 3, "judgeTokensPerSecondPerGpu": 900.5, "checkpoint": "s3://c", "trainTokensPerSecondPerGpu": 1200.0}
+
+
+def test_what_a_resumed_attempt_continued_from_is_done_but_not_part_of_its_rate():
+    resumed = record(0, 60, 100, 10, unit="steps").model_copy(update={"resumed": 50.0})  # 50 steps from a checkpoint, 10 in 10 s
+    view = stage_view("train-1", [resumed], shards=1)
+    assert view.done == 60 and view.eta_seconds == 40  # 40 steps left at its own 1 step/s, not 6 steps/s

@@ -57,6 +57,11 @@ class ShardProgress:
         self.record.done += done
         self._maybe_write()
 
+    def resumed(self, done: float) -> None:
+        """Work continued from, not done, by this attempt (replayed answers): done, and no part of the rate."""
+        self.record.resumed += done
+        self.advance(done)
+
     def set(self, done: float, total: float | None = None) -> None:
         """Absolute progress (a trainer's step and its steps)."""
         self.record.done = done

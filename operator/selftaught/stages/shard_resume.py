@@ -208,7 +208,7 @@ class ResumingEngine:
         answers: list[list[Sample] | None] = [self.saved.take(key) for key in keys]
         replayed = sum(len(samples) for samples in answers if samples is not None)
         if replayed:  # done work: the shard's percentage counts it as done
-            self.saved.progress.advance(replayed)
+            self.saved.progress.resumed(replayed)
         missing = [i for i, samples in enumerate(answers) if samples is None]
         for start in range(0, len(missing), self.batch):
             part = missing[start : start + self.batch]

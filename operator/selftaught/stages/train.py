@@ -50,10 +50,13 @@ def _point(point: dict[str, float]) -> dict[str, float]:
     return {key: (int(value) if key == "step" else round(value, 4)) for key, value in point.items()}
 
 
-def _saved(ctx, saved: Saved) -> None:
+def _saved(ctx, saved: Saved, *, resumed: bool = False) -> None:
     """The newest checkpoint a restart continues from, into the progress object at once (the
-    operator prices a disruption by it)."""
+    operator prices a disruption by it); `resumed`: this attempt continues from it, so its steps
+    are done but no part of this attempt's rate."""
     ctx.progress.record.saved = SavedState(done=saved.step, at=saved.at, seconds=saved.seconds, bytes=saved.bytes)
+    if resumed:
+        ctx.progress.record.resumed = saved.step
     ctx.progress.set(saved.step)
     ctx.progress.flush()
 
@@ -99,7 +102,7 @@ def _attempt(ctx) -> Iterator[_Attempt]:
     checkpoints = Checkpointing(
         ctx.store, ctx.stage.prefix, resume_folder(ctx.stage.prefix, ctx.attempt), fingerprint=_fingerprint(ctx),
         every=ctx.spec.train.checkpoint_seconds, stop=ctx.stop, on_saved=lambda saved: _saved(ctx, saved),
-        on_resumed=lambda saved: _saved(ctx, saved),
+        on_resumed=lambda saved: _saved(ctx, saved, resumed=True),
     )  # fmt: skip
     try:
         yield _Attempt(model_path, work, checkpoints)

@@ -40,12 +40,20 @@ class ProgressRecord(BaseModel):
     metrics: dict[str, float] = Field(
         default_factory=dict, description="What the stage measures as it goes (a GRPO train stage: reward, accuracy)."
     )
+    resumed: float = Field(
+        0.0, description="Of `done`, what this attempt continued from instead of doing (a checkpoint's steps, replayed answers): no part of its rate."
+    )
     saved: SavedState | None = Field(None, description="The newest state a restart continues from; None: a restart starts over.")
 
     @property
     def seconds(self) -> float:
         """Seconds of work so far: the rate of work, and so the time left, leaves out the model load."""
         return max(self.updated_at - (self.working_since or self.started_at), 0.0)
+
+    @property
+    def rate(self) -> float:
+        """Work per second of this attempt's own work: what it continued from is done, not fast."""
+        return max(self.done - self.resumed, 0.0) / self.seconds if self.seconds > 0 else 0.0
 
     @property
     def fraction(self) -> float | None:

@@ -62,7 +62,7 @@ def stage_view(stage: str, records: list[ProgressRecord], shards: int, finished:
             done += min(record.done, size)
             if record.seconds > 0:
                 running += 1
-                rate += record.done / record.seconds
+                rate += record.rate
                 tokens_rate += record.tokens / record.seconds
     unit = next(iter(by_shard.values())).unit if by_shard else "samples"
     total = sum(sizes) if len(sizes) == shards else None
