@@ -125,7 +125,7 @@ def _without_this_attempts_numbers(counts):
 def hard_kill(monkeypatch):
     """A part every 4 finished requests and never on the way out: what a SIGKILL leaves."""
     monkeypatch.setattr(shard_resume, "FLUSH_REQUESTS", 4)
-    monkeypatch.setattr(shard_resume, "FLUSH_SECONDS", 3600.0)
+    monkeypatch.setattr(shard_resume, "FLUSH_SECONDS", 3600.0)  # (the spec's generation.saveEvery: 30 s)
     monkeypatch.setattr(SavedRequests, "flush_quietly", lambda self: None)
 
 
@@ -166,6 +166,15 @@ def test_a_shard_killed_halfway_generates_only_what_it_had_not_saved_and_writes_
     _kill_and_resume(_run(tmp_path, **spec), ref, LocalStore(tmp_path / "whole"), LocalStore(tmp_path / "killed"))
 
 
+def test_save_every_zero_saves_only_when_the_shard_stops(tmp_path, hard_kill):
+    ref, spec = STAGES["judge"]
+    store = LocalStore(tmp_path / "killed")
+    _seed_inputs(store, ref.name)
+    with pytest.raises(Killed):
+        _attempt(_run(tmp_path, **spec, generation={"batchSize": 3, "saveEvery": "0"}), ref, store, SeededModel(dies_at=3))
+    assert not store.list(f"{ref.prefix}/{SAVED}/"), "a SIGKILL with saveEvery 0 leaves nothing to replay"
+
+
 def test_a_killed_shard_resumes_on_s3_too(tmp_path, hard_kill, bucket, s3_server):
     ref, spec = STAGES["judge"]
     whole, killed = (open_store(f"{bucket}/{name}", endpoint=s3_server) for name in ("whole", "killed"))
@@ -174,7 +183,7 @@ def test_a_killed_shard_resumes_on_s3_too(tmp_path, hard_kill, bucket, s3_server
 
 def test_a_shard_stopped_by_an_exception_saves_what_it_finished_on_the_way_out(tmp_path, monkeypatch):
     monkeypatch.setattr(shard_resume, "FLUSH_REQUESTS", 10**6)  # nothing saved as it goes
-    monkeypatch.setattr(shard_resume, "FLUSH_SECONDS", 3600.0)
+    monkeypatch.setattr(shard_resume, "FLUSH_SECONDS", 3600.0)  # (the spec's generation.saveEvery: 30 s)
     ref, spec = STAGES["judge"]
     run = _run(tmp_path, **spec)
     store = LocalStore(tmp_path / "store")

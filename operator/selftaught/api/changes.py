@@ -48,6 +48,7 @@ DEPENDS: dict[str, DependsOn] = {
     "serve": ANY_TIME,  # the judge's server after the run: no stage reads it
     "generation.parallelism": ANY_TIME,
     "generation.batchSize": ANY_TIME,
+    "generation.saveEvery": ANY_TIME,  # when a shard saves its answers to resume from, not what it generates
     "generation.gpuMemoryUtilization": ANY_TIME,
     "generation.enforceEager": ANY_TIME,
     "generation.maxNumSeqs": ANY_TIME,  # how vLLM batches, like batchSize: not what it samples

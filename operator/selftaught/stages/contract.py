@@ -16,11 +16,13 @@ Either way the stage is done exactly when its manifest exists.
 from __future__ import annotations
 
 import logging
+import math
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from selftaught.api.spec import ModelSource
+from selftaught.api.spec import ModelSource, duration_seconds
 from selftaught.chat import ChatEngine
 from selftaught.stages.context import LazyEngine, StageContext
 from selftaught.stages.shard_progress import NoProgress, ShardProgress
@@ -101,7 +103,9 @@ def execute(stage: AnyStage, ctx: StageContext, shards: list[int] | None = None)
         ctx.progress = ShardProgress(ctx.store, progress_key(ref.prefix, shard), ref.label, shard, ctx.attempt)
         ctx.progress.start()  # map_shard says its total once it has read its input
         # what earlier attempts of the shard generated is replayed, what this one generates saved
-        saved = SavedRequests(ctx.store, ref.prefix, shard, ctx.attempt, ctx.progress)
+        every = duration_seconds(ctx.spec.generation.save_every)  # 0: only when the shard stops
+        saved = SavedRequests(ctx.store, ref.prefix, shard, ctx.attempt, ctx.progress, every_requests=None if every else sys.maxsize,
+                              every_seconds=every or math.inf)  # fmt: skip
         saved.load()
         resuming = ResumingEngine(engine, saved, lambda: fingerprint(stage.model(ctx), ctx.spec.generation), ctx.spec.generation.batch_size)
         try:

@@ -19,8 +19,9 @@ change at any time: `batchSize`, `gpuMemoryUtilization`, `enforceEager`, ...; an
 change between attempts.
 
 Saving. Answers wait in memory and are written as one part (`<stage>/_saved/<shard>/<attempt>/
-part-NNNNN.jsonl`, atomically: S3 has no append) once `FLUSH_REQUESTS` wait or `FLUSH_SECONDS`
-have passed since the last part, whichever comes first, looked at as each engine call returns.
+part-NNNNN.jsonl`, atomically: S3 has no append) once `FLUSH_REQUESTS` wait or
+`generation.saveEvery` (default `FLUSH_SECONDS`) has passed since the last part, whichever comes
+first, looked at as each engine call returns.
 Engine calls are at most `generation.batchSize` requests, as vLLM gets them anyway, so a kill
 loses the call in flight and at most one flush interval; a shard stopped by an exception (SIGTERM
 turned into `Disrupted`, an engine crash) writes what waits first. A part that cannot be read
@@ -51,7 +52,7 @@ log = logging.getLogger(__name__)
 #: a part is written once this many finished requests wait: it bounds what a kill loses when
 #: requests finish fast, and a part's size (~1000 judgments are a few MB)
 FLUSH_REQUESTS = 1000
-#: ... or once this many seconds have passed since the last part: two writes a minute cost nothing
+#: ... or once this many seconds have passed since the last part (`generation.saveEvery`'s default): two writes a minute cost nothing
 #: (a PUT of a few MB is ~0.1 s of a minute's generation, well under 1%), and 30 s is well inside
 #: a spot notice (2 min on AWS) and the model load any restart pays anyway
 FLUSH_SECONDS = 30.0
