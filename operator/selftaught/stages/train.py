@@ -69,11 +69,11 @@ class Train(Stage):
         finally:
             ctx.progress = NoProgress()
             shutil.rmtree(work, ignore_errors=True)
-        checkpoint = ctx.store.url(prefix)
+        checkpoint = prefix  # store-relative: a copy of the store points at its own copy (readers resolve it)
         return Manifest(
             stage=self.name,
             counts=numbers,
-            outputs={key: {} for key in keys},
+            outputs=keys,  # each file's bytes and sha256: who fetches the checkpoint verifies it
             summary={
                 "checkpoint": checkpoint,
                 "examples": int(numbers["examples"]),
@@ -124,9 +124,9 @@ class Train(Stage):
         return Manifest(
             stage=self.name,
             counts={**numbers, "tokens": numbers["rollout_tokens"]},  # generated tokens, as a judge stage counts them
-            outputs={key: {} for key in keys},
+            outputs=keys,  # each file's bytes and sha256: who fetches the checkpoint verifies it
             summary={
-                "checkpoint": ctx.store.url(prefix),
+                "checkpoint": prefix,
                 "prompts": len(rows),
                 "steps": int(numbers["steps"]),
                 "rollouts": int(numbers["rollouts"]),
