@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -42,17 +43,17 @@ def writable_folder(path: str, option: str) -> Path:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from selftaught.api.load import load_run
-    from selftaught.errors import InvalidInput, InvalidSpec, SelftaughtError
+    from selftaught.errors import SelftaughtError, exit_code
     from selftaught.local.runner import Interrupted, run_local
 
     try:
         run_local(load_run(args.file), log_dir=writable_folder(args.logs, "--logs") if args.logs else None)
     except (KeyboardInterrupt, Interrupted) as stopped:  # the stage processes have stopped too
         print("interrupted; run the same command to resume", file=sys.stderr)
-        return 128 + (stopped.signum if isinstance(stopped, Interrupted) else 2)
-    except SelftaughtError as error:  # a bad spec, a failed stage, an unreachable store
+        return 128 + (stopped.signum if isinstance(stopped, Interrupted) else signal.SIGINT)
+    except SelftaughtError as error:  # a bad spec, a failed stage (with the stage's own reason), an unreachable store
         print(f"error: {error}", file=sys.stderr)
-        return 2 if isinstance(error, InvalidSpec | InvalidInput) else 1  # the user's input, or the world
+        return exit_code(error)
     return 0
 
 
@@ -115,18 +116,19 @@ def _target(args: argparse.Namespace):
 
 
 def _errors(command):
-    """A subcommand whose SelftaughtError is one line on stderr and exit code 2 (the user's input) or 1."""
+    """A subcommand whose SelftaughtError is one line on stderr and exit code 2 (something must
+    change first) or 1 (try again later): `errors.exit_code`."""
     import functools
 
     @functools.wraps(command)
     def run(args: argparse.Namespace) -> int:
-        from selftaught.errors import InvalidInput, InvalidSpec, SelftaughtError
+        from selftaught.errors import SelftaughtError, exit_code
 
         try:
             return command(args)
         except SelftaughtError as error:
             print(f"error: {error}", file=sys.stderr)
-            return 2 if isinstance(error, InvalidSpec | InvalidInput) else 1
+            return exit_code(error)
 
     return run
 
@@ -227,23 +229,29 @@ def cmd_score(args: argparse.Namespace) -> int:
     from selftaught.store.jsonl import local_json_objects
 
     bad: list[str] = []
+    scored = 0
 
     def records():
+        nonlocal scored
         for number, record in local_json_objects(args.file):
             reason = check_record(record, args.benchmark) if isinstance(record, dict) else record
             if reason is not None:
                 bad.append(f"{args.file}:{number}: {reason}")
                 continue
+            scored += 1
             yield record
 
     try:
         report = score(records(), args.benchmark)
-    except (OSError, UnicodeDecodeError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except OSError as error:
+        print(f"error: {args.file}: {error.strerror or error}", file=sys.stderr)
         return 2
     if bad:
         for message in bad:
             print(message, file=sys.stderr)
+        return 2
+    if not scored:  # never an accuracy over nothing
+        print(f"error: {args.file}: no records to score (one JSON object per line, docs/evaluation.md)", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(report, indent=2))
@@ -495,4 +503,9 @@ def main(argv: list[str] | None = None) -> None:
     for chatty in ("httpx", "httpx2"):  # a line per request of `judge` and `score --endpoint`
         logging.getLogger(chatty).setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
-    sys.exit(args.func(args))
+    try:
+        code = args.func(args)
+    except KeyboardInterrupt:  # Ctrl-C in any command (`run` says how to resume): one line, no traceback
+        print("interrupted", file=sys.stderr)
+        code = 128 + signal.SIGINT
+    sys.exit(code)

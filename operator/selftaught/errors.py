@@ -20,14 +20,23 @@ as they are: they are not members, and they are transient.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 
 #: Exit codes the Job's podFailurePolicy knows: 3 means "do not retry".
 EXIT_PERMANENT = 3
 EXIT_RETRYABLE = 1
+#: What a `selftaught` command (`run`, `status`, `plan`, `score`...) exits with when what went
+#: wrong will not change by trying again: the spec, the input, the store or the machine must
+#: change first. Every reason that is not transient, whichever process found it (`exit_code`).
+EXIT_FIX_FIRST = 2
 
 
 class ReasonClass(StrEnum):
@@ -64,6 +73,7 @@ class Reason(StrEnum):
     NO_TRAINING_DATA = "NoTrainingData", ReasonClass.PERMANENT, "the judge kept no judgment to train on"
     DOES_NOT_FIT = "DoesNotFit", ReasonClass.PERMANENT, "the run asks more of the machine than it has (GPUs, GPU memory): said before any work"
     NOTHING_TO_SERVE = "NothingToServe", ReasonClass.PERMANENT, "no checkpoint of the run can be served (or not the one serve.iteration asks for)"
+    OUT_OF_SPACE = "OutOfSpace", ReasonClass.TRANSIENT, "a disk is full: the message names it (the store's folder, the temporary folder) and what is free there"
     STORAGE_UNAVAILABLE = "StorageUnavailable", ReasonClass.TRANSIENT, "the store did not answer or failed; the operator fails the run after SELFTAUGHT_STORAGE_GRACE_SECONDS"
     OBJECT_NOT_FOUND = "ObjectNotFound", ReasonClass.TRANSIENT, "an object of the store that should exist does not (a user's missing input is InvalidInput)"
     STORAGE_DENIED = "StorageDenied", ReasonClass.PERMANENT, "the store refuses us: no bucket, no access, no credentials, a read-only folder"
@@ -249,6 +259,54 @@ class StoreCorrupt(StorageUnavailable):
     reason = Reason.STORE_CORRUPT
 
 
+class OutOfSpace(SelftaughtError):
+    """A disk is full; the message names it (the store's folder, the temporary folder), says what
+    is free there and where else to write. Transient: freeing space fixes it for the same spec."""
+
+    reason = Reason.OUT_OF_SPACE
+
+
+def disk_full(folder: str | os.PathLike[str], what: str, hint: str, writing: str | None = None) -> OutOfSpace:
+    """The error for a write (of `writing`) that found the disk of `folder` (`what` it is to the
+    user: "the store") full, with what is free there now and `hint`, what to do."""
+    try:
+        usage = shutil.disk_usage(folder)
+        free = f"; {_size(usage.free)} free of {_size(usage.total)} now"
+    except OSError:
+        free = ""
+    return OutOfSpace(f"{what} {folder} ran out of space (no space left on device{f' writing {writing}' if writing else ''}{free}); {hint}")
+
+
+def _size(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024:
+            return f"{count:.0f} {unit}"
+        count /= 1024
+    return f"{count:.0f} TiB"
+
+
+def out_of_space(error: BaseException) -> bool:
+    """Whether `error` says a disk is full: an OSError with ENOSPC, or a library's error that only
+    quotes it (safetensors: `IoError(Os { code: 28, kind: StorageFull, ... })`)."""
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return True
+    text = str(error)
+    return "No space left on device" in text or "StorageFull" in text
+
+
+def full_disk(error: BaseException) -> OutOfSpace:
+    """The full disk behind an `out_of_space` error that no store call named: the folder of the
+    file it names (a copy names its destination second), else the temporary folder (TMPDIR), where
+    a stage writes what it keeps locally (a trainer's checkpoint, an output before its upload)."""
+    path = (getattr(error, "filename2", None) or getattr(error, "filename", None)) if isinstance(error, OSError) else None
+    if path:
+        folder = next((p for p in Path(os.fsdecode(path)).parents if p.is_dir()), Path("/"))
+        return disk_full(folder, "the folder", "free space on its disk")
+    folder = os.environ.get("TMPDIR") or tempfile.gettempdir()
+    full = disk_full(folder, "the temporary folder (TMPDIR)", "free space there, or set TMPDIR to a folder on a larger disk")
+    return OutOfSpace(f"{full} ({type(error).__name__}: {error})" if not isinstance(error, OSError) else str(full))
+
+
 class SourceUnavailable(SelftaughtError):
     """A model or dataset host (the Hugging Face Hub) is unreachable, rate-limits us or fails."""
 
@@ -275,6 +333,16 @@ def failure_of(error: BaseException) -> Failure:
     bug or an engine crash: transient, with the exception's type in the message."""
     if isinstance(error, SelftaughtError):
         return Failure(error.reason, str(error), error.permanent)
+    if out_of_space(error):
+        return failure_of(full_disk(error))
     if isinstance(error, MemoryError):
         return Failure.of(Reason.OUT_OF_MEMORY, "the stage ran out of memory")
     return Failure.of(Reason.STAGE_FAILED, f"{type(error).__name__}: {error}")
+
+
+def exit_code(error: SelftaughtError) -> int:
+    """What a `selftaught` command exits with for `error`: `EXIT_FIX_FIRST` (2) when retrying
+    cannot help (a bad spec or input, a model that is not there, a store that refuses us or holds
+    damaged objects, a machine too small: every reason that is not transient, whether the command
+    found it or a stage process did), 1 when the world may be better in a minute."""
+    return EXIT_FIX_FIRST if error.permanent else EXIT_RETRYABLE

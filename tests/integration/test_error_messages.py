@@ -1,6 +1,6 @@
 """Every way a user can get a run's input or its store wrong ends in one sentence naming the thing,
-with the exit code that tells a person (`selftaught run`: 2 for their input, 1 for the world) or a
-Job (`selftaught stage`: 3 when retrying cannot help) what to do, and never in a traceback.
+with the exit code that tells a person (`selftaught run`: 2 when something must change first —
+the spec, the input, the store —, 1 when trying again may help, whichever process found it) or a Job (`selftaught stage`: 3 when retrying cannot help) what to do, and never in a traceback.
 
 Each case runs the real command in a subprocess, as a user (or a pod) would. No model is ever
 loaded: each error comes before the first stage starts its engine.
@@ -26,6 +26,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 EXIT_RETRYABLE, EXIT_PERMANENT = 1, 3  # selftaught.errors, spelt out: these are the contract
+EXIT_FIX_FIRST = 2  # what `selftaught run` exits with for every permanent reason
 
 
 @dataclass
@@ -54,7 +55,9 @@ def selftaught(*args: str, prefix: list[str] | None = None, env: dict[str, str] 
         cwd=REPO,
     )
     assert "Traceback" not in done.stderr + done.stdout, done.stderr
-    return Result(done.returncode, done.stderr, done.stderr.strip().splitlines())
+    # what the user is told, without the store's progress notices (`waiting 5 s for the store at ...`)
+    told = [line for line in done.stderr.strip().splitlines() if " selftaught.store: waiting " not in line]
+    return Result(done.returncode, done.stderr, told)
 
 
 def one_line(result: Result, *needles: str) -> str:
@@ -65,16 +68,19 @@ def one_line(result: Result, *needles: str) -> str:
     return result.lines[0]
 
 
-def write_run(folder: Path, uri: str, *, endpoint: str | None = None, namespace: str = "tests", **fields: Any) -> Path:
+def write_run(
+    folder: Path, uri: str, *, endpoint: str | None = None, namespace: str = "tests", instructions: dict[str, Any] | None = None,
+    storage: dict[str, Any] | None = None, iterations: int = 2, **fields: Any,
+) -> Path:  # fmt: skip
     document = {
         "apiVersion": "selftaught.dev/v1alpha1",
         "kind": "SelfTaughtRun",
         "metadata": {"name": "errors", "namespace": namespace},
         "spec": {
             "models": {"seed": {"source": str(folder / "no-model")}},  # never loaded: every error comes first
-            "data": {"instructions": {"source": str(REPO / "examples/data/instructions.jsonl")}},
-            "storage": {"uri": uri, **({"endpoint": endpoint} if endpoint else {})},
-            "iterations": 2,
+            "data": {"instructions": instructions or {"source": str(REPO / "examples/data/instructions.jsonl")}},
+            "storage": {"uri": uri, **({"endpoint": endpoint} if endpoint else {}), **(storage or {})},
+            "iterations": iterations,
         },
         **fields,
     }
@@ -134,14 +140,14 @@ def answers_404() -> Iterator[str]:
 def test_a_store_path_that_is_a_file(tmp_path):
     (tmp_path / "afile").write_text("not a folder")
     result = selftaught("run", str(write_run(tmp_path, str(tmp_path / "afile"))))
-    assert result.code == 1
+    assert result.code == EXIT_FIX_FIRST
     one_line(result, f"{tmp_path / 'afile'} is a file where the store needs a folder")
 
 
 def test_a_read_only_store_folder(tmp_path, read_only):
     folder, prefix = read_only
     result = selftaught("run", str(write_run(tmp_path, str(folder))), prefix=prefix)
-    assert result.code == 1
+    assert result.code == EXIT_FIX_FIRST
     line = one_line(result, str(folder), "the store needs a folder it can read and write")
     assert "read-only file system" in line or "permission denied" in line
 
@@ -155,13 +161,13 @@ def test_an_s3_endpoint_that_is_down(tmp_path):
 
 def test_an_s3_endpoint_that_answers_404_to_everything(tmp_path, answers_404):
     result = selftaught("run", str(write_run(tmp_path, "s3://bucket/runs", endpoint=answers_404)))
-    assert result.code == 1
+    assert result.code == EXIT_FIX_FIRST
     one_line(result, f"the endpoint {answers_404} answered 404 Not Found", "check storage.endpoint", "bucket 'bucket'")
 
 
 def test_a_missing_bucket_is_named(tmp_path, s3_server):
     result = selftaught("run", str(write_run(tmp_path, "s3://no-such-bucket/runs", endpoint=s3_server)))
-    assert result.code == 1
+    assert result.code == EXIT_FIX_FIRST
     one_line(result, "bucket 'no-such-bucket' does not exist")
 
 
@@ -173,7 +179,7 @@ def test_a_corrupt_stage_manifest_is_named(tmp_path, content):
     manifest.write_text(content)
     run = write_run(tmp_path, str(store))
     result = selftaught("run", str(run))
-    assert result.code == 1
+    assert result.code == EXIT_FIX_FIRST
     one_line(result, f"{manifest}: not a valid stage manifest", "delete it to run that stage again")
     stage = selftaught("stage", "select", "--run", str(run))  # the stage reads it too
     assert stage.code == EXIT_PERMANENT
@@ -319,3 +325,113 @@ def test_a_stage_retries_an_endpoint_that_is_down(stage, tmp_path):
     result, message = stage("select", run=write_run(tmp_path, "s3://bucket/runs", endpoint=endpoint))
     assert (result.code, message["reason"], message["permanent"]) == (EXIT_RETRYABLE, "StorageUnavailable", False)
     one_line(result, "storage unreachable", endpoint)
+
+
+# -- selftaught run: what a stage finds in the input, and full disks -----------------------------
+
+
+def test_a_lone_surrogate_in_an_instruction_is_a_bad_record_named_by_file_and_line(tmp_path):
+    data = tmp_path / "instructions.jsonl"
+    data.write_text('{"instruction": "What is 2 + 2?"}\n{"instruction": "half a character: \\ud800"}\n')
+    result = selftaught("run", str(write_run(tmp_path, str(tmp_path / "store"), instructions={"source": str(data)})))
+    assert result.code == EXIT_FIX_FIRST  # found by the categorize stage: still the user's input
+    one_line(result, "run categorize failed, reason InvalidInput", f"{data}:2: malformed JSONL line: a lone surrogate escape (such as \\ud800)")
+
+    data.write_text('{"instruction": "half a character: \\ud800"}\n')  # skipped like any bad record: nothing is left
+    result = selftaught("run", str(write_run(tmp_path, str(tmp_path / "store2"), instructions={"source": str(data), "onBadRecord": "skip"})))
+    assert result.code == EXIT_FIX_FIRST
+    one_line(result, "reason EmptyDataset", "all 1 records were skipped under onBadRecord: skip", f"{data}:1: malformed JSONL line: a lone surrogate")
+
+
+def test_a_data_source_in_a_bucket_that_does_not_exist_is_named(tmp_path, s3_server):
+    run = write_run(tmp_path, str(tmp_path / "store"), instructions={"source": "s3://no-such-data/instructions.jsonl"}, storage={"sourceEndpoint": s3_server})
+    result = selftaught("run", str(run))
+    assert result.code == EXIT_FIX_FIRST
+    one_line(result, "reason StorageDenied", "bucket 'no-such-data' does not exist")
+
+
+def test_fewer_iterations_than_a_run_has_output_for_are_refused(tmp_path):
+    from selftaught.api.load import load_run
+    from selftaught.pipeline.runstore import accept, open_run_store
+    from selftaught.pipeline.table import StageRef
+    from selftaught.store.manifest import Manifest, write_manifest
+
+    uri = str(tmp_path / "store")
+    run = load_run(write_run(tmp_path, uri, iterations=2))
+    store = open_run_store(run)
+    accept(store, run)
+    for ref in (StageRef("categorize"), StageRef("select"), StageRef("pairs"), StageRef("judge", 1), StageRef("train", 1), StageRef("judge", 2)):
+        write_manifest(store, ref.manifest_key, Manifest(stage=ref.name, iteration=ref.iteration))
+    result = selftaught("run", str(write_run(tmp_path, uri, iterations=1)))  # iteration 2 has output
+    assert result.code == EXIT_FIX_FIRST
+    one_line(result, "this run already started with another spec", "keep their accepted values: iterations")
+
+
+CATEGORIZED = [
+    {"id": f"i{n}", "instruction": f"Prove that {n} + {n} is even, step by step, and say why each step holds. " * 2, "category": "Mathematical reasoning", "complexity": 5, "length": 3}
+    for n in range(600)
+]  # about 150 KB: more than the full disks below have left
+
+
+def _until_select(tmp_path: Path, uri: str) -> Path:
+    """A run whose categorize stage is done (its output about 150 KB): select, a CPU stage that
+    loads no model, is next."""
+    from selftaught.api.load import load_run
+    from selftaught.pipeline.runstore import accept, open_run_store
+    from tests.stores import publish
+
+    path = write_run(tmp_path, uri)
+    run = load_run(path)
+    store = open_run_store(run)
+    accept(store, run)
+    publish(store, ("categorize", "shard-00000.jsonl"), CATEGORIZED)
+    return path
+
+
+def in_tmpfs(folder: Path, size: str, contents: Path | None = None) -> list[str]:
+    """The prefix that runs a command with a tmpfs of `size` on `folder` (holding a copy of
+    `contents`), in a mount namespace of its own: a disk that really fills up, gone with the command."""
+    folder.mkdir(parents=True, exist_ok=True)
+    script = 'mount -t tmpfs -o size="$1" tmpfs "$0" && { [ -z "$2" ] || cp -a "$2/." "$0/"; } && shift 2 && exec "$@"'
+    namespace = ["unshare", "--mount"] if os.geteuid() == 0 else ["unshare", "--map-root-user", "--mount"]
+    prefix = [*namespace, "sh", "-c", script, str(folder), size, str(contents or "")]
+    if not shutil.which("unshare") or subprocess.run([*prefix, "true"], capture_output=True).returncode != 0:
+        pytest.skip("no right to mount a tmpfs in a mount namespace of its own: no disk to fill")
+    return prefix
+
+
+def test_a_full_store_is_named_not_the_temporary_copy(tmp_path):
+    store = tmp_path / "store"
+    run = _until_select(tmp_path, str(store))
+    seed = tmp_path / "seed"
+    store.rename(seed)  # what the tmpfs will hold: the store as categorize left it
+    result = selftaught("run", str(run), "--logs", str(tmp_path / "logs"), prefix=in_tmpfs(store, "256k", seed))
+    assert result.code == EXIT_RETRYABLE  # free the space, run again
+    line = one_line(result, "run select failed, reason OutOfSpace", f"the store {store / 'tests/errors'} ran out of space (no space left on device writing select/attempt-")
+    assert "/selected.jsonl; " in line and "of 256 KiB now); free space on its disk, or point storage.uri at a larger one" in line and ".tmp" not in line
+
+
+def test_a_full_temporary_folder_is_named(tmp_path):
+    run = _until_select(tmp_path, str(tmp_path / "store"))
+    temporary = tmp_path / "tmp"
+    result = selftaught("run", str(run), "--logs", str(tmp_path / "logs"), prefix=in_tmpfs(temporary, "64k"), env={"TMPDIR": str(temporary)})
+    assert result.code == EXIT_RETRYABLE
+    line = one_line(result, "run select failed, reason OutOfSpace", f"the temporary folder (TMPDIR) {temporary}/selftaught-tests-errors-")
+    assert "ran out of space (no space left on device writing select/attempt-" in line and "/selected.jsonl before its upload; " in line
+    assert "of 64 KiB now); free space there, or set TMPDIR to a folder on a larger disk" in line
+
+
+# -- selftaught score ------------------------------------------------------------------------------
+
+
+def test_score_names_a_line_that_is_not_utf8_and_refuses_a_file_without_records(tmp_path):
+    path = tmp_path / "outputs.jsonl"
+    path.write_bytes(b'{"subset": "alpacaeval-easy", "winner": "A", "output": "[[A]]"}\n{"subset": "caf\xe9", "winner": "A"}\n')
+    result = selftaught("score", str(path))
+    assert result.code == EXIT_FIX_FIRST
+    one_line(result, f"{path}:2: not UTF-8 text (invalid continuation byte at byte 16)")
+    for content in ("", "\n\n"):
+        path.write_text(content)
+        result = selftaught("score", str(path))
+        assert result.code == EXIT_FIX_FIRST  # never an accuracy over nothing
+        one_line(result, f"error: {path}: no records to score")

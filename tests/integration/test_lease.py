@@ -4,9 +4,13 @@ only of a lease whose holder is gone, and a holder that learns when it lost the 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
 import subprocess
 import sys
 
+import psutil
 import pytest
 
 from selftaught.local.lease import Lease, LeaseLost, RunInProgress
@@ -42,15 +46,23 @@ def test_a_second_holder_is_refused_with_the_holders_pid_and_host_until_release(
     second.release()
 
 
-def test_an_expired_lease_is_taken_over_and_its_old_holder_learns_it_lost(store):
+def _as_if_held_on(store, host):
+    """The lease as if its holder ran on `host` (whose processes this one cannot see)."""
+    record = json.loads(store.read_bytes(LEASE))
+    store.write_bytes(LEASE, json.dumps({**record, "host": host}).encode())
+
+
+def test_an_expired_lease_of_another_host_is_taken_over_and_its_old_holder_learns_it_lost(store):
     clock = Clock()
     old = Lease(store, ttl=60, clock=clock)
     old.acquire()
     clock.now += 30
     old.renew()  # in time: still its own
+    _as_if_held_on(store, "elsewhere")
+    old._version = store.read_versioned(LEASE)[1]
     clock.now += 61
     new = Lease(store, ttl=60, clock=clock)
-    new.acquire()  # expired (a holder on another host would be taken over exactly like this)
+    new.acquire()  # expired, and its process cannot be seen from here
     with pytest.raises(LeaseLost, match="another runner took over"):
         old.renew()
     old.release()  # not its lease any more: leaves the new holder's alone
@@ -73,3 +85,30 @@ def test_an_unreadable_lease_does_not_lock_a_run_out_forever(store):
     lease = Lease(store)
     lease.acquire()
     assert json.loads(store.read_bytes(LEASE))["pid"] == lease.holder.pid
+
+
+def test_on_its_own_host_a_lease_is_never_taken_from_a_live_process_even_expired(store):
+    clock = Clock()
+    holder = Lease(store, ttl=60, clock=clock)
+    holder.acquire()
+    clock.now += 3600  # a runner whose renewals stopped (a suspended laptop, a stuck thread): its process lives
+    with pytest.raises(RunInProgress, match=r"already running in process \d+ on host .*its lease expired 3540 s ago, but the process lives"):
+        Lease(store, ttl=60, clock=clock).acquire()
+    holder.renew()  # and it is still its own
+    holder.release()
+
+
+def test_a_runner_stopped_with_ctrl_z_is_named_as_such_and_keeps_its_lease(store):
+    stopped = subprocess.Popen(["sleep", "60"])
+    try:
+        os.kill(stopped.pid, signal.SIGSTOP)
+        record = {"token": "t", "host": socket.gethostname(), "pid": stopped.pid, "started": psutil.Process(stopped.pid).create_time(), "acquired": 0.0, "expires": 1.0}
+        store.write_bytes(LEASE, json.dumps(record).encode())  # expired long ago: it renews nothing while stopped
+        with pytest.raises(RunInProgress) as refused:
+            Lease(store).acquire()
+        assert f"this run is stopped (Ctrl-Z) in process {stopped.pid} on this host" in str(refused.value)
+        assert f"`fg` it or end it (`kill {stopped.pid}; kill -CONT {stopped.pid}`" in str(refused.value)
+        assert json.loads(store.read_bytes(LEASE))["token"] == "t"
+    finally:
+        stopped.kill()
+        stopped.wait()

@@ -61,7 +61,7 @@ def test_a_grpo_train_stage_samples_and_rewards_judgments_of_the_pairs_and_repor
     assert 0.0 <= summary["trainAccuracy"] <= 1.0 and 0.0 <= summary["reward"] <= 2.0
     assert summary["curve"] and {"step", "reward", "correct", "format", "consistency"} <= set(summary["curve"][0])
     assert manifest.counts["tokens"] == manifest.counts["rollout_tokens"] > 0
-    assert (Path(summary["checkpoint"]) / "model.safetensors").exists()
+    assert (Path(store.url(summary["checkpoint"])) / "model.safetensors").exists()  # store-relative
     progress = read_progress(store, progress_key(ref.prefix, 0))
     assert progress.finished and progress.unit == "steps" and set(progress.metrics) == {"reward", "accuracy"}
 

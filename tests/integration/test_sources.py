@@ -21,6 +21,17 @@ def test_a_malformed_line_fails_with_file_and_line_number(tmp_path):
         list(iter_instructions(DataSource(source=str(path)), None, SkipCounter()))
 
 
+def test_a_lone_surrogate_is_a_bad_record_like_any_other_and_a_pair_of_them_is_text(tmp_path):
+    lines = ['{"instruction": "a"}', '{"instruction": "half \\ud800 a character"}', '{"x": ["\\udc00"], "instruction": "b"}', '{"instruction": "\\ud83d\\ude00"}']
+    path = _write(tmp_path / "in.jsonl", lines)
+    skipped = SkipCounter()
+    records = list(iter_instructions(DataSource(source=str(path), on_bad_record="skip"), None, skipped))
+    assert [r["instruction"] for r in records] == ["a", "\U0001f600"]  # an escaped surrogate pair is one character
+    assert skipped.skipped == 2 and all("a lone surrogate escape" in e for e in skipped.examples)
+    with pytest.raises(InvalidInput, match=r"in\.jsonl:2: malformed JSONL line: a lone surrogate escape"):
+        list(iter_instructions(DataSource(source=str(path)), None, SkipCounter()))
+
+
 def test_skip_mode_counts_bad_lines_and_records_without_the_field(tmp_path):
     path = _write(tmp_path / "in.jsonl", ['{"instruction": "a"}', "not json", '{"text": "b"}', "[1]", '{"instruction": "c"}'])
     skipped = SkipCounter()

@@ -104,7 +104,7 @@ def test_training_with_deepspeed_zero3_on_two_processes_gives_a_checkpoint_vllm_
     _run_stage(run, StageRef("train", 1), tmp_path, tmp_path / "scratch")  # torchrun --nproc-per-node 2, gloo
     store = open_run_store(run)
     trained = read_manifest(store, StageRef("train", 1).manifest_key)
-    checkpoint = Path(trained.summary["checkpoint"])
+    checkpoint = Path(store.url(trained.summary["checkpoint"]))  # store-relative
     assert {"model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json"} <= {p.name for p in checkpoint.iterdir()}
     assert "chat_template" in json.loads((checkpoint / "tokenizer_config.json").read_text()) or (checkpoint / "chat_template.jinja").exists()
     assert trained.counts["examples"] > 0 and trained.counts["steps"] >= 1

@@ -111,3 +111,32 @@ def test_of_many_concurrent_creators_exactly_one_wins(store):
         won = list(pool.map(lambda n: store.create_bytes("race.json", str(n).encode()), range(16)))
     assert won.count(True) == 1
     assert store.read_bytes("race.json") == str(won.index(True)).encode()
+
+
+def test_a_published_output_is_verified_against_its_marker_wherever_it_is_read(store):
+    """Keys read from a marker carry its promise: a file with a line blanked out (its size intact)
+    fails on its record count, one with a byte changed on its checksum, one cut short on its size
+    before the first record; a key of no marker (a user's data) is read as it is."""
+    from selftaught.errors import StoreCorrupt
+    from selftaught.store.jsonl import read_jsonl
+    from selftaught.store.manifest import published_key
+    from tests.stores import publish
+
+    records = [{"id": n, "text": "x" * 20} for n in range(10)]
+    key = publish(store, ("pairs", "heldout.jsonl"), records)
+    published = published_key(store, "pairs", "heldout.jsonl")
+    assert published == key and published.promise.records == 10 and read_manifest(store, "pairs/_manifest.json").outputs[key]["records"] == 10
+    assert list(read_jsonl(store, published)) == records
+    whole = store.read_bytes(key)
+    lines = whole.splitlines(keepends=True)
+    marker = store.url("pairs/_manifest.json")
+    for damaged, figures in (
+        (b"".join([*lines[:3], b" " * (len(lines[3]) - 1) + b"\n", *lines[4:]]), "holds 9 records where its marker"),
+        (whole.replace(b'"id":3,', b'"id":7,'), "has sha256 "),
+        (b"".join(lines[:5]), f"holds {len(b''.join(lines[:5]))} bytes where its marker {marker} promises {len(whole)}"),
+    ):
+        store.write_bytes(key, damaged)
+        with pytest.raises(StoreCorrupt, match="where its marker") as error:
+            list(read_jsonl(store, published_key(store, "pairs", "heldout.jsonl")))
+        assert figures in str(error.value) and f"delete {marker} to run that stage again" in str(error.value)
+        assert list(read_jsonl(store, str(key)))  # a plain key (a user's data): read as it is, no promise to keep

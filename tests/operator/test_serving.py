@@ -221,6 +221,6 @@ def test_a_server_that_keeps_crashing_is_reported_with_what_it_said(cluster, fak
         time.sleep(2 * RESYNC_SECONDS)  # looked at again: still one event
     assert not serving["ready"] and serving["replicas"] == "0/1"
     assert serving["message"].startswith("the server cannot start: CrashLoopBackOff: pod crashing-judge-"), serving
-    assert "the server exited with code 1 (Error), restarted" in serving["message"] and missing in serving["message"], serving
+    assert "the server exited with code 2 (Error), restarted" in serving["message"] and missing in serving["message"], serving
     events = [e for e in cluster.list("v1/events", NAMESPACE) if e["involvedObject"]["name"] == "crashing" and e["reason"] == "ServingNotStarting"]
     assert len(events) == 1 and events[0]["type"] == "Warning" and "CrashLoopBackOff" in events[0]["message"]

@@ -166,3 +166,16 @@ def test_a_damaged_run_json_is_one_sentence_naming_it(tmp_path, content, problem
     message = str(raised.value)
     assert message.startswith(f"{store.url(RUN_SNAPSHOT)} ") and problem in message and "\n" not in message
     assert failure_of(raised.value).reason == "SnapshotUnreadable" and failure_of(raised.value).permanent
+
+
+def test_fewer_iterations_apply_until_a_later_iteration_has_output(tmp_path):
+    store = LocalStore(tmp_path)
+    run = _run(iterations=3)
+    accept(store, run)
+    for ref in (StageRef("categorize"), StageRef("select"), StageRef("pairs"), StageRef("judge", 1), StageRef("train", 1)):
+        _finish(store, ref)
+    assert accept(store, _run(iterations=2)).spec.iterations == 2  # iteration 2 has nothing yet
+    _finish_shard(store, StageRef("judge", 2))
+    refused = accept(store, _run(iterations=1))
+    assert refused.refused == ["iterations"] and refused.spec.iterations == 2  # judge-2 has begun
+    assert accept(store, _run(iterations=4)).spec.iterations == 4  # more: at any time

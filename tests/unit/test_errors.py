@@ -48,3 +48,37 @@ def test_a_dataset_that_does_not_exist_is_invalid_input():
 def test_an_unknown_exception_is_a_transient_stage_failure_naming_its_type():
     failure = failure_of(KeyError("messages"))
     assert (failure.reason, failure.permanent) == ("StageFailed", False) and failure.message.startswith("KeyError")
+
+
+def test_every_reason_that_is_not_transient_exits_2_whichever_process_found_it():
+    """`selftaught run` exits 2 for what must change first (the spec, the input, the store, the
+    machine) even when a stage process found it and the runner only relays it, 1 otherwise."""
+    from selftaught.errors import EXIT_FIX_FIRST, EXIT_RETRYABLE, Failure, Reason, SelftaughtError, exit_code
+    from selftaught.local.runner import StageFailed
+    from selftaught.pipeline.table import StageRef
+
+    for reason in Reason:
+        found_here = SelftaughtError("x", reason=reason)
+        relayed = StageFailed(StageRef("judge", 1), Failure.of(reason, "x"))
+        expected = EXIT_FIX_FIRST if reason.permanent else EXIT_RETRYABLE
+        assert exit_code(found_here) == exit_code(relayed) == expected, reason
+    assert exit_code(StageFailed(StageRef("judge", 1), Failure.of(Reason.DOES_NOT_FIT, "x"))) == 2
+    assert exit_code(SelftaughtError("x", reason=Reason.STORE_CORRUPT)) == exit_code(SelftaughtError("x", reason=Reason.SNAPSHOT_UNREADABLE)) == 2
+
+
+def test_a_full_disk_that_only_a_library_quotes_is_named_as_the_temporary_folder(tmp_path, monkeypatch):
+    """safetensors saving a trainer's checkpoint into a full temporary folder raises its own error
+    with no path: it is OutOfSpace naming TMPDIR, not a bug."""
+    import errno
+
+    class SafetensorError(Exception):
+        pass
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    error = SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })')
+    failure = failure_of(error)
+    assert failure.reason == "OutOfSpace" and not failure.permanent
+    assert failure.message.startswith(f"the temporary folder (TMPDIR) {tmp_path} ran out of space (no space left on device; ")
+    assert "set TMPDIR to a folder on a larger disk" in failure.message and "SafetensorError" in failure.message
+    copied = OSError(errno.ENOSPC, "No space left on device", "/tmp/the-source", None, str(tmp_path / "out" / "file"))
+    assert failure_of(copied).message.startswith(f"the folder {tmp_path} ran out of space")  # a copy: its destination's disk

@@ -9,7 +9,8 @@ spec, and the run goes on with the value it started with. Fields with no stage c
 when stages run (or which Secret they read), never what they produce: they apply at any time.
 
 So a run whose first stage failed on bad input can be fixed by editing its spec, while a run that
-has finished its first stages keeps them consistent. A few edits from one value to another can
+has finished its first stages keeps them consistent. `iterations` may grow at any time and shrink
+while no iteration beyond the new value has output. A few edits from one value to another can
 contradict no output at all (`HARMLESS`: `onBadRecord` from fail to skip) and apply at any time.
 Whether a stage has output is the pipeline's business (`pipeline/runstore.py`); this module only
 knows the spec.
@@ -30,6 +31,9 @@ class DependsOn:
     stage: str | None
     #: only that stage's reduce reads the field: its finished shards are not yet output it changes
     reduce_only: bool = False
+    #: instead of a stage: any stage of an iteration after this one (what `iterations` lowered to
+    #: this value would disown)
+    after_iteration: int | None = None
 
 
 ANY_TIME = DependsOn(None)
@@ -41,7 +45,7 @@ JUDGE, TRAIN, EVALUATE = DependsOn("judge"), DependsOn("train"), DependsOn("eval
 DEPENDS: dict[str, DependsOn] = {
     # how and when stages run, or with which credentials: never what they produce
     "suspend": ANY_TIME,
-    "iterations": ANY_TIME,  # more or fewer iterations: the finished ones stay what they are
+    "iterations": ANY_TIME,  # more at any time; fewer while no later iteration has output (`_applies`)
     "scheduling": ANY_TIME,
     "retries": ANY_TIME,
     "estimate": ANY_TIME,  # the cost estimate's assumptions: nothing runs differently
@@ -57,6 +61,7 @@ DEPENDS: dict[str, DependsOn] = {
     "models.hfTokenSecret": ANY_TIME,
     "storage.credentialsSecret": ANY_TIME,
     "train.checkpointEvery": ANY_TIME,  # when training saves its state to resume from, not what it trains
+    "storage.timeoutSeconds": ANY_TIME,  # how long a store call may wait: never what is in it
     # the first stage, so every stage: where the run's data is, the models, the vLLM settings that
     # change what is generated (or which records fit the context), the seed of every random choice
     "models.seed": CATEGORIZE,  # it generates unless models.generator is set; judge M(0); trained from
@@ -150,6 +155,9 @@ def _everything_produced(depends: DependsOn) -> bool:
 def _applies(path: str, old: Any, new: Any, produced: Produced) -> bool:
     if (old, new) in HARMLESS.get(path, ()):
         return True
+    if path == "iterations" and isinstance(old, int) and isinstance(new, int) and new < old:
+        # fewer iterations than have output: a finished run would say it stopped before what it did
+        return not produced(DependsOn(None, after_iteration=new))
     depends = depends_on(path)
     return depends.stage is None or not produced(depends)
 

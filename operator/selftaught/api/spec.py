@@ -163,6 +163,16 @@ class Storage(Model):
         "so set it when your data or models are in another bucket of a MinIO or Ceph server.",
     )
     region: str | None = _field(None, description="S3 region.")
+    timeout_seconds: int = _field(
+        120,
+        ge=5,
+        le=3600,
+        description="How long one call to an S3 store or source may wait for an answer, retries included, before the "
+        "stage or command fails with StorageUnavailable naming the endpoint. Long enough to ride out a MinIO restart or "
+        "a brief network cut; short enough that a store that accepts connections but never answers (a proxy that "
+        "swallows requests, a wedged server) is reported within minutes instead of hanging every call. A call that "
+        "has waited 5 s says what it is waiting for.",
+    )
     credentials_secret: str | None = _field(
         None,
         description="Name of a Secret with `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (and "

@@ -1,5 +1,11 @@
 """Turning a model source (Hub id, local path, s3:// prefix) into a local folder, once per
-machine: pods share a cache volume, the local default shares ~/.cache/selftaught."""
+machine: pods share a cache volume, the local default shares ~/.cache/selftaught.
+
+A checkpoint a run's train stage published (`<stage folder>/attempt-…/checkpoint`, in this run's
+store or another's) is verified against its stage's marker before any engine reads it
+(`verify_checkpoint`): a file cut short by a partial copy of the store is named, with both sizes,
+as a permanent `StoreCorrupt` — never a loader's error that a retry meets again.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,9 @@ from selftaught.api.spec import ModelSource, Storage
 from selftaught.engines.hub import hub_failure
 from selftaught.errors import ModelNotFound
 from selftaught.store import ObjectNotFound, open_uri
+from selftaught.store.integrity import Promise, verify_file
+from selftaught.store.layout import published_folder
+from selftaught.store.manifest import folder_promises
 
 
 def cache_root() -> Path:
@@ -28,8 +37,28 @@ def resolve_model(model: ModelSource, storage: Storage | None = None) -> Path:
     if path.exists() or source.startswith(("/", ".", "file://")):
         if not (path / "config.json").is_file():
             raise ModelNotFound(f"model {source!r}: no config.json in {path}")
+        verify_checkpoint(str(path), storage, path)
         return path
     return _from_hub(source, model.revision)
+
+
+def checkpoint_promises(source: str, storage: Storage | None) -> dict[str, Promise]:
+    """What the marker of the stage that published the folder at `source` promises of each of its
+    files (by path inside it); empty for a model no run's stage published."""
+    found = published_folder(source)
+    if found is None:
+        return {}
+    stage, attempt, name = found
+    return folder_promises(open_uri(stage, storage), attempt, name)
+
+
+def verify_checkpoint(source: str, storage: Storage | None, folder: Path, *, downloaded: bool = False) -> None:
+    """Check the local `folder` of the model at `source` against its stage's marker: every file
+    there with its size; its checksum where that costs little next to the read — a file just
+    downloaded (read once more from the page cache) or a small one (config, tokenizer), not the
+    weights of a checkpoint loaded from a local store, which their size checks."""
+    for name, promise in checkpoint_promises(source, storage).items():
+        verify_file(promise, f"{source.rstrip('/')}/{name}", folder / name, checksum=True if downloaded else None)
 
 
 def _from_s3(uri: str, storage: Storage | None) -> Path:
@@ -46,6 +75,7 @@ def _from_s3(uri: str, storage: Storage | None) -> Path:
             store.download_file(key, staging / key)
         if not (staging / "config.json").is_file():
             raise ModelNotFound(f"model {uri!r}: no config.json under this prefix")
+        verify_checkpoint(uri, storage, staging, downloaded=True)
         try:
             staging.rename(target)  # atomic: another process may have won the race, that is fine
         except OSError:

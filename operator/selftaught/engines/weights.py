@@ -12,6 +12,7 @@ from pathlib import Path
 
 from selftaught.api.spec import ModelSource, Storage
 from selftaught.engines.hub import hub_failure
+from selftaught.engines.models import verify_checkpoint
 from selftaught.errors import ModelNotFound
 from selftaught.store import ObjectNotFound, open_uri
 
@@ -59,6 +60,7 @@ def weights_of(model: ModelSource, storage: Storage | None = None) -> Weights | 
         return _from_s3(source, storage)
     path = Path(source.removeprefix("file://")).expanduser()
     if path.exists() or source.startswith(("/", ".", "file://")):
+        verify_checkpoint(str(path), storage, path)  # a cut safetensors file is named as the store's damage
         return _from_folder(path)
     return _from_hub(source, model.revision)
 

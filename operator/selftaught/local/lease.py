@@ -2,14 +2,17 @@
 
 `selftaught run` holds `lease.json` (who: host, PID, since when; until when) while it runs and
 renews it in the background. A second runner on the same store is refused with a sentence that
-names the holder. A holder that is gone is taken over at once when it ran on this host (its PID
-is no longer that process), and after the lease expires otherwise. Taking over and renewing are
-conditional writes (If-Match on S3, compare-and-swap on a folder), so of two runners racing for
-a free lease exactly one gets it.
+names the holder. On the holder's own host the lease goes with its process: taken over at once
+when that process is gone (its PID is no longer that process: another start time), never while
+it lives, expired or not — a runner stopped with Ctrl-Z renews nothing, yet its stages are only
+paused, and the refusal says so. From another host, where the process cannot be seen, a lease
+is taken over once it expires. Taking over and renewing are conditional writes (If-Match on S3,
+compare-and-swap on a folder), so of two runners racing for a free lease exactly one gets it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -56,19 +59,41 @@ class Holder:
         pid = os.getpid()
         return cls(uuid.uuid4().hex, socket.gethostname(), pid, psutil.Process(pid).create_time(), now, now + ttl)
 
-    def alive(self, now: float) -> bool:
-        if now >= self.expires:
-            return False
+    def process(self) -> psutil.Process | None:
+        """The holder's process, if it runs on this host and is still that process (PID and start time)."""
         if self.host != socket.gethostname():
-            return True  # cannot look: trust the expiry
+            return None
         try:
-            return abs(psutil.Process(self.pid).create_time() - self.started) < 1.0
+            process = psutil.Process(self.pid)
+            return process if abs(process.create_time() - self.started) < 1.0 else None
         except psutil.Error:
-            return False
+            return None
+
+    def alive(self, now: float) -> bool:
+        """Whether the lease still holds: on this host while its process lives, whatever its
+        expiry; on another (whose processes cannot be seen) until it expires."""
+        if self.host != socket.gethostname():
+            return now < self.expires
+        return self.process() is not None
 
     def describe(self, now: float) -> str:
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.acquired))
-        return f"process {self.pid} on host {self.host} (since {since}; its lease expires in {max(0, int(self.expires - now))} s)"
+        if now < self.expires:
+            expiry = f"its lease expires in {int(self.expires - now)} s"
+        else:
+            expiry = f"its lease expired {int(now - self.expires)} s ago, but the process lives"
+        return f"process {self.pid} on host {self.host} (since {since}; {expiry})"
+
+    def refusal(self, now: float, where: str) -> str:
+        """Why a second runner may not take this run over, and what to do."""
+        process = self.process()
+        with contextlib.suppress(psutil.Error):
+            if process is not None and process.status() in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP):
+                return (
+                    f"{where}: this run is stopped (Ctrl-Z) in process {self.pid} on this host, its stages paused with it; "
+                    f"`fg` it or end it (`kill {self.pid}; kill -CONT {self.pid}`: a stopped process acts on a signal once continued)"
+                )
+        return f"{where}: this run is already running in {self.describe(now)}; stop that one first (or wait for its lease to expire if it is gone)"
 
 
 def _parse(data: bytes) -> Holder | None:
@@ -104,10 +129,7 @@ class Lease:
                 continue
             current = _parse(data)
             if current is not None and current.alive(now):
-                raise RunInProgress(
-                    f"{self.store.url()}: this run is already running in {current.describe(now)}; "
-                    "stop that one first (or wait for its lease to expire if it is gone)"
-                )
+                raise RunInProgress(current.refusal(now, self.store.url()))
             if self.store.replace_bytes(LEASE, self._record(mine), version):
                 if current is not None:
                     log.info("took over the lease of %s, which is gone", current.describe(now))

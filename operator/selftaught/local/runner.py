@@ -325,8 +325,9 @@ def work_folder(run: SelfTaughtRun, store_uri: str) -> Path:
 
 def run_local(run: SelfTaughtRun, *, echo: Callable[[str], None] = print, log_dir: Path | None = None) -> RunResult:
     """Run what is left of `run` here, stage after stage. Ctrl-C, SIGTERM and SIGHUP stop the
-    current stage's whole process tree before `Interrupted` (or KeyboardInterrupt) propagates."""
-    with subprocesses.signals_raise(Interrupted):
+    current stage's whole process tree before `Interrupted` (or KeyboardInterrupt) propagates;
+    Ctrl-Z pauses it with the runner."""
+    with subprocesses.signals_raise(Interrupted), subprocesses.job_control():  # Ctrl-Z pauses the stages too
         store = open_run_store(run)
         with Lease(store) as lease:
             return _run_holding_lease(run, store, lease, echo, log_dir)

@@ -1,20 +1,23 @@
-"""Stage processes that never outlive the runner that started them.
+"""Stage processes that never outlive the runner that started them, and that pause with it.
 
 torchrun starts its workers in new sessions, so neither a signal to the runner's process group
 nor one to the stage's reaches them. The runner therefore stops the whole *tree* (found by
 parentage, not by group), and each stage process asks the kernel to be sent SIGTERM when its
 parent dies (Linux's parent-death signal, `pipeline/launch.py`), which covers a runner killed with
-SIGKILL.
+SIGKILL. For the same reason the terminal's Ctrl-Z (SIGTSTP) stops only the runner: `job_control`
+stops the trees first, and continues them when the runner is continued (`fg`, `bg`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import subprocess
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 
 import psutil
@@ -29,10 +32,52 @@ STOP_GRACE_SECONDS = 20.0
 TRAINING_STOP_GRACE_SECONDS = 300.0
 
 
+#: the stage processes this runner started that may still run: what job control pauses
+_started: weakref.WeakSet[subprocess.Popen] = weakref.WeakSet()
+
+
 def start(command: list[str], **popen: object) -> subprocess.Popen:
     """Start a stage process in its own session (a Ctrl-C on the terminal is the runner's to
     forward), set to die with the runner."""
-    return subprocess.Popen(command, start_new_session=True, preexec_fn=die_with_parent, **popen)
+    process = subprocess.Popen(command, start_new_session=True, preexec_fn=die_with_parent, **popen)
+    _started.add(process)
+    return process
+
+
+def _signal_trees(signum: int) -> None:
+    """`signum` to every process of every stage tree still running."""
+    for process in list(_started):
+        if process.poll() is not None:
+            continue
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(process.pid)
+            for member in [root, *root.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    member.send_signal(signum)
+
+
+def job_control() -> contextlib.AbstractContextManager[None]:
+    """Within the block, Ctrl-Z (SIGTSTP) pauses the stage trees, then this process, as a shell
+    pauses a job; `fg` or `bg` (SIGCONT) continues the trees with it. The trees are paused with
+    SIGSTOP: they run in sessions of their own, where a SIGTSTP is discarded (an orphaned process
+    group), and a stage must not be able to decline."""
+
+    def pause(signum: int, frame: object) -> None:
+        _signal_trees(signal.SIGSTOP)
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        try:
+            os.kill(os.getpid(), signal.SIGTSTP)  # stopped here until continued
+        finally:
+            signal.signal(signal.SIGTSTP, pause)
+            _signal_trees(signal.SIGCONT)
+
+    def resume(signum: int, frame: object) -> None:  # continued by someone else's SIGCONT: the trees too
+        _signal_trees(signal.SIGCONT)
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(_handling((signal.SIGTSTP,), pause))
+    stack.enter_context(_handling((signal.SIGCONT,), resume))
+    return stack
 
 
 def stop_tree(process: subprocess.Popen, grace: float = STOP_GRACE_SECONDS) -> None:

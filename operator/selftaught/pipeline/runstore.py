@@ -81,6 +81,8 @@ def has_output(spec: SelfTaughtRunSpec, progress: Progress, busy: Collection[Sta
     nodes = stage_graph(spec)
 
     def produced(depends: DependsOn) -> bool:
+        if depends.after_iteration is not None:
+            return any(ref.iteration > depends.after_iteration for ref in begun)
         own = finished if depends.reduce_only else begun
         if any(ref.name == depends.stage for ref in own):
             return True

@@ -26,6 +26,8 @@ class Progress:
     disruption_keys: dict[StageRef, list[str]] = field(default_factory=dict)
     #: whether the run's HTML report is there
     report: bool = False
+    #: the URL of the store scanned: where its outputs are, wherever it was copied
+    root: str = ""
 
     @property
     def done(self) -> frozenset[StageRef]:
@@ -36,7 +38,7 @@ def scan(store: Store, cache: dict[str, Manifest] | None = None) -> Progress:
     """One listing of the store; manifests are immutable once written, so `cache` (keyed by
     object key) saves re-reading them on every reconcile."""
     cache = {} if cache is None else cache
-    progress = Progress()
+    progress = Progress(root=store.url())
     for key in store.list(""):
         head, _, name = key.rpartition("/")
         if key == REPORT:
@@ -81,7 +83,18 @@ def iteration_summaries(progress: Progress, limit: int = 10) -> list[dict[str, A
             source, target = (key, key) if isinstance(key, str) else key
             if manifest.summary.get(source) is not None:
                 row[target] = manifest.summary[source]
+        if isinstance(row.get("checkpoint"), str):
+            row["checkpoint"] = located(progress.root, row["checkpoint"])
     return [rows[i] for i in sorted(rows)][-limit:]
+
+
+def located(root: str, path: str) -> str:
+    """A path a manifest holds (a checkpoint), as a URL: relative to the store at `root` that
+    holds the manifest — so a copy of the store points at its own copy — or, as stores written
+    before checkpoints were store-relative hold them, the absolute URL it is."""
+    if not root or "://" in path or path.startswith("/"):
+        return path
+    return f"{root.rstrip('/')}/{path}"
 
 
 def stages_with_skips(progress: Progress) -> list[tuple[StageRef, int]]:

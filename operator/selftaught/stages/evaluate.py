@@ -8,6 +8,7 @@ prints for the same file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -254,12 +255,13 @@ class Evaluate(MapReduceStage):
         if votes["vote_all"]:
             report["vote"] = vote_report(votes, ctx.spec.evaluate)
         key = ctx.output_key(metrics_output(ctx.stage.iteration)[1])
-        ctx.store.write_text(key, json.dumps(report, indent=2))
+        metrics = json.dumps(report, indent=2).encode()
+        ctx.store.write_bytes(key, metrics)
         counts = {"examples": report["examples"], "skipped_records": skipped, "tokens": sum(m.counts.get("tokens", 0) for m in shard_manifests)}
         return Manifest(
             stage=self.name,
             counts={**counts, **(votes if votes["vote_all"] else {})},
-            outputs={key: {}},
+            outputs={key: {"bytes": len(metrics), "sha256": hashlib.sha256(metrics).hexdigest()}},
             seconds=sum(m.seconds for m in shard_manifests),
             summary={**summarize(report), **({"skipped": skipped} if skipped else {})},
             skipped=reasons[:MANIFEST_REASONS],

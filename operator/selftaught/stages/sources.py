@@ -32,7 +32,7 @@ def _jsonl_objects(uri: str, storage: Storage | None) -> Iterator[tuple[Store, s
         parent, _, name = uri.rstrip("/").rpartition("/")
         if name.endswith((".jsonl", ".json")):
             store = open_uri(parent, storage)
-            if not store.exists(name):
+            if name not in store.list(name):  # a listing, not a HEAD: a missing bucket is named as one
                 raise InvalidInput(f"{uri}: no such object")
             yield store, name
             return

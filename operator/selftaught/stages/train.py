@@ -136,11 +136,11 @@ class Train(Stage):
             prefix = ctx.output_key(checkpoint_output(iteration)[1])  # this attempt's folder: published if it wins
             with ctx.stop.deferred():  # trained: a stop waits for the upload rather than redo steps
                 keys = ctx.store.upload_dir(output, prefix)
-        checkpoint = ctx.store.url(prefix)
+        checkpoint = prefix  # store-relative: a copy of the store points at its own copy (readers resolve it)
         return Manifest(
             stage=self.name,
             counts=numbers,
-            outputs={key: {} for key in keys},
+            outputs=keys,  # each file's bytes and sha256: who fetches the checkpoint verifies it
             summary={
                 "checkpoint": checkpoint,
                 "examples": int(numbers["examples"]),
@@ -186,9 +186,9 @@ class Train(Stage):
         return Manifest(
             stage=self.name,
             counts={**numbers, "tokens": numbers["rollout_tokens"]},  # generated tokens, as a judge stage counts them
-            outputs={key: {} for key in keys},
+            outputs=keys,  # each file's bytes and sha256: who fetches the checkpoint verifies it
             summary={
-                "checkpoint": ctx.store.url(prefix),
+                "checkpoint": prefix,
                 "prompts": len(rows),
                 "steps": int(numbers["steps"]),
                 "rollouts": int(numbers["rollouts"]),

@@ -13,12 +13,13 @@ from selftaught.store.base import ObjectNotFound, StorageDenied, StorageUnavaila
 from selftaught.store.local import LocalStore
 
 
-def open_store(uri: str, *, endpoint: str | None = None, region: str | None = None) -> Store:
-    """`s3://...` gives an S3 store; anything else (a path, `file://...`) a local folder."""
+def open_store(uri: str, *, endpoint: str | None = None, region: str | None = None, timeout: float | None = None) -> Store:
+    """`s3://...` gives an S3 store (each call bounded by `timeout` seconds, the run's
+    `storage.timeoutSeconds`); anything else (a path, `file://...`) a local folder."""
     if uri.startswith("s3://"):
         from selftaught.store.s3 import S3Store  # boto3 is only imported when needed
 
-        return S3Store(uri, endpoint=endpoint, region=region)
+        return S3Store(uri, endpoint=endpoint, region=region, timeout=timeout)
     return LocalStore(uri.removeprefix("file://"))
 
 
@@ -33,6 +34,8 @@ class StorageAddress(Protocol):
     def region(self) -> str | None: ...
     @property
     def source_endpoint(self) -> str | None: ...
+    @property
+    def timeout_seconds(self) -> int: ...
 
 
 def _bucket(uri: str) -> str | None:
@@ -54,8 +57,10 @@ def endpoint_for(uri: str, storage: StorageAddress | None) -> str | None:
 
 def open_uri(uri: str, storage: StorageAddress | None) -> Store:
     """A store for `uri`, a run store's root or a data or model source, at the endpoint
-    `endpoint_for` chooses, in the run store's region."""
-    return open_store(uri, endpoint=endpoint_for(uri, storage), region=storage.region if storage else None)
+    `endpoint_for` chooses, in the run store's region, with its time budget per call."""
+    return open_store(
+        uri, endpoint=endpoint_for(uri, storage), region=storage.region if storage else None, timeout=storage.timeout_seconds if storage else None
+    )
 
 
 __all__ = ["LocalStore", "ObjectNotFound", "StorageAddress", "StorageDenied", "StorageUnavailable", "Store", "endpoint_for", "open_store", "open_uri"]

@@ -9,8 +9,10 @@ local files are written to a temporary name and renamed; S3 objects only appear 
 from __future__ import annotations
 
 import abc
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from selftaught.errors import ObjectNotFound, StorageDenied, StorageUnavailable, StoreKeyInvalid
 
@@ -38,6 +40,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def exists(self, key: str) -> bool: ...
+
+    @abc.abstractmethod
+    def size(self, key: str) -> int:
+        """The object's size in bytes, without reading it."""
 
     @abc.abstractmethod
     def list(self, prefix: str = "") -> list[str]:
@@ -88,10 +94,16 @@ class Store(abc.ABC):
     def write_text(self, key: str, text: str) -> None:
         self.write_bytes(key, text.encode())
 
-    def upload_dir(self, directory: Path, prefix: str) -> list[str]:
-        keys = []
+    def upload_dir(self, directory: Path, prefix: str) -> dict[str, dict[str, Any]]:
+        """Every file of `directory` under `prefix`: key -> its `bytes` and `sha256`, what a marker
+        records so that whoever fetches the folder can verify it (`store/integrity.py`)."""
+        figures = {}
         for path in sorted(p for p in directory.rglob("*") if p.is_file()):
             key = f"{prefix.rstrip('/')}/{path.relative_to(directory).as_posix()}"
+            digest = hashlib.sha256()
+            with path.open("rb") as handle:
+                while chunk := handle.read(2**20):
+                    digest.update(chunk)
             self.upload_file(path, key)
-            keys.append(key)
-        return keys
+            figures[key] = {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+        return figures

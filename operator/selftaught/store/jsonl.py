@@ -1,25 +1,70 @@
 """Streaming JSONL: records in and out one at a time, so memory never grows with the data.
 
-A bad line raises `BadRecord` naming the object and the line number, or, when the caller asks to
-skip, is counted and passed over.
+A bad line of a user's data (not JSON, not an object, not UTF-8, a lone surrogate escape such as
+`\\ud800` that no text can hold) raises `BadRecord` naming the object and the line number, or, when
+the caller asks to skip, is counted and passed over. A stage's published output is verified as it
+streams against what its marker promises (`store/integrity.py`): its size before the first line,
+its records and checksum at the end, and a bad line in it is the store's damage, not a bad record.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from selftaught.errors import disk_full
 from selftaught.store.base import Store
+from selftaught.store.integrity import Promise, promise_of
 
 
 class BadRecord(ValueError):
     """A malformed input record; the message names where it is."""
+
+
+#: a JSON escape of a UTF-16 surrogate: only a line with one can hold a lone surrogate
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _lone_surrogate(value: Any) -> bool:
+    """Whether `value` holds a string that is not text (a surrogate without its pair)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_lone_surrogate(k) or _lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_lone_surrogate(item) for item in value)
+    return False
+
+
+def parse_record(line: bytes | str) -> dict[str, Any]:
+    """One JSONL line as a JSON object; a ValueError that says why it is not one."""
+    if isinstance(line, bytes):
+        try:  # UTF-8, as JSON Lines says: never a guess at UTF-16 from the first bytes
+            line = line.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ValueError(f"not UTF-8 text ({error.reason} at byte {error.start + 1})") from None
+    try:
+        record = json.loads(line.removeprefix("\ufeff"))  # a byte-order mark opens some files
+    except json.JSONDecodeError as error:
+        raise ValueError(f"not JSON ({error.msg})") from None
+    if not isinstance(record, dict):
+        raise ValueError("not a JSON object")
+    if _SURROGATE_ESCAPE.search(line) and _lone_surrogate(record):
+        raise ValueError("a lone surrogate escape (such as \\ud800) that no text can hold")
+    return record
 
 
 @dataclass
@@ -38,14 +83,17 @@ class SkipCounter:
 def numbered_jsonl(
     store: Store, key: str, *, skip: SkipCounter | None = None
 ) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line number, JSON object) for each record of `key`; blank lines are ignored."""
+    """Yield (line number, JSON object) for each record of `key`; blank lines are ignored. A key
+    read from a marker is verified against its promise (`_verified`)."""
+    promise = promise_of(key)
+    if promise is not None:
+        yield from _verified(store, key, promise)
+        return
     for number, line in enumerate(store.iter_lines(key), start=1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-            if not isinstance(record, dict):
-                raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+            record = parse_record(line)
         except ValueError as error:
             reason = f"{store.url(key)}:{number}: malformed JSONL line: {error}"
             if skip is None:
@@ -55,20 +103,42 @@ def numbered_jsonl(
         yield number, record
 
 
+def _verified(store: Store, key: str, promise: Promise) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The records of a published output, checked against its marker's promise: its size before
+    the first record (a cut file fails before any work), every line as it streams, and its record
+    count and sha256 once read through (hashing costs little next to parsing each line)."""
+    where = store.url(key)
+    if promise.bytes is not None:
+        promise.check_size(where, store.size(key))
+    digest, size, records = hashlib.sha256(), 0, 0
+    for number, line in enumerate(store.iter_lines(key), start=1):
+        digest.update(line)
+        size += len(line)
+        if not line.strip():
+            continue
+        try:
+            record = parse_record(line)
+        except ValueError as error:
+            raise promise.corrupt(f"{where}:{number}", f"is {error}", "whole JSON records") from None
+        records += 1
+        yield number, record
+    promise.check_size(where, size)
+    promise.check_records(where, records)
+    promise.check_digest(where, digest.hexdigest())
+
+
 def local_json_objects(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any] | str]]:
     """(line number, object) for each non-blank line of a local JSONL file, or (line number, why
-    it is not a JSON object) for a bad one: the callers name every bad line as `FILE:LINE: reason`.
-    A file that cannot be opened or decoded raises OSError or UnicodeDecodeError."""
-    with open(path, encoding="utf-8") as lines:
+    it is not a JSON object: not UTF-8, not JSON, a lone surrogate) for a bad one: the callers name
+    every bad line as `FILE:LINE: reason`. A file that cannot be opened raises OSError."""
+    with open(path, "rb") as lines:
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                yield number, f"not JSON ({error.msg})"
-                continue
-            yield number, record if isinstance(record, dict) else "not a JSON object"
+                yield number, parse_record(line)
+            except ValueError as error:
+                yield number, str(error)
 
 
 def read_jsonl(store: Store, key: str, *, skip: SkipCounter | None = None) -> Iterator[dict[str, Any]]:
@@ -91,20 +161,34 @@ class JsonlWriter:
     """Writes records to a local temporary file and publishes it atomically on `close()`.
 
     Nothing is visible in the store until the whole file is there, so a killed stage never
-    leaves a half-written output that a later reader would take for done.
+    leaves a half-written output that a later reader would take for done. A full temporary folder
+    is named as such (`OutOfSpace`), not as an error of a file without a name.
     """
 
     def __init__(self, store: Store, key: str):
         self.store, self.key = store, key
-        fd, self._tmp = tempfile.mkstemp(prefix="selftaught-", suffix=".jsonl")
+        with self._space():
+            fd, self._tmp = tempfile.mkstemp(prefix="selftaught-", suffix=".jsonl")
         self._handle = os.fdopen(fd, "wb")
         self._hash = hashlib.sha256()
         self.records = 0
         self.bytes = 0
 
+    @contextlib.contextmanager
+    def _space(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError as error:
+            if error.errno != errno.ENOSPC:
+                raise
+            folder = Path(self._tmp).parent if hasattr(self, "_tmp") else Path(tempfile.gettempdir())
+            hint = "free space there, or set TMPDIR to a folder on a larger disk"
+            raise disk_full(folder, "the temporary folder (TMPDIR)", hint, f"{self.key} before its upload") from None
+
     def write(self, record: dict[str, Any]) -> None:
         line = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
-        self._handle.write(line)
+        with self._space():
+            self._handle.write(line)
         self._hash.update(line)
         self.records += 1
         self.bytes += len(line)
@@ -114,15 +198,17 @@ class JsonlWriter:
             self.write(record)
 
     def close(self) -> WrittenFile:
-        self._handle.close()
         try:
+            with self._space():
+                self._handle.close()
             self.store.upload_file(Path(self._tmp), self.key)
         finally:
             Path(self._tmp).unlink(missing_ok=True)
         return WrittenFile(self.key, self.records, self._hash.hexdigest(), self.bytes)
 
     def abort(self) -> None:
-        self._handle.close()
+        with contextlib.suppress(OSError):  # what is still buffered may not fit either: it is dropped
+            self._handle.close()
         Path(self._tmp).unlink(missing_ok=True)
 
     def __enter__(self) -> JsonlWriter:

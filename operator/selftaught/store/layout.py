@@ -113,6 +113,16 @@ def resume_folder(prefix: str, attempt: str) -> str:
     return output_key(prefix, attempt, RESUME)
 
 
+def published_folder(uri: str) -> tuple[str, str, str] | None:
+    """(the stage's folder, the attempt, the output's name) of the URI or path of an output folder
+    a stage published (`<stage folder>/attempt-…/checkpoint`), whose marker is the stage folder's
+    `_manifest.json`; None for any other folder."""
+    parts = uri.rstrip("/").split("/")
+    if len(parts) < 3 or not parts[-2].startswith(ATTEMPT_PREFIX) or not parts[-1]:
+        return None
+    return "/".join(parts[:-2]), parts[-2], parts[-1]
+
+
 def attempt_of(prefix: str, key: str) -> str | None:
     """The attempt folder `key` lies in, if it lies in one of the stage at `prefix`."""
     head = key.removeprefix(f"{prefix}/").split("/", 1)[0]

@@ -12,7 +12,11 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from selftaught.errors import disk_full
 from selftaught.store.base import ObjectNotFound, StorageDenied, StorageUnavailable, Store, checked_key
+
+#: what a user can do about a store whose disk is full
+_FREE_THE_STORE = "free space on its disk, or point storage.uri at a larger one"
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -41,6 +45,19 @@ def _os_errors() -> Iterator[None]:
         raise _os_failure(error) from None
 
 
+@contextlib.contextmanager
+def _writes_into(folder: Path, what: str, hint: str, writing: str | None = None) -> Iterator[None]:
+    """OS errors of a write into `folder` as store errors, and a full disk as `OutOfSpace` naming
+    `folder` (`what` it is to the user): not the hidden temporary name the bytes went to first, nor
+    the file a copy came from, which is all the OS error names."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno == errno.ENOSPC:
+            raise disk_full(folder, what, hint, writing) from None
+        raise _os_failure(error) from None
+
+
 def _durable_temp(path: Path, data: bytes) -> Path:
     """`data` written and synced to a hidden temporary file beside `path` (same filesystem, so a
     rename or link publishes it atomically)."""
@@ -57,7 +74,6 @@ def _durable_temp(path: Path, data: bytes) -> Path:
     return Path(tmp)
 
 
-@_os_errors()
 def atomic_write(path: Path, data: bytes) -> None:
     tmp = _durable_temp(path, data)
     try:
@@ -67,7 +83,6 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-@_os_errors()
 def atomic_copy(source: Path, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -95,8 +110,19 @@ class LocalStore(Store):
         except FileNotFoundError:
             raise ObjectNotFound(f"{self.url(key)}: no such object") from None
 
+    def _writing(self, key: str) -> contextlib.AbstractContextManager[None]:
+        return _writes_into(self.root, "the store", _FREE_THE_STORE, key)
+
     def write_bytes(self, key: str, data: bytes) -> None:
-        atomic_write(self._path(key), data)
+        with self._writing(key):
+            atomic_write(self._path(key), data)
+
+    @_os_errors()
+    def size(self, key: str) -> int:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError:
+            raise ObjectNotFound(f"{self.url(key)}: no such object") from None
 
     @_os_errors()
     def exists(self, key: str) -> bool:
@@ -124,13 +150,15 @@ class LocalStore(Store):
         return sorted(keys)
 
     def upload_file(self, path: Path, key: str) -> None:
-        atomic_copy(Path(path), self._path(key))
+        with self._writing(key):
+            atomic_copy(Path(path), self._path(key))
 
     def download_file(self, key: str, path: Path) -> None:
         source = self._path(key)
         if not source.is_file():
             raise ObjectNotFound(f"{self.url(key)}: no such object")
-        atomic_copy(source, Path(path))
+        with _writes_into(Path(path).parent, "the folder", "free space on its disk", Path(path).name):
+            atomic_copy(source, Path(path))
 
     def iter_lines(self, key: str) -> Iterator[bytes]:
         try:
@@ -150,9 +178,12 @@ class LocalStore(Store):
     def child(self, prefix: str) -> LocalStore:
         return LocalStore(self._path(prefix))
 
-    @_os_errors()
     def create_bytes(self, key: str, data: bytes) -> bool:
-        path = self._path(key)
+        with self._writing(key):
+            return self._create(self._path(key), data)
+
+    @staticmethod
+    def _create(path: Path, data: bytes) -> bool:
         tmp = _durable_temp(path, data)
         try:
             os.link(tmp, path)  # atomic, and refuses an existing name: the first writer wins
@@ -166,10 +197,9 @@ class LocalStore(Store):
         data = self.read_bytes(key)
         return data, hashlib.sha256(data).hexdigest()
 
-    @_os_errors()
     def replace_bytes(self, key: str, data: bytes, version: str) -> bool:
         path = self._path(key)
-        with _locked(path):  # compare and swap under a lock every replacer takes
+        with self._writing(key), _locked(path):  # compare and swap under a lock every replacer takes
             try:
                 current = hashlib.sha256(path.read_bytes()).hexdigest()
             except FileNotFoundError:

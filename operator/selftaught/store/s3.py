@@ -3,13 +3,22 @@
 Big objects (checkpoints) go through boto3's transfer manager: multipart, parallel, retried.
 Credentials come from the standard AWS chain (env vars from a Kubernetes Secret, IRSA, ...),
 so they never pass through our code or our messages.
+
+Every call is bounded in wall time (`storage.timeoutSeconds`, retries included): a store that
+accepts connections but never answers (a proxy that swallows requests, a wedged server) fails
+the call with one sentence naming the endpoint, and a call that has waited `NOTICE_SECONDS` says
+what it is waiting for (`store/patience.py`), so no command sits silent for minutes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import boto3
@@ -17,7 +26,12 @@ import botocore.config
 import botocore.exceptions
 from boto3.s3.transfer import TransferConfig
 
+from selftaught.errors import disk_full
 from selftaught.store.base import ObjectNotFound, StorageDenied, StorageUnavailable, Store, StoreKeyInvalid, checked_key
+from selftaught.store.patience import retried, waiting
+
+#: how long one call may take, retries included, when the run does not say (`storage.timeoutSeconds`)
+DEFAULT_TIMEOUT_SECONDS = 120
 
 _TRANSFER = TransferConfig(multipart_threshold=64 * 2**20, multipart_chunksize=64 * 2**20, max_concurrency=8)
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
@@ -31,15 +45,38 @@ _LOST_RACE = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409", 
 _ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, boto3.exceptions.Boto3Error)
 
 
+_STARTED = "selftaught_started"
+
+
 @functools.cache
-def _client(endpoint: str | None, region: str | None):  # one client per endpoint and process
+def _client(endpoint: str | None, region: str | None, budget: float = DEFAULT_TIMEOUT_SECONDS):  # one client per endpoint and process
+    """A client whose every call ends within `budget` seconds: each attempt waits at most 40 % of
+    it for an answer (a tenth, at most 10 s, to connect), and an attempt is retried only while
+    another one still fits in what is left (throttling, a 5xx, a dropped connection: retried with
+    backoff as boto3 does; a store that never answers: two attempts, then the error)."""
+    connect, read = min(10.0, budget / 10), budget * 0.4
     config = botocore.config.Config(
         retries={"max_attempts": 8, "mode": "adaptive"},
-        connect_timeout=10,
-        read_timeout=120,
+        connect_timeout=connect,
+        read_timeout=read,
         s3={"addressing_style": "path"} if endpoint else None,
     )
-    return boto3.session.Session().client("s3", endpoint_url=endpoint, region_name=region, config=config)
+    client = boto3.session.Session().client("s3", endpoint_url=endpoint, region_name=region, config=config)
+
+    def started(context: dict[str, Any], **_: Any) -> None:
+        context.setdefault(_STARTED, time.monotonic())
+
+    def within_budget(request_dict: dict[str, Any], caught_exception: Exception | None = None, response: Any = None, **_: Any) -> bool | None:
+        if caught_exception is not None or (response and response[0].status_code >= 500):
+            retried(str(caught_exception) if caught_exception is not None else f"HTTP {response[0].status_code}")
+        began = request_dict.get("context", {}).get(_STARTED)
+        if began is not None and time.monotonic() - began + read > budget:
+            return False  # no retry: another attempt could outlast the budget (boto3's handler decides otherwise)
+        return None
+
+    client.meta.events.register("before-call.s3", started)
+    client.meta.events.register_first("needs-retry.s3", within_budget)
+    return client
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
@@ -50,11 +87,20 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
 
 
 class S3Store(Store):
-    def __init__(self, uri: str, *, endpoint: str | None = None, region: str | None = None):
+    def __init__(self, uri: str, *, endpoint: str | None = None, region: str | None = None, timeout: float | None = None):
         self.bucket, self.prefix = split_s3_uri(uri)
         self.uri = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
         self.endpoint, self.region = endpoint, region
-        self.client = _client(endpoint, region)
+        self.timeout = float(timeout or DEFAULT_TIMEOUT_SECONDS)
+        self.client = _client(endpoint, region, self.timeout)
+
+    @property
+    def where(self) -> str:
+        """The endpoint, as a user wrote it (or AWS S3's)."""
+        return self.endpoint or "AWS S3"
+
+    def _waiting(self, operation: str, key: str) -> contextlib.AbstractContextManager[None]:
+        return waiting(f"the store at {self.where} ({operation} {self.url(key)})", f"it gives up after {self.timeout:.0f} s (storage.timeoutSeconds)")
 
     def _key(self, key: str) -> str:
         key = checked_key(key, self.uri)
@@ -80,25 +126,40 @@ class S3Store(Store):
             return StorageUnavailable(f"{where}: S3 error {code}")
         if isinstance(error, botocore.exceptions.NoCredentialsError):
             return StorageDenied(f"{where}: no S3 credentials found (set storage.credentialsSecret)")
+        if isinstance(error, botocore.exceptions.ReadTimeoutError | botocore.exceptions.ConnectTimeoutError):
+            return StorageUnavailable(
+                f"{where}: the store at {self.where} did not answer within storage.timeoutSeconds ({self.timeout:.0f} s, retries "
+                "included): check that it is up and that nothing on the way swallows requests"
+            )
         if isinstance(error, botocore.exceptions.BotoCoreError):
             return StorageUnavailable(f"{where}: storage unreachable: {error}")
         return StorageUnavailable(f"{where}: {error}")
 
     def read_bytes(self, key: str) -> bytes:
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+            with self._waiting("GetObject", key):
+                return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
         except _ERRORS as error:
             raise self._fail(error, key) from None
 
     def write_bytes(self, key: str, data: bytes) -> None:
         try:
-            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+            with self._waiting("PutObject", key):
+                self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        except _ERRORS as error:
+            raise self._fail(error, key) from None
+
+    def size(self, key: str) -> int:
+        try:
+            with self._waiting("HeadObject", key):
+                return int(self.client.head_object(Bucket=self.bucket, Key=self._key(key))["ContentLength"])
         except _ERRORS as error:
             raise self._fail(error, key) from None
 
     def exists(self, key: str) -> bool:
         try:
-            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            with self._waiting("HeadObject", key):
+                self.client.head_object(Bucket=self.bucket, Key=self._key(key))
             return True
         except botocore.exceptions.ClientError as error:
             failure = self._fail(error, key)
@@ -113,31 +174,39 @@ class S3Store(Store):
         strip = len(self.prefix) + 1 if self.prefix else 0
         keys = []
         try:
-            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
-                keys.extend(item["Key"][strip:] for item in page.get("Contents", []))
+            with self._waiting("ListObjectsV2", prefix):
+                for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
+                    keys.extend(item["Key"][strip:] for item in page.get("Contents", []))
         except _ERRORS as error:
             raise self._fail(error, prefix) from None
         return sorted(keys)
 
     def upload_file(self, path: Path, key: str) -> None:
         try:
-            self.client.upload_file(str(path), self.bucket, self._key(key), Config=_TRANSFER)
+            with self._waiting("upload of", key):
+                self.client.upload_file(str(path), self.bucket, self._key(key), Config=_TRANSFER)
         except _ERRORS as error:
             raise self._fail(error, key) from None
 
     def download_file(self, key: str, path: Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         try:  # the transfer manager writes a temporary file and renames it when complete
-            self.client.download_file(self.bucket, self._key(key), str(path), Config=_TRANSFER)
+            with self._waiting("download of", key):
+                self.client.download_file(self.bucket, self._key(key), str(path), Config=_TRANSFER)
         except _ERRORS as error:
             raise self._fail(error, key) from None
+        except OSError as error:  # the local side: a full disk is named, not the transfer's temporary file
+            if error.errno == errno.ENOSPC:
+                raise disk_full(Path(path).parent, "the folder", "free space on its disk", Path(path).name) from None
+            raise
 
     def iter_lines(self, key: str) -> Iterator[bytes]:
         try:
-            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+            with self._waiting("GetObject", key):
+                body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
         except _ERRORS as error:
             raise self._fail(error, key) from None
-        try:  # a connection lost mid-stream surfaces here, not at get_object
+        try:  # a connection lost mid-stream surfaces here, not at get_object (a stalled one after read_timeout)
             yield from body.iter_lines(keepends=True)
         except _ERRORS as error:
             raise self._fail(error, key) from None
@@ -147,7 +216,8 @@ class S3Store(Store):
         for start in range(0, len(keys), 1000):
             batch = [{"Key": k} for k in keys[start : start + 1000]]
             try:
-                response = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch})
+                with self._waiting("DeleteObjects", prefix):
+                    response = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch})
             except _ERRORS as error:
                 raise self._fail(error, prefix) from None
             if response.get("Errors"):  # per-key failures come back in a 200 response
@@ -155,11 +225,12 @@ class S3Store(Store):
                 raise StorageUnavailable(f"{self.url(first.get('Key', prefix))}: delete failed: {first.get('Code')} {first.get('Message', '')}")
 
     def child(self, prefix: str) -> S3Store:
-        return S3Store(f"{self.uri}/{checked_key(prefix, self.uri).strip('/')}", endpoint=self.endpoint, region=self.region)
+        return S3Store(f"{self.uri}/{checked_key(prefix, self.uri).strip('/')}", endpoint=self.endpoint, region=self.region, timeout=self.timeout)
 
     def _conditional_put(self, key: str, data: bytes, **condition: str) -> bool:
         try:
-            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **condition)
+            with self._waiting("PutObject", key):
+                self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **condition)
             return True
         except botocore.exceptions.ClientError as error:
             code = str(error.response.get("Error", {}).get("Code", ""))
@@ -175,8 +246,9 @@ class S3Store(Store):
 
     def read_versioned(self, key: str) -> tuple[bytes, str]:
         try:
-            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
-            return response["Body"].read(), response["ETag"]
+            with self._waiting("GetObject", key):
+                response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+                return response["Body"].read(), response["ETag"]
         except _ERRORS as error:
             raise self._fail(error, key) from None
 
@@ -185,7 +257,7 @@ class S3Store(Store):
 
     def delete(self, key: str) -> None:
         try:
-            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+            with self._waiting("DeleteObject", key):
+                self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
         except _ERRORS as error:
             raise self._fail(error, key) from None
-

@@ -27,11 +27,11 @@ from selftaught.api.benchmarks import BENCHMARKS
 from selftaught.api.spec import SelfTaughtRun
 from selftaught.method.intervals import paired
 from selftaught.pipeline.planner import plan
-from selftaught.pipeline.scan import Progress, scan
+from selftaught.pipeline.scan import Progress, located, scan
 from selftaught.pipeline.table import StageRef
 from selftaught.store import ObjectNotFound, Store
 from selftaught.store.layout import REPORT, metrics_output
-from selftaught.store.manifest import published_key
+from selftaught.store.manifest import published_key, read_published
 from selftaught.views import plots
 from selftaught.views.estimate import Estimate, Inputs, estimate, inputs_for, measure
 from selftaught.views.live import duration
@@ -102,6 +102,8 @@ def collect(store: Store, run: SelfTaughtRun, progress: Progress, cost: Estimate
         elif ref.name == "train":
             row = rows.setdefault(ref.iteration, {"iteration": ref.iteration})
             row.update({k: manifest.summary.get(k) for k in ("checkpoint", "reward", "trainAccuracy")})
+            if row.get("checkpoint"):
+                row["checkpoint"] = located(store.url(), row["checkpoint"])
             if manifest.summary.get("curve"):
                 curves[ref.iteration] = list(manifest.summary["curve"])
         elif ref.name == "evaluate":
@@ -133,7 +135,7 @@ def collect(store: Store, run: SelfTaughtRun, progress: Progress, cost: Estimate
 
 def _metrics(store: Store, ref: StageRef) -> dict[str, Any]:
     try:
-        found = json.loads(store.read_bytes(published_key(store, *metrics_output(ref.iteration))))
+        found = json.loads(read_published(store, published_key(store, *metrics_output(ref.iteration))))
     except (ObjectNotFound, ValueError):
         return {}
     return found if isinstance(found, dict) else {}
