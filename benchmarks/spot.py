@@ -32,6 +32,7 @@ take seconds; the defaults are 10 minutes and 30 seconds). Results also go to RO
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -102,10 +103,8 @@ class Runner:
     def kill(self, sig: signal.Signals) -> None:
         if sig == signal.SIGKILL:  # a lost node: every process at once, nothing saves
             for pid in [self.process.pid, *descendants(self.process.pid)]:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
         else:
             self.process.send_signal(sig)
         self.process.wait(timeout=600)
