@@ -183,7 +183,7 @@ def one_run(root: Path, sig: signal.Signals, rng: random.Random, args: argparse.
         kill = kill_at(store, ref, runner, fraction, sig)
         runner = Runner(manifest, log)  # the same command again
         kill["lost_seconds"] = round(regained(store, ref, runner, kill["done"]), 1)
-        wait_for(lambda: read_manifest(store, ref.manifest_key), 1800, f"{ref.label} finished", runner)
+        wait_for(lambda key=ref.manifest_key: read_manifest(store, key), 1800, f"{ref.label} finished", runner)
         kill["saved"] = resumed_work(store, ref)
         kill["redone"] = max(kill["done"] - kill["saved"], 0.0)
         samples_per_call = 16 * (2 if ref.name == "pairs" else 1)  # batchSize requests; pairs asks twice per item
