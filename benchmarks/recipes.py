@@ -119,8 +119,12 @@ def run(recipe: str, seed: int, root: Path, world: str = "easy") -> dict[str, An
     manifest.write_text(yaml.safe_dump(document, sort_keys=False))
     started = time.monotonic()
     with open(root / f"{name}.log", "w") as log:
-        subprocess.run([sys.executable, "-m", "selftaught", "run", str(manifest)], stdout=log, stderr=subprocess.STDOUT, check=True, cwd=REPO)
-    return {**results(root, name), "seconds": round(time.monotonic() - started, 1)}
+        ended = subprocess.run([sys.executable, "-m", "selftaught", "run", str(manifest)], stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    outcome = {**results(root, name), "seconds": round(time.monotonic() - started, 1)}
+    if ended.returncode:  # a recipe that fails on a seed is a result too: its error line, and the iterations before it
+        errors = [line for line in (root / f"{name}.log").read_text().splitlines() if line.startswith("error:")]
+        outcome["failed"] = errors[-1].removeprefix("error: ")[:300] if errors else f"selftaught run exited {ended.returncode}"
+    return outcome
 
 
 def _mean_spread(values: list[float]) -> str:
@@ -136,13 +140,13 @@ def table(grid: dict[str, list[dict[str, Any]]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for recipe, runs in grid.items():
         per_iteration = [[r["accuracy"][i] for r in runs if len(r["accuracy"]) > i] for i in range(iterations)]
-        lifts = [r["accuracy"][-1] - r["accuracy"][0] for r in runs if len(r["accuracy"]) > 1]
+        lifts = [r["accuracy"][-1] - r["accuracy"][0] for r in runs if len(r["accuracy"]) > 1 and "failed" not in r]
         tokens = [r["judge_tokens"] for r in runs]
         ratio = [r["judge_tokens"] / r["fixed_n_tokens"] for r in runs if r["fixed_n_tokens"]]
         seconds = [r["seconds"] for r in runs if "seconds" in r]
         cells = [
             recipe,
-            str(len(runs)),
+            str(len(runs)) + (f" ({failed} failed)" if (failed := sum("failed" in r for r in runs)) else ""),
             *(_mean_spread(values) for values in per_iteration),
             f"{_mean_spread(lifts)} ({min(lifts):+.3f})" if lifts else "-",
             f"{statistics.mean(tokens):,.0f}",
@@ -178,7 +182,8 @@ def main() -> None:
             done[f"{recipe} {seed}"] = outcome
             saved.write_text(json.dumps(done, indent=1))
             print(
-                f"{recipe} seed {seed}: accuracy {outcome['accuracy']}, judge tokens {outcome['judge_tokens']:,.0f}, {outcome['seconds']:.0f}s",
+                f"{recipe} seed {seed}: accuracy {outcome['accuracy']}, judge tokens {outcome['judge_tokens']:,.0f}, {outcome['seconds']:.0f}s"
+                + (f", failed: {outcome['failed']}" if "failed" in outcome else ""),
                 flush=True,
             )
     grid: dict[str, list[dict[str, Any]]] = {}
