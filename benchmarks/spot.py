@@ -32,6 +32,7 @@ take seconds; the defaults are 10 minutes and 30 seconds). Results also go to RO
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -80,8 +81,8 @@ def run_document(root: Path, name: str, checkpoint_every: str, save_every: str) 
     spec = document["spec"]
     spec["iterations"] = 1
     spec["storage"]["uri"] = str(root / "runs")
-    spec["models"]["seed"]["source"] = str(REPO / spec["models"]["seed"]["source"])
-    spec["data"]["instructions"]["source"] = str(REPO / spec["data"]["instructions"]["source"])
+    spec["models"]["seed"]["source"] = str((REPO / "examples" / spec["models"]["seed"]["source"]).resolve())  # the manifest's paths are its folder's
+    spec["data"]["instructions"]["source"] = str((REPO / "examples" / spec["data"]["instructions"]["source"]).resolve())
     spec["generation"].update(saveEvery=save_every, batchSize=16)  # engine calls of 16 requests: a kill loses one
     spec["train"].update(checkpointEvery=checkpoint_every, epochs=6)  # enough steps to kill in the middle
     spec["evaluate"]["baseline"] = False
@@ -102,10 +103,8 @@ class Runner:
     def kill(self, sig: signal.Signals) -> None:
         if sig == signal.SIGKILL:  # a lost node: every process at once, nothing saves
             for pid in [self.process.pid, *descendants(self.process.pid)]:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
         else:
             self.process.send_signal(sig)
         self.process.wait(timeout=600)
@@ -184,7 +183,7 @@ def one_run(root: Path, sig: signal.Signals, rng: random.Random, args: argparse.
         kill = kill_at(store, ref, runner, fraction, sig)
         runner = Runner(manifest, log)  # the same command again
         kill["lost_seconds"] = round(regained(store, ref, runner, kill["done"]), 1)
-        wait_for(lambda: read_manifest(store, ref.manifest_key), 1800, f"{ref.label} finished", runner)
+        wait_for(lambda ref=ref: read_manifest(store, ref.manifest_key), 1800, f"{ref.label} finished", runner)
         kill["saved"] = resumed_work(store, ref)
         kill["redone"] = max(kill["done"] - kill["saved"], 0.0)
         samples_per_call = 16 * (2 if ref.name == "pairs" else 1)  # batchSize requests; pairs asks twice per item

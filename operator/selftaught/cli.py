@@ -163,39 +163,45 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     import time
 
+    from selftaught.local.holder import runner_of
     from selftaught.pipeline.planner import plan
     from selftaught.pipeline.scan import scan
     from selftaught.views.display import StageDisplay
     from selftaught.views.overview import describe_stage, overview, running_views
+    from selftaught.views.state import Phase, run_state
 
     run, store = _target(args)
     inputs = _inputs_here(run, store)
-    print(overview(store, run, inputs))
-    if not args.watch or plan(run.spec, scan(store).done).finished:
-        return 0
+    resume = f"selftaught run {args.target}" if Path(args.target).is_file() else "selftaught run RUN.yaml"
+    print(overview(store, run, inputs, runner=runner_of(store), resume=resume))
+    progress = scan(store)
+    state = run_state(store, progress, plan(run.spec, progress.done), runner_of(store))
+    if not args.watch or state.over:
+        return state.exit_code if not args.watch else (0 if state.phase == Phase.SUCCEEDED else 1)
     displays: dict = {}
-    announced = set(scan(store).done)
+    announced = set(progress.done)
     try:
         while True:
             progress = scan(store)
+            state = run_state(store, progress, plan(run.spec, progress.done), runner_of(store))
             views = running_views(store, run, progress)
             for ref in [r for r in displays if r not in views]:
                 displays.pop(ref).close()
             for ref in sorted(progress.done - announced, key=lambda r: (r.iteration, ORDER[r.name])):  # in the order they run
                 print(f"{ref.label:<12} ✓ {describe_stage(ref, progress)}")
             announced |= progress.done
-            if plan(run.spec, progress.done).finished:
+            if state.over:  # succeeded, failed, or nobody runs it any more: nothing to wait for
                 break
             for ref, view in views.items():
                 displays.setdefault(ref, StageDisplay(ref.label, print)).update(view)
             time.sleep(args.interval)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # stop watching: the run goes on
         pass
     finally:
         for display in displays.values():
             display.close()
-    print(overview(store, run, inputs))
-    return 0
+    print(overview(store, run, inputs, runner=runner_of(store), resume=resume))
+    return 0 if state.phase == Phase.SUCCEEDED or not state.over else 1
 
 
 @_errors
@@ -386,7 +392,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a whole SelfTaughtRun on this machine (the local default)")
     run.add_argument("file", help="a SelfTaughtRun manifest (YAML)")
-    run.add_argument("--logs", help="folder for each stage's log (default: the run's folder under the system temporary directory, replaced on each start)")
+    run.add_argument(
+        "--logs",
+        help="folder for each stage's log while it runs (default: the run's folder under the system temporary directory, replaced on each start); "
+        "each log is also kept in the run's store, <stage>/_logs/",
+    )
     run.set_defaults(func=cmd_run)
 
     planning = sub.add_parser("plan", help="print the stages a run creates and what they cost: tokens, GPU-hours, time (docs/cost.md)")
@@ -404,7 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="print how far a run is, from its store: stages, progress and time left, numbers, cost")
     status.add_argument("target", help="a SelfTaughtRun manifest, or the run's folder in its store (<storage.uri>/<namespace>/<name>)")
     status.add_argument("--endpoint", help="S3 endpoint URL for a store URI (MinIO, Ceph RGW)")
-    status.add_argument("--watch", "-w", action="store_true", help="follow the running stages until the run ends (Ctrl-C stops watching)")
+    status.add_argument(
+        "--watch", "-w", action="store_true", help="follow the running stages until the run succeeds, fails or nobody runs it any more (Ctrl-C stops watching)"
+    )
     status.add_argument("--interval", type=float, default=5.0, help=argparse.SUPPRESS)
     status.set_defaults(func=cmd_status)
 

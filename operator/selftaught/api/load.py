@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,45 @@ def load_run(path: str | Path) -> SelfTaughtRun:
         raise _wrong_kind(str(path), [d.get("kind") if isinstance(d, dict) else None for d in documents])
     if len(runs) != 1:
         raise InvalidSpec(f"{path}: expected exactly one {KIND} document, found {len(runs)}")
-    return parse_run(runs[0], source=str(path))
+    return parse_run(relative_to(runs[0], path.resolve().parent), source=str(path))
+
+
+def _local_path(value: Any, folder: Path, *, model: bool = False) -> Any:
+    """`value` made absolute against `folder` when it is a relative local path. A model source is
+    a path when it looks like one (`./`, `../`, `~`) or names something in `folder`; otherwise it
+    is a Hub id (`meta-llama/Llama-3.1-8B-Instruct`), left alone like `s3://` and `hf://` URIs."""
+    if not isinstance(value, str) or not value or "://" in value.removeprefix("file://") or value.startswith("s3:"):
+        return value
+    path = Path(value.removeprefix("file://")).expanduser()
+    if path.is_absolute():
+        return value
+    if model and not value.startswith((".", "~", "file://")) and not (folder / path).exists():
+        return value
+    return os.path.normpath(folder / path)
+
+
+def relative_to(document: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """The run `document` with the local paths it names (the store, the data, local models) read
+    against `folder`, the manifest's own folder, as kubectl and docker compose read theirs: a run
+    file means the same run from whichever folder it is given."""
+    spec = document.get("spec")
+    if not isinstance(spec, dict):
+        return document
+    document = copy.deepcopy(document)
+    spec = document["spec"]
+    for section, fields in (("storage", ("uri",)), ("data", ("instructions", "evaluation")), ("models", ("seed", "generator"))):
+        part = spec.get(section)
+        if not isinstance(part, dict):
+            continue
+        for name in fields:
+            if section == "storage":
+                if name in part:
+                    part[name] = _local_path(part[name], folder)
+                continue
+            entry = part.get(name)
+            if isinstance(entry, dict) and "source" in entry:
+                entry["source"] = _local_path(entry["source"], folder, model=section == "models")
+    return document
 
 
 def parse_api_object(document: dict[str, Any], *, source: str) -> tuple[SelfTaughtRun, list[str]]:

@@ -38,7 +38,7 @@ from typing import IO, Any
 
 from selftaught.api.spec import SelfTaughtRun
 from selftaught.engines.weights import weights_of
-from selftaught.errors import TERMINATION_MESSAGE_VARIABLE, Failure, InvalidSpec, Reason, SelftaughtError, decode
+from selftaught.errors import MESSAGE_LIMIT, TERMINATION_MESSAGE_VARIABLE, Failure, InvalidSpec, Reason, SelftaughtError, decode
 from selftaught.local import subprocesses
 from selftaught.local.lease import Lease
 from selftaught.local.machine import probe
@@ -60,7 +60,8 @@ from selftaught.pipeline.scan import iteration_summaries, scan
 from selftaught.pipeline.table import StageRef
 from selftaught.store import StorageUnavailable, Store
 from selftaught.store.disruptions import Cause, DisruptionRecord, lost_work, write_disruption
-from selftaught.store.layout import PROGRESS, disruption_key, progress_key
+from selftaught.store.failures import FailureRecord, write_failure
+from selftaught.store.layout import PROGRESS, disruption_key, failure_key, log_key, progress_key
 from selftaught.store.progress import ProgressRecord, read_progress
 from selftaught.views.display import StageDisplay
 from selftaught.views.estimate import Inputs, estimate, measure
@@ -125,6 +126,12 @@ class _Running:
     process: subprocess.Popen
     log: IO[bytes]
     started_at: float = field(default_factory=time.time)
+    log_offset: int = 0  #: where this process's part of its log file begins (`--logs` files are appended to)
+
+    @property
+    def name(self) -> str:
+        """`local-<ms>` or `local-<ms>-shard-00003`: its log's and its failure's name in the store."""
+        return f"local-{int(self.started_at * 1000)}" + ("" if self.job.shard is None else f"-shard-{self.job.shard:05d}")
 
 
 def _run_stage(
@@ -199,14 +206,18 @@ def _run_jobs(
                 running.remove(item)
                 item.log.close()
                 free.append(item.devices)
+                kept = _keep_log(store, ref, item)
                 if item.process.returncode != 0:
-                    raise _failure(ref, item.job, item.process.returncode)
+                    raise _failure(ref, item, kept, store)
     except BaseException as error:  # Ctrl-C, SIGTERM, a lost lease, a failed shard: every stage tree stops with us
         grace = subprocesses.TRAINING_STOP_GRACE_SECONDS if ref.kind == "training" else subprocesses.STOP_GRACE_SECONDS
         with subprocesses.shielded() as hurry:
             if ref.kind == "training" and running:
                 log.warning("stopping %s: once it trains, it saves its state at its next step end before it exits (Ctrl-C again: at once)", ref.label)
             subprocesses.stop_trees([r.process for r in running], grace, hurry)
+            for item in running:
+                item.log.close()
+                _keep_log(store, ref, item)
             if store is not None and isinstance(error, Interrupted | KeyboardInterrupt):
                 _record_disruptions(store, ref, running, error)
         raise
@@ -225,7 +236,7 @@ def _start(job: _Job, devices: tuple[str, ...], env: dict[str, str]) -> _Running
     except BaseException:
         log.close()
         raise
-    return _Running(job, devices, process, log)
+    return _Running(job, devices, process, log, log_offset=log.tell())
 
 
 def _pause(process: subprocess.Popen, lease: Lease | None) -> None:
@@ -278,11 +289,39 @@ def _stopped_progress(store: Store, ref: StageRef, shard: int | None) -> Progres
     return max((record for record in records if not record.finished), key=lambda record: record.updated_at, default=None)
 
 
-def _failure(ref: StageRef, job: _Job, code: int) -> StageFailed:
+def _keep_log(store: Store | None, ref: StageRef, item: _Running) -> str | None:
+    """What the ended process wrote to its log, copied into the run's store (`<stage>/_logs/`, one
+    object per process, never overwritten), so that it outlives this runner's temporary folder and
+    the next attempt: the key, or None when it could not be kept (best effort)."""
+    if store is None:
+        return None
+    key = log_key(ref.prefix, item.name)
+    try:
+        with item.job.log_path.open("rb") as file:
+            file.seek(item.log_offset)
+            store.write_bytes(key, file.read())
+    except (OSError, StorageUnavailable) as error:
+        log.warning("the log of %s was not kept in the store: %s", ref.label, error)
+        return None
+    return key
+
+
+def _failure(ref: StageRef, item: _Running, kept: str | None, store: Store | None) -> StageFailed:
+    """The failed process's reason as the runner's error, also recorded in the run's store (with
+    where its log is) for `selftaught status`."""
+    job, code = item.job, item.process.returncode
     text = job.message_file.read_text().strip() if job.message_file.exists() else ""
     failure = decode(text) or Failure(Reason.STAGE_FAILED, text or f"exit code {code}")
+    where = store.url(kept) if store is not None and kept else str(job.log_path)
+    if store is not None:
+        record = FailureRecord(
+            stage=ref.label, reason=str(failure.reason), message=failure.message[:MESSAGE_LIMIT], permanent=failure.permanent,
+            at=time.time(), shard=job.shard, log=kept,
+        )  # fmt: skip
+        with contextlib.suppress(StorageUnavailable):
+            write_failure(store, failure_key(ref.prefix, item.name), record)
     shard = "" if job.shard is None else f"shard {job.shard}: "
-    return StageFailed(ref, Failure(failure.reason, f"{shard}{failure.message} (log: {job.log_path})", failure.permanent))
+    return StageFailed(ref, Failure(failure.reason, f"{shard}{failure.message} (log: {where})", failure.permanent))
 
 
 def check_machine(run: SelfTaughtRun, machine: Machine, echo: Callable[[str], None] = print) -> None:

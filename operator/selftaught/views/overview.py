@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from typing import Any
 
 from selftaught.api.load import parse_run
@@ -24,6 +25,7 @@ from selftaught.views.estimate import Inputs, estimate, measure
 from selftaught.views.live import StageView, describe, duration, read_view
 from selftaught.views.numbers import estimate as with_interval
 from selftaught.views.numbers import summary_text
+from selftaught.views.state import Phase, Runner, run_state, state_lines
 
 
 def open_run(run: SelfTaughtRun | None, uri: str | None = None, endpoint: str | None = None) -> tuple[SelfTaughtRun, Store]:
@@ -54,16 +56,27 @@ def running_views(store: Store, run: SelfTaughtRun, progress: Progress) -> dict[
     return views
 
 
-def overview(store: Store, run: SelfTaughtRun, inputs: Inputs, now: float | None = None) -> str:
+def overview(
+    store: Store, run: SelfTaughtRun, inputs: Inputs, now: float | None = None, runner: Runner | None = None, resume: str = "selftaught run RUN.yaml"
+) -> str:
+    """The run as `selftaught status` prints it; `runner` is who holds its lease (`local/`), and
+    `resume` the command that starts it again."""
     now = time.time() if now is None else now
     progress = scan(store)
     step = plan(run.spec, progress.done)
     views = running_views(store, run, progress)
     disrupted = disruptions(store, progress)
-    lines = [f"run {run.metadata.namespace}/{run.metadata.name}: {len(step.done)} of {step.total} stages done; store {store.uri}", ""]
+    state = run_state(store, progress, step, runner)
+    lines = [f"run {run.metadata.namespace}/{run.metadata.name}: {len(step.done)} of {step.total} stages done; store {store.uri}"]
+    lines += [*state_lines(state, store, resume), ""]
     for ref in (node.ref for node in stage_graph(run.spec)):  # in the order they run
         if ref in progress.manifests:
             lines.append(f"  ✓ {ref.label:<12} {describe_stage(ref, progress)}")
+        elif ref == state.failed and state.failure is not None:
+            lines.append(f"  ✗ {ref.label:<12} failed, reason {state.failure.reason}")
+        elif ref in views and state.phase in (Phase.STOPPED, Phase.FAILED):  # its numbers are where it stopped: no rate, no ETA
+            where = describe(replace(views[ref], eta_seconds=None, tokens_per_second=None))
+            lines.append(f"  ‖ {ref.label:<12} " + ("stopped before it reported progress" if where == "started" else f"stopped at {where}"))
         elif ref in views:
             lines.append(f"  … {ref.label:<12} {describe(views[ref], now)}")
         elif ref in step.ready:
