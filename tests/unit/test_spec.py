@@ -83,6 +83,28 @@ def test_unreadable_or_invalid_files_say_which_file(tmp_path):
         load_run(other)
 
 
+
+def test_local_paths_in_a_manifest_are_read_from_its_folder_and_hub_ids_and_uris_stay_as_they_are(tmp_path):
+    import yaml
+
+    folder = tmp_path / "project"
+    (folder / "models" / "seed").mkdir(parents=True)
+    document = {
+        **MINIMAL,
+        "spec": {
+            "models": {"seed": {"source": "models/seed"}, "generator": {"source": "Qwen/Qwen2.5-7B-Instruct"}},
+            "data": {"instructions": {"source": "../data/instructions.jsonl"}, "evaluation": {"source": "hf://datasets/allenai/reward-bench"}},
+            "storage": {"uri": "runs"},
+        },
+    }
+    (folder / "run.yaml").write_text(yaml.safe_dump(document))
+    spec = load_run(folder / "run.yaml").spec
+    assert spec.storage.uri == str(folder / "runs") and spec.models.seed.source == str(folder / "models/seed")
+    assert spec.data.instructions.source == str(tmp_path / "data/instructions.jsonl")
+    assert spec.models.generator.source == "Qwen/Qwen2.5-7B-Instruct" and spec.data.evaluation.source == "hf://datasets/allenai/reward-bench"
+    (folder / "s3.yaml").write_text(yaml.safe_dump(MINIMAL))
+    assert load_run(folder / "s3.yaml").spec == parse_run(MINIMAL).spec  # s3:// and a Hub id: nothing to resolve
+
 def _scheduling(**generation):
     return _with(scheduling={"generation": generation})
 
