@@ -204,12 +204,37 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if state.phase == Phase.SUCCEEDED or not state.over else 1
 
 
+def _started(args: argparse.Namespace):
+    """`_target`, for a command that reads what a run made: one that never started is said so, and
+    no folder is made for it."""
+    from selftaught.errors import InvalidInput
+    from selftaught.store.layout import RUN_SNAPSHOT
+
+    run, store = _target(args)
+    if not store.exists(RUN_SNAPSHOT):
+        raise InvalidInput(f"{store.url()}: run {run.metadata.namespace}/{run.metadata.name} has not started here (no {RUN_SNAPSHOT}); `selftaught run` starts it")
+    return run, store
+
+
 @_errors
 def cmd_report(args: argparse.Namespace) -> int:
     from selftaught.views.html_report import write_report
 
-    run, store = _target(args)
+    run, store = _started(args)
     print(write_report(store, run, _inputs_here(run, store)))
+    return 0
+
+
+@_errors
+def cmd_get(args: argparse.Namespace) -> int:
+    from selftaught.views.results import fetch, select
+
+    run, store = _started(args)
+    selection = select(store, run, args.kind, iteration=args.iteration, stage=args.stage)
+    written = fetch(store, selection, Path(args.output) / run.metadata.name)
+    print(f"{selection.said}, from {store.uri}:", file=sys.stderr)
+    for path in written:  # stdout: only the paths, for `vllm serve "$(selftaught get checkpoint RUN)"`
+        print(path)
     return 0
 
 
@@ -424,6 +449,23 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("target", help="a SelfTaughtRun manifest, or the run's folder in its store")
     report.add_argument("--endpoint", help="S3 endpoint URL for a store URI")
     report.set_defaults(func=cmd_report)
+
+    getting = sub.add_parser(
+        "get",
+        help="copy a run's results out of its store (local or S3): the judge's checkpoint, metrics, the report, the stage logs",
+        description="Copy a run's results out of its store into DIR/<name>/, in the store's layout without the attempt folders "
+        "(DIR/<name>/iter-002/checkpoint/, iter-001/metrics.json, report/index.html, <stage>/logs/), and print the paths written. "
+        "Live logs on a cluster: kubectl logs -n NAMESPACE -l selftaught.dev/run=NAME --prefix -f.",
+    )
+    getting.add_argument("kind", choices=["checkpoint", "metrics", "report", "logs"])
+    getting.add_argument("target", metavar="RUN", help="a SelfTaughtRun manifest, or the run's folder in its store (<storage.uri>/<namespace>/<name>)")
+    getting.add_argument(
+        "--iteration", metavar="N|best", help="the iteration: a number or best, the best evaluated (default: best for checkpoint, every one for metrics and logs)"
+    )
+    getting.add_argument("--stage", metavar="STAGE", help="logs: only this stage's, e.g. judge-1")
+    getting.add_argument("-o", "--output", metavar="DIR", default=".", help="where to put them (default: the current folder)")
+    getting.add_argument("--endpoint", help="S3 endpoint URL for a store URI (MinIO, Ceph RGW)")
+    getting.set_defaults(func=cmd_get)
 
     stage = sub.add_parser("stage", help="run one stage of a run (the command every Job runs)")
     stage.add_argument("name", choices=STAGE_NAMES)
