@@ -131,20 +131,60 @@ def _errors(command):
     return run
 
 
+def _camel_key(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def camel(value):
+    """`value` with every key in camelCase, as every JSON the command prints spells it (the CRD's way)."""
+    if isinstance(value, dict):
+        return {_camel_key(str(key)): camel(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [camel(item) for item in value]
+    return value
+
+
+def _machine_for_plan(args: argparse.Namespace):
+    """(machine, where) of `plan --local`: this machine, or with --gpus (or --gpu on a machine
+    without GPUs) a preview of one with that many GPUs of that kind."""
+    from selftaught.local.machine import probe
+    from selftaught.local.placement import GiB, Machine
+    from selftaught.views.estimate import RATES
+
+    machine = probe()
+    if args.gpus is None and not (args.gpu and args.gpu != "cpu" and not machine.devices):
+        return machine, "on this machine (" + (f"{len(machine.devices)} GPU(s))" if machine.devices else "CPU)")
+    kind = args.gpu or "H100"
+    count = args.gpus if args.gpus is not None else 1
+    if count == 0 or kind == "cpu":
+        from selftaught.local.placement import CPU
+
+        return CPU, "on a machine without GPUs (a preview: --gpus 0)"
+    memory = int(RATES[kind].memory_gib * GiB)
+    preview = Machine(tuple(str(i) for i in range(count)), (memory,) * count, (f"NVIDIA {kind}",) * count)
+    return preview, f"on a machine with {count} {kind} GPU{'s' if count > 1 else ''} (a preview: --gpus {count} --gpu {kind}; this machine has {len(machine.devices) or 'no'} GPU{'' if len(machine.devices) == 1 else 's'})"
+
+
 @_errors
 def cmd_plan(args: argparse.Namespace) -> int:
     from selftaught.api.load import load_run
     from selftaught.views.estimate import estimate
+    from selftaught.views.paths import path_problems
     from selftaught.views.plan_text import format_plan, plan_inputs
 
     run = _with_assumptions(load_run(args.file), args)
-    if args.local:
-        from selftaught.local.machine import probe
+    problems = path_problems(run.spec)
+    if problems:  # before any number: an estimate of a typo is no estimate
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 2
+    local = args.local or args.gpus is not None or not run.spec.storage.uri.startswith("s3://")  # a folder store: only `selftaught run` runs it
+    if local:
         from selftaught.local.runner import local_inputs
 
-        machine = probe()
+        machine, where = _machine_for_plan(args)
         inputs = local_inputs(run, machine)
-        where = "on this machine (" + (f"{len(machine.devices)} GPU(s))" if machine.devices else "CPU)")
     else:
         inputs = plan_inputs(run)
         generation = run.spec.generation
@@ -153,9 +193,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.json:
         from dataclasses import asdict
 
-        print(json.dumps({**asdict(result), "gpuHours": result.gpu_hours, "hours": result.hours, "generatedTokens": result.generated_tokens}, indent=2))
+        document = {**asdict(result), "gpuHours": result.gpu_hours, "hours": result.hours, "generatedTokens": result.generated_tokens}
+        print(json.dumps(camel(document), indent=2))
     else:
-        print(format_plan(run.metadata.name, result, where))
+        print(format_plan(run.metadata.name, result, where, inputs))
     return 0 if not result.unknown else 2
 
 
@@ -410,6 +451,14 @@ def cmd_testbed(args: argparse.Namespace) -> int:
     return 0
 
 
+def gpu_kind(value: str) -> str:
+    """A GPU kind as the estimate's table spells it, whatever the case (`h100`, `l40s`)."""
+    kinds = {kind.lower(): kind for kind in GpuKind.__args__}
+    if value.lower() not in kinds:
+        raise argparse.ArgumentTypeError(f"unknown GPU kind {value!r}: choose one of {', '.join(GpuKind.__args__)}")
+    return kinds[value.lower()]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="selftaught", description=__doc__)
     parser.add_argument("--version", action="version", version=f"selftaught {__version__}")
@@ -426,8 +475,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     planning = sub.add_parser("plan", help="print the stages a run creates and what they cost: tokens, GPU-hours, time (docs/cost.md)")
     planning.add_argument("file", help="a SelfTaughtRun manifest (YAML)")
-    planning.add_argument("--local", action="store_true", help="plan it as `selftaught run` runs it on this machine (default: as the operator runs it)")
-    planning.add_argument("--gpu", choices=list(GpuKind.__args__), help="GPU kind to price it on (spec.estimate.gpu)")
+    planning.add_argument(
+        "--local", action="store_true", help="plan it as `selftaught run` runs it on this machine (the default for a run whose store is a local folder; else as the operator runs it)"
+    )
+    planning.add_argument(
+        "--gpus", type=int, metavar="N", help="plan it for `selftaught run` on a machine with N GPUs (of kind --gpu, default H100): a preview from any machine"
+    )
+    planning.add_argument("--gpu", type=gpu_kind, metavar="|".join(GpuKind.__args__), help="GPU kind to price it on, any case (spec.estimate.gpu)")
     planning.add_argument("--instructions", type=int, help="records in data.instructions, where they cannot be counted (spec.estimate.instructions)")
     planning.add_argument("--judge-accuracy", type=float, help="assumed probability that one sampled judgment is right (spec.estimate.judgeAccuracy)")
     planning.add_argument(
@@ -549,4 +603,10 @@ def main(argv: list[str] | None = None) -> None:
     for chatty in ("httpx", "httpx2"):  # a line per request of `judge` and `score --endpoint`
         logging.getLogger(chatty).setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
-    sys.exit(args.func(args))
+    try:
+        code = args.func(args)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `selftaught plan RUN.yaml | head`: the reader had enough, which is no error to show
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor at exit, when Python flushes stdout again
+        code = 128 + 13  # as a process that SIGPIPE ended
+    sys.exit(code)

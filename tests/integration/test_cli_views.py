@@ -52,8 +52,8 @@ def test_plan_assumptions_change_on_the_command_line():
     base = json.loads(selftaught("plan", PAPER, "--json").stdout)
     slower = json.loads(selftaught("plan", PAPER, "--json", "--gpu", "A100", "--judge-accuracy", "0.5").stdout)
     assert slower["gpu"] == "A100" and slower["gpuHours"] > base["gpuHours"]
-    assert slower["adaptive"]["samples_per_item"] > base["adaptive"]["samples_per_item"]
-    assert slower["votes"]["samples_per_example"] > base["votes"]["samples_per_example"]  # a weaker judge's votes run longer
+    assert slower["adaptive"]["samplesPerItem"] > base["adaptive"]["samplesPerItem"]
+    assert slower["votes"]["samplesPerExample"] > base["votes"]["samplesPerExample"]  # a weaker judge's votes run longer
     longer = json.loads(selftaught("plan", PAPER, "--json", "--assume", "answerTokens=1000", "--assume", "throughput.decodeTflops=35").stdout)
     assert longer["generatedTokens"] > base["generatedTokens"] and longer["gpuHours"] > base["gpuHours"]
     wrong = selftaught("plan", PAPER, "--assume", "judgeAcuracy=0.5")

@@ -392,7 +392,7 @@ def _run_holding_lease(run: SelfTaughtRun, store: Store, lease: Lease, echo: Cal
         check_machine(run, machine, echo)  # before any work: a run this machine cannot hold stops here
         where = "on this machine (" + (f"{len(machine.devices)} GPU(s))" if machine.devices else "CPU)")
         inputs = local_inputs(run, machine)
-        echo(format_plan(run.metadata.name, estimate(run.spec, inputs, measure(scan(store).manifests)), where) + "\n")
+        echo(format_plan(run.metadata.name, estimate(run.spec, inputs, measure(scan(store).manifests)), where, inputs) + "\n")
         while True:
             if lease.lost is not None:
                 raise lease.lost
