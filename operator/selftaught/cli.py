@@ -214,9 +214,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     run, store = _target(args)
     inputs = _inputs_here(run, store)
     resume = f"selftaught run {args.target}" if Path(args.target).is_file() else "selftaught run RUN.yaml"
-    print(overview(store, run, inputs, runner=runner_of(store), resume=resume))
     progress = scan(store)
     state = run_state(store, progress, plan(run.spec, progress.done), runner_of(store))
+    if args.output:  # one document, for scripts: no --watch
+        import yaml
+
+        from selftaught.views.overview import overview_document
+
+        document = overview_document(store, run, inputs, runner_of(store))
+        print(json.dumps(document, indent=2) if args.output == "json" else yaml.safe_dump(document, sort_keys=False, allow_unicode=True), end="\n" if args.output == "json" else "")
+        return state.exit_code
+    print(overview(store, run, inputs, runner=runner_of(store), resume=resume))
     if not args.watch or state.over:
         return state.exit_code if not args.watch else (0 if state.phase == Phase.SUCCEEDED else 1)
     displays: dict = {}
@@ -451,6 +459,22 @@ def cmd_testbed(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Commands(argparse._SubParsersAction):
+    """Subcommands whose own `--help` opens with what they do: their one-line help, unless they
+    have a description of their own."""
+
+    def add_parser(self, name, **kwargs):
+        if kwargs.get("help") and not kwargs.get("description"):
+            kwargs["description"] = kwargs["help"][:1].upper() + kwargs["help"][1:] + "."
+        return super().add_parser(name, **kwargs)
+
+
+class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register("action", "parsers", _Commands)
+
+
 def gpu_kind(value: str) -> str:
     """A GPU kind as the estimate's table spells it, whatever the case (`h100`, `l40s`)."""
     kinds = {kind.lower(): kind for kind in GpuKind.__args__}
@@ -460,7 +484,7 @@ def gpu_kind(value: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="selftaught", description=__doc__)
+    parser = _Parser(prog="selftaught", description=__doc__)
     parser.add_argument("--version", action="version", version=f"selftaught {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -490,13 +514,21 @@ def build_parser() -> argparse.ArgumentParser:
     planning.add_argument("--json", action="store_true", help="print the estimate as JSON")
     planning.set_defaults(func=cmd_plan)
 
-    status = sub.add_parser("status", help="print how far a run is, from its store: stages, progress and time left, numbers, cost")
+    status = sub.add_parser(
+        "status",
+        help="print how far a run is, from its store: stages, progress and time left, numbers, cost",
+        description="Print how far a run is, from its store alone (a run started here, elsewhere or on a cluster): its stages, "
+        "progress and time left, numbers and cost; for a local run, whether it failed (the stage's reason, message and log), "
+        "runs, or nobody runs it. Exit status: 1 when it failed, else 0; with --watch, 0 once it succeeded, 1 when it failed "
+        "or nobody runs it any more.",
+    )
     status.add_argument("target", help="a SelfTaughtRun manifest, or the run's folder in its store (<storage.uri>/<namespace>/<name>)")
     status.add_argument("--endpoint", help="S3 endpoint URL for a store URI (MinIO, Ceph RGW)")
     status.add_argument(
         "--watch", "-w", action="store_true", help="follow the running stages until the run succeeds, fails or nobody runs it any more (Ctrl-C stops watching)"
     )
     status.add_argument("--interval", type=float, default=5.0, help=argparse.SUPPRESS)
+    status.add_argument("-o", "--output", choices=["json", "yaml"], help="print it as one JSON or YAML document (camelCase keys, as the CRD's status)")
     status.set_defaults(func=cmd_status)
 
     report = sub.add_parser("report", help="render the run's HTML report into its store (report/index.html) and print where")

@@ -167,3 +167,53 @@ def iteration_table(rows: list[dict[str, Any]]) -> list[str]:
 
 def _fmt(value: Any, width: int = 6, spec: str = "") -> str:
     return f"{'-' if value is None else format(value, spec):>{width}}"
+
+
+def overview_document(store: Store, run: SelfTaughtRun, inputs: Inputs, runner: Runner | None = None) -> dict[str, Any]:
+    """What `overview` says, as data (`selftaught status -o json|yaml`), its keys in camelCase as
+    the CRD's status spells them."""
+    progress = scan(store)
+    step = plan(run.spec, progress.done)
+    views = running_views(store, run, progress)
+    state = run_state(store, progress, step, runner)
+    stages = []
+    for ref in (node.ref for node in stage_graph(run.spec)):
+        entry: dict[str, Any] = {"stage": ref.label}
+        if ref in progress.manifests:
+            manifest = progress.manifests[ref]
+            entry.update(state="Succeeded", seconds=round(manifest.seconds, 1), summary=manifest.summary)
+        elif ref == state.failed:
+            entry["state"] = "Failed"
+        elif ref in views:
+            view = views[ref]
+            entry.update(state="Running" if state.phase in (Phase.RUNNING, Phase.UNKNOWN) else "Stopped", progress={
+                "percent": view.percent, "done": view.done, "total": view.total, "unit": view.unit, "shards": view.shards,
+                "shardsDone": view.shards_done, "tokensPerSecond": view.tokens_per_second, "etaSeconds": view.eta_seconds,
+            })  # fmt: skip
+        else:
+            entry["state"] = "Ready" if ref in step.ready else "Waiting"
+        stages.append(entry)
+    cost = estimate(run.spec, inputs, measure(progress.manifests))
+    failure = state.failure
+    return {
+        "name": run.metadata.name,
+        "namespace": run.metadata.namespace,
+        "store": store.uri,
+        "phase": str(state.phase),
+        "stagesDone": len(step.done),
+        "stagesTotal": step.total,
+        "runner": None if runner is None else {"running": runner.alive, "message": runner.text},
+        "failure": None if failure is None else {
+            "stage": failure.stage, "reason": failure.reason, "message": failure.message, "permanent": failure.permanent,
+            "at": failure.at, "log": store.url(failure.log) if failure.log else None,
+        },  # fmt: skip
+        "stages": stages,
+        "iterations": iteration_summaries(progress, limit=1000),
+        "estimate": {"unknown": cost.unknown}
+        if cost.unknown
+        else {
+            "gpu": cost.gpu, "gpuHours": round(cost.gpu_hours, 3), "remainingGpuHours": round(cost.remaining_gpu_hours, 3),
+            "hours": round(cost.hours, 4), "remainingHours": round(cost.remaining_hours, 4), "measuredStages": cost.measured_stages,
+        },  # fmt: skip
+        "report": store.url(REPORT) if store.exists(REPORT) else None,
+    }
