@@ -65,9 +65,10 @@ from selftaught.store.layout import PROGRESS, disruption_key, failure_key, log_k
 from selftaught.store.progress import ProgressRecord, read_progress
 from selftaught.views.display import StageDisplay
 from selftaught.views.estimate import Inputs, estimate, measure
+from selftaught.views.eta import completion
 from selftaught.views.html_report import write_report
-from selftaught.views.live import watch_view
-from selftaught.views.overview import describe_stage, iteration_table, skipped_summary
+from selftaught.views.live import duration, watch_view
+from selftaught.views.overview import brief_stage, iteration_table, skipped_summary
 from selftaught.views.plan_text import format_plan, plan_inputs
 
 log = logging.getLogger(__name__)
@@ -393,6 +394,10 @@ def _run_holding_lease(run: SelfTaughtRun, store: Store, lease: Lease, echo: Cal
         where = "on this machine (" + (f"{len(machine.devices)} GPU(s))" if machine.devices else "CPU)")
         inputs = local_inputs(run, machine)
         echo(format_plan(run.metadata.name, estimate(run.spec, inputs, measure(scan(store).manifests)), where, inputs) + "\n")
+
+        def stamped(text: str) -> None:
+            echo(f"[{time.monotonic() - started:6.1f}s] {text}")
+
         while True:
             if lease.lost is not None:
                 raise lease.lost
@@ -401,16 +406,18 @@ def _run_holding_lease(run: SelfTaughtRun, store: Store, lease: Lease, echo: Cal
             if step.finished:
                 break
             ref = step.ready[0]
-            echo(f"[{time.monotonic() - started:6.1f}s] {ref.label:<12} ▶ ({len(step.done)}/{step.total} stages done)")
-            display = StageDisplay(ref.label, lambda text: echo(f"[{time.monotonic() - started:6.1f}s] {text}"))
+            left = completion(run.spec, estimate(run.spec, inputs, measure(progress.manifests)), one_at_a_time=True)
+            eta = f", the run ~{duration(left.eta_seconds)} left" if left is not None else ""
+            echo(f"[{time.monotonic() - started:6.1f}s] {ref.label:<12} ▶ ({len(step.done)}/{step.total} stages done{eta})")
+            display = StageDisplay(ref.label, stamped)
             try:
-                _run_stage(run, ref, log_dir, scratch, lease, machine, store, _watcher(store, ref, run.spec.generation.shards, display))
+                _run_stage(run, ref, log_dir, scratch, lease, machine, store, _watcher(store, ref, run.spec.generation.shards, display, stamped))
             finally:
                 display.close()
                 _empty(scratch)  # each stage's temporary files go when it ends, however it ends
             result.stages_run.append(ref.label)
             progress = scan(store)
-            echo(f"[{time.monotonic() - started:6.1f}s] {ref.label:<12} ✓ {describe_stage(ref, progress)}")
+            echo(f"[{time.monotonic() - started:6.1f}s] {ref.label:<12} ✓ {brief_stage(ref, progress, store.uri, gpus=bool(machine.devices))}")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     result.seconds = time.monotonic() - started
@@ -421,18 +428,33 @@ def _run_holding_lease(run: SelfTaughtRun, store: Store, lease: Lease, echo: Cal
     return result
 
 
-def _watcher(store: Store, ref: StageRef, shards: int, display: StageDisplay, every: float = 2.0) -> Callable[[], None]:
+#: seconds between the lines that say a stage is still starting (loading its model, reading its input)
+HEARTBEAT_SECONDS = 15.0
+
+
+def _watcher(
+    store: Store, ref: StageRef, shards: int, display: StageDisplay, say: Callable[[str], None] | None = None, every: float = 2.0
+) -> Callable[[], None]:
     """What the runner calls while a stage runs: every `every` seconds, the stage's progress to
-    `display` (a store that does not answer just shows nothing new)."""
-    last = 0.0
+    `display` (a store that does not answer just shows nothing new); until the stage reports work
+    done, a line every HEARTBEAT_SECONDS to `say` that it is still starting."""
+    began = last = heard = time.monotonic()
 
     def tick() -> None:
-        nonlocal last
-        if ref.kind == "data" or time.monotonic() - last < every:
+        nonlocal last, heard
+        now = time.monotonic()
+        if ref.kind == "data" or now - last < every:
             return
-        last = time.monotonic()
+        last = now
         with contextlib.suppress(StorageUnavailable):
-            display.update(watch_view(store, ref, shards))
+            view = watch_view(store, ref, shards)
+            display.update(view)
+            if view is not None and view.done:
+                return
+            if say is not None and now - heard >= HEARTBEAT_SECONDS:
+                heard = now
+                what = "loading its model" if view is not None else "starting: loading its model and reading its input"
+                say(f"{ref.label:<12} … {what} ({duration(now - began)})")
 
     return tick
 

@@ -140,6 +140,47 @@ def describe_stage(ref: StageRef, progress: Progress) -> str:
     return f"{summary_text(manifest.summary)} ({manifest.seconds:.1f}s)"
 
 
+#: what a `✓` line of `selftaught run` leaves to `selftaught status`, the report and the manifest:
+#: each order's accuracy, the judge's fixed-N comparison, the trainer's checkpointing numbers
+_LEFT_OUT = ("orderA", "orderB", "bothOrders", "fixedNTokensPerKept", "contaminationExamples", "skipped")
+
+
+def brief_stage(ref: StageRef, progress: Progress, store_uri: str, *, gpus: bool, width: int = 90) -> str:
+    """A finished stage in at most `width` characters, for `selftaught run`'s `✓` line: the summary
+    less what status and the report keep, a rate per GPU only where there are GPUs, its checkpoint
+    relative to the run's store, and its seconds; the summary cut at a comma with `…` if the line
+    is still too long."""
+    manifest = progress.manifests[ref]
+    summary: dict[str, Any] = {}
+    tail: list[str] = []
+    for key, value in manifest.summary.items():
+        if key in _LEFT_OUT or (key.startswith(("checkpoint", "resumed")) and key != "checkpoint"):
+            continue
+        if key in ("truncated", "tooLong", "unparsed") and not value:
+            continue
+        if key.endswith("PerGpu"):
+            if gpus and isinstance(value, int | float):
+                tail.append(f"{value:,.0f} tok/s/GPU")
+        elif key == "checkpoint" and isinstance(value, str):
+            tail.append(f"→ {value.removeprefix(store_uri.rstrip('/') + '/')}")
+        else:
+            summary[key] = value
+    tail.sort(key=lambda part: part.startswith("→"))  # the checkpoint last
+    ending = "".join(f", {part}" for part in tail) + f" ({manifest.seconds:.1f}s)"
+    parts = [
+        text for key, value in summary.items()
+        if not key.endswith("Interval") and (text := summary_text({key: value, **{k: v for k, v in summary.items() if k == f"{key}Interval"}}))
+    ]  # fmt: skip
+
+    def line(kept: int) -> str:
+        return ", ".join(parts[:kept] + (["…"] if kept < len(parts) else []))
+
+    kept = len(parts)
+    while kept > 0 and len(line(kept)) + len(ending) > width:  # the last parts go first, whole
+        kept -= 1
+    return (line(kept) + ending).removeprefix(", ")
+
+
 def iteration_table(rows: list[dict[str, Any]]) -> list[str]:
     """The per-iteration table `selftaught run` and `selftaught status` print."""
     grpo = any(row.get("reward") is not None for row in rows)  # a GRPO run: its train stages' reward, no judge stage
