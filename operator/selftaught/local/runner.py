@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from selftaught.api.spec import SelfTaughtRun
+from selftaught.engines.models import cache_root
 from selftaught.engines.weights import weights_of
 from selftaught.errors import MESSAGE_LIMIT, TERMINATION_MESSAGE_VARIABLE, Failure, InvalidSpec, Reason, SelftaughtError, decode
 from selftaught.local import subprocesses
@@ -158,6 +159,9 @@ def _run_stage(
 
     if ref.kind == "training":  # torchrun's rendezvous on a free port: runs may share the machine
         env.setdefault("DS_ACCELERATOR", "cuda" if machine.devices else "cpu")
+        # the DeepSpeed ops torch compiles on first use (the CPU communication op: ~30 s) are kept
+        # per user, beside the model cache, never in a run's scratch space: built once per machine
+        env.setdefault("TORCH_EXTENSIONS_DIR", str(cache_root() / "torch_extensions"))
         # on SIGTERM torchrun forwards it, then kills its workers after this: no sooner than we would
         env.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(int(subprocesses.TRAINING_STOP_GRACE_SECONDS)))
         placement = training_placement(run.spec.train, machine.devices)

@@ -110,6 +110,11 @@ def assumed_models(inputs: Inputs | None) -> list[str]:
     return [f"models.{what} {size.total:g}B (set spec.estimate.{what}Size)" for what, size in sizes if size.known_from.startswith("assumed") and f"{what}Size" in size.known_from]
 
 
+def gpu_hours(value: float) -> str:
+    """`682`, `1,235`; `0.3` under 10: how every GPU-hour total is written (docs quote it)."""
+    return f"{value:,.1f}" if value < 10 else f"{value:,.0f}"
+
+
 def format_plan(name: str, estimate: Estimate, where: str, inputs: Inputs | None = None) -> str:
     """The plan as `selftaught plan` prints it. Its first line says when a model's size is only
     assumed (`inputs`): every number below rests on it."""
@@ -163,7 +168,7 @@ def format_plan(name: str, estimate: Estimate, where: str, inputs: Inputs | None
             f"generate {tokens(votes.tokens)} tokens instead of {tokens(votes.all_k_tokens)} ({saved:.0%} fewer){cost}",
         ]
     if gpus:
-        lines.append(f"in all ~{estimate.gpu_hours:,.0f} GPU-hours; stage times added up: {duration(estimate.hours * 3600)} (stages that can overlap counted apart)")
+        lines.append(f"in all ~{gpu_hours(estimate.gpu_hours)} GPU-hours; stage times added up: {duration(estimate.hours * 3600)} (stages that can overlap counted apart)")
     if estimate.contamination:
         lines += ["", estimate.contamination]
     lines += ["", "assumptions (docs/cost.md; override in spec.estimate or with --assume):", *(f"  {line}" for line in estimate.assumptions)]
