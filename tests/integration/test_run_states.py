@@ -17,12 +17,14 @@ import psutil
 import yaml
 
 from selftaught.local.lease import Holder
+from selftaught.pipeline.runstore import accept
 from selftaught.store import open_store
 from selftaught.store.failures import read_failure
 from selftaught.store.layout import LEASE
 from tests.conftest import REPO
 
 from .test_cli_views import halfway, selftaught
+from .test_report import finished_run
 
 
 def hold_lease(store, pid: int) -> None:
@@ -95,3 +97,10 @@ def test_watch_follows_a_live_runner_and_ends_when_it_is_gone(tmp_path):
         assert f"not running: no selftaught run holds its lease (its last runner, process {runner.pid} on host {socket.gethostname()}, is gone)" in output
     finally:
         runner.kill()
+
+
+def test_watch_of_a_run_that_succeeded_ends_at_once_with_exit_0(tmp_path):
+    run, store = finished_run(tmp_path)
+    accept(store, run)
+    watch = selftaught("status", "--watch", store.uri)
+    assert watch.returncode == 0 and "run local/quickstart: 10 of 10 stages done" in watch.stdout and "not running" not in watch.stdout
