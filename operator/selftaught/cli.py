@@ -208,49 +208,51 @@ def cmd_status(args: argparse.Namespace) -> int:
     from selftaught.pipeline.planner import plan
     from selftaught.pipeline.scan import scan
     from selftaught.views.display import StageDisplay
-    from selftaught.views.overview import describe_stage, overview, running_views
+    from selftaught.views.overview import brief_stage, overview, running_views
     from selftaught.views.state import Phase, run_state
 
     run, store = _target(args)
     inputs = _inputs_here(run, store)
     resume = f"selftaught run {args.target}" if Path(args.target).is_file() else "selftaught run RUN.yaml"
+    runner = runner_of(store)
     progress = scan(store)
-    state = run_state(store, progress, plan(run.spec, progress.done), runner_of(store))
-    if args.output:  # one document, for scripts: no --watch
+    state = run_state(store, progress, plan(run.spec, progress.done), runner)
+    if args.output:  # one document, for scripts
         import yaml
 
         from selftaught.views.overview import overview_document
 
-        document = overview_document(store, run, inputs, runner_of(store))
-        print(json.dumps(document, indent=2) if args.output == "json" else yaml.safe_dump(document, sort_keys=False, allow_unicode=True), end="\n" if args.output == "json" else "")
+        document = overview_document(store, run, inputs, runner)
+        sys.stdout.write(json.dumps(document, indent=2) + "\n" if args.output == "json" else yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
         return state.exit_code
-    print(overview(store, run, inputs, runner=runner_of(store), resume=resume))
-    if not args.watch or state.over:
-        return state.exit_code if not args.watch else (0 if state.phase == Phase.SUCCEEDED else 1)
+    print(overview(store, run, inputs, runner=runner, resume=resume))
+    if not args.watch:
+        return state.exit_code
+    if state.over:  # nothing to wait for
+        return 0 if state.phase == Phase.SUCCEEDED else 1
     displays: dict = {}
     announced = set(progress.done)
     try:
-        while True:
+        while not state.over:  # until it succeeds, fails, or nobody runs it any more
+            time.sleep(args.interval)
             progress = scan(store)
             state = run_state(store, progress, plan(run.spec, progress.done), runner_of(store))
             views = running_views(store, run, progress)
             for ref in [r for r in displays if r not in views]:
                 displays.pop(ref).close()
             for ref in sorted(progress.done - announced, key=lambda r: (r.iteration, ORDER[r.name])):  # in the order they run
-                print(f"{ref.label:<12} ✓ {describe_stage(ref, progress)}")
+                print(f"{ref.label:<12} ✓ {brief_stage(ref, progress, store.uri, gpus=False)}")
             announced |= progress.done
-            if state.over:  # succeeded, failed, or nobody runs it any more: nothing to wait for
-                break
             for ref, view in views.items():
                 displays.setdefault(ref, StageDisplay(ref.label, print)).update(view)
-            time.sleep(args.interval)
-    except KeyboardInterrupt:  # stop watching: the run goes on
-        pass
-    finally:
         for display in displays.values():
             display.close()
-    print(overview(store, run, inputs, runner=runner_of(store), resume=resume))
-    return 0 if state.phase == Phase.SUCCEEDED or not state.over else 1
+        print(overview(store, run, inputs, runner=runner_of(store), resume=resume))
+    except KeyboardInterrupt:  # stop watching: the run goes on
+        for display in displays.values():
+            display.close()
+        return 0
+    return 0 if state.phase == Phase.SUCCEEDED else 1
 
 
 def _started(args: argparse.Namespace):
