@@ -213,7 +213,8 @@ def _run_jobs(
                 free.append(item.devices)
                 kept = _keep_log(store, ref, item)
                 if item.process.returncode != 0:
-                    raise _failure(ref, item, kept, store)
+                    _record_failure(store, ref, item, kept)
+                    raise _failure(ref, item.job, item.process.returncode, store.url(kept) if store is not None and kept else None)
     except BaseException as error:  # Ctrl-C, SIGTERM, a lost lease, a failed shard: every stage tree stops with us
         grace = subprocesses.TRAINING_STOP_GRACE_SECONDS if ref.kind == "training" else subprocesses.STOP_GRACE_SECONDS
         with subprocesses.shielded() as hurry:
@@ -311,22 +312,33 @@ def _keep_log(store: Store | None, ref: StageRef, item: _Running) -> str | None:
     return key
 
 
-def _failure(ref: StageRef, item: _Running, kept: str | None, store: Store | None) -> StageFailed:
-    """The failed process's reason as the runner's error, also recorded in the run's store (with
-    where its log is) for `selftaught status`."""
-    job, code = item.job, item.process.returncode
+def _told(job: _Job, code: int) -> Failure:
+    """What the failed process said (its termination message), or its exit code."""
     text = job.message_file.read_text().strip() if job.message_file.exists() else ""
-    failure = decode(text) or Failure(Reason.STAGE_FAILED, text or f"exit code {code}")
-    where = store.url(kept) if store is not None and kept else str(job.log_path)
-    if store is not None:
-        record = FailureRecord(
-            stage=ref.label, reason=str(failure.reason), message=failure.message[:MESSAGE_LIMIT], permanent=failure.permanent,
-            at=time.time(), shard=job.shard, log=kept,
-        )  # fmt: skip
-        with contextlib.suppress(StorageUnavailable):
-            write_failure(store, failure_key(ref.prefix, item.name), record)
+    return decode(text) or Failure(Reason.STAGE_FAILED, text or f"exit code {code}")
+
+
+def _failure(ref: StageRef, job: _Job, code: int, log: str | None = None) -> StageFailed:
+    """The failed process's reason as the runner's error, naming its log (`log`, the copy in the
+    store, else the local file)."""
+    failure = _told(job, code)
     shard = "" if job.shard is None else f"shard {job.shard}: "
-    return StageFailed(ref, Failure(failure.reason, f"{shard}{failure.message} (log: {where})", failure.permanent))
+    return StageFailed(ref, Failure(failure.reason, f"{shard}{failure.message} (log: {log or job.log_path})", failure.permanent))
+
+
+def _record_failure(store: Store | None, ref: StageRef, item: _Running, kept: str | None) -> None:
+    """The failed attempt in the run's store, with where its log is, for `selftaught status`
+    (a local run has no status object). Best effort: a store that does not answer loses the
+    record, never the runner's own error."""
+    if store is None:
+        return
+    told = _told(item.job, item.process.returncode)
+    record = FailureRecord(
+        stage=ref.label, reason=str(told.reason), message=told.message[:MESSAGE_LIMIT], permanent=told.permanent,
+        at=time.time(), shard=item.job.shard, log=kept,
+    )  # fmt: skip
+    with contextlib.suppress(StorageUnavailable):
+        write_failure(store, failure_key(ref.prefix, item.name), record)
 
 
 def check_machine(run: SelfTaughtRun, machine: Machine, echo: Callable[[str], None] = print) -> None:
