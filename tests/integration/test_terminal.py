@@ -38,8 +38,9 @@ def test_each_start_says_the_runs_time_left_and_each_finish_fits_a_terminal(make
     left = [re.search(r"▶ \(\d/7 stages done, the run ~(\S+) left\)$", line) for line in starts]
     assert all(left), starts
     finishes = [line for line in lines if " ✓ " in line]
-    assert len(finishes) == 7 and all(len(line) < 120 for line in finishes), finishes
-    assert any(line.endswith("✓ → iter-001/train/attempt-0123abcd/checkpoint (0.1s)") for line in finishes), finishes
+    assert len(finishes) == 7 and all(len(line) < 120 for text in finishes for line in text.splitlines()), finishes
+    [train] = [text for text in finishes if "train-1" in text]  # its checkpoint on a line of its own, relative to the store
+    assert train.splitlines()[1] == " " * 25 + "→ iter-001/train/attempt-0123abcd/checkpoint" and train.splitlines()[0].endswith("✓ (0.1s)")
 
 
 def test_a_stage_that_is_still_loading_its_model_says_so(tmp_path, monkeypatch):
@@ -71,10 +72,28 @@ def test_finished_lines_stay_short_with_store_relative_paths_and_per_gpu_rates_o
     write_manifest(store, train.manifest_key, manifest.model_copy(update={"summary": summary}))
     progress = scan(store)
     for ref, *_ in STAGES:  # the evaluate stages' summaries are long: every order, every interval
-        line = f"[{211.5:6.1f}s] {ref.label:<12} ✓ {brief_stage(ref, progress, store.uri, gpus=False)}"
-        assert len(line) < 120, line
+        text = f"[{211.5:6.1f}s] {ref.label:<12} ✓ {brief_stage(ref, progress, store.uri, gpus=False)}"
+        assert all(len(line) < 120 for line in text.splitlines()), text
     on_cpu = brief_stage(train, progress, store.uri, gpus=False)
-    assert on_cpu == "examples 72, → iter-001/train/attempt-2e871a87db4c/checkpoint (24.0s)"
-    assert brief_stage(train, progress, store.uri, gpus=True) == "examples 72, 812 tok/s/GPU, → iter-001/train/attempt-2e871a87db4c/checkpoint (24.0s)"
+    assert on_cpu == "examples 72 (24.0s)\n" + " " * 25 + "→ iter-001/train/attempt-2e871a87db4c/checkpoint"
+    assert brief_stage(train, progress, store.uri, gpus=True) == "examples 72, 812 tok/s/GPU (24.0s)\n" + " " * 25 + "→ iter-001/train/attempt-2e871a87db4c/checkpoint"
     evaluation = brief_stage(StageRef("evaluate", 2), progress, store.uri, gpus=False)
-    assert evaluation.startswith("evaluated held-out pairs, examples 10, accuracy 1.00 [0.72, 1.00]") and "orderA" not in evaluation
+    assert evaluation.startswith("evaluated held-out pairs, accuracy 1.00 [0.72, 1.00]") and "orderA" not in evaluation
+
+
+def test_a_methods_own_numbers_stay_on_its_finished_line():
+    """DPO's pairs, a pointwise judge's kept ratings, GRPO's reward: what the less telling numbers
+    make room for."""
+    from selftaught.pipeline.scan import Progress
+    from selftaught.store.manifest import Manifest
+
+    judge = {"tried": 68, "kept": 68, "keepRate": 1.0, "trainingExamples": 68, "truncated": 0, "tokensPerKept": 23.9, "fixedNTokensPerKept": 88.0}
+    grpo = {"checkpoint": "/runs/x/iter-001/train/attempt-abcdef123456/checkpoint", "prompts": 16, "steps": 8, "rollouts": 16, "reward": 1.25, "trainAccuracy": 0.625}
+    for ref, summary, needle in (
+        (StageRef("judge", 1), {**judge, "pairs": 60, "alwaysRight": 8}, "pairs 60, alwaysRight 8 (18.0s)"),
+        (StageRef("judge", 1), {**judge, "keptPointwise": 60, "ties": 3, "inverted": 2}, "keptPointwise 60, ties 3, inverted 2 (18.0s)"),
+        (StageRef("train", 1), {**grpo, "rolloutTokensPerSecondPerGpu": 100.0, "curve": [{"step": 1}]}, "rollouts 16, reward 1.25, trainAccuracy 0.625 (18.0s)"),
+    ):
+        progress = Progress(manifests={ref: Manifest(stage=ref.name, iteration=1, seconds=18.0, summary=summary)})
+        text = f"[{118.3:6.1f}s] {ref.label:<12} ✓ {brief_stage(ref, progress, '/runs/x', gpus=False)}"
+        assert needle in text and all(len(line) < 120 for line in text.splitlines()), text

@@ -143,42 +143,51 @@ def describe_stage(ref: StageRef, progress: Progress) -> str:
 #: what a `✓` line of `selftaught run` leaves to `selftaught status`, the report and the manifest:
 #: each order's accuracy, the judge's fixed-N comparison, the trainer's checkpointing numbers
 _LEFT_OUT = ("orderA", "orderB", "bothOrders", "fixedNTokensPerKept", "contaminationExamples", "skipped")
+#: and, when the line is still too long, these first (a method's own numbers come last and stay)
+_FIRST_TO_GO = ("voteTokens", "voteTokensSaved", "voteSamplesPerExample", "tokensPerKept", "keepRate", "examples")
 
 
-def brief_stage(ref: StageRef, progress: Progress, store_uri: str, *, gpus: bool, width: int = 90) -> str:
-    """A finished stage in at most `width` characters, for `selftaught run`'s `✓` line: the summary
-    less what status and the report keep, a rate per GPU only where there are GPUs, its checkpoint
-    relative to the run's store, and its seconds; the summary cut at a comma with `…` if the line
-    is still too long."""
+def brief_stage(ref: StageRef, progress: Progress, store_uri: str, *, gpus: bool, width: int = 90, indent: int = 25) -> str:
+    """A finished stage in a line of at most `width` characters, for the `✓` lines of `selftaught
+    run` and `status --watch`: its summary less what status and the report keep, a rate per GPU
+    only where there are GPUs, and its seconds (numbers that still do not fit go, the least
+    telling first, then from the end, said with `…`); a checkpoint on a second line, indented by
+    `indent`, relative to the run's store."""
     manifest = progress.manifests[ref]
     summary: dict[str, Any] = {}
-    tail: list[str] = []
+    rate = checkpoint = ""
     for key, value in manifest.summary.items():
         if key in _LEFT_OUT or (key.startswith(("checkpoint", "resumed")) and key != "checkpoint"):
             continue
         if key in ("truncated", "tooLong", "unparsed") and not value:
             continue
         if key.endswith("PerGpu"):
-            if gpus and isinstance(value, int | float):
-                tail.append(f"{value:,.0f} tok/s/GPU")
+            rate = f", {value:,.0f} tok/s/GPU" if gpus and isinstance(value, int | float) else ""
         elif key == "checkpoint" and isinstance(value, str):
-            tail.append(f"→ {value.removeprefix(store_uri.rstrip('/') + '/')}")
+            checkpoint = "\n" + " " * indent + "→ " + value.removeprefix(store_uri.rstrip("/") + "/")
         else:
             summary[key] = value
-    tail.sort(key=lambda part: part.startswith("→"))  # the checkpoint last
-    ending = "".join(f", {part}" for part in tail) + f" ({manifest.seconds:.1f}s)"
-    parts = [
-        text for key, value in summary.items()
-        if not key.endswith("Interval") and (text := summary_text({key: value, **{k: v for k, v in summary.items() if k == f"{key}Interval"}}))
-    ]  # fmt: skip
+    ending = f"{rate} ({manifest.seconds:.1f}s)"
+
+    def parts(shown: dict[str, Any]) -> list[str]:
+        return [
+            text for key, value in shown.items()
+            if not key.endswith("Interval") and (text := summary_text({key: value, **{k: v for k, v in shown.items() if k == f"{key}Interval"}}))
+        ]  # fmt: skip
+
+    for key in _FIRST_TO_GO:
+        if len(", ".join(parts(summary))) + len(ending) <= width:
+            break
+        summary.pop(key, None)
+    shown = parts(summary)
 
     def line(kept: int) -> str:
-        return ", ".join(parts[:kept] + (["…"] if kept < len(parts) else []))
+        return ", ".join(shown[:kept] + (["…"] if kept < len(shown) else []))
 
-    kept = len(parts)
+    kept = len(shown)
     while kept > 0 and len(line(kept)) + len(ending) > width:  # the last parts go first, whole
         kept -= 1
-    return (line(kept) + ending).removeprefix(", ")
+    return (line(kept) + ending).lstrip(", ") + checkpoint
 
 
 def iteration_table(rows: list[dict[str, Any]]) -> list[str]:
