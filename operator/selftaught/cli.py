@@ -241,7 +241,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             for ref in [r for r in displays if r not in views]:
                 displays.pop(ref).close()
             for ref in sorted(progress.done - announced, key=lambda r: (r.iteration, ORDER[r.name])):  # in the order they run
-                print(f"{ref.label:<12} ✓ {brief_stage(ref, progress, store.uri, gpus=False)}")
+                print(f"{ref.label:<12} ✓ {brief_stage(ref, progress, store.uri, gpus=False, indent=15)}")
             announced |= progress.done
             for ref, view in views.items():
                 displays.setdefault(ref, StageDisplay(ref.label, print)).update(view)
