@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 TORCH_WHEELS ?= https://download.pytorch.org/whl/cpu/torch/
 TINY_MODEL  := .selftaught/models/tiny-judge
 
-.PHONY: setup lock quickstart testbed testbed-hard test test-all images docs clean
+.PHONY: setup lock quickstart testbed testbed-hard test test-all images docs release clean
 setup: $(VENV)/.installed
 
 # exactly the versions the suite passed with: pylock.cpu.toml (docs/development.md). The CPU torch
@@ -57,6 +57,11 @@ images:
 # version and its README tables
 docs: setup
 	$(PY) docs/gen_reference.py
+
+# what a release ships besides the images: the Helm chart packaged by Helm (dist/selftaught-<version>.tgz)
+# and the operator in one file for `kubectl apply --server-side -f dist/selftaught.yaml` (.ci/release.py)
+release: setup
+	$(PY) .ci/release.py
 
 clean:
 	rm -rf .selftaught

@@ -79,7 +79,7 @@ def run_document(recipe: str, seed: int, root: Path, world: str = "easy") -> dic
     spec["storage"]["uri"] = str(root / "runs")
     for path in ("models.seed", "data.instructions", "data.evaluation"):
         head, tail = path.split(".")
-        spec[head][tail]["source"] = str(REPO / spec[head][tail]["source"])
+        spec[head][tail]["source"] = str((REPO / "examples" / spec[head][tail]["source"]).resolve())  # relative to the manifest's folder
     return {**document, "metadata": {"name": f"{recipe}-s{seed}", "namespace": "recipes"}, "spec": spec}
 
 

@@ -81,8 +81,8 @@ def run_document(root: Path, name: str, checkpoint_every: str, save_every: str) 
     spec = document["spec"]
     spec["iterations"] = 1
     spec["storage"]["uri"] = str(root / "runs")
-    spec["models"]["seed"]["source"] = str(REPO / spec["models"]["seed"]["source"])
-    spec["data"]["instructions"]["source"] = str(REPO / spec["data"]["instructions"]["source"])
+    spec["models"]["seed"]["source"] = str((REPO / "examples" / spec["models"]["seed"]["source"]).resolve())  # the manifest's paths are its folder's
+    spec["data"]["instructions"]["source"] = str((REPO / "examples" / spec["data"]["instructions"]["source"]).resolve())
     spec["generation"].update(saveEvery=save_every, batchSize=16)  # engine calls of 16 requests: a kill loses one
     spec["train"].update(checkpointEvery=checkpoint_every, epochs=6)  # enough steps to kill in the middle
     spec["evaluate"]["baseline"] = False

@@ -133,20 +133,60 @@ def _errors(command):
     return run
 
 
+def _camel_key(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def camel(value):
+    """`value` with every key in camelCase, as every JSON the command prints spells it (the CRD's way)."""
+    if isinstance(value, dict):
+        return {_camel_key(str(key)): camel(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [camel(item) for item in value]
+    return value
+
+
+def _machine_for_plan(args: argparse.Namespace):
+    """(machine, where) of `plan --local`: this machine, or with --gpus (or --gpu on a machine
+    without GPUs) a preview of one with that many GPUs of that kind."""
+    from selftaught.local.machine import probe
+    from selftaught.local.placement import GiB, Machine
+    from selftaught.views.estimate import RATES
+
+    machine = probe()
+    if args.gpus is None and not (args.gpu and args.gpu != "cpu" and not machine.devices):
+        return machine, "on this machine (" + (f"{len(machine.devices)} GPU(s))" if machine.devices else "CPU)")
+    kind = args.gpu or "H100"
+    count = args.gpus if args.gpus is not None else 1
+    if count == 0 or kind == "cpu":
+        from selftaught.local.placement import CPU
+
+        return CPU, "on a machine without GPUs (a preview: --gpus 0)"
+    memory = int(RATES[kind].memory_gib * GiB)
+    preview = Machine(tuple(str(i) for i in range(count)), (memory,) * count, (f"NVIDIA {kind}",) * count)
+    return preview, f"on a machine with {count} {kind} GPU{'s' if count > 1 else ''} (a preview: --gpus {count} --gpu {kind}; this machine has {len(machine.devices) or 'no'} GPU{'' if len(machine.devices) == 1 else 's'})"
+
+
 @_errors
 def cmd_plan(args: argparse.Namespace) -> int:
     from selftaught.api.load import load_run
     from selftaught.views.estimate import estimate
+    from selftaught.views.paths import path_problems
     from selftaught.views.plan_text import format_plan, plan_inputs
 
     run = _with_assumptions(load_run(args.file), args)
-    if args.local:
-        from selftaught.local.machine import probe
+    problems = path_problems(run.spec)
+    if problems:  # before any number: an estimate of a typo is no estimate
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 2
+    local = args.local or args.gpus is not None or not run.spec.storage.uri.startswith("s3://")  # a folder store: only `selftaught run` runs it
+    if local:
         from selftaught.local.runner import local_inputs
 
-        machine = probe()
+        machine, where = _machine_for_plan(args)
         inputs = local_inputs(run, machine)
-        where = "on this machine (" + (f"{len(machine.devices)} GPU(s))" if machine.devices else "CPU)")
     else:
         inputs = plan_inputs(run)
         generation = run.spec.generation
@@ -155,9 +195,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.json:
         from dataclasses import asdict
 
-        print(json.dumps({**asdict(result), "gpuHours": result.gpu_hours, "hours": result.hours, "generatedTokens": result.generated_tokens}, indent=2))
+        document = {**asdict(result), "gpuHours": result.gpu_hours, "hours": result.hours, "generatedTokens": result.generated_tokens}
+        print(json.dumps(camel(document), indent=2))
     else:
-        print(format_plan(run.metadata.name, result, where))
+        print(format_plan(run.metadata.name, result, where, inputs))
     return 0 if not result.unknown else 2
 
 
@@ -165,47 +206,88 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     import time
 
+    from selftaught.local.holder import runner_of
     from selftaught.pipeline.planner import plan
     from selftaught.pipeline.scan import scan
     from selftaught.views.display import StageDisplay
-    from selftaught.views.overview import describe_stage, overview, running_views
+    from selftaught.views.overview import brief_stage, overview, running_views
+    from selftaught.views.state import Phase, run_state
 
     run, store = _target(args)
     inputs = _inputs_here(run, store)
-    print(overview(store, run, inputs))
-    if not args.watch or plan(run.spec, scan(store).done).finished:
-        return 0
+    resume = f"selftaught run {args.target}" if Path(args.target).is_file() else "selftaught run RUN.yaml"
+    runner = runner_of(store)
+    progress = scan(store)
+    state = run_state(store, progress, plan(run.spec, progress.done), runner)
+    if args.output:  # one document, for scripts
+        import yaml
+
+        from selftaught.views.overview import overview_document
+
+        document = overview_document(store, run, inputs, runner)
+        sys.stdout.write(json.dumps(document, indent=2) + "\n" if args.output == "json" else yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
+        return state.exit_code
+    print(overview(store, run, inputs, runner=runner, resume=resume))
+    if not args.watch:
+        return state.exit_code
+    if state.over:  # nothing to wait for
+        return 0 if state.phase == Phase.SUCCEEDED else 1
     displays: dict = {}
-    announced = set(scan(store).done)
+    announced = set(progress.done)
     try:
-        while True:
+        while not state.over:  # until it succeeds, fails, or nobody runs it any more
+            time.sleep(args.interval)
             progress = scan(store)
+            state = run_state(store, progress, plan(run.spec, progress.done), runner_of(store))
             views = running_views(store, run, progress)
             for ref in [r for r in displays if r not in views]:
                 displays.pop(ref).close()
             for ref in sorted(progress.done - announced, key=lambda r: (r.iteration, ORDER[r.name])):  # in the order they run
-                print(f"{ref.label:<12} ✓ {describe_stage(ref, progress)}")
+                print(f"{ref.label:<12} ✓ {brief_stage(ref, progress, store.uri, gpus=False, indent=15)}")
             announced |= progress.done
-            if plan(run.spec, progress.done).finished:
-                break
             for ref, view in views.items():
                 displays.setdefault(ref, StageDisplay(ref.label, print)).update(view)
-            time.sleep(args.interval)
-    except KeyboardInterrupt:
-        pass
-    finally:
         for display in displays.values():
             display.close()
-    print(overview(store, run, inputs))
-    return 0
+        print(overview(store, run, inputs, runner=runner_of(store), resume=resume))
+    except KeyboardInterrupt:  # stop watching: the run goes on
+        for display in displays.values():
+            display.close()
+        return 0
+    return 0 if state.phase == Phase.SUCCEEDED else 1
+
+
+def _started(args: argparse.Namespace):
+    """`_target`, for a command that reads what a run made: one that never started is said so, and
+    no folder is made for it."""
+    from selftaught.errors import InvalidInput
+    from selftaught.store.layout import RUN_SNAPSHOT
+
+    run, store = _target(args)
+    if not store.exists(RUN_SNAPSHOT):
+        raise InvalidInput(f"{store.url()}: run {run.metadata.namespace}/{run.metadata.name} has not started here (no {RUN_SNAPSHOT}); `selftaught run` starts it")
+    return run, store
 
 
 @_errors
 def cmd_report(args: argparse.Namespace) -> int:
     from selftaught.views.html_report import write_report
 
-    run, store = _target(args)
+    run, store = _started(args)
     print(write_report(store, run, _inputs_here(run, store)))
+    return 0
+
+
+@_errors
+def cmd_get(args: argparse.Namespace) -> int:
+    from selftaught.views.results import fetch, select
+
+    run, store = _started(args)
+    selection = select(store, run, args.kind, iteration=args.iteration, stage=args.stage)
+    written = fetch(store, selection, Path(args.output) / run.metadata.name)
+    print(f"{selection.said}, from {store.uri}:", file=sys.stderr)
+    for path in written:  # stdout: only the paths, for `vllm serve "$(selftaught get checkpoint RUN)"`
+        print(path)
     return 0
 
 
@@ -387,20 +469,53 @@ def cmd_testbed(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Commands(argparse._SubParsersAction):
+    """Subcommands whose own `--help` opens with what they do: their one-line help, unless they
+    have a description of their own."""
+
+    def add_parser(self, name, **kwargs):
+        if kwargs.get("help") and not kwargs.get("description"):
+            kwargs["description"] = kwargs["help"][:1].upper() + kwargs["help"][1:] + "."
+        return super().add_parser(name, **kwargs)
+
+
+class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register("action", "parsers", _Commands)
+
+
+def gpu_kind(value: str) -> str:
+    """A GPU kind as the estimate's table spells it, whatever the case (`h100`, `l40s`)."""
+    kinds = {kind.lower(): kind for kind in GpuKind.__args__}
+    if value.lower() not in kinds:
+        raise argparse.ArgumentTypeError(f"unknown GPU kind {value!r}: choose one of {', '.join(GpuKind.__args__)}")
+    return kinds[value.lower()]
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="selftaught", description=__doc__)
+    parser = _Parser(prog="selftaught", description=__doc__)
     parser.add_argument("--version", action="version", version=f"selftaught {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a whole SelfTaughtRun on this machine (the local default)")
     run.add_argument("file", help="a SelfTaughtRun manifest (YAML)")
-    run.add_argument("--logs", help="folder for each stage's log (default: the run's folder under the system temporary directory, replaced on each start)")
+    run.add_argument(
+        "--logs",
+        help="folder for each stage's log while it runs (default: the run's folder under the system temporary directory, replaced on each start); "
+        "each log is also kept in the run's store, <stage>/_logs/",
+    )
     run.set_defaults(func=cmd_run)
 
     planning = sub.add_parser("plan", help="print the stages a run creates and what they cost: tokens, GPU-hours, time (docs/cost.md)")
     planning.add_argument("file", help="a SelfTaughtRun manifest (YAML)")
-    planning.add_argument("--local", action="store_true", help="plan it as `selftaught run` runs it on this machine (default: as the operator runs it)")
-    planning.add_argument("--gpu", choices=list(GpuKind.__args__), help="GPU kind to price it on (spec.estimate.gpu)")
+    planning.add_argument(
+        "--local", action="store_true", help="plan it as `selftaught run` runs it on this machine (the default for a run whose store is a local folder; else as the operator runs it)"
+    )
+    planning.add_argument(
+        "--gpus", type=int, metavar="N", help="plan it for `selftaught run` on a machine with N GPUs (of kind --gpu, default H100): a preview from any machine"
+    )
+    planning.add_argument("--gpu", type=gpu_kind, metavar="|".join(GpuKind.__args__), help="GPU kind to price it on, any case (spec.estimate.gpu)")
     planning.add_argument("--instructions", type=int, help="records in data.instructions, where they cannot be counted (spec.estimate.instructions)")
     planning.add_argument("--judge-accuracy", type=float, help="assumed probability that one sampled judgment is right (spec.estimate.judgeAccuracy)")
     planning.add_argument(
@@ -409,17 +524,44 @@ def build_parser() -> argparse.ArgumentParser:
     planning.add_argument("--json", action="store_true", help="print the estimate as JSON")
     planning.set_defaults(func=cmd_plan)
 
-    status = sub.add_parser("status", help="print how far a run is, from its store: stages, progress and time left, numbers, cost")
+    status = sub.add_parser(
+        "status",
+        help="print how far a run is, from its store: stages, progress and time left, numbers, cost",
+        description="Print how far a run is, from its store alone (a run started here, elsewhere or on a cluster): its stages, "
+        "progress and time left, numbers and cost; for a local run, whether it failed (the stage's reason, message and log), "
+        "runs, or nobody runs it. Exit status: 1 when it failed, else 0; with --watch, 0 once it succeeded, 1 when it failed "
+        "or nobody runs it any more.",
+    )
     status.add_argument("target", help="a SelfTaughtRun manifest, or the run's folder in its store (<storage.uri>/<namespace>/<name>)")
     status.add_argument("--endpoint", help="S3 endpoint URL for a store URI (MinIO, Ceph RGW)")
-    status.add_argument("--watch", "-w", action="store_true", help="follow the running stages until the run ends (Ctrl-C stops watching)")
+    status.add_argument(
+        "--watch", "-w", action="store_true", help="follow the running stages until the run succeeds, fails or nobody runs it any more (Ctrl-C stops watching)"
+    )
     status.add_argument("--interval", type=float, default=5.0, help=argparse.SUPPRESS)
+    status.add_argument("-o", "--output", choices=["json", "yaml"], help="print it as one JSON or YAML document (camelCase keys, as the CRD's status)")
     status.set_defaults(func=cmd_status)
 
     report = sub.add_parser("report", help="render the run's HTML report into its store (report/index.html) and print where")
     report.add_argument("target", help="a SelfTaughtRun manifest, or the run's folder in its store")
     report.add_argument("--endpoint", help="S3 endpoint URL for a store URI")
     report.set_defaults(func=cmd_report)
+
+    getting = sub.add_parser(
+        "get",
+        help="copy a run's results out of its store (local or S3): the judge's checkpoint, metrics, the report, the stage logs",
+        description="Copy a run's results out of its store into DIR/<name>/, in the store's layout without the attempt folders "
+        "(DIR/<name>/iter-002/checkpoint/, iter-001/metrics.json, report/index.html, <stage>/logs/), and print the paths written. "
+        "Live logs on a cluster: kubectl logs -n NAMESPACE -l selftaught.dev/run=NAME --prefix -f.",
+    )
+    getting.add_argument("kind", choices=["checkpoint", "metrics", "report", "logs"])
+    getting.add_argument("target", metavar="RUN", help="a SelfTaughtRun manifest, or the run's folder in its store (<storage.uri>/<namespace>/<name>)")
+    getting.add_argument(
+        "--iteration", metavar="N|best", help="the iteration: a number or best, the best evaluated (default: best for checkpoint, every one for metrics and logs)"
+    )
+    getting.add_argument("--stage", metavar="STAGE", help="logs: only this stage's, e.g. judge-1")
+    getting.add_argument("-o", "--output", metavar="DIR", default=".", help="where to put them (default: the current folder)")
+    getting.add_argument("--endpoint", help="S3 endpoint URL for a store URI (MinIO, Ceph RGW)")
+    getting.set_defaults(func=cmd_get)
 
     stage = sub.add_parser("stage", help="run one stage of a run (the command every Job runs)")
     stage.add_argument("name", choices=STAGE_NAMES)
@@ -505,7 +647,11 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         code = args.func(args)
+        sys.stdout.flush()
     except KeyboardInterrupt:  # Ctrl-C in any command (`run` says how to resume): one line, no traceback
         print("interrupted", file=sys.stderr)
         code = 128 + signal.SIGINT
+    except BrokenPipeError:  # `selftaught plan RUN.yaml | head`: the reader had enough, which is no error to show
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor at exit, when Python flushes stdout again
+        code = 128 + 13  # as a process that SIGPIPE ended
     sys.exit(code)

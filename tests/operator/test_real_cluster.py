@@ -5,6 +5,7 @@ The stages are fakes (tests/operator/fake_stage.py): these tests are about Jobs 
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -276,7 +277,8 @@ def test_a_running_stage_shows_its_progress_and_eta_and_the_run_its_estimated_co
     assert progress["stage"] == "judge-1" == running["stage"]
     assert (progress["percent"], progress["done"], progress["total"], progress["unit"]) == (50.0, 100, 200, "samples")
     assert progress["etaSeconds"] == 10 and progress["eta"] == "10s" and progress["tokensPerSecond"] == 400.0
-    assert columns["Progress"] == 50.0 and columns["ETA"] == "10s"
+    assert columns["Stage-%"] == 50.0 and columns["Stage-ETA"] == "10s"  # -o wide: the running stage's
+    assert re.fullmatch(r"\d+/\d+", columns["Stages"]) and columns["Progress"].endswith("%") and columns["ETA"] not in (None, "10s")  # the run's
     # priced before judge-1 ran, from categorize's measured instructions; measured stage by stage after
     assert running["estimate"]["gpu"] == "H100" and running["estimate"]["gpuHours"] > 0 and running["estimate"]["measuredStages"] == 3
     assert status["phase"] == "Succeeded" and "progress" not in status

@@ -79,7 +79,8 @@ def test_the_generator_notices_drift(tmp_path, monkeypatch):
         "kubectl get selftaughtruns -w",
         "kubectl explain selftaughtrun.spec",
         "manifests/examples/quickstart.yaml",
-        "iter-001/train/checkpoint/",
+        "iter-001/train/attempt-<id>/checkpoint/",
+        "selftaught get checkpoint",
         "metrics.json",
         "credentialsSecret",
         "kubectl apply --server-side -k manifests/",
@@ -105,3 +106,36 @@ def test_the_install_guide_covers(needle):
 )
 def test_the_architecture_covers(needle):
     assert needle in (DOCS / "architecture.md").read_text()
+
+
+def _plan_gpu_hours(path) -> str:
+    """The run's GPU-hours as `selftaught plan` writes them (`plan --json`, through the command)."""
+    import contextlib
+    import io
+    import json
+
+    from selftaught.cli import main
+    from selftaught.views.plan_text import gpu_hours
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.suppress(SystemExit):
+        main(["plan", str(path), "--json"])
+    return gpu_hours(json.loads(printed.getvalue())["gpuHours"])
+
+
+def test_every_gpu_hour_figure_is_the_plans():
+    """One number everywhere: each place that quotes a run's GPU-hours quotes `selftaught plan`'s."""
+    paper, quickstart = (_plan_gpu_hours(REPO / "manifests/examples" / name) for name in ("paper-replication.yaml", "quickstart.yaml"))
+    quoted = {
+        "README.md": [f"~{paper} H100 GPU-hours"],
+        "docs/install.md": [f"~{paper} H100 GPU-hours", f"~{quickstart} GPU-hours"],
+        "docs/cost.md": [f"in all ~{paper} GPU-hours", f"**~{paper} GPU-hours**", f"~{paper}.\n"],
+        "manifests/examples/paper-replication.yaml": [f"GPU budget: ~{paper} H100 GPU-hours"],
+        "manifests/examples/quickstart.yaml": [f"GPU budget: ~{quickstart} GPU-hours"],
+    }
+    for name, needles in quoted.items():
+        text = (REPO / name).read_text()
+        assert [needle for needle in needles if needle not in text] == [], name
+    for path in [REPO / "README.md", *DOCS.glob("*.md"), *(REPO / "manifests/examples").glob("*.yaml")]:  # and no other figure for them
+        for figure in re.findall(r"(?:about|~)\s*([\d,.]+) H100 GPU-hours", path.read_text()):
+            assert figure == paper, f"{path.relative_to(REPO)}: {figure} H100 GPU-hours, but selftaught plan says {paper}"

@@ -1,6 +1,8 @@
 """The CRD generated from the models: helpful (`kubectl explain`), structural, and in agreement
 with the code about defaults."""
 
+import re
+
 import pytest
 
 from selftaught.api.crd import crd
@@ -61,16 +63,71 @@ def test_the_api_servers_defaults_are_the_codes_defaults():
     assert defaulted["judge"]["samples"] == 15 and defaulted["train"]["learningRate"] == 1e-6
 
 
-def test_printer_columns_show_phase_stage_iteration_progress_accuracy_and_age_and_wide_gpu_hours_and_disruptions():
+def jsonpath(obj, path: str):
+    """A printer column's value as kubectl computes it, for the JSONPaths a CRD uses: `.a.b` and a
+    filter on a list, `.a[?(@.type=="X")].b`; None where the path finds nothing."""
+    value = obj
+    for step in re.findall(r'\.([A-Za-z0-9_-]+)|\[\?\(@\.(\w+)=="([^"]*)"\)\]', path):
+        name, key, wanted = step
+        if name:
+            value = value.get(name) if isinstance(value, dict) else None
+        else:
+            value = next((item for item in value or [] if item.get(key) == wanted), None)
+        if value is None:
+            return None
+    return value
+
+
+def running_run():
+    """A run object as the operator writes it: 4 of 13 stages done, judge-1 at half of its samples
+    (10 s left), built by the status code itself."""
+    from selftaught.controller.decide import Decision, JobView
+    from selftaught.controller.status import Observation, build_status, status_document
+    from selftaught.pipeline.planner import plan
+    from selftaught.pipeline.scan import Progress
+    from selftaught.pipeline.table import StageRef
+    from selftaught.store.manifest import Manifest
+    from selftaught.views.estimate import estimate, inputs_for, measure
+    from selftaught.views.eta import completion
+    from selftaught.views.live import StageView
+
+    run = parse_run(MINIMAL_RUN)
+    done = [StageRef("categorize"), StageRef("select"), StageRef("pairs"), StageRef("evaluate", 0)]
+    progress = Progress(manifests={ref: Manifest(stage=ref.name, iteration=ref.iteration, seconds=600.0) for ref in done})
+    judge = StageRef("judge", 1)
+    live = [StageView("judge-1", "samples", 100, 200, 1, 0, 400.0, 10, 1_800_000_000.0)]
+    cost = estimate(run.spec, inputs_for(run.spec), measure(progress.manifests))
+    decision = Decision(running=[(judge, JobView("r-judge-1-0", "judge-1", 0, "active"))])
+    seen = Observation(
+        generation=1, now="2027-01-15T08:00:00Z", previous={}, plan=plan(run.spec, progress.done), progress=progress, decision=decision,
+        live=live, estimate=cost, completion=completion(run.spec, cost, live),
+    )  # fmt: skip
+    return {"metadata": {"name": "r", "creationTimestamp": "2027-01-15T07:00:00Z"}, "status": status_document(build_status(seen))}, cost
+
+
+MINIMAL_RUN = {
+    "apiVersion": "selftaught.dev/v1alpha1", "kind": "SelfTaughtRun", "metadata": {"name": "r", "namespace": "ns"},
+    "spec": {"models": {"seed": {"source": "org/model-8B"}}, "data": {"instructions": {"source": "s3://b/i.jsonl"}},
+             "storage": {"uri": "s3://b/runs"}, "iterations": 3, "estimate": {"instructions": 20000}},
+}  # fmt: skip
+
+
+def test_kubectl_get_shows_stages_the_runs_progress_and_eta_and_message_and_wide_the_rest():
     printed = crd()["spec"]["versions"][0]["additionalPrinterColumns"]
-    columns = {c["name"]: c["jsonPath"] for c in printed}
-    assert columns == {
-        "Phase": ".status.phase", "Stage": ".status.stage", "Iteration": ".status.iteration",
-        "Progress": ".status.progress.percent", "ETA": ".status.progress.eta",
-        "Accuracy": ".status.latestAccuracy", "Succeeded": '.status.conditions[?(@.type=="Succeeded")].status',
-        "GPU-h": ".status.estimate.gpuHours", "Disruptions": ".status.disruptions.count", "Age": ".metadata.creationTimestamp",
+    obj, cost = running_run()
+    default = {c["name"]: jsonpath(obj, c["jsonPath"]) for c in printed if not c.get("priority")}
+    wide = {c["name"]: jsonpath(obj, c["jsonPath"]) for c in printed if c.get("priority") == 1}
+    assert list(default) == ["Phase", "Stage", "Stages", "Progress", "ETA", "Accuracy", "Age", "Message"]
+    assert default["Phase"] == "Running" and default["Stage"] == "judge-1" and default["Stages"] == "4/13"
+    assert re.fullmatch(r"\d+%", default["Progress"]) and 0 < int(default["Progress"][:-1]) < 100
+    assert default["Message"] == "judge-1 running (0/1 shards)" and default["Age"] == "2027-01-15T07:00:00Z"
+    # the run's time left, not the running stage's 10 s: judge-1's 10 s, then train-1 and the rest of the chain
+    run_eta = obj["status"]["completion"]["etaSeconds"]
+    assert default["ETA"] != "10s" and run_eta > 10 + sum(row.hours * 3600 for row in cost.rows if row.label in ("train-1", "judge-2", "train-2", "judge-3", "train-3", "evaluate-3")) - 1
+    assert run_eta < 10 + sum(row.hours * 3600 for row in cost.rows if not row.measured and row.label != "judge-1")  # evaluate-i beside judge-(i+1): counted once
+    assert wide == {
+        "Iteration": 1, "Stage-%": 50.0, "Stage-ETA": "10s", "Succeeded": "Unknown", "GPU-h": obj["status"]["estimate"]["gpuHours"], "Disruptions": None,
     }  # fmt: skip
-    assert [c["name"] for c in printed if c.get("priority")] == ["GPU-h", "Disruptions"]  # kubectl get -o wide
     assert "str" in crd()["spec"]["names"]["shortNames"]
 
 

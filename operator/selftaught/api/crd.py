@@ -92,17 +92,21 @@ def spec_schema() -> dict[str, Any]:
 def crd() -> dict[str, Any]:
     status = model_schema(SelfTaughtRunStatus)
     status["description"] = "Observed state; written by the operator."
-    columns = [
+    columns = [  # kubectl get: the default columns, then -o wide's (priority 1)
         ("Phase", "string", ".status.phase", "Pending, Running, Suspended, Succeeded or Failed"),
         ("Stage", "string", ".status.stage", "Current stage"),
-        ("Iteration", "integer", ".status.iteration", "Current iteration"),
-        ("Progress", "number", ".status.progress.percent", "Percent done of the running stage"),
-        ("ETA", "string", ".status.progress.eta", "Time left of the running stage"),
+        ("Stages", "string", ".status.completion.stages", "Finished stages of all"),
+        ("Progress", "string", ".status.completion.progress", "How much of the whole run is done, by its estimated stage times"),
+        ("ETA", "string", ".status.completion.eta", "Time the whole run has left (stages that can run at once count once)"),
         ("Accuracy", "number", ".status.latestAccuracy", "Accuracy of the newest evaluated judge"),
-        ("Succeeded", "string", '.status.conditions[?(@.type=="Succeeded")].status', "Succeeded condition"),
+        ("Age", "date", ".metadata.creationTimestamp", ""),
+        ("Message", "string", ".status.message", "What is happening, or why the run failed"),
+        ("Iteration", "integer", ".status.iteration", "Current iteration", 1),
+        ("Stage-%", "number", ".status.progress.percent", "Percent done of the running stage (the one with the most time left)", 1),
+        ("Stage-ETA", "string", ".status.progress.eta", "Time left of that stage", 1),
+        ("Succeeded", "string", '.status.conditions[?(@.type=="Succeeded")].status', "Succeeded condition", 1),
         ("GPU-h", "number", ".status.estimate.gpuHours", "Estimated GPU-hours of the whole run", 1),
         ("Disruptions", "integer", ".status.disruptions.count", "Pods stopped by spot reclaims, drains, preemptions (docs/spot.md)", 1),
-        ("Age", "date", ".metadata.creationTimestamp", ""),
     ]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",

@@ -176,6 +176,22 @@ class RunProgress(Model):
     updated_at: str | None = Field(None, description="When the stage last wrote progress (RFC 3339).")
 
 
+class RunCompletion(Model):
+    """The whole run at a glance, for `kubectl get selftaughtruns`."""
+
+    stages: str = Field(description="Finished stages of all, e.g. 4/10.")
+    percent: float | None = Field(
+        None, description="How much of the run is done, 0-100, of its stage times added up (finished stages measured, running ones by their progress)."
+    )
+    progress: str | None = Field(None, description="percent for people, e.g. 37% (a printer column).")
+    eta_seconds: int | None = Field(
+        None,
+        description="Seconds the whole run has left: the longest chain of stages still to run, each estimated (a running one "
+        "by its own progress); stages that can run at once count once.",
+    )
+    eta: str | None = Field(None, description="etaSeconds for people, e.g. 2h10m (a printer column).")
+
+
 class RunEstimate(Model):
     gpu: str = Field(description="GPU kind whose throughput table prices the run (spec.estimate.gpu).")
     gpu_hours: float | None = Field(None, description="GPU-hours of the whole run: measured for finished stages, estimated for the rest.")
@@ -233,6 +249,7 @@ class SelfTaughtRunStatus(Model):
     ignored_fields: list[str] | None = Field(
         None, description="Spec fields this operator version does not know and ignores (a CRD newer than the operator)."
     )
+    completion: RunCompletion | None = Field(None, description="How much of the whole run is done and how long it has left.")
     progress: RunProgress | None = Field(None, description="How far the running stage is, and how long it has left.")
     serving: ServingStatus | None = Field(None, description="The judge's server (`spec.serve`): its endpoint and whether it is ready.")
     estimate: RunEstimate | None = Field(

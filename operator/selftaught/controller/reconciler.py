@@ -60,6 +60,7 @@ from selftaught.store.layout import REPORT, disruption_key, progress_key
 from selftaught.store.manifest import Manifest
 from selftaught.store.progress import read_progress
 from selftaught.views.estimate import estimate, inputs_for, measure
+from selftaught.views.eta import completion
 from selftaught.views.live import read_view
 
 #: (namespace, run name) -> that run's stage Jobs, as the watch last saw them
@@ -285,6 +286,7 @@ class Reconciler:
         # per shard that has written progress: never per item)
         seen.estimate = estimate(spec, inputs_for(spec), measure(progress.manifests))
         seen.live = [view for ref, _ in decision.running if (view := read_view(store, ref, progress, spec.generation.shards)) is not None]
+        seen.completion = completion(spec, seen.estimate, seen.live)
         # the stage process that finishes the run writes it there (a moment after its manifest,
         # which may be the last thing this operator reads of a finished run)
         seen.report = store.url(REPORT) if progress.report or step.finished else None

@@ -21,6 +21,7 @@ from selftaught.api.status import (
     Disruption,
     IterationSummary,
     Phase,
+    RunCompletion,
     RunDisruptions,
     RunEstimate,
     RunProgress,
@@ -38,6 +39,7 @@ from selftaught.pipeline.runstore import refusal_message
 from selftaught.pipeline.scan import Progress, iteration_summaries, skipped_counts
 from selftaught.store.disruptions import Cause, DisruptionRecord, causes, summary
 from selftaught.views.estimate import Estimate
+from selftaught.views.eta import Completion
 from selftaught.views.live import StageView, duration
 
 
@@ -62,6 +64,7 @@ class Observation:
     unavailable: str | None = None  # the store or the API refuses us right now; retrying
     live: list[StageView] = field(default_factory=list)  # progress inside the running stages
     estimate: Estimate | None = None  # the run's cost, corrected by its finished stages
+    completion: Completion | None = None  # how much of the whole run is done, how long it has left
     report: str | None = None  # where the run's HTML report is, once it is there
     serving: ServingStatus | None = None  # the judge's server (spec.serve)
     settled: list[str] = field(default_factory=list)  # stopped pods this pass looked at (counted or not)
@@ -146,6 +149,8 @@ def build_status(seen: Observation) -> SelfTaughtRunStatus:
         fields["estimate"] = run_estimate(seen.estimate)
     elif previous.get("estimate"):
         fields["estimate"] = RunEstimate.model_validate(previous["estimate"])
+    if step is not None:
+        fields["completion"] = run_completion(step, None if step.finished else seen.completion)
     shown = front(seen.live) if seen.decision and seen.decision.running else None
     if shown is not None:
         fields["progress"] = run_progress(shown)
@@ -237,6 +242,19 @@ def run_progress(view: StageView) -> RunProgress:
         eta_seconds=view.eta_seconds,
         eta=duration(view.eta_seconds) if view.eta_seconds is not None else None,
         updated_at=_iso(view.updated_at) if view.updated_at is not None else None,
+    )
+
+
+def run_completion(step: Plan, completion: Completion | None) -> RunCompletion:
+    """`4/10`, `37%` and the whole run's time left, for the printer columns."""
+    if completion is None:
+        return RunCompletion(stages=f"{len(step.done)}/{step.total}", progress="100%" if step.finished else None, percent=100.0 if step.finished else None)
+    return RunCompletion(
+        stages=f"{len(step.done)}/{step.total}",
+        percent=completion.percent,
+        progress=f"{completion.percent:.0f}%",
+        eta_seconds=round(completion.eta_seconds),
+        eta=duration(completion.eta_seconds),
     )
 
 

@@ -37,8 +37,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from selftaught.api.spec import SelfTaughtRun
+from selftaught.engines.models import cache_root
 from selftaught.engines.weights import weights_of
-from selftaught.errors import TERMINATION_MESSAGE_VARIABLE, Failure, InvalidSpec, Reason, SelftaughtError, decode
+from selftaught.errors import MESSAGE_LIMIT, TERMINATION_MESSAGE_VARIABLE, Failure, InvalidSpec, Reason, SelftaughtError, decode
 from selftaught.local import subprocesses
 from selftaught.local.lease import Lease
 from selftaught.local.machine import probe
@@ -60,13 +61,15 @@ from selftaught.pipeline.scan import iteration_summaries, scan
 from selftaught.pipeline.table import StageRef
 from selftaught.store import StorageUnavailable, Store
 from selftaught.store.disruptions import Cause, DisruptionRecord, lost_work, write_disruption
-from selftaught.store.layout import PROGRESS, disruption_key, progress_key
+from selftaught.store.failures import FailureRecord, write_failure
+from selftaught.store.layout import PROGRESS, disruption_key, failure_key, log_key, progress_key
 from selftaught.store.progress import ProgressRecord, read_progress
 from selftaught.views.display import StageDisplay
 from selftaught.views.estimate import Inputs, estimate, measure
+from selftaught.views.eta import completion
 from selftaught.views.html_report import write_report
-from selftaught.views.live import watch_view
-from selftaught.views.overview import describe_stage, iteration_table, skipped_summary
+from selftaught.views.live import duration, watch_view
+from selftaught.views.overview import brief_stage, iteration_table, skipped_summary
 from selftaught.views.plan_text import format_plan, plan_inputs
 
 log = logging.getLogger(__name__)
@@ -125,6 +128,12 @@ class _Running:
     process: subprocess.Popen
     log: IO[bytes]
     started_at: float = field(default_factory=time.time)
+    log_offset: int = 0  #: where this process's part of its log file begins (`--logs` files are appended to)
+
+    @property
+    def name(self) -> str:
+        """`local-<ms>` or `local-<ms>-shard-00003`: its log's and its failure's name in the store."""
+        return f"local-{int(self.started_at * 1000)}" + ("" if self.job.shard is None else f"-shard-{self.job.shard:05d}")
 
 
 def _run_stage(
@@ -150,6 +159,9 @@ def _run_stage(
 
     if ref.kind == "training":  # torchrun's rendezvous on a free port: runs may share the machine
         env.setdefault("DS_ACCELERATOR", "cuda" if machine.devices else "cpu")
+        # the DeepSpeed ops torch compiles on first use (the CPU communication op: ~30 s) are kept
+        # per user, beside the model cache, never in a run's scratch space: built once per machine
+        env.setdefault("TORCH_EXTENSIONS_DIR", str(cache_root() / "torch_extensions"))
         # on SIGTERM torchrun forwards it, then kills its workers after this: no sooner than we would
         env.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(int(subprocesses.TRAINING_STOP_GRACE_SECONDS)))
         placement = training_placement(run.spec.train, machine.devices)
@@ -199,14 +211,19 @@ def _run_jobs(
                 running.remove(item)
                 item.log.close()
                 free.append(item.devices)
+                kept = _keep_log(store, ref, item)
                 if item.process.returncode != 0:
-                    raise _failure(ref, item.job, item.process.returncode)
+                    _record_failure(store, ref, item, kept)
+                    raise _failure(ref, item.job, item.process.returncode, store.url(kept) if store is not None and kept else None)
     except BaseException as error:  # Ctrl-C, SIGTERM, a lost lease, a failed shard: every stage tree stops with us
         grace = subprocesses.TRAINING_STOP_GRACE_SECONDS if ref.kind == "training" else subprocesses.STOP_GRACE_SECONDS
         with subprocesses.shielded() as hurry:
             if ref.kind == "training" and running:
                 log.warning("stopping %s: once it trains, it saves its state at its next step end before it exits (Ctrl-C again: at once)", ref.label)
             subprocesses.stop_trees([r.process for r in running], grace, hurry)
+            for item in running:
+                item.log.close()
+                _keep_log(store, ref, item)
             if store is not None and isinstance(error, Interrupted | KeyboardInterrupt):
                 _record_disruptions(store, ref, running, error)
         raise
@@ -225,7 +242,7 @@ def _start(job: _Job, devices: tuple[str, ...], env: dict[str, str]) -> _Running
     except BaseException:
         log.close()
         raise
-    return _Running(job, devices, process, log)
+    return _Running(job, devices, process, log, log_offset=log.tell())
 
 
 def _pause(process: subprocess.Popen, lease: Lease | None) -> None:
@@ -278,11 +295,50 @@ def _stopped_progress(store: Store, ref: StageRef, shard: int | None) -> Progres
     return max((record for record in records if not record.finished), key=lambda record: record.updated_at, default=None)
 
 
-def _failure(ref: StageRef, job: _Job, code: int) -> StageFailed:
+def _keep_log(store: Store | None, ref: StageRef, item: _Running) -> str | None:
+    """What the ended process wrote to its log, copied into the run's store (`<stage>/_logs/`, one
+    object per process, never overwritten), so that it outlives this runner's temporary folder and
+    the next attempt: the key, or None when it could not be kept (best effort)."""
+    if store is None:
+        return None
+    key = log_key(ref.prefix, item.name)
+    try:
+        with item.job.log_path.open("rb") as file:
+            file.seek(item.log_offset)
+            store.write_bytes(key, file.read())
+    except (OSError, StorageUnavailable) as error:
+        log.warning("the log of %s was not kept in the store: %s", ref.label, error)
+        return None
+    return key
+
+
+def _told(job: _Job, code: int) -> Failure:
+    """What the failed process said (its termination message), or its exit code."""
     text = job.message_file.read_text().strip() if job.message_file.exists() else ""
-    failure = decode(text) or Failure(Reason.STAGE_FAILED, text or f"exit code {code}")
+    return decode(text) or Failure(Reason.STAGE_FAILED, text or f"exit code {code}")
+
+
+def _failure(ref: StageRef, job: _Job, code: int, log: str | None = None) -> StageFailed:
+    """The failed process's reason as the runner's error, naming its log (`log`, the copy in the
+    store, else the local file)."""
+    failure = _told(job, code)
     shard = "" if job.shard is None else f"shard {job.shard}: "
-    return StageFailed(ref, Failure(failure.reason, f"{shard}{failure.message} (log: {job.log_path})", failure.permanent))
+    return StageFailed(ref, Failure(failure.reason, f"{shard}{failure.message} (log: {log or job.log_path})", failure.permanent))
+
+
+def _record_failure(store: Store | None, ref: StageRef, item: _Running, kept: str | None) -> None:
+    """The failed attempt in the run's store, with where its log is, for `selftaught status`
+    (a local run has no status object). Best effort: a store that does not answer loses the
+    record, never the runner's own error."""
+    if store is None:
+        return
+    told = _told(item.job, item.process.returncode)
+    record = FailureRecord(
+        stage=ref.label, reason=str(told.reason), message=told.message[:MESSAGE_LIMIT], permanent=told.permanent,
+        at=time.time(), shard=item.job.shard, log=kept,
+    )  # fmt: skip
+    with contextlib.suppress(StorageUnavailable):
+        write_failure(store, failure_key(ref.prefix, item.name), record)
 
 
 def check_machine(run: SelfTaughtRun, machine: Machine, echo: Callable[[str], None] = print) -> None:
@@ -354,7 +410,11 @@ def _run_holding_lease(run: SelfTaughtRun, store: Store, lease: Lease, echo: Cal
         check_machine(run, machine, echo)  # before any work: a run this machine cannot hold stops here
         where = "on this machine (" + (f"{len(machine.devices)} GPU(s))" if machine.devices else "CPU)")
         inputs = local_inputs(run, machine)
-        echo(format_plan(run.metadata.name, estimate(run.spec, inputs, measure(scan(store).manifests)), where) + "\n")
+        echo(format_plan(run.metadata.name, estimate(run.spec, inputs, measure(scan(store).manifests)), where, inputs) + "\n")
+
+        def stamped(text: str) -> None:
+            echo(f"[{time.monotonic() - started:6.1f}s] {text}")
+
         while True:
             if lease.lost is not None:
                 raise lease.lost
@@ -363,16 +423,18 @@ def _run_holding_lease(run: SelfTaughtRun, store: Store, lease: Lease, echo: Cal
             if step.finished:
                 break
             ref = step.ready[0]
-            echo(f"[{time.monotonic() - started:6.1f}s] {ref.label:<12} ▶ ({len(step.done)}/{step.total} stages done)")
-            display = StageDisplay(ref.label, lambda text: echo(f"[{time.monotonic() - started:6.1f}s] {text}"))
+            left = completion(run.spec, estimate(run.spec, inputs, measure(progress.manifests)), one_at_a_time=True)
+            eta = f", the run ~{duration(left.eta_seconds)} left" if left is not None else ""
+            echo(f"[{time.monotonic() - started:6.1f}s] {ref.label:<12} ▶ ({len(step.done)}/{step.total} stages done{eta})")
+            display = StageDisplay(ref.label, stamped)
             try:
-                _run_stage(run, ref, log_dir, scratch, lease, machine, store, _watcher(store, ref, run.spec.generation.shards, display))
+                _run_stage(run, ref, log_dir, scratch, lease, machine, store, _watcher(store, ref, run.spec.generation.shards, display, stamped))
             finally:
                 display.close()
                 _empty(scratch)  # each stage's temporary files go when it ends, however it ends
             result.stages_run.append(ref.label)
             progress = scan(store)
-            echo(f"[{time.monotonic() - started:6.1f}s] {ref.label:<12} ✓ {describe_stage(ref, progress)}")
+            echo(f"[{time.monotonic() - started:6.1f}s] {ref.label:<12} ✓ {brief_stage(ref, progress, store.uri, gpus=bool(machine.devices))}")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     result.seconds = time.monotonic() - started
@@ -383,18 +445,33 @@ def _run_holding_lease(run: SelfTaughtRun, store: Store, lease: Lease, echo: Cal
     return result
 
 
-def _watcher(store: Store, ref: StageRef, shards: int, display: StageDisplay, every: float = 2.0) -> Callable[[], None]:
+#: seconds between the lines that say a stage is still starting (loading its model, reading its input)
+HEARTBEAT_SECONDS = 15.0
+
+
+def _watcher(
+    store: Store, ref: StageRef, shards: int, display: StageDisplay, say: Callable[[str], None] | None = None, every: float = 2.0
+) -> Callable[[], None]:
     """What the runner calls while a stage runs: every `every` seconds, the stage's progress to
-    `display` (a store that does not answer just shows nothing new)."""
-    last = 0.0
+    `display` (a store that does not answer just shows nothing new); until the stage reports work
+    done, a line every HEARTBEAT_SECONDS to `say` that it is still starting."""
+    began = last = heard = time.monotonic()
 
     def tick() -> None:
-        nonlocal last
-        if ref.kind == "data" or time.monotonic() - last < every:
+        nonlocal last, heard
+        now = time.monotonic()
+        if ref.kind == "data" or now - last < every:
             return
-        last = time.monotonic()
+        last = now
         with contextlib.suppress(StorageUnavailable):
-            display.update(watch_view(store, ref, shards))
+            view = watch_view(store, ref, shards)
+            display.update(view)
+            if view is not None and view.done:
+                return
+            if say is not None and now - heard >= HEARTBEAT_SECONDS:
+                heard = now
+                what = "loading its model" if view is not None else "starting: loading its model and reading its input"
+                say(f"{ref.label:<12} … {what} ({duration(now - began)})")
 
     return tick
 

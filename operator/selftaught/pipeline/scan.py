@@ -10,7 +10,7 @@ from typing import Any
 
 from selftaught.pipeline.table import ORDER, STAGES, StageRef
 from selftaught.store import Store
-from selftaught.store.layout import DISRUPTIONS, MANIFEST, PROGRESS, REPORT, SHARD_MARKERS
+from selftaught.store.layout import DISRUPTIONS, FAILURES, LOGS, MANIFEST, PROGRESS, REPORT, SHARD_MARKERS
 from selftaught.store.manifest import Manifest, read_manifest
 
 
@@ -24,6 +24,10 @@ class Progress:
     progress_keys: dict[StageRef, list[str]] = field(default_factory=dict)
     #: the keys of each stage's disruption records (`_disruptions/*.json`), read only when shown
     disruption_keys: dict[StageRef, list[str]] = field(default_factory=dict)
+    #: the keys of the local runner's failure records of each stage (`_failures/*.json`)
+    failure_keys: dict[StageRef, list[str]] = field(default_factory=dict)
+    #: the keys of each stage's process logs the local runner kept (`_logs/*.log`)
+    log_keys: dict[StageRef, list[str]] = field(default_factory=dict)
     #: whether the run's HTML report is there
     report: bool = False
     #: the URL of the store scanned: where its outputs are, wherever it was copied
@@ -65,6 +69,14 @@ def scan(store: Store, cache: dict[str, Manifest] | None = None) -> Progress:
             ref = StageRef.from_prefix(head[: -len(DISRUPTIONS) - 1])
             if ref is not None:
                 progress.disruption_keys.setdefault(ref, []).append(key)
+        elif head.endswith(f"/{FAILURES}") and name.endswith(".json"):
+            ref = StageRef.from_prefix(head[: -len(FAILURES) - 1])
+            if ref is not None:
+                progress.failure_keys.setdefault(ref, []).append(key)
+        elif head.endswith(f"/{LOGS}") and name.endswith(".log"):
+            ref = StageRef.from_prefix(head[: -len(LOGS) - 1])
+            if ref is not None:
+                progress.log_keys.setdefault(ref, []).append(key)
     return progress
 
 

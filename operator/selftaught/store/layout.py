@@ -9,6 +9,8 @@ categorize/_manifest.json                       stage done-marker (names the win
 categorize/_progress/00000.json                 how far a running shard is (done, total, tokens; rewritten every few seconds)
 categorize/_saved/00000/attempt-…/part-00000.jsonl  what a running shard's engine has answered so far, saved as it goes
 categorize/_disruptions/<pod or local-…>.json   a disruption of the stage: its cause and the work it cost (store/disruptions.py)
+categorize/_failures/local-….json               a failed attempt of the local runner: reason, message, its log (store/failures.py)
+categorize/_logs/local-…[-shard-00000].log      a local stage process's log, one per process, never overwritten
 select/attempt-…/selected.jsonl
 pairs/attempt-…/train.jsonl  pairs/attempt-…/heldout.jsonl
 iter-001/judge/attempt-…/sft.jsonl              the kept, balanced judgments (train.method: sft)
@@ -44,6 +46,10 @@ SAVED = "_saved"
 #: one record per disruption of a stage (a reclaimed node, a drain, a preemption, a stopped
 #: `selftaught run`), written by whichever executor saw it: outside every attempt folder too
 DISRUPTIONS = "_disruptions"
+#: the local runner's record of each failed attempt of a stage (`store/failures.py`)
+FAILURES = "_failures"
+#: the log of each stage process the local runner started, one object per process
+LOGS = "_logs"
 REPORT = "report/index.html"
 
 
@@ -94,6 +100,14 @@ def is_saved(prefix: str, key: str) -> bool:
 
 def disruption_key(prefix: str, name: str) -> str:
     return f"{prefix}/{DISRUPTIONS}/{name}.json"
+
+
+def failure_key(prefix: str, name: str) -> str:
+    return f"{prefix}/{FAILURES}/{name}.json"
+
+
+def log_key(prefix: str, name: str) -> str:
+    return f"{prefix}/{LOGS}/{name}.log"
 
 
 ATTEMPT_PREFIX = "attempt-"

@@ -179,7 +179,7 @@ class Estimate:
     adaptive: Adaptive | None = None
     votes: Votes | None = None
     assumptions: list[str] = field(default_factory=list)
-    #: why there is no estimate (no instruction count); rows are empty then
+    #: why there is no estimate (no instruction count); the rows then say how each stage runs, with no numbers
     unknown: str | None = None
     #: the contamination guard's line (`Inputs.contamination`), shown with the plan
     contamination: str | None = None
@@ -293,7 +293,7 @@ def inputs_for(
     elif spec.data.instructions.limit:
         counted = Count(spec.data.instructions.limit, "data.instructions.limit")
     else:
-        counted = Count(None, "unknown: set spec.estimate.instructions")
+        counted = Count(None, "not counted before launch (no local file): set spec.estimate.instructions")
     source = spec.data.evaluation.source
     if not source:
         examples = Count(None, "the held-out pairs")
@@ -694,7 +694,8 @@ def estimate(spec: SelfTaughtRunSpec, inputs: Inputs, measured: Measurements | N
     result = Estimate(gpu=inputs.gpu, assumptions=_assumptions(spec, inputs, measured), contamination=inputs.contamination)
     instructions = measured.instructions or inputs.instructions.value
     if instructions is None:
-        result.unknown = f"the number of instructions is unknown: {inputs.instructions.known_from}"
+        result.unknown = f"the number of instructions is {inputs.instructions.known_from}"
+        result.rows = [_row(spec, node.ref, executor) for node in stage_graph(spec)]  # how each stage runs, no numbers
         return result
     q = _Quantities.of(spec, inputs, measured, pricer, instructions)
     shards = spec.generation.shards
@@ -755,7 +756,8 @@ def _row(spec: SelfTaughtRunSpec, ref: StageRef, executor: Executor) -> StageEst
     if ref.kind == "training":
         gpus = executor.train_gpus
         nodes = executor.train_nodes
-        where = f"{nodes} node{'s' if nodes > 1 else ''} x {gpus // max(nodes, 1)} GPUs" if gpus else "1 process"
+        per_node = gpus // max(nodes, 1)
+        where = f"{nodes} node{'s' if nodes > 1 else ''} x {per_node} GPU{'s' if per_node > 1 else ''}" if gpus else "1 process"
         return StageEstimate(ref.label, ref.kind, 1, where, gpus)
     return StageEstimate(ref.label, ref.kind, 1, "1 process, CPU", 0)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from typing import Any
 
 from selftaught.api.load import parse_run
@@ -24,6 +25,7 @@ from selftaught.views.estimate import Inputs, estimate, measure
 from selftaught.views.live import StageView, describe, duration, read_view
 from selftaught.views.numbers import estimate as with_interval
 from selftaught.views.numbers import summary_text
+from selftaught.views.state import Phase, Runner, run_state, state_lines
 
 
 def open_run(run: SelfTaughtRun | None, uri: str | None = None, endpoint: str | None = None) -> tuple[SelfTaughtRun, Store]:
@@ -54,16 +56,27 @@ def running_views(store: Store, run: SelfTaughtRun, progress: Progress) -> dict[
     return views
 
 
-def overview(store: Store, run: SelfTaughtRun, inputs: Inputs, now: float | None = None) -> str:
+def overview(
+    store: Store, run: SelfTaughtRun, inputs: Inputs, now: float | None = None, runner: Runner | None = None, resume: str = "selftaught run RUN.yaml"
+) -> str:
+    """The run as `selftaught status` prints it; `runner` is who holds its lease (`local/`), and
+    `resume` the command that starts it again."""
     now = time.time() if now is None else now
     progress = scan(store)
     step = plan(run.spec, progress.done)
     views = running_views(store, run, progress)
     disrupted = disruptions(store, progress)
-    lines = [f"run {run.metadata.namespace}/{run.metadata.name}: {len(step.done)} of {step.total} stages done; store {store.uri}", ""]
+    state = run_state(store, progress, step, runner)
+    lines = [f"run {run.metadata.namespace}/{run.metadata.name}: {len(step.done)} of {step.total} stages done; store {store.uri}"]
+    lines += [*state_lines(state, store, resume), ""]
     for ref in (node.ref for node in stage_graph(run.spec)):  # in the order they run
         if ref in progress.manifests:
             lines.append(f"  ✓ {ref.label:<12} {describe_stage(ref, progress)}")
+        elif ref == state.failed and state.failure is not None:
+            lines.append(f"  ✗ {ref.label:<12} failed, reason {state.failure.reason}")
+        elif ref in views and state.phase in (Phase.STOPPED, Phase.FAILED):  # its numbers are where it stopped: no rate, no ETA
+            where = describe(replace(views[ref], eta_seconds=None, tokens_per_second=None))
+            lines.append(f"  ‖ {ref.label:<12} " + ("stopped before it reported progress" if where == "started" else f"stopped at {where}"))
         elif ref in views:
             lines.append(f"  … {ref.label:<12} {describe(views[ref], now)}")
         elif ref in step.ready:
@@ -127,6 +140,56 @@ def describe_stage(ref: StageRef, progress: Progress) -> str:
     return f"{summary_text(manifest.summary)} ({manifest.seconds:.1f}s)"
 
 
+#: what a `✓` line of `selftaught run` leaves to `selftaught status`, the report and the manifest:
+#: each order's accuracy, the judge's fixed-N comparison, the trainer's checkpointing numbers
+_LEFT_OUT = ("orderA", "orderB", "bothOrders", "fixedNTokensPerKept", "contaminationExamples", "skipped")
+#: and, when the line is still too long, these first (a method's own numbers come last and stay)
+_FIRST_TO_GO = ("voteTokens", "voteTokensSaved", "voteSamplesPerExample", "tokensPerKept", "keepRate", "examples")
+
+
+def brief_stage(ref: StageRef, progress: Progress, store_uri: str, *, gpus: bool, width: int = 90, indent: int = 25) -> str:
+    """A finished stage in a line of at most `width` characters, for the `✓` lines of `selftaught
+    run` and `status --watch`: its summary less what status and the report keep, a rate per GPU
+    only where there are GPUs, and its seconds (numbers that still do not fit go, the least
+    telling first, then from the end, said with `…`); a checkpoint on a second line, indented by
+    `indent`, relative to the run's store."""
+    manifest = progress.manifests[ref]
+    summary: dict[str, Any] = {}
+    rate = checkpoint = ""
+    for key, value in manifest.summary.items():
+        if key in _LEFT_OUT or (key.startswith(("checkpoint", "resumed")) and key != "checkpoint"):
+            continue
+        if key in ("truncated", "tooLong", "unparsed") and not value:
+            continue
+        if key.endswith("PerGpu"):
+            rate = f", {value:,.0f} tok/s/GPU" if gpus and isinstance(value, int | float) else ""
+        elif key == "checkpoint" and isinstance(value, str):
+            checkpoint = "\n" + " " * indent + "→ " + value.removeprefix(store_uri.rstrip("/") + "/")
+        else:
+            summary[key] = value
+    ending = f"{rate} ({manifest.seconds:.1f}s)"
+
+    def parts(shown: dict[str, Any]) -> list[str]:
+        return [
+            text for key, value in shown.items()
+            if not key.endswith("Interval") and (text := summary_text({key: value, **{k: v for k, v in shown.items() if k == f"{key}Interval"}}))
+        ]  # fmt: skip
+
+    for key in _FIRST_TO_GO:
+        if len(", ".join(parts(summary))) + len(ending) <= width:
+            break
+        summary.pop(key, None)
+    shown = parts(summary)
+
+    def line(kept: int) -> str:
+        return ", ".join(shown[:kept] + (["…"] if kept < len(shown) else []))
+
+    kept = len(shown)
+    while kept > 0 and len(line(kept)) + len(ending) > width:  # the last parts go first, whole
+        kept -= 1
+    return (line(kept) + ending).lstrip(", ") + checkpoint
+
+
 def iteration_table(rows: list[dict[str, Any]]) -> list[str]:
     """The per-iteration table `selftaught run` and `selftaught status` print."""
     grpo = any(row.get("reward") is not None for row in rows)  # a GRPO run: its train stages' reward, no judge stage
@@ -154,3 +217,53 @@ def iteration_table(rows: list[dict[str, Any]]) -> list[str]:
 
 def _fmt(value: Any, width: int = 6, spec: str = "") -> str:
     return f"{'-' if value is None else format(value, spec):>{width}}"
+
+
+def overview_document(store: Store, run: SelfTaughtRun, inputs: Inputs, runner: Runner | None = None) -> dict[str, Any]:
+    """What `overview` says, as data (`selftaught status -o json|yaml`), its keys in camelCase as
+    the CRD's status spells them."""
+    progress = scan(store)
+    step = plan(run.spec, progress.done)
+    views = running_views(store, run, progress)
+    state = run_state(store, progress, step, runner)
+    stages = []
+    for ref in (node.ref for node in stage_graph(run.spec)):
+        entry: dict[str, Any] = {"stage": ref.label}
+        if ref in progress.manifests:
+            manifest = progress.manifests[ref]
+            entry.update(state="Succeeded", seconds=round(manifest.seconds, 1), summary=manifest.summary)
+        elif ref == state.failed:
+            entry["state"] = "Failed"
+        elif ref in views:
+            view = views[ref]
+            entry.update(state="Running" if state.phase in (Phase.RUNNING, Phase.UNKNOWN) else "Stopped", progress={
+                "percent": view.percent, "done": view.done, "total": view.total, "unit": view.unit, "shards": view.shards,
+                "shardsDone": view.shards_done, "tokensPerSecond": view.tokens_per_second, "etaSeconds": view.eta_seconds,
+            })  # fmt: skip
+        else:
+            entry["state"] = "Ready" if ref in step.ready else "Waiting"
+        stages.append(entry)
+    cost = estimate(run.spec, inputs, measure(progress.manifests))
+    failure = state.failure
+    return {
+        "name": run.metadata.name,
+        "namespace": run.metadata.namespace,
+        "store": store.uri,
+        "phase": str(state.phase),
+        "stagesDone": len(step.done),
+        "stagesTotal": step.total,
+        "runner": None if runner is None else {"running": runner.alive, "message": runner.text},
+        "failure": None if failure is None else {
+            "stage": failure.stage, "reason": failure.reason, "message": failure.message, "permanent": failure.permanent,
+            "at": failure.at, "log": store.url(failure.log) if failure.log else None,
+        },  # fmt: skip
+        "stages": stages,
+        "iterations": iteration_summaries(progress, limit=1000),
+        "estimate": {"unknown": cost.unknown}
+        if cost.unknown
+        else {
+            "gpu": cost.gpu, "gpuHours": round(cost.gpu_hours, 3), "remainingGpuHours": round(cost.remaining_gpu_hours, 3),
+            "hours": round(cost.hours, 4), "remainingHours": round(cost.remaining_hours, 4), "measuredStages": cost.measured_stages,
+        },  # fmt: skip
+        "report": store.url(REPORT) if store.exists(REPORT) else None,
+    }

@@ -101,15 +101,41 @@ def tokens(value: float) -> str:
     return f"{value:.0f}"
 
 
-def format_plan(name: str, estimate: Estimate, where: str) -> str:
-    """The plan as `selftaught plan` prints it."""
-    if estimate.unknown:
-        return f"plan of {name} ({where}): no estimate: {estimate.unknown}" + (f"\n{estimate.contamination}" if estimate.contamination else "")
+def assumed_models(inputs: Inputs | None) -> list[str]:
+    """The models the estimate prices at a size it assumed: neither read from a local checkpoint,
+    nor given in spec.estimate, nor in the model's name."""
+    if inputs is None:
+        return []
+    sizes = (("seed", inputs.seed), ("generator", inputs.generator))  # a generator that is the seed says seedSize
+    return [f"models.{what} {size.total:g}B (set spec.estimate.{what}Size)" for what, size in sizes if size.known_from.startswith("assumed") and f"{what}Size" in size.known_from]
+
+
+def gpu_hours(value: float) -> str:
+    """`682`, `1,235`; `0.3` under 10: how every GPU-hour total is written (docs quote it)."""
+    return f"{value:,.1f}" if value < 10 else f"{value:,.0f}"
+
+
+def format_plan(name: str, estimate: Estimate, where: str, inputs: Inputs | None = None) -> str:
+    """The plan as `selftaught plan` prints it. Its first line says when a model's size is only
+    assumed (`inputs`): every number below rests on it."""
     rows = estimate.rows
+    first = f"plan of {name}: {len(rows)} stages, {where}"
+    assumed = assumed_models(inputs)
+    if assumed:
+        first += f"; priced for an ASSUMED model size: {', '.join(assumed)}"
+    if estimate.unknown:
+        width = max([len("runs as"), *(len(row.processes) for row in rows)])
+        lines = [first, "", f"{'stage':<12} {'runs as':<{width}} {'prompt tok':>10} {'generated':>10} {'GPU-h':>8} {'time':>8}"]
+        lines += [f"{row.label:<12} {row.processes:<{width}} {'?':>10} {'?':>10} {'?':>8} {'?':>8}" for row in rows]
+        lines += ["", f"no estimate yet: {estimate.unknown} (or plan --instructions N)"]
+        if estimate.contamination:
+            lines += ["", estimate.contamination]
+        lines += ["", "assumptions (docs/cost.md; override in spec.estimate or with --assume):", *(f"  {line}" for line in estimate.assumptions)]
+        return "\n".join(lines)
     gpus = any(row.gpus for row in rows)
     width = max(len(row.processes) for row in rows)
     header = f"{'stage':<12} {'runs as':<{width}} {'prompt tok':>10} {'generated':>10} {'GPU-h':>8} {'time':>8}"
-    lines = [f"plan of {name}: {len(rows)} stages, {where}", "", header]
+    lines = [first, "", header]
     for row in rows:
         hours = f"{row.gpu_hours:8.1f}" if gpus else f"{'-':>8}"
         generation = row.kind == "generation" or row.prompt_tokens > 0  # a GRPO train stage generates its rollouts
@@ -142,7 +168,7 @@ def format_plan(name: str, estimate: Estimate, where: str) -> str:
             f"generate {tokens(votes.tokens)} tokens instead of {tokens(votes.all_k_tokens)} ({saved:.0%} fewer){cost}",
         ]
     if gpus:
-        lines.append(f"in all ~{estimate.gpu_hours:,.0f} GPU-hours; stage times added up: {duration(estimate.hours * 3600)} (stages that can overlap counted apart)")
+        lines.append(f"in all ~{gpu_hours(estimate.gpu_hours)} GPU-hours; stage times added up: {duration(estimate.hours * 3600)} (stages that can overlap counted apart)")
     if estimate.contamination:
         lines += ["", estimate.contamination]
     lines += ["", "assumptions (docs/cost.md; override in spec.estimate or with --assume):", *(f"  {line}" for line in estimate.assumptions)]
