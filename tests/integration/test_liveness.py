@@ -176,6 +176,8 @@ def test_ctrl_c_in_plan_is_one_line(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     os.mkfifo(data / "instructions.jsonl")  # counting its records waits for a writer that never comes
+    (tmp_path / "no-model").mkdir()  # plan checks the seed's path before it counts the instructions
+    (tmp_path / "no-model" / "config.json").write_text("{}")
     plan = start("plan", write_run(tmp_path, {"uri": str(tmp_path / "store")}, instructions=str(data)))
     _until(lambda: plan.poll() is not None or _waits_on_a_pipe(plan.pid))
     assert plan.poll() is None, plan.communicate()
