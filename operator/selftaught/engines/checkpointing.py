@@ -53,7 +53,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -267,10 +267,14 @@ class Checkpointing:
         resume = self._resume_point(trainer.args, ranks)
         saves = _Saves(self, ranks, step_multiple, Path(resume) if resume else None)
         trainer.add_callback(_callback(saves))
+        # a stop waits for a step end only once steps run (the Trainer's on_train_begin): before that
+        # (loading, DeepSpeed starting or compiling its ops, minutes) there is nothing to save, so it ends at once
+        deferral = ExitStack()
+        saves.begin = lambda: deferral.enter_context(self.stop.deferred())
         try:
-            with self.stop.deferred():
-                result = trainer.train(resume_from_checkpoint=resume)
+            result = trainer.train(resume_from_checkpoint=resume)
         finally:
+            deferral.close()
             saves.close()
         if saves.stopped_at is not None:
             raise Disrupted(saves.stop_message())
@@ -317,6 +321,7 @@ class _Saves:
         self.stopped_at: int | None = None  # the step a stop ended the training at
         self.stop_saved: Saved | None = None  # and the checkpoint it saved there
         self.max_steps = 0
+        self.begin: Callable[[], object] = lambda: None  # steps start: from here a stop waits for a step end
 
     def step_end(self, step: int, max_steps: int) -> tuple[bool, bool]:
         """(save now, stop after it) at the end of optimizer step `step`: the same on every rank."""
@@ -430,6 +435,7 @@ def _callback(saves: _Saves) -> object:
     class Checkpoints(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
             saves.last = time.monotonic()
+            saves.begin()
 
         def on_step_end(self, args, state, control, **kwargs):
             save, stop = saves.step_end(state.global_step, state.max_steps)
