@@ -15,6 +15,7 @@ import psutil
 import yaml
 
 from selftaught.local.runner import work_folder
+from selftaught.local.subprocesses import TRAINING_STOP_GRACE_SECONDS
 from selftaught.method.prompts import judge_messages
 from selftaught.pipeline.runstore import accept, open_run_store
 from selftaught.pipeline.table import StageRef
@@ -91,7 +92,8 @@ def test_a_stopped_runner_leaves_no_stage_process_and_a_second_runner_is_refused
             assert second.returncode == 1 and f"already running in process {runner.pid} on host" in second.stderr, second.stderr
             assert "Traceback" not in second.stderr
         runner.send_signal(sig)
-        _, stderr = runner.communicate(timeout=60)
+        # a train stage may take its whole stop grace (it saves its state first); past it the runner kills it
+        _, stderr = runner.communicate(timeout=TRAINING_STOP_GRACE_SECONDS + 60)
         assert runner.returncode == code, stderr
         assert stderr.strip().splitlines()[-1] == "interrupted; run the same command to resume" and "Traceback" not in stderr
         assert _all_gone(tree, timeout=5) == []  # stopped before the runner exited
