@@ -69,7 +69,14 @@ def start(*args: object) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "selftaught", *map(str, args)], cwd=REPO, env={**os.environ, **ENV},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, process_group=0,
+        preexec_fn=_terminal_signals,
     )  # fmt: skip
+
+
+def _terminal_signals() -> None:
+    """A job a terminal starts gets SIGINT as it comes: an ignored SIGINT is inherited across exec, and an
+    earlier test in this process may have left it ignored (Python then installs no KeyboardInterrupt)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for_line(process: subprocess.Popen, needle: str, timeout: float = 60) -> str:
