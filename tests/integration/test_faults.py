@@ -47,6 +47,9 @@ def _runner(manifest_path):
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # as in a terminal of its own: signals below go to the runner's PID only
+        # with SIGINT at its default, as a terminal's job has it: a suite started in the background
+        # (`make test &`) ignores SIGINT, and an ignored SIGINT is inherited across exec
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
