@@ -177,12 +177,7 @@ def record_disruption(
         node=end.node,
         pods=[end.name],
         shards=[end.shard],
-        unit=lost.unit,
-        redone=lost.redone,
-        seconds=lost.seconds,
-        gpus=gpus,
-        gpu_seconds=lost.seconds * gpus,
-        saved=lost.saved,
+        **lost.costs(gpus),
     )
     return [*records, new], new, True
 

@@ -276,12 +276,7 @@ def _record_disruptions(store: Store, ref: StageRef, stopped: Sequence[_Running]
                 at=now,
                 executor="local",
                 shards=[shard],
-                unit=lost.unit,
-                redone=lost.redone,
-                seconds=lost.seconds,
-                gpus=gpus,
-                gpu_seconds=lost.seconds * gpus,
-                saved=lost.saved,
+                **lost.costs(gpus),
             )
             write_disruption(store, disruption_key(ref.prefix, f"local-{int(now * 1000)}-{shard}"), disruption)
 

@@ -65,6 +65,10 @@ class LostWork:
     redone: float | None = None
     saved: bool = False
 
+    def costs(self, gpus: int) -> dict[str, object]:
+        """A `DisruptionRecord`'s cost fields for a process on `gpus` GPUs (both executors write them)."""
+        return {"unit": self.unit, "redone": self.redone, "seconds": self.seconds, "gpus": gpus, "gpu_seconds": self.seconds * gpus, "saved": self.saved}
+
 
 def lost_work(record: ProgressRecord | None, *, began_at: float | None = None, stopped_at: float | None = None) -> LostWork:
     """The work a disruption cost, from the stopped process's progress `record`: the last progress
