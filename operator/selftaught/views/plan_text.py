@@ -1,6 +1,7 @@
 """The plan a user sees before launch (`selftaught plan`, and `selftaught run` before its first
 stage): the stages and what runs them, generated tokens, GPU-hours and time per stage, what
-adaptive judging and early-stopped majority votes save, and the assumptions underneath.
+adaptive judging and early-stopped majority votes save, whether training fits its GPUs (and what
+to change when it does not), and the assumptions underneath.
 
 Here, unlike in the operator, the data can be counted (a local file's lines) and a local
 checkpoint's parameters read (its safetensors headers); the arithmetic is `views/estimate.py`'s.
@@ -103,8 +104,9 @@ def tokens(value: float) -> str:
 
 def format_plan(name: str, estimate: Estimate, where: str) -> str:
     """The plan as `selftaught plan` prints it."""
+    memory = [estimate.train_memory.line()] if estimate.train_memory else []
     if estimate.unknown:
-        return f"plan of {name} ({where}): no estimate: {estimate.unknown}" + (f"\n{estimate.contamination}" if estimate.contamination else "")
+        return "\n".join([f"plan of {name} ({where}): no estimate: {estimate.unknown}", *memory, *([estimate.contamination] if estimate.contamination else [])])
     rows = estimate.rows
     gpus = any(row.gpus for row in rows)
     width = max(len(row.processes) for row in rows)
@@ -143,6 +145,8 @@ def format_plan(name: str, estimate: Estimate, where: str) -> str:
         ]
     if gpus:
         lines.append(f"in all ~{estimate.gpu_hours:,.0f} GPU-hours; stage times added up: {duration(estimate.hours * 3600)} (stages that can overlap counted apart)")
+    if memory:
+        lines += ["", *memory]
     if estimate.contamination:
         lines += ["", estimate.contamination]
     lines += ["", "assumptions (docs/cost.md; override in spec.estimate or with --assume):", *(f"  {line}" for line in estimate.assumptions)]
