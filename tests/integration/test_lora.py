@@ -180,13 +180,14 @@ def test_qlora_on_a_machine_without_a_gpu_is_refused_naming_the_field(tiny_model
 # -- the LoRA quickstart end to end, per method, then served and exported (slow) -------------------
 
 
-def _quickstart(tmp_path: Path, name: str, **train) -> tuple[str, Path]:
-    """`selftaught run` of examples/local-quickstart-lora.yaml, with `train` merged into its spec."""
+def _quickstart(tmp_path: Path, tiny_model: Path, name: str, **train) -> tuple[str, Path]:
+    """`selftaught run` of examples/local-quickstart-lora.yaml, with `train` merged into its spec,
+    on the tiny model where `make quickstart` puts it."""
     import yaml
 
     shutil.copytree(REPO / "examples", tmp_path / "examples")
+    shutil.copytree(tiny_model, tmp_path / ".selftaught/models/tiny-judge")
     selftaught = [sys.executable, "-m", "selftaught"]
-    subprocess.run([*selftaught, "dev", "tiny-model", ".selftaught/models/tiny-judge"], cwd=tmp_path, check=True, capture_output=True)
     document = yaml.safe_load((tmp_path / "examples/local-quickstart-lora.yaml").read_text())
     document["metadata"]["name"] = name
     document["spec"]["train"] = _merge(document["spec"]["train"], train)
@@ -211,18 +212,18 @@ def _adapters_of(run: Path, seed: Path) -> list[Path]:
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize(("method", "train"), [("dpo", {"method": "dpo", "initFrom": "previous"}), ("grpo", {"method": "grpo", "grpo": {"groupSize": 4, "steps": 4}})])
-def test_a_lora_quickstart_trains_and_evaluates_adapters_by_dpo_and_grpo(tmp_path, method, train):
-    out, run = _quickstart(tmp_path, f"lora-{method}", **train)
+def test_a_lora_quickstart_trains_and_evaluates_adapters_by_dpo_and_grpo(tmp_path, tiny_model, method, train):
+    out, run = _quickstart(tmp_path, tiny_model, f"lora-{method}", **train)
     _adapters_of(run, tmp_path / ".selftaught/models/tiny-judge")
     assert len(re.findall(r"evaluate-\d\s+✓ ", out)) == 3  # the seed, and each iteration's adapter on it through vLLM
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-def test_a_lora_quickstart_runs_end_to_end_and_is_served_side_by_side_and_exported(tmp_path, capsys):
+def test_a_lora_quickstart_runs_end_to_end_and_is_served_side_by_side_and_exported(tmp_path, tiny_model, capsys):
     from selftaught.cli import main
 
-    out, run = _quickstart(tmp_path, "lora-sft")
+    out, run = _quickstart(tmp_path, tiny_model, "lora-sft")
     seed = tmp_path / ".selftaught/models/tiny-judge"
     _adapters_of(run, seed)
     assert len(re.findall(r"evaluate-\d\s+✓ ", out)) == 3
