@@ -211,7 +211,15 @@ def _adapters_of(run: Path, seed: Path) -> list[Path]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
-@pytest.mark.parametrize(("method", "train"), [("dpo", {"method": "dpo", "initFrom": "previous"}), ("grpo", {"method": "grpo", "grpo": {"groupSize": 4, "steps": 4}})])
+@pytest.mark.parametrize(
+    ("method", "train"),
+    [
+        # DPO as the DPO quickstart runs it (with the NLL term), at a tenth of the LoRA quickstart's rate: at 1e-2 the
+        # tiny judge's judgments stop ending and judge-2 keeps none (a recipe's limit, not the plumbing's)
+        ("dpo", {"method": "dpo", "dpo": {"nllWeight": 0.2}, "initFrom": "previous", "lora": {"learningRate": 1e-3}}),
+        ("grpo", {"method": "grpo", "grpo": {"groupSize": 4, "steps": 4}}),
+    ],
+)
 def test_a_lora_quickstart_trains_and_evaluates_adapters_by_dpo_and_grpo(tmp_path, tiny_model, method, train):
     out, run = _quickstart(tmp_path, tiny_model, f"lora-{method}", **train)
     _adapters_of(run, tmp_path / ".selftaught/models/tiny-judge")
