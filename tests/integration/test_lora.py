@@ -54,9 +54,10 @@ def lora_run(tiny_model: Path, store: Path, name: str = "lora", **train):
 def trained(tiny_model, tmp_path_factory):
     """A one-iteration LoRA run whose judge stage kept judgments that always name the first answer
     (the tiny seed tends to name the second) and whose pairs held some out; its train stage run as
-    the local runner runs it (torchrun, one CPU process, DeepSpeed)."""
+    the local runner runs it: torchrun, two CPU processes, DeepSpeed ZeRO-3 (the frozen base sharded
+    as a 70B's is on a node, the adapters gathered to save them)."""
     tmp = tmp_path_factory.mktemp("lora")
-    run = lora_run(tiny_model, tmp / "store")
+    run = lora_run(tiny_model, tmp / "store", zeroStage=3, gpusPerNode=2)
     store = open_run_store(run)
     accept(store, run)
     judgments = [
