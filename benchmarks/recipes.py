@@ -61,6 +61,11 @@ RECIPES: dict[str, dict[str, Any]] = {
     # position-consistency reward, which needs both orders of a pair in one batch
     "grpo": {"train": {"method": "grpo"}},
     "grpo-consistency": {"train": {"method": "grpo", "grpo": {"rewards": {"consistency": 0.5}}}, "judge": {"orders": "both"}},
+    # LoRA (docs/methods.md): rank-16 adapters on every projection of the frozen seed at 10x the rate;
+    # a fresh adapter on the seed each iteration (the paper's recipe), or the previous one trained on
+    "lora": {"train": {"lora": {}}},
+    "lora-previous": {"train": {"lora": {}, "initFrom": "previous"}},
+    "dpo-lora": {"train": {"method": "dpo", "dpo": {"nllWeight": 0.2}, "lora": {}}},
 }
 
 

@@ -1,6 +1,6 @@
 """The `selftaught` command: plan a run and price it, run a whole run locally, follow a run's
 progress and render its report, run one stage (what pods run), start the operator, print the CRD,
-score a judge's outputs on a leaderboard, serve a trained judge and call it, build the tiny
+score a judge's outputs on a leaderboard, serve a trained judge (or export it merged) and call it, build the tiny
 quickstart model."""
 
 from __future__ import annotations
@@ -367,8 +367,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from selftaught.pipeline.served import read_serve_document
     from selftaught.serve_process import exec_server, served_from_run
 
-    served = served_from_run(args.target, iteration=args.iteration, endpoint=args.endpoint) if args.target else read_serve_document()
+    served = served_from_run(args.target, iterations=args.iteration or (), endpoint=args.endpoint) if args.target else read_serve_document()
     exec_server(served, host=args.host, port=args.port)
+
+
+@_errors
+def cmd_export(args: argparse.Namespace) -> int:
+    from selftaught.export import export_checkpoint
+    from selftaught.serve_process import served_from_run
+
+    export_checkpoint(served_from_run(args.target, iteration=args.iteration, endpoint=args.endpoint), Path(args.output))
+    return 0
 
 
 @_errors
@@ -604,11 +613,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="serve a run's trained judge on this machine: vLLM's OpenAI-compatible server (docs/serving.md)")
     serve.add_argument("target", nargs="?", help="a SelfTaughtRun manifest, or the run's folder in its store (default: $SELFTAUGHT_SERVE, what a server pod gets)")
-    serve.add_argument("--iteration", type=int, help="serve this iteration's checkpoint (0: the seed); default: spec.serve.iteration, else the best evaluated")
+    serve.add_argument(
+        "--iteration", type=int, action="append",
+        help="serve this iteration's checkpoint (0: the seed); default: spec.serve.iteration, else the best evaluated. Given more than once "
+        "(a train.lora run): every one's adapter on one base, each as <run>-iteration-<i>, the first also as <run>",
+    )  # fmt: skip
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--endpoint", help="S3 endpoint URL for a store URI (MinIO, Ceph RGW)")
     serve.set_defaults(func=cmd_serve)
+
+    export = sub.add_parser("export", help="write a run's judge as a full Hugging Face checkpoint: a LoRA adapter merged into its base (docs/serving.md)")
+    export.add_argument("target", help="a SelfTaughtRun manifest, or the run's folder in its store")
+    export.add_argument("output", help="a new (or empty) folder for the checkpoint")
+    export.add_argument("--iteration", type=int, help="this iteration's checkpoint (0: the seed); default: spec.serve.iteration, else the best evaluated")
+    export.add_argument("--endpoint", help="S3 endpoint URL for a store URI (MinIO, Ceph RGW)")
+    export.set_defaults(func=cmd_export)
 
     judging = sub.add_parser("judge", help="judge pairs of responses with a served judge: verdict, position consistency and reasoning per pair")
     judging.add_argument("file", help='JSONL, one pair per line: {"instruction", "response_a", "response_b", "id" (optional)}')

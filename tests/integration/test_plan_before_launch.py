@@ -54,7 +54,7 @@ def test_a_local_store_is_planned_on_this_machine_and_a_gpu_machine_can_be_previ
     cluster = selftaught("plan", manifest(tmp_path, str(tiny_model), "instructions.jsonl", uri="s3://bucket/runs"))
     assert "on a cluster" in cluster.stdout.splitlines()[0]
     wrong = selftaught("plan", run, "--gpu", "H101")
-    assert wrong.returncode == 2 and "unknown GPU kind 'H101': choose one of H100, H200, B200, A100, L40S, cpu" in wrong.stderr
+    assert wrong.returncode == 2 and "unknown GPU kind 'H101': choose one of H100, H200, B200, A100, L40S, L4, cpu" in wrong.stderr
 
 
 def test_an_assumed_model_size_is_on_the_first_line_and_unknown_counts_still_show_the_stages(tmp_path):

@@ -166,9 +166,10 @@ def test_a_stopped_then_killed_train_stage_continues_from_its_checkpoints_to_the
     _published_only_the_final_model(store, manifest)  # no attempt's checkpoint is left, none is in the manifest
 
 
-#: DPO or GRPO trained three times in one process: in one go, stopped (a stop request at the end of
-#: step 3, as SIGTERM makes one), and continued in another attempt; the weights of the first and the
-#: last. GRPO checkpoints only between generation blocks (two steps here), so it stops at step 4.
+#: DPO or GRPO (or SFT) trained three times in one process: in one go, stopped (a stop request at the
+#: end of step 3, as SIGTERM makes one), and continued in another attempt; the weights of the first and
+#: the last. GRPO checkpoints only between generation blocks (two steps here), so it stops at step 4.
+#: With `lora` as a third argument, LoRA adapters are trained (and compared) instead of every weight.
 METHOD_SCRIPT = """
 import contextlib, json, sys
 from pathlib import Path
@@ -181,6 +182,8 @@ from selftaught.store.layout import resume_folder
 from selftaught.store.local import LocalStore
 
 method, model, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+lora = {"lora": {"rank": 4, "alpha": 8, "learningRate": 1e-2}} if sys.argv[4:] == ["lora"] else {}
+weights = "adapter_model.safetensors" if lora else "model.safetensors"
 store = LocalStore(out / "store")
 
 class StopAt:
@@ -198,45 +201,71 @@ def attempt(name, stop_at=10**9):
         steps.append(step)
     common = dict(output_dir=out / name / "model", work_dir=out / name / "work", on_step=on_step, checkpoints=checkpoints)
     try:
-        if method == "dpo":
+        if method == "sft":
+            records = [{"messages": [{"role": "user", "content": f"Which is better, pair {i}?"}], "completion": "The first. [[A]]"} for i in range(8)]
+            train = Train(zeroStage=2, learningRate=5e-4, warmupSteps=0, epochs=2, microBatchSize=2, gradientAccumulation=1, bf16=False, **lora)
+            training.train_sft(records=records, train=train, model_path=model, **common)
+        elif method == "dpo":
             records = [{"messages": [{"role": "user", "content": f"Which is better, pair {i}?"}], "chosen": "The first. [[A]]", "rejected": "The second. [[B]]"} for i in range(8)]
-            train = Train(method="dpo", zeroStage=2, learningRate=5e-4, warmupSteps=0, epochs=2, microBatchSize=2, gradientAccumulation=1, bf16=False)
+            train = Train(method="dpo", zeroStage=2, learningRate=5e-4, warmupSteps=0, epochs=2, microBatchSize=2, gradientAccumulation=1, bf16=False, **lora)
             training.train_dpo(model_path=model, records=records, train=train, **common)
         else:
             from selftaught.method.rewards import TERMS, grpo_prompts, rewards, rows_per_pair
             pairs = [{"id": f"p{i}", "instruction": f"What is {i} + {i}?", "chosen": f"{2 * i}.", "rejected": f"{2 * i + 1}."} for i in range(4)]
             rows = grpo_prompts(pairs, format="pairwise", orders="both", seed=1, iteration=1)
-            train = Train(method="grpo", zeroStage=2, warmupSteps=0, microBatchSize=4, gradientAccumulation=1, bf16=False, grpo={"groupSize": 4, "steps": 6})
+            train = Train(method="grpo", zeroStage=2, warmupSteps=0, microBatchSize=4, gradientAccumulation=1, bf16=False, grpo={"groupSize": 4, "steps": 6}, **lora)
             scorer = lambda batch, texts: rewards([r["group"] for r in batch], [r["role"] for r in batch], texts)
             training.train_grpo(model_path=model, rows=rows, scorer=scorer, terms=TERMS, weights={name: 1.0 for name in TERMS},
                                 rows_per_pair=rows_per_pair("pairwise", "both"), max_completion_tokens=16, train=train, seed=3, **common)
         ended = "finished"
     except Disrupted as error:
         ended = str(error)
-    return {"ended": ended, "first": steps[0], "last": steps[-1], "resumed": checkpoints.resumed.step if checkpoints.resumed else 0}
+    resumed = checkpoints.resumed
+    return {"ended": ended, "first": steps[0], "last": steps[-1], "resumed": resumed.step if resumed else 0, "bytes": resumed.bytes if resumed else 0}
 
 results = [attempt("attempt-whole"), attempt("attempt-stopped", stop_at=3), attempt("attempt-continued")]
-whole, continued = (load_file(out / name / "model" / "model.safetensors") for name in ("attempt-whole", "attempt-continued"))
+whole, continued = (load_file(out / name / "model" / weights) for name in ("attempt-whole", "attempt-continued"))
 print("RESULT " + json.dumps({"attempts": results, "difference": max((whole[k] - continued[k]).abs().max().item() for k in whole)}))
 """
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(("method", "steps", "saved"), [("dpo", 8, 3), ("grpo", 6, 4)])
-def test_dpo_and_grpo_stopped_mid_training_continue_to_the_weights_of_an_uninterrupted_run(tiny_model, tmp_path, method, steps, saved):
+def _three_attempts(tiny_model: Path, tmp_path: Path, method: str, *flags: str) -> dict:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = {**os.environ, "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
            "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", METHOD_SCRIPT, method, str(tiny_model), str(tmp_path)], capture_output=True, text=True, env=env, timeout=600)
+    command = [sys.executable, "-c", METHOD_SCRIPT, method, str(tiny_model), str(tmp_path), *flags]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[len("RESULT ") :])
+    return json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[len("RESULT ") :])
+
+
+def _continued_as_one(result: dict, steps: int, saved: int) -> None:
     whole, stopped, continued = result["attempts"]
-    assert whole == {"ended": "finished", "first": 0, "last": steps, "resumed": 0}
+    assert {k: v for k, v in whole.items() if k != "bytes"} == {"ended": "finished", "first": 0, "last": steps, "resumed": 0}
     assert stopped["ended"].startswith(f"stopped by SIGTERM at step {saved} of {steps}: saved its full state") and stopped["last"] == saved
-    assert continued == {"ended": "finished", "first": saved, "last": steps, "resumed": saved}
+    assert {k: v for k, v in continued.items() if k != "bytes"} == {"ended": "finished", "first": saved, "last": steps, "resumed": saved}
     assert result["difference"] == 0.0  # CPU, fp32, the same seeds, data order and (GRPO) rollouts: bitwise
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("method", "steps", "saved"), [("dpo", 8, 3), ("grpo", 6, 4)])
+def test_dpo_and_grpo_stopped_mid_training_continue_to_the_weights_of_an_uninterrupted_run(tiny_model, tmp_path, method, steps, saved):
+    _continued_as_one(_three_attempts(tiny_model, tmp_path, method), steps, saved)
+
+
+def test_a_lora_trainer_stopped_mid_training_continues_from_a_checkpoint_of_its_adapter_to_the_adapter_of_an_uninterrupted_run(tiny_model, tmp_path):
+    """The Trainer checkpoints a PEFT model as its adapter and the adapter's optimizer state (DeepSpeed
+    leaves the frozen weights out): a fraction of the model, and continued bitwise."""
+    result = _three_attempts(tiny_model, tmp_path, "sft", "lora")
+    _continued_as_one(result, 8, 3)
+    assert 0 < result["attempts"][2]["bytes"] < (tiny_model / "model.safetensors").stat().st_size / 4  # 0.5 MB: the weights alone are 2.8
+
+
+@pytest.mark.slow
+def test_grpo_with_lora_stopped_between_generation_blocks_continues_to_the_adapter_of_an_uninterrupted_run(tiny_model, tmp_path):
+    _continued_as_one(_three_attempts(tiny_model, tmp_path, "grpo", "lora"), 6, 4)
 
 
 @pytest.mark.slow

@@ -85,6 +85,8 @@ def main(argv: list[str]) -> int:
         for shard in range(shards):
             write_manifest(store, ref.shard_manifest_key(shard), Manifest(stage=ref.name, iteration=ref.iteration, shard=shard, shards=shards))
     numbers = {**summary(name, iteration), **(GRPO_SUMMARY if grpo else {})}
+    if name == "train" and run.spec.train.lora is not None:  # the checkpoint is an adapter of the seed
+        numbers["adapterOf"] = run.spec.models.seed.source
     manifest = Manifest(stage=ref.name, iteration=ref.iteration, shards=shards, seconds=0.1, counts=COUNTS.get(name, {}), summary=numbers)
     write_manifest(store, ref.manifest_key, manifest)
     report_if_finished(run)  # as the real stage process does when it finished the run

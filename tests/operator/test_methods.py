@@ -1,9 +1,10 @@
-"""Runs that train by DPO or GRPO or train a pointwise judge, through the operator (fake stages:
-what is tested is the spec's way through the API server and into every stage pod)."""
+"""Runs that train by DPO or GRPO, train a pointwise judge or LoRA adapters, through the operator
+(fake stages: what is tested is the spec's way through the API server and into every stage pod)."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from selftaught.controller.config import OperatorConfig
@@ -70,3 +71,34 @@ def test_a_grpo_run_trains_in_one_job_per_iteration_on_the_rl_image_and_its_stat
     iterations = {row["iteration"]: row for row in status["iterations"]}
     assert (iterations[1]["reward"], iterations[1]["trainAccuracy"]) == (1.25, 0.625) and "tried" not in iterations[1]
     assert '<img id="plot-rewards"' in report.read_text() and 'id="plot-keep"' not in report.read_text()
+
+
+def test_a_lora_run_trains_in_its_usual_jobs_its_status_names_each_adapters_seed_and_its_estimate_fits_a_70b_on_one_node(
+    cluster, fake_stages, make_run, tmp_path
+):
+    """LoRA changes what the train stage does, not the Jobs: one training Job per iteration on the train
+    image, `gpusPerNode` GPUs, torchrun around `selftaught stage train`; every stage pod reads
+    `train.lora` from its run document (judge and evaluate load each adapter on the seed). The
+    estimate in the status is the train stage's memory rule on a 70B seed over one node of 8 x 80 GB."""
+    train = {"lora": {"rank": 16}, "nodes": 1, "gpusPerNode": 8, "zeroStage": 3, "bf16": True, "gradientCheckpointing": None, "microBatchSize": 1, "maxSeqLen": 4096}
+    run = quick(make_run, tmp_path, iterations=2, train=train, estimate={"seedSize": {"total": 70}, "gpu": "H100", "instructions": 50})
+    with run_operator(cluster, HANDLERS, namespace=NAMESPACE):
+        cluster.create(RUNS, run_object(run, "lora"), NAMESPACE)
+        status = finished(cluster, "lora", timeout=120)
+    assert status["phase"] == "Succeeded", status
+    jobs = {j["metadata"]["labels"]["selftaught.dev/stage"]: j for j in jobs_of(cluster, "lora")}
+    for stage in ("train-1", "train-2"):
+        (container,) = jobs[stage]["spec"]["template"]["spec"]["containers"]
+        assert container["image"] == OperatorConfig().train_image and container["resources"]["limits"]["nvidia.com/gpu"] == "8"
+        assert "torch.distributed.run" in container["command"] and "--nproc-per-node=8" in container["command"]
+        assert container["command"][-3:] == ["stage", "train", f"--iteration={stage[-1]}"]
+    for stage in ("judge-1", "train-1", "evaluate-1", "judge-2", "evaluate-2"):
+        assert _run_document(jobs[stage])["train"]["lora"]["rank"] == 16
+    seed = run.spec.models.seed.source
+    iterations = {row["iteration"]: row for row in status["iterations"]}
+    for iteration in (1, 2):
+        assert iterations[iteration]["adapterOf"] == seed and iterations[iteration]["checkpoint"].endswith(f"iter-00{iteration}/train/checkpoint")
+    message = status["estimate"]["message"]
+    fits = re.match(r"train: ~([\d.]+) of 80 GiB per GPU over 8 GPUs \(LoRA rank 16, 207M trainable, on the frozen 70B seed in bf16 sharded by ZeRO-3; gradient checkpointing (on|off)\): fits", message)
+    assert fits is not None, message
+    assert 17.5 < float(fits.group(1)) < 0.85 * 80  # the base's 140 GB over 8 GPUs, adapters, activations, overhead

@@ -164,6 +164,8 @@ def test_the_generation_image_is_the_official_vllm_image_of_the_tested_version()
 def test_the_training_image_has_the_tested_torch_and_deepspeed():
     args = build_args("train")
     assert args["DEEPSPEED_VERSION"] == pinned_requirement("train", "deepspeed")
+    assert args["BITSANDBYTES_VERSION"] == pinned_requirement("gpu", "bitsandbytes")  # QLoRA (train.lora.quantize: nf4)
+    assert '"bitsandbytes==${BITSANDBYTES_VERSION}"' in " ".join(rest for keyword, rest in final_stage("train") if keyword == "RUN")
     makefile_torch = re.search(r"torch==([\d.]+)", (REPO / "Makefile").read_text()).group(1)
     assert args["TORCH_VERSION"] == makefile_torch
     image = expand(args["PYTORCH_IMAGE"], args)

@@ -198,3 +198,54 @@ def test_majority_votes_that_stop_once_decided_are_priced_with_the_stages_rounds
     assert any("29.0 samples per example (measured" in line for line in after.assumptions)
     _, none = run(majorityVote=0)
     assert none.votes is None
+
+
+def _train_row(result):
+    return next(row for row in result.rows if row.label == "train-1")
+
+
+def test_the_plan_says_a_70b_lora_fits_one_node_of_eight_80gb_gpus_where_full_fine_tuning_does_not():
+    from selftaught.views.plan_text import format_plan
+
+    one_node = {"nodes": 1, "gpusPerNode": 8, "zeroStage": 3}
+    lora = spec_of(estimate={"instructions": 20_000}, train={**one_node, "lora": {}})
+    full = spec_of(estimate={"instructions": 20_000}, train=one_node)
+    planned, refused = estimate(lora, inputs_for(lora)), estimate(full, inputs_for(full))
+    memory = planned.train_memory
+    assert memory.does_not_fit is None and (memory.gpu_gib, memory.gpus, memory.checkpointing) == (80, 8, True)
+    assert 17.5 < memory.gib_per_gpu < 0.85 * 80 and round(memory.trainable * 1000) == 207  # the frozen base is 140 GB over 8 GPUs
+    line = memory.line()
+    assert line == (
+        f"train: ~{memory.gib_per_gpu:.1f} of 80 GiB per GPU over 8 GPUs (LoRA rank 16, 207M trainable, on the frozen 70B seed in bf16 "
+        "sharded by ZeRO-3; gradient checkpointing on): fits"
+    )
+    assert line in format_plan("r", planned, "on a cluster")
+    assert refused.train_memory.does_not_fit.startswith("training needs ~")
+    assert "set train.lora (adapters on the frozen seed" in format_plan("r", refused, "on a cluster")
+    # no gradient of the frozen weights (4 x parameters a token, not 6), and one pass over them, not three
+    assert _train_row(planned).gpu_hours < 0.75 * _train_row(refused).gpu_hours
+
+
+def test_the_one_gpu_lora_example_fits_an_8b_qlora_on_one_24gb_gpu():
+    from selftaught.local.placement import Machine, check_fit, generation_placement, training_placement
+
+    spec = load_run(REPO / "examples/one-gpu-lora.yaml").spec
+    assert spec.train.lora is not None and spec.train.lora.quantize == "nf4" and spec.train.lora.learning_rate_for(spec.train.learning_rate) == pytest.approx(1e-4)
+    one = ("0",)
+    assert generation_placement(spec.generation, one).at_once == 1 and training_placement(spec.train, one).nproc == 1
+    check_fit("the seed", 16_060_000_000, spec.generation, Machine(one, (int(22.5 * 2**30),)))  # Llama 3.1 8B in bf16: served on the one GPU
+    result = estimate(spec, inputs_for(spec))
+    memory = result.train_memory
+    assert result.gpu == "L4" and memory.does_not_fit is None and memory.gpus == 1 and memory.gib_per_gpu < 0.85 * 22.5
+    assert "on the frozen 8B seed in 4-bit (QLoRA)" in memory.line()
+    in_bf16 = spec_of(models=spec.models.model_dump(by_alias=True), estimate={"instructions": 20_000, "gpu": "L4"}, train={"gpusPerNode": 1})
+    assert "set train.lora (" in estimate(in_bf16, inputs_for(in_bf16)).train_memory.does_not_fit
+
+
+def test_a_plan_for_the_cpu_refuses_qlora_by_its_field():
+    spec = spec_of(estimate={"instructions": 1000}, train={"lora": {"quantize": "nf4"}})
+    local = Executor("local", 1, False, 0, 0)
+    memory = estimate(spec, inputs_for(spec, machine_gpu="cpu", executor=local)).train_memory
+    assert memory.line().startswith("train: does not fit: train.lora.quantize: nf4 (QLoRA) needs bitsandbytes on a CUDA GPU")
+    plain = spec_of(estimate={"instructions": 1000}, train={"lora": {}})
+    assert estimate(plain, inputs_for(plain, machine_gpu="cpu", executor=local)).train_memory is None  # memory is not the limit on CPU

@@ -194,3 +194,74 @@ def test_selftaught_serve_of_a_run_file_or_its_store_folder_picks_the_best_evalu
         served_from_run(str(run_file), iteration=4)
     from_folder = served_from_run(str(tmp_path / "store" / "ml" / "judged"))  # the run's folder in its store
     assert (from_folder.iteration, from_folder.model.source) == (2, str(tmp_path / "ckpt-2"))
+    several = served_from_run(str(run_file), iterations=[3, 1, 3])  # `--iteration 3 --iteration 1`: 3 chosen, 1 beside it
+    assert several.iteration == 3 and [(b.iteration, b.model.source) for b in several.beside] == [(1, str(tmp_path / "ckpt-1"))]
+    assert served_from_run(str(run_file), iterations=[1]).beside is None
+
+
+def _adapter(folder: Path, rank: int, base: str = "org/seed-8B") -> Path:
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text(json.dumps({"r": rank, "lora_alpha": 2 * rank, "base_model_name_or_path": base, "revision": None}))
+    return folder
+
+
+def test_a_lora_checkpoint_is_served_as_its_adapter_on_the_seed_and_several_iterations_share_one_server(tmp_path):
+    from selftaught.engines.models import LocalCheckpoint
+    from selftaught.serve_process import server_plan
+
+    seed = tmp_path / "seed"
+    one, two = _adapter(tmp_path / "iter-1", 8), _adapter(tmp_path / "iter-2", 32)
+    served = served_model(_run("judge"), Choice(2, choose(ROWS, _run().spec.models.seed, 2).model))
+    alone = server_plan(served, [(2, LocalCheckpoint(seed, two))])
+    assert (alone.model, alone.names, alone.adapters, alone.max_lora_rank) == (seed, ["judge-iteration-0"], {"judge": two}, 32)
+    both = server_plan(served, [(2, LocalCheckpoint(seed, two)), (1, LocalCheckpoint(seed, one)), (0, LocalCheckpoint(seed))])
+    assert both.names == ["judge-iteration-0"] and both.adapters == {"judge": two, "judge-iteration-2": two, "judge-iteration-1": one}
+    command = server_command(both.model, Generation(), name=both.names, host="127.0.0.1", port=8000, adapters=both.adapters, max_lora_rank=both.max_lora_rank)
+
+    def value(flag, count=1):
+        at = command.index(flag) + 1
+        return command[at] if count == 1 else command[at : at + count]
+
+    assert value("--model") == str(seed) and value("--served-model-name") == "judge-iteration-0"
+    assert "--enable-lora" in command and value("--max-loras") == "2" and value("--max-lora-rank") == "32"
+    assert value("--lora-modules", 3) == [f"judge={two}", f"judge-iteration-2={two}", f"judge-iteration-1={one}"]
+    full = server_plan(served, [(2, LocalCheckpoint(tmp_path / "full-2"))])  # a full checkpoint: as it always was
+    assert (full.model, full.names, full.adapters) == (tmp_path / "full-2", ["judge"], {})
+    with pytest.raises(InvalidInput, match="iteration 1 is a full model, not a LoRA adapter of .*seed: vLLM serves one model per server"):
+        server_plan(served, [(2, LocalCheckpoint(seed, two)), (1, LocalCheckpoint(tmp_path / "full-1"))])
+
+
+def test_a_lora_path_with_a_comma_goes_to_vllm_in_its_json_form():
+    command = server_command(Path("/m"), Generation(), name="r", host="h", port=1, adapters={"r": Path("/a,b")})
+    assert json.loads(command[command.index("--lora-modules") + 1]) == {"name": "r", "path": "/a,b"}
+
+
+def test_the_server_document_of_one_checkpoint_is_what_it_was_before_adapters_could_share_a_server():
+    """The operator serves one checkpoint: its document (and so its Deployment's hash) has no `beside`."""
+    from selftaught.pipeline.served import ServedIteration
+
+    run = _run()
+    served = served_model(run, Choice(2, choose(ROWS, run.spec.models.seed).model, 0.71))
+    assert "beside" not in json.loads(serve_document(served))
+    several = served.model_copy(update={"beside": [ServedIteration(iteration=1, model=choose(ROWS, run.spec.models.seed, 1).model)]})
+    assert read_serve_document({"SELFTAUGHT_SERVE": serve_document(several)}) == several
+
+
+def test_a_client_asks_the_one_adapter_a_lora_server_lists_beside_its_base_and_otherwise_wants_a_name():
+    """vLLM lists a LoRA server's base too (a `train.lora` run's seed, `<run>-iteration-0`); with one
+    adapter, that is the judge. With several, the client must be told which."""
+    from types import SimpleNamespace
+
+    from selftaught.engines.endpoint import EndpointEngine
+
+    def engine(*listed):
+        client = EndpointEngine("http://127.0.0.1:1/v1", api_key="none")
+        client.client = SimpleNamespace(models=SimpleNamespace(list=lambda: SimpleNamespace(data=list(listed))))
+        return client
+
+    base = SimpleNamespace(id="judge-iteration-0", parent=None)
+    adapter = SimpleNamespace(id="judge", parent="judge-iteration-0")
+    assert engine(base, adapter).model == "judge"
+    assert engine(SimpleNamespace(id="judge")).model == "judge"  # a full checkpoint, alone: as before
+    with pytest.raises(InvalidInput, match="serves 3 models .*name one with --model"):
+        _ = engine(base, adapter, SimpleNamespace(id="judge-iteration-1", parent="judge-iteration-0")).model

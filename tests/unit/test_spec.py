@@ -214,3 +214,21 @@ def test_checkpoint_every_is_a_duration_as_kubernetes_writes_them_or_seconds_and
 def test_a_checkpoint_interval_that_is_not_a_duration_is_refused_by_name(written):
     with pytest.raises(InvalidSpec, match="checkpointEvery"):
         parse_run(_with(train={"checkpointEvery": written}))
+
+
+def test_lora_is_off_by_default_and_its_defaults_are_trls_on_every_projection():
+    assert parse_run(MINIMAL).spec.train.lora is None  # full fine-tuning, the paper's
+    lora = parse_run(_with(train={"lora": {}, "learningRate": 2e-6})).spec.train.lora
+    assert (lora.rank, lora.alpha, lora.dropout, lora.quantize) == (16, 32, 0.05, "none")
+    assert lora.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    assert lora.learning_rate_for(2e-6) == pytest.approx(2e-5)  # 10x full fine-tuning's, unless set
+    assert parse_run(_with(train={"lora": {"learningRate": 3e-4}})).spec.train.lora.learning_rate_for(2e-6) == 3e-4
+
+
+def test_lora_settings_out_of_bounds_are_refused_by_name():
+    with pytest.raises(InvalidSpec, match=r"spec\.train\.lora\.rank: Input should be less than or equal to 512"):
+        parse_run(_with(train={"lora": {"rank": 1024}}))
+    with pytest.raises(InvalidSpec, match=r"spec\.train\.lora\.quantize: Input should be 'none' or 'nf4'"):
+        parse_run(_with(train={"lora": {"quantize": "int8"}}))
+    with pytest.raises(InvalidSpec, match=r"spec\.train\.lora\.targetModules: .*`all-linear` already names every linear layer"):
+        parse_run(_with(train={"lora": {"targetModules": ["all-linear", "q_proj"]}}))

@@ -478,6 +478,58 @@ class Grpo(Model):
     rewards: GrpoRewards = _field(default_factory=GrpoRewards, description="The reward terms and their weights.")
 
 
+#: The linear layers of a Llama-, Qwen- or Mistral-style decoder: attention and MLP, every one.
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+#: "LoRA Without Regret" (Schulman et al., Thinking Machines 2025): LoRA's best learning rate is
+#: about 10x full fine-tuning's, across model sizes and datasets
+LORA_LEARNING_RATE_FACTOR = 10.0
+
+
+class Lora(Model):
+    """Low-rank adapters (LoRA, Hu et al. 2021) with PEFT, as TRL takes them (`peft_config`): the seed's weights
+    stay frozen, only the adapters train, and each iteration's checkpoint is its adapter (megabytes), which vLLM
+    loads on the seed without merging (docs/methods.md)."""
+
+    rank: int = _field(
+        16, ge=1, le=512, description="The adapters' rank r (TRL's `lora_r` default, 16; vLLM serves ranks up to 512)."
+    )
+    alpha: int = _field(32, ge=1, description="LoRA's alpha: the update is scaled by alpha / rank (TRL's default, 32: a scale of 2).")
+    dropout: float = _field(0.05, ge=0.0, lt=1.0, description="Dropout on the adapters' input (TRL's default, 0.05).")
+    target_modules: list[str] = _field(
+        default_factory=lambda: list(LORA_TARGETS),
+        min_length=1,
+        description="The modules that get an adapter, by name: by default every linear layer of a Llama-, Qwen- or "
+        "Mistral-style decoder's attention and MLP (" + ", ".join(LORA_TARGETS) + "); adapting every layer, the MLP "
+        "included, is what lets LoRA match full fine-tuning (QLoRA, Dettmers et al. 2023; LoRA Without Regret, 2025). "
+        "`[all-linear]` is PEFT's name for every linear layer but the output head, for other architectures.",
+    )
+    learning_rate: float | None = _field(
+        None,
+        gt=0.0,
+        description="Peak learning rate of the adapters. Unset: 10x the method's full fine-tuning rate "
+        "(train.learningRate, or train.grpo.learningRate), the ratio LoRA Without Regret (Thinking Machines 2025) found "
+        "best across sizes.",
+    )
+    quantize: Literal["none", "nf4"] = _field(
+        "none",
+        description="`nf4`: hold the frozen base in 4 bits (QLoRA, Dettmers et al. 2023: NormalFloat4, double "
+        "quantization, bfloat16 compute) through bitsandbytes, a quarter of its bf16 memory: an 8B judge trains on one "
+        "24 GB GPU. GPUs only (bitsandbytes is in the gpu extra and the train image); a CPU run refuses it. Generation "
+        "and serving load the base as `generation.dtype` says.",
+    )
+
+    @field_validator("target_modules")
+    @classmethod
+    def _all_linear_alone(cls, value: list[str]) -> list[str]:
+        if "all-linear" in value and len(value) > 1:
+            raise ValueError("`all-linear` already names every linear layer: give it alone, or list module names")
+        return value
+
+    def learning_rate_for(self, full: float) -> float:
+        """The adapters' learning rate where full fine-tuning would use `full`."""
+        return self.learning_rate if self.learning_rate is not None else full * LORA_LEARNING_RATE_FACTOR
+
+
 class Train(Model):
     method: Literal["sft", "dpo", "grpo"] = _field(
         "sft",
@@ -494,11 +546,21 @@ class Train(Model):
         "seed",
         description="`seed` fine-tunes the seed at every iteration (paper); `previous` continues "
         "from the last iteration's checkpoint. `method: grpo` always continues from it (its rollouts are the "
-        "current judge's).",
+        "current judge's). With `lora`: `seed` trains a fresh adapter on the seed each iteration, `previous` "
+        "continues training the previous iteration's adapter (the base is always the seed).",
+    )
+    lora: Lora | None = _field(
+        None,
+        description="Train low-rank adapters on the frozen seed instead of every weight (`lora: {}` for the defaults): "
+        "the optimizer state is the adapters' alone, so a 70B judge trains on one node of 8 x 80 GB and, with "
+        "`quantize: nf4` (QLoRA), an 8B judge on one 24 GB GPU; each iteration's checkpoint is its adapter plus the "
+        "name of its base (PEFT's adapter_config.json), megabytes in the store. Judge, evaluate and the server load "
+        "the seed once and the adapter through vLLM's LoRA support; `selftaught export` writes a merged model. "
+        "Unset: full fine-tuning.",
     )
     zero_stage: Literal[0, 1, 2, 3] = _field(3, description="DeepSpeed ZeRO stage.")
     offload_optimizer: bool = _field(False, description="ZeRO optimizer-state offload to CPU.")
-    learning_rate: float = _field(1.0e-6, gt=0.0, description="Peak learning rate.")
+    learning_rate: float = _field(1.0e-6, gt=0.0, description="Peak learning rate (of every weight; `lora.learningRate` is the adapters').")
     min_lr_ratio: float = _field(
         0.2, ge=0.0, le=1.0, description="Final learning rate as a fraction of the peak (cosine)."
     )
@@ -601,7 +663,7 @@ class Evaluate(Model):
 
 
 #: The GPU kinds the estimate has a throughput table for (`views/estimate.py`).
-GpuKind = Literal["H100", "H200", "B200", "A100", "L40S", "cpu"]
+GpuKind = Literal["H100", "H200", "B200", "A100", "L40S", "L4", "cpu"]
 
 
 class ModelSize(Model):

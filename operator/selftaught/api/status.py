@@ -76,6 +76,9 @@ class IterationSummary(Model):
         None, description="Tokens the majority vote did not generate by stopping once decided (evaluate.earlyStop), at its samples' mean length."
     )
     checkpoint: str | None = Field(None, description="URI of this iteration's checkpoint.")
+    adapter_of: str | None = Field(
+        None, description="train.lora: the checkpoint is a LoRA adapter of this model (the seed), loaded on it to judge, evaluate and serve."
+    )
     reward: float | None = Field(None, description="train.method grpo: the mean reward of the judgments sampled while training.")
     train_accuracy: float | None = Field(
         None, description="train.method grpo: the fraction of the judgments sampled while training whose verdict was right."

@@ -272,7 +272,7 @@ def run_estimate(estimate: Estimate) -> RunEstimate:
         judge_tokens_fixed_n=int(adaptive.fixed_tokens) if adaptive else None,
         vote_tokens_all_k=int(estimate.votes.all_k_tokens) if estimate.votes else None,
         measured_stages=estimate.measured_stages,
-        message="; ".join(estimate.assumptions)[:1000],
+        message="; ".join([estimate.train_memory.line()] * (estimate.train_memory is not None) + estimate.assumptions)[:1000],
     )
 
 

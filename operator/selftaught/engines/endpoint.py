@@ -20,7 +20,8 @@ CONNECT_SECONDS = 5.0
 
 class EndpointEngine:
     """`chat` against `url` (the base URL, e.g. http://127.0.0.1:8000/v1). `model` defaults to the
-    one model the endpoint lists (a selftaught server lists exactly one: the run's name)."""
+    one model the endpoint lists (a selftaught server lists exactly one: the run's name), or to
+    its one LoRA adapter where vLLM lists it beside its base (a `train.lora` run's server)."""
 
     def __init__(
         self, url: str, model: str | None = None, *, api_key: str | None = None, concurrency: int = 16, retries: int = RETRIES, timeout: float = TIMEOUT_SECONDS
@@ -37,9 +38,13 @@ class EndpointEngine:
     @property
     def model(self) -> str:
         if self._model is None:
-            models = [m.id for m in self._call(lambda: self.client.models.list().data, "list its models")]
+            listed = self._call(lambda: self.client.models.list().data, "list its models")
+            models = [m.id for m in listed]
+            adapters = [m.id for m in listed if getattr(m, "parent", None)]  # vLLM names an adapter's base as its parent
             if not models:
                 raise InvalidInput(f"{self.url} serves no model")
+            if len(models) > 1 and len(adapters) == 1:
+                models = adapters
             if len(models) > 1:
                 raise InvalidInput(f"{self.url} serves {len(models)} models ({', '.join(models)}): name one with --model")
             self._model = models[0]

@@ -1,6 +1,7 @@
 """Generation through vLLM: one `LLM` per stage process, batched `chat` over the whole shard,
 `SamplingParams(n=...)` for multiple samples, prefix caching on (the judge prompt's long system
-message is shared by every request)."""
+message is shared by every request). A LoRA judge (`train.lora`) is its base loaded once with
+vLLM's LoRA support and every request sent with its adapter (`LoRARequest`), never merged."""
 
 from __future__ import annotations
 
@@ -54,16 +55,38 @@ def engine_options(settings: Generation, platform_options: dict[str, object]) ->
     return {**options, **platform_options}
 
 
-class VllmEngine:
-    """The `ChatEngine` of every generation stage."""
+def lora_options(adapter: Path | None) -> dict[str, object]:
+    """vLLM's LoRA settings for one adapter: its rank rounded up to one vLLM's kernels take."""
+    if adapter is None:
+        return {}
+    from selftaught.engines.adapters import read_adapter, vllm_max_rank
 
-    def __init__(self, model_path: Path, settings: Generation, seed: int = 0, on_samples: Callable[[int], None] | None = None):
+    return {"enable_lora": True, "max_loras": 1, "max_lora_rank": vllm_max_rank(read_adapter(adapter).rank)}
+
+
+class VllmEngine:
+    """The `ChatEngine` of every generation stage: `model_path`'s model, or with `adapter` that
+    LoRA adapter on it (the base's weights loaded once, the adapter applied per request)."""
+
+    def __init__(
+        self,
+        model_path: Path,
+        settings: Generation,
+        seed: int = 0,
+        on_samples: Callable[[int], None] | None = None,
+        adapter: Path | None = None,
+    ):
         platform_options = _cpu_defaults()
         from vllm import LLM
 
         self.settings = settings
         #: told the samples of each request vLLM finishes: a stage's progress as it goes
         self.on_samples = on_samples
+        self.lora_request = None
+        if adapter is not None:
+            from vllm.lora.request import LoRARequest
+
+            self.lora_request = LoRARequest("judge", 1, str(adapter))
         self.llm = LLM(
             model=str(model_path),
             tensor_parallel_size=settings.tensor_parallel,
@@ -73,6 +96,7 @@ class VllmEngine:
             enforce_eager=settings.enforce_eager,
             enable_prefix_caching=settings.enable_prefix_caching,
             seed=seed,
+            **lora_options(adapter),
             **engine_options(settings, platform_options),
         )
 
@@ -117,7 +141,9 @@ class VllmEngine:
                 )
                 for i in range(len(batch))
             ]
-            outputs = self.llm.chat(list(batch), params, use_tqdm=_request_counter(self.on_samples) if self.on_samples else False)
+            outputs = self.llm.chat(
+                list(batch), params, use_tqdm=_request_counter(self.on_samples) if self.on_samples else False, lora_request=self.lora_request
+            )
             results.extend(
                 [Sample(c.text, len(c.token_ids), c.finish_reason == "length") for c in output.outputs] for output in outputs
             )

@@ -1,5 +1,7 @@
 """Turning a model source (Hub id, local path, s3:// prefix) into a local folder, once per
-machine: pods share a cache volume, the local default shares ~/.cache/selftaught.
+machine: pods share a cache volume, the local default shares ~/.cache/selftaught. A LoRA
+checkpoint (`train.lora`) is an adapter folder that names its base (`engines/adapters.py`):
+`resolve_checkpoint` fetches both.
 
 A checkpoint a run's train stage published (`<stage folder>/attempt-…/checkpoint`, in this run's
 store or another's) is verified against its stage's marker before any engine reads it
@@ -13,9 +15,11 @@ import hashlib
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from selftaught.api.spec import ModelSource, Storage
+from selftaught.engines.adapters import ADAPTER_CONFIG, is_adapter, read_adapter
 from selftaught.engines.hub import hub_failure
 from selftaught.errors import ModelNotFound
 from selftaught.store import ObjectNotFound, open_uri
@@ -29,14 +33,15 @@ def cache_root() -> Path:
 
 
 def resolve_model(model: ModelSource, storage: Storage | None = None) -> Path:
-    """A local folder with config, weights and tokenizer for `model`."""
+    """A local folder with config, weights and tokenizer for `model` (or a LoRA adapter's
+    folder: `resolve_checkpoint` also fetches its base)."""
     source = model.source
     if source.startswith("s3://"):
         return _from_s3(source, storage)
     path = Path(source.removeprefix("file://")).expanduser()
     if path.exists() or source.startswith(("/", ".", "file://")):
-        if not (path / "config.json").is_file():
-            raise ModelNotFound(f"model {source!r}: no config.json in {path}")
+        if not _is_checkpoint(path):
+            raise ModelNotFound(f"model {source!r}: no config.json (or {ADAPTER_CONFIG}) in {path}")
         verify_checkpoint(str(path), storage, path)
         return path
     return _from_hub(source, model.revision)
@@ -61,9 +66,33 @@ def verify_checkpoint(source: str, storage: Storage | None, folder: Path, *, dow
         verify_file(promise, f"{source.rstrip('/')}/{name}", folder / name, checksum=True if downloaded else None)
 
 
+@dataclass(frozen=True)
+class LocalCheckpoint:
+    """A model on this machine: a full model's folder, or a LoRA adapter's with its base's."""
+
+    base: Path
+    adapter: Path | None = None
+
+
+def resolve_checkpoint(model: ModelSource, storage: Storage | None = None) -> LocalCheckpoint:
+    """`model` on this machine; for a LoRA adapter, the base it names too (fetched as any model,
+    with the run's storage settings: an `s3://` seed is found where the run finds it)."""
+    path = resolve_model(model, storage)
+    if not is_adapter(path):
+        return LocalCheckpoint(path)
+    base = resolve_model(read_adapter(path).base, storage)
+    if is_adapter(base):
+        raise ModelNotFound(f"model {model.source!r}: a LoRA adapter of another adapter ({base}); its base must be a full model")
+    return LocalCheckpoint(base, path)
+
+
+def _is_checkpoint(folder: Path) -> bool:
+    return (folder / "config.json").is_file() or is_adapter(folder)
+
+
 def _from_s3(uri: str, storage: Storage | None) -> Path:
     target = cache_root() / "models" / hashlib.sha256(uri.encode()).hexdigest()[:16]
-    if (target / "config.json").is_file():
+    if _is_checkpoint(target):
         return target
     store = open_uri(uri, storage)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -73,13 +102,13 @@ def _from_s3(uri: str, storage: Storage | None) -> Path:
             if key.startswith("_"):  # our done-marker, not part of the checkpoint
                 continue
             store.download_file(key, staging / key)
-        if not (staging / "config.json").is_file():
-            raise ModelNotFound(f"model {uri!r}: no config.json under this prefix")
+        if not _is_checkpoint(staging):
+            raise ModelNotFound(f"model {uri!r}: no config.json (or {ADAPTER_CONFIG}) under this prefix")
         verify_checkpoint(uri, storage, staging, downloaded=True)
         try:
             staging.rename(target)  # atomic: another process may have won the race, that is fine
         except OSError:
-            if not (target / "config.json").is_file():
+            if not _is_checkpoint(target):
                 raise
     except ObjectNotFound as error:
         raise ModelNotFound(f"model {uri!r}: {error}") from None

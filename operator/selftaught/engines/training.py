@@ -5,6 +5,11 @@ or on CPU with `DS_ACCELERATOR=cpu` and the gloo backend (how the tests and the 
 run it). Our code keeps the judge's data format, the DeepSpeed config and the choices made from
 a memory estimate (`engines/memory.py`); TRL does the tokenisation, the completion-only loss,
 padding-free batches and packing, and the Liger kernels on a GPU.
+
+With `train.lora` every trainer gets PEFT's LoRA config (`peft_config`) and trains adapters on
+the frozen base (in 4 bits with `quantize: nf4`, bitsandbytes' QLoRA, GPUs only); continuing the
+previous iteration's adapter (`initFrom: previous`) hands TRL that adapter, trainable, on the base.
+The saved checkpoint is the adapter alone, naming its base (`engines/adapters.py`).
 """
 
 from __future__ import annotations
@@ -13,15 +18,21 @@ import contextlib
 import logging
 import math
 import os
+import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from selftaught.api.spec import Train
+from selftaught.api.spec import ModelSource, Train
 from selftaught.engines.checkpointing import Checkpointing
+from selftaught.engines.memory import VLLM_GPU_SHARE
 
 log = logging.getLogger(__name__)
+
+#: the frozen copy of a continued adapter TRL's DPO and GRPO trainers add as their reference model;
+#: PEFT saves it in a folder of its name beside the adapter, which is no part of the checkpoint
+REFERENCE_ADAPTER = "ref"
 
 
 def deepspeed_config(train: Train, *, bf16: bool) -> dict[str, Any]:
@@ -99,6 +110,9 @@ class Prepared:
     world: int
     checkpointing: Any  # engines.memory.CheckpointingChoice
     fused: bool
+    #: PEFT's LoRA config for the trainer (`peft_config`): a fresh adapter; None for full
+    #: fine-tuning or when `model` already carries the adapter it continues
+    peft_config: Any = None
 
     def args(self, train: Train, work_dir: Path) -> dict[str, Any]:
         """The TrainingArguments both TRL configs share."""
@@ -106,7 +120,7 @@ class Prepared:
             output_dir=str(work_dir),
             per_device_train_batch_size=train.micro_batch_size,
             gradient_accumulation_steps=train.gradient_accumulation,
-            learning_rate=train.learning_rate,
+            learning_rate=learning_rate(train, train.learning_rate),
             lr_scheduler_type="cosine_with_min_lr",
             lr_scheduler_kwargs={"min_lr_rate": train.min_lr_ratio},
             warmup_steps=train.warmup_steps,
@@ -140,31 +154,127 @@ def _tokenizer(model_path: Path) -> Any:
     return tokenizer
 
 
-def _prepare(model_path: Path, train: Train, tokenizer: Any, micro_tokens: int, *, reference: bool, gpu_share: float = 1.0) -> Prepared:
+def learning_rate(train: Train, full: float) -> float:
+    """The peak learning rate: `full` (full fine-tuning's), or the adapters' with `train.lora`."""
+    return train.lora.learning_rate_for(full) if train.lora is not None else full
+
+
+def _lora_shape(train: Train) -> Any:
+    from selftaught.engines.memory import LoraShape
+
+    lora = train.lora
+    return None if lora is None else LoraShape(lora.rank, tuple(lora.target_modules), quantized=lora.quantize == "nf4")
+
+
+def _parameters(model_path: Path) -> int | None:
+    """The model's parameters from its safetensors headers (no weights read), if it has them."""
+    from selftaught.engines.weights import weights_of
+
+    weights = weights_of(ModelSource(source=str(model_path)))
+    return sum(weights.parameters.values()) if weights is not None else None
+
+
+def _quantization(train: Train, on_gpu: bool, bf16: bool) -> dict[str, Any]:
+    """`from_pretrained`'s arguments for QLoRA's 4-bit base (`train.lora.quantize: nf4`); refused
+    on a machine without a GPU or bitsandbytes, naming the field."""
+    if train.lora is None or train.lora.quantize == "none":
+        return {}
+    from selftaught.errors import DoesNotFit
+
+    if not on_gpu:
+        raise DoesNotFit(
+            "train.lora.quantize: nf4 (QLoRA) holds the base in 4 bits with bitsandbytes, which needs a CUDA GPU, and this "
+            "machine has none: set train.lora.quantize: none (LoRA on a 16-bit base), or run the train stage on a GPU"
+        )
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise DoesNotFit(
+            "train.lora.quantize: nf4 (QLoRA) needs the bitsandbytes package (the gpu extra and the train image have it): "
+            "install it, or set train.lora.quantize: none"
+        ) from None
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    compute = torch.bfloat16 if bf16 else torch.float32
+    config = BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute,
+        bnb_4bit_quant_storage=compute,  # stored as the weights' dtype, so ZeRO-3 can shard the 4-bit weights like any
+    )  # fmt: skip
+    return {"quantization_config": config, "device_map": {"": int(os.environ.get("LOCAL_RANK", "0"))}}
+
+
+def _prepare(
+    model_path: Path, train: Train, tokenizer: Any, micro_tokens: int, *, reference: bool, gpu_share: float = 1.0, adapter: Path | None = None
+) -> Prepared:
     """Load the model and choose checkpointing (from the memory estimate; a reference model
     for DPO is one more copy of the weights; `gpu_share`: the fraction of each GPU's memory left
-    to training, when vLLM holds the rest) and the fused kernels."""
+    to training, when vLLM holds the rest) and the fused kernels. A run that cannot fit the GPU
+    even so is refused before the weights load (DoesNotFit, naming the settings to change).
+    With `train.lora`: a fresh adapter's config for the trainer, or `adapter` (the previous
+    iteration's) loaded trainable on the model."""
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, set_seed
 
     from selftaught.engines.memory import ModelShape, choose_checkpointing, estimate
 
     on_gpu = torch.cuda.is_available()
     bf16 = train.bf16 and ((on_gpu and torch.cuda.is_bf16_supported()) or not on_gpu)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16 if bf16 else torch.float32)
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    memory = estimate(
-        ModelShape.of(model.config, sum(p.numel() for p in model.parameters())), tokens=micro_tokens, zero_stage=train.zero_stage,
-        world=world, offload_optimizer=train.offload_optimizer, bf16=bf16, reference=reference,
-    )  # fmt: skip
-    checkpointing = choose_checkpointing(train.gradient_checkpointing, memory, int(torch.cuda.mem_get_info()[1] * gpu_share) if on_gpu else None)
+    lora = _lora_shape(train)
+    gpu_bytes = int(torch.cuda.mem_get_info()[1] * gpu_share) if on_gpu else None
+    config = AutoConfig.from_pretrained(model_path)
+
+    def memory(parameters: int) -> Any:
+        return estimate(
+            ModelShape.of(config, parameters), tokens=micro_tokens, zero_stage=train.zero_stage,
+            world=world, offload_optimizer=train.offload_optimizer, bf16=bf16, reference=reference, lora=lora,
+        )  # fmt: skip
+
+    counted = _parameters(model_path) if on_gpu else None
+    if gpu_bytes is not None and counted is not None:
+        _refuse_what_does_not_fit(memory(counted), gpu_bytes, train, world, lora)
+    loading = _quantization(train, on_gpu, bf16)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16 if bf16 else torch.float32, **loading)
+    required = memory(counted or sum(p.numel() for p in model.parameters()))
+    if gpu_bytes is not None and counted is None:
+        _refuse_what_does_not_fit(required, gpu_bytes, train, world, lora)
+    checkpointing = choose_checkpointing(train.gradient_checkpointing, required, gpu_bytes)
     log.info("gradient checkpointing %s (%s)", "on" if checkpointing.on else "off", checkpointing.reason)
-    return Prepared(tokenizer, model, on_gpu, bf16, world, checkpointing, use_fused_kernels(train.fused_kernels, on_gpu))
+    peft_config = None
+    if train.lora is not None:
+        from selftaught.engines.adapters import lora_config
+
+        set_seed(train.seed)  # PEFT draws the adapters' first weights: the same ones every attempt
+        if adapter is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, adapter, is_trainable=True)
+        else:
+            peft_config = lora_config(train.lora)
+    elif adapter is not None:
+        from selftaught.errors import InvalidInput
+
+        raise InvalidInput(f"{adapter} is a LoRA adapter: set train.lora to go on training it (full fine-tuning needs a full model)")
+    return Prepared(tokenizer, model, on_gpu, bf16, world, checkpointing, use_fused_kernels(train.fused_kernels, on_gpu), peft_config)
+
+
+def _refuse_what_does_not_fit(required: Any, gpu_bytes: int, train: Train, world: int, lora: Any) -> None:
+    from selftaught.engines.memory import does_not_fit
+    from selftaught.errors import DoesNotFit
+
+    message = does_not_fit(
+        required, gpu_bytes, gradient_checkpointing=train.gradient_checkpointing, lora=lora, zero_stage=train.zero_stage, world=world,
+        offload_optimizer=train.offload_optimizer, micro_batch_size=train.micro_batch_size,
+    )  # fmt: skip
+    if message is not None:
+        raise DoesNotFit(message)
 
 
 def _fit(
-    trainer: Any, prepared: Prepared, train: Train, output_dir: Path, on_step: Callable[[int, int], None] | None, checkpoints: Checkpointing | None
-) -> Any:
+    trainer: Any, prepared: Prepared, train: Train, output_dir: Path, on_step: Callable[[int, int], None] | None, checkpoints: Checkpointing | None,
+    base: ModelSource,
+) -> Any:  # fmt: skip
     """Train (continuing from a checkpoint and saving them, with `checkpoints`), then save an HF
     checkpoint vLLM loads as is (on the main process)."""
     per_step = train.micro_batch_size * train.gradient_accumulation * prepared.world
@@ -172,27 +282,47 @@ def _fit(
     trainer.args.warmup_steps = min(train.warmup_steps, steps)  # the scheduler is built when training starts
     if on_step is not None:
         trainer.add_callback(_steps_to(on_step))
-    return _train_and_save(trainer, prepared.tokenizer, output_dir, checkpoints)
+    return _train_and_save(trainer, prepared.tokenizer, output_dir, checkpoints, base=base)
 
 
-def _train_and_save(trainer: Any, tokenizer: Any, output_dir: Path, checkpoints: Checkpointing | None, step_multiple: int = 1) -> Any:
+def _train_and_save(
+    trainer: Any, tokenizer: Any, output_dir: Path, checkpoints: Checkpointing | None, step_multiple: int = 1, *, base: ModelSource
+) -> Any:
     """`trainer.train()` (continued from the stage's newest checkpoint and saving them, with
-    `checkpoints`), then the HF checkpoint vLLM loads as is, on the main process. A stop while
-    it is saved waits: once trained, finishing beats redoing the steps since the last checkpoint."""
+    `checkpoints`), then the HF checkpoint vLLM loads as is, on the main process: the model with
+    its tokenizer, or with LoRA the adapter alone, naming `base` (the tokenizer is the base's). A
+    stop while it is saved waits: once trained, finishing beats redoing the steps since the last
+    checkpoint."""
+    from accelerate.utils import is_peft_model
+
     if checkpoints is None:
         result, finishing = trainer.train(), contextlib.nullcontext()
     else:
         result, finishing = checkpoints.train(trainer, step_multiple=step_multiple), checkpoints.stop.deferred()
+    adapter = is_peft_model(trainer.model)
     with finishing:
-        trainer.save_model(str(output_dir))  # gathers ZeRO-3 shards; writes on the main process only
+        trainer.save_model(str(output_dir))  # gathers ZeRO-3 shards (with LoRA the adapters'); writes on the main process only
         if trainer.is_world_process_zero():
-            tokenizer.save_pretrained(str(output_dir))  # with its chat template
+            if adapter:
+                from selftaught.engines.adapters import name_base
+
+                shutil.rmtree(output_dir / REFERENCE_ADAPTER, ignore_errors=True)
+                name_base(output_dir, base)
+            else:
+                tokenizer.save_pretrained(str(output_dir))  # with its chat template
             for path in output_dir.rglob("*"):
                 path.chmod(0o644 if path.is_file() else 0o755)  # HF writes 0600; pods read as another user
     return result
 
 
-def _numbers(result: Any, prepared: Prepared, examples: int, too_long: int, tokens: float, checkpoints: Checkpointing | None) -> dict[str, float]:
+def trainable_parameters(model: Any) -> int:
+    """Parameters the optimizer updates (every one, or the adapters'; ZeRO-3's full sizes)."""
+    return sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad)
+
+
+def _numbers(
+    result: Any, prepared: Prepared, model: Any, examples: int, too_long: int, tokens: float, checkpoints: Checkpointing | None
+) -> dict[str, float]:
     """The manifest's numbers. A resumed attempt trained only the steps after its checkpoint, in
     its seconds: its speed counts their share of the tokens (its loss is the Trainer's, theirs)."""
     seconds = float(result.metrics.get("train_runtime", 0.0))
@@ -208,6 +338,7 @@ def _numbers(result: Any, prepared: Prepared, examples: int, too_long: int, toke
         "tokens_per_second_per_gpu": trained / seconds / prepared.world if seconds > 0 else 0.0,
         "gradient_checkpointing": int(prepared.checkpointing.on),
         "fused_kernels": int(prepared.fused),
+        "trainable_parameters": trainable_parameters(model),
     }
 
 
@@ -226,13 +357,17 @@ def train_sft(
     work_dir: Path,
     on_step: Callable[[int, int], None] | None = None,
     checkpoints: Checkpointing | None = None,
+    adapter: Path | None = None,
+    base: ModelSource | None = None,
 ) -> dict[str, float]:
     """Fine-tune `model_path` on SFT records with TRL's SFTTrainer (loss on the judgment tokens
     only, padding-free batches or packed sequences, a fused LM head that never materialises the
     logits) and save an HF checkpoint to `output_dir` (on the main process). `on_step(step,
     steps)` hears of every optimizer step; `checkpoints` continues from the stage's newest
-    checkpoint and saves them as it trains (the Trainer writes them under `work_dir`). Returns
-    numbers for the stage manifest."""
+    checkpoint and saves them as it trains (the Trainer writes them under `work_dir`). With
+    `train.lora` it trains adapters on `model_path`: a fresh one, or `adapter` continued, and
+    saves the adapter naming `base` (the model's source as the spec gives it; default its path).
+    Returns numbers for the stage manifest."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -240,7 +375,8 @@ def train_sft(
     data = fitting_examples(records, tokenizer, train.max_seq_len)
     if not data.rows:
         raise _nothing_fits(train, data.too_long)
-    prepared = _prepare(model_path, train, tokenizer, train.micro_batch_size * (train.max_seq_len if train.packing else data.longest), reference=False)
+    micro_tokens = train.micro_batch_size * (train.max_seq_len if train.packing else data.longest)
+    prepared = _prepare(model_path, train, tokenizer, micro_tokens, reference=False, adapter=adapter)
     args = SFTConfig(
         **prepared.args(train, work_dir),
         # the data: conversational prompt-completion rows, loss on the completion only
@@ -249,9 +385,11 @@ def train_sft(
         padding_free=True,  # examples laid end to end, position ids restarting: no padding, no cross-attention
         max_length=train.max_seq_len if train.packing else None,  # too-long examples are already dropped
     )
-    trainer = SFTTrainer(model=prepared.model, args=args, train_dataset=Dataset.from_list(data.rows), processing_class=tokenizer)
-    result = _fit(trainer, prepared, train, output_dir, on_step, checkpoints)
-    numbers = _numbers(result, prepared, len(data.rows), data.too_long, data.tokens * train.epochs, checkpoints)
+    trainer = SFTTrainer(
+        model=prepared.model, args=args, train_dataset=Dataset.from_list(data.rows), processing_class=tokenizer, peft_config=prepared.peft_config
+    )
+    result = _fit(trainer, prepared, train, output_dir, on_step, checkpoints, base or ModelSource(source=str(model_path)))
+    numbers = _numbers(result, prepared, trainer.model, len(data.rows), data.too_long, data.tokens * train.epochs, checkpoints)
     return {**numbers, "completion_tokens": _completion_tokens(trainer.train_dataset)}
 
 
@@ -282,11 +420,15 @@ def train_dpo(
     work_dir: Path,
     on_step: Callable[[int, int], None] | None = None,
     checkpoints: Checkpointing | None = None,
+    adapter: Path | None = None,
+    base: ModelSource | None = None,
 ) -> dict[str, float]:
     """Preference optimisation of `model_path` on pairs of judgments with TRL's DPOTrainer: the
     reference model is the model trained from (TRL loads a frozen copy; under ZeRO-3 it is
     sharded too), the loss is `train.dpo.lossType` with `beta`, plus `nllWeight` x the SFT loss on
-    the chosen judgment if set. Same checkpoint and numbers as `train_sft`."""
+    the chosen judgment if set. With `train.lora` the reference is the adapters' starting point
+    without a copy of the weights (TRL: the base with the fresh adapter off, or a frozen copy of
+    the continued `adapter`). Same checkpoint and numbers as `train_sft`."""
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
@@ -295,16 +437,18 @@ def train_dpo(
     if not data.rows:
         raise _nothing_fits(train, data.too_long, "judgment pair")
     # chosen and rejected go through the model together: twice the tokens of the longer one
-    prepared = _prepare(model_path, train, tokenizer, 2 * train.micro_batch_size * data.longest, reference=True)
+    prepared = _prepare(model_path, train, tokenizer, 2 * train.micro_batch_size * data.longest, reference=True, adapter=adapter)
     dpo = train.dpo
     losses, weights = [dpo.loss_type], [1.0]
     if dpo.nll_weight > 0:
         losses.append("sft")
         weights.append(dpo.nll_weight)
     args = DPOConfig(**prepared.args(train, work_dir), beta=dpo.beta, loss_type=losses, loss_weights=weights, max_length=None)
-    trainer = DPOTrainer(model=prepared.model, args=args, train_dataset=Dataset.from_list(data.rows), processing_class=tokenizer)
-    result = _fit(trainer, prepared, train, output_dir, on_step, checkpoints)
-    return {**_numbers(result, prepared, len(data.rows), data.too_long, data.tokens * train.epochs, checkpoints), "pairs": len(data.rows)}
+    trainer = DPOTrainer(
+        model=prepared.model, args=args, train_dataset=Dataset.from_list(data.rows), processing_class=tokenizer, peft_config=prepared.peft_config
+    )
+    result = _fit(trainer, prepared, train, output_dir, on_step, checkpoints, base or ModelSource(source=str(model_path)))
+    return {**_numbers(result, prepared, trainer.model, len(data.rows), data.too_long, data.tokens * train.epochs, checkpoints), "pairs": len(data.rows)}
 
 
 def generation_steps(micro_batch_size: int, accumulation: int, group_size: int, rows_per_pair: int) -> int:
@@ -320,8 +464,6 @@ def generation_steps(micro_batch_size: int, accumulation: int, group_size: int, 
     return steps
 
 
-#: The share of each GPU's memory the colocated vLLM takes for its weights and KV cache (TRL's default).
-VLLM_GPU_SHARE = 0.3
 
 #: Scores a batch of judgments: (each judgment's row, its text) -> each reward term's values.
 Scorer = Callable[[list[dict[str, Any]], list[str]], dict[str, list[float]]]
@@ -356,6 +498,8 @@ def train_grpo(
     on_step: Callable[[int, int], None] | None = None,
     on_metrics: Callable[[dict[str, float]], None] | None = None,
     checkpoints: Checkpointing | None = None,
+    adapter: Path | None = None,
+    base: ModelSource | None = None,
 ) -> dict[str, Any]:
     """Online RL of the judge on its own sampled judgments with TRL's GRPOTrainer: every step
     samples `train.grpo.groupSize` judgments per prompt (`rows`: `prompt` messages plus the
@@ -366,7 +510,8 @@ def train_grpo(
     own, so iterations draw fresh rollouts. `on_metrics` hears the logged reward and each term's
     mean. Checkpoints and saves the model like `train_sft`, checkpoints only between generation
     blocks (a resumed block would be sampled again and trained from its first slice); returns
-    numbers for the manifest and the curve."""
+    numbers for the manifest and the curve. `adapter` and `base` as for `train_sft` (with LoRA,
+    the colocated vLLM gets the adapters merged in for each generation: TRL's way)."""
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
@@ -381,7 +526,7 @@ def train_grpo(
     )
     prepared = _prepare(
         model_path, train, tokenizer, train.micro_batch_size * (longest_prompt + max_completion_tokens), reference=grpo.beta > 0,
-        gpu_share=1 - VLLM_GPU_SHARE,
+        gpu_share=1 - VLLM_GPU_SHARE, adapter=adapter,
     )  # fmt: skip
     per_step = train.micro_batch_size * train.gradient_accumulation * prepared.world
     steps = grpo.steps or max(1, len(rows) * grpo.group_size // per_step)
@@ -402,7 +547,7 @@ def train_grpo(
     args = prepared.args(train, work_dir)
     del args["dataset_num_proc"]  # SFT's and DPO's: GRPO tokenizes its prompts as it samples
     args.update(
-        learning_rate=grpo.learning_rate,
+        learning_rate=learning_rate(train, grpo.learning_rate),
         num_train_epochs=1,
         max_steps=grpo.steps or -1,
         warmup_steps=min(train.warmup_steps, steps),
@@ -426,7 +571,7 @@ def train_grpo(
     )
     trainer = GRPOTrainer(
         model=prepared.model, reward_funcs=[term(name) for name in terms], args=config,
-        train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+        train_dataset=Dataset.from_list(rows), processing_class=tokenizer, peft_config=prepared.peft_config,
     )  # fmt: skip
     trainer.add_callback(_logs_to(curve, terms, on_metrics))
     if on_step is not None:
@@ -434,7 +579,7 @@ def train_grpo(
     # TRL samples once per `steps_per_generation` micro-batches and trains on slices of it; a resumed
     # trainer samples again and starts at the first slice, so a checkpoint sits between blocks
     block = config.steps_per_generation * config.num_iterations // train.gradient_accumulation
-    result = _train_and_save(trainer, tokenizer, output_dir, checkpoints, step_multiple=block)
+    result = _train_and_save(trainer, tokenizer, output_dir, checkpoints, step_multiple=block, base=base or ModelSource(source=str(model_path)))
     seconds = float(result.metrics.get("train_runtime", 0.0))
     return {
         "examples": len(rows),
@@ -445,6 +590,7 @@ def train_grpo(
         "rollout_tokens": curve.rollout_tokens,
         "tokens_per_second_per_gpu": curve.rollout_tokens / seconds / prepared.world if seconds > 0 else 0.0,
         "gradient_checkpointing": int(prepared.checkpointing.on),
+        "trainable_parameters": trainable_parameters(trainer.model),
         "reward": curve.mean("reward"),
         "accuracy": curve.mean(terms[0]),
         "curve": curve.points,

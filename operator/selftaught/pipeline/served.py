@@ -82,14 +82,30 @@ def choose(summaries: list[dict[str, Any]], seed: ModelSource, iteration: int | 
     return best
 
 
+class ServedIteration(Model):
+    """Another iteration's checkpoint served beside the chosen one (a LoRA adapter of the same base)."""
+
+    iteration: int
+    model: ModelSource
+
+
 class ServedModel(Model):
-    """What a server process needs: which model, where its store is, how vLLM runs it."""
+    """What a server process needs: which model, where its store is, how vLLM runs it. `beside`:
+    other iterations' LoRA adapters served with it, each under `iteration_name` (`selftaught serve
+    --iteration` given more than once); the operator serves one."""
 
     name: str
     iteration: int
     model: ModelSource
     storage: Storage | None = None
     generation: Generation = Generation()
+    beside: list[ServedIteration] | None = None
+
+
+def iteration_name(name: str, iteration: int) -> str:
+    """What iteration `iteration` of run `name` answers to where a server holds several (LoRA):
+    `<run>-iteration-<i>`; the seed, every adapter's base, is `<run>-iteration-0`."""
+    return f"{name}-iteration-{iteration}"
 
 
 #: the `generation` settings a server runs with: how vLLM holds and reads the model. The others

@@ -45,7 +45,7 @@ STAGES: tuple[StageInfo, ...] = (
     StageInfo("judge", "generation", "generate", sharded=True, engine="vllm", first_iteration=1, reports=("tried", "kept", "keepRate", "truncated", ("tokensPerSecondPerGpu", "judgeTokensPerSecondPerGpu"))),
     StageInfo(
         "train", "training", "train", sharded=False, engine="deepspeed", first_iteration=1,
-        reports=("checkpoint", ("tokensPerSecondPerGpu", "trainTokensPerSecondPerGpu"), "reward", "trainAccuracy"),
+        reports=("checkpoint", "adapterOf", ("tokensPerSecondPerGpu", "trainTokensPerSecondPerGpu"), "reward", "trainAccuracy"),
     ),
     StageInfo(
         "evaluate", "generation", "generate", sharded=True, engine="vllm", first_iteration=0,

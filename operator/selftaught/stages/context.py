@@ -25,11 +25,13 @@ T = TypeVar("T")
 
 
 def vllm_engine(ctx: StageContext, model: ModelSource) -> ChatEngine:
-    """The production engine: the model resolved to a local folder, loaded into vLLM."""
+    """The production engine: the model resolved to a local folder, loaded into vLLM (a LoRA
+    checkpoint: its base, with the adapter through vLLM's LoRA support)."""
     from selftaught.engines.generation import VllmEngine
-    from selftaught.engines.models import resolve_model
+    from selftaught.engines.models import resolve_checkpoint
 
-    return VllmEngine(resolve_model(model, ctx.spec.storage), ctx.spec.generation, seed=ctx.spec.seed, on_samples=ctx.meter.finished)
+    local = resolve_checkpoint(model, ctx.spec.storage)
+    return VllmEngine(local.base, ctx.spec.generation, seed=ctx.spec.seed, on_samples=ctx.meter.finished, adapter=local.adapter)
 
 
 @dataclass

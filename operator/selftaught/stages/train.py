@@ -3,6 +3,10 @@ judgments with DeepSpeed; the checkpoint M(i) goes to the store, then the manife
 usable. `train.method: grpo` needs no judge stage: it samples judgments of the training pairs from
 M(i-1) as it trains it (TRL's GRPOTrainer) and rewards the correct ones (`method/rewards.py`).
 
+With `train.lora` the checkpoint M(i) is a LoRA adapter of the seed that names it as its base
+(`engines/adapters.py`): a fresh adapter on the seed each iteration (`initFrom: seed`), or M(i-1)'s
+adapter trained on (`initFrom: previous`, and GRPO); the manifest's `adapterOf` says so.
+
 Every attempt continues from the newest complete checkpoint of the stage's full training state in
 the store and saves its own every `train.checkpointEvery` and when asked to stop (SIGTERM), under
 `<attempt>/resume/` (`engines/checkpointing.py`); publishing removes them, the manifest names only
@@ -21,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from selftaught.engines.checkpointing import Checkpointing, Saved
-from selftaught.engines.models import resolve_model
+from selftaught.engines.models import resolve_checkpoint
 from selftaught.stages.contract import TOKENS_PER_SECOND, Stage
 from selftaught.stages.shard_progress import NoProgress, ShardProgress
 from selftaught.store.jsonl import read_jsonl
@@ -65,6 +69,8 @@ def _fingerprint(ctx) -> str:
     """What a checkpoint must share with this attempt to be continued: the training settings (not
     when it checkpoints), the model trained from, the number of processes (DeepSpeed's shards)."""
     train = ctx.spec.train.model_dump(mode="json", by_alias=True, exclude={"checkpoint_every"})
+    if train["lora"] is None:
+        del train["lora"]  # a full fine-tuning checkpoint made before LoRA existed is still this one
     model = ctx.model(ctx.spec.train_base(ctx.stage.iteration)).model_dump(mode="json")
     what = {"train": train, "model": model, "world": int(os.environ.get("WORLD_SIZE", "1"))}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -85,6 +91,7 @@ def _work_folder(iteration: int) -> Path:
 @dataclass
 class _Attempt:
     model_path: Path
+    adapter: Path | None  # with train.lora and initFrom previous (or GRPO): M(i-1)'s adapter, trained on
     work: Path  # the trainer's files: its checkpoints under `trainer/`, the final model in `checkpoint/`
     checkpoints: Checkpointing
 
@@ -94,7 +101,7 @@ def _attempt(ctx) -> Iterator[_Attempt]:
     """One training attempt: its model, scratch folder, progress object (rank 0 speaks for every
     worker: optimizer steps done and in all) and checkpoints."""
     iteration = ctx.stage.iteration
-    model_path = resolve_model(ctx.model(ctx.spec.train_base(iteration)), ctx.spec.storage)
+    start = resolve_checkpoint(ctx.model(ctx.spec.train_base(iteration)), ctx.spec.storage)
     work = _work_folder(iteration)
     if is_main_process():
         ctx.progress = ShardProgress(ctx.store, progress_key(ctx.stage.prefix, 0), ctx.stage.label, 0, ctx.attempt, unit="steps")
@@ -105,11 +112,17 @@ def _attempt(ctx) -> Iterator[_Attempt]:
         on_resumed=lambda saved: _saved(ctx, saved, resumed=True),
     )  # fmt: skip
     try:
-        yield _Attempt(model_path, work, checkpoints)
+        yield _Attempt(start.base, start.adapter, work, checkpoints)
     finally:
         ctx.progress = NoProgress()
         if int(os.environ.get("LOCAL_RANK", "0")) == 0:  # the node's folder: its first process removes it
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _adapter_summary(ctx) -> dict[str, str]:
+    """With `train.lora`: the checkpoint is an adapter of the seed (the status and `selftaught
+    status` show it beside the checkpoint)."""
+    return {"adapterOf": ctx.spec.models.seed.source} if ctx.spec.train.lora is not None else {}
 
 
 class Train(Stage):
@@ -128,7 +141,8 @@ class Train(Stage):
             output = attempt.work / "checkpoint"
             numbers = trainer(
                 model_path=attempt.model_path, records=records, train=ctx.spec.train, output_dir=output, work_dir=attempt.work / "trainer",
-                on_step=lambda step, steps: _step(ctx, step, steps), checkpoints=attempt.checkpoints,
+                on_step=lambda step, steps: _step(ctx, step, steps), checkpoints=attempt.checkpoints, adapter=attempt.adapter,
+                base=ctx.spec.models.seed,
             )  # fmt: skip
             ctx.progress.finish()
             if not is_main_process():
@@ -147,6 +161,7 @@ class Train(Stage):
                 "tooLong": int(numbers["too_long"]),  # dropped: longer than train.maxSeqLen
                 "trainLoss": round(numbers["train_loss"], 4),
                 TOKENS_PER_SECOND: round(numbers["tokens_per_second_per_gpu"], 1),  # prompt + judgment tokens trained
+                **_adapter_summary(ctx),
                 **attempt.checkpoints.summary(),
             },
         )
@@ -173,7 +188,7 @@ class Train(Stage):
                 max_completion_tokens=grpo.max_completion_tokens or spec.judge.max_tokens,
                 train=spec.train, output_dir=output, work_dir=attempt.work / "trainer", seed=spec.train.seed + iteration,
                 on_step=lambda step, steps: _step(ctx, step, steps), on_metrics=lambda point: _metrics(ctx, point),
-                checkpoints=attempt.checkpoints,
+                checkpoints=attempt.checkpoints, adapter=attempt.adapter, base=spec.models.seed,
             )  # fmt: skip
             ctx.progress.finish()
             if not is_main_process():
@@ -196,6 +211,7 @@ class Train(Stage):
                 "trainAccuracy": round(accuracy, 4) if accuracy is not None else None,  # verdicts right, of the sampled ones
                 "rolloutTokensPerSecondPerGpu": round(numbers["tokens_per_second_per_gpu"], 1),
                 "curve": curve,
+                **_adapter_summary(ctx),
                 **attempt.checkpoints.summary(),
             },
         )

@@ -11,7 +11,11 @@ Time model. Generation: a prompt token costs 2 x active parameters at the kind's
 generated token 2 x active parameters at its decode rate; every process that loads the model pays
 the start time and the weights (2 bytes a parameter) at the load rate. Training: 6 x parameters per
 token (x 4/3 with gradient checkpointing) at the training rate, plus a start and three passes over
-the weights (load, gather, upload).
+the weights (load, gather, upload). LoRA (`train.lora`): 4 x parameters per token (the frozen
+weights get no gradient of their own: the forward pass and the backward pass's gradient of the
+activations), and one pass over the weights (the load: the adapters it gathers and uploads are
+megabytes). Whether training fits its GPUs at all is the train stage's own memory rule
+(`engines/memory.py`), on a Llama-family shape of the seed's size (`TrainingMemory`).
 
 What is particular to a stage (its tokens, its seconds, what its manifest measures) is its row of
 `COSTS`, one per stage of the stage table; the rest is the same for every stage.
@@ -27,7 +31,7 @@ from typing import Literal
 
 from selftaught.api.benchmarks import BENCHMARKS
 from selftaught.api.spec import ModelSource, SelfTaughtRunSpec, Throughput
-from selftaught.engines.memory import GIB, choose_checkpointing, shape_for_size
+from selftaught.engines.memory import GIB, VLLM_GPU_SHARE, LoraShape, choose_checkpointing, does_not_fit, needed, shape_for_size
 from selftaught.engines.memory import estimate as memory_estimate
 from selftaught.method.prompts import (
     CATEGORIZE_TEMPLATE,
@@ -65,6 +69,8 @@ RATES: dict[str, Rates] = {
     "B200": Rates(decode_tflops=140, prefill_tflops=1000, train_tflops=800, load_gb_per_second=1.5, start_seconds=60, memory_gib=180),
     "A100": Rates(decode_tflops=30, prefill_tflops=160, train_tflops=125, load_gb_per_second=1.0, start_seconds=60, memory_gib=80),
     "L40S": Rates(decode_tflops=20, prefill_tflops=180, train_tflops=130, load_gb_per_second=1.0, start_seconds=60, memory_gib=48),
+    # after L40S: a device named "NVIDIA L40S" is an L40S (kinds are matched by name, in this order)
+    "L4": Rates(decode_tflops=6, prefill_tflops=60, train_tflops=48, load_gb_per_second=1.0, start_seconds=60, memory_gib=22.5),
     "cpu": Rates(decode_tflops=0.002, prefill_tflops=0.02, train_tflops=0.02, load_gb_per_second=0.5, start_seconds=6),
 }
 #: Seconds a training stage spends launching before it loads weights (torchrun, DeepSpeed's init).
@@ -172,6 +178,30 @@ class Votes:
     all_k_gpu_hours: float
 
 
+@dataclass(frozen=True)
+class TrainingMemory:
+    """What one training process needs against its GPU's memory: the train stage's own rule
+    (`engines/memory.py`) on a Llama-family shape of the seed's size, at the least the settings
+    allow (gradient checkpointing unless it is set off)."""
+
+    gib_per_gpu: float
+    gpu_gib: float
+    gpus: int
+    checkpointing: bool  #: what `train.gradientCheckpointing` (unset: the memory rule) chooses
+    trainable: float  #: billions of parameters the optimizer updates
+    what: str  #: what trains on what, e.g. "LoRA rank 16 (207M trainable) on the frozen 70B seed in bf16"
+    does_not_fit: str | None = None  #: the sentence the train stage refuses with, naming the settings to change
+
+    def line(self) -> str:
+        if self.does_not_fit:
+            return f"train: does not fit: {self.does_not_fit}"
+        where = f"over {self.gpus} GPUs" if self.gpus > 1 else "on one GPU"
+        return (
+            f"train: ~{self.gib_per_gpu:.1f} of {self.gpu_gib:g} GiB per GPU {where} ({self.what}; gradient checkpointing "
+            f"{'on' if self.checkpointing else 'off'}): fits"
+        )
+
+
 @dataclass
 class Estimate:
     gpu: str
@@ -183,6 +213,8 @@ class Estimate:
     unknown: str | None = None
     #: the contamination guard's line (`Inputs.contamination`), shown with the plan
     contamination: str | None = None
+    #: whether training fits its GPUs (None on CPU, where memory is not the limit)
+    train_memory: TrainingMemory | None = None
 
     @property
     def gpu_hours(self) -> float:
@@ -419,25 +451,69 @@ class _Pricer:
     def load(self, size: Size) -> float:
         return self.rates.start_seconds + 2 * size.total / self.rates.load_gb_per_second
 
-    def training(self, tokens: float, size: Size, checkpointing: bool) -> float:
-        """Seconds of the training stage (every worker at once)."""
+    def training(self, tokens: float, size: Size, checkpointing: bool, lora: bool = False) -> float:
+        """Seconds of the training stage (every worker at once): with LoRA, no gradient of the
+        frozen weights (4 x parameters a token, not 6) and one pass over them (the load)."""
         gpus = max(self.executor.train_gpus, 1)
-        flops = 6e9 * size.total * tokens * (4 / 3 if checkpointing else 1)
-        return flops / (gpus * self.rates.train_tflops * 1e12) + TRAIN_LAUNCH_SECONDS + self.rates.start_seconds + 3 * 2 * size.total / self.rates.load_gb_per_second
+        flops = (4e9 if lora else 6e9) * size.total * tokens * (4 / 3 if checkpointing else 1)
+        passes = 1 if lora else 3
+        return flops / (gpus * self.rates.train_tflops * 1e12) + TRAIN_LAUNCH_SECONDS + self.rates.start_seconds + passes * 2 * size.total / self.rates.load_gb_per_second
 
 
-def checkpointing_on(spec: SelfTaughtRunSpec, inputs: Inputs, example_tokens: float) -> bool:
-    """Whether the train stage will checkpoint: the setting, or when unset the train stage's own
-    memory rule (`engines/memory.py`) on a Llama-family shape of the seed's size."""
-    train = spec.train
-    if inputs.gpu == "cpu" or train.gradient_checkpointing is not None:
-        return choose_checkpointing(train.gradient_checkpointing, None, None).on
-    tokens = train.micro_batch_size * (train.max_seq_len if train.packing else min(example_tokens, train.max_seq_len))
-    need = memory_estimate(
-        shape_for_size(inputs.seed.total * 1e9), tokens=int(tokens), zero_stage=train.zero_stage,
-        world=max(inputs.executor.train_gpus, 1), offload_optimizer=train.offload_optimizer, bf16=train.bf16,
+def lora_shape(spec: SelfTaughtRunSpec) -> LoraShape | None:
+    lora = spec.train.lora
+    return None if lora is None else LoraShape(lora.rank, tuple(lora.target_modules), quantized=lora.quantize == "nf4")
+
+
+def training_memory(
+    spec: SelfTaughtRunSpec, inputs: Inputs, example_tokens: float, *, sequences: int = 1, reference: bool = False, gpu_share: float = 1.0
+) -> TrainingMemory | None:
+    """The train stage's memory rule (`engines/memory.py`) on a Llama-family shape of the seed's
+    size: whether it fits, with gradient checkpointing as the stage will choose it. `example_tokens`:
+    the tokens of an example, `sequences` of them side by side (DPO's chosen and rejected);
+    `reference`: a frozen reference model (DPO, GRPO's KL term); `gpu_share`: what colocated vLLM
+    leaves (GRPO). None on CPU, where memory is not the limit (but QLoRA, which needs a GPU, is
+    refused)."""
+    train, lora = spec.train, lora_shape(spec)
+    what = _what_trains(spec, inputs, lora)
+    if inputs.gpu == "cpu":
+        if lora is not None and lora.quantized:
+            message = "train.lora.quantize: nf4 (QLoRA) needs bitsandbytes on a CUDA GPU, and this plan runs on the CPU: set train.lora.quantize: none"
+            return TrainingMemory(0.0, 0.0, 0, False, 0.0, what, message)
+        return None
+    shape = shape_for_size(inputs.seed.total * 1e9)
+    tokens = sequences * train.micro_batch_size * (train.max_seq_len if train.packing else min(example_tokens, train.max_seq_len))
+    world = max(inputs.executor.train_gpus, 1)
+    memory = memory_estimate(
+        shape, tokens=int(tokens), zero_stage=train.zero_stage, world=world, offload_optimizer=train.offload_optimizer, bf16=train.bf16,
+        reference=reference, lora=lora,
     )  # fmt: skip
-    return choose_checkpointing(None, need, int(RATES[inputs.gpu].memory_gib * GIB)).on
+    gpu_bytes = int(RATES[inputs.gpu].memory_gib * GIB * gpu_share)
+    message = does_not_fit(
+        memory, gpu_bytes, gradient_checkpointing=train.gradient_checkpointing, lora=lora, zero_stage=train.zero_stage, world=world,
+        offload_optimizer=train.offload_optimizer, micro_batch_size=train.micro_batch_size,
+    )  # fmt: skip
+    trainable = (lora.parameters(shape) if lora is not None else shape.parameters) / 1e9
+    checkpointing = choose_checkpointing(train.gradient_checkpointing, memory, gpu_bytes).on
+    return TrainingMemory(needed(memory, train.gradient_checkpointing) / GIB, gpu_bytes / GIB, world, checkpointing, trainable, what, message)
+
+
+def _what_trains(spec: SelfTaughtRunSpec, inputs: Inputs, lora: LoraShape | None) -> str:
+    train, seed = spec.train, _parameters(inputs.seed.total)
+    sharded = " sharded by ZeRO-3" if train.zero_stage == 3 and max(inputs.executor.train_gpus, 1) > 1 else ""
+    if lora is None:
+        return f"every weight of the {seed} seed, ZeRO-{train.zero_stage}"
+    trainable = lora.parameters(shape_for_size(inputs.seed.total * 1e9)) / 1e9
+    base = "4-bit (QLoRA)" if lora.quantized else ("bf16" if train.bf16 else "fp32")
+    return f"LoRA rank {lora.rank}, {_parameters(trainable)} trainable, on the frozen {seed} seed in {base}{sharded}"
+
+
+def checkpointing_on(memory: TrainingMemory | None, setting: bool | None) -> bool:
+    """Whether the train stage will checkpoint: the setting, or when unset the train stage's own
+    memory rule (`training_memory`; off on CPU)."""
+    if memory is None or setting is not None:
+        return choose_checkpointing(setting, None, None).on
+    return memory.checkpointing
 
 
 @dataclass(frozen=True)
@@ -596,9 +672,29 @@ def _grpo_seconds(q: _Quantities, ref: StageRef) -> float:
     rates, seed = q.pricer.rates, q.inputs.seed
     rollout = 2e9 * seed.active * (work.prompt_tokens / rates.prefill_tflops + work.generated_tokens / rates.decode_tflops) / (gpus * 1e12)
     completion = _grpo_completion(q)
-    per_judgment = work.prompt_tokens / max(_grpo_prompts(q), 1) + completion
-    tokens = work.generated_tokens / completion * per_judgment * (4 / 3 if q.spec.train.grpo.beta > 0 else 1)
-    return rollout + q.pricer.training(tokens, seed, checkpointing_on(q.spec, q.inputs, per_judgment))
+    tokens = work.generated_tokens / completion * _grpo_judgment(q) * (4 / 3 if q.spec.train.grpo.beta > 0 else 1)
+    return rollout + q.pricer.training(tokens, seed, _checkpointing(q), lora=q.spec.train.lora is not None)
+
+
+def _grpo_judgment(q: _Quantities) -> float:
+    """Tokens of a sampled judgment with its prompt: what GRPO trains on, per rollout."""
+    prompt = _RATING_PROMPT + q.instruction + q.answer if q.spec.judge.format == "pointwise" else q.judge_prompt
+    return prompt + _grpo_completion(q)
+
+
+def _train_memory(q: _Quantities) -> TrainingMemory | None:
+    """The train stage's memory, as its method lays out a micro batch (`engines/training.py`)."""
+    spec = q.spec
+    if spec.train.method == "grpo":
+        return training_memory(spec, q.inputs, _grpo_judgment(q), reference=spec.train.grpo.beta > 0, gpu_share=1 - VLLM_GPU_SHARE)
+    example = q.judge_prompt + q.tokens_per_sample
+    if spec.train.method == "dpo":  # chosen and rejected side by side, against a reference model
+        return training_memory(spec, q.inputs, example, sequences=2, reference=True)
+    return training_memory(spec, q.inputs, example)
+
+
+def _checkpointing(q: _Quantities) -> bool:
+    return checkpointing_on(_train_memory(q), q.spec.train.gradient_checkpointing)
 
 
 def _train_seconds(q: _Quantities, ref: StageRef, cost: StageCost, fixed: bool) -> float:
@@ -609,7 +705,7 @@ def _train_seconds(q: _Quantities, ref: StageRef, cost: StageCost, fixed: bool) 
         kept = q.judge_items(ref.iteration) * q.keep_rate
     example = q.judge_prompt + q.tokens_per_sample
     tokens = kept * example * q.spec.train.epochs
-    return q.pricer.training(tokens, q.inputs.seed, checkpointing_on(q.spec, q.inputs, example))
+    return q.pricer.training(tokens, q.inputs.seed, _checkpointing(q), lora=q.spec.train.lora is not None)
 
 
 def _generation_seconds(q: _Quantities, ref: StageRef, cost: StageCost, fixed: bool) -> float:
@@ -696,8 +792,10 @@ def estimate(spec: SelfTaughtRunSpec, inputs: Inputs, measured: Measurements | N
     if instructions is None:
         result.unknown = f"the number of instructions is {inputs.instructions.known_from}"
         result.rows = [_row(spec, node.ref, executor) for node in stage_graph(spec)]  # how each stage runs, no numbers
+        result.train_memory = _train_memory(_Quantities.of(spec, inputs, measured, pricer, 1))  # needs no count
         return result
     q = _Quantities.of(spec, inputs, measured, pricer, instructions)
+    result.train_memory = _train_memory(q)
     shards = spec.generation.shards
 
     def seconds(ref: StageRef, fixed: bool = False) -> float:

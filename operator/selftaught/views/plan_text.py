@@ -1,6 +1,7 @@
 """The plan a user sees before launch (`selftaught plan`, and `selftaught run` before its first
 stage): the stages and what runs them, generated tokens, GPU-hours and time per stage, what
-adaptive judging and early-stopped majority votes save, and the assumptions underneath.
+adaptive judging and early-stopped majority votes save, whether training fits its GPUs (and what
+to change when it does not), and the assumptions underneath.
 
 Here, unlike in the operator, the data can be counted (a local file's lines) and a local
 checkpoint's parameters read (its safetensors headers); the arithmetic is `views/estimate.py`'s.
@@ -118,6 +119,7 @@ def gpu_hours(value: float) -> str:
 def format_plan(name: str, estimate: Estimate, where: str, inputs: Inputs | None = None) -> str:
     """The plan as `selftaught plan` prints it. Its first line says when a model's size is only
     assumed (`inputs`): every number below rests on it."""
+    memory = [estimate.train_memory.line()] if estimate.train_memory else []
     rows = estimate.rows
     first = f"plan of {name}: {len(rows)} stages, {where}"
     assumed = assumed_models(inputs)
@@ -127,7 +129,7 @@ def format_plan(name: str, estimate: Estimate, where: str, inputs: Inputs | None
         width = max([len("runs as"), *(len(row.processes) for row in rows)])
         lines = [first, "", f"{'stage':<12} {'runs as':<{width}} {'prompt tok':>10} {'generated':>10} {'GPU-h':>8} {'time':>8}"]
         lines += [f"{row.label:<12} {row.processes:<{width}} {'?':>10} {'?':>10} {'?':>8} {'?':>8}" for row in rows]
-        lines += ["", f"no estimate yet: {estimate.unknown} (or plan --instructions N)"]
+        lines += ["", f"no estimate yet: {estimate.unknown} (or plan --instructions N)", *memory]
         if estimate.contamination:
             lines += ["", estimate.contamination]
         lines += ["", "assumptions (docs/cost.md; override in spec.estimate or with --assume):", *(f"  {line}" for line in estimate.assumptions)]
@@ -169,6 +171,8 @@ def format_plan(name: str, estimate: Estimate, where: str, inputs: Inputs | None
         ]
     if gpus:
         lines.append(f"in all ~{gpu_hours(estimate.gpu_hours)} GPU-hours; stage times added up: {duration(estimate.hours * 3600)} (stages that can overlap counted apart)")
+    if memory:
+        lines += ["", *memory]
     if estimate.contamination:
         lines += ["", estimate.contamination]
     lines += ["", "assumptions (docs/cost.md; override in spec.estimate or with --assume):", *(f"  {line}" for line in estimate.assumptions)]
