@@ -206,13 +206,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def _planned_reuse(run, result):
     """`result` with the stages an earlier run already published (spec.reuse) priced as saved."""
-    from selftaught.pipeline.reuse import lineage_of, planned_reuse
+    from selftaught.pipeline.reuse import open_lineage, planned_reuse
     from selftaught.pipeline.runstore import open_run_store
     from selftaught.pipeline.scan import scan
     from selftaught.views.estimate import with_reuse
 
-    lineage, store = lineage_of(run.spec), open_run_store(run)
-    assert lineage is not None
+    lineage, store = open_lineage(run.spec), open_run_store(run)
     return with_reuse(result, planned_reuse(lineage, run.spec, scan(store).manifests, store))
 
 

@@ -51,7 +51,7 @@ from selftaught.controller.status import History, Observation, build_status, his
 from selftaught.controller.workqueue import WorkQueue
 from selftaught.errors import Failure, InvalidSpec, Reason, SelftaughtError, StorageUnavailable, failure_of
 from selftaught.pipeline.planner import plan
-from selftaught.pipeline.reuse import Lineage, adopt_or_none, lineage_of, record_all, reused_stages
+from selftaught.pipeline.reuse import Lineage, adopt_or_none, open_lineage, record_all, reused_stages
 from selftaught.pipeline.runstore import Acceptance, SnapshotUnreadable, accept, open_run_store
 from selftaught.pipeline.scan import Progress, scan
 from selftaught.pipeline.table import StageRef
@@ -352,8 +352,13 @@ class Reconciler:
         for ref, attempt in decision.vanished:
             self.report.event(obj, "Warning", Reason.JOB_DELETED, f"{ref.label}: the Job of attempt {attempt} was deleted before it finished; counted as a failed attempt")
         lineage = self._lineage(obj, accepted, seen.progress)
+
+        def not_reused(text: str) -> None:  # a source that cannot be used: the stage runs, and the user is told why
+            log.warning("%s/%s: %s", accepted.metadata.namespace, accepted.metadata.name, text)
+            self.report.event(obj, "Warning", "StageNotReused", text)
+
         for ref, attempt in list(decision.create):
-            if lineage is not None and (adopted := adopt_or_none(lineage, ref, self._store_of(accepted), accepted.spec, log.warning)) is not None:
+            if lineage is not None and (adopted := adopt_or_none(lineage, ref, self._store_of(accepted), accepted.spec, not_reused)) is not None:
                 decision.create.remove((ref, attempt))
                 decision.attempts[ref.label] = attempt  # no Job: not an attempt
                 self.report.event(obj, "Normal", "StageReused", f"{ref.label}: linked from {adopted.source} ({adopted.how}), not run again")
@@ -387,9 +392,7 @@ class Reconciler:
         cached = self._lineages.get(key)
         try:
             if cached is None or cached[0] != spec:
-                lineage = lineage_of(run.spec)
-                assert lineage is not None
-                cached = self._lineages[key] = (spec, lineage)
+                cached = self._lineages[key] = (spec, open_lineage(run.spec))
             if progress is not None:
                 record_all(cached[1], progress.manifests, self._store_of(run))
         except SelftaughtError as error:

@@ -46,11 +46,15 @@ class Lineage:
     recorded: set[StageRef] = field(default_factory=set)
 
 
-def lineage_of(spec: SelfTaughtRunSpec) -> Lineage | None:
-    """The run's lineage when `spec.reuse.enabled`, else None (reads the data's and models' identities)."""
-    if not spec.reuse.enabled:
-        return None
+def open_lineage(spec: SelfTaughtRunSpec) -> Lineage:
+    """The run's stage keys and its index, whether or not `spec.reuse.enabled` (reads the data's
+    and models' identities: a listing each, small files hashed)."""
     return Lineage(stage_keys(spec, identities(spec)), open_uri(index_uri(spec), spec.storage))
+
+
+def lineage_of(spec: SelfTaughtRunSpec) -> Lineage | None:
+    """The run's lineage when `spec.reuse.enabled`, else None."""
+    return open_lineage(spec) if spec.reuse.enabled else None
 
 
 def entry_key(ref: StageRef, key: str) -> str:
