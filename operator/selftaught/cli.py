@@ -192,6 +192,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         generation = run.spec.generation
         where = f"on a cluster ({generation.shards} shard(s) per generation stage, {min(generation.parallelism, generation.shards)} pod(s) at once)"
     result = estimate(run.spec, inputs)
+    if run.spec.reuse.enabled:
+        result = _planned_reuse(run, result)
     if args.json:
         from dataclasses import asdict
 
@@ -200,6 +202,35 @@ def cmd_plan(args: argparse.Namespace) -> int:
     else:
         print(format_plan(run.metadata.name, result, where, inputs))
     return 0 if not result.unknown else 2
+
+
+def _planned_reuse(run, result):
+    """`result` with the stages an earlier run already published (spec.reuse) priced as saved."""
+    from selftaught.pipeline.reuse import open_lineage, planned_reuse
+    from selftaught.pipeline.runstore import open_run_store
+    from selftaught.pipeline.scan import scan
+    from selftaught.views.estimate import with_reuse
+
+    lineage, store = open_lineage(run.spec), open_run_store(run)
+    return with_reuse(result, planned_reuse(lineage, run.spec, scan(store).manifests, store))
+
+
+@_errors
+def cmd_compare(args: argparse.Namespace) -> int:
+    from selftaught.api.load import load_run
+    from selftaught.views.compare import compared, format_table, render
+    from selftaught.views.overview import open_run
+
+    runs = []
+    for target in args.runs:  # a run file, or a run's folder in a store (as status and report take)
+        run, store = open_run(load_run(Path(target))) if Path(target).is_file() else open_run(None, target, endpoint=args.endpoint)
+        runs.append(compared(store, run))
+    print(format_table(runs))
+    output = Path(args.html)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(render(runs))
+    print(f"\ncurves on common axes: {output}")
+    return 0
 
 
 @_errors
@@ -549,6 +580,15 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--interval", type=float, default=5.0, help=argparse.SUPPRESS)
     status.add_argument("-o", "--output", choices=["json", "yaml"], help="print it as one JSON or YAML document (camelCase keys, as the CRD's status)")
     status.set_defaults(func=cmd_status)
+
+    comparing = sub.add_parser(
+        "compare",
+        help="runs side by side: the recipe knobs that differ, accuracy per iteration with 95% intervals, GPU-hours; and one HTML page of their curves",
+    )
+    comparing.add_argument("runs", nargs="+", metavar="RUN", help="a SelfTaughtRun manifest, or a run's folder in its store (local or s3://)")
+    comparing.add_argument("--html", default="compare.html", help="where to write the page with the runs' curves (default: ./compare.html)")
+    comparing.add_argument("--endpoint", help="S3 endpoint URL for store URIs")
+    comparing.set_defaults(func=cmd_compare)
 
     report = sub.add_parser("report", help="render the run's HTML report into its store (report/index.html) and print where")
     report.add_argument("target", help="a SelfTaughtRun manifest, or the run's folder in its store")

@@ -7,11 +7,14 @@ A run then takes seconds, and what is tested is what the operator does with Jobs
 stage told to take its time (FAKE_STAGE_SECONDS) first writes its shards' progress, half done
 (FAKE_STAGE_SAVED: with a state saved 4 s before, 30 of its 50 units); told to resume
 (FAKE_STAGE_RESUME), a stage that finds its predecessor's progress continues from there and
-finishes at once — a stand-in for a pod replaced after a disruption.
+finishes at once — a stand-in for a pod replaced after a disruption. Told to publish outputs
+(FAKE_STAGE_OUTPUTS), a stage writes one output file, listed with its size and sha256 in its
+manifest, and says it took an hour: what reuse across runs copies and saves.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import time
@@ -20,7 +23,7 @@ from selftaught.pipeline.launch import read_stage_document
 from selftaught.pipeline.runstore import open_run_store
 from selftaught.pipeline.table import StageRef
 from selftaught.stage_process import report_if_finished
-from selftaught.store.layout import progress_key
+from selftaught.store.layout import output_key, progress_key
 from selftaught.store.manifest import Manifest, write_manifest
 from selftaught.store.progress import ProgressRecord, SavedState, read_progress, write_progress
 
@@ -87,7 +90,13 @@ def main(argv: list[str]) -> int:
     numbers = {**summary(name, iteration), **(GRPO_SUMMARY if grpo else {})}
     if name == "train" and run.spec.train.lora is not None:  # the checkpoint is an adapter of the seed
         numbers["adapterOf"] = run.spec.models.seed.source
-    manifest = Manifest(stage=ref.name, iteration=ref.iteration, shards=shards, seconds=0.1, counts=COUNTS.get(name, {}), summary=numbers)
+    outputs, seconds = {}, 0.1
+    if os.environ.get("FAKE_STAGE_OUTPUTS"):  # bytes of this attempt's own, and an hour of stage time
+        data = f"{ref.label} of {run.metadata.name}, pid {os.getpid()}\n".encode()
+        key = output_key(ref.prefix, f"attempt-{os.getpid()}", "out.jsonl")
+        store.write_bytes(key, data)
+        outputs, seconds = {key: {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "records": 1}}, 3600.0
+    manifest = Manifest(stage=ref.name, iteration=ref.iteration, shards=shards, seconds=seconds, counts=COUNTS.get(name, {}), summary=numbers, outputs=outputs)
     write_manifest(store, ref.manifest_key, manifest)
     report_if_finished(run)  # as the real stage process does when it finished the run
     return 0

@@ -1057,6 +1057,24 @@ class Serve(Model):
     replicas: int = _field(1, ge=1, le=64, description="Server pods; each takes `generation.tensorParallel` GPUs.")
 
 
+class Reuse(Model):
+    """Lineage and reuse across runs (docs/experiments.md): each stage's output is keyed by the
+    hash of everything it depends on, and a run may link an earlier run's output of the same key
+    instead of computing it again."""
+
+    enabled: bool = _field(
+        False,
+        description="Before running a stage, look its key up in `reuse.index` and link the output an earlier run "
+        "published under it (hard links in a folder, S3's server-side copy), checked against that run's manifest; "
+        "record every stage this run finishes there. The plan and the status say which stages were reused.",
+    )
+    index: str | None = _field(
+        None,
+        description="Where the index of stage keys lives, shared by the runs that reuse each other's outputs: a "
+        "folder or an `s3://` prefix. Default: `_reuse/` under `storage.uri`, so runs in one store share it.",
+    )
+
+
 class Retries(Model):
     per_stage: int = _field(
         2, ge=0, le=20, description="Times a failed stage Job is recreated before the run fails."
@@ -1105,6 +1123,9 @@ class SelfTaughtRunSpec(Model):
     )
     estimate: Estimate = _field(
         default_factory=Estimate, description="Assumptions of the cost estimate (`selftaught plan`, `status.estimate`)."
+    )
+    reuse: Reuse = _field(
+        default_factory=Reuse, description="Reuse stage outputs of earlier runs with the same inputs and settings (docs/experiments.md)."
     )
 
     @model_validator(mode="after")

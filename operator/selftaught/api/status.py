@@ -210,6 +210,10 @@ class RunEstimate(Model):
         "votes once decided saves the difference).",
     )
     measured_stages: int = Field(0, description="Finished stages whose measured numbers the estimate uses.")
+    reused: list[str] = Field(
+        default_factory=list, description="Stages linked from an earlier run with the same stage key instead of run (spec.reuse)."
+    )
+    saved_gpu_hours: float | None = Field(None, description="GPU-hours the reused stages would have cost.")
     message: str | None = Field(None, description="What the estimate rests on, or why there is none yet.")
 
 

@@ -49,8 +49,9 @@ from selftaught.controller.report import Reporter
 from selftaught.controller.serving_actor import ServerSource, ServingActor
 from selftaught.controller.status import History, Observation, build_status, history, is_finished, status_document, status_patch
 from selftaught.controller.workqueue import WorkQueue
-from selftaught.errors import Failure, InvalidSpec, Reason, StorageUnavailable, failure_of
+from selftaught.errors import Failure, InvalidSpec, Reason, SelftaughtError, StorageUnavailable, failure_of
 from selftaught.pipeline.planner import plan
+from selftaught.pipeline.reuse import Lineage, adopt_or_none, open_lineage, record_all, reused_stages
 from selftaught.pipeline.runstore import Acceptance, SnapshotUnreadable, accept, open_run_store
 from selftaught.pipeline.scan import Progress, scan
 from selftaught.pipeline.table import StageRef
@@ -59,7 +60,7 @@ from selftaught.store.disruptions import DisruptionRecord, lost_work, write_disr
 from selftaught.store.layout import REPORT, disruption_key, progress_key
 from selftaught.store.manifest import Manifest
 from selftaught.store.progress import read_progress
-from selftaught.views.estimate import estimate, inputs_for, measure
+from selftaught.views.estimate import estimate, inputs_for, measure, with_reuse
 from selftaught.views.eta import completion
 from selftaught.views.live import read_view
 
@@ -116,6 +117,7 @@ class Reconciler:
         self._lock = threading.Lock()
         self._manifests: dict[str, dict[str, Manifest]] = {}  # per store; immutable once written
         self._stores: dict[RunKey, str] = {}  # so a deleted run's manifest cache goes with it
+        self._lineages: dict[RunKey, tuple[str, Lineage]] = {}  # spec.reuse: per run, for the spec it was computed from
 
     def start(self) -> None:
         self.queue.start()
@@ -127,6 +129,7 @@ class Reconciler:
     def _forget(self, key: RunKey) -> None:
         with self._lock:
             uri = self._stores.pop(key, None)
+            self._lineages.pop(key, None)
             if uri is not None and uri not in self._stores.values():
                 self._manifests.pop(uri, None)
         self.report.forget(*key)
@@ -284,7 +287,7 @@ class Reconciler:
             decision.grace[ref.label] = stage_grace(accepted, store, progress, ref)
         # the cost, corrected by the finished stages; how far the running ones are (a small read
         # per shard that has written progress: never per item)
-        seen.estimate = estimate(spec, inputs_for(spec), measure(progress.manifests))
+        seen.estimate = with_reuse(estimate(spec, inputs_for(spec), measure(progress.manifests)), reused_stages(progress.manifests))
         seen.live = [view for ref, _ in decision.running if (view := read_view(store, ref, progress, spec.generation.shards)) is not None]
         seen.completion = completion(spec, seen.estimate, seen.live)
         # the stage process that finishes the run writes it there (a moment after its manifest,
@@ -348,7 +351,19 @@ class Reconciler:
             self.report.event(obj, "Warning", Reason.STAGE_START_TIMEOUT, f"{ref.label} (Job {view.name}): {decision.failures[ref.label].failure}")
         for ref, attempt in decision.vanished:
             self.report.event(obj, "Warning", Reason.JOB_DELETED, f"{ref.label}: the Job of attempt {attempt} was deleted before it finished; counted as a failed attempt")
-        for ref, attempt in decision.create:
+        lineage = self._lineage(obj, accepted, seen.progress)
+
+        def not_reused(text: str) -> None:  # a source that cannot be used: the stage runs, and the user is told why
+            log.warning("%s/%s: %s", accepted.metadata.namespace, accepted.metadata.name, text)
+            self.report.event(obj, "Warning", "StageNotReused", text)
+
+        for ref, attempt in list(decision.create):
+            if lineage is not None and (adopted := adopt_or_none(lineage, ref, self._store_of(accepted), accepted.spec, not_reused)) is not None:
+                decision.create.remove((ref, attempt))
+                decision.attempts[ref.label] = attempt  # no Job: not an attempt
+                self.report.event(obj, "Normal", "StageReused", f"{ref.label}: linked from {adopted.source} ({adopted.how}), not run again")
+                requeue = 0.5  # the next pass sees it done and starts what follows
+                continue
             try:
                 created = self._create(obj, accepted, ref, attempt, decision.grace.get(ref.label))
             except InvalidObject as error:  # the server will refuse this Job every time: say so, once
@@ -365,6 +380,29 @@ class Reconciler:
                     decision.running.append((ref, job_view(created, None, self.kube.waiting_of(created))))
                     requeue = min(requeue or UNWATCHED_PODS_SECONDS, UNWATCHED_PODS_SECONDS)  # its pods, as decide asks
         return requeue
+
+    def _lineage(self, obj: dict[str, Any], run: SelfTaughtRun, progress: Progress | None) -> Lineage | None:
+        """The run's stage keys when `spec.reuse` is on, computed once per accepted spec (they read
+        the data's and models' identities), with every stage it finished put in the index (once per
+        stage and operator process). None, and a warning, when the identities cannot be read now:
+        the stages then run, as without reuse."""
+        if not run.spec.reuse.enabled:
+            return None
+        key, spec = (obj["metadata"]["namespace"], obj["metadata"]["name"]), run.spec.model_dump_json()
+        cached = self._lineages.get(key)
+        try:
+            if cached is None or cached[0] != spec:
+                cached = self._lineages[key] = (spec, open_lineage(run.spec))
+            if progress is not None:
+                record_all(cached[1], progress.manifests, self._store_of(run))
+        except SelftaughtError as error:
+            log.warning("%s/%s: reuse skipped this pass: %s", *key, error)
+            return None
+        return cached[1]
+
+    @staticmethod
+    def _store_of(run: SelfTaughtRun) -> Store:
+        return open_run_store(run)
 
     def _create(self, obj: dict[str, Any], run: SelfTaughtRun, ref: StageRef, attempt: int, grace: Grace | None = None) -> dict[str, Any] | None:
         """The Job as created, or None when it existed (an earlier pass, or operator, made it)."""

@@ -50,6 +50,8 @@ class Reporter:
                     announced_set.clear()
         for label in new:
             ref, manifest = done[label]
+            if manifest.reused is not None:  # linked from an earlier run (StageReused said so): nothing ran here
+                continue
             metrics.STAGE_SECONDS.labels(ref.name).observe(manifest.seconds)
             summary = ", ".join(f"{k} {v}" for k, v in manifest.summary.items())
             self.event(run, "Normal", "StageSucceeded", f"{label}: {summary}")

@@ -272,6 +272,8 @@ def run_estimate(estimate: Estimate) -> RunEstimate:
         judge_tokens_fixed_n=int(adaptive.fixed_tokens) if adaptive else None,
         vote_tokens_all_k=int(estimate.votes.all_k_tokens) if estimate.votes else None,
         measured_stages=estimate.measured_stages,
+        reused=[row.label for row in estimate.rows if row.reused],
+        saved_gpu_hours=round(estimate.saved_gpu_hours, 1) if any(row.reused for row in estimate.rows) else None,
         message="; ".join([estimate.train_memory.line()] * (estimate.train_memory is not None) + estimate.assumptions)[:1000],
     )
 

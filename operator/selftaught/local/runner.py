@@ -56,6 +56,7 @@ from selftaught.local.placement import (
 )
 from selftaught.pipeline.launch import RUN_VARIABLE, stage_command, stage_document
 from selftaught.pipeline.planner import plan
+from selftaught.pipeline.reuse import adopt_or_none, lineage_of, planned_reuse, record, record_all
 from selftaught.pipeline.runstore import accept, open_run_store
 from selftaught.pipeline.scan import iteration_summaries, scan
 from selftaught.pipeline.table import StageRef
@@ -65,7 +66,7 @@ from selftaught.store.failures import FailureRecord, write_failure
 from selftaught.store.layout import PROGRESS, disruption_key, failure_key, log_key, progress_key
 from selftaught.store.progress import ProgressRecord, read_progress
 from selftaught.views.display import StageDisplay
-from selftaught.views.estimate import Inputs, estimate, measure
+from selftaught.views.estimate import Inputs, estimate, measure, with_reuse
 from selftaught.views.eta import completion
 from selftaught.views.html_report import write_report
 from selftaught.views.live import duration, watch_view
@@ -97,6 +98,8 @@ class StageFailed(SelftaughtError):
 class RunResult:
     seconds: float
     stages_run: list[str] = field(default_factory=list)
+    #: stages linked from an earlier run with the same key instead of run (spec.reuse)
+    stages_reused: list[str] = field(default_factory=list)
     iterations: list[dict[str, Any]] = field(default_factory=list)
     store: str = ""
     #: one line per stage that skipped bad input records (onBadRecord: skip)
@@ -405,7 +408,13 @@ def _run_holding_lease(run: SelfTaughtRun, store: Store, lease: Lease, echo: Cal
         check_machine(run, machine, echo)  # before any work: a run this machine cannot hold stops here
         where = "on this machine (" + (f"{len(machine.devices)} GPU(s))" if machine.devices else "CPU)")
         inputs = local_inputs(run, machine)
-        echo(format_plan(run.metadata.name, estimate(run.spec, inputs, measure(scan(store).manifests)), where, inputs) + "\n")
+        lineage = lineage_of(run.spec)  # spec.reuse: the stage keys, and the index of earlier runs' outputs
+        progress = scan(store)
+        planned = estimate(run.spec, inputs, measure(progress.manifests))
+        if lineage is not None:
+            record_all(lineage, progress.manifests, store)  # what this run finished before reuse was on
+            planned = with_reuse(planned, planned_reuse(lineage, run.spec, progress.manifests, store))
+        echo(format_plan(run.metadata.name, planned, where, inputs) + "\n")
 
         def stamped(text: str) -> None:
             echo(f"[{time.monotonic() - started:6.1f}s] {text}")
@@ -420,6 +429,10 @@ def _run_holding_lease(run: SelfTaughtRun, store: Store, lease: Lease, echo: Cal
             ref = step.ready[0]
             left = completion(run.spec, estimate(run.spec, inputs, measure(progress.manifests)), one_at_a_time=True)
             eta = f", the run ~{duration(left.eta_seconds)} left" if left is not None else ""
+            if lineage is not None and (adopted := adopt_or_none(lineage, ref, store, run.spec, stamped)) is not None:
+                result.stages_reused.append(ref.label)
+                stamped(f"{ref.label:<12} ↺ reused from {adopted.source} ({adopted.how}; the stage took {duration(adopted.manifest.seconds)} there)")
+                continue
             echo(f"[{time.monotonic() - started:6.1f}s] {ref.label:<12} ▶ ({len(step.done)}/{step.total} stages done{eta})")
             display = StageDisplay(ref.label, stamped)
             try:
@@ -429,6 +442,8 @@ def _run_holding_lease(run: SelfTaughtRun, store: Store, lease: Lease, echo: Cal
                 _empty(scratch)  # each stage's temporary files go when it ends, however it ends
             result.stages_run.append(ref.label)
             progress = scan(store)
+            if lineage is not None:
+                record(lineage, ref, store, progress.manifests.get(ref))
             echo(f"[{time.monotonic() - started:6.1f}s] {ref.label:<12} ✓ {brief_stage(ref, progress, store.uri, gpus=bool(machine.devices))}")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -31,6 +31,10 @@ class StageInfo:
     #: what the stage reports per iteration: a manifest summary key (the same key in
     #: `status.iterations[]`), or (summary key, status key) where stages share a summary key
     reports: tuple[str | tuple[str, str], ...] = field(default=())
+    #: the version of what the stage writes: bump it when a change of the stage's code changes its
+    #: output (format or logic), so reuse across runs (`pipeline/lineage.py`) stops handing out
+    #: outputs the old code wrote. Not the package's version: most releases change no output.
+    version: int = 1
 
     @property
     def per_iteration(self) -> bool:

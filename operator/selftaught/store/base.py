@@ -85,6 +85,14 @@ class Store(abc.ABC):
     def delete(self, key: str) -> None:
         """Remove one object (no error if it is already gone)."""
 
+    def fingerprint(self, key: str) -> str:
+        """What the object is, by content, as cheaply as the store can say (its size and sha256 in
+        a folder, its size and ETag on S3): the identity a stage key hashes (`pipeline/identity.py`)."""
+        digest = hashlib.sha256()
+        for line in self.iter_lines(key):
+            digest.update(line)
+        return f"{self.size(key)}:{digest.hexdigest()}"
+
     def url(self, key: str = "") -> str:
         return f"{self.uri.rstrip('/')}/{key}" if key else self.uri
 

@@ -37,6 +37,12 @@ class Manifest(BaseModel):
     skipped: list[str] = Field(
         default_factory=list, description="The first few bad input records that were skipped, and why (onBadRecord: skip)."
     )
+    reused: dict[str, Any] | None = Field(
+        default=None,
+        description="When the outputs were linked from an earlier run with the same stage key (spec.reuse): "
+        "`from` (that run's store), `key` (the stage key) and `seconds` (what linking took); `seconds` above stays the "
+        "original stage's, so what the stage cost is still known.",
+    )
 
 
 def write_manifest(store: Store, key: str, manifest: Manifest) -> None:

@@ -156,6 +156,23 @@ class S3Store(Store):
         except _ERRORS as error:
             raise self._fail(error, key) from None
 
+    def fingerprint(self, key: str) -> str:
+        try:
+            with self._waiting("HeadObject", key):
+                head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except _ERRORS as error:
+            raise self._fail(error, key) from None
+        return f"{head['ContentLength']}:{head.get('ETag', '').strip(chr(34))}"
+
+    def copy_within(self, source: S3Store, source_key: str, key: str) -> None:
+        """S3's server-side copy from another S3 store at the same endpoint: no byte passes through
+        us (the transfer manager's multipart copy above 5 GB)."""
+        try:
+            with self._waiting("CopyObject", key):
+                self.client.copy({"Bucket": source.bucket, "Key": source._key(source_key)}, self.bucket, self._key(key), Config=_TRANSFER)
+        except _ERRORS as error:
+            raise self._fail(error, key) from None
+
     def exists(self, key: str) -> bool:
         try:
             with self._waiting("HeadObject", key):

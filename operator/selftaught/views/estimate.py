@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -149,6 +149,11 @@ class StageEstimate:
     gpu_hours: float = 0.0
     hours: float = 0.0
     measured: bool = False
+    #: linked from an earlier run with the same stage key (`spec.reuse`): it costs nothing here, and
+    #: `saved_gpu_hours`/`saved_hours` are what running it would have cost
+    reused: bool = False
+    saved_gpu_hours: float = 0.0
+    saved_hours: float = 0.0
 
 
 @dataclass
@@ -227,6 +232,11 @@ class Estimate:
     @property
     def generated_tokens(self) -> float:
         return sum(row.generated_tokens for row in self.rows)
+
+    @property
+    def saved_gpu_hours(self) -> float:
+        """What the stages reused from earlier runs would have cost (`with_reuse`)."""
+        return sum(row.saved_gpu_hours for row in self.rows)
 
     @property
     def remaining_gpu_hours(self) -> float:
@@ -922,3 +932,16 @@ def _assumptions(spec: SelfTaughtRunSpec, inputs: Inputs, measured: Measurements
 
 def _parameters(billions: float) -> str:
     return f"{billions:.3g}B" if billions >= 1 else f"{billions * 1000:.3g}M"
+
+
+def with_reuse(result: Estimate, reused: Iterable[str]) -> Estimate:
+    """Pure: `result` with the stages labelled in `reused` costing nothing, what they would have
+    cost kept as saved (the plan's and the status's "reused, saves N GPU-hours")."""
+    labels = set(reused)
+    rows = [
+        replace(row, reused=True, saved_gpu_hours=row.gpu_hours, saved_hours=row.hours, gpu_hours=0.0, hours=0.0, prompt_tokens=0.0, generated_tokens=0.0)
+        if row.label in labels and not row.reused
+        else row
+        for row in result.rows
+    ]
+    return replace(result, rows=rows)

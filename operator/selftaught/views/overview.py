@@ -15,13 +15,14 @@ from selftaught.api.load import parse_run
 from selftaught.api.spec import SelfTaughtRun
 from selftaught.errors import InvalidInput, InvalidSpec
 from selftaught.pipeline.planner import plan, stage_graph
+from selftaught.pipeline.reuse import reused_stages
 from selftaught.pipeline.runstore import open_run_store
 from selftaught.pipeline.scan import Progress, iteration_summaries, scan, stages_with_skips
 from selftaught.pipeline.table import StageRef
 from selftaught.store import ObjectNotFound, Store, open_store
 from selftaught.store.disruptions import DisruptionRecord, causes_text, gpu_time, read_disruption, summary
 from selftaught.store.layout import REPORT, RUN_SNAPSHOT
-from selftaught.views.estimate import Inputs, estimate, measure
+from selftaught.views.estimate import Inputs, estimate, measure, with_reuse
 from selftaught.views.live import StageView, describe, duration, read_view
 from selftaught.views.numbers import estimate as with_interval
 from selftaught.views.numbers import summary_text
@@ -70,7 +71,9 @@ def overview(
     lines = [f"run {run.metadata.namespace}/{run.metadata.name}: {len(step.done)} of {step.total} stages done; store {store.uri}"]
     lines += [*state_lines(state, store, resume), ""]
     for ref in (node.ref for node in stage_graph(run.spec)):  # in the order they run
-        if ref in progress.manifests:
+        if ref in progress.manifests and (reused := progress.manifests[ref].reused) is not None:
+            lines.append(f"  ↺ {ref.label:<12} reused from {reused.get('from')} (the same stage key; not run here)")
+        elif ref in progress.manifests:
             lines.append(f"  ✓ {ref.label:<12} {describe_stage(ref, progress)}")
         elif ref == state.failed and state.failure is not None:
             lines.append(f"  ✗ {ref.label:<12} failed, reason {state.failure.reason}")
@@ -85,13 +88,15 @@ def overview(
             lines.append(f"  · {ref.label:<12} waiting")
         if disrupted.get(ref):
             lines.append(f"    {'':<12} {describe_disruptions(disrupted[ref])}")
-    cost = estimate(run.spec, inputs, measure(progress.manifests))
+    cost = with_reuse(estimate(run.spec, inputs, measure(progress.manifests)), reused_stages(progress.manifests))
     lines.append("")
     if cost.unknown:
         lines.append(f"cost: no estimate: {cost.unknown}")
     else:
         gpu = f"~{cost.gpu_hours:,.1f} GPU-hours ({cost.gpu}) in all, ~{cost.remaining_gpu_hours:,.1f} still to spend; " if cost.gpu_hours else ""
         lines.append(f"cost: {gpu}stage times added up ~{duration(cost.hours * 3600)}, ~{duration(cost.remaining_hours * 3600)} left ({cost.measured_stages} stages measured)")
+        if cost.saved_gpu_hours or any(row.reused for row in cost.rows):
+            lines.append(f"reuse: {', '.join(row.label for row in cost.rows if row.reused)} linked from earlier runs, ~{cost.saved_gpu_hours:,.1f} GPU-hours saved")
     if disrupted:
         lines.append("disruptions: " + summary([record for records in disrupted.values() for record in records]) + " (docs/spot.md)")
     rows = iteration_summaries(progress, limit=1000)

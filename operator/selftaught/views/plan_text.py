@@ -139,6 +139,10 @@ def format_plan(name: str, estimate: Estimate, where: str, inputs: Inputs | None
     header = f"{'stage':<12} {'runs as':<{width}} {'prompt tok':>10} {'generated':>10} {'GPU-h':>8} {'time':>8}"
     lines = [first, "", header]
     for row in rows:
+        if row.reused:
+            saves = f"{row.saved_gpu_hours:,.1f} GPU-h, " if gpus else ""
+            lines.append(f"{row.label:<12} {row.processes:<{width}} {'reused':>10} {'':>10} {'0.0' if gpus else '-':>8} {'0s':>8}  (reused: saves {saves}{duration(row.saved_hours * 3600)})")
+            continue
         hours = f"{row.gpu_hours:8.1f}" if gpus else f"{'-':>8}"
         generation = row.kind == "generation" or row.prompt_tokens > 0  # a GRPO train stage generates its rollouts
         lines.append(
@@ -149,6 +153,12 @@ def format_plan(name: str, estimate: Estimate, where: str, inputs: Inputs | None
     total = f"{estimate.gpu_hours:8.1f}" if gpus else f"{'-':>8}"
     prompt = sum(row.prompt_tokens for row in rows)
     lines.append(f"{'total':<12} {'':<{width}} {tokens(prompt):>10} {tokens(estimate.generated_tokens):>10} {total} {duration(estimate.hours * 3600):>8}")
+    reused = [row for row in rows if row.reused]
+    if reused:
+        saved = sum(row.saved_hours for row in reused)
+        cost = f": ~{gpu_hours(estimate.saved_gpu_hours)} GPU-hours saved, {gpu_hours(estimate.gpu_hours + estimate.saved_gpu_hours)} without reuse" if gpus else ""
+        lines += ["", f"reuse: {len(reused)} stage(s) linked from earlier runs with the same keys ({', '.join(r.label for r in reused)}){cost}; "
+                  f"~{duration(saved * 3600)} of stage time saved (spec.reuse, docs/experiments.md)"]  # fmt: skip
     adaptive = estimate.adaptive
     if adaptive is not None:
         saved = 1 - adaptive.tokens / adaptive.fixed_tokens if adaptive.fixed_tokens else 0.0
