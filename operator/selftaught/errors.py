@@ -87,7 +87,7 @@ class Reason(StrEnum):
     INTERRUPTED = "Interrupted", ReasonClass.TRANSIENT, "`selftaught run` was stopped (SIGTERM, SIGHUP): run the same command to resume"
     # -- seen by the operator in a Job or its pods --------------------------------------------------
     STAGE_CRASHED = "StageCrashed", ReasonClass.TRANSIENT, "the stage died without its own reason: its exit code, the container's reason and the end of its log"
-    OOM_KILLED = "OOMKilled", ReasonClass.TRANSIENT, "the container was killed for its memory limit (or exited 137)"
+    OOM_KILLED = "OOMKilled", ReasonClass.TRANSIENT, "the kubelet says the container was killed for its memory limit (its terminated reason OOMKilled); any other exit 137 is a SIGKILL, StageCrashed"
     JOB_FAILED = "JobFailed", ReasonClass.TRANSIENT, "the Job failed and neither its condition nor a pod said why"
     DEADLINE_EXCEEDED = "DeadlineExceeded", ReasonClass.TRANSIENT, "the Job ran longer than its activeDeadlineSeconds"
     DISRUPTED = "Disrupted", ReasonClass.TRANSIENT, "a pod was preempted, drained, evicted or lost with its node (DisruptionTarget), or the stage stopped itself on SIGTERM after saving its state: the attempt spends no retry and continues from the newest saved state"
@@ -145,9 +145,22 @@ MESSAGE_LIMIT = 3500
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
+#: how much of a clipped message's start is kept (what failed, its exit code); the rest is its end
+CLIP_HEAD = 160
+
+
+def clip(text: str, limit: int = 1000) -> str:
+    """`text` cut to `limit` characters around the middle: a failure says what failed first and
+    what went wrong last (a log's last line, a traceback's exception), so both ends are kept."""
+    if len(text) <= limit:
+        return text
+    head = min(CLIP_HEAD, limit // 4)
+    return f"{text[:head]} … {text[-(limit - head - 3):]}"
+
+
 def encode(failure: Failure) -> str:
     """The termination message of a failed stage (JSON: reason, message, permanent)."""
-    return json.dumps({"reason": str(failure.reason), "message": failure.message[:MESSAGE_LIMIT], "permanent": failure.permanent})
+    return json.dumps({"reason": str(failure.reason), "message": clip(failure.message, MESSAGE_LIMIT), "permanent": failure.permanent})
 
 
 def decode(text: str | None) -> Failure | None:

@@ -139,6 +139,8 @@ class _InjectedFailure:
     prefix: str
     exit_code: int
     message: str
+    reason: str | None = None  # the container's terminated reason (OOMKilled), else Error
+    rejected: tuple[str, str] | None = None  # the kubelet's admission refused the pod: (status.reason, message)
 
 
 def _finish_time(job: Mapping[str, Any]) -> float | None:
@@ -232,15 +234,30 @@ class Kubelet(ControlLoop):
         with self._cond:
             return list(self._attempts)
 
-    def fail_next(self, job_name_prefix: str, exit_code: int = 1, message: str = '') -> None:
+    def fail_next(self, job_name_prefix: str, exit_code: int = 1, message: str = '', reason: str | None = None) -> None:
         """Make the next attempt of a Job whose name starts with the prefix fail without running its command.
 
-        ``message`` becomes the termination message. Each call injects one failure; they queue up.
+        ``message`` becomes the termination message; ``reason`` the container's terminated reason (the kubelet
+        writes ``OOMKilled`` only when the runtime says the cgroup's OOM killer did it: any other SIGKILL, exit
+        137, is ``Error``). Each call injects one failure; they queue up.
         """
         if exit_code == 0:
             raise ValueError('an injected failure needs a non-zero exit code')
         with self._cond:
-            self._injected.append(_InjectedFailure(job_name_prefix, exit_code, message))
+            self._injected.append(_InjectedFailure(job_name_prefix, exit_code, message, reason))
+
+    def reject_next(self, job_name_prefix: str, reason: str = 'OutOfnvidia.com/gpu', message: str | None = None) -> None:
+        """Make the kubelet's admission refuse the next pod of a matching Job once it is bound (a device plugin
+        that has not registered its GPUs: ``OutOfnvidia.com/gpu``; node labels changed since scheduling:
+        ``NodeAffinity``). As the kubelet's ``rejectPod``: phase ``Failed``, ``status.reason`` = ``reason``,
+        ``status.message`` ``Pod was rejected: <message>``, no container statuses, a Warning Event ``reason``.
+        """
+        if message is None:
+            resource = reason.removeprefix('OutOf')
+            message = (f"Node didn't have enough resource: {resource}, requested: 1, used: 0, capacity: 0"
+                       if reason.startswith('OutOf') else "Predicate NodeAffinity failed: node(s) didn't match Pod's node affinity/selector")
+        with self._cond:
+            self._injected.append(_InjectedFailure(job_name_prefix, 1, '', None, (reason, f'Pod was rejected: {message}')))
 
     def refuse_pods(self, job_name_prefix: str, message: str = DEFAULT_QUOTA_MESSAGE) -> None:
         """Make the API server refuse the pods of Jobs whose name starts with the prefix (403 Forbidden, as an
@@ -670,6 +687,11 @@ class Kubelet(ControlLoop):
             attempt.injected, attempt.waiting, attempt.started_at = True, None, timestamp()
             attempt.node = pod_spec['nodeName']
             attempt._injected_code = injected.exit_code
+            attempt._end_reason = injected.reason
+            if injected.rejected is not None:
+                attempt._rejected = True
+                attempt._pod_reason, attempt._pod_message = injected.rejected
+                self._kubelet_events.record(pod, 'Warning', injected.rejected[0], injected.rejected[1], host=attempt.node)
         return attempt
 
     def _advance(self, job: Body, attempt: Attempt) -> None:
@@ -800,7 +822,7 @@ class Kubelet(ControlLoop):
     def _pod_view(self, attempt: Attempt) -> Body:
         """The failed pod as the Job controller sees it (for podFailurePolicy)."""
         container = first_container(attempt._pod_body)
-        state = {'terminated': {'exitCode': attempt.exit_code}} if attempt.exit_code is not None else {}
+        state = {'terminated': {'exitCode': attempt.exit_code}} if attempt.exit_code is not None and not attempt._rejected else {}
         return {'metadata': {'namespace': attempt.namespace, 'name': attempt.pod},
                 'status': {'conditions': attempt._conditions,
                            'containerStatuses': [{'name': container.get('name', 'main'), 'state': state}]}}
@@ -819,9 +841,11 @@ class Kubelet(ControlLoop):
             terminated['message'] = attempt.message
         status: Body = {'phase': 'Succeeded' if code == 0 else 'Failed',
                         'containerStatuses': [self._container_status(container, attempt, {'terminated': terminated})]}
-        if attempt._pod_reason:  # a kubelet eviction: the pod says why it failed
-            status.update(reason=attempt._pod_reason, message=next(
-                c.get('message', '') for c in attempt._conditions if c['type'] == 'DisruptionTarget'))
+        if attempt._rejected:  # the kubelet's admission: no container was ever created
+            status = {'phase': 'Failed'}
+        if attempt._pod_reason:  # a kubelet eviction or admission rejection: the pod says why it failed
+            status.update(reason=attempt._pod_reason, message=attempt._pod_message or next(
+                (c.get('message', '') for c in attempt._conditions if c['type'] == 'DisruptionTarget'), ''))
         if attempt.node_lost:  # no kubelet: PodGC marks it Failed, its containers stay as last reported
             status = {'phase': 'Failed'}
         self._pod_status(attempt, status)

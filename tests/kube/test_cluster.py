@@ -492,6 +492,31 @@ def test_injected_failures_pause_and_idle(cluster: FakeCluster, kubelet: Kubelet
     assert terminated == {**terminated, 'exitCode': 42, 'message': 'node lost'}
 
 
+def test_a_memory_limit_kill_says_oomkilled_and_any_other_sigkill_error(cluster: FakeCluster, kubelet: Kubelet) -> None:
+    kubelet.fail_next('oom', exit_code=137, reason='OOMKilled')
+    kubelet.fail_next('killed', exit_code=137)
+    cluster.create(JOBS, job('oom', 'pass'))
+    cluster.create(JOBS, job('killed', 'pass'))
+    for name, reason in (('oom', 'OOMKilled'), ('killed', 'Error')):
+        cluster.wait_for_job('default', name, timeout=20)
+        pod, = cluster.list(PODS, label_selector=f'job-name={name}')
+        assert pod['status']['containerStatuses'][0]['state']['terminated'] == {
+            **pod['status']['containerStatuses'][0]['state']['terminated'], 'exitCode': 137, 'reason': reason}
+
+
+def test_a_pod_the_kubelets_admission_rejects_fails_with_its_reason_and_no_container(cluster: FakeCluster, kubelet: Kubelet) -> None:
+    kubelet.reject_next('gpu', reason='OutOfnvidia.com/gpu')
+    cluster.create(JOBS, job('gpu', 'pass'))
+    done = cluster.wait_for_job('default', 'gpu', timeout=20)
+    pod, = cluster.list(PODS, label_selector='job-name=gpu')
+    assert job_condition(done, 'Failed')['reason'] == 'BackoffLimitExceeded'
+    assert pod['status']['phase'] == 'Failed' and pod['status']['reason'] == 'OutOfnvidia.com/gpu'
+    assert pod['status']['message'].startswith("Pod was rejected: Node didn't have enough resource: nvidia.com/gpu")
+    assert 'containerStatuses' not in pod['status'] and kubelet.attempts[0].pid is None
+    events = [e for e in cluster.list('v1/events') if e['involvedObject']['name'] == pod['metadata']['name']]
+    assert [(e['type'], e['reason'], e['source']['component']) for e in events] == [('Warning', 'OutOfnvidia.com/gpu', 'kubelet')]
+
+
 def test_env_comes_from_values_secrets_fields_and_the_test(cluster: FakeCluster, tmp_path: Path) -> None:
     cluster.create('v1/secrets', {'metadata': {'name': 'hub'}, 'data': {'token': base64.b64encode(b's3cr3t').decode()},
                                   'stringData': {'user': 'alice'}})

@@ -101,20 +101,38 @@ def job_view(job: dict[str, Any], told: Failure | None = None, waiting: Waiting 
     )
 
 
-def parse_termination_message(text: str | None, exit_code: int | None = None, container_reason: str | None = None) -> Failure | None:
+#: what a SIGKILL (exit 137) that the kubelet did not call OOMKilled may have been
+SIGKILL_CAUSES = "a liveness probe, a preStop hook or a grace period that ran out, an eviction, or a process of the pod's own"
+
+
+def parse_termination_message(
+    text: str | None,
+    exit_code: int | None = None,
+    container_reason: str | None = None,
+    pod_reason: str | None = None,
+    pod_message: str | None = None,
+) -> Failure | None:
     """A failed pod's termination message: what the stage wrote (`errors.decode`), or else, for a
     crash's log tail (FallbackToLogsOnError) or nothing at all, a failure whose message keeps the
     *end* of the text, where the error is, and names the exit code and the container's
-    termination reason (`OOMKilled`, exit 137...). None: no pod said anything."""
+    termination reason. Exit 137 is `OOMKilled` only when the kubelet says so (the container's
+    reason): any other SIGKILL is named as one. A pod that failed with a reason of its own and no
+    container's word (`Evicted` for node pressure, the kubelet's admission: `OutOfnvidia.com/gpu`,
+    `NodeAffinity`) passes that reason and message through. None: no pod said anything."""
     told = decode(text)
     if told is not None:
         return told
+    said = f"pod status {pod_reason}: {pod_message}".rstrip(": ") if pod_reason else ""
     if not text and exit_code is None:
-        return None  # the Job's own condition tells (DeadlineExceeded, ...)
+        return Failure(pod_reason, said) if pod_reason else None  # else the Job's own condition tells (DeadlineExceeded, ...)
     how = f"exit code {exit_code}" if exit_code is not None else "the stage died"
     if container_reason and container_reason not in ("Error", "Completed"):
         how += f" ({container_reason})"
-    reason = Reason.OOM_KILLED if container_reason == "OOMKilled" or exit_code == 137 else Reason.STAGE_CRASHED
+    elif exit_code == 137:
+        how += f" (SIGKILL, not the memory limit: {SIGKILL_CAUSES})"
+    if said:
+        how += f"; {said}"
+    reason = Reason.OOM_KILLED if container_reason == "OOMKilled" else Reason.STAGE_CRASHED
     tail = (text or "").strip()
     if len(tail) > LOG_TAIL:
         tail = "…" + tail[-LOG_TAIL:]

@@ -22,7 +22,7 @@ from kubernetes.client.exceptions import ApiException
 from selftaught.api.spec import API_GROUP, API_VERSION, KIND, PLURAL
 from selftaught.controller.decide import Waiting, parse_termination_message
 from selftaught.controller.jobs import KUEUE_QUEUE, LABEL_RUN
-from selftaught.errors import Failure, Reason
+from selftaught.errors import Failure, Reason, clip
 
 #: container waiting reasons that mean "this pod will not start by itself"
 STARTUP_PROBLEMS = frozenset(
@@ -260,7 +260,7 @@ class Kube:
                 "uid": meta.get("uid"),
             },
             "reason": reason,
-            "message": message[:1024],
+            "message": clip(message, 1024),
             "type": kind,
             "source": {"component": "selftaught-operator"},
             "firstTimestamp": now,
@@ -278,14 +278,19 @@ class Kube:
                 log.warning("could not post event %s in %s: %s", body["reason"], namespace, error)
 
 
-def _termination(pods: list[dict[str, Any]]) -> tuple[str | None, int | None, str | None]:
-    """(termination message, exit code, container reason) of the newest pod that failed."""
+def _termination(pods: list[dict[str, Any]]) -> tuple[str | None, int | None, str | None, str | None, str | None]:
+    """(termination message, exit code, container reason, pod reason, pod message) of the newest
+    pod that failed: a container's exit, or a pod the kubelet failed without one (its admission
+    refused it, a node-pressure eviction: `status.reason` and `status.message`)."""
     for pod in pods:
-        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+        status = pod.get("status") or {}
+        for container in status.get("containerStatuses") or []:
             terminated = (container.get("state") or {}).get("terminated")
             if terminated and terminated.get("exitCode"):
-                return terminated.get("message"), terminated["exitCode"], terminated.get("reason")
-    return None, None, None
+                return terminated.get("message"), terminated["exitCode"], terminated.get("reason"), status.get("reason"), status.get("message")
+        if status.get("phase") == "Failed" and status.get("reason"):
+            return None, None, None, status["reason"], status.get("message")
+    return None, None, None, None, None
 
 
 def _disruption(pods: list[dict[str, Any]]) -> Failure | None:

@@ -33,7 +33,7 @@ from selftaught.api.status import (
 )
 from selftaught.controller.decide import Decision, FailedAttempt
 from selftaught.controller.disruptions import Grace
-from selftaught.errors import Failure, Reason, ReasonClass, as_reason, reason_class
+from selftaught.errors import Failure, Reason, ReasonClass, as_reason, clip, reason_class
 from selftaught.pipeline.planner import Plan
 from selftaught.pipeline.runstore import refusal_message
 from selftaught.pipeline.scan import Progress, iteration_summaries, skipped_counts
@@ -78,7 +78,7 @@ def _condition(previous: list[dict[str, Any]], kind: str, status: str, reason: s
         type=kind,
         status=status,  # type: ignore[arg-type]
         reason=reason,
-        message=message[:1000],
+        message=clip(message),
         last_transition_time=now if changed else old.get("lastTransitionTime", now),  # type: ignore[union-attr]
         observed_generation=generation,
     )
@@ -323,7 +323,7 @@ def _attempts(decision: Decision | None, previous: dict[str, Any]) -> dict[str, 
             grace_period_basis=grace.basis if grace else None,
             created_at=_iso(created) if created else None,
             last_failure=StageFailure(
-                attempt=last.attempt, reason=last.failure.reason, message=last.failure.message[:1000], at=_iso(last.at),
+                attempt=last.attempt, reason=last.failure.reason, message=clip(last.failure.message), at=_iso(last.at),
                 permanent=last.failure.permanent, generation=last.generation,
             ) if last else None,
         )  # fmt: skip
