@@ -95,6 +95,7 @@ class Reason(StrEnum):
     NO_MANIFEST = "NoManifest", ReasonClass.TRANSIENT, "the Job reported success but the stage left no manifest"
     JOB_DELETED = "JobDeleted", ReasonClass.TRANSIENT, "the attempt's Job vanished before it finished (its TTL, someone): a failed attempt"
     STAGE_START_TIMEOUT = "StageStartTimeout", ReasonClass.TRANSIENT, "the Job's pods did not start within startupTimeoutSeconds: it is deleted, the attempt fails with their reason"
+    JOB_REFUSED = "JobRefused", ReasonClass.TRANSIENT, "the API server forbids the stage's Job (403: an admission webhook such as Gatekeeper or Kyverno, a count/jobs quota): one event, then retried with growing back-off (retries.backoffSeconds doubled, at most 5 min) and no attempt spent, until the policy or quota lets it through"
     INVALID_JOB = "InvalidJob", ReasonClass.PERMANENT, "the API server refused the stage's Job as invalid (a typo in an override): the run fails once"
     # -- the operator's verdicts on the run ------------------------------------------------------
     INVALID_SPEC = "InvalidSpec", ReasonClass.OPERATOR, "a spec this operator cannot read: the message names each bad field"

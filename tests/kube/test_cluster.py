@@ -19,7 +19,18 @@ import kubernetes.watch
 import pytest
 import urllib3
 
-from . import DEFAULT_RESOURCES, ApiError, FakeCluster, Kubelet, ResourceSpec, job_condition, pod_condition, run_operator
+from . import (
+    DEFAULT_RESOURCES,
+    ApiError,
+    DenyingWebhook,
+    FakeCluster,
+    Kubelet,
+    ObjectCountQuota,
+    ResourceSpec,
+    job_condition,
+    pod_condition,
+    run_operator,
+)
 
 RUNS = 'example.com/v1alpha1/runs'  # a custom resource, served without a schema
 JOBS = 'batch/v1/jobs'
@@ -515,6 +526,24 @@ def test_a_pod_the_kubelets_admission_rejects_fails_with_its_reason_and_no_conta
     assert 'containerStatuses' not in pod['status'] and kubelet.attempts[0].pid is None
     events = [e for e in cluster.list('v1/events') if e['involvedObject']['name'] == pod['metadata']['name']]
     assert [(e['type'], e['reason'], e['source']['component']) for e in events] == [('Warning', 'OutOfnvidia.com/gpu', 'kubelet')]
+
+
+def test_a_denying_webhook_and_a_used_up_quota_refuse_creates_with_403(cluster: FakeCluster) -> None:
+    with DenyingWebhook(cluster) as webhook, ObjectCountQuota(cluster, 'default', hard=1, used=0) as quota:
+        with pytest.raises(ApiError) as denied:
+            cluster.create(JOBS, job('policy', 'pass'))
+        assert denied.value.status == 403 and denied.value.reason == 'Forbidden'
+        assert 'admission webhook "validation.gatekeeper.sh" denied the request: [require-team-label]' in str(denied.value)
+        webhook.denying = False
+        cluster.create(JOBS, job('first', 'pass'))  # takes the quota's one Job
+        with pytest.raises(ApiError) as exceeded:
+            cluster.create(JOBS, job('second', 'pass'))
+        assert exceeded.value.status == 403
+        assert ('jobs.batch "second" is forbidden: exceeded quota: object-counts, requested: count/jobs.batch=1, '
+                'used: count/jobs.batch=1, limited: count/jobs.batch=1') in str(exceeded.value)
+        quota.hard = 2
+        cluster.create(JOBS, job('second', 'pass'))
+    assert webhook.denied == ['policy'] and quota.denied == ['second']
 
 
 def test_env_comes_from_values_secrets_fields_and_the_test(cluster: FakeCluster, tmp_path: Path) -> None:

@@ -62,6 +62,7 @@ class Observation:
     ignored: list[str] = field(default_factory=list)  # spec fields this operator does not know
     failure: Failure | None = None  # a terminal failure found outside `decision`
     unavailable: str | None = None  # the store or the API refuses us right now; retrying
+    unavailable_reason: str | None = None  # why, as the Reconciling condition's reason (JobRefused)
     live: list[StageView] = field(default_factory=list)  # progress inside the running stages
     estimate: Estimate | None = None  # the run's cost, corrected by its finished stages
     completion: Completion | None = None  # how much of the whole run is done, how long it has left
@@ -191,7 +192,7 @@ def build_status(seen: Observation) -> SelfTaughtRunStatus:
     stalled_reason, stalled_text = (failure.reason, failure.message) if failure else ((Reason.UNSAFE_EDIT, refused_text) if seen.refused else ("", ""))
     in_progress = phase in (Phase.PENDING, Phase.RUNNING) and not seen.refused
     waiting = [view.waiting for _, view in (seen.decision.running if seen.decision else []) if view.waiting]
-    progress_reason = ("Queued" if waiting[0].queued else waiting[0].reason) if waiting else phase
+    progress_reason = ("Queued" if waiting[0].queued else waiting[0].reason) if waiting else (seen.unavailable_reason or phase)
     suspended = phase == Phase.SUSPENDED
     return SelfTaughtRunStatus(
         observed_generation=generation,
