@@ -44,6 +44,20 @@ if TYPE_CHECKING:
 __all__ = ['DEFAULT_QUOTA_MESSAGE', 'DISRUPTION_MESSAGES', 'Kubelet']
 
 DEFAULT_QUOTA_MESSAGE = ('exceeded quota: compute-resources, requested: pods=1, used: pods=10, limited: pods=10')
+#: why a pod stays ContainerCreating: the Event reason -> (the component that posts it, its message for pod {pod})
+CREATING_PROBLEMS = {
+    'FailedMount': ('kubelet', 'Unable to attach or mount volumes: unmounted volumes=[cache], unattached volumes=[cache]: '
+                               'timed out waiting for the condition'),
+    'FailedAttachVolume': ('attachdetach-controller', 'Multi-Attach error for volume "pvc-5c1e7d2a" Volume is already '
+                                                      'used by pod(s) other-run-train-0-x7k2p'),
+    'FailedCreatePodSandBox': ('kubelet', 'Failed to create pod sandbox: rpc error: code = Unknown desc = failed to '
+                                          'setup network for sandbox "5f0c1d": plugin type="multus" name="multus-cni-network" '
+                                          'failed (add): Multus: [{namespace}/{pod}]: error loading k8s delegates k8s args: '
+                                          'TryLoadPodDelegates: error in getting k8s network for pod: GetNetworkDelegates: '
+                                          'failed getting the delegate: getKubernetesDelegate: cannot find a '
+                                          'network-attachment-definition (ib-net) in namespace ({namespace}): '
+                                          'network-attachment-definitions.k8s.cni.cncf.io "ib-net" not found'),
+}
 
 
 def _format_indexes(indexes: Iterable[int]) -> str:
@@ -210,6 +224,7 @@ class Kubelet(ControlLoop):
         self._attempts: list[Attempt] = []
         self._injected: list[_InjectedFailure] = []
         self._refusals: dict[str, str] = {}  # Job name prefix -> why the API server refuses its pods
+        self._stuck: dict[str, tuple[str, str | None]] = {}  # Job name prefix -> (Event reason, message): ContainerCreating
         self._runs: dict[str, _JobRun] = {}
         self._terminating: list[Attempt] = []
         self._paused = False
@@ -219,6 +234,7 @@ class Kubelet(ControlLoop):
         self._scheduler_events = EventRecorder(cluster, 'default-scheduler')
         self._job_events = EventRecorder(cluster, 'job-controller')
         self._taint_events = EventRecorder(cluster, 'taint-eviction-controller')
+        self._attach_events = EventRecorder(cluster, 'attachdetach-controller')
 
     # ---- public controls --------------------------------------------------------------------------------------
 
@@ -276,6 +292,26 @@ class Kubelet(ControlLoop):
                 self._refusals.clear()
             else:
                 self._refusals.pop(job_name_prefix, None)
+
+    def hold_creating(self, job_name_prefix: str, reason: str = 'FailedMount', message: str | None = None) -> None:
+        """Keep the scheduled pods of matching Jobs in ``ContainerCreating`` (until :meth:`release_creating`), as a
+        volume that never mounts (``FailedMount``: a ReadWriteOnce PVC, a CSI driver), never attaches
+        (``FailedAttachVolume``: Multi-Attach, from the attach/detach controller) or a sandbox whose network cannot
+        be set up (``FailedCreatePodSandBox``: a missing Multus NetworkAttachmentDefinition) does: phase
+        ``Pending``, the container ``waiting`` with reason ``ContainerCreating`` and no message, and the Warning
+        Event ``reason`` on the pod again after each ``retry_interval`` (count bumped)."""
+        if reason not in CREATING_PROBLEMS:
+            raise ValueError(f'a pod stuck creating shows one of {sorted(CREATING_PROBLEMS)}, not {reason!r}')
+        with self._cond:
+            self._stuck[job_name_prefix] = (reason, message)
+
+    def release_creating(self, job_name_prefix: str | None = None) -> None:
+        """The volume mounts, the network appears: held pods start at the next sync."""
+        with self._cond:
+            if job_name_prefix is None:
+                self._stuck.clear()
+            else:
+                self._stuck.pop(job_name_prefix, None)
 
     def evict(self, job_name: str, index: int | None = None, *, reason: str = 'EvictionByEvictionAPI',
               message: str | None = None, namespace: str | None = None,
@@ -700,6 +736,8 @@ class Kubelet(ControlLoop):
         container = first_container(attempt._pod_body)
         if attempt.node is None and not self._schedule(attempt):
             return
+        if not self._create_sandbox(attempt, container):
+            return
         if not self._pull_image(attempt, container):
             return
         try:
@@ -753,6 +791,21 @@ class Kubelet(ControlLoop):
         for type_, event_reason, event_message in events:
             recorder.record(attempt._pod_body, type_, event_reason, event_message, field_path=field_path,
                             host=attempt.node)
+
+    def _create_sandbox(self, attempt: Attempt, container: Body) -> bool:
+        """The pod's sandbox and volumes: held in ``ContainerCreating`` while :meth:`hold_creating` says so."""
+        with self._cond:
+            stuck = next((why for prefix, why in self._stuck.items() if attempt.job.startswith(prefix)), None)
+        if stuck is None:
+            return True
+        reason, message = stuck
+        component, default = CREATING_PROBLEMS[reason]
+        message = message or default.format(namespace=attempt.namespace, pod=attempt.pod)
+        recorder = self._attach_events if component == 'attachdetach-controller' else self._kubelet_events
+        self._block(attempt, 'ContainerCreating', message, [('Warning', reason, message)], component=recorder, status={
+            'phase': 'Pending', 'containerStatuses': [self._container_status(
+                container, attempt, {'waiting': {'reason': 'ContainerCreating'}})]})
+        return False
 
     def _schedule(self, attempt: Attempt) -> bool:
         """The scheduler: bind the pod to the first node that fits, or leave it Pending (PodScheduled=False,

@@ -546,6 +546,20 @@ def test_a_denying_webhook_and_a_used_up_quota_refuse_creates_with_403(cluster: 
     assert webhook.denied == ['policy'] and quota.denied == ['second']
 
 
+def test_a_pod_held_creating_waits_with_its_components_events_and_starts_once_released(cluster: FakeCluster, kubelet: Kubelet) -> None:
+    kubelet.hold_creating('mount', reason='FailedAttachVolume')
+    cluster.create(JOBS, job('mount', 'pass'))
+    pod = cluster.wait_for(lambda: next(iter(cluster.list(PODS, label_selector='job-name=mount')), None), timeout=10)
+    events = cluster.wait_for(lambda: [e for e in cluster.list('v1/events') if e['reason'] == 'FailedAttachVolume'], timeout=10)
+    pod = cluster.get(PODS, 'default', pod['metadata']['name'])
+    assert pod['status']['phase'] == 'Pending' and pod['spec']['nodeName']
+    assert pod['status']['containerStatuses'][0]['state'] == {'waiting': {'reason': 'ContainerCreating'}}
+    assert events[0]['source']['component'] == 'attachdetach-controller' and 'Multi-Attach error' in events[0]['message']
+    assert events[0]['involvedObject']['name'] == pod['metadata']['name'] and kubelet.attempts[0].pid is None
+    kubelet.release_creating()
+    assert job_condition(cluster.wait_for_job('default', 'mount', timeout=20), 'Complete')
+
+
 def test_env_comes_from_values_secrets_fields_and_the_test(cluster: FakeCluster, tmp_path: Path) -> None:
     cluster.create('v1/secrets', {'metadata': {'name': 'hub'}, 'data': {'token': base64.b64encode(b's3cr3t').decode()},
                                   'stringData': {'user': 'alice'}})

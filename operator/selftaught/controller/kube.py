@@ -28,6 +28,10 @@ from selftaught.errors import Failure, Reason, clip
 STARTUP_PROBLEMS = frozenset(
     {"CreateContainerConfigError", "CreateContainerError", "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "RunContainerError"}
 )
+#: Events that say why a scheduled pod stays ContainerCreating (an image pull shows ContainerCreating
+#: too, with Pulling events: that is not a problem): a volume that does not mount or attach, a
+#: sandbox whose network cannot be set up (a missing Multus network)
+CREATING_PROBLEMS = ("FailedMount", "FailedAttachVolume", "FailedMapVolume", "FailedCreatePodSandBox")
 #: how long a diagnosis of a Job's pods is reused: pods are not watched, so this bounds API calls
 DIAGNOSIS_SECONDS = 20.0
 HEALTHY_SECONDS = 3.0  # "nothing wrong yet" is looked at again sooner
@@ -138,7 +142,7 @@ class Kube:
             return cached[1]
         listed = self.core.list_namespaced_pod(meta["namespace"], label_selector=f"batch.kubernetes.io/job-name={meta['name']}", _preload_content=False)
         pods = json.loads(listed.data)["items"]
-        waiting = _pod_problem(pods)
+        waiting = _pod_problem(pods) or self._creating_problem(meta["namespace"], pods)
         if waiting is None and not pods:
             waiting = self._failed_create(meta["namespace"], meta["name"])
         self._diagnoses[uid] = (time.monotonic(), waiting)
@@ -154,6 +158,24 @@ class Kube:
         listed = self.core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False)
         pods = json.loads(listed.data)["items"]
         return _pod_problem(pods) or _crash_loop(pods)
+
+    def _creating_problem(self, namespace: str, pods: list[dict[str, Any]]) -> Waiting | None:
+        """A scheduled pod that stays ContainerCreating says why only in Events on the pod (the
+        kubelet's FailedMount or FailedCreatePodSandBox, the attach/detach controller's
+        FailedAttachVolume): the newest of them, named with its pod."""
+        for pod in pods:
+            statuses = (pod.get("status") or {}).get("containerStatuses") or []
+            if not any(((c.get("state") or {}).get("waiting") or {}).get("reason") == "ContainerCreating" for c in statuses):
+                continue
+            name = pod["metadata"]["name"]
+            listed = self.core.list_namespaced_event(
+                namespace, field_selector=f"involvedObject.kind=Pod,involvedObject.name={name}", _preload_content=False
+            )
+            problems = [e for e in json.loads(listed.data)["items"] if e.get("reason") in CREATING_PROBLEMS and e.get("type") == "Warning"]
+            if problems:
+                latest = max(problems, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+                return Waiting(latest["reason"], f"pod {name} is stuck in ContainerCreating: {latest.get('message', '')}")
+        return None
 
     def _failed_create(self, namespace: str, job: str) -> Waiting | None:
         """The Job controller could not create pods (quota, Pod Security, a missing service
