@@ -5,7 +5,9 @@ Retries are the operator's: every Job has no retries of its own, and a failed st
 when a Job is *created* (in the run's status), so a Job that vanishes — deleted by its TTL, by
 someone, or while the operator was down — still counts, and retries are always bounded. A Job
 whose pods cannot start (an image that does not pull, a Secret that does not exist, no node that
-fits) is given `startupTimeoutSeconds`, then its attempt fails with the reason its pods gave. A
+fits) is given `startupTimeoutSeconds`, then its attempt fails with the reason its pods gave; the
+clock starts when the Job started or when the waiting pod was created, whichever is later, so the
+replacement of a pod lost to a spot reclaim gets the whole timeout (not a retry spent at once). A
 permanent failure (bad input, missing model, an invalid Job) fails the run at once — until the
 run's spec is edited, which may have fixed it. Disruptions (`disruptions.py`) spend no retry, but
 a stage disrupted more than `retries.disruptionsPerStage` times fails the run and its Job is
@@ -44,6 +46,9 @@ class Waiting:
     reason: str  # ImagePullBackOff, CreateContainerConfigError, Unschedulable, FailedCreate, Queued...
     message: str
     queued: bool = False  # held by Kueue: waiting for quota is not a startup failure
+    #: since when the waiting pod has waited (its creation): a replacement after a disruption
+    #: starts its own clock, as Kueue's recovery timeout runs from the last PodsReady=False
+    since: float | None = None
 
 
 @dataclass(frozen=True)
@@ -230,15 +235,15 @@ def decide(
             if latest.state == "active":
                 timeout = startup_timeout(ref)
                 waiting = latest.waiting
-                if waiting and not waiting.queued and timeout and latest.started_at and now - latest.started_at >= timeout:
+                since = max(latest.started_at or 0.0, (waiting.since if waiting else None) or 0.0) or None
+                if waiting and not waiting.queued and timeout and since and now - since >= timeout:
                     decision.expire.append((ref, latest))
                     failure = Failure(waiting.reason, f"pods did not start within {int(timeout)}s: {waiting.message}")
                     last = FailedAttempt(latest.attempt, failure, now, generation)
                 else:
                     decision.running.append((ref, latest))
                     if waiting and not waiting.queued:  # come back when the timeout is due
-                        since = latest.started_at or now
-                        due = (since + timeout - now) if timeout else 60.0
+                        due = ((since or now) + timeout - now) if timeout else 60.0
                         decision.requeue = min(decision.requeue or due, max(due, 1.0), 30.0)
                     elif not waiting and not latest.ready:  # pods are not watched: look again soon
                         decision.requeue = min(decision.requeue or UNWATCHED_PODS_SECONDS, UNWATCHED_PODS_SECONDS)

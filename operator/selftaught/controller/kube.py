@@ -174,7 +174,7 @@ class Kube:
             problems = [e for e in json.loads(listed.data)["items"] if e.get("reason") in CREATING_PROBLEMS and e.get("type") == "Warning"]
             if problems:
                 latest = max(problems, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
-                return Waiting(latest["reason"], f"pod {name} is stuck in ContainerCreating: {latest.get('message', '')}")
+                return Waiting(latest["reason"], f"pod {name} is stuck in ContainerCreating: {latest.get('message', '')}", since=_created(pod))
         return None
 
     def _failed_create(self, namespace: str, job: str) -> Waiting | None:
@@ -340,14 +340,19 @@ def _crash_loop(pods: list[dict[str, Any]]) -> Waiting | None:
     return None
 
 
+def _created(pod: dict[str, Any]) -> float | None:
+    stamp = pod["metadata"].get("creationTimestamp")
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() if stamp else None
+
+
 def _pod_problem(pods: list[dict[str, Any]]) -> Waiting | None:
     for pod in pods:
         status = pod.get("status") or {}
         for condition in status.get("conditions") or []:
             if condition.get("type") == "PodScheduled" and condition.get("status") == "False" and condition.get("reason") == "Unschedulable":
-                return Waiting("Unschedulable", condition.get("message") or "no node fits the pod")
+                return Waiting("Unschedulable", condition.get("message") or "no node fits the pod", since=_created(pod))
         for container in status.get("containerStatuses") or []:
             waiting = (container.get("state") or {}).get("waiting") or {}
             if waiting.get("reason") in STARTUP_PROBLEMS:
-                return Waiting(waiting["reason"], waiting.get("message") or waiting["reason"])
+                return Waiting(waiting["reason"], waiting.get("message") or waiting["reason"], since=_created(pod))
     return None
