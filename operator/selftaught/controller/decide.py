@@ -49,6 +49,19 @@ class Waiting:
     #: since when the waiting pod has waited (its creation): a replacement after a disruption
     #: starts its own clock, as Kueue's recovery timeout runs from the last PodsReady=False
     since: float | None = None
+    pod: str | None = None  # the pod that waits
+
+
+def is_gang(job: dict[str, Any]) -> bool:
+    """A multi-node training Job: its ranks rendezvous through a headless Service (the pods'
+    subdomain), so it is running only once every rank is."""
+    return bool((((job.get("spec") or {}).get("template") or {}).get("spec") or {}).get("subdomain"))
+
+
+def all_ready(job: dict[str, Any]) -> bool:
+    """A pod of it is ready — for a gang, every rank."""
+    ready = (job.get("status") or {}).get("ready") or 0
+    return bool(ready) and (not is_gang(job) or ready >= ((job.get("spec") or {}).get("parallelism") or 1))
 
 
 @dataclass(frozen=True)
@@ -64,7 +77,7 @@ class JobView:
     uid: str = ""
     started_at: float | None = None  # when its pods could start (Job startTime; not while queued)
     waiting: Waiting | None = None
-    ready: bool = False  # a pod of it is running
+    ready: bool = False  # a pod of it is running (of a multi-node training, every rank)
     suspended: bool = False  # held (or evicted) by Kueue
 
 
@@ -101,7 +114,7 @@ def job_view(job: dict[str, Any], told: Failure | None = None, waiting: Waiting 
         uid=job["metadata"].get("uid", ""),
         started_at=None if suspended else _time(status.get("startTime")),
         waiting=waiting,
-        ready=bool(status.get("ready")),
+        ready=all_ready(job),
         suspended=suspended,
     )
 

@@ -20,7 +20,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from selftaught.api.spec import API_GROUP, API_VERSION, KIND, PLURAL
-from selftaught.controller.decide import Waiting, parse_termination_message
+from selftaught.controller.decide import Waiting, all_ready, is_gang, parse_termination_message
 from selftaught.controller.jobs import KUEUE_QUEUE, LABEL_RUN
 from selftaught.errors import Failure, Reason, clip
 
@@ -132,8 +132,8 @@ class Kube:
             queue_name = (meta.get("labels") or {}).get(KUEUE_QUEUE)
             return Waiting("Queued", f"held by Kueue in queue {queue_name}" if queue_name else "the Job is suspended", queued=True)
         started = status.get("startTime")
-        if status.get("ready") or not started:
-            return None  # running, or the Job controller has not started it yet: nothing to diagnose
+        if all_ready(job) or not started:
+            return None  # running (every rank of a gang), or not started by the Job controller yet: nothing to diagnose
         if time.time() - datetime.fromisoformat(started.replace("Z", "+00:00")).timestamp() < STARTUP_GRACE_SECONDS:
             return None  # pods are being created and pulled: give them a moment before asking
         uid = meta.get("uid", meta["name"])
@@ -143,6 +143,8 @@ class Kube:
         listed = self.core.list_namespaced_pod(meta["namespace"], label_selector=f"batch.kubernetes.io/job-name={meta['name']}", _preload_content=False)
         pods = json.loads(listed.data)["items"]
         waiting = _pod_problem(pods) or self._creating_problem(meta["namespace"], pods)
+        if waiting is not None and is_gang(job) and waiting.pod:
+            waiting = _rank(waiting, job, pods)
         if waiting is None and not pods:
             waiting = self._failed_create(meta["namespace"], meta["name"])
         self._diagnoses[uid] = (time.monotonic(), waiting)
@@ -174,7 +176,7 @@ class Kube:
             problems = [e for e in json.loads(listed.data)["items"] if e.get("reason") in CREATING_PROBLEMS and e.get("type") == "Warning"]
             if problems:
                 latest = max(problems, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
-                return Waiting(latest["reason"], f"pod {name} is stuck in ContainerCreating: {latest.get('message', '')}", since=_created(pod))
+                return Waiting(latest["reason"], f"pod {name} is stuck in ContainerCreating: {latest.get('message', '')}", since=_created(pod), pod=name)
         return None
 
     def _failed_create(self, namespace: str, job: str) -> Waiting | None:
@@ -340,6 +342,17 @@ def _crash_loop(pods: list[dict[str, Any]]) -> Waiting | None:
     return None
 
 
+def _rank(waiting: Waiting, job: dict[str, Any], pods: list[dict[str, Any]]) -> Waiting:
+    """A gang's waiting pod named by its rank, with how many ranks are ready: the rest hold their
+    GPUs in torch's rendezvous meanwhile."""
+    pod = next(p for p in pods if p["metadata"]["name"] == waiting.pod)
+    rank = (pod["metadata"].get("labels") or {}).get("batch.kubernetes.io/job-completion-index", "?")
+    ranks = (job.get("spec") or {}).get("parallelism") or 1
+    ready = (job.get("status") or {}).get("ready") or 0
+    message = f"rank {rank} of {ranks} (pod {waiting.pod}) is not running, {ready} ranks ready and waiting for it: {waiting.message}"
+    return Waiting(waiting.reason, message, since=waiting.since, pod=waiting.pod)
+
+
 def _created(pod: dict[str, Any]) -> float | None:
     stamp = pod["metadata"].get("creationTimestamp")
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() if stamp else None
@@ -350,9 +363,9 @@ def _pod_problem(pods: list[dict[str, Any]]) -> Waiting | None:
         status = pod.get("status") or {}
         for condition in status.get("conditions") or []:
             if condition.get("type") == "PodScheduled" and condition.get("status") == "False" and condition.get("reason") == "Unschedulable":
-                return Waiting("Unschedulable", condition.get("message") or "no node fits the pod", since=_created(pod))
+                return Waiting("Unschedulable", condition.get("message") or "no node fits the pod", since=_created(pod), pod=pod["metadata"]["name"])
         for container in status.get("containerStatuses") or []:
             waiting = (container.get("state") or {}).get("waiting") or {}
             if waiting.get("reason") in STARTUP_PROBLEMS:
-                return Waiting(waiting["reason"], waiting.get("message") or waiting["reason"], since=_created(pod))
+                return Waiting(waiting["reason"], waiting.get("message") or waiting["reason"], since=_created(pod), pod=pod["metadata"]["name"])
     return None
