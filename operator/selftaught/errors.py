@@ -72,6 +72,7 @@ class Reason(StrEnum):
     MODEL_NOT_FOUND = "ModelNotFound", ReasonClass.PERMANENT, "a model that does not exist, is gated or private (set models.hfTokenSecret), or is not in an offline cache"
     NO_TRAINING_DATA = "NoTrainingData", ReasonClass.PERMANENT, "the judge kept no judgment to train on"
     DOES_NOT_FIT = "DoesNotFit", ReasonClass.PERMANENT, "the run asks more of the machine than it has (GPUs, GPU memory): said before any work"
+    CUDA_UNAVAILABLE = "CudaUnavailable", ReasonClass.PERMANENT, "a pod that asked for GPUs cannot use them (a driver older than the image's CUDA, a node without the nvidia runtime): said at the stage's start with the driver's and runtime's own words, never a run on CPU that holds the GPUs for days"
     NOTHING_TO_SERVE = "NothingToServe", ReasonClass.PERMANENT, "no checkpoint of the run can be served (or not the one serve.iteration asks for)"
     OUT_OF_SPACE = "OutOfSpace", ReasonClass.TRANSIENT, "a disk is full: the message names it (the store's folder, the temporary folder) and what is free there"
     STORAGE_UNAVAILABLE = "StorageUnavailable", ReasonClass.TRANSIENT, "the store did not answer or failed; the operator fails the run after SELFTAUGHT_STORAGE_GRACE_SECONDS"
@@ -142,6 +143,9 @@ class Failure:
 #: runner's scratch file): Kubernetes caps it at 4 KiB
 TERMINATION_MESSAGE_VARIABLE = "SELFTAUGHT_TERMINATION_MESSAGE_PATH"
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+#: set by the operator on a stage container: how many GPUs its pod requested; the stage checks at
+#: its start that CUDA can use them (`CudaUnavailable`; engines/devices.py). Unset or 0: no check
+GPUS_VARIABLE = "SELFTAUGHT_GPUS"
 MESSAGE_LIMIT = 3500
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -271,6 +275,13 @@ class StoreCorrupt(StorageUnavailable):
     retrying reads the same bytes, so the message names the object to fix or delete."""
 
     reason = Reason.STORE_CORRUPT
+
+
+class CudaUnavailable(SelftaughtError):
+    """The stage's pod was given GPUs that CUDA cannot use: a driver older than the image's CUDA,
+    a node without the nvidia container runtime. Retrying on the same node cannot help."""
+
+    reason = Reason.CUDA_UNAVAILABLE
 
 
 class OutOfSpace(SelftaughtError):

@@ -747,6 +747,9 @@ class Kubelet(ControlLoop):
         except ConfigError as e:
             self._block(attempt, 'CreateContainerConfigError', str(e), [('Warning', 'Failed', f'Error: {e}')])
             return
+        if gpus := int(attempt._requests.get('nvidia.com/gpu', 0)):  # the NVIDIA device plugin's Allocate answer
+            env['NVIDIA_VISIBLE_DEVICES'] = ','.join(f'GPU-{uuid.uuid5(uuid.NAMESPACE_DNS, f"{attempt.node}/{i}")}'
+                                                     for i in range(gpus))
         attempt.waiting = None
         attempt.started_at = timestamp()
         argv = [expand(str(arg), env) for arg in
