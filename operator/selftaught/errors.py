@@ -72,6 +72,7 @@ class Reason(StrEnum):
     MODEL_NOT_FOUND = "ModelNotFound", ReasonClass.PERMANENT, "a model that does not exist, is gated or private (set models.hfTokenSecret), or is not in an offline cache"
     NO_TRAINING_DATA = "NoTrainingData", ReasonClass.PERMANENT, "the judge kept no judgment to train on"
     DOES_NOT_FIT = "DoesNotFit", ReasonClass.PERMANENT, "the run asks more of the machine than it has (GPUs, GPU memory): said before any work"
+    CUDA_UNAVAILABLE = "CudaUnavailable", ReasonClass.PERMANENT, "a pod that asked for GPUs cannot use them (a driver older than the image's CUDA, a node without the nvidia runtime): said at the stage's start with the driver's and runtime's own words, never a run on CPU that holds the GPUs for days"
     NOTHING_TO_SERVE = "NothingToServe", ReasonClass.PERMANENT, "no checkpoint of the run can be served (or not the one serve.iteration asks for)"
     OUT_OF_SPACE = "OutOfSpace", ReasonClass.TRANSIENT, "a disk is full: the message names it (the store's folder, the temporary folder) and what is free there"
     STORAGE_UNAVAILABLE = "StorageUnavailable", ReasonClass.TRANSIENT, "the store did not answer or failed; the operator fails the run after SELFTAUGHT_STORAGE_GRACE_SECONDS"
@@ -87,7 +88,7 @@ class Reason(StrEnum):
     INTERRUPTED = "Interrupted", ReasonClass.TRANSIENT, "`selftaught run` was stopped (SIGTERM, SIGHUP): run the same command to resume"
     # -- seen by the operator in a Job or its pods --------------------------------------------------
     STAGE_CRASHED = "StageCrashed", ReasonClass.TRANSIENT, "the stage died without its own reason: its exit code, the container's reason and the end of its log"
-    OOM_KILLED = "OOMKilled", ReasonClass.TRANSIENT, "the container was killed for its memory limit (or exited 137)"
+    OOM_KILLED = "OOMKilled", ReasonClass.TRANSIENT, "the kubelet says the container was killed for its memory limit (its terminated reason OOMKilled); any other exit 137 is a SIGKILL, StageCrashed"
     JOB_FAILED = "JobFailed", ReasonClass.TRANSIENT, "the Job failed and neither its condition nor a pod said why"
     DEADLINE_EXCEEDED = "DeadlineExceeded", ReasonClass.TRANSIENT, "the Job ran longer than its activeDeadlineSeconds"
     DISRUPTED = "Disrupted", ReasonClass.TRANSIENT, "a pod was preempted, drained, evicted or lost with its node (DisruptionTarget), or the stage stopped itself on SIGTERM after saving its state: the attempt spends no retry and continues from the newest saved state"
@@ -95,6 +96,7 @@ class Reason(StrEnum):
     NO_MANIFEST = "NoManifest", ReasonClass.TRANSIENT, "the Job reported success but the stage left no manifest"
     JOB_DELETED = "JobDeleted", ReasonClass.TRANSIENT, "the attempt's Job vanished before it finished (its TTL, someone): a failed attempt"
     STAGE_START_TIMEOUT = "StageStartTimeout", ReasonClass.TRANSIENT, "the Job's pods did not start within startupTimeoutSeconds: it is deleted, the attempt fails with their reason"
+    JOB_REFUSED = "JobRefused", ReasonClass.TRANSIENT, "the API server forbids the stage's Job (403: an admission webhook such as Gatekeeper or Kyverno, a count/jobs quota): one event, then retried with growing back-off (retries.backoffSeconds doubled, at most 5 min) and no attempt spent, until the policy or quota lets it through"
     INVALID_JOB = "InvalidJob", ReasonClass.PERMANENT, "the API server refused the stage's Job as invalid (a typo in an override): the run fails once"
     # -- the operator's verdicts on the run ------------------------------------------------------
     INVALID_SPEC = "InvalidSpec", ReasonClass.OPERATOR, "a spec this operator cannot read: the message names each bad field"
@@ -141,13 +143,29 @@ class Failure:
 #: runner's scratch file): Kubernetes caps it at 4 KiB
 TERMINATION_MESSAGE_VARIABLE = "SELFTAUGHT_TERMINATION_MESSAGE_PATH"
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+#: set by the operator on a stage container: how many GPUs its pod requested; the stage checks at
+#: its start that CUDA can use them (`CudaUnavailable`; engines/devices.py). Unset or 0: no check
+GPUS_VARIABLE = "SELFTAUGHT_GPUS"
 MESSAGE_LIMIT = 3500
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
+#: how much of a clipped message's start is kept (what failed, its exit code); the rest is its end
+CLIP_HEAD = 160
+
+
+def clip(text: str, limit: int = 1000) -> str:
+    """`text` cut to `limit` characters around the middle: a failure says what failed first and
+    what went wrong last (a log's last line, a traceback's exception), so both ends are kept."""
+    if len(text) <= limit:
+        return text
+    head = min(CLIP_HEAD, limit // 4)
+    return f"{text[:head]} … {text[-(limit - head - 3):]}"
+
+
 def encode(failure: Failure) -> str:
     """The termination message of a failed stage (JSON: reason, message, permanent)."""
-    return json.dumps({"reason": str(failure.reason), "message": failure.message[:MESSAGE_LIMIT], "permanent": failure.permanent})
+    return json.dumps({"reason": str(failure.reason), "message": clip(failure.message, MESSAGE_LIMIT), "permanent": failure.permanent})
 
 
 def decode(text: str | None) -> Failure | None:
@@ -257,6 +275,13 @@ class StoreCorrupt(StorageUnavailable):
     retrying reads the same bytes, so the message names the object to fix or delete."""
 
     reason = Reason.STORE_CORRUPT
+
+
+class CudaUnavailable(SelftaughtError):
+    """The stage's pod was given GPUs that CUDA cannot use: a driver older than the image's CUDA,
+    a node without the nvidia container runtime. Retrying on the same node cannot help."""
+
+    reason = Reason.CUDA_UNAVAILABLE
 
 
 class OutOfSpace(SelftaughtError):

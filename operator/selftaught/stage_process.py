@@ -20,6 +20,7 @@ from pathlib import Path
 
 from selftaught.api.load import load_run
 from selftaught.api.spec import SelfTaughtRun
+from selftaught.engines.devices import check_cuda, requested_gpus
 from selftaught.errors import (
     EXIT_PERMANENT,
     EXIT_RETRYABLE,
@@ -150,6 +151,7 @@ def _main(name: str, iteration: int, shard: int | None, run_file: str | None, st
         stop.stage = ref.label
         if shard is None and os.environ.get("JOB_COMPLETION_INDEX"):
             shard = completion_index(os.environ["JOB_COMPLETION_INDEX"])
+        check_cuda(requested_gpus())  # GPUs given but unusable: say so now, not after days on CPU
         manifest = run_stage(run, ref, None if shard is None else [shard], stop)
     except Exception as error:  # the one place any failure becomes what the user is told
         failure = failure_of(error)

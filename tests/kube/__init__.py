@@ -1,4 +1,5 @@
 """A fake Kubernetes cluster for operator tests: an API server, a kubelet, and a Kopf runner."""
+from .admission import DenyingWebhook, ObjectCountQuota
 from .apiserver import DEFAULT_RESOURCES, KUBERNETES_VERSION, ClusterEmulator, ResourceSpec
 from .client import ApiError
 from .cluster import FakeCluster
@@ -11,6 +12,6 @@ from .objects import job_condition, job_finished, pod_condition
 
 __all__ = [
     'DEFAULT_RESOURCES', 'KUBERNETES_VERSION',
-    'ApiError', 'Attempt', 'ClusterEmulator', 'DeploymentController', 'FakeCluster', 'Kubelet', 'Kueue', 'ResourceSpec',
+    'ApiError', 'Attempt', 'ClusterEmulator', 'DenyingWebhook', 'DeploymentController', 'FakeCluster', 'Kubelet', 'Kueue', 'ObjectCountQuota', 'ResourceSpec',
     'ServerPod', 'job_condition', 'job_finished', 'operator_settings', 'pod_condition', 'run_operator',
 ]

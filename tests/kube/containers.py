@@ -83,6 +83,8 @@ class Attempt:
     _pulled_at: float = dataclasses.field(default=0.0, repr=False)
     _end_reason: str | None = dataclasses.field(default=None, repr=False)  # containerStatuses[].state.terminated
     _pod_reason: str | None = dataclasses.field(default=None, repr=False)  # status.reason, e.g. Evicted
+    _pod_message: str | None = dataclasses.field(default=None, repr=False)  # status.message (else the condition's)
+    _rejected: bool = dataclasses.field(default=False, repr=False)  # refused by the kubelet's admission: no container
     _delete_when_done: bool = dataclasses.field(default=False, repr=False)
 
     @property

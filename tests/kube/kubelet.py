@@ -44,6 +44,20 @@ if TYPE_CHECKING:
 __all__ = ['DEFAULT_QUOTA_MESSAGE', 'DISRUPTION_MESSAGES', 'Kubelet']
 
 DEFAULT_QUOTA_MESSAGE = ('exceeded quota: compute-resources, requested: pods=1, used: pods=10, limited: pods=10')
+#: why a pod stays ContainerCreating: the Event reason -> (the component that posts it, its message for pod {pod})
+CREATING_PROBLEMS = {
+    'FailedMount': ('kubelet', 'Unable to attach or mount volumes: unmounted volumes=[cache], unattached volumes=[cache]: '
+                               'timed out waiting for the condition'),
+    'FailedAttachVolume': ('attachdetach-controller', 'Multi-Attach error for volume "pvc-5c1e7d2a" Volume is already '
+                                                      'used by pod(s) other-run-train-0-x7k2p'),
+    'FailedCreatePodSandBox': ('kubelet', 'Failed to create pod sandbox: rpc error: code = Unknown desc = failed to '
+                                          'setup network for sandbox "5f0c1d": plugin type="multus" name="multus-cni-network" '
+                                          'failed (add): Multus: [{namespace}/{pod}]: error loading k8s delegates k8s args: '
+                                          'TryLoadPodDelegates: error in getting k8s network for pod: GetNetworkDelegates: '
+                                          'failed getting the delegate: getKubernetesDelegate: cannot find a '
+                                          'network-attachment-definition (ib-net) in namespace ({namespace}): '
+                                          'network-attachment-definitions.k8s.cni.cncf.io "ib-net" not found'),
+}
 
 
 def _format_indexes(indexes: Iterable[int]) -> str:
@@ -139,6 +153,8 @@ class _InjectedFailure:
     prefix: str
     exit_code: int
     message: str
+    reason: str | None = None  # the container's terminated reason (OOMKilled), else Error
+    rejected: tuple[str, str] | None = None  # the kubelet's admission refused the pod: (status.reason, message)
 
 
 def _finish_time(job: Mapping[str, Any]) -> float | None:
@@ -208,6 +224,7 @@ class Kubelet(ControlLoop):
         self._attempts: list[Attempt] = []
         self._injected: list[_InjectedFailure] = []
         self._refusals: dict[str, str] = {}  # Job name prefix -> why the API server refuses its pods
+        self._stuck: dict[str, tuple[str, str | None]] = {}  # Job name prefix -> (Event reason, message): ContainerCreating
         self._runs: dict[str, _JobRun] = {}
         self._terminating: list[Attempt] = []
         self._paused = False
@@ -217,6 +234,7 @@ class Kubelet(ControlLoop):
         self._scheduler_events = EventRecorder(cluster, 'default-scheduler')
         self._job_events = EventRecorder(cluster, 'job-controller')
         self._taint_events = EventRecorder(cluster, 'taint-eviction-controller')
+        self._attach_events = EventRecorder(cluster, 'attachdetach-controller')
 
     # ---- public controls --------------------------------------------------------------------------------------
 
@@ -232,15 +250,30 @@ class Kubelet(ControlLoop):
         with self._cond:
             return list(self._attempts)
 
-    def fail_next(self, job_name_prefix: str, exit_code: int = 1, message: str = '') -> None:
+    def fail_next(self, job_name_prefix: str, exit_code: int = 1, message: str = '', reason: str | None = None) -> None:
         """Make the next attempt of a Job whose name starts with the prefix fail without running its command.
 
-        ``message`` becomes the termination message. Each call injects one failure; they queue up.
+        ``message`` becomes the termination message; ``reason`` the container's terminated reason (the kubelet
+        writes ``OOMKilled`` only when the runtime says the cgroup's OOM killer did it: any other SIGKILL, exit
+        137, is ``Error``). Each call injects one failure; they queue up.
         """
         if exit_code == 0:
             raise ValueError('an injected failure needs a non-zero exit code')
         with self._cond:
-            self._injected.append(_InjectedFailure(job_name_prefix, exit_code, message))
+            self._injected.append(_InjectedFailure(job_name_prefix, exit_code, message, reason))
+
+    def reject_next(self, job_name_prefix: str, reason: str = 'OutOfnvidia.com/gpu', message: str | None = None) -> None:
+        """Make the kubelet's admission refuse the next pod of a matching Job once it is bound (a device plugin
+        that has not registered its GPUs: ``OutOfnvidia.com/gpu``; node labels changed since scheduling:
+        ``NodeAffinity``). As the kubelet's ``rejectPod``: phase ``Failed``, ``status.reason`` = ``reason``,
+        ``status.message`` ``Pod was rejected: <message>``, no container statuses, a Warning Event ``reason``.
+        """
+        if message is None:
+            resource = reason.removeprefix('OutOf')
+            message = (f"Node didn't have enough resource: {resource}, requested: 1, used: 0, capacity: 0"
+                       if reason.startswith('OutOf') else "Predicate NodeAffinity failed: node(s) didn't match Pod's node affinity/selector")
+        with self._cond:
+            self._injected.append(_InjectedFailure(job_name_prefix, 1, '', None, (reason, f'Pod was rejected: {message}')))
 
     def refuse_pods(self, job_name_prefix: str, message: str = DEFAULT_QUOTA_MESSAGE) -> None:
         """Make the API server refuse the pods of Jobs whose name starts with the prefix (403 Forbidden, as an
@@ -259,6 +292,26 @@ class Kubelet(ControlLoop):
                 self._refusals.clear()
             else:
                 self._refusals.pop(job_name_prefix, None)
+
+    def hold_creating(self, job_name_prefix: str, reason: str = 'FailedMount', message: str | None = None) -> None:
+        """Keep the scheduled pods of matching Jobs in ``ContainerCreating`` (until :meth:`release_creating`), as a
+        volume that never mounts (``FailedMount``: a ReadWriteOnce PVC, a CSI driver), never attaches
+        (``FailedAttachVolume``: Multi-Attach, from the attach/detach controller) or a sandbox whose network cannot
+        be set up (``FailedCreatePodSandBox``: a missing Multus NetworkAttachmentDefinition) does: phase
+        ``Pending``, the container ``waiting`` with reason ``ContainerCreating`` and no message, and the Warning
+        Event ``reason`` on the pod again after each ``retry_interval`` (count bumped)."""
+        if reason not in CREATING_PROBLEMS:
+            raise ValueError(f'a pod stuck creating shows one of {sorted(CREATING_PROBLEMS)}, not {reason!r}')
+        with self._cond:
+            self._stuck[job_name_prefix] = (reason, message)
+
+    def release_creating(self, job_name_prefix: str | None = None) -> None:
+        """The volume mounts, the network appears: held pods start at the next sync."""
+        with self._cond:
+            if job_name_prefix is None:
+                self._stuck.clear()
+            else:
+                self._stuck.pop(job_name_prefix, None)
 
     def evict(self, job_name: str, index: int | None = None, *, reason: str = 'EvictionByEvictionAPI',
               message: str | None = None, namespace: str | None = None,
@@ -670,6 +723,11 @@ class Kubelet(ControlLoop):
             attempt.injected, attempt.waiting, attempt.started_at = True, None, timestamp()
             attempt.node = pod_spec['nodeName']
             attempt._injected_code = injected.exit_code
+            attempt._end_reason = injected.reason
+            if injected.rejected is not None:
+                attempt._rejected = True
+                attempt._pod_reason, attempt._pod_message = injected.rejected
+                self._kubelet_events.record(pod, 'Warning', injected.rejected[0], injected.rejected[1], host=attempt.node)
         return attempt
 
     def _advance(self, job: Body, attempt: Attempt) -> None:
@@ -677,6 +735,8 @@ class Kubelet(ControlLoop):
         node, pull its image, build its container's config (env), start its process. Each step may block it."""
         container = first_container(attempt._pod_body)
         if attempt.node is None and not self._schedule(attempt):
+            return
+        if not self._create_sandbox(attempt, container):
             return
         if not self._pull_image(attempt, container):
             return
@@ -687,6 +747,9 @@ class Kubelet(ControlLoop):
         except ConfigError as e:
             self._block(attempt, 'CreateContainerConfigError', str(e), [('Warning', 'Failed', f'Error: {e}')])
             return
+        if gpus := int(attempt._requests.get('nvidia.com/gpu', 0)):  # the NVIDIA device plugin's Allocate answer
+            env['NVIDIA_VISIBLE_DEVICES'] = ','.join(f'GPU-{uuid.uuid5(uuid.NAMESPACE_DNS, f"{attempt.node}/{i}")}'
+                                                     for i in range(gpus))
         attempt.waiting = None
         attempt.started_at = timestamp()
         argv = [expand(str(arg), env) for arg in
@@ -731,6 +794,21 @@ class Kubelet(ControlLoop):
         for type_, event_reason, event_message in events:
             recorder.record(attempt._pod_body, type_, event_reason, event_message, field_path=field_path,
                             host=attempt.node)
+
+    def _create_sandbox(self, attempt: Attempt, container: Body) -> bool:
+        """The pod's sandbox and volumes: held in ``ContainerCreating`` while :meth:`hold_creating` says so."""
+        with self._cond:
+            stuck = next((why for prefix, why in self._stuck.items() if attempt.job.startswith(prefix)), None)
+        if stuck is None:
+            return True
+        reason, message = stuck
+        component, default = CREATING_PROBLEMS[reason]
+        message = message or default.format(namespace=attempt.namespace, pod=attempt.pod)
+        recorder = self._attach_events if component == 'attachdetach-controller' else self._kubelet_events
+        self._block(attempt, 'ContainerCreating', message, [('Warning', reason, message)], component=recorder, status={
+            'phase': 'Pending', 'containerStatuses': [self._container_status(
+                container, attempt, {'waiting': {'reason': 'ContainerCreating'}})]})
+        return False
 
     def _schedule(self, attempt: Attempt) -> bool:
         """The scheduler: bind the pod to the first node that fits, or leave it Pending (PodScheduled=False,
@@ -800,7 +878,7 @@ class Kubelet(ControlLoop):
     def _pod_view(self, attempt: Attempt) -> Body:
         """The failed pod as the Job controller sees it (for podFailurePolicy)."""
         container = first_container(attempt._pod_body)
-        state = {'terminated': {'exitCode': attempt.exit_code}} if attempt.exit_code is not None else {}
+        state = {'terminated': {'exitCode': attempt.exit_code}} if attempt.exit_code is not None and not attempt._rejected else {}
         return {'metadata': {'namespace': attempt.namespace, 'name': attempt.pod},
                 'status': {'conditions': attempt._conditions,
                            'containerStatuses': [{'name': container.get('name', 'main'), 'state': state}]}}
@@ -819,9 +897,11 @@ class Kubelet(ControlLoop):
             terminated['message'] = attempt.message
         status: Body = {'phase': 'Succeeded' if code == 0 else 'Failed',
                         'containerStatuses': [self._container_status(container, attempt, {'terminated': terminated})]}
-        if attempt._pod_reason:  # a kubelet eviction: the pod says why it failed
-            status.update(reason=attempt._pod_reason, message=next(
-                c.get('message', '') for c in attempt._conditions if c['type'] == 'DisruptionTarget'))
+        if attempt._rejected:  # the kubelet's admission: no container was ever created
+            status = {'phase': 'Failed'}
+        if attempt._pod_reason:  # a kubelet eviction or admission rejection: the pod says why it failed
+            status.update(reason=attempt._pod_reason, message=attempt._pod_message or next(
+                (c.get('message', '') for c in attempt._conditions if c['type'] == 'DisruptionTarget'), ''))
         if attempt.node_lost:  # no kubelet: PodGC marks it Failed, its containers stay as last reported
             status = {'phase': 'Failed'}
         self._pod_status(attempt, status)

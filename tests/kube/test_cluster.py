@@ -19,7 +19,18 @@ import kubernetes.watch
 import pytest
 import urllib3
 
-from . import DEFAULT_RESOURCES, ApiError, FakeCluster, Kubelet, ResourceSpec, job_condition, pod_condition, run_operator
+from . import (
+    DEFAULT_RESOURCES,
+    ApiError,
+    DenyingWebhook,
+    FakeCluster,
+    Kubelet,
+    ObjectCountQuota,
+    ResourceSpec,
+    job_condition,
+    pod_condition,
+    run_operator,
+)
 
 RUNS = 'example.com/v1alpha1/runs'  # a custom resource, served without a schema
 JOBS = 'batch/v1/jobs'
@@ -490,6 +501,63 @@ def test_injected_failures_pause_and_idle(cluster: FakeCluster, kubelet: Kubelet
     assert pod is not None
     terminated = pod['status']['containerStatuses'][0]['state']['terminated']
     assert terminated == {**terminated, 'exitCode': 42, 'message': 'node lost'}
+
+
+def test_a_memory_limit_kill_says_oomkilled_and_any_other_sigkill_error(cluster: FakeCluster, kubelet: Kubelet) -> None:
+    kubelet.fail_next('oom', exit_code=137, reason='OOMKilled')
+    kubelet.fail_next('killed', exit_code=137)
+    cluster.create(JOBS, job('oom', 'pass'))
+    cluster.create(JOBS, job('killed', 'pass'))
+    for name, reason in (('oom', 'OOMKilled'), ('killed', 'Error')):
+        cluster.wait_for_job('default', name, timeout=20)
+        pod, = cluster.list(PODS, label_selector=f'job-name={name}')
+        assert pod['status']['containerStatuses'][0]['state']['terminated'] == {
+            **pod['status']['containerStatuses'][0]['state']['terminated'], 'exitCode': 137, 'reason': reason}
+
+
+def test_a_pod_the_kubelets_admission_rejects_fails_with_its_reason_and_no_container(cluster: FakeCluster, kubelet: Kubelet) -> None:
+    kubelet.reject_next('gpu', reason='OutOfnvidia.com/gpu')
+    cluster.create(JOBS, job('gpu', 'pass'))
+    done = cluster.wait_for_job('default', 'gpu', timeout=20)
+    pod, = cluster.list(PODS, label_selector='job-name=gpu')
+    assert job_condition(done, 'Failed')['reason'] == 'BackoffLimitExceeded'
+    assert pod['status']['phase'] == 'Failed' and pod['status']['reason'] == 'OutOfnvidia.com/gpu'
+    assert pod['status']['message'].startswith("Pod was rejected: Node didn't have enough resource: nvidia.com/gpu")
+    assert 'containerStatuses' not in pod['status'] and kubelet.attempts[0].pid is None
+    events = [e for e in cluster.list('v1/events') if e['involvedObject']['name'] == pod['metadata']['name']]
+    assert [(e['type'], e['reason'], e['source']['component']) for e in events] == [('Warning', 'OutOfnvidia.com/gpu', 'kubelet')]
+
+
+def test_a_denying_webhook_and_a_used_up_quota_refuse_creates_with_403(cluster: FakeCluster) -> None:
+    with DenyingWebhook(cluster) as webhook, ObjectCountQuota(cluster, 'default', hard=1, used=0) as quota:
+        with pytest.raises(ApiError) as denied:
+            cluster.create(JOBS, job('policy', 'pass'))
+        assert denied.value.status == 403 and denied.value.reason == 'Forbidden'
+        assert 'admission webhook "validation.gatekeeper.sh" denied the request: [require-team-label]' in str(denied.value)
+        webhook.denying = False
+        cluster.create(JOBS, job('first', 'pass'))  # takes the quota's one Job
+        with pytest.raises(ApiError) as exceeded:
+            cluster.create(JOBS, job('second', 'pass'))
+        assert exceeded.value.status == 403
+        assert ('jobs.batch "second" is forbidden: exceeded quota: object-counts, requested: count/jobs.batch=1, '
+                'used: count/jobs.batch=1, limited: count/jobs.batch=1') in str(exceeded.value)
+        quota.hard = 2
+        cluster.create(JOBS, job('second', 'pass'))
+    assert webhook.denied == ['policy'] and quota.denied == ['second']
+
+
+def test_a_pod_held_creating_waits_with_its_components_events_and_starts_once_released(cluster: FakeCluster, kubelet: Kubelet) -> None:
+    kubelet.hold_creating('mount', reason='FailedAttachVolume')
+    cluster.create(JOBS, job('mount', 'pass'))
+    pod = cluster.wait_for(lambda: next(iter(cluster.list(PODS, label_selector='job-name=mount')), None), timeout=10)
+    events = cluster.wait_for(lambda: [e for e in cluster.list('v1/events') if e['reason'] == 'FailedAttachVolume'], timeout=10)
+    pod = cluster.get(PODS, 'default', pod['metadata']['name'])
+    assert pod['status']['phase'] == 'Pending' and pod['spec']['nodeName']
+    assert pod['status']['containerStatuses'][0]['state'] == {'waiting': {'reason': 'ContainerCreating'}}
+    assert events[0]['source']['component'] == 'attachdetach-controller' and 'Multi-Attach error' in events[0]['message']
+    assert events[0]['involvedObject']['name'] == pod['metadata']['name'] and kubelet.attempts[0].pid is None
+    kubelet.release_creating()
+    assert job_condition(cluster.wait_for_job('default', 'mount', timeout=20), 'Complete')
 
 
 def test_env_comes_from_values_secrets_fields_and_the_test(cluster: FakeCluster, tmp_path: Path) -> None:

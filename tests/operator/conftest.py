@@ -60,7 +60,8 @@ def kubelet(cluster, tmp_path):
         log_dir=tmp_path / "pod-logs",
         # PYTHONPATH: the pods run this checkout's code, as the test process does (also from a git
         # worktree whose virtual environment's editable install is another checkout's)
-        extra_env={"DS_ACCELERATOR": "cpu", "HF_HUB_OFFLINE": "1", "AWS_DEFAULT_REGION": "us-east-1", "PYTHONPATH": str(REPO / "operator")},
+        # SELFTAUGHT_GPUS 0: this machine has no GPUs, its GPU stages run on CPU (no CUDA check)
+        extra_env={"DS_ACCELERATOR": "cpu", "HF_HUB_OFFLINE": "1", "AWS_DEFAULT_REGION": "us-east-1", "PYTHONPATH": str(REPO / "operator"), "SELFTAUGHT_GPUS": "0"},
         rewrite_env=local_paths,
         termination_message_env=TERMINATION_MESSAGE_VARIABLE,
     )

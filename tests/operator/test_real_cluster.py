@@ -239,7 +239,7 @@ def test_a_failed_job_deleted_by_its_ttl_still_counts_so_retries_stay_bounded(cl
 
 
 def test_a_stage_killed_without_a_word_shows_its_exit_code_and_reason(cluster, fake_stages, make_run, tmp_path):
-    fake_stages.fail_next("oom-categorize", exit_code=137, message="")
+    fake_stages.fail_next("oom-categorize", exit_code=137, message="", reason="OOMKilled")  # the kubelet's word for the memory limit
     with run_operator(cluster, HANDLERS, namespace=NAMESPACE):
         cluster.create(RUNS, run_object(quick(make_run, tmp_path, retries={"perStage": 0}), "oom"), NAMESPACE)
         status = finished(cluster, "oom")

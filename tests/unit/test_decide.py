@@ -124,6 +124,10 @@ def test_a_stage_that_died_without_its_own_message_shows_its_exit_code_and_the_e
     assert crashed.message.endswith("CUDA out of memory") and len(crashed.message) < 1700
     killed = parse_termination_message(None, 137, "OOMKilled")
     assert killed == Failure("OOMKilled", "exit code 137 (OOMKilled)")
+    sigkill = parse_termination_message(None, 137, "Error")  # a liveness probe, a preStop: not the memory limit
+    assert sigkill.reason == "StageCrashed" and "SIGKILL" in sigkill.message
+    rejected = parse_termination_message(None, None, None, "NodeAffinity", "Pod was rejected: Predicate NodeAffinity failed")
+    assert rejected == Failure("NodeAffinity", "pod status NodeAffinity: Pod was rejected: Predicate NodeAffinity failed")
     assert parse_termination_message(None) is None  # nothing said: the Job's own condition tells
 
 

@@ -125,3 +125,31 @@ def test_the_timer_thread_runs_due_keys_on_its_own():
         assert done.wait(5)
     finally:
         queue.stop()
+
+
+def test_a_pass_that_fails_is_tried_again_fresh_later_and_later_until_one_succeeds():
+    """An API error in a timed pass (a 500, a 403) must not drop the key from every revisit: a run
+    in back-off or with pending pods may get no event to wake it."""
+    clock, passes = Clock(), []
+
+    def work(key, fresh):
+        passes.append(fresh)
+        if len(passes) <= 3:
+            raise RuntimeError("500 Internal Server Error")
+        return None
+
+    queue = WorkQueue(work, clock=clock)
+    queue.later("run", 5.0)
+    clock.now += 5
+    assert queue.run_due() == ["run"] and passes == [False]  # failed (logged), not gone:
+    waits = []
+    while len(passes) < 4:
+        waited = 0
+        while not queue.run_due():
+            clock.now += 0.5
+            waited += 0.5
+            assert waited < 1000, "the key that failed is never visited again"
+        waits.append(waited)
+    assert passes == [False, True, True, True] and waits == [1.0, 2.0, 4.0]  # fresh reads, doubling waits
+    clock.now += 10_000
+    assert queue.run_due() == []  # it succeeded: no more revisits it did not ask for

@@ -5,7 +5,9 @@ Retries are the operator's: every Job has no retries of its own, and a failed st
 when a Job is *created* (in the run's status), so a Job that vanishes — deleted by its TTL, by
 someone, or while the operator was down — still counts, and retries are always bounded. A Job
 whose pods cannot start (an image that does not pull, a Secret that does not exist, no node that
-fits) is given `startupTimeoutSeconds`, then its attempt fails with the reason its pods gave. A
+fits) is given `startupTimeoutSeconds`, then its attempt fails with the reason its pods gave; the
+clock starts when the Job started or when the waiting pod was created, whichever is later, so the
+replacement of a pod lost to a spot reclaim gets the whole timeout (not a retry spent at once). A
 permanent failure (bad input, missing model, an invalid Job) fails the run at once — until the
 run's spec is edited, which may have fixed it. Disruptions (`disruptions.py`) spend no retry, but
 a stage disrupted more than `retries.disruptionsPerStage` times fails the run and its Job is
@@ -44,6 +46,22 @@ class Waiting:
     reason: str  # ImagePullBackOff, CreateContainerConfigError, Unschedulable, FailedCreate, Queued...
     message: str
     queued: bool = False  # held by Kueue: waiting for quota is not a startup failure
+    #: since when the waiting pod has waited (its creation): a replacement after a disruption
+    #: starts its own clock, as Kueue's recovery timeout runs from the last PodsReady=False
+    since: float | None = None
+    pod: str | None = None  # the pod that waits
+
+
+def is_gang(job: dict[str, Any]) -> bool:
+    """A multi-node training Job: its ranks rendezvous through a headless Service (the pods'
+    subdomain), so it is running only once every rank is."""
+    return bool((((job.get("spec") or {}).get("template") or {}).get("spec") or {}).get("subdomain"))
+
+
+def all_ready(job: dict[str, Any]) -> bool:
+    """A pod of it is ready — for a gang, every rank."""
+    ready = (job.get("status") or {}).get("ready") or 0
+    return bool(ready) and (not is_gang(job) or ready >= ((job.get("spec") or {}).get("parallelism") or 1))
 
 
 @dataclass(frozen=True)
@@ -59,7 +77,7 @@ class JobView:
     uid: str = ""
     started_at: float | None = None  # when its pods could start (Job startTime; not while queued)
     waiting: Waiting | None = None
-    ready: bool = False  # a pod of it is running
+    ready: bool = False  # a pod of it is running (of a multi-node training, every rank)
     suspended: bool = False  # held (or evicted) by Kueue
 
 
@@ -96,25 +114,43 @@ def job_view(job: dict[str, Any], told: Failure | None = None, waiting: Waiting 
         uid=job["metadata"].get("uid", ""),
         started_at=None if suspended else _time(status.get("startTime")),
         waiting=waiting,
-        ready=bool(status.get("ready")),
+        ready=all_ready(job),
         suspended=suspended,
     )
 
 
-def parse_termination_message(text: str | None, exit_code: int | None = None, container_reason: str | None = None) -> Failure | None:
+#: what a SIGKILL (exit 137) that the kubelet did not call OOMKilled may have been
+SIGKILL_CAUSES = "a liveness probe, a preStop hook or a grace period that ran out, an eviction, or a process of the pod's own"
+
+
+def parse_termination_message(
+    text: str | None,
+    exit_code: int | None = None,
+    container_reason: str | None = None,
+    pod_reason: str | None = None,
+    pod_message: str | None = None,
+) -> Failure | None:
     """A failed pod's termination message: what the stage wrote (`errors.decode`), or else, for a
     crash's log tail (FallbackToLogsOnError) or nothing at all, a failure whose message keeps the
     *end* of the text, where the error is, and names the exit code and the container's
-    termination reason (`OOMKilled`, exit 137...). None: no pod said anything."""
+    termination reason. Exit 137 is `OOMKilled` only when the kubelet says so (the container's
+    reason): any other SIGKILL is named as one. A pod that failed with a reason of its own and no
+    container's word (`Evicted` for node pressure, the kubelet's admission: `OutOfnvidia.com/gpu`,
+    `NodeAffinity`) passes that reason and message through. None: no pod said anything."""
     told = decode(text)
     if told is not None:
         return told
+    said = f"pod status {pod_reason}: {pod_message}".rstrip(": ") if pod_reason else ""
     if not text and exit_code is None:
-        return None  # the Job's own condition tells (DeadlineExceeded, ...)
+        return Failure(pod_reason, said) if pod_reason else None  # else the Job's own condition tells (DeadlineExceeded, ...)
     how = f"exit code {exit_code}" if exit_code is not None else "the stage died"
     if container_reason and container_reason not in ("Error", "Completed"):
         how += f" ({container_reason})"
-    reason = Reason.OOM_KILLED if container_reason == "OOMKilled" or exit_code == 137 else Reason.STAGE_CRASHED
+    elif exit_code == 137:
+        how += f" (SIGKILL, not the memory limit: {SIGKILL_CAUSES})"
+    if said:
+        how += f"; {said}"
+    reason = Reason.OOM_KILLED if container_reason == "OOMKilled" else Reason.STAGE_CRASHED
     tail = (text or "").strip()
     if len(tail) > LOG_TAIL:
         tail = "…" + tail[-LOG_TAIL:]
@@ -212,15 +248,15 @@ def decide(
             if latest.state == "active":
                 timeout = startup_timeout(ref)
                 waiting = latest.waiting
-                if waiting and not waiting.queued and timeout and latest.started_at and now - latest.started_at >= timeout:
+                since = max(latest.started_at or 0.0, (waiting.since if waiting else None) or 0.0) or None
+                if waiting and not waiting.queued and timeout and since and now - since >= timeout:
                     decision.expire.append((ref, latest))
                     failure = Failure(waiting.reason, f"pods did not start within {int(timeout)}s: {waiting.message}")
                     last = FailedAttempt(latest.attempt, failure, now, generation)
                 else:
                     decision.running.append((ref, latest))
                     if waiting and not waiting.queued:  # come back when the timeout is due
-                        since = latest.started_at or now
-                        due = (since + timeout - now) if timeout else 60.0
+                        due = ((since or now) + timeout - now) if timeout else 60.0
                         decision.requeue = min(decision.requeue or due, max(due, 1.0), 30.0)
                     elif not waiting and not latest.ready:  # pods are not watched: look again soon
                         decision.requeue = min(decision.requeue or UNWATCHED_PODS_SECONDS, UNWATCHED_PODS_SECONDS)

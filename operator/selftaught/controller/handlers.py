@@ -28,6 +28,14 @@ SERVERS = {"app.kubernetes.io/managed-by": MANAGED_BY, "app.kubernetes.io/compon
 STAGE_PODS = {"app.kubernetes.io/managed-by": MANAGED_BY, LABEL_RUN: kopf.PRESENT, LABEL_STAGE: kopf.PRESENT}
 
 
+def _slim_spec(spec: Any) -> dict[str, Any]:
+    """Suspended (Kueue), and for a multi-node training (its pods' subdomain) how many ranks it runs."""
+    slim: dict[str, Any] = {"suspend": bool(spec.get("suspend"))}
+    if subdomain := ((spec.get("template") or {}).get("spec") or {}).get("subdomain"):
+        slim.update(parallelism=spec.get("parallelism"), template={"spec": {"subdomain": subdomain}})
+    return slim
+
+
 def _slim(body: kopf.Body) -> dict[str, Any]:
     """The part of a Job the operator reads: the index holds every stage Job of the cluster, so
     it keeps no pod template, no env, no full body."""
@@ -40,7 +48,7 @@ def _slim(body: kopf.Body) -> dict[str, Any]:
             "labels": dict(meta.labels),
             "ownerReferences": [{"uid": ref.get("uid")} for ref in body.get("metadata", {}).get("ownerReferences") or []],
         },
-        "spec": {"suspend": bool((body.spec or {}).get("suspend"))},
+        "spec": _slim_spec(body.spec or {}),
         "status": {
             "conditions": list(status.get("conditions") or []),
             **{key: status[key] for key in ("startTime", "active", "ready", "failed", "succeeded") if key in status},

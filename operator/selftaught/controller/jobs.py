@@ -17,7 +17,7 @@ from typing import Any
 
 from selftaught.api.spec import API_GROUP, API_VERSION, KIND, PodOverrides, SelfTaughtRun
 from selftaught.controller.config import OperatorConfig
-from selftaught.errors import EXIT_PERMANENT, TERMINATION_MESSAGE_PATH, TERMINATION_MESSAGE_VARIABLE, Failure, Reason, shell_write
+from selftaught.errors import EXIT_PERMANENT, GPUS_VARIABLE, TERMINATION_MESSAGE_PATH, TERMINATION_MESSAGE_VARIABLE, Failure, Reason, shell_write
 from selftaught.pipeline.launch import MASTER_PORT, RUN_VARIABLE, stage_command, stage_document
 from selftaught.pipeline.table import StageRef
 
@@ -87,6 +87,11 @@ def owned_by(child: dict[str, Any], uid: str | None) -> bool:
 
 def _gpus(run: SelfTaughtRun, ref: StageRef) -> int:
     return {"generation": run.spec.generation.tensor_parallel, "training": run.spec.train.gpus_per_node, "data": 0}[ref.kind]
+
+
+def _gpus_env(gpus: int) -> list[dict[str, Any]]:
+    """A GPU stage checks at its start that CUDA can use what its pod asked for."""
+    return [{"name": GPUS_VARIABLE, "value": str(gpus)}] if gpus else []
 
 
 def lost_gpus(run: SelfTaughtRun, ref: StageRef) -> int:
@@ -309,7 +314,7 @@ def build_job(run: SelfTaughtRun, ref: StageRef, attempt: int, config: OperatorC
         "name": "stage",
         "image": image,
         "command": command,
-        "env": pod_env(run, {"name": RUN_VARIABLE, "value": stage_document(run)}, overrides) + extra_env,
+        "env": pod_env(run, {"name": RUN_VARIABLE, "value": stage_document(run)}, overrides) + extra_env + _gpus_env(_gpus(run, ref)),
         **({"ports": [{"containerPort": MASTER_PORT, "name": "rendezvous"}]} if multi_node else {}),
     }
     pod_spec = build_pod_spec(overrides, config, container, gpus=_gpus(run, ref), shm=kind != "data", restart_policy="Never", subdomain=service)

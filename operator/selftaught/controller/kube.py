@@ -20,14 +20,18 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from selftaught.api.spec import API_GROUP, API_VERSION, KIND, PLURAL
-from selftaught.controller.decide import Waiting, parse_termination_message
+from selftaught.controller.decide import Waiting, all_ready, is_gang, parse_termination_message
 from selftaught.controller.jobs import KUEUE_QUEUE, LABEL_RUN
-from selftaught.errors import Failure, Reason
+from selftaught.errors import Failure, Reason, clip
 
 #: container waiting reasons that mean "this pod will not start by itself"
 STARTUP_PROBLEMS = frozenset(
     {"CreateContainerConfigError", "CreateContainerError", "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "RunContainerError"}
 )
+#: Events that say why a scheduled pod stays ContainerCreating (an image pull shows ContainerCreating
+#: too, with Pulling events: that is not a problem): a volume that does not mount or attach, a
+#: sandbox whose network cannot be set up (a missing Multus network)
+CREATING_PROBLEMS = ("FailedMount", "FailedAttachVolume", "FailedMapVolume", "FailedCreatePodSandBox")
 #: how long a diagnosis of a Job's pods is reused: pods are not watched, so this bounds API calls
 DIAGNOSIS_SECONDS = 20.0
 HEALTHY_SECONDS = 3.0  # "nothing wrong yet" is looked at again sooner
@@ -128,8 +132,8 @@ class Kube:
             queue_name = (meta.get("labels") or {}).get(KUEUE_QUEUE)
             return Waiting("Queued", f"held by Kueue in queue {queue_name}" if queue_name else "the Job is suspended", queued=True)
         started = status.get("startTime")
-        if status.get("ready") or not started:
-            return None  # running, or the Job controller has not started it yet: nothing to diagnose
+        if all_ready(job) or not started:
+            return None  # running (every rank of a gang), or not started by the Job controller yet: nothing to diagnose
         if time.time() - datetime.fromisoformat(started.replace("Z", "+00:00")).timestamp() < STARTUP_GRACE_SECONDS:
             return None  # pods are being created and pulled: give them a moment before asking
         uid = meta.get("uid", meta["name"])
@@ -138,7 +142,9 @@ class Kube:
             return cached[1]
         listed = self.core.list_namespaced_pod(meta["namespace"], label_selector=f"batch.kubernetes.io/job-name={meta['name']}", _preload_content=False)
         pods = json.loads(listed.data)["items"]
-        waiting = _pod_problem(pods)
+        waiting = _pod_problem(pods) or self._creating_problem(meta["namespace"], pods)
+        if waiting is not None and is_gang(job) and waiting.pod:
+            waiting = _rank(waiting, job, pods)
         if waiting is None and not pods:
             waiting = self._failed_create(meta["namespace"], meta["name"])
         self._diagnoses[uid] = (time.monotonic(), waiting)
@@ -154,6 +160,24 @@ class Kube:
         listed = self.core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False)
         pods = json.loads(listed.data)["items"]
         return _pod_problem(pods) or _crash_loop(pods)
+
+    def _creating_problem(self, namespace: str, pods: list[dict[str, Any]]) -> Waiting | None:
+        """A scheduled pod that stays ContainerCreating says why only in Events on the pod (the
+        kubelet's FailedMount or FailedCreatePodSandBox, the attach/detach controller's
+        FailedAttachVolume): the newest of them, named with its pod."""
+        for pod in pods:
+            statuses = (pod.get("status") or {}).get("containerStatuses") or []
+            if not any(((c.get("state") or {}).get("waiting") or {}).get("reason") == "ContainerCreating" for c in statuses):
+                continue
+            name = pod["metadata"]["name"]
+            listed = self.core.list_namespaced_event(
+                namespace, field_selector=f"involvedObject.kind=Pod,involvedObject.name={name}", _preload_content=False
+            )
+            problems = [e for e in json.loads(listed.data)["items"] if e.get("reason") in CREATING_PROBLEMS and e.get("type") == "Warning"]
+            if problems:
+                latest = max(problems, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+                return Waiting(latest["reason"], f"pod {name} is stuck in ContainerCreating: {latest.get('message', '')}", since=_created(pod), pod=name)
+        return None
 
     def _failed_create(self, namespace: str, job: str) -> Waiting | None:
         """The Job controller could not create pods (quota, Pod Security, a missing service
@@ -260,7 +284,7 @@ class Kube:
                 "uid": meta.get("uid"),
             },
             "reason": reason,
-            "message": message[:1024],
+            "message": clip(message, 1024),
             "type": kind,
             "source": {"component": "selftaught-operator"},
             "firstTimestamp": now,
@@ -278,14 +302,19 @@ class Kube:
                 log.warning("could not post event %s in %s: %s", body["reason"], namespace, error)
 
 
-def _termination(pods: list[dict[str, Any]]) -> tuple[str | None, int | None, str | None]:
-    """(termination message, exit code, container reason) of the newest pod that failed."""
+def _termination(pods: list[dict[str, Any]]) -> tuple[str | None, int | None, str | None, str | None, str | None]:
+    """(termination message, exit code, container reason, pod reason, pod message) of the newest
+    pod that failed: a container's exit, or a pod the kubelet failed without one (its admission
+    refused it, a node-pressure eviction: `status.reason` and `status.message`)."""
     for pod in pods:
-        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+        status = pod.get("status") or {}
+        for container in status.get("containerStatuses") or []:
             terminated = (container.get("state") or {}).get("terminated")
             if terminated and terminated.get("exitCode"):
-                return terminated.get("message"), terminated["exitCode"], terminated.get("reason")
-    return None, None, None
+                return terminated.get("message"), terminated["exitCode"], terminated.get("reason"), status.get("reason"), status.get("message")
+        if status.get("phase") == "Failed" and status.get("reason"):
+            return None, None, None, status["reason"], status.get("message")
+    return None, None, None, None, None
 
 
 def _disruption(pods: list[dict[str, Any]]) -> Failure | None:
@@ -313,14 +342,30 @@ def _crash_loop(pods: list[dict[str, Any]]) -> Waiting | None:
     return None
 
 
+def _rank(waiting: Waiting, job: dict[str, Any], pods: list[dict[str, Any]]) -> Waiting:
+    """A gang's waiting pod named by its rank, with how many ranks are ready: the rest hold their
+    GPUs in torch's rendezvous meanwhile."""
+    pod = next(p for p in pods if p["metadata"]["name"] == waiting.pod)
+    rank = (pod["metadata"].get("labels") or {}).get("batch.kubernetes.io/job-completion-index", "?")
+    ranks = (job.get("spec") or {}).get("parallelism") or 1
+    ready = (job.get("status") or {}).get("ready") or 0
+    message = f"rank {rank} of {ranks} (pod {waiting.pod}) is not running, {ready} ranks ready and waiting for it: {waiting.message}"
+    return Waiting(waiting.reason, message, since=waiting.since, pod=waiting.pod)
+
+
+def _created(pod: dict[str, Any]) -> float | None:
+    stamp = pod["metadata"].get("creationTimestamp")
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() if stamp else None
+
+
 def _pod_problem(pods: list[dict[str, Any]]) -> Waiting | None:
     for pod in pods:
         status = pod.get("status") or {}
         for condition in status.get("conditions") or []:
             if condition.get("type") == "PodScheduled" and condition.get("status") == "False" and condition.get("reason") == "Unschedulable":
-                return Waiting("Unschedulable", condition.get("message") or "no node fits the pod")
+                return Waiting("Unschedulable", condition.get("message") or "no node fits the pod", since=_created(pod), pod=pod["metadata"]["name"])
         for container in status.get("containerStatuses") or []:
             waiting = (container.get("state") or {}).get("waiting") or {}
             if waiting.get("reason") in STARTUP_PROBLEMS:
-                return Waiting(waiting["reason"], waiting.get("message") or waiting["reason"])
+                return Waiting(waiting["reason"], waiting.get("message") or waiting["reason"], since=_created(pod), pod=pod["metadata"]["name"])
     return None

@@ -45,6 +45,7 @@ from selftaught.controller.jobs import (
     startup_timeout,
 )
 from selftaught.controller.kube import InvalidObject, Kube, api_message
+from selftaught.controller.refusals import Refusals
 from selftaught.controller.report import Reporter
 from selftaught.controller.serving_actor import ServerSource, ServingActor
 from selftaught.controller.status import History, Observation, build_status, history, is_finished, status_document, status_patch
@@ -110,6 +111,7 @@ class Reconciler:
         self.kube = kube or Kube()
         self.jobs = jobs or self.kube.list_jobs
         self.report = Reporter(self.kube)
+        self.refusals = Refusals()  # Job creates the API server refused: back-off per stage
         self.queue: WorkQueue[RunKey] = WorkQueue(self._pass, min_delay=0.5)
         self.echoes = Echoes()
         self.intake = Intake(self.queue, self.echoes, self._forget)  # what the Kopf handlers call
@@ -358,6 +360,12 @@ class Reconciler:
             self.report.event(obj, "Warning", "StageNotReused", text)
 
         for ref, attempt in list(decision.create):
+            if (held := self.refusals.holding(self._refusal_key(obj, ref.label), self.clock())) is not None:
+                decision.create.remove((ref, attempt))  # refused before: not again until its back-off is over
+                decision.attempts[ref.label] = attempt
+                seen.unavailable, seen.unavailable_reason = held.status(ref.label, self.clock()), held.reason
+                requeue = min(requeue or held.due - self.clock(), held.due - self.clock())
+                continue
             if lineage is not None and (adopted := adopt_or_none(lineage, ref, self._store_of(accepted), accepted.spec, not_reused)) is not None:
                 decision.create.remove((ref, attempt))
                 decision.attempts[ref.label] = attempt  # no Job: not an attempt
@@ -369,13 +377,12 @@ class Reconciler:
             except InvalidObject as error:  # the server will refuse this Job every time: say so, once
                 decision.failures[ref.label] = FailedAttempt(attempt, Failure.of(Reason.INVALID_JOB, str(error)), self.clock(), seen.generation)
                 decision.failure = Failure.of(Reason.INVALID_JOB, f"{ref.label}: the API server refused the Job: {error}")
-            except ApiException as error:  # e.g. the API server is overloaded: not an attempt
-                detail = api_message(error)
+            except ApiException as error:  # e.g. the API server is overloaded, a policy forbids it: not an attempt
                 decision.attempts[ref.label] = attempt
-                self.report.event(obj, "Warning", "JobCreateFailed", f"{ref.label}: {detail}")
-                seen.unavailable = f"cannot create the {ref.label} Job: {detail}"
-                requeue = 10.0
+                wait = self._refused(obj, accepted, seen, ref.label, error)
+                requeue = min(requeue or wait, wait)
             else:
+                self.refusals.clear(self._refusal_key(obj, ref.label))
                 if created is not None:  # the status says it runs now, not one status write later
                     decision.running.append((ref, job_view(created, None, self.kube.waiting_of(created))))
                     requeue = min(requeue or UNWATCHED_PODS_SECONDS, UNWATCHED_PODS_SECONDS)  # its pods, as decide asks
@@ -403,6 +410,22 @@ class Reconciler:
     @staticmethod
     def _store_of(run: SelfTaughtRun) -> Store:
         return open_run_store(run)
+
+    @staticmethod
+    def _refusal_key(obj: dict[str, Any], label: str) -> tuple[str, str, str]:
+        meta = obj["metadata"]
+        return meta["namespace"], meta["name"], label
+
+    def _refused(self, obj: dict[str, Any], run: SelfTaughtRun, seen: Observation, label: str, error: ApiException) -> float:
+        """A create the API server refused: said once per refusal (a changed message is a new one),
+        tried again after a back-off that doubles with each refusal. Seconds until the next try."""
+        detail = api_message(error)
+        reason = Reason.JOB_REFUSED if error.status == 403 else "JobCreateFailed"
+        held, new = self.refusals.refused(self._refusal_key(obj, label), reason, detail, run.spec.retries.backoff_seconds, self.clock())
+        if new:
+            self.report.event(obj, "Warning", reason, f"{label}: {detail}")
+        seen.unavailable, seen.unavailable_reason = held.status(label, self.clock()), reason
+        return held.due - self.clock()
 
     def _create(self, obj: dict[str, Any], run: SelfTaughtRun, ref: StageRef, attempt: int, grace: Grace | None = None) -> dict[str, Any] | None:
         """The Job as created, or None when it existed (an earlier pass, or operator, made it)."""

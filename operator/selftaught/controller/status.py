@@ -33,7 +33,7 @@ from selftaught.api.status import (
 )
 from selftaught.controller.decide import Decision, FailedAttempt
 from selftaught.controller.disruptions import Grace
-from selftaught.errors import Failure, Reason, ReasonClass, as_reason, reason_class
+from selftaught.errors import Failure, Reason, ReasonClass, as_reason, clip, reason_class
 from selftaught.pipeline.planner import Plan
 from selftaught.pipeline.runstore import refusal_message
 from selftaught.pipeline.scan import Progress, iteration_summaries, skipped_counts
@@ -62,6 +62,7 @@ class Observation:
     ignored: list[str] = field(default_factory=list)  # spec fields this operator does not know
     failure: Failure | None = None  # a terminal failure found outside `decision`
     unavailable: str | None = None  # the store or the API refuses us right now; retrying
+    unavailable_reason: str | None = None  # why, as the Reconciling condition's reason (JobRefused)
     live: list[StageView] = field(default_factory=list)  # progress inside the running stages
     estimate: Estimate | None = None  # the run's cost, corrected by its finished stages
     completion: Completion | None = None  # how much of the whole run is done, how long it has left
@@ -78,7 +79,7 @@ def _condition(previous: list[dict[str, Any]], kind: str, status: str, reason: s
         type=kind,
         status=status,  # type: ignore[arg-type]
         reason=reason,
-        message=message[:1000],
+        message=clip(message),
         last_transition_time=now if changed else old.get("lastTransitionTime", now),  # type: ignore[union-attr]
         observed_generation=generation,
     )
@@ -191,7 +192,7 @@ def build_status(seen: Observation) -> SelfTaughtRunStatus:
     stalled_reason, stalled_text = (failure.reason, failure.message) if failure else ((Reason.UNSAFE_EDIT, refused_text) if seen.refused else ("", ""))
     in_progress = phase in (Phase.PENDING, Phase.RUNNING) and not seen.refused
     waiting = [view.waiting for _, view in (seen.decision.running if seen.decision else []) if view.waiting]
-    progress_reason = ("Queued" if waiting[0].queued else waiting[0].reason) if waiting else phase
+    progress_reason = ("Queued" if waiting[0].queued else waiting[0].reason) if waiting else (seen.unavailable_reason or phase)
     suspended = phase == Phase.SUSPENDED
     return SelfTaughtRunStatus(
         observed_generation=generation,
@@ -325,7 +326,7 @@ def _attempts(decision: Decision | None, previous: dict[str, Any]) -> dict[str, 
             grace_period_basis=grace.basis if grace else None,
             created_at=_iso(created) if created else None,
             last_failure=StageFailure(
-                attempt=last.attempt, reason=last.failure.reason, message=last.failure.message[:1000], at=_iso(last.at),
+                attempt=last.attempt, reason=last.failure.reason, message=clip(last.failure.message), at=_iso(last.at),
                 permanent=last.failure.permanent, generation=last.generation,
             ) if last else None,
         )  # fmt: skip

@@ -10,6 +10,12 @@ whose time has come. Apart from those visits, `resync(key, delay)` arms
 one fresh pass (the work re-reads its object) for when the key has been quiet that long: each
 call re-arms it, so a key that keeps getting events is never re-read for nothing. Nothing here
 knows about Kubernetes.
+
+A pass that raises (an API error other than the 409 the work handles itself, a bug) is not the
+end of its key: it is visited again after a back-off that doubles with each failure in a row
+(`ERROR_BACKOFF`, at most `MAX_ERROR_BACKOFF`), as controller-runtime's rate-limited requeue does,
+and a pass that succeeds resets it. Without that, a key whose timed visit failed would wait for
+its next event, which a run in back-off or with pending pods may never get.
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ from typing import Generic, TypeVar
 
 log = logging.getLogger(__name__)
 K = TypeVar("K", bound=Hashable)
+#: the first revisit after a failed pass, doubled per failure in a row, capped
+ERROR_BACKOFF = 1.0
+MAX_ERROR_BACKOFF = 300.0
 #: work(key, fresh) -> seconds until the key wants another pass, or None
 Work = Callable[[K, bool], "float | None"]
 
@@ -38,6 +47,7 @@ class WorkQueue(Generic[K]):
         self._again: dict[K, bool] = {}  # key -> fresh, for a pass asked for while one ran
         self._due: dict[K, float] = {}  # key -> when to visit it
         self._resync_at: dict[K, float] = {}  # key -> when to read it fresh, if nothing came first
+        self._errors: dict[K, int] = {}  # key -> passes failed in a row
         self._stopping = False
         self._timer_workers = timer_workers
         self._pool: ThreadPoolExecutor | None = None
@@ -56,6 +66,7 @@ class WorkQueue(Generic[K]):
                 delay = self._work(key, fresh)
                 with self._lock:
                     self._due.pop(key, None)
+                    self._errors.pop(key, None)
                     if delay is not None:
                         self._later(key, delay)
                     if key not in self._again:
@@ -66,7 +77,16 @@ class WorkQueue(Generic[K]):
             with self._lock:
                 self._busy.discard(key)
                 self._again.pop(key, None)
+                errors = self._errors[key] = self._errors.get(key, 0) + 1
+                # come back, fresh, later and later; an event meanwhile comes first
+                self._resync_at[key] = min(self._resync_at.get(key, float("inf")), self._clock() + self.error_backoff(errors))
+                self._wakeup.notify()
             raise
+
+    @staticmethod
+    def error_backoff(errors: int) -> float:
+        """How long a key waits after `errors` failed passes in a row."""
+        return min(ERROR_BACKOFF * 2 ** (errors - 1), MAX_ERROR_BACKOFF)
 
     def later(self, key: K, delay: float) -> None:
         """Work on `key` again in `delay` seconds (sooner if something else asks sooner)."""
@@ -91,6 +111,7 @@ class WorkQueue(Generic[K]):
             self._due.pop(key, None)
             self._resync_at.pop(key, None)
             self._again.pop(key, None)
+            self._errors.pop(key, None)
 
     # -- the timer ------------------------------------------------------------------------------
 

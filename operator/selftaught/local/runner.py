@@ -39,7 +39,7 @@ from typing import IO, Any
 from selftaught.api.spec import SelfTaughtRun
 from selftaught.engines.models import cache_root
 from selftaught.engines.weights import weights_of
-from selftaught.errors import MESSAGE_LIMIT, TERMINATION_MESSAGE_VARIABLE, Failure, InvalidSpec, Reason, SelftaughtError, decode
+from selftaught.errors import MESSAGE_LIMIT, TERMINATION_MESSAGE_VARIABLE, Failure, InvalidSpec, Reason, SelftaughtError, clip, decode
 from selftaught.local import subprocesses
 from selftaught.local.lease import Lease
 from selftaught.local.machine import probe
@@ -332,7 +332,7 @@ def _record_failure(store: Store | None, ref: StageRef, item: _Running, kept: st
         return
     told = _told(item.job, item.process.returncode)
     record = FailureRecord(
-        stage=ref.label, reason=str(told.reason), message=told.message[:MESSAGE_LIMIT], permanent=told.permanent,
+        stage=ref.label, reason=str(told.reason), message=clip(told.message, MESSAGE_LIMIT), permanent=told.permanent,
         at=time.time(), shard=item.job.shard, log=kept,
     )  # fmt: skip
     with contextlib.suppress(StorageUnavailable):
