@@ -27,6 +27,15 @@ def test_every_gpu_kind_the_spec_accepts_has_a_throughput_row():
     assert set(RATES) == set(GpuKind.__args__)
 
 
+def test_the_plan_says_where_its_rates_come_from_and_which_ones_the_spec_replaced():
+    assert {kind: rates.source for kind, rates in RATES.items() if kind != "cpu"} == dict.fromkeys(set(RATES) - {"cpu"}, "datasheet-derived")
+    assert RATES["cpu"].source.startswith("calibrated")
+    for overrides, said in (({}, "(datasheet-derived)"), ({"throughput": {"trainTflops": 300}}, "(datasheet-derived; trainTflops from spec.estimate.throughput)")):
+        spec = spec_of(estimate={"gpu": "H200", **overrides})
+        line = estimate(spec, inputs_for(spec)).assumptions[0]
+        assert line.startswith("GPU H200") and line.endswith(said)
+
+
 @pytest.mark.parametrize(
     ("name", "size"),
     [
