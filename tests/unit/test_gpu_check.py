@@ -57,7 +57,7 @@ def test_the_estimate_block_parses_as_spec_estimate_with_the_training_rate_the_e
     # the 3b stage row: 6 x 3e9 x 30,000 tokens/s x 4/3 (checkpointing on, as the estimate counts it)
     assert estimate.throughput.train_tflops == pytest.approx(720.0)
     assert estimate.throughput.decode_tflops is None and estimate.throughput.prefill_tflops is None  # vLLM's: not measured here
-    assert "measured by benchmarks/gpu_check.py on 2027-01-05" in block and "lora 720," in block
+    assert "measured by benchmarks/gpu_check.py on 2027-01-05" in block and "(TFLOP/s): lora 720\n" in block
 
 
 def test_without_a_stage_row_or_a_known_kind_the_block_still_parses_and_says_what_is_missing():
