@@ -52,7 +52,7 @@ def estimate_block(kind: str | None, device: str, results: dict[str, dict[str, d
         checkpointing = bool(stage.get("checkpointing"))
         throughput["trainTflops"] = float(f"{_as_estimated('stage', size, stage):.4g}")
         lines.append(
-            f"# trainTflops: the train stage with plan's defaults on the {shape} shape ({size / 1e9:.2f}B parameters, gradient checkpointing "
+            f"# trainTflops: the train stage with plan's defaults on the {shape} shape ({size / 1e9:.3g}B parameters, gradient checkpointing "
             f"{'on' if checkpointing else 'off'}): 6 x parameters x {stage['tokens_per_second']:,.0f} tokens/s"
             + (" x 4/3" if checkpointing else "")
         )
