@@ -27,6 +27,15 @@ def test_every_gpu_kind_the_spec_accepts_has_a_throughput_row():
     assert set(RATES) == set(GpuKind.__args__)
 
 
+def test_the_plan_says_where_its_rates_come_from_and_which_ones_the_spec_replaced():
+    assert {kind: rates.source for kind, rates in RATES.items() if kind != "cpu"} == dict.fromkeys(set(RATES) - {"cpu"}, "datasheet-derived")
+    assert RATES["cpu"].source.startswith("calibrated")
+    for overrides, said in (({}, "(datasheet-derived)"), ({"throughput": {"trainTflops": 300}}, "(datasheet-derived; trainTflops from spec.estimate.throughput)")):
+        spec = spec_of(estimate={"gpu": "H200", **overrides})
+        line = estimate(spec, inputs_for(spec)).assumptions[0]
+        assert line.startswith("GPU H200") and line.endswith(said)
+
+
 @pytest.mark.parametrize(
     ("name", "size"),
     [
@@ -249,3 +258,9 @@ def test_a_plan_for_the_cpu_refuses_qlora_by_its_field():
     assert memory.line().startswith("train: does not fit: train.lora.quantize: nf4 (QLoRA) needs bitsandbytes on a CUDA GPU")
     plain = spec_of(estimate={"instructions": 1000}, train={"lora": {}})
     assert estimate(plain, inputs_for(plain, machine_gpu="cpu", executor=local)).train_memory is None  # memory is not the limit on CPU
+
+
+def test_docs_cost_throughput_table_says_each_rows_source_as_the_code_does():
+    table = [line.split(" | ") for line in (REPO / "docs/cost.md").read_text().splitlines() if line.startswith("| ") and line.endswith(" |")]
+    sources = {cells[0][2:]: cells[-1][:-2] for cells in table if cells[0][2:] in RATES and len(cells) == 8}
+    assert sources == {kind: rates.source for kind, rates in RATES.items()}

@@ -500,6 +500,7 @@ def train_grpo(
     checkpoints: Checkpointing | None = None,
     adapter: Path | None = None,
     base: ModelSource | None = None,
+    vllm: bool | None = None,
 ) -> dict[str, Any]:
     """Online RL of the judge on its own sampled judgments with TRL's GRPOTrainer: every step
     samples `train.grpo.groupSize` judgments per prompt (`rows`: `prompt` messages plus the
@@ -511,7 +512,9 @@ def train_grpo(
     mean. Checkpoints and saves the model like `train_sft`, checkpoints only between generation
     blocks (a resumed block would be sampled again and trained from its first slice); returns
     numbers for the manifest and the curve. `adapter` and `base` as for `train_sft` (with LoRA,
-    the colocated vLLM gets the adapters merged in for each generation: TRL's way)."""
+    the colocated vLLM gets the adapters merged in for each generation: TRL's way). `vllm` unset:
+    vLLM on a GPU, `generate` on CPU, as the stage runs; False: `generate` on a GPU too (what
+    benchmarks/gpu_check.py measures where vLLM cannot be installed)."""
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
@@ -564,7 +567,7 @@ def train_grpo(
         reward_weights=[weights[name] for name in terms],
         steps_per_generation=generation_steps(train.micro_batch_size, train.gradient_accumulation, grpo.group_size, rows_per_pair),
         shuffle_dataset=False,  # the rows come in a seeded order, a pair's rows adjacent: TRL must keep it
-        use_vllm=on_gpu,
+        use_vllm=on_gpu if vllm is None else vllm,
         vllm_mode="colocate",  # vLLM in the training processes, sharing their GPUs: no server to run
         vllm_gpu_memory_utilization=VLLM_GPU_SHARE,
         vllm_max_model_length=longest_prompt + max_completion_tokens,

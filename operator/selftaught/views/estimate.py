@@ -57,12 +57,16 @@ class Rates:
     load_gb_per_second: float
     start_seconds: float
     memory_gib: float = 80.0  # per GPU: whether `train.gradientCheckpointing: auto` turns it on
+    #: where the rates come from: datasheet-derived, or what measured them ("measured on NVIDIA H100 80GB
+    #: HBM3, 2027-01-05, benchmarks/gpu_check.py"), which `selftaught plan` prints beside them
+    source: str = "datasheet-derived"
 
 
 #: Defaults, per GPU, for vLLM 0.32 and DeepSpeed ZeRO-3 in bf16 (docs/cost.md explains them): decode
 #: is memory-bound (H100: ~500 tokens/s per GPU for a 70B model at large batch), prefill and
-#: training compute-bound (~50% and ~40% of the dense bf16 peak). `cpu` is vLLM's CPU build on a
-#: small model, measured on the quickstart (2 cores).
+#: training compute-bound (~50% and ~40% of the dense bf16 peak): datasheet-derived until a GPU check
+#: (benchmarks/gpu_check.py) measures a kind. `cpu` is vLLM's CPU build on a small model, calibrated
+#: on the quickstart (2 cores).
 RATES: dict[str, Rates] = {
     "H100": Rates(decode_tflops=70, prefill_tflops=500, train_tflops=400, load_gb_per_second=1.0, start_seconds=60, memory_gib=80),
     "H200": Rates(decode_tflops=100, prefill_tflops=500, train_tflops=400, load_gb_per_second=1.0, start_seconds=60, memory_gib=141),
@@ -71,7 +75,10 @@ RATES: dict[str, Rates] = {
     "L40S": Rates(decode_tflops=20, prefill_tflops=180, train_tflops=130, load_gb_per_second=1.0, start_seconds=60, memory_gib=48),
     # after L40S: a device named "NVIDIA L40S" is an L40S (kinds are matched by name, in this order)
     "L4": Rates(decode_tflops=6, prefill_tflops=60, train_tflops=48, load_gb_per_second=1.0, start_seconds=60, memory_gib=22.5),
-    "cpu": Rates(decode_tflops=0.002, prefill_tflops=0.02, train_tflops=0.02, load_gb_per_second=0.5, start_seconds=6),
+    "cpu": Rates(
+        decode_tflops=0.002, prefill_tflops=0.02, train_tflops=0.02, load_gb_per_second=0.5, start_seconds=6,
+        source="calibrated on the quickstart, 2 CPU cores",
+    ),  # fmt: skip
 }
 #: Seconds a training stage spends launching before it loads weights (torchrun, DeepSpeed's init).
 TRAIN_LAUNCH_SECONDS = 15.0
@@ -887,7 +894,8 @@ def _assumptions(spec: SelfTaughtRunSpec, inputs: Inputs, measured: Measurements
     rates = rates_of(inputs.gpu, assume.throughput)
     lines = [
         f"GPU {inputs.gpu} ({inputs.gpu_from}): decode {rates.decode_tflops:g}, prefill {rates.prefill_tflops:g}, training "
-        f"{rates.train_tflops:g} TFLOP/s per GPU; weights load at {rates.load_gb_per_second:g} GB/s after a {rates.start_seconds:g} s start",
+        f"{rates.train_tflops:g} TFLOP/s per GPU; weights load at {rates.load_gb_per_second:g} GB/s after a {rates.start_seconds:g} s start "
+        f"({_provenance(rates, assume.throughput)})",
     ]
     if measured.instructions is not None:
         lines.append(f"{measured.instructions:,} instructions (measured by categorize)")
@@ -928,6 +936,13 @@ def _assumptions(spec: SelfTaughtRunSpec, inputs: Inputs, measured: Measurements
     if measured.seconds:
         lines.append(f"{len(measured.seconds)} finished stage(s) measured; stages still to run are scaled by their measured speed")
     return lines
+
+
+def _provenance(rates: Rates, override: Throughput | None) -> str:
+    """Where the rates come from: the kind's row (datasheet-derived, calibrated or measured), and
+    which of them the spec replaced."""
+    given = [] if override is None else [name for name, value in override.model_dump(by_alias=True).items() if value is not None]
+    return rates.source + (f"; {', '.join(given)} from spec.estimate.throughput" if given else "")
 
 
 def _parameters(billions: float) -> str:
