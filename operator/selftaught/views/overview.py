@@ -26,6 +26,8 @@ from selftaught.views.live import StageView, describe, duration, read_view
 from selftaught.views.numbers import estimate as with_interval
 from selftaught.views.numbers import summary_text
 from selftaught.views.state import Phase, Runner, run_state, state_lines
+from selftaught.views.tracking.ledger import describe as describe_tracking
+from selftaught.views.tracking.ledger import failures as tracking_failures
 
 
 def open_run(run: SelfTaughtRun | None, uri: str | None = None, endpoint: str | None = None) -> tuple[SelfTaughtRun, Store]:
@@ -101,6 +103,7 @@ def overview(
         lines += ["", f"report: {store.url(REPORT)}"]
     elif step.finished:
         lines += ["", "report: none yet (selftaught report makes it)"]
+    lines += [f"tracking: {describe_tracking(failure)}" for failure in tracking_failures(store)]
     return "\n".join(lines)
 
 
