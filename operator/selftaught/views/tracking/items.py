@@ -23,7 +23,7 @@ from typing import Any
 
 from selftaught.api.spec import SelfTaughtRun
 from selftaught.errors import InvalidInput
-from selftaught.pipeline.planner import plan
+from selftaught.pipeline.planner import plan, stage_graph
 from selftaught.pipeline.scan import Progress, iteration_summaries, scan
 from selftaught.pipeline.served import ALL_ITERATIONS, choose
 from selftaught.pipeline.table import StageRef
@@ -162,7 +162,9 @@ def run_items(store: Store, run: SelfTaughtRun) -> list[Item]:
     after = estimate(run.spec, inputs_for(run.spec), measured_so_far)
     measured = {row.label: (row.gpu_hours, row.hours * 3600) for row in after.rows if row.measured}
     items = [Item(key="params", params=parameters(run))]
-    items += [stage_item(store, ref, progress, planned, measured) for ref in sorted(progress.manifests)]
+    order = [node.ref for node in stage_graph(run.spec)]  # as they ran
+    finished = sorted(progress.manifests, key=lambda ref: order.index(ref) if ref in order else len(order))
+    items += [stage_item(store, ref, progress, planned, measured) for ref in finished]
     if not plan(run.spec, progress.done).finished:
         return items
     if progress.report:  # written by the stage that finished the run (or later by `selftaught report`)

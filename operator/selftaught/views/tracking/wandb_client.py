@@ -7,6 +7,7 @@ run's id, which `wandb sync` uploads as one run."""
 from __future__ import annotations
 
 import itertools
+import secrets
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ class WandbBackend:
     def open(self, ledger: Ledger, store: Store) -> None:
         import wandb
 
-        recorded = ledger.remote_run() or ledger.claim_run({"runId": wandb.util.generate_id()})
+        recorded = ledger.remote_run() or ledger.claim_run({"runId": secrets.token_hex(6)})  # W&B ids: [a-z0-9]
         self.run_id = recorded["runId"]
         self.remote = wandb.init(
             project=self.settings.project,
