@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -13,7 +14,7 @@ import yaml
 from selftaught.pipeline.runstore import open_run_store
 
 pytest.importorskip("mlflow")
-from mlflow import MlflowClient  # noqa: E402
+from mlflow import MlflowClient
 
 
 def _tracked(make_fake_run, bucket, s3_server, server, name, **spec):
@@ -50,7 +51,7 @@ def test_a_tracked_run_shows_its_spec_figures_accuracy_per_iteration_report_and_
     artifacts = {a.path for a in client.list_artifacts(found.info.run_id)} | {a.path for a in client.list_artifacts(found.info.run_id, "report")}
     assert {"report/index.html", "metrics.json"} <= artifacts
     report = client.download_artifacts(found.info.run_id, "report/index.html")
-    assert "tests/tracked" in open(report).read()
+    assert "tests/tracked" in Path(report).read_text()
 
     [version] = client.search_model_versions("name='tracked'")
     assert version.source == "s3://fake/iter-001/train/checkpoint" and version.run_id == found.info.run_id  # of equal scores the earliest
