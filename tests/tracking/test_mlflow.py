@@ -111,3 +111,34 @@ def test_a_tracking_server_that_goes_down_mid_run_fails_nothing_and_selftaught_t
     assert [v.source for v in client.search_model_versions("name='outage'")] == ["s3://fake/iter-001/train/checkpoint"]
     status = subprocess.run([sys.executable, "-m", "selftaught", "status", str(run_file)], capture_output=True, text=True, timeout=120)
     assert "tracking:" not in status.stdout
+
+
+def test_a_train_stages_trainer_logs_its_loss_per_step_into_a_run_nested_in_the_runs_mlflow_run(make_fake_run, tmp_path, live_mlflow, monkeypatch):
+    """What a train stage's rank 0 gets (`stage_process.point_trainer_at_tracking`) makes the
+    Trainer's own MLflow callback (`report_to`, `engines/training.py`) write the curve."""
+    torch = pytest.importorskip("torch")
+    from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments
+
+    from selftaught.engines.training import reporting
+    from selftaught.views.tracking import sync, training_environment
+
+    run = _tracked(make_fake_run, str(tmp_path / "store"), None, live_mlflow, "curves")
+    store = open_run_store(run)
+    sync(store, run)  # the run's MLflow run, as the stages before train made it
+    for key in ("MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_FLATTEN_PARAMS", "SELFTAUGHT_REPORT_TO"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in training_environment(store, run, "train-1").items():
+        monkeypatch.setenv(key, value)
+    assert reporting() == ["mlflow"]
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2))
+    data = [{"input_ids": torch.arange(8) % 32, "labels": torch.arange(8) % 32} for _ in range(12)]
+    args = TrainingArguments(str(tmp_path / "work"), per_device_train_batch_size=2, max_steps=6, logging_steps=2, report_to=reporting(), use_cpu=True, save_strategy="no", disable_tqdm=True)
+    Trainer(model=model, args=args, train_dataset=data).train()
+
+    client = MlflowClient(live_mlflow.url)
+    parent = _mlflow_run(client, "curves")
+    [child] = client.search_runs([parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert child.info.run_name == "train-1"
+    assert sorted(m.step for m in client.get_metric_history(child.info.run_id, "loss")) == [2, 4, 6]
