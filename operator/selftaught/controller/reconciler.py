@@ -62,6 +62,8 @@ from selftaught.store.progress import read_progress
 from selftaught.views.estimate import estimate, inputs_for, measure
 from selftaught.views.eta import completion
 from selftaught.views.live import read_view
+from selftaught.views.tracking.ledger import describe as describe_tracking
+from selftaught.views.tracking.ledger import failures_in as tracking_failures_in
 
 #: (namespace, run name) -> that run's stage Jobs, as the watch last saw them
 JobSource = Callable[[str, str], list[dict[str, Any]]]
@@ -290,6 +292,8 @@ class Reconciler:
         # the stage process that finishes the run writes it there (a moment after its manifest,
         # which may be the last thing this operator reads of a finished run)
         seen.report = store.url(REPORT) if progress.report or step.finished else None
+        # what the stage processes could not log to the run's tracking servers (their records in the store)
+        seen.tracking = [describe_tracking(failure) for failure in tracking_failures_in(progress.tracking_keys, store.read_bytes)]
         return decision
 
     def _count_disruptions(
@@ -336,6 +340,10 @@ class Reconciler:
         assert decision is not None  # decided this pass
         requeue = decision.requeue_after
         cap = accepted.spec.retries.disruptions_per_stage
+        before = {line.split(":", 1)[0] for line in seen.previous.get("tracking") or []}
+        for line in seen.tracking:  # once per server that stops taking the run, not once per stage it misses
+            if line.split(":", 1)[0] not in before:
+                self.report.event(obj, "Warning", "TrackingFailed", line)
         for record, count in seen.disruptions:
             self.report.event(obj, "Warning", "StageDisrupted", describe(record, count, cap))
             metrics.DISRUPTIONS.labels(record.stage.split("-")[0], record.cause).inc()

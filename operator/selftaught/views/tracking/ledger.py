@@ -14,12 +14,13 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from selftaught.store import ObjectNotFound, Store
+from selftaught.store.layout import TRACKING as PREFIX
 
-PREFIX = "tracking/"
 RUN = "run.json"
 LOGGED = "logged/"
 FAILED = "failed.json"
@@ -80,15 +81,20 @@ class Ledger:
 
 
 def failures(store: Store) -> list[Failure]:
-    """Every backend's failure that is still true: the items its last try left that have no
-    record yet (a later try by another stage process may have logged some)."""
-    keys = store.list(PREFIX)
+    """Every backend's failure that is still true (`failures_in` the store's ledger)."""
+    return failures_in(store.list(PREFIX), store.read_bytes)
+
+
+def failures_in(keys: list[str], read: Callable[[str], bytes]) -> list[Failure]:
+    """The failures among the ledger's `keys` that are still true: the items a backend's last try
+    left that have no record yet (a later try by another stage process may have logged some).
+    The operator passes the keys its one listing of the store found (`Progress.tracking_keys`)."""
     found = []
     for key in keys:
         if not key.endswith("/" + FAILED):
             continue
         try:
-            record = json.loads(store.read_bytes(key))
+            record = json.loads(read(key))
         except (ObjectNotFound, ValueError):
             continue
         prefix = key.removesuffix(FAILED)
