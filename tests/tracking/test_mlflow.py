@@ -71,6 +71,7 @@ def _run_file(run, folder):
     return path
 
 
+@pytest.mark.slow  # a whole run, the server stopped and started again, two commands: 40-140 s on 2 shared cores
 def test_a_tracking_server_that_goes_down_mid_run_fails_nothing_and_selftaught_track_logs_what_it_missed(
     make_fake_run, bucket, s3_server, live_mlflow, fake_stage_runs, tmp_path, monkeypatch
 ):

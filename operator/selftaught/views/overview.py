@@ -269,4 +269,5 @@ def overview_document(store: Store, run: SelfTaughtRun, inputs: Inputs, runner: 
             "hours": round(cost.hours, 4), "remainingHours": round(cost.remaining_hours, 4), "measuredStages": cost.measured_stages,
         },  # fmt: skip
         "report": store.url(REPORT) if store.exists(REPORT) else None,
+        "tracking": [describe_tracking(failure) for failure in tracking_failures(store)] or None,  # as status.tracking
     }
