@@ -35,3 +35,30 @@ def test_the_spec_flattens_to_dotted_parameters_without_unset_fields():
         "judge.samples": "8",
         "select.categories": '["code", "math"]',
     }
+
+
+def test_a_missing_client_is_a_failure_the_status_shows_not_a_silent_nothing(tmp_path, monkeypatch):
+    """An image without the tracking extra: the run goes on, and the status says why nothing is logged."""
+    import builtins
+
+    from selftaught.api.load import parse_run
+    from selftaught.views.tracking import sync
+
+    real_import = builtins.__import__
+
+    def no_mlflow(name, *args, **kwargs):
+        if name == "mlflow" or name.startswith("mlflow."):
+            raise ImportError("No module named 'mlflow'")
+        return real_import(name, *args, **kwargs)
+
+    run = parse_run({
+        "apiVersion": "selftaught.dev/v1alpha1", "kind": "SelfTaughtRun", "metadata": {"name": "r", "namespace": "t"},
+        "spec": {"models": {"seed": {"source": "m/x"}}, "data": {"instructions": {"source": "i.jsonl"}}, "storage": {"uri": str(tmp_path)},
+                 "tracking": {"mlflow": {"trackingUri": "http://mlflow:5000"}}},
+    })  # fmt: skip
+    monkeypatch.setattr(builtins, "__import__", no_mlflow)
+    outcome = sync(open_store(str(tmp_path / "t" / "r")), run)
+    monkeypatch.undo()
+    assert outcome.left == {"mlflow": ["params"]} and "pip install 'selftaught[tracking]'" in outcome.errors["mlflow"]
+    [failure] = failures(open_store(str(tmp_path / "t" / "r")))
+    assert failure.items == ("params",) and "No module named 'mlflow'" in failure.error

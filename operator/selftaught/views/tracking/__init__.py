@@ -18,6 +18,7 @@ operator's status show.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -33,7 +34,6 @@ __all__ = ["Outcome", "describe", "failures", "sync", "training_environment"]
 
 class Backend(Protocol):
     name: str
-    where: dict[str, Any]
 
     def open(self, ledger: Ledger, store: Store) -> None: ...
 
@@ -44,18 +44,36 @@ class Backend(Protocol):
     def training_environment(self, label: str) -> dict[str, str]: ...
 
 
-def backends(run: SelfTaughtRun) -> list[Backend]:
-    """The run's configured backends (their clients imported only here, when configured)."""
+@dataclass(frozen=True)
+class Target:
+    """A configured backend before its client is imported: its name, where it logs (the ledger's
+    key) and how to make it."""
+
+    name: str
+    where: dict[str, Any]
+    make: Callable[[], Backend]
+
+
+def targets(run: SelfTaughtRun) -> list[Target]:
+    """The run's configured backends (their clients are imported by `make`, only when used)."""
     tracking = run.spec.tracking
-    found: list[Backend] = []
-    if tracking.mlflow is not None:
-        from selftaught.views.tracking.mlflow_client import MlflowBackend
+    found: list[Target] = []
+    if (mlflow := tracking.mlflow) is not None:
 
-        found.append(MlflowBackend(run, tracking.mlflow, tracking.timeout_seconds))
-    if tracking.wandb is not None:
-        from selftaught.views.tracking.wandb_client import WandbBackend
+        def make_mlflow() -> Backend:
+            from selftaught.views.tracking.mlflow_client import MlflowBackend
 
-        found.append(WandbBackend(run, tracking.wandb, tracking.timeout_seconds))
+            return MlflowBackend(run, mlflow, tracking.timeout_seconds)
+
+        found.append(Target("mlflow", {"trackingUri": mlflow.tracking_uri, "experiment": mlflow.experiment}, make_mlflow))
+    if (wandb := tracking.wandb) is not None:
+
+        def make_wandb() -> Backend:
+            from selftaught.views.tracking.wandb_client import WandbBackend
+
+            return WandbBackend(run, wandb, tracking.timeout_seconds)
+
+        found.append(Target("wandb", {"project": wandb.project, "entity": wandb.entity, "mode": wandb.mode}, make_wandb))
     return found
 
 
@@ -70,6 +88,8 @@ class Outcome:
 
 def _error_text(error: BaseException) -> str:
     text = " ".join(str(error).split())
+    if isinstance(error, ImportError):  # an image or environment without the clients
+        text += ": install them with pip install 'selftaught[tracking]'"
     return f"{type(error).__name__}: {text[:300]}"
 
 
@@ -77,36 +97,33 @@ def sync(store: Store, run: SelfTaughtRun) -> Outcome:
     """Log whatever of the run is in its store and not yet logged, to every configured backend.
     Never raises: a backend that fails is recorded in the store and named in the outcome."""
     outcome = Outcome()
-    try:
-        configured = backends(run)
-    except ImportError as error:
-        log.warning("tracking is configured but its client is not installed (pip install 'selftaught[tracking]'): %s", error)
-        return outcome
+    configured = targets(run)
     if not configured:
         return outcome
     items = run_items(store, run)
-    for backend in configured:
-        ledger = Ledger(store, backend.name, backend.where)
+    for target in configured:
+        ledger = Ledger(store, target.name, target.where)
         done = ledger.logged()
         pending = [item for item in items if item.key not in done]
-        outcome.logged[backend.name], outcome.left[backend.name] = [], []
+        outcome.logged[target.name], outcome.left[target.name] = [], []
         if not pending:
             continue
         current = ""
         try:
+            backend = target.make()
             backend.open(ledger, store)
             for item in pending:
                 current = item.key
                 details = backend.log(item, store)
                 ledger.record(item.key, **details)
-                outcome.logged[backend.name].append(item.key)
+                outcome.logged[target.name].append(item.key)
             backend.close()
-        except Exception as error:  # the server, the network, credentials: the run goes on
-            left = [item.key for item in pending if item.key not in outcome.logged[backend.name]]
-            outcome.left[backend.name], outcome.errors[backend.name] = left, _error_text(error)
-            log.warning("%s: could not log %s (%s); %d item(s) left for the next try", backend.name, current or "the run", outcome.errors[backend.name], len(left))
+        except Exception as error:  # the server, the network, credentials, a missing client: the run goes on
+            left = [item.key for item in pending if item.key not in outcome.logged[target.name]]
+            outcome.left[target.name], outcome.errors[target.name] = left, _error_text(error)
+            log.warning("%s: could not log %s (%s); %d item(s) left for the next try", target.name, current or "the run", outcome.errors[target.name], len(left))
             try:
-                ledger.fail(left, outcome.errors[backend.name])
+                ledger.fail(left, outcome.errors[target.name])
             except Exception:
                 log.warning("the tracking failure could not be recorded in the store", exc_info=True)
             continue
@@ -120,20 +137,17 @@ def training_environment(store: Store, run: SelfTaughtRun, label: str) -> dict[s
     does not answer gets no curves, never a failed stage."""
     env: dict[str, str] = {}
     reporting = []
-    try:
-        configured = backends(run)
-    except ImportError:
-        return env
-    for backend in configured:
-        ledger = Ledger(store, backend.name, backend.where)
+    for target in targets(run):
+        ledger = Ledger(store, target.name, target.where)
         try:
+            backend = target.make()
             backend.open(ledger, store)
             env.update(backend.training_environment(label))
             backend.close()
         except Exception as error:
-            log.warning("%s: the training curves of %s will not be logged (%s)", backend.name, label, _error_text(error))
+            log.warning("%s: the training curves of %s will not be logged (%s)", target.name, label, _error_text(error))
             continue
-        reporting.append(backend.name)
+        reporting.append(target.name)
     if reporting:
         env["SELFTAUGHT_REPORT_TO"] = ",".join(reporting)
     return env

@@ -41,7 +41,6 @@ class MlflowBackend:
         self.settings = settings
         self.timeout = timeout
         self.client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
-        self.where = {"trackingUri": settings.tracking_uri, "experiment": settings.experiment}
         self.run_id = ""
         self.experiment_id = ""
 

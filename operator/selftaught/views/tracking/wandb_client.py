@@ -25,7 +25,6 @@ class WandbBackend:
         self.run = run
         self.settings = settings
         self.timeout = timeout
-        self.where = {"project": settings.project, "entity": settings.entity, "mode": settings.mode}
         self.run_id = ""
         self.remote: Any = None
 
