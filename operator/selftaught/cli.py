@@ -310,6 +310,25 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 @_errors
+def cmd_track(args: argparse.Namespace) -> int:
+    from selftaught.api.load import load_run
+    from selftaught.errors import InvalidInput
+    from selftaught.views.tracking import sync
+
+    run, store = _started(args)
+    if Path(args.target).is_file():  # the file's tracking section, which may be new (a backfill): it changes no output
+        run = run.model_copy(update={"spec": run.spec.model_copy(update={"tracking": load_run(Path(args.target)).spec.tracking})})
+    if run.spec.tracking.mlflow is None and run.spec.tracking.wandb is None:
+        raise InvalidInput(f"{args.target}: no spec.tracking.mlflow or spec.tracking.wandb: nothing to log to (docs/tracking.md)")
+    outcome = sync(store, run)
+    for backend, logged in outcome.logged.items():
+        left = outcome.left.get(backend, [])
+        said = f"logged {len(logged)} item(s)" + (f" ({', '.join(logged)})" if logged else "")
+        print(f"{backend}: {said}; " + (f"{len(left)} not logged: {outcome.errors[backend]}" if left else "everything is logged"))
+    return 1 if outcome.errors else 0
+
+
+@_errors
 def cmd_get(args: argparse.Namespace) -> int:
     from selftaught.views.results import fetch, select
 
@@ -611,6 +630,18 @@ def build_parser() -> argparse.ArgumentParser:
     getting.add_argument("-o", "--output", metavar="DIR", default=".", help="where to put them (default: the current folder)")
     getting.add_argument("--endpoint", help="S3 endpoint URL for a store URI (MinIO, Ceph RGW)")
     getting.set_defaults(func=cmd_get)
+
+    tracking = sub.add_parser(
+        "track",
+        help="log to the run's MLflow or W&B whatever of it they have not got yet (docs/tracking.md)",
+        description="Log a run to the tracking servers of its spec.tracking (a run file's section applies, so a run made "
+        "before tracking was configured is backfilled): the parameters, every finished stage's figures, accuracy per "
+        "iteration, the report and the best judge. What was logged is recorded in the run's store, so running it again "
+        "logs only what is new. Exit status: 1 when a server did not take everything (try again later), else 0.",
+    )
+    tracking.add_argument("target", metavar="RUN", help="a SelfTaughtRun manifest, or the run's folder in its store (<storage.uri>/<namespace>/<name>)")
+    tracking.add_argument("--endpoint", help="S3 endpoint URL for a store URI (MinIO, Ceph RGW)")
+    tracking.set_defaults(func=cmd_track)
 
     stage = sub.add_parser("stage", help="run one stage of a run (the command every Job runs)")
     stage.add_argument("name", choices=STAGE_NAMES)

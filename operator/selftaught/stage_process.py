@@ -152,6 +152,8 @@ def _main(name: str, iteration: int, shard: int | None, run_file: str | None, st
         if shard is None and os.environ.get("JOB_COMPLETION_INDEX"):
             shard = completion_index(os.environ["JOB_COMPLETION_INDEX"])
         check_cuda(requested_gpus())  # GPUs given but unusable: say so now, not after days on CPU
+        if ref.kind == "training":
+            point_trainer_at_tracking(run, ref)
         manifest = run_stage(run, ref, None if shard is None else [shard], stop)
     except Exception as error:  # the one place any failure becomes what the user is told
         failure = failure_of(error)
@@ -164,6 +166,7 @@ def _main(name: str, iteration: int, shard: int | None, run_file: str | None, st
     if manifest is not None:
         log.info("%s done: %s", ref.label, json.dumps(manifest.summary)[:2000])
         report_if_finished(run)
+        track(run)
     return 0
 
 
@@ -185,3 +188,34 @@ def report_if_finished(run: SelfTaughtRun) -> str | None:
         return None
     log.info("the run's report: %s", url)
     return url
+
+
+def track(run: SelfTaughtRun) -> None:
+    """Log to the run's tracking servers whatever of it they have not got yet (this stage, and
+    whatever an earlier stage could not log): after the stage is published, so a server that is
+    down costs the run nothing but one bounded try (`views/tracking`), recorded for the status."""
+    if run.spec.tracking.mlflow is None and run.spec.tracking.wandb is None:
+        return
+    from selftaught.views.tracking import sync
+
+    try:
+        outcome = sync(open_run_store(run), run)
+    except Exception:  # the store gone for a moment: the stage is published all the same
+        log.warning("the run was not logged to its tracking servers", exc_info=True)
+        return
+    for backend, items in outcome.logged.items():
+        if items:
+            log.info("%s: logged %s", backend, ", ".join(items))
+
+
+def point_trainer_at_tracking(run: SelfTaughtRun, ref: StageRef) -> None:
+    """A train stage's rank 0 sends its Trainer's curves to the run's tracking servers: a run nested
+    in the run's MLflow run, the run's W&B run (`engines/training.py` reads SELFTAUGHT_REPORT_TO)."""
+    if (run.spec.tracking.mlflow is None and run.spec.tracking.wandb is None) or os.environ.get("RANK", "0") != "0":
+        return
+    from selftaught.views.tracking import training_environment
+
+    try:
+        os.environ.update(training_environment(open_run_store(run), run, ref.label))
+    except Exception:
+        log.warning("the training curves will not be logged", exc_info=True)

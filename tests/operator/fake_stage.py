@@ -22,7 +22,7 @@ import time
 from selftaught.pipeline.launch import read_stage_document
 from selftaught.pipeline.runstore import open_run_store
 from selftaught.pipeline.table import StageRef
-from selftaught.stage_process import report_if_finished
+from selftaught.stage_process import report_if_finished, track
 from selftaught.store.layout import output_key, progress_key
 from selftaught.store.manifest import Manifest, write_manifest
 from selftaught.store.progress import ProgressRecord, SavedState, read_progress, write_progress
@@ -99,6 +99,7 @@ def main(argv: list[str]) -> int:
     manifest = Manifest(stage=ref.name, iteration=ref.iteration, shards=shards, seconds=seconds, counts=COUNTS.get(name, {}), summary=numbers, outputs=outputs)
     write_manifest(store, ref.manifest_key, manifest)
     report_if_finished(run)  # as the real stage process does when it finished the run
+    track(run)  # and as it logs what it made to the run's tracking servers
     return 0
 
 

@@ -85,6 +85,14 @@ def test_pods_run_as_non_root_without_privilege_and_secrets_come_from_secret_ref
     assert '"credentialsSecret":"s3"' in env["SELFTAUGHT_RUN"]["value"]
 
 
+def test_tracking_credentials_reach_the_stage_pods_from_their_secret_each_optional():
+    run = _run(tracking={"mlflow": {"trackingUri": "https://mlflow.example"}, "credentialsSecret": "tracking"})
+    env = {e["name"]: e for e in _container(build_job(run, StageRef("train", 1), 0, CONFIG))["env"]}
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "WANDB_API_KEY"):
+        assert env[key]["valueFrom"]["secretKeyRef"] == {"name": "tracking", "key": key, "optional": True}
+    assert "MLFLOW_TRACKING_TOKEN" not in _container(build_job(_run(), StageRef("train", 1), 0, CONFIG))["env"].__repr__()
+
+
 @pytest.mark.parametrize("ref", [StageRef("train", 1), StageRef("judge", 1), StageRef("select")])
 def test_program_errors_fail_fast_and_infrastructure_failures_are_not_counted(ref):
     job = _valid(build_job(_run(generation={"shards": 4}), ref, 0, CONFIG))

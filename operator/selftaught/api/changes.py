@@ -51,6 +51,7 @@ DEPENDS: dict[str, DependsOn] = {
     "estimate": ANY_TIME,  # the cost estimate's assumptions: nothing runs differently
     "serve": ANY_TIME,  # the judge's server after the run: no stage reads it
     "reuse": ANY_TIME,  # where a stage's output comes from, never what it is (a reused one has the same key)
+    "tracking": ANY_TIME,  # where the run is logged: no stage output depends on it
     "generation.parallelism": ANY_TIME,
     "generation.batchSize": ANY_TIME,
     "generation.saveEvery": ANY_TIME,  # when a shard saves its answers to resume from, not what it generates

@@ -1075,6 +1075,60 @@ class Reuse(Model):
     )
 
 
+#: the environment variables `tracking.credentialsSecret` may hold, each optional: the ones MLflow's
+#: client reads (basic auth or a bearer token) and W&B's API key
+TRACKING_CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "WANDB_API_KEY")
+
+
+class MlflowTracking(Model):
+    """An MLflow tracking server (docs/tracking.md), through MLflow's own client."""
+
+    tracking_uri: str = _field(
+        description="The tracking server: `http(s)://host:port` (`mlflow server`, a managed MLflow), or any URI "
+        "MLflow's client takes (`databricks`, `file:///path`). Credentials come from `tracking.credentialsSecret` "
+        "(MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN), never from the spec.",
+        min_length=1,
+    )
+    experiment: str = _field("selftaught", min_length=1, description="The experiment the run is logged to (made if missing).")
+    registered_model: str | None = _field(
+        None,
+        description="The model registry entry the best judge's checkpoint is registered under, once the run succeeds "
+        "(a version whose source is the checkpoint's store URI, with the benchmark scores as tags); empty: the run's name.",
+    )
+
+
+class WandbTracking(Model):
+    """A Weights & Biases project (docs/tracking.md), through the `wandb` client."""
+
+    project: str = _field(description="The W&B project.", min_length=1)
+    entity: str | None = _field(None, description="The W&B entity (user or team); empty: the API key's default.")
+    mode: Literal["online", "offline"] = _field(
+        "online",
+        description="`offline` writes the run to a local folder (`WANDB_DIR`) for `wandb sync` instead of calling W&B.",
+    )
+
+
+class Tracking(Model):
+    """Experiment tracking of the run in MLflow and/or W&B (docs/tracking.md). Logging never fails or
+    stalls a run: what could not be logged is logged at the next stage's end or by `selftaught track`."""
+
+    mlflow: MlflowTracking | None = _field(None, description="Log the run to an MLflow tracking server.")
+    wandb: WandbTracking | None = _field(None, description="Log the run to Weights & Biases.")
+    credentials_secret: str | None = _field(
+        None,
+        description="Name of a Secret whose keys become the stage pods' environment, each optional: "
+        "`MLFLOW_TRACKING_USERNAME`, `MLFLOW_TRACKING_PASSWORD`, `MLFLOW_TRACKING_TOKEN`, `WANDB_API_KEY`. "
+        "Locally, the same variables of your environment.",
+    )
+    timeout_seconds: int = _field(
+        10,
+        ge=1,
+        le=300,
+        description="How long one call to a tracking server may wait (MLFLOW_HTTP_REQUEST_TIMEOUT, W&B's init "
+        "timeout). A server that does not answer costs a stage at most this, once: the rest waits for the next try.",
+    )
+
+
 class Retries(Model):
     per_stage: int = _field(
         2, ge=0, le=20, description="Times a failed stage Job is recreated before the run fails."
@@ -1120,6 +1174,11 @@ class SelfTaughtRunSpec(Model):
         default_factory=Serve,
         description="Serve the trained judge once the run succeeds (operator only; `selftaught serve` locally). "
         "Its pods are placed like the generation stages (`scheduling.generation`) and use the `generation` vLLM settings.",
+    )
+    tracking: Tracking = _field(
+        default_factory=Tracking,
+        description="Experiment tracking in MLflow and/or W&B: parameters, stage figures, accuracy per iteration, training "
+        "curves, the report, the best judge in the model registry (docs/tracking.md).",
     )
     estimate: Estimate = _field(
         default_factory=Estimate, description="Assumptions of the cost estimate (`selftaught plan`, `status.estimate`)."

@@ -253,6 +253,11 @@ class SelfTaughtRunStatus(Model):
     store_unreachable_since: str | None = Field(
         None, description="Since when the operator cannot reach the store (cleared when it can)."
     )
+    tracking: list[str] | None = Field(
+        None,
+        description="What the run's tracking servers (`spec.tracking`) have not got, one sentence per server: how many "
+        "items, which, and the error. The next stage to finish tries again; `selftaught track` logs them after the fact.",
+    )
     ignored_fields: list[str] | None = Field(
         None, description="Spec fields this operator version does not know and ignores (a CRD newer than the operator)."
     )

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from selftaught.api.spec import API_GROUP, API_VERSION, KIND, PodOverrides, SelfTaughtRun
+from selftaught.api.spec import API_GROUP, API_VERSION, KIND, TRACKING_CREDENTIALS, PodOverrides, SelfTaughtRun
 from selftaught.controller.config import OperatorConfig
 from selftaught.errors import EXIT_PERMANENT, GPUS_VARIABLE, TERMINATION_MESSAGE_PATH, TERMINATION_MESSAGE_VARIABLE, Failure, Reason, shell_write
 from selftaught.pipeline.launch import MASTER_PORT, RUN_VARIABLE, stage_command, stage_document
@@ -129,6 +129,9 @@ def pod_env(run: SelfTaughtRun, document: dict[str, Any], overrides: PodOverride
         env.append({"name": "AWS_DEFAULT_REGION", "value": run.spec.storage.region})
     if run.spec.models.hf_token_secret:
         env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": run.spec.models.hf_token_secret, "key": "HF_TOKEN"}}})
+    if run.spec.tracking.credentials_secret:  # each optional: MLflow takes a user and password or a token
+        for key in TRACKING_CREDENTIALS:
+            env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": run.spec.tracking.credentials_secret, "key": key, "optional": True}}})
     # the run's own variables replace ours of the same name in place (the spec refuses the reserved ones)
     extra = {var.name: var.model_dump(by_alias=True, exclude_none=True) for var in overrides.env or []}
     env = [extra.pop(item["name"], item) for item in env]

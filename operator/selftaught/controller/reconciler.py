@@ -58,12 +58,14 @@ from selftaught.pipeline.scan import Progress, scan
 from selftaught.pipeline.table import StageRef
 from selftaught.store import Store
 from selftaught.store.disruptions import DisruptionRecord, lost_work, write_disruption
-from selftaught.store.layout import REPORT, disruption_key, progress_key
+from selftaught.store.layout import REPORT, TRACKING, disruption_key, progress_key
 from selftaught.store.manifest import Manifest
 from selftaught.store.progress import read_progress
 from selftaught.views.estimate import estimate, inputs_for, measure, with_reuse
 from selftaught.views.eta import completion
 from selftaught.views.live import read_view
+from selftaught.views.tracking.ledger import describe as describe_tracking
+from selftaught.views.tracking.ledger import failures_in as tracking_failures_in
 
 #: (namespace, run name) -> that run's stage Jobs, as the watch last saw them
 JobSource = Callable[[str, str], list[dict[str, Any]]]
@@ -295,6 +297,8 @@ class Reconciler:
         # the stage process that finishes the run writes it there (a moment after its manifest,
         # which may be the last thing this operator reads of a finished run)
         seen.report = store.url(REPORT) if progress.report or step.finished else None
+        # what the stage processes could not log to the run's tracking servers (their records in the store)
+        seen.tracking = [describe_tracking(failure) for failure in tracking_failures_in(progress.tracking_keys, store.read_bytes)]
         return decision
 
     def _count_disruptions(
@@ -341,6 +345,10 @@ class Reconciler:
         assert decision is not None  # decided this pass
         requeue = decision.requeue_after
         cap = accepted.spec.retries.disruptions_per_stage
+        before = {line.split(":", 1)[0] for line in seen.previous.get("tracking") or []}
+        for line in seen.tracking:  # once per server that stops taking the run, not once per stage it misses
+            if line.split(":", 1)[0] not in before:
+                self.report.event(obj, "Warning", "TrackingFailed", line)
         for record, count in seen.disruptions:
             self.report.event(obj, "Warning", "StageDisrupted", describe(record, count, cap))
             metrics.DISRUPTIONS.labels(record.stage.split("-")[0], record.cause).inc()
@@ -448,6 +456,9 @@ class Reconciler:
         key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
         self.intake.settle(key, [end.name for end in self.intake.pod_ends(key)])
         status = obj.get("status") or {}
+        tracking = (obj.get("spec") or {}).get("tracking") or {}
+        if tracking.get("mlflow") or tracking.get("wandb"):
+            status = self._tracking_after_the_end(obj, status)
         if not (((obj.get("spec") or {}).get("serve") or {}).get("enabled") or status.get("serving")):
             self._write_status(obj, status)
             return None
@@ -461,6 +472,25 @@ class Reconciler:
             document["serving"] = serving.model_dump(mode="json", by_alias=True, exclude_none=True)
         self._write_status(obj, document)
         return retry
+
+    def _tracking_after_the_end(self, obj: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+        """`status.tracking` of a finished run, read again: the last stage logs after it published,
+        so the pass that saw the run finish may not have seen what that stage could not log (its
+        Job's end brings this pass)."""
+        run = self._parse(obj)
+        if run is None:
+            return status
+        try:
+            lines = [describe_tracking(failure) for failure in tracking_failures_in(*_ledger(open_run_store(run)))]
+        except Exception:  # the store, for a moment: the next event looks again
+            log.warning("%s/%s: the tracking ledger could not be read", run.metadata.namespace, run.metadata.name, exc_info=True)
+            return status
+        before = {line.split(":", 1)[0] for line in status.get("tracking") or []}
+        for line in lines:
+            if line.split(":", 1)[0] not in before:
+                self.report.event(obj, "Warning", "TrackingFailed", line)
+        document = {key: value for key, value in status.items() if key != "tracking"}
+        return {**document, "tracking": lines} if lines else document
 
     # -- the status --------------------------------------------------------------------------------
 
@@ -488,3 +518,9 @@ class Reconciler:
         self.intake.remember(key, written)
         if previous.get("phase") != phase:
             self.report.event(obj, "Warning" if phase == Phase.FAILED else "Normal", f"Run{phase}", document.get("message") or "")
+
+
+def _ledger(store: Store) -> tuple[list[str], Any]:
+    """The tracking ledger's keys (one listing of `tracking/`) and how to read one."""
+    return store.list(TRACKING), store.read_bytes
+

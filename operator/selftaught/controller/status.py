@@ -67,6 +67,7 @@ class Observation:
     estimate: Estimate | None = None  # the run's cost, corrected by its finished stages
     completion: Completion | None = None  # how much of the whole run is done, how long it has left
     report: str | None = None  # where the run's HTML report is, once it is there
+    tracking: list[str] = field(default_factory=list)  # what the run's tracking servers have not got, and why
     serving: ServingStatus | None = None  # the judge's server (spec.serve)
     settled: list[str] = field(default_factory=list)  # stopped pods this pass looked at (counted or not)
     disruptions: list[tuple[DisruptionRecord, int]] = field(default_factory=list)  # new this pass, with the stage's count
@@ -202,6 +203,7 @@ def build_status(seen: Observation) -> SelfTaughtRunStatus:
         serving=seen.serving if seen.decision is not None else _kept_serving(previous),
         store_unreachable_since=seen.unreachable_since,
         ignored_fields=seen.ignored or None,
+        tracking=seen.tracking or None,
         phase=phase,
         stage=stage or previous.get("stage"),
         iteration=iteration if iteration is not None else previous.get("iteration"),

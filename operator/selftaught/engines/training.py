@@ -133,7 +133,7 @@ class Prepared:
             gradient_checkpointing=self.checkpointing.on,
             deepspeed=deepspeed_config(train, bf16=self.bf16),
             save_strategy="no",
-            report_to=[],
+            report_to=reporting(),
             logging_steps=10,
             seed=train.seed,
             use_cpu=not self.on_gpu,
@@ -143,6 +143,13 @@ class Prepared:
             use_liger_kernel=self.fused,
             torch_compile=train.compile,
         )
+
+
+def reporting() -> list[str]:
+    """The Trainer's own loggers (its MLflow and W&B callbacks: loss, and a GRPO trainer's reward,
+    per logged step): the ones the stage process found answering and pointed at the run's
+    tracking runs through their environment variables (`views/tracking`), else none."""
+    return [name for name in os.environ.get("SELFTAUGHT_REPORT_TO", "").split(",") if name in {"mlflow", "wandb"}]
 
 
 def _tokenizer(model_path: Path) -> Any:

@@ -10,7 +10,7 @@ from typing import Any
 
 from selftaught.pipeline.table import ORDER, STAGES, StageRef
 from selftaught.store import Store
-from selftaught.store.layout import DISRUPTIONS, FAILURES, LOGS, MANIFEST, PROGRESS, REPORT, SHARD_MARKERS
+from selftaught.store.layout import DISRUPTIONS, FAILURES, LOGS, MANIFEST, PROGRESS, REPORT, SHARD_MARKERS, TRACKING
 from selftaught.store.manifest import Manifest, read_manifest
 
 
@@ -30,6 +30,8 @@ class Progress:
     log_keys: dict[StageRef, list[str]] = field(default_factory=dict)
     #: whether the run's HTML report is there
     report: bool = False
+    #: the keys of the tracking ledger (`tracking/…`: what was logged to MLflow or W&B, what was not)
+    tracking_keys: list[str] = field(default_factory=list)
     #: the URL of the store scanned: where its outputs are, wherever it was copied
     root: str = ""
 
@@ -47,6 +49,8 @@ def scan(store: Store, cache: dict[str, Manifest] | None = None) -> Progress:
         head, _, name = key.rpartition("/")
         if key == REPORT:
             progress.report = True
+        elif key.startswith(TRACKING):
+            progress.tracking_keys.append(key)
         if name == MANIFEST:
             ref = StageRef.from_prefix(head)
             if ref is None:

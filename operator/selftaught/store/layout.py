@@ -21,6 +21,7 @@ iter-001/train/attempt-…/resume/checkpoint-120/ the full training state a retr
                                                 Trainer's checkpoint, _complete.json last); never published
 iter-001/evaluate/attempt-…/metrics.json        iter-000/evaluate is the seed judge's baseline
 report/index.html                               the run's report, plots inside
+tracking/mlflow-…/logged/stage.judge-1.json     what was logged to a tracking server, and what could not be (failed.json)
 ```
 Every stage process writes under its own attempt folder and publishes by creating the done-marker
 only if it does not exist yet (a conditional write): of two processes of one stage (an orphan and
@@ -51,6 +52,8 @@ FAILURES = "_failures"
 #: the log of each stage process the local runner started, one object per process
 LOGS = "_logs"
 REPORT = "report/index.html"
+#: what of the run was logged to its tracking servers (views/tracking/ledger.py)
+TRACKING = "tracking/"
 
 
 def stage_prefix(name: str, iteration: int | None = None) -> str:

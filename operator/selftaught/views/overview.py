@@ -27,6 +27,8 @@ from selftaught.views.live import StageView, describe, duration, read_view
 from selftaught.views.numbers import estimate as with_interval
 from selftaught.views.numbers import summary_text
 from selftaught.views.state import Phase, Runner, run_state, state_lines
+from selftaught.views.tracking.ledger import describe as describe_tracking
+from selftaught.views.tracking.ledger import failures as tracking_failures
 
 
 def open_run(run: SelfTaughtRun | None, uri: str | None = None, endpoint: str | None = None) -> tuple[SelfTaughtRun, Store]:
@@ -106,6 +108,7 @@ def overview(
         lines += ["", f"report: {store.url(REPORT)}"]
     elif step.finished:
         lines += ["", "report: none yet (selftaught report makes it)"]
+    lines += [f"tracking: {describe_tracking(failure)}" for failure in tracking_failures(store)]
     return "\n".join(lines)
 
 
@@ -271,4 +274,5 @@ def overview_document(store: Store, run: SelfTaughtRun, inputs: Inputs, runner: 
             "hours": round(cost.hours, 4), "remainingHours": round(cost.remaining_hours, 4), "measuredStages": cost.measured_stages,
         },  # fmt: skip
         "report": store.url(REPORT) if store.exists(REPORT) else None,
+        "tracking": [describe_tracking(failure) for failure in tracking_failures(store)] or None,  # as status.tracking
     }
