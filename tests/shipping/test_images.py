@@ -94,8 +94,9 @@ def test_one_dockerfile_with_a_target_per_image_and_a_shared_wheel():
     assert tuple(targets) == IMAGES
 
 
-#: the extras each image installs: its own name, but the GRPO image, which generates and trains
-EXTRAS = {"operator": "operator", "generate": "generate", "train": "train", "rl": "generate,train"}
+#: the extras each image installs: its own name, but the GRPO image, which generates and trains;
+#: every stage image also has the tracking clients (the stage process logs to MLflow / W&B)
+EXTRAS = {"operator": "operator", "generate": "generate,tracking", "train": "train,tracking", "rl": "generate,train,tracking"}
 
 
 @pytest.mark.parametrize("name", IMAGES)
@@ -108,7 +109,7 @@ def test_each_image_installs_only_extras_and_entrypoints_that_exist(name):
     installed = set(",".join(extras).split(","))
     for extra in installed:
         assert extra in PYPROJECT["project"]["optional-dependencies"], f"the {name} target installs unknown extra {extra}"
-    assert installed <= {"operator", "generate", "train"}, "an image must not install the `local` or `test` extra"
+    assert installed <= {"operator", "generate", "train", "tracking"}, "an image must not install the `local` or `test` extra"
     (entrypoint,) = [rest for keyword, rest in stage if keyword == "ENTRYPOINT"]
     assert yaml.safe_load(entrypoint) == ["selftaught"]
     assert "selftaught" in PYPROJECT["project"]["scripts"]
