@@ -1055,6 +1055,13 @@ class Serve(Model):
         "earliest of equals, so an iteration that only ties never restarts the server).",
     )
     replicas: int = _field(1, ge=1, le=64, description="Server pods; each takes `generation.tensorParallel` GPUs.")
+    rollout: Literal["surge", "recreate"] = _field(
+        "surge",
+        description="How a new checkpoint replaces the served one. `surge`: the new server starts beside the "
+        "old one, which serves until the new one is ready (no gap, but a second set of GPUs while it loads); "
+        "`recreate`: the old server stops first and its GPUs go to the new one (no second set of GPUs; "
+        "nothing is served while the new one loads). `status.serving` says which iteration the ready pods serve.",
+    )
 
 
 class Reuse(Model):
