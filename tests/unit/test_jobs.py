@@ -299,3 +299,27 @@ def test_the_stage_pods_grace_period_is_the_one_decided_else_the_specs_else_kube
     spec = _run(scheduling={"training": {"terminationGracePeriodSeconds": 300}})
     assert _pod(build_job(spec, ref, 0, CONFIG))["terminationGracePeriodSeconds"] == 300
     _valid(build_job(_run(), ref, 0, CONFIG, grace_seconds=75))
+
+
+def _qos(resources):
+    """The pod's QoS class as the API server computes it for one container (GPUs aside)."""
+    requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
+    if not {"cpu", "memory"} & (set(requests) | set(limits)):
+        return "BestEffort"
+    guaranteed = all(limits.get(k) and requests.get(k, limits[k]) == limits[k] for k in ("cpu", "memory"))
+    return "Guaranteed" if guaranteed else "Burstable"
+
+
+@pytest.mark.parametrize(("stage", "requests"), [(StageRef("judge", 1), ("4", "32Gi")), (StageRef("train", 1), ("8", "64Gi")), (StageRef("select"), ("1", "4Gi"))])
+def test_a_stage_pod_without_requests_is_not_besteffort_the_first_evicted(stage, requests):
+    resources = _container(_valid(build_job(_run(), stage, 0, CONFIG)))["resources"]
+    assert (resources["requests"]["cpu"], resources["requests"]["memory"]) == requests and _qos(resources) == "Burstable"
+
+
+def test_what_the_user_gives_for_cpu_or_memory_replaces_the_default_request():
+    # a memory limit alone is the memory request (API defaulting): no default above it; the CPU keeps its default
+    run = _run(scheduling={"training": {"resources": {"limits": {"memory": "16Gi"}}}, "generation": {"resources": {"requests": {"cpu": "500m"}}}})
+    train = _container(_valid(build_job(run, StageRef("train", 1), 0, CONFIG)))["resources"]
+    judge = _container(_valid(build_job(run, StageRef("judge", 1), 0, CONFIG)))["resources"]
+    assert "memory" not in train["requests"] and train["requests"]["cpu"] == "8" and train["limits"]["memory"] == "16Gi"
+    assert (judge["requests"]["cpu"], judge["requests"]["memory"]) == ("500m", "32Gi")

@@ -781,7 +781,10 @@ class Quantity(metaclass=_ShownAs):
 
 class Resources(Model):
     """Quantities as in a pod: integers (`cpu: 4`) or strings (`500m`, `64Gi`). An emptyDir model
-    cache adds its `cacheSize` to the `ephemeral-storage` request unless one is given."""
+    cache adds its `cacheSize` to the `ephemeral-storage` request unless one is given. CPU or
+    memory named in neither `requests` nor `limits` is requested at the stage kind's default
+    (generation: 4 CPUs and 32Gi; training: 8 and 64Gi; data: 1 and 4Gi), so no stage pod is
+    BestEffort, the first evicted when a node runs short."""
 
     requests: dict[str, Quantity] | None = _field(
         None, description="Minimum resources, e.g. `{cpu: 4, memory: 64Gi}`: integers or quantity strings."
@@ -995,6 +998,16 @@ class PodOverrides(Model):
 
 
 #: What a stage kind's pods get where neither the kind nor the stage sets a field.
+#: CPU and memory requests of a stage kind's pods, for each resource the user's
+#: `scheduling.<kind>.resources` names neither in its requests nor in its limits: a pod with no
+#: requests is BestEffort, the first the kubelet evicts under node pressure. Requests only, no
+#: limits: a pod may use more where the node has it, and is not killed for it.
+DEFAULT_REQUESTS: dict[str, dict[str, str]] = {
+    "generation": {"cpu": "4", "memory": "32Gi"},  # vLLM's engine, tokenizer and loading the weights
+    "training": {"cpu": "8", "memory": "64Gi"},  # torchrun, data loaders, saving a checkpoint
+    "data": {"cpu": "1", "memory": "4Gi"},  # select: reading and writing JSONL
+}
+
 POD_DEFAULTS: dict[str, PodOverrides] = {
     "generation": PodOverrides(active_deadline_seconds=24 * 3600, startup_timeout_seconds=1800, cache_size="200Gi"),
     "training": PodOverrides(active_deadline_seconds=7 * 24 * 3600, startup_timeout_seconds=1800, cache_size="200Gi"),

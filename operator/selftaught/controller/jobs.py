@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from selftaught.api.spec import API_GROUP, API_VERSION, KIND, PodOverrides, SelfTaughtRun
+from selftaught.api.spec import API_GROUP, API_VERSION, DEFAULT_REQUESTS, KIND, PodOverrides, SelfTaughtRun
 from selftaught.controller.config import OperatorConfig
 from selftaught.errors import EXIT_PERMANENT, GPUS_VARIABLE, TERMINATION_MESSAGE_PATH, TERMINATION_MESSAGE_VARIABLE, Failure, Reason, shell_write
 from selftaught.pipeline.launch import MASTER_PORT, RUN_VARIABLE, stage_command, stage_document
@@ -175,13 +175,17 @@ def _cache(overrides: PodOverrides) -> tuple[dict[str, Any], str | None]:
     return {"name": "cache", "emptyDir": empty_dir}, str(empty_dir["sizeLimit"]) if on_disk else None
 
 
-def _resources(overrides: PodOverrides, gpus: int, cache_storage: str | None) -> dict[str, Any]:
+def _resources(overrides: PodOverrides, kind: str, gpus: int, cache_storage: str | None) -> dict[str, Any]:
     given = overrides.resources
     resources: dict[str, dict[str, str]] = {}
     for section in ("requests", "limits"):
         values = getattr(given, section) if given else None
         if values:
             resources[section] = {key: str(value) for key, value in values.items()}  # `cpu: 4` -> "4"
+    named = {key for section in resources.values() for key in section}
+    for key, value in DEFAULT_REQUESTS[kind].items():  # not BestEffort; a limit the user set is its request
+        if key not in named:
+            resources.setdefault("requests", {})[key] = value
     if gpus:
         for section in ("requests", "limits"):
             resources.setdefault(section, {})["nvidia.com/gpu"] = str(gpus)
@@ -222,6 +226,7 @@ def build_pod_spec(
     config: OperatorConfig,
     container: dict[str, Any],
     *,
+    kind: str,
     gpus: int,
     shm: bool,
     restart_policy: str,
@@ -229,7 +234,8 @@ def build_pod_spec(
 ) -> dict[str, Any]:
     """The pod of a stage's Job or of the judge's server: `container` (name, image, command, env,
     ports, probes) locked down and given its GPUs, resources, /tmp, the model cache at /cache and,
-    for vLLM and torch (`shm`), a memory-backed /dev/shm; placed by `overrides`."""
+    for vLLM and torch (`shm`), a memory-backed /dev/shm; placed by `overrides`. `kind`: the stage
+    kind whose default CPU and memory requests it gets (`DEFAULT_REQUESTS`)."""
     cache, cache_storage = _cache(overrides)
     volumes = [{"name": "tmp", "emptyDir": {}}, cache]
     mounts = [{"name": "tmp", "mountPath": "/tmp"}, {"name": "cache", "mountPath": "/cache"}]
@@ -244,7 +250,7 @@ def build_pod_spec(
         "containers": [
             {
                 **container,
-                "resources": _resources(overrides, gpus, cache_storage),
+                "resources": _resources(overrides, kind, gpus, cache_storage),
                 "volumeMounts": mounts,
                 "terminationMessagePolicy": "FallbackToLogsOnError",
                 "securityContext": {
@@ -317,7 +323,7 @@ def build_job(run: SelfTaughtRun, ref: StageRef, attempt: int, config: OperatorC
         "env": pod_env(run, {"name": RUN_VARIABLE, "value": stage_document(run)}, overrides) + extra_env + _gpus_env(_gpus(run, ref)),
         **({"ports": [{"containerPort": MASTER_PORT, "name": "rendezvous"}]} if multi_node else {}),
     }
-    pod_spec = build_pod_spec(overrides, config, container, gpus=_gpus(run, ref), shm=kind != "data", restart_policy="Never", subdomain=service)
+    pod_spec = build_pod_spec(overrides, config, container, kind=kind, gpus=_gpus(run, ref), shm=kind != "data", restart_policy="Never", subdomain=service)
     grace = grace_seconds if grace_seconds is not None else overrides.termination_grace_period_seconds
     if grace is not None:  # the time a stopped stage has to save its work (SIGTERM, then SIGKILL)
         pod_spec["terminationGracePeriodSeconds"] = grace

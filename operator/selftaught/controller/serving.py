@@ -98,7 +98,7 @@ def build_deployment(run: SelfTaughtRun, choice: Choice, config: OperatorConfig)
         "readinessProbe": _probe(3),
         "livenessProbe": _probe(6),
     }
-    pod_spec = build_pod_spec(overrides, config, container, gpus=run.spec.generation.tensor_parallel, shm=True, restart_policy="Always")
+    pod_spec = build_pod_spec(overrides, config, container, kind="generation", gpus=run.spec.generation.tensor_parallel, shm=True, restart_policy="Always")
     template = {"metadata": pod_metadata(overrides, pod_labels), "spec": pod_spec}
     served_annotations = {ITERATION: str(choice.iteration), CHECKPOINT: choice.model.source}
     if choice.score is not None:
