@@ -934,8 +934,10 @@ class PodOverrides(Model):
     )
     capabilities: list[Capability] | None = _field(
         None,
-        description="Linux capabilities to add, e.g. `IPC_LOCK` for RDMA (a Pod Security level of "
-        "`privileged` on the namespace); every other stays dropped.",
+        description="Accepted for older runs and ignored: a capability added to a container does not "
+        "reach the stage's non-root process (kubernetes/kubernetes#56374), so every capability stays "
+        "dropped. RDMA's pinned memory needs the nodes' container runtime to give containers an "
+        "unlimited memlock limit (docs/install.md).",
     )
     security_context: StageSecurityContext | None = _field(
         None, description="UID, GID and fsGroup of the pods, or none for the platform to assign."

@@ -256,7 +256,9 @@ def build_pod_spec(
                 "securityContext": {
                     "allowPrivilegeEscalation": False,
                     "readOnlyRootFilesystem": True,
-                    "capabilities": {"drop": ["ALL"], **({"add": list(overrides.capabilities)} if overrides.capabilities else {})},
+                    # nothing added: added capabilities do not reach a non-root process's effective
+                    # set (kubernetes/kubernetes#56374), so `capabilities` is accepted and ignored
+                    "capabilities": {"drop": ["ALL"]},
                 },
             }
         ],
