@@ -25,9 +25,15 @@ Ports: each ``containerPort`` is given a free port on 127.0.0.1, and the process
 argv (``--port=8000`` or ``--port 8000`` becomes the mapped port): many servers share one machine.
 :meth:`DeploymentController.url` resolves a Service's in-cluster URL to a ready pod's mapped port.
 
-Simplified: no ReplicaSet objects (pods are owned by the Deployment itself), no scheduling or image
-pulls (every pod runs on ``node_name``), only the first container runs, and startup and liveness probes
-are not run.
+Scheduling as the default scheduler does it (tests/kube/scheduler.py) against ``nodes`` (by default one
+node of unlimited room, ``node_name``): a pod that fits no node stays ``Pending`` with ``PodScheduled=False``,
+``Unschedulable`` and the scheduler's FitError message (and a ``FailedScheduling`` Event), and is tried
+again each cycle — so a surge rollout on a node with one GPU leaves the new pod Pending while the old one
+serves, and ``Recreate`` frees the GPU first. ``stand_in``: an argv run instead of every pod's container
+command (a small server that answers the probe), for tests of what is around the server, not of it.
+
+Simplified: no ReplicaSet objects (pods are owned by the Deployment itself), no image pulls, only the first
+container runs, and startup and liveness probes are not run.
 """
 from __future__ import annotations
 
@@ -51,7 +57,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .client import ApiError, unless_gone
+from .client import ApiError, EventRecorder, unless_gone
 from .cluster import FakeCluster
 from .containers import (
     DEFAULT_PASSTHROUGH_ENV,
@@ -65,6 +71,7 @@ from .containers import (
 )
 from .control_loop import ControlLoop
 from .objects import NAME_ALPHABET, Body, timestamp
+from .scheduler import schedule
 
 __all__ = ['DeploymentController', 'ServerPod']
 
@@ -83,6 +90,8 @@ class ServerPod:
     ports: dict[int, int]  # containerPort -> the port on 127.0.0.1 the process listens on
     port_names: dict[str, int]  # a named port -> its containerPort
     ready: bool = False
+    node: str | None = None  # where the scheduler bound it; None: Pending, Unschedulable
+    requests: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # what binding it reserved
     restarts: int = 0
     waiting: tuple[str, str] | None = None  # (reason, message) while the container cannot run
     last_exit: Body | None = None  # the previous run's `terminated` state, once it has restarted
@@ -142,7 +151,8 @@ class DeploymentController(ControlLoop):
                  extra_env: Mapping[str, str] | None = None, rewrite_env: RewriteEnv | None = None,
                  passthrough_env: Iterable[str] = DEFAULT_PASSTHROUGH_ENV, poll_interval: float = 0.2,
                  probe_interval: float = 1.0, retry_interval: float = 2.0, max_backoff: float | None = None,
-                 kill_grace: float = 10.0, node_name: str = 'fake-node', termination_message_env: str | None = None) -> None:
+                 kill_grace: float = 10.0, node_name: str = 'fake-node', termination_message_env: str | None = None,
+                 nodes: Iterable[Mapping[str, Any]] | None = None, stand_in: list[str] | None = None) -> None:
         super().__init__(poll_interval=poll_interval)
         self.cluster = cluster
         self.cwd = Path(cwd)
@@ -153,6 +163,10 @@ class DeploymentController(ControlLoop):
         self.termination_message_env = termination_message_env
         self.probe_interval = probe_interval
         self.retry_interval, self.kill_grace, self.node_name = retry_interval, kill_grace, node_name
+        # {"name", "labels", "allocatable", "taints"} as for the Job kubelet; no allocatable: unlimited
+        self.nodes: list[dict[str, Any]] = [dict(n) for n in nodes] if nodes is not None else [{'name': node_name}]
+        self.stand_in = list(stand_in) if stand_in is not None else None
+        self._scheduler_events = EventRecorder(cluster, 'default-scheduler')
         self.max_backoff = 30 * retry_interval if max_backoff is None else max_backoff  # the kubelet's 10 s -> 300 s
         self._pods: dict[str, list[ServerPod]] = {}  # Deployment uid -> its pods, oldest first
         self._history: list[ServerPod] = []  # every pod ever started, for their logs
@@ -276,7 +290,7 @@ class DeploymentController(ControlLoop):
         meta, template = deployment['metadata'], copy.deepcopy((deployment.get('spec') or {}).get('template') or {})
         template_meta = template.get('metadata') or {}
         labels = {**(template_meta.get('labels') or {}), 'pod-template-hash': template_hash}
-        pod_spec = {**(template.get('spec') or {}), 'nodeName': self.node_name}
+        pod_spec = dict(template.get('spec') or {})
         name = f'{meta["name"]}-{template_hash}-{"".join(random.choices(NAME_ALPHABET, k=5))}'
         try:
             body = self.cluster.create('v1/pods', {
@@ -298,10 +312,29 @@ class DeploymentController(ControlLoop):
 
     # ---- one pod ------------------------------------------------------------------------------------------
 
+    def _schedule(self, pod: ServerPod) -> bool:
+        """The scheduler: bind the pod to the first node with room, or leave it Pending (Unschedulable, and a
+        FailedScheduling Event the first time)."""
+        bound = [(other.node, other.requests) for other in self.pods if other.node is not None]
+        node, requests, message = schedule(pod.attempt._pod_body.get('spec') or {}, list(self.nodes), bound)
+        if node is None:
+            if pod.waiting != ('Unschedulable', message):
+                pod.waiting = ('Unschedulable', message)
+                self._scheduler_events.record(pod.attempt._pod_body, 'Warning', 'FailedScheduling', message)
+            return False
+        pod.node, pod.requests, pod.waiting = node, requests, None
+        pod.attempt.node = node
+        with unless_gone():
+            self.cluster.patch('v1/pods', pod.attempt.namespace, pod.name, {'spec': {'nodeName': node}})
+        return True
+
     def _run(self, deployment: Body, pod: ServerPod) -> None:
-        """Start, probe, or restart the pod's container; write its status when it changed."""
+        """Schedule, start, probe, or restart the pod's container; write its status when it changed."""
         now = time.monotonic()
         attempt = pod.attempt
+        if pod.node is None and not self._schedule(pod):
+            self._write_pod_status(pod)
+            return
         if attempt._proc is not None and (code := attempt._poll()) is not None:  # it exited: restart later
             pod.ready, pod.restarts, attempt._proc = False, pod.restarts + 1, None
             ended: Body = {'exitCode': code, 'reason': 'Error' if code else 'Completed', 'startedAt': attempt.started_at,
@@ -338,8 +371,8 @@ class DeploymentController(ControlLoop):
         except ConfigError as e:
             pod.waiting, pod.next_start = ('CreateContainerConfigError', str(e)), time.monotonic() + self.retry_interval
             return
-        argv = _map_ports([expand(str(a), env) for a in (container.get('command') or []) + (container.get('args') or [])],
-                          pod.ports)
+        command = self.stand_in if self.stand_in is not None else (container.get('command') or []) + (container.get('args') or [])
+        argv = _map_ports([expand(str(a), env) for a in command], pod.ports)
         attempt.started_at, pod.started = timestamp(), time.monotonic()
         attempt.message_path.write_bytes(b'')  # this run's own termination message
         # appended: a restarted container's earlier output stays readable, as `kubectl logs --previous` keeps it
@@ -366,13 +399,21 @@ class DeploymentController(ControlLoop):
     def _write_pod_status(self, pod: ServerPod) -> None:
         attempt = pod.attempt
         container = first_container(attempt._pod_body)
+        if pod.node is None:  # not scheduled: no container status yet, as the API server shows it
+            status: Body = {'phase': 'Pending', 'conditions': [
+                {'type': 'PodScheduled', 'status': 'False', 'reason': 'Unschedulable', 'message': (pod.waiting or ('', ''))[1]}]}
+            if status != pod.shown:
+                with unless_gone():
+                    self.cluster.patch('v1/pods', attempt.namespace, pod.name, {'status': status}, subresource='status')
+                pod.shown = status
+            return
         if pod.waiting is not None:
             state: Body = {'waiting': {'reason': pod.waiting[0], 'message': pod.waiting[1]}}
         elif attempt.running:
             state = {'running': {'startedAt': attempt.started_at}}
         else:
             state = {'waiting': {'reason': 'ContainerCreating'}}
-        status: Body = {
+        status = {
             'phase': 'Running' if attempt.running else 'Pending', 'hostIP': '127.0.0.1', 'podIP': '127.0.0.1',
             'conditions': [{'type': 'Ready', 'status': 'True' if pod.ready else 'False'},
                            {'type': 'ContainersReady', 'status': 'True' if pod.ready else 'False'},

@@ -163,3 +163,39 @@ def test_a_server_that_keeps_exiting_waits_longer_each_time_as_the_kubelet_backs
         waits.append(previous)
     assert waits == [10, 20, 40, 80, 160, 300, 300]
     assert controller.crash_backoff(300, ran_for=601) == 10  # a run that lasted ten minutes: the crash loop is forgotten
+
+
+def gpu_deployment(answer: str, strategy: str) -> dict:
+    body = deployment("judge", answer)
+    body["spec"]["strategy"] = {"type": strategy}
+    body["spec"]["template"]["spec"]["containers"][0]["resources"] = {"limits": {"nvidia.com/gpu": "1"}}
+    return body
+
+
+@pytest.mark.parametrize("strategy", ["RollingUpdate", "Recreate"])
+def test_on_a_node_with_one_gpu_a_surge_waits_pending_beside_the_old_server_and_recreate_frees_the_gpu_first(cluster, tmp_path, strategy):
+    nodes = [{"name": "gpu-node", "allocatable": {"nvidia.com/gpu": "1"}}]
+    with DeploymentController(
+        cluster, cwd=tmp_path, log_dir=tmp_path / "logs", poll_interval=0.05, probe_interval=0.1, kill_grace=2, nodes=nodes
+    ) as servers:  # fmt: skip
+        cluster.create(DEPLOYMENTS, gpu_deployment("old", strategy), NAMESPACE)
+        cluster.create("v1/services", service("judge"), NAMESPACE)
+        ready(cluster, "judge")
+        container = gpu_deployment("new", strategy)["spec"]["template"]["spec"]["containers"][0]
+        cluster.patch(DEPLOYMENTS, NAMESPACE, "judge", {"spec": {"template": {"spec": {"containers": [container]}}}})
+        if strategy == "Recreate":
+            ready(cluster, "judge", generation=2)
+            assert ask(servers, "http://judge.default.svc/") == "new"
+            return
+        # RollingUpdate (maxSurge): the new pod needs a second GPU the node does not have
+        pending = cluster.wait_for(
+            lambda: [p for p in cluster.list("v1/pods", NAMESPACE) if (p.get("status") or {}).get("phase") == "Pending" and p["status"].get("conditions")],
+            timeout=10,
+        )  # fmt: skip
+        assert ask(servers, "http://judge.default.svc/") == "old"
+    ((pod,),) = [pending]
+    (scheduled,) = pod["status"]["conditions"]
+    assert (scheduled["type"], scheduled["status"], scheduled["reason"]) == ("PodScheduled", "False", "Unschedulable")
+    assert scheduled["message"].startswith("0/1 nodes are available: 1 Insufficient nvidia.com/gpu.")
+    events = [e for e in cluster.list("v1/events", NAMESPACE) if e["reason"] == "FailedScheduling"]
+    assert len(events) == 1 and events[0]["involvedObject"]["name"] == pod["metadata"]["name"]

@@ -1,16 +1,20 @@
 """`spec.serve` on the test cluster: a succeeded run gets its judge's server (a Deployment and a
-Service it owns), the endpoint in its status, a rollout only when the served checkpoint changes,
-and no server once serve is off or the run is gone.
+Service it owns), the endpoint in its status, a rollout only when the served checkpoint changes
+(beside the old server or in its place, `serve.rollout`), a status that says what the ready pods
+serve, and no server once serve is off or the run is gone.
 
 The stages are fakes (tests/operator/fake_stage.py: iteration i's checkpoint is
 s3://fake/iter-00i/train/checkpoint, every evaluation scores 0.7). Most tests here play the
-Deployment controller by writing the Deployment's status; the last one runs the server pod for
+Deployment controller by writing the Deployment's status, or run it with a stand-in server that
+answers the probe (tests/kube/deployments.py); the last ones run the server pod for
 real (tests/kube/deployments.py: vLLM's CPU build on the tiny model, fetched from S3 as a trained
 checkpoint is) and calls it through its Service with the judge client."""
 
 from __future__ import annotations
 
 import json
+import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -49,11 +53,24 @@ def serving_of(cluster, name, check, timeout=30):
     return cluster.wait_for(lambda: (s := status_of(cluster, name).get("serving")) and check(s) and s, timeout=timeout)
 
 
-def pods_ready(cluster, deployment, ready=1):
-    """What the Deployment controller writes once `ready` server pods answer /health."""
-    cluster.patch(
-        DEPLOYMENTS, NAMESPACE, deployment, {"status": {"replicas": 1, "updatedReplicas": 1, "readyReplicas": ready, "availableReplicas": ready}},
-        subresource="status",
+#: what runs in a server pod when the test is about what is around the server: it answers /health
+STAND_IN = [sys.executable, "-c", textwrap.dedent(
+    """
+    import http.server, sys
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+    port = int(next(a for a in sys.argv if a.startswith("--port=")).split("=")[1])
+    http.server.HTTPServer(("127.0.0.1", port), Health).serve_forever()
+    """
+), "--port=8000"]  # fmt: skip
+
+
+def stand_in_servers(cluster, tmp_path, **options):
+    """The Deployment controller running the stand-in server in every pod."""
+    return DeploymentController(
+        cluster, cwd=REPO, log_dir=tmp_path / "server-logs", stand_in=STAND_IN, poll_interval=0.1, probe_interval=0.2, kill_grace=2, **options
     )  # fmt: skip
 
 
@@ -68,20 +85,20 @@ def test_a_succeeded_run_serves_its_best_checkpoint_and_rolls_out_only_a_new_one
         service = cluster.get(SERVICES, NAMESPACE, "served-judge")
         assert not serving["ready"] and serving["replicas"] == "0/1"
 
-        pods_ready(cluster, "served-judge")
-        assert serving_of(cluster, "served", lambda s: s["ready"])["replicas"] == "1/1"
+        with stand_in_servers(cluster, tmp_path):  # now its pods run
+            assert serving_of(cluster, "served", lambda s: s["ready"])["replicas"] == "1/1"
 
-        # a second iteration that is no better: the healthy server is left as it is
-        cluster.patch(RUNS, NAMESPACE, "served", {"spec": {"iterations": 2}})
-        settled(cluster, "served", 2)
-        assert "evaluate-2" in status_of(cluster, "served")["attempts"]
-        kept = cluster.get(DEPLOYMENTS, NAMESPACE, "served-judge")
-        assert kept["metadata"]["generation"] == 1 and status_of(cluster, "served")["serving"]["iteration"] == 1
+            # a second iteration that is no better: the healthy server is left as it is
+            cluster.patch(RUNS, NAMESPACE, "served", {"spec": {"iterations": 2}})
+            settled(cluster, "served", 2)
+            assert "evaluate-2" in status_of(cluster, "served")["attempts"]
+            kept = cluster.get(DEPLOYMENTS, NAMESPACE, "served-judge")
+            assert kept["metadata"]["generation"] == 1 and status_of(cluster, "served")["serving"]["iteration"] == 1
 
-        # asking for iteration 2 rolls its checkpoint out
-        cluster.patch(RUNS, NAMESPACE, "served", {"spec": {"serve": {"iteration": 2}}})
-        rolled = cluster.wait_for(lambda: (d := cluster.get(DEPLOYMENTS, NAMESPACE, "served-judge")) and d["metadata"]["generation"] == 2 and d, timeout=30)
-        second = serving_of(cluster, "served", lambda s: s["iteration"] == 2)
+            # asking for iteration 2 rolls its checkpoint out
+            cluster.patch(RUNS, NAMESPACE, "served", {"spec": {"serve": {"iteration": 2}}})
+            rolled = cluster.wait_for(lambda: (d := cluster.get(DEPLOYMENTS, NAMESPACE, "served-judge")) and d["metadata"]["generation"] == 2 and d, timeout=30)
+            second = serving_of(cluster, "served", lambda s: s["iteration"] == 2)
     obj = cluster.get(RUNS, NAMESPACE, "served")
 
     assert serving == {
@@ -224,3 +241,40 @@ def test_a_server_that_keeps_crashing_is_reported_with_what_it_said(cluster, fak
     assert "the server exited with code 2 (Error), restarted" in serving["message"] and missing in serving["message"], serving
     events = [e for e in cluster.list("v1/events", NAMESPACE) if e["involvedObject"]["name"] == "crashing" and e["reason"] == "ServingNotStarting"]
     assert len(events) == 1 and events[0]["type"] == "Warning" and "CrashLoopBackOff" in events[0]["message"]
+
+
+def test_a_rollout_that_waits_for_a_gpu_says_the_old_iteration_serves_and_recreate_frees_the_gpu(cluster, fake_stages, make_run, tmp_path):
+    run = make_run(storage=str(tmp_path / "store"), iterations=2, evaluate={"baseline": False}, serve={"enabled": True})
+    one_gpu = [{"name": "gpu-node", "allocatable": {"nvidia.com/gpu": "1"}}]  # room for one server
+    with stand_in_servers(cluster, tmp_path, nodes=one_gpu), run_operator(cluster, HANDLERS, namespace=NAMESPACE):
+        cluster.create(RUNS, run_object(run, "scarce"), NAMESPACE)
+        assert settled(cluster, "scarce", 1)["phase"] == "Succeeded"
+        first = serving_of(cluster, "scarce", lambda s: s["ready"])
+        # iteration 2 surges beside iteration 1: its pod waits for a second GPU the node does not have
+        cluster.patch(RUNS, NAMESPACE, "scarce", {"spec": {"serve": {"iteration": 2}}})
+        rolling = serving_of(cluster, "scarce", lambda s: "rolling out" in s["message"] and "cannot start" in s["message"])
+        surged = cluster.get(DEPLOYMENTS, NAMESPACE, "scarce-judge")
+        # recreate: iteration 1's server stops and its GPU goes to iteration 2's
+        cluster.patch(RUNS, NAMESPACE, "scarce", {"spec": {"serve": {"rollout": "recreate"}}})
+        second = serving_of(cluster, "scarce", lambda s: s["iteration"] == 2 and s["ready"])
+        recreated = cluster.get(DEPLOYMENTS, NAMESPACE, "scarce-judge")
+        pods = cluster.list("v1/pods", NAMESPACE, label_selector="app.kubernetes.io/component=serve")
+
+    assert (first["iteration"], first["message"]) == (1, "serving iteration 1")
+    # what the ready pod serves, not what the Deployment asks for
+    assert (rolling["iteration"], rolling["checkpoint"], rolling["ready"], rolling["replicas"]) == (1, "s3://fake/iter-001/train/checkpoint", True, "1/1")
+    assert rolling["message"].startswith(
+        "serving iteration 1; rolling out iteration 2: the server cannot start: Unschedulable: 0/1 nodes are available: 1 Insufficient nvidia.com/gpu."
+    ), rolling
+    assert surged["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    assert recreated["spec"]["strategy"] == {"type": "Recreate"}
+    assert (second["checkpoint"], second["replicas"], second["message"]) == ("s3://fake/iter-002/train/checkpoint", "1/1", "serving iteration 2")
+    (pod,) = pods
+    assert pod["metadata"]["annotations"]["selftaught.dev/iteration"] == "2"
+    # a loading server is not called stuck before its startup budget, nor restarted for one slow answer
+    (container,) = recreated["spec"]["template"]["spec"]["containers"]
+    startup = container["startupProbe"]
+    assert recreated["spec"]["progressDeadlineSeconds"] > startup["periodSeconds"] * startup["failureThreshold"] >= 1800
+    assert {container[probe]["timeoutSeconds"] for probe in ("startupProbe", "readinessProbe", "livenessProbe")} == {5}
+    events = [e for e in cluster.list("v1/events", NAMESPACE) if e["involvedObject"]["name"] == "scarce" and e["reason"] == "ServingNotStarting"]
+    assert len(events) == 1 and "Insufficient nvidia.com/gpu" in events[0]["message"]

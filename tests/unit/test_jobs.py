@@ -1,6 +1,7 @@
 """Stage Jobs as a cluster would receive them: valid, labelled, placed and secured as the spec says."""
 
 import json
+import math
 import re
 import subprocess
 
@@ -18,6 +19,7 @@ from selftaught.controller.jobs import (
     needs_service,
     pod_overrides,
     service_name,
+    training_scratch,
 )
 from selftaught.pipeline.table import StageRef
 
@@ -197,6 +199,12 @@ def test_the_model_cache_is_a_bounded_emptydir_that_the_scheduler_accounts_for()
         job = _valid(build_job(run, ref, 0, CONFIG))
         volumes = {v["name"]: v for v in _pod(job)["volumes"]}
         assert volumes["cache"] == {"name": "cache", "emptyDir": {"sizeLimit": size}}
+        if ref.name == "train":  # and its /tmp, where the training state is written before it is uploaded
+            scratch = training_scratch(run)
+            assert volumes["tmp"] == {"name": "tmp", "emptyDir": {"sizeLimit": scratch}}
+            size = f"{200 + int(scratch.removesuffix('Gi'))}Gi"
+        else:
+            assert volumes["tmp"] == {"name": "tmp", "emptyDir": {}}
         assert _container(job)["resources"]["requests"]["ephemeral-storage"] == size
     job = _valid(build_job(_run(scheduling={"generation": {"cacheSize": "500Gi"}}), StageRef("pairs"), 0, CONFIG))
     assert {v["name"]: v for v in _pod(job)["volumes"]}["cache"]["emptyDir"] == {"sizeLimit": "500Gi"}
@@ -267,7 +275,7 @@ def test_cluster_specific_pod_settings_reach_the_pod_and_merge_per_stage():
                 "schedulerName": "volcano",
                 "podLabels": {"sidecar.istio.io/inject": "false", "team": "ml"},
                 "podAnnotations": {"k8s.v1.cni.cncf.io/networks": "ib-net", "kueue.x-k8s.io/podset-preferred-topology": "rack"},
-                "capabilities": ["IPC_LOCK"],
+                "capabilities": ["IPC_LOCK"],  # accepted from older runs, and ignored
                 "env": [{"name": "NCCL_DEBUG", "value": "INFO"}, {"name": "HF_HOME", "value": "/models/hf"}],
             },
             "stages": {"train": {"podLabels": {"team": "research"}, "schedulerName": "default-scheduler"}},
@@ -279,7 +287,8 @@ def test_cluster_specific_pod_settings_reach_the_pod_and_merge_per_stage():
     assert template["labels"]["team"] == "research" and "sidecar.istio.io/inject" not in template["labels"]  # field by field
     assert template["labels"]["selftaught.dev/stage"] == "train-1"  # the operator's labels stay
     assert template["annotations"] == {"k8s.v1.cni.cncf.io/networks": "ib-net", "kueue.x-k8s.io/podset-preferred-topology": "rack"}
-    assert _container(job)["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["IPC_LOCK"]}
+    # no effect for the non-root process (kubernetes/kubernetes#56374): not added, no privileged namespace needed
+    assert _container(job)["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     env = [(e["name"], e.get("value")) for e in _container(job)["env"]]
     names = [name for name, _ in env]
     assert len(names) == len(set(names)) and ("HF_HOME", "/models/hf") in env and ("NCCL_DEBUG", "INFO") in env
@@ -307,3 +316,49 @@ def test_the_stage_pods_grace_period_is_the_one_decided_else_the_specs_else_kube
     spec = _run(scheduling={"training": {"terminationGracePeriodSeconds": 300}})
     assert _pod(build_job(spec, ref, 0, CONFIG))["terminationGracePeriodSeconds"] == 300
     _valid(build_job(_run(), ref, 0, CONFIG, grace_seconds=75))
+
+
+def _qos(resources):
+    """The pod's QoS class as the API server computes it for one container (GPUs aside)."""
+    requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
+    if not {"cpu", "memory"} & (set(requests) | set(limits)):
+        return "BestEffort"
+    guaranteed = all(limits.get(k) and requests.get(k, limits[k]) == limits[k] for k in ("cpu", "memory"))
+    return "Guaranteed" if guaranteed else "Burstable"
+
+
+@pytest.mark.parametrize(("stage", "requests"), [(StageRef("judge", 1), ("4", "32Gi")), (StageRef("train", 1), ("8", "64Gi")), (StageRef("select"), ("1", "4Gi"))])
+def test_a_stage_pod_without_requests_is_not_besteffort_the_first_evicted(stage, requests):
+    resources = _container(_valid(build_job(_run(), stage, 0, CONFIG)))["resources"]
+    assert (resources["requests"]["cpu"], resources["requests"]["memory"]) == requests and _qos(resources) == "Burstable"
+
+
+def test_what_the_user_gives_for_cpu_or_memory_replaces_the_default_request():
+    # a memory limit alone is the memory request (API defaulting): no default above it; the CPU keeps its default
+    run = _run(scheduling={"training": {"resources": {"limits": {"memory": "16Gi"}}}, "generation": {"resources": {"requests": {"cpu": "500m"}}}})
+    train = _container(_valid(build_job(run, StageRef("train", 1), 0, CONFIG)))["resources"]
+    judge = _container(_valid(build_job(run, StageRef("judge", 1), 0, CONFIG)))["resources"]
+    assert "memory" not in train["requests"] and train["requests"]["cpu"] == "8" and train["limits"]["memory"] == "16Gi"
+    assert (judge["requests"]["cpu"], judge["requests"]["memory"]) == ("500m", "32Gi")
+
+
+def test_a_training_pods_tmp_holds_its_share_of_the_training_state_and_the_checkpoint():
+    """The train stage writes its resumable state and the final checkpoint to /tmp before they
+    are uploaded: a bounded emptyDir the scheduler accounts for, sized from the seed over the nodes,
+    small for LoRA, and the spec's size when given."""
+    from selftaught.api.spec import Lora
+
+    run = _run()
+    spec = run.spec.model_copy(update={"models": run.spec.models.model_copy(update={"seed": run.spec.models.seed.model_copy(update={"source": "meta-llama/Meta-Llama-3-70B-Instruct"})})})
+    one_node = run.model_copy(update={"spec": spec})
+    four = run.model_copy(update={"spec": spec.model_copy(update={"train": spec.train.model_copy(update={"nodes": 4})})})
+    lora = run.model_copy(update={"spec": spec.model_copy(update={"train": spec.train.model_copy(update={"lora": Lora()})})})
+    # 70B: 16 bytes x 70e9 over the nodes, twice, + 140 GB of checkpoint, + 25 %
+    assert training_scratch(one_node) == f"{math.ceil(1.25 * (2 * 16 * 70e9 + 2 * 70e9) / 2**30)}Gi"
+    assert training_scratch(four) == f"{math.ceil(1.25 * (2 * 16 * 70e9 / 4 + 2 * 70e9) / 2**30)}Gi" == "815Gi"
+    assert int(training_scratch(lora).removesuffix("Gi")) < 100
+    scheduling = four.spec.scheduling.model_copy(update={"training": four.spec.scheduling.training.model_copy(update={"scratch_size": "300Gi"})})
+    given = four.model_copy(update={"spec": four.spec.model_copy(update={"scheduling": scheduling})})
+    job = _valid(build_job(given, StageRef("train", 1), 0, CONFIG))
+    assert {v["name"]: v for v in _pod(job)["volumes"]}["tmp"] == {"name": "tmp", "emptyDir": {"sizeLimit": "300Gi"}}
+    assert _container(job)["resources"]["requests"]["ephemeral-storage"] == "500Gi"  # with the 200Gi model cache

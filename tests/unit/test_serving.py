@@ -10,6 +10,7 @@ import pytest
 from selftaught.api.load import parse_run
 from selftaught.api.spec import Generation
 from selftaught.controller.config import OperatorConfig
+from selftaught.controller.decide import Waiting
 from selftaught.controller.serving import HASH, build_deployment, build_service, decide_serving, serve_name
 from selftaught.controller.status import status_patch
 from selftaught.engines.server import server_command
@@ -108,20 +109,28 @@ def test_edits_that_do_not_change_the_server_leave_its_deployment_as_it_is():
     assert _hash(_run(scheduling={"generation": {"nodeSelector": {"pool": "b"}}})) != base
 
 
+def _pod(deployment, ready=True):
+    """A pod of `deployment`'s template as the kubelet shows it."""
+    meta = deployment["spec"]["template"]["metadata"]
+    condition = {"type": "Ready", "status": "True" if ready else "False"}
+    return {"metadata": {"name": "p", **meta}, "status": {"conditions": [condition]}}
+
+
 def test_what_the_operator_does_about_the_server():
     on, off = _run(serve={"enabled": True}), _run()
     choice = choose(ROWS, on.spec.models.seed)
     existing = build_deployment(on, choice, CONFIG)
     ready = {**existing, "status": {"readyReplicas": 1}}
+    pods = [_pod(existing)]
 
     created = decide_serving(on, CONFIG, choice=choice, problem=None, observed=None, had_status=False)
     assert created.apply is not None and created.status.message == "starting the server of iteration 2"
-    same = decide_serving(on, CONFIG, choice=choice, problem=None, observed=ready, had_status=True)
+    same = decide_serving(on, CONFIG, choice=choice, problem=None, observed=ready, had_status=True, pods=pods)
     assert same.apply is None and same.status.ready and same.status.message == "serving iteration 2"
     other = decide_serving(on, CONFIG, choice=choose(ROWS, on.spec.models.seed, 3), problem=None, observed=ready, had_status=True)
     assert other.apply["metadata"]["annotations"]["selftaught.dev/iteration"] == "3"
     # while later iterations run, the server of an earlier success keeps serving
-    running = decide_serving(on, CONFIG, choice=None, problem=None, observed=ready, had_status=True)
+    running = decide_serving(on, CONFIG, choice=None, problem=None, observed=ready, had_status=True, pods=pods)
     assert running.apply is None and not running.delete and running.status.iteration == 2
     waiting = decide_serving(on, CONFIG, choice=None, problem=None, observed=None, had_status=False)
     assert waiting.status.message == "waiting for the run to succeed" and waiting.status.endpoint is None
@@ -265,3 +274,34 @@ def test_a_client_asks_the_one_adapter_a_lora_server_lists_beside_its_base_and_o
     assert engine(SimpleNamespace(id="judge")).model == "judge"  # a full checkpoint, alone: as before
     with pytest.raises(InvalidInput, match="serves 3 models .*name one with --model"):
         _ = engine(base, adapter, SimpleNamespace(id="judge-iteration-1", parent="judge-iteration-0")).model
+
+
+def test_the_status_says_what_the_ready_pods_serve_not_what_the_deployment_asks_for():
+    run = _run(serve={"enabled": True})
+    old, new = choose(ROWS, run.spec.models.seed), choose(ROWS, run.spec.models.seed, 3)
+    rolling = build_deployment(run, new, CONFIG)
+    # the Deployment's own counts include the old pod: they are not what is served
+    observed = {**rolling, "status": {"readyReplicas": 1}}
+    pending = Waiting("Unschedulable", "0/2 nodes are available: 2 Insufficient nvidia.com/gpu.")
+    pods = [_pod(build_deployment(run, old, CONFIG)), _pod(rolling, ready=False)]
+
+    during = decide_serving(run, CONFIG, choice=new, problem=None, observed=observed, had_status=True, pods=pods, waiting=pending)
+    after = decide_serving(run, CONFIG, choice=new, problem=None, observed=observed, had_status=True, pods=[_pod(rolling)])
+    gap = decide_serving(run, CONFIG, choice=new, problem=None, observed=observed, had_status=True, pods=pods[1:])
+
+    assert during.apply is None and during.unsettled
+    assert (during.status.iteration, during.status.ready, during.status.replicas) == (2, True, "1/1")
+    assert during.status.message == (
+        "serving iteration 2; rolling out iteration 3: the server cannot start: Unschedulable: 0/2 nodes are available: 2 Insufficient nvidia.com/gpu."
+    )
+    assert (after.status.iteration, after.status.message, after.unsettled) == (3, "serving iteration 3", False)
+    assert (gap.status.iteration, gap.status.ready, gap.status.replicas) == (3, False, "0/1")
+
+
+def test_serve_rollout_chooses_a_second_set_of_gpus_or_a_gap():
+    surge = build_deployment(_run(serve={"enabled": True}), choose(ROWS, _run().spec.models.seed), CONFIG)["spec"]
+    recreate = build_deployment(_run(serve={"enabled": True, "rollout": "recreate"}), choose(ROWS, _run().spec.models.seed), CONFIG)["spec"]
+    assert surge["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    assert recreate["strategy"] == {"type": "Recreate"}
+    startup = surge["template"]["spec"]["containers"][0]["startupProbe"]
+    assert surge["progressDeadlineSeconds"] > startup["periodSeconds"] * startup["failureThreshold"]

@@ -781,7 +781,10 @@ class Quantity(metaclass=_ShownAs):
 
 class Resources(Model):
     """Quantities as in a pod: integers (`cpu: 4`) or strings (`500m`, `64Gi`). An emptyDir model
-    cache adds its `cacheSize` to the `ephemeral-storage` request unless one is given."""
+    cache adds its `cacheSize` to the `ephemeral-storage` request unless one is given. CPU or
+    memory named in neither `requests` nor `limits` is requested at the stage kind's default
+    (generation: 4 CPUs and 32Gi; training: 8 and 64Gi; data: 1 and 4Gi), so no stage pod is
+    BestEffort, the first evicted when a node runs short."""
 
     requests: dict[str, Quantity] | None = _field(
         None, description="Minimum resources, e.g. `{cpu: 4, memory: 64Gi}`: integers or quantity strings."
@@ -931,8 +934,10 @@ class PodOverrides(Model):
     )
     capabilities: list[Capability] | None = _field(
         None,
-        description="Linux capabilities to add, e.g. `IPC_LOCK` for RDMA (a Pod Security level of "
-        "`privileged` on the namespace); every other stays dropped.",
+        description="Accepted for older runs and ignored: a capability added to a container does not "
+        "reach the stage's non-root process (kubernetes/kubernetes#56374), so every capability stays "
+        "dropped. RDMA's pinned memory needs the nodes' container runtime to give containers an "
+        "unlimited memlock limit (docs/install.md).",
     )
     security_context: StageSecurityContext | None = _field(
         None, description="UID, GID and fsGroup of the pods, or none for the platform to assign."
@@ -979,6 +984,16 @@ class PodOverrides(Model):
     shm_size: str | None = _field(
         None, pattern=QUANTITY_PATTERN, description="Size of the memory-backed /dev/shm."
     )
+    scratch_size: str | None = _field(
+        None,
+        pattern=QUANTITY_PATTERN,
+        description="Size of the pod's /tmp (an emptyDir: its sizeLimit, added to the container's "
+        "ephemeral-storage request). A train stage writes its resumable training state and its final "
+        "checkpoint there before uploading them, so training pods get one sized from the seed by "
+        "default: this node's share of the ZeRO state (16 bytes per trained parameter over the nodes) "
+        "twice (the one a retry downloads to resume from and the one it saves), plus the final checkpoint (2 bytes per "
+        "parameter), with a quarter more, at least 10Gi. Other pods: unsized unless set.",
+    )
 
     @field_validator("pod_labels")
     @classmethod
@@ -995,6 +1010,16 @@ class PodOverrides(Model):
 
 
 #: What a stage kind's pods get where neither the kind nor the stage sets a field.
+#: CPU and memory requests of a stage kind's pods, for each resource the user's
+#: `scheduling.<kind>.resources` names neither in its requests nor in its limits: a pod with no
+#: requests is BestEffort, the first the kubelet evicts under node pressure. Requests only, no
+#: limits: a pod may use more where the node has it, and is not killed for it.
+DEFAULT_REQUESTS: dict[str, dict[str, str]] = {
+    "generation": {"cpu": "4", "memory": "32Gi"},  # vLLM's engine, tokenizer and loading the weights
+    "training": {"cpu": "8", "memory": "64Gi"},  # torchrun, data loaders, saving a checkpoint
+    "data": {"cpu": "1", "memory": "4Gi"},  # select: reading and writing JSONL
+}
+
 POD_DEFAULTS: dict[str, PodOverrides] = {
     "generation": PodOverrides(active_deadline_seconds=24 * 3600, startup_timeout_seconds=1800, cache_size="200Gi"),
     "training": PodOverrides(active_deadline_seconds=7 * 24 * 3600, startup_timeout_seconds=1800, cache_size="200Gi"),
@@ -1055,6 +1080,13 @@ class Serve(Model):
         "earliest of equals, so an iteration that only ties never restarts the server).",
     )
     replicas: int = _field(1, ge=1, le=64, description="Server pods; each takes `generation.tensorParallel` GPUs.")
+    rollout: Literal["surge", "recreate"] = _field(
+        "surge",
+        description="How a new checkpoint replaces the served one. `surge`: the new server starts beside the "
+        "old one, which serves until the new one is ready (no gap, but a second set of GPUs while it loads); "
+        "`recreate`: the old server stops first and its GPUs go to the new one (no second set of GPUs; "
+        "nothing is served while the new one loads). `status.serving` says which iteration the ready pods serve.",
+    )
 
 
 class Reuse(Model):

@@ -13,13 +13,17 @@ failures from program errors.
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import Any
 
-from selftaught.api.spec import API_GROUP, API_VERSION, KIND, TRACKING_CREDENTIALS, PodOverrides, SelfTaughtRun
+from kubernetes.utils.quantity import parse_quantity
+
+from selftaught.api.spec import API_GROUP, API_VERSION, DEFAULT_REQUESTS, KIND, TRACKING_CREDENTIALS, PodOverrides, SelfTaughtRun
 from selftaught.controller.config import OperatorConfig
 from selftaught.errors import EXIT_PERMANENT, GPUS_VARIABLE, TERMINATION_MESSAGE_PATH, TERMINATION_MESSAGE_VARIABLE, Failure, Reason, shell_write
 from selftaught.pipeline.launch import MASTER_PORT, RUN_VARIABLE, stage_command, stage_document
 from selftaught.pipeline.table import StageRef
+from selftaught.views.estimate import inputs_for
 
 LABEL_RUN = f"{API_GROUP}/run"
 LABEL_STAGE = f"{API_GROUP}/stage"
@@ -178,13 +182,56 @@ def _cache(overrides: PodOverrides) -> tuple[dict[str, Any], str | None]:
     return {"name": "cache", "emptyDir": empty_dir}, str(empty_dir["sizeLimit"]) if on_disk else None
 
 
-def _resources(overrides: PodOverrides, gpus: int, cache_storage: str | None) -> dict[str, Any]:
+#: bytes per trained parameter of a ZeRO training state on disk: bf16 weights (2), fp32 master
+#: weights (4), Adam's two moments (8), and 2 for the rest (scheduler, RNG, ZeRO's bookkeeping)
+STATE_BYTES_PER_PARAMETER = 16
+#: bytes per parameter of the final bf16 checkpoint
+CHECKPOINT_BYTES_PER_PARAMETER = 2
+MIN_SCRATCH_GI = 10
+
+
+def training_scratch(run: SelfTaughtRun) -> str:
+    """The /tmp a training pod needs (`scheduling.training.scratchSize` unset): its node's share of
+    the resumable state, twice (the one a retry downloads to resume from, and the one it saves;
+    each goes once uploaded or loaded), plus the final
+    checkpoint, a quarter more. A LoRA run trains and saves only its adapters: small."""
+    spec = run.spec
+    seed = inputs_for(spec).seed.total * 1e9
+    lora = spec.train.lora
+    trained = seed * 0.02 if lora is not None else seed  # adapters: ~1-2 % of the weights at rank 16-64
+    final = trained * CHECKPOINT_BYTES_PER_PARAMETER if lora is not None else seed * CHECKPOINT_BYTES_PER_PARAMETER
+    state = trained * STATE_BYTES_PER_PARAMETER / max(1, spec.train.nodes)
+    gibibytes = math.ceil(1.25 * (2 * state + final) / 2**30)
+    return f"{max(MIN_SCRATCH_GI, gibibytes)}Gi"
+
+
+def _scratch(run: SelfTaughtRun | None, overrides: PodOverrides, kind: str) -> str | None:
+    """The /tmp emptyDir's size: the spec's, else derived for training pods, else unsized."""
+    if overrides.scratch_size:
+        return overrides.scratch_size
+    return training_scratch(run) if run is not None and kind == "training" else None
+
+
+def _ephemeral(*sizes: str | None) -> str | None:
+    """What the node's disk gives the pod's emptyDirs: their sizes added up, as a quantity."""
+    known = [size for size in sizes if size]
+    if not known:
+        return None
+    total = sum(parse_quantity(size) for size in known)
+    return f"{math.ceil(total / 2**30)}Gi" if len(known) > 1 else known[0]
+
+
+def _resources(overrides: PodOverrides, kind: str, gpus: int, cache_storage: str | None) -> dict[str, Any]:
     given = overrides.resources
     resources: dict[str, dict[str, str]] = {}
     for section in ("requests", "limits"):
         values = getattr(given, section) if given else None
         if values:
             resources[section] = {key: str(value) for key, value in values.items()}  # `cpu: 4` -> "4"
+    named = {key for section in resources.values() for key in section}
+    for key, value in DEFAULT_REQUESTS[kind].items():  # not BestEffort; a limit the user set is its request
+        if key not in named:
+            resources.setdefault("requests", {})[key] = value
     if gpus:
         for section in ("requests", "limits"):
             resources.setdefault(section, {})["nvidia.com/gpu"] = str(gpus)
@@ -225,16 +272,21 @@ def build_pod_spec(
     config: OperatorConfig,
     container: dict[str, Any],
     *,
+    kind: str,
     gpus: int,
     shm: bool,
     restart_policy: str,
     subdomain: str | None = None,
+    run: SelfTaughtRun | None = None,
 ) -> dict[str, Any]:
     """The pod of a stage's Job or of the judge's server: `container` (name, image, command, env,
     ports, probes) locked down and given its GPUs, resources, /tmp, the model cache at /cache and,
-    for vLLM and torch (`shm`), a memory-backed /dev/shm; placed by `overrides`."""
+    for vLLM and torch (`shm`), a memory-backed /dev/shm; placed by `overrides`. `kind`: the stage
+    kind whose default CPU and memory requests it gets (`DEFAULT_REQUESTS`); `run`, for a
+    training pod's /tmp sized from its seed (`training_scratch`)."""
     cache, cache_storage = _cache(overrides)
-    volumes = [{"name": "tmp", "emptyDir": {}}, cache]
+    scratch = _scratch(run, overrides, kind)
+    volumes = [{"name": "tmp", "emptyDir": {"sizeLimit": scratch} if scratch else {}}, cache]
     mounts = [{"name": "tmp", "mountPath": "/tmp"}, {"name": "cache", "mountPath": "/cache"}]
     if shm:
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", **({"sizeLimit": overrides.shm_size} if overrides.shm_size else {})}})
@@ -247,13 +299,15 @@ def build_pod_spec(
         "containers": [
             {
                 **container,
-                "resources": _resources(overrides, gpus, cache_storage),
+                "resources": _resources(overrides, kind, gpus, _ephemeral(cache_storage, scratch)),
                 "volumeMounts": mounts,
                 "terminationMessagePolicy": "FallbackToLogsOnError",
                 "securityContext": {
                     "allowPrivilegeEscalation": False,
                     "readOnlyRootFilesystem": True,
-                    "capabilities": {"drop": ["ALL"], **({"add": list(overrides.capabilities)} if overrides.capabilities else {})},
+                    # nothing added: added capabilities do not reach a non-root process's effective
+                    # set (kubernetes/kubernetes#56374), so `capabilities` is accepted and ignored
+                    "capabilities": {"drop": ["ALL"]},
                 },
             }
         ],
@@ -320,7 +374,7 @@ def build_job(run: SelfTaughtRun, ref: StageRef, attempt: int, config: OperatorC
         "env": pod_env(run, {"name": RUN_VARIABLE, "value": stage_document(run)}, overrides) + extra_env + _gpus_env(_gpus(run, ref)),
         **({"ports": [{"containerPort": MASTER_PORT, "name": "rendezvous"}]} if multi_node else {}),
     }
-    pod_spec = build_pod_spec(overrides, config, container, gpus=_gpus(run, ref), shm=kind != "data", restart_policy="Never", subdomain=service)
+    pod_spec = build_pod_spec(overrides, config, container, kind=kind, gpus=_gpus(run, ref), shm=kind != "data", restart_policy="Never", subdomain=service, run=run)
     grace = grace_seconds if grace_seconds is not None else overrides.termination_grace_period_seconds
     if grace is not None:  # the time a stopped stage has to save its work (SIGTERM, then SIGKILL)
         pod_spec["terminationGracePeriodSeconds"] = grace

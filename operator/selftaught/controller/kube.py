@@ -153,13 +153,11 @@ class Kube:
                 del self._diagnoses[key]
         return waiting
 
-    def server_problem(self, namespace: str, labels: dict[str, str]) -> Waiting | None:
-        """Why the judge's server pods (selected by `labels`) are not ready, when it is not just
-        loading: they cannot start, or the server keeps exiting."""
+    def server_pods(self, namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+        """The judge's server pods (selected by `labels`): which are ready, and what they serve."""
         selector = ",".join(f"{key}={value}" for key, value in labels.items())
         listed = self.core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False)
-        pods = json.loads(listed.data)["items"]
-        return _pod_problem(pods) or _crash_loop(pods)
+        return json.loads(listed.data)["items"]
 
     def _creating_problem(self, namespace: str, pods: list[dict[str, Any]]) -> Waiting | None:
         """A scheduled pod that stays ContainerCreating says why only in Events on the pod (the
@@ -351,6 +349,12 @@ def _rank(waiting: Waiting, job: dict[str, Any], pods: list[dict[str, Any]]) -> 
     ready = (job.get("status") or {}).get("ready") or 0
     message = f"rank {rank} of {ranks} (pod {waiting.pod}) is not running, {ready} ranks ready and waiting for it: {waiting.message}"
     return Waiting(waiting.reason, message, since=waiting.since, pod=waiting.pod)
+
+
+def server_problem(pods: list[dict[str, Any]]) -> Waiting | None:
+    """Why server pods are not ready, when it is not just loading: they cannot start (no node has
+    room, an image that cannot be pulled, ...), or the server keeps exiting."""
+    return _pod_problem(pods) or _crash_loop(pods)
 
 
 def _created(pod: dict[str, Any]) -> float | None:

@@ -6,7 +6,10 @@ model cache, the store's Secret) built by the same code as a stage's (`jobs.buil
 runs `selftaught serve`, which fetches the checkpoint and becomes vLLM's OpenAI-compatible
 server. The Deployment carries a hash of what it should be: an edit that leaves the hash alone
 (more iterations whose best is the same checkpoint, a judge setting) never restarts a healthy
-server; one that changes it (another checkpoint, other scheduling or vLLM settings) rolls it out.
+server; one that changes it (another checkpoint, other scheduling or vLLM settings) rolls it out,
+beside the old server (`serve.rollout: surge`) or in its place (`recreate`). Each pod carries the
+iteration and checkpoint it serves, so `status.serving` says what the *ready* pods serve: the old
+iteration while the new one's pod waits for a GPU, not the one the Deployment asks for.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 from selftaught.api.spec import API_GROUP, POD_DEFAULTS, ModelSource, SelfTaughtRun, merge_overrides
 from selftaught.api.status import ServingStatus
 from selftaught.controller.config import OperatorConfig
+from selftaught.controller.decide import Waiting
 from selftaught.controller.jobs import KUEUE_QUEUE, LABEL_RUN, MANAGED_BY, SERVICE_PREFIX, bounded_name, build_pod_spec, pod_env, pod_metadata
 from selftaught.pipeline.served import SERVE_PORT, SERVE_VARIABLE, Choice, serve_document, served_model
 
@@ -31,6 +35,19 @@ SCORE = f"{API_GROUP}/score"
 #: checkpoint takes minutes
 STARTUP_SECONDS = 1800
 PROBE_PERIOD_SECONDS = 10
+#: a probe's answer may be slow while vLLM is busy with a long batch: 1 s (the default) restarts a
+#: healthy server under load
+PROBE_TIMEOUT_SECONDS = 5
+#: when the Deployment reports ProgressDeadlineExceeded: the startup budget, plus half an hour for
+#: scheduling and pulling a multi-GB vLLM image (the API server's default, 600 s, is below the
+#: startup budget and called a loading server stuck)
+PROGRESS_DEADLINE_SECONDS = STARTUP_SECONDS + 1800
+STRATEGIES = {
+    # the old server serves until the new one is ready: a second set of GPUs meanwhile
+    "surge": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+    # the old server stops first and its GPUs go to the new one: nothing served meanwhile
+    "recreate": {"type": "Recreate"},
+}
 
 
 def serve_name(run_name: str) -> str:
@@ -56,7 +73,12 @@ def endpoint(run: SelfTaughtRun) -> str:
 
 
 def _probe(failures: int) -> dict[str, Any]:
-    return {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": PROBE_PERIOD_SECONDS, "failureThreshold": failures}
+    return {
+        "httpGet": {"path": "/health", "port": "http"},
+        "periodSeconds": PROBE_PERIOD_SECONDS,
+        "timeoutSeconds": PROBE_TIMEOUT_SECONDS,
+        "failureThreshold": failures,
+    }
 
 
 def build_deployment(run: SelfTaughtRun, choice: Choice, config: OperatorConfig) -> dict[str, Any]:
@@ -76,19 +98,20 @@ def build_deployment(run: SelfTaughtRun, choice: Choice, config: OperatorConfig)
         "readinessProbe": _probe(3),
         "livenessProbe": _probe(6),
     }
-    pod_spec = build_pod_spec(overrides, config, container, gpus=run.spec.generation.tensor_parallel, shm=True, restart_policy="Always")
+    pod_spec = build_pod_spec(overrides, config, container, kind="generation", gpus=run.spec.generation.tensor_parallel, shm=True, restart_policy="Always")
     template = {"metadata": pod_metadata(overrides, pod_labels), "spec": pod_spec}
-    template["metadata"].setdefault("annotations", {})[CHECKPOINT] = choice.model.source
+    served_annotations = {ITERATION: str(choice.iteration), CHECKPOINT: choice.model.source}
+    if choice.score is not None:
+        served_annotations[SCORE] = str(choice.score)
+    template["metadata"].setdefault("annotations", {}).update(served_annotations)  # what each pod serves
     spec = {
         "replicas": run.spec.serve.replicas,
         "selector": {"matchLabels": labels},
-        # a new checkpoint starts beside the old one, which serves until it is ready
-        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+        "strategy": STRATEGIES[run.spec.serve.rollout],
+        "progressDeadlineSeconds": PROGRESS_DEADLINE_SECONDS,
         "template": template,
     }
-    annotations = {HASH: _digest(spec), ITERATION: str(choice.iteration), CHECKPOINT: choice.model.source}
-    if choice.score is not None:
-        annotations[SCORE] = str(choice.score)
+    annotations = {HASH: _digest(spec), **served_annotations}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -112,18 +135,22 @@ def _digest(spec: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
-def served_choice(deployment: dict[str, Any]) -> Choice | None:
-    """What an existing Deployment serves, from its annotations."""
-    annotations = deployment["metadata"].get("annotations") or {}
+def served_choice(obj: dict[str, Any]) -> Choice | None:
+    """What a Deployment is to serve, or what a server pod serves, from its annotations."""
+    annotations = obj["metadata"].get("annotations") or {}
     if ITERATION not in annotations or CHECKPOINT not in annotations:
         return None
     score = annotations.get(SCORE)
     return Choice(int(annotations[ITERATION]), ModelSource(source=annotations[CHECKPOINT]), float(score) if score else None)
 
 
-def recorded_choice(run: SelfTaughtRun, serving: dict[str, Any] | None) -> Choice | None:
-    """The choice `status.serving` recorded (a finished run's choice cannot change until it is
-    edited; then the operator reads the store again)."""
+def wanted_choice(run: SelfTaughtRun, deployment: dict[str, Any] | None, serving: dict[str, Any] | None) -> Choice | None:
+    """A finished run's choice (it cannot change until the run is edited; then the operator reads
+    the store again): what its Deployment asks for, else what `status.serving` recorded. Not the
+    status alone: during a rollout it names the old iteration, which still serves."""
+    if deployment is not None and (asked := served_choice(deployment)) is not None:
+        model = run.spec.models.seed if asked.iteration == 0 else asked.model
+        return Choice(asked.iteration, model, asked.score)
     if not serving or serving.get("iteration") is None or not serving.get("checkpoint"):
         return None
     iteration = int(serving["iteration"])
@@ -138,14 +165,26 @@ class ServingAction:
     #: remove the Deployment and the Service
     delete: bool = False
     status: ServingStatus | None = None
+    #: the server does not yet serve what it should (starting, rolling out, stuck): its pods are not
+    #: watched, so look at them again soon
+    unsettled: bool = False
 
 
 def decide_serving(
-    run: SelfTaughtRun, config: OperatorConfig, *, choice: Choice | None, problem: str | None, observed: dict[str, Any] | None, had_status: bool
+    run: SelfTaughtRun,
+    config: OperatorConfig,
+    *,
+    choice: Choice | None,
+    problem: str | None,
+    observed: dict[str, Any] | None,
+    had_status: bool,
+    pods: list[dict[str, Any]] | None = None,
+    waiting: Waiting | None = None,
 ) -> ServingAction:
     """What to do about the server. `choice`: what the succeeded run should serve (None while it
     runs, has failed, or has nothing to serve: `problem` says why); `observed`: its Deployment as
-    the watch last saw it; `had_status`: `status.serving` is there (cleanup after serve is off)."""
+    the watch last saw it; `had_status`: `status.serving` is there (cleanup after serve is off);
+    `pods`: its pods now; `waiting`: why those not ready cannot start, if they cannot."""
     if not run.spec.serve.enabled:
         return ServingAction(delete=observed is not None or had_status)
     if choice is None:
@@ -153,35 +192,69 @@ def decide_serving(
         if current is None:  # nothing served yet
             return ServingAction(status=ServingStatus(message=problem or "waiting for the run to succeed"))
         note = f"{problem}; serving iteration {current.iteration} meanwhile" if problem else None
-        return ServingAction(status=_status(run, current, observed, note))
+        status, settled = _status(run, current, observed, pods or [], waiting, note)
+        return ServingAction(status=status, unsettled=observed is not None and not settled)
     desired = build_deployment(run, choice, config)
     current_hash = ((observed or {}).get("metadata", {}).get("annotations") or {}).get(HASH)
     apply = desired if current_hash != desired["metadata"]["annotations"][HASH] else None
-    return ServingAction(apply=apply, status=_status(run, choice, None if apply else observed, None))
+    status, settled = _status(run, choice, None if apply else observed, pods or [], waiting, None)
+    return ServingAction(apply=apply, status=status, unsettled=apply is None and observed is not None and not settled)
 
 
-def _status(run: SelfTaughtRun, choice: Choice, observed: dict[str, Any] | None, note: str | None) -> ServingStatus:
-    """`observed`: the Deployment as it is now (None: being created or rolled out this pass)."""
+def pod_ready(pod: dict[str, Any]) -> bool:
+    """Ready and not on its way out: the Service sends it requests."""
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return not pod["metadata"].get("deletionTimestamp") and any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def _serves(pod: dict[str, Any], choice: Choice) -> bool:
+    served = served_choice(pod)
+    if served is None:  # a pod from before pods said their iteration: its checkpoint tells
+        return ((pod["metadata"].get("annotations") or {}).get(CHECKPOINT)) == choice.model.source
+    return served.iteration == choice.iteration and served.model.source == choice.model.source
+
+
+def _name(choice: Choice) -> str:
+    return "the seed" if choice.iteration == 0 else f"iteration {choice.iteration}"
+
+
+def _status(
+    run: SelfTaughtRun, choice: Choice, observed: dict[str, Any] | None, pods: list[dict[str, Any]], waiting: Waiting | None, note: str | None
+) -> tuple[ServingStatus, bool]:
+    """What the ready pods serve, and whether that is all `choice` asks for. `choice`: what the Deployment asks for; `observed`: the
+    Deployment as it is now (None: being created or rolled out this pass)."""
     wanted = run.spec.serve.replicas
+    ready = [pod for pod in pods if pod_ready(pod)]
+    current = [pod for pod in ready if _serves(pod, choice)]
+    older = [served for pod in ready if not _serves(pod, choice) and (served := served_choice(pod)) is not None]
     state = (observed or {}).get("status") or {}
-    ready = int(state.get("readyReplicas") or 0)
     stuck = next((c for c in state.get("conditions") or [] if c.get("type") == "Progressing" and c.get("status") == "False"), None)
-    what = "the seed" if choice.iteration == 0 else f"iteration {choice.iteration}"
-    if observed is None:
-        message = f"starting the server of {what}"
+    served, count = choice, len(current)
+    if waiting is not None:
+        why = f"the server cannot start: {waiting.reason}: {waiting.message}"
     elif stuck is not None:
-        message = f"{stuck.get('reason', 'NotProgressing')}: {stuck.get('message', '')}".strip()
-    elif ready:
-        message = f"serving {what}"
+        why = f"{stuck.get('reason', 'NotProgressing')}: {stuck.get('message', '')}".strip()
     else:
-        message = f"starting the server of {what}: fetching and loading the checkpoint"
-    return ServingStatus(
+        why = "fetching and loading the checkpoint"
+    if current:
+        message = f"serving {_name(choice)}"
+    elif older:  # a surge rollout: the old server still answers while the new one starts
+        served, count = older[0], sum(1 for c in older if c.iteration == older[0].iteration)
+        message = f"serving {_name(served)}; rolling out {_name(choice)}: {why}"
+    elif observed is None:
+        message = f"starting the server of {_name(choice)}"
+    elif waiting is not None or stuck is not None:
+        message = why
+    else:
+        message = f"starting the server of {_name(choice)}: {why}"
+    status = ServingStatus(
         endpoint=endpoint(run),
         model=run.metadata.name,
-        iteration=choice.iteration,
-        checkpoint=choice.model.source,
-        score=choice.score,
-        ready=ready > 0,
-        replicas=f"{ready}/{wanted}",
+        iteration=served.iteration,
+        checkpoint=served.model.source,
+        score=served.score,
+        ready=count > 0,
+        replicas=f"{count}/{wanted}",
         message=f"{message}; {note}" if note else message,
     )
+    return status, len(current) >= wanted

@@ -18,9 +18,9 @@ from selftaught.api.spec import SelfTaughtRun
 from selftaught.api.status import Phase, ServingStatus
 from selftaught.controller.config import OperatorConfig
 from selftaught.controller.jobs import owned_by, run_owner
-from selftaught.controller.kube import InvalidObject, Kube, api_message
+from selftaught.controller.kube import InvalidObject, Kube, api_message, server_problem
 from selftaught.controller.report import Reporter
-from selftaught.controller.serving import build_service, decide_serving, endpoint, recorded_choice, serve_labels, serve_name
+from selftaught.controller.serving import build_service, decide_serving, endpoint, pod_ready, serve_labels, serve_name, wanted_choice
 from selftaught.errors import StorageUnavailable
 from selftaught.pipeline.scan import Progress, iteration_summaries
 from selftaught.pipeline.served import ALL_ITERATIONS, Choice, NothingToServe, choose
@@ -60,7 +60,7 @@ class ServingActor:
         status = obj.get("status") or {}
         if status.get("phase") != Phase.SUCCEEDED:
             return self._act(obj, run, None, FAILED)
-        if (choice := recorded_choice(run, status.get("serving"))) is not None or not run.spec.serve.enabled:
+        if (choice := wanted_choice(run, self._server_of(obj), status.get("serving"))) is not None or not run.spec.serve.enabled:
             return self._act(obj, run, choice, None)
         try:
             progress = scan(run)
@@ -77,24 +77,24 @@ class ServingActor:
         namespace, name = meta["namespace"], serve_name(meta["name"])
         observed = self._server_of(obj)
         had_status = bool((obj.get("status") or {}).get("serving"))
-        action = decide_serving(run, self.config, choice=choice, problem=problem, observed=observed, had_status=had_status)
+        pods = self.kube.server_pods(namespace, serve_labels(meta["name"])) if observed is not None and run.spec.serve.enabled else []
+        waiting = server_problem([pod for pod in pods if not pod_ready(pod)])
+        action = decide_serving(
+            run, self.config, choice=choice, problem=problem, observed=observed, had_status=had_status, pods=pods, waiting=waiting
+        )  # fmt: skip
         if action.delete:
             self.kube.delete_deployment(namespace, name)
             self.kube.delete_service(namespace, name)
             if observed is not None:
                 self.report.event(obj, "Normal", "ServingStopped", f"removed the judge's server {name} (serve.enabled is false)")
         if action.apply is None:
-            if observed is None or action.status is None or action.status.ready or action.status.iteration is None:
+            if not action.unsettled or observed is None:
                 return action.status, None
-            # not ready: loading (minutes for a big checkpoint), or stuck; pods are not watched,
-            # so look at them now and again until it is ready
-            look = min(SERVER_LOOK_SECONDS, self.config.resync_seconds)
-            waiting = self.kube.server_problem(namespace, serve_labels(meta["name"]))
-            if waiting is None:
-                return action.status, look
-            self.report.server_waiting(obj, observed, waiting)
-            message = f"the server cannot start: {waiting.reason}: {waiting.message}"
-            return action.status.model_copy(update={"message": message}), look
+            # loading (minutes for a big checkpoint), rolling out, or stuck: pods are not watched,
+            # so look at them now and again until the server serves what it should
+            if waiting is not None:
+                self.report.server_waiting(obj, observed, waiting)
+            return action.status, min(SERVER_LOOK_SECONDS, self.config.resync_seconds)
         deployment = action.apply
         kopf.append_owner_reference(deployment, owner=run_owner(obj))
         service = build_service(run)
