@@ -3,7 +3,9 @@ real HTTP), and a factory for runs."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +18,26 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+#: what a session fixture's one-time build may take, apart from the test that first asks for it
+BUILD_BUDGET_SECONDS = 1800
+
+
+@contextlib.contextmanager
+def own_time_budget(seconds: float = BUILD_BUDGET_SECONDS) -> Iterator[None]:
+    """Run a session fixture's one-time build on a budget of its own, not on the time of the
+    test that happens to ask first: pytest-timeout's timer (its signal method, ITIMER_REAL) is
+    set to `seconds` for the build and given back what the test had left after it. A 40 s build
+    on idle cores took over 600 s on a loaded machine and failed every test that used it."""
+    left, _ = signal.getitimer(signal.ITIMER_REAL)
+    if left:
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        if left:
+            signal.setitimer(signal.ITIMER_REAL, left)
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """The quickstart's seed: a 2-layer Llama that writes every stage's format."""
@@ -25,7 +47,8 @@ def tiny_model(tmp_path_factory) -> Path:
     if cached and (Path(cached) / "config.json").is_file():
         return Path(cached)
     output = tmp_path_factory.mktemp("models") / "tiny-judge"
-    return build_tiny_model(output, read_instructions(REPO / "examples/data/instructions.jsonl"), log=lambda _: None)
+    with own_time_budget():
+        return build_tiny_model(output, read_instructions(REPO / "examples/data/instructions.jsonl"), log=lambda _: None)
 
 
 @pytest.fixture(scope="session")
@@ -130,4 +153,5 @@ def untrained_model(tmp_path_factory) -> Path:
     from selftaught.dev.tiny_model import build_tiny_model, read_instructions
 
     output = tmp_path_factory.mktemp("models") / "untrained"
-    return build_tiny_model(output, read_instructions(REPO / "examples/data/instructions.jsonl"), steps=0, log=lambda _: None)
+    with own_time_budget():
+        return build_tiny_model(output, read_instructions(REPO / "examples/data/instructions.jsonl"), steps=0, log=lambda _: None)

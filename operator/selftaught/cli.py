@@ -602,7 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     comparing = sub.add_parser(
         "compare",
-        help="runs side by side: the recipe knobs that differ, accuracy per iteration with 95% intervals, GPU-hours; and one HTML page of their curves",
+        help="runs side by side: the recipe knobs that differ, accuracy per iteration with 95%% intervals, GPU-hours; and one HTML page of their curves",
     )
     comparing.add_argument("runs", nargs="+", metavar="RUN", help="a SelfTaughtRun manifest, or a run's folder in its store (local or s3://)")
     comparing.add_argument("--html", default="compare.html", help="where to write the page with the runs' curves (default: ./compare.html)")

@@ -39,6 +39,8 @@ def commands(parser, prefix=()):
 def test_every_subcommands_help_says_what_it_does(capsys):
     found = list(commands(build_parser()))
     assert {"run", "plan", "status", "report", "get", "serve", "judge", "score", "crd", "stage", "operator"} <= {path[0] for path, _ in found}
+    code, out, _ = run_main(capsys, "--help")  # the top level lists every command with its help line
+    assert code == 0 and all(f"    {path[0]} " in out for path, _ in found if len(path) == 1), out
     for path, parser in found:
         code, out, _ = run_main(capsys, *path, "--help")
         assert code == 0 and parser.description, path
