@@ -135,6 +135,12 @@ def _dump(spec: SelfTaughtRunSpec) -> dict[str, Any]:
     return spec.model_dump(mode="json", by_alias=True)
 
 
+def flat_spec(spec: SelfTaughtRunSpec) -> dict[str, Any]:
+    """Every field of `spec` by its camelCase dotted path (`train.learningRate`), defaults resolved:
+    what acceptance compares, what a stage key hashes (`pipeline/lineage.py`), what `compare` shows."""
+    return _flatten(_dump(spec))
+
+
 def _edits(accepted: SelfTaughtRunSpec, proposed: SelfTaughtRunSpec) -> list[tuple[str, Any, Any]]:
     """(path, old value, new value) of every field that differs, by camelCase path."""
     old, new = _flatten(_dump(accepted)), _flatten(_dump(proposed))

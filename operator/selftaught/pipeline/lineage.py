@@ -23,7 +23,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from selftaught.api.changes import DEPENDS, row_of
+from selftaught.api.changes import DEPENDS, flat_spec, row_of
 from selftaught.api.spec import SelfTaughtRunSpec
 from selftaught.pipeline.planner import stage_graph
 from selftaught.pipeline.table import StageRef
@@ -63,22 +63,13 @@ class Identities:
     generator: str
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        flat: dict[str, Any] = {}
-        for key, item in value.items():
-            flat.update(_flatten(item, f"{prefix}.{key}" if prefix else key))
-        return flat
-    return {prefix: value}
-
-
 def _covers(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith(f"{prefix}.")
 
 
 def fields_read(spec: SelfTaughtRunSpec, name: str) -> dict[str, Any]:
     """The spec fields (camelCase path -> value, defaults resolved) the stage `name` reads."""
-    flat = _flatten(spec.model_dump(mode="json", by_alias=True))
+    flat = flat_spec(spec)
     read = {}
     for path, value in flat.items():
         if any(_covers(path, section) for section in NOT_HASHED):

@@ -13,7 +13,7 @@ import html
 from dataclasses import dataclass
 from typing import Any
 
-from selftaught.api.changes import depends_on
+from selftaught.api.changes import depends_on, flat_spec
 from selftaught.api.spec import SelfTaughtRun
 from selftaught.pipeline.reuse import reused_stages
 from selftaught.pipeline.scan import scan
@@ -45,19 +45,10 @@ class Compared:
         return row.get(self.headline), row.get(f"{self.headline}Interval"), row.get("evaluationExamples")
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        flat: dict[str, Any] = {}
-        for key, item in value.items():
-            flat.update(_flatten(item, f"{prefix}.{key}" if prefix else key))
-        return flat
-    return {prefix: value}
-
-
 def knobs_of(run: SelfTaughtRun) -> dict[str, Any]:
     """The run's recipe: every spec field that changes what a stage produces, defaults resolved,
     and `iterations`."""
-    flat = _flatten(run.spec.model_dump(mode="json", by_alias=True))
+    flat = flat_spec(run.spec)
     return {
         path: value
         for path, value in flat.items()
