@@ -352,6 +352,8 @@ def _numbers(
 def _nothing_fits(train: Train, too_long: int, what: str = "training example") -> Exception:
     from selftaught.errors import EmptyDataset
 
+    if not too_long:  # nothing was there to fit: not a length problem
+        return EmptyDataset(f"no {what} to train on: the training data has none")
     return EmptyDataset(f"no {what} fits train.maxSeqLen={train.max_seq_len} ({too_long} too long)")
 
 

@@ -150,20 +150,9 @@ class Judge(MapReduceStage):
     def reduce(self, ctx, shard_manifests):
         counts = sum_counts(shard_manifests)
         items, kept = int(counts.get("items", 0)), int(counts.get("kept", 0))
-        if kept == 0:
-            raise NoTrainingData(
-                f"iteration {ctx.stage.iteration}: the judge found no correct verdict for any of "
-                f"{items} items ({int(counts.get('samples', 0))} samples, "
-                f"{int(counts.get('unparsed', 0))} without a [[A]]/[[B]] verdict or a 1-10 rating); "
-                "its samples are kept in the store"
-            )
+        if why := nothing_to_train(counts, ctx.spec, ctx.stage.iteration):
+            raise NoTrainingData(why)
         dpo = ctx.spec.train.method == "dpo"
-        if dpo and not counts.get("pairs"):
-            raise NoTrainingData(
-                f"iteration {ctx.stage.iteration}: train.method dpo needs an item with a correct and a wrong judgment, and none of "
-                f"{items} items had both in judge.samples={ctx.spec.judge.samples} ({int(counts.get('no_wrong', 0))} always right, "
-                f"{int(counts.get('no_correct', 0))} never right); its samples are kept in the store"
-            )
         tally = BalanceCounts(a_wins=int(counts["a_wins"]), b_wins=int(counts["b_wins"]))
 
         def records():  # every item the shards tried; those with a kept judgment have one
@@ -204,3 +193,30 @@ class Judge(MapReduceStage):
             seconds=sum(m.seconds for m in shard_manifests),
             summary=summary,
         )
+
+
+def nothing_to_train(counts: dict[str, float], spec, iteration: int) -> str | None:
+    """Why the shards' kept judgments give the train stage nothing to learn from, or None: said
+    here, in the judge's words, rather than as an empty dataset one stage later."""
+    items, kept = int(counts.get("items", 0)), int(counts.get("kept", 0))
+    where = f"iteration {iteration}: "
+    if kept == 0:
+        return (
+            f"{where}the judge found no correct verdict for any of {items} items ({int(counts.get('samples', 0))} samples, "
+            f"{int(counts.get('unparsed', 0))} without a [[A]]/[[B]] verdict or a 1-10 rating); its samples are kept in the store"
+        )
+    if spec.train.method == "dpo" and not counts.get("pairs"):
+        return (
+            f"{where}train.method dpo needs an item with a correct and a wrong judgment, and none of {items} items had both in "
+            f"judge.samples={spec.judge.samples} ({int(counts.get('no_wrong', 0))} always right, "
+            f"{int(counts.get('no_correct', 0))} never right); its samples are kept in the store"
+        )
+    a_wins, b_wins = int(counts.get("a_wins", 0)), int(counts.get("b_wins", 0))
+    if spec.judge.balance and min(a_wins, b_wins) == 0 and not counts.get("kept_pointwise"):
+        what = "pairs of a correct and a wrong judgment" if spec.train.method == "dpo" else "correct judgments"
+        return (
+            f"{where}judge.balance keeps as many [[A]] as [[B]] winners, and the {a_wins + b_wins} {what} kept all name "
+            f"{'B' if b_wins else 'A'} (A {a_wins}, B {b_wins}): nothing is left to train on; more judge.samples, or "
+            "judge.balance: false, trains on them as they are; its samples are kept in the store"
+        )
+    return None
