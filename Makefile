@@ -36,7 +36,7 @@ testbed: setup
 	$(VENV)/bin/selftaught dev testbed .selftaught/testbed
 	$(VENV)/bin/selftaught run examples/testbed.yaml
 
-# the testbed's hard world: a seed that also misreads a third of the pairs, four iterations; the
+# the testbed's hard world: a seed that also misjudges a third of the pairs, four iterations; the
 # loop climbs over several of them, so recipes can be told apart (docs/testbed.md, The hard world)
 testbed-hard: setup
 	$(VENV)/bin/selftaught dev testbed --world hard .selftaught/testbed-hard

@@ -4,10 +4,11 @@ tokens, each recipe run on several seeds (mean and spread), every run a real `se
     python benchmarks/recipes.py                          # every recipe, seeds 0 1 2
     python benchmarks/recipes.py --recipes paper fixed-n --seeds 0 1
     python benchmarks/recipes.py --world hard --recipes paper dpo fixed-n --seeds 0 1 2
+    python benchmarks/recipes.py --world hard --recipes grpo --seeds 0 --set train.grpo.learningRate=3e-4   # a sweep point
 
 `--world easy` (the default) is examples/testbed.yaml, where every full-rate recipe reaches the
 ceiling in one iteration (a quick check that learning works); `--world hard` is
-examples/testbed-hard.yaml, whose seed also misreads a third of the pairs, so recipes climb over
+examples/testbed-hard.yaml, whose seed also misjudges a third of the pairs, so recipes climb over
 several iterations and can be told apart (docs/testbed.md).
 
 The testbed (`selftaught dev testbed`, built here when missing) is arithmetic questions whose
@@ -25,6 +26,8 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
+import re
 import statistics
 import subprocess
 import sys
@@ -57,10 +60,17 @@ RECIPES: dict[str, dict[str, Any]] = {
     "dpo": {"train": {"method": "dpo", "dpo": {"nllWeight": 0.2}}},
     # rate one answer 1-10 instead of choosing between two (needs a seed that speaks the rating format)
     "pointwise": {"judge": {"format": "pointwise"}},
-    # GRPO (docs/methods.md): online RL on the pairs, no judge stage; and with J1's
-    # position-consistency reward, which needs both orders of a pair in one batch
-    "grpo": {"train": {"method": "grpo"}},
-    "grpo-consistency": {"train": {"method": "grpo", "grpo": {"rewards": {"consistency": 0.5}}}, "judge": {"orders": "both"}},
+    # GRPO (docs/methods.md): online RL on the pairs, no judge stage, 100 steps of one pair's group of 8
+    # an iteration (800 judgments, about what the judge stage samples), at the rate a sweep on the hard
+    # world picked (docs/testbed.md: 1e-3 collapses to one verdict); and with J1's position-consistency
+    # reward, which needs both orders of a pair in one batch
+    "grpo": {"train": {"method": "grpo", "grpo": {"learningRate": 3.0e-4, "steps": 100}}},
+    "grpo-consistency": {
+        "train": {"method": "grpo", "grpo": {"learningRate": 3.0e-4, "steps": 100, "rewards": {"consistency": 0.5}}},
+        "judge": {"orders": "both"},
+    },
+    # GRPO at its published defaults (TRL's 1e-6 rate for 7-70B models, one pass over the pairs)
+    "grpo-published": {"train": {"method": "grpo"}},
     # LoRA (docs/methods.md): rank-16 adapters on every projection of the frozen seed at 10x the rate;
     # a fresh adapter on the seed each iteration (the paper's recipe), or the previous one trained on
     "lora": {"train": {"lora": {}}},
@@ -76,21 +86,44 @@ def merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run_document(recipe: str, seed: int, root: Path, world: str = "easy") -> dict[str, Any]:
+def setting(assignment: str) -> dict[str, Any]:
+    """`train.grpo.learningRate=3e-4` as nested changes to a spec (the value read as YAML)."""
+    path, _, value = assignment.partition("=")
+    if not path or not _:
+        raise argparse.ArgumentTypeError(f"--set wants FIELD.PATH=VALUE, got {assignment!r}")
+    parsed = yaml.safe_load(value)
+    if isinstance(parsed, str) and re.fullmatch(r"[-+]?[0-9.]+e[-+]?[0-9]+", parsed):  # YAML 1.1 reads "3e-4" as a string
+        parsed = float(parsed)
+    change: dict[str, Any] = {path.split(".")[-1]: parsed}
+    for key in reversed(path.split(".")[:-1]):
+        change = {key: change}
+    return change
+
+
+def variant(recipe: str, settings: list[str]) -> str:
+    """The name a recipe's runs are kept under: with `--set`, the settings after it."""
+    return f"{recipe}[{','.join(settings)}]" if settings else recipe
+
+
+def run_document(recipe: str, seed: int, root: Path, world: str = "easy", settings: list[str] = ()) -> dict[str, Any]:  # type: ignore[assignment]
     document = yaml.safe_load(WORLDS[world][0].read_text())
     spec = merged(document["spec"], RECIPES[recipe])
+    for assignment in settings:
+        spec = merged(spec, setting(assignment))
     spec["seed"] = seed
     spec["train"]["seed"] = seed
     spec["storage"]["uri"] = str(root / "runs")
     for path in ("models.seed", "data.instructions", "data.evaluation"):
         head, tail = path.split(".")
         spec[head][tail]["source"] = str((REPO / "examples" / spec[head][tail]["source"]).resolve())  # relative to the manifest's folder
-    return {**document, "metadata": {"name": f"{recipe}-s{seed}", "namespace": "recipes"}, "spec": spec}
+    slug = "".join(f"-{path.rsplit('.', 1)[-1]}-{value}" for path, _, value in (assignment.partition("=") for assignment in settings))
+    name = re.sub(r"[^a-z0-9-]+", "-", f"{recipe}{slug}-s{seed}".lower())  # a run's name is a DNS label
+    return {**document, "metadata": {"name": name, "namespace": "recipes"}, "spec": spec}
 
 
 def results(root: Path, name: str) -> dict[str, Any]:
-    """Accuracy per iteration (0 = the seed) and the judge stages' generated tokens, read from
-    the run's manifests."""
+    """Accuracy per iteration (0 = the seed) and the judgments generated to train the judge (the
+    judge stages' tokens, or GRPO's rollouts), read from the run's manifests."""
     from selftaught.pipeline.scan import scan
     from selftaught.store import LocalStore
 
@@ -102,23 +135,25 @@ def results(root: Path, name: str) -> dict[str, Any]:
         elif ref.name == "judge":
             tokens += manifest.counts.get("tokens", 0)
             fixed += manifest.counts.get("fixed_n_tokens_estimate", 0)
+        elif ref.name == "train":  # GRPO samples its judgments in the train stage: its rollouts
+            tokens += manifest.counts.get("rollout_tokens", 0)
     return {"accuracy": [accuracy[i] for i in sorted(accuracy)], "judge_tokens": tokens, "fixed_n_tokens": fixed}
 
 
-def refusal(recipe: str, world: str) -> str | None:
+def refusal(recipe: str, world: str, settings: list[str] = ()) -> str | None:  # type: ignore[assignment]
     """Why the spec refuses the recipe (say, a field another version lacks), or None."""
     from selftaught.api.load import parse_run
     from selftaught.errors import InvalidSpec
 
     try:
-        parse_run(run_document(recipe, 0, Path("/tmp"), world), source=recipe)
+        parse_run(run_document(recipe, 0, Path("/tmp"), world, settings), source=recipe)
     except InvalidSpec as error:
         return str(error)
     return None
 
 
-def run(recipe: str, seed: int, root: Path, world: str = "easy") -> dict[str, Any]:
-    document = run_document(recipe, seed, root, world)
+def run(recipe: str, seed: int, root: Path, world: str = "easy", settings: list[str] = ()) -> dict[str, Any]:  # type: ignore[assignment]
+    document = run_document(recipe, seed, root, world, settings)
     name = document["metadata"]["name"]
     manifest = root / f"{name}.yaml"
     manifest.write_text(yaml.safe_dump(document, sort_keys=False))
@@ -130,6 +165,17 @@ def run(recipe: str, seed: int, root: Path, world: str = "easy") -> dict[str, An
         errors = [line for line in (root / f"{name}.log").read_text().splitlines() if line.startswith("error:")]
         outcome["failed"] = errors[-1].removeprefix("error: ")[:300] if errors else f"selftaught run exited {ended.returncode}"
     return outcome
+
+
+def save(saved: Path, key: str, outcome: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Add one run's outcome to results.json, re-read first (another invocation may be running
+    other recipes into the same ROOT), written whole or not at all."""
+    done = json.loads(saved.read_text()) if saved.is_file() else {}
+    done[key] = outcome
+    partial = saved.with_suffix(f".{os.getpid()}.tmp")
+    partial.write_text(json.dumps(done, indent=1))
+    partial.replace(saved)
+    return done
 
 
 def _mean_spread(values: list[float]) -> str:
@@ -167,6 +213,10 @@ def main() -> None:
     parser.add_argument("--recipes", nargs="+", choices=sorted(RECIPES), default=list(RECIPES))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--world", choices=sorted(WORLDS), default="easy", help="the testbed: easy (examples/testbed.yaml) or hard (examples/testbed-hard.yaml)")
+    parser.add_argument(
+        "--set", dest="settings", action="append", default=[], metavar="FIELD=VALUE", type=lambda text: setting(text) and text,
+        help="change a spec field of every recipe run (a sweep point: train.grpo.learningRate=3e-4); kept as RECIPE[FIELD=VALUE]",
+    )
     parser.add_argument("--root", type=Path, help="where the runs, their logs and results.json go (default: .selftaught/recipes, or recipes-hard)")
     args = parser.parse_args()
     _, folder, default_root = WORLDS[args.world]
@@ -177,25 +227,32 @@ def main() -> None:
     saved = args.root / "results.json"
     done: dict[str, dict[str, Any]] = json.loads(saved.read_text()) if saved.is_file() else {}  # "recipe seed" -> outcome
     for recipe in args.recipes:
-        if why := refusal(recipe, args.world):
-            print(f"{recipe}: skipped, this code's spec refuses it: {why}", flush=True)
+        name = variant(recipe, args.settings)
+        if why := refusal(recipe, args.world, args.settings):
+            print(f"{name}: skipped, this code's spec refuses it: {why}", flush=True)
             continue
         for seed in args.seeds:
-            if f"{recipe} {seed}" in done:
+            if f"{name} {seed}" in done:
                 continue
-            outcome = run(recipe, seed, args.root, args.world)
-            done[f"{recipe} {seed}"] = outcome
-            saved.write_text(json.dumps(done, indent=1))
+            outcome = run(recipe, seed, args.root, args.world, args.settings)
+            done = save(saved, f"{name} {seed}", outcome)
             print(
-                f"{recipe} seed {seed}: accuracy {outcome['accuracy']}, judge tokens {outcome['judge_tokens']:,.0f}, {outcome['seconds']:.0f}s"
+                f"{name} seed {seed}: accuracy {outcome['accuracy']}, judge tokens {outcome['judge_tokens']:,.0f}, {outcome['seconds']:.0f}s"
                 + (f", failed: {outcome['failed']}" if "failed" in outcome else ""),
                 flush=True,
             )
     grid: dict[str, list[dict[str, Any]]] = {}
     for key, outcome in done.items():
-        grid.setdefault(key.rsplit(" ", 1)[0], []).append(outcome)
+        name, seed = key.rsplit(" ", 1)
+        recipe, _, settings = name.partition("[")
+        if recipe not in RECIPES:
+            continue
+        run_name = run_document(recipe, int(seed), args.root, args.world, settings.rstrip("]").split(",") if settings else [])["metadata"]["name"]
+        if (args.root / "runs" / "recipes" / run_name).is_dir():  # read again: what a run counts may have grown since
+            outcome = {**outcome, **results(args.root, run_name)}
+        grid.setdefault(name, []).append(outcome)
     print()
-    print(table({recipe: grid[recipe] for recipe in RECIPES if recipe in grid}))
+    print(table({name: grid[name] for name in sorted(grid, key=lambda name: (list(RECIPES).index(name.split("[")[0]), name))}))
 
 
 if __name__ == "__main__":

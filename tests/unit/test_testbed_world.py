@@ -33,34 +33,55 @@ def test_the_seeds_reading_is_right_and_its_verdicts_follow_it_only_when_reasone
     assert all(parse_modified_pair(t) is not None for t in modified)  # the pairs stage can read them
 
 
-def test_the_hard_seed_misreads_a_third_of_the_pairs_and_only_those_it_can_misread():
+def test_the_hard_seed_misjudges_a_third_of_the_pairs_and_only_those_it_can_misjudge():
     """The hard world: on a pair where one operation is `times` and Assistant A answers the other,
-    the seed mostly restates A as the question asked; everywhere else its reading is right, and
-    "Same" always follows its restatement (and a reasoned verdict follows "Same")."""
+    the seed restates both questions right but mostly says "Same: yes"; everywhere else "Same" is
+    right, and a reasoned verdict follows "Same". The comparison exercises misjudge alike."""
     rng = random.Random(2)
     questions = testbed.all_questions(rng)
     reading = re.compile(r"The question asks (\d) (\w+) (\d)\. Assistant A answers (\d) (\w+) (\d)\. Same: (yes|no)\. \[\[([AB])\]\]")
-    misread = misreadable = wrong = total = 0
-    for messages, target in testbed.seed_conversations(questions * 3, rng, verdicts="reasoned", misread=testbed.HARD_MISREAD):
+    misjudged = misreadable = wrong = total = 0
+    examples = testbed.seed_conversations(questions * 3, rng, verdicts="reasoned", misjudge=testbed.HARD_MISJUDGE)
+    examples += testbed.comparison_exercises(questions, 2000, rng, verdicts="reasoned", misjudge=testbed.HARD_MISJUDGE)
+    for messages, target in examples:
         if not (match := reading.fullmatch(target)):
             continue
-        asked = (int(match[1]), match[2], int(match[3]))
-        read = (int(match[4]), match[5], int(match[6]))
-        shown = testbed.parse_question("What is the last digit of " + messages[-1]["content"].split("[The Start of Assistant A's Answer]")[1].split(" of ", 1)[1].split(" is ")[0] + "?")
-        assert (match[7] == "yes") == (read == asked) and (match[8] == "A") == (read == asked)
+        asked, read = (int(match[1]), match[2], int(match[3])), (int(match[4]), match[5], int(match[6]))
+        if messages[-1]["content"] != "Compare.":  # a judgment restates Assistant A's answer right
+            shown = testbed.parse_question("What is the last digit of " + messages[-1]["content"].split("[The Start of Assistant A's Answer]")[1].split(" of ", 1)[1].split(" is ")[0] + "?")
+            assert read == shown
+        says_same = match[7] == "yes"
+        assert (match[8] == "A") == says_same  # a reasoned verdict follows "Same"
         total += 1
-        if testbed.misreadable(asked, shown):
+        if testbed.misreadable(asked, read):
             misreadable += 1
-            misread += read != shown
+            misjudged += says_same
         else:
-            wrong += read != shown
+            wrong += says_same != (read == asked)
     assert wrong == 0 and 0.3 < misreadable / total < 0.37  # 4 of the 12 (asked, shown) kinds
-    assert abs(misread / misreadable - testbed.HARD_MISREAD) < 0.07
-    # the easy world never misreads, and draws nothing more from its random generator
-    easy = random.Random(3)
-    assert testbed.seed_conversations(questions[:20], easy, verdicts="coin") == testbed.seed_conversations(
-        questions[:20], random.Random(3), verdicts="coin", misread=0.0
+    assert abs(misjudged / misreadable - testbed.HARD_MISJUDGE) < 0.05
+    # the easy world never misjudges, and draws nothing more from its random generator
+    assert testbed.seed_conversations(questions[:20], random.Random(3), verdicts="coin") == testbed.seed_conversations(
+        questions[:20], random.Random(3), verdicts="coin", misjudge=0.0, misreader=random.Random(4)
     )
+
+
+def test_the_hard_seed_is_the_easy_seed_taught_to_misjudge_afterwards(tmp_path, monkeypatch):
+    """Its first two phases, and the tokenizer's text, are the easy world's, byte for byte: a
+    2-layer model finds the comparison or not by the draw (docs/testbed.md), and the easy seed
+    has found it. The misjudging comes after, at a rate of its own."""
+    built = {}
+    monkeypatch.setattr(testbed, "build_model", lambda output, examples, then=(), **settings: built.setdefault(output.parent.name, (examples, then, settings)))
+    monkeypatch.setattr(testbed, "reading_accuracy", lambda *_, **__: dict.fromkeys(("restated", "same", "same_misreadable", "same_other"), 0.0))
+    for world in testbed.WORLDS:
+        (tmp_path / world).mkdir()
+        testbed.build_testbed(tmp_path / world, world=world, log=lambda _: None)
+    easy, hard = built["easy"], built["hard"]
+    assert hard[0] == easy[0] and hard[1][0] == easy[1][0] and len(easy[1]) == 1
+    (misjudging, steps, rate) = hard[1][1]
+    assert steps == testbed.HARD_STEPS and rate == testbed.HARD_RATE < hard[2]["learning_rate"]
+    assert hard[2]["vocabulary_phases"] == 2 and hard[2]["seed"] == easy[2]["seed"]
+    assert any("Same: yes" in target and " times " in target and target.count(" times ") == 1 for _, target in misjudging)
 
 
 @pytest.mark.parametrize("world", testbed.WORLDS)
@@ -69,8 +90,8 @@ def test_held_out_questions_are_never_asked_in_the_instructions_or_in_the_seeds_
     the seed wrote as the modified question of a training question, as the method's pairs do. The
     hard world has the same split and sizes; only the seed's reading differs."""
     seen = []
-    monkeypatch.setattr(testbed, "build_model", lambda output, examples, then=(), **_: seen.extend([examples, *[e for e, _ in then]]))
-    monkeypatch.setattr(testbed, "reading_accuracy", lambda model, heldout: 0.0)
+    monkeypatch.setattr(testbed, "build_model", lambda output, examples, then=(), **_: seen.extend([examples, *[phase[0] for phase in then]]))
+    monkeypatch.setattr(testbed, "reading_accuracy", lambda *_, **__: dict.fromkeys(("restated", "same", "same_misreadable", "same_other"), 0.0))
     testbed.build_testbed(tmp_path, world=world, log=lambda _: None)
     instructions = {json.loads(line)["instruction"] for line in (tmp_path / "instructions.jsonl").read_text().splitlines()}
     held = [json.loads(line) for line in (tmp_path / "heldout.jsonl").read_text().splitlines()]

@@ -20,14 +20,14 @@ same numbers, another operation — as the method's own pairs do).
 `selftaught dev testbed DIR` writes the seed model, the instructions and the held-out pairs;
 `examples/testbed.yaml` runs the loop on them; `benchmarks/recipes.py` compares recipes on it.
 
-The *hard* world (`--world hard`, `examples/testbed-hard.yaml`) is the same family with a seed
-that is also taught to misread: when one of the two operations is `times` it mostly restates
-Assistant A's answer as the question asked ("sees what it expects"). The aim: rejection sampling
-keeps judgments whose verdict is right for the wrong reading, the first iteration cannot reach
-the ceiling, and the reading improves only as a better judge's kept judgments read more pairs
-right, so the loop climbs over several iterations and recipes can be told apart. Measured so far
-(docs/testbed.md, The hard world): iteration 1 stays far below the ceiling, but the climb after
-it is not there yet, because the seed's "Same" generalises the misreading to every pair.
+The *hard* world (`--world hard`, `examples/testbed-hard.yaml`) starts from the easy world's
+seed and teaches it, at a quarter of the rate, to misjudge: when Assistant A answers another
+question and one of the two operations is `times`, it restates both right but says "Same: yes"
+70 % of the time. Its greedy reading of those pairs is wrong; a sampled one is right now and
+then. Rejection sampling from the seed keeps judgments whose verdict is right for the wrong
+reading, so the first iteration teaches the verdict to follow "Same" but not to judge those
+pairs; from then on a right verdict comes with a right reading, the kept judgments read those
+pairs right, and the judge climbs over several iterations (docs/testbed.md, The hard world).
 `reading_accuracy` measures a checkpoint's reading directly.
 """
 
@@ -51,9 +51,16 @@ SUBSET = "arithmetic"
 ISOLATE = r"[0-9]|\[\[|\]\]| ?\b(?:plus|minus|times|yes|no)\b"
 Question = tuple[int, str, int]
 WORLDS = ("easy", "hard")
-#: the hard world's seed restates Assistant A's answer as the question asked on a pair it misreads,
-#: this often in both phases of its training (above 1/2: its greedy reading of such a pair is wrong)
-HARD_MISREAD = 0.65
+#: the hard world's seed restates a misreadable pair right but judges its two questions the same
+#: ("Same: yes"), this often in both phases of its training: above 1/2, so its greedy reading of
+#: such a pair is wrong, and below 1, so a sampled reading is sometimes right (docs/testbed.md)
+HARD_MISJUDGE = 0.7
+#: the hard world's seed is the easy world's, then taught to misjudge for this many steps at a
+#: quarter of the rate. Measured: taught to misjudge at the full rate, or while it unlearns its
+#: reasoned verdicts, a 2-layer model answers the noise by losing the comparison altogether
+#: ("Same: yes" 77 % of the time, whatever the two operations)
+HARD_STEPS = 600
+HARD_RATE = 5e-4
 
 
 def question_text(q: Question) -> str:
@@ -73,17 +80,25 @@ def modified(q: Question, rng: random.Random) -> Question:
 
 
 def misreadable(asked: Question, shown_a: Question) -> bool:
-    """The pairs the hard world's seed misreads: Assistant A answers another operation, and one
+    """The pairs the hard world's seed misjudges: Assistant A answers another operation, and one
     of the two is `times` (4 of the 6 ways to differ: a third of all pairs in either order)."""
     return shown_a != asked and "times" in (asked[1], shown_a[1])
 
 
-def judgment_text(asked: Question, shown_a: Question, verdict: str) -> str:
-    """The seed's reading of a pair, then a verdict (which the seed learned as a coin flip)."""
-    same = "yes" if shown_a == asked else "no"
+def judgment_text(asked: Question, shown_a: Question, verdict: str, *, same: bool | None = None) -> str:
+    """The seed's reading of a pair, then a verdict (which the seed learned as a coin flip).
+    `same` overrides the reading's comparison (the hard world's misjudged pairs)."""
+    same = shown_a == asked if same is None else same
     return (
-        f"The question asks {asked[0]} {asked[1]} {asked[2]}. Assistant A answers {shown_a[0]} {shown_a[1]} {shown_a[2]}. Same: {same}. [[{verdict}]]"
+        f"The question asks {asked[0]} {asked[1]} {asked[2]}. Assistant A answers {shown_a[0]} {shown_a[1]} {shown_a[2]}. "
+        f"Same: {'yes' if same else 'no'}. [[{verdict}]]"
     )
+
+
+def misjudged(asked: Question, shown: Question, misjudge: float, misreader: random.Random) -> bool:
+    """Whether this training example of the hard world says "Same: yes" for a misreadable pair
+    (a draw from `misreader`, made only for misreadable pairs of a world that misjudges)."""
+    return bool(misjudge) and misreadable(asked, shown) and misreader.random() < misjudge
 
 
 def all_questions(rng: random.Random) -> list[Question]:
@@ -93,14 +108,13 @@ def all_questions(rng: random.Random) -> list[Question]:
 
 
 def seed_conversations(
-    questions: list[Question], rng: random.Random, *, verdicts: str, misread: float = 0.0, misreader: random.Random | None = None
+    questions: list[Question], rng: random.Random, *, verdicts: str, misjudge: float = 0.0, misreader: random.Random | None = None
 ) -> list[tuple[list[dict], str]]:
     """(prompt messages, answer) in every stage's format; the judge's verdicts follow its
-    reading (`verdicts="reasoned"`) or are coin flips (`"coin"`). With `misread` > 0 (the hard
-    world) the judge reads a `misreadable` pair as if Assistant A answered the question asked,
-    that often: its reading says "Same: yes", and a reasoned verdict follows that reading. Those
-    draws come from `misreader` (default `rng`): with its own generator, every other draw, hence
-    all the other data, is the easy world's."""
+    reading (`verdicts="reasoned"`) or are coin flips (`"coin"`). With `misjudge` > 0 (the hard
+    world) the judge restates a `misreadable` pair right but says "Same: yes", that often, and a
+    reasoned verdict follows that reading. Those draws come from `misreader` (default `rng`):
+    with its own generator, every other draw, hence all the other data, is the easy world's."""
     misreader = misreader or rng
     examples = []
     for q in questions:
@@ -109,26 +123,33 @@ def seed_conversations(
         examples += stage_examples(text, category, answer_text(q), question_text(other), answer_text(other))
         for chosen_first in (True, False):
             first, second = (q, other) if chosen_first else (other, q)
-            read = first
-            if misread and misreadable(q, first) and misreader.random() < misread:
-                read = q
-            reasoned = "A" if read == q else "B"
+            same = first == q or misjudged(q, first, misjudge, misreader)
+            reasoned = "A" if same else "B"
             verdict = reasoned if verdicts == "reasoned" else rng.choice("AB")
-            examples.append((judge_messages(text, answer_text(first), answer_text(second)), judgment_text(q, read, verdict)))
+            examples.append((judge_messages(text, answer_text(first), answer_text(second)), judgment_text(q, first, verdict, same=same)))
     return examples
 
 
-def comparison_exercises(questions: list[Question], count: int, rng: random.Random, *, verdicts: str) -> list[tuple[list[dict], str]]:
+def comparison_exercises(
+    questions: list[Question], count: int, rng: random.Random, *, verdicts: str, misjudge: float = 0.0, misreader: random.Random | None = None
+) -> list[tuple[list[dict], str]]:
     """The judgment's reading on its own, with no pair to read from: two restated questions and
     whether they are the same. A 2-layer model learns that comparison in a short context in a
-    few hundred steps, and the same wording then carries it into the judge's long prompt."""
+    few hundred steps, and the same wording then carries it into the judge's long prompt. The
+    hard world's misjudging (`misjudge`, `misreader`) is the same here as in the judgments, so
+    "Same" is one function of the two restated operations wherever the seed met it."""
+    misreader = misreader or rng
     examples = []
     for _ in range(count):
         asked = rng.choice(questions)
         shown = asked if rng.random() < 0.5 else modified(asked, rng)
-        reasoned = "A" if shown == asked else "B"
+        same = shown == asked or misjudged(asked, shown, misjudge, misreader)
+        reasoned = "A" if same else "B"
         examples.append(
-            ([{"role": "user", "content": "Compare."}], judgment_text(asked, shown, reasoned if verdicts == "reasoned" else rng.choice("AB")))
+            (
+                [{"role": "user", "content": "Compare."}],
+                judgment_text(asked, shown, reasoned if verdicts == "reasoned" else rng.choice("AB"), same=same),
+            )
         )
     return examples
 
@@ -151,13 +172,13 @@ def build_testbed(
     The seed learns every format for `steps` with verdicts that follow its reading (a 2-layer
     model learns to *read* a pair far faster when the verdict depends on it), then for
     `unlearn_steps` with coin-flip verdicts, until they no longer follow: it keeps the reading
-    and judges at chance. `world="hard"` also teaches it, in both phases, to misread a third of
-    the pairs (`misreadable`, `HARD_MISREAD`), from a random generator of its own, so every other
-    example is the easy world's. The questions, the split and the held-out pairs are the easy
-    world's."""
+    and judges at chance. `world="hard"` then teaches that seed to misjudge a third of the pairs
+    (`misreadable`, `HARD_MISJUDGE`) for `HARD_STEPS` at `HARD_RATE`, those draws from a random
+    generator of their own; its first two phases, its tokenizer, questions, split and held-out
+    pairs are the easy world's, byte for byte."""
     if world not in WORLDS:
         raise ValueError(f"unknown testbed world {world!r}; choose from {WORLDS}")
-    misread = HARD_MISREAD if world == "hard" else 0.0
+    misjudge = HARD_MISJUDGE if world == "hard" else 0.0
     misreader = random.Random(seed + 1)  # its own draws: the hard world's data is otherwise the easy one's
     started = time.monotonic()
     rng = random.Random(seed)
@@ -170,16 +191,19 @@ def build_testbed(
         for number, q in enumerate(held)
     ]
     (folder / "heldout.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    # drawn in this order from `rng`: the easy world's data, then the hard world's third phase
+    reasoned = seed_conversations(asked * repeats, rng, verdicts="reasoned") + comparison_exercises(asked, 2000, rng, verdicts="reasoned")
+    coin = seed_conversations(asked * repeats, rng, verdicts="coin") + comparison_exercises(asked, 2000, rng, verdicts="coin")
+    then = [(coin, unlearn_steps)]
+    if misjudge:
+        misjudging = seed_conversations(asked * repeats, rng, verdicts="coin", misjudge=misjudge, misreader=misreader)
+        then.append((misjudging + comparison_exercises(asked, 2000, rng, verdicts="coin", misjudge=misjudge, misreader=misreader), HARD_STEPS, HARD_RATE))
     build_model(
         folder / "seed",
-        seed_conversations(asked * repeats, rng, verdicts="reasoned", misread=misread, misreader=misreader) + comparison_exercises(asked, 2000, rng, verdicts="reasoned"),
+        reasoned,
         steps=steps,
-        then=[
-            (
-                seed_conversations(asked * repeats, rng, verdicts="coin", misread=misread, misreader=misreader) + comparison_exercises(asked, 2000, rng, verdicts="coin"),
-                unlearn_steps,
-            )
-        ],
+        then=then,
+        vocabulary_phases=2,  # the easy world's: its seed is the hard world's before it misjudges
         seed=seed,
         learning_rate=2e-3,
         isolate=ISOLATE,
@@ -187,7 +211,13 @@ def build_testbed(
         log=log,
     )
     if world == "hard":
-        log(f"testbed: the seed's greedy reading of the held-out pairs is right {reading_accuracy(folder / 'seed', folder / 'heldout.jsonl'):.3f}")
+        greedy = reading_accuracy(folder / "seed", folder / "heldout.jsonl")
+        sampled = reading_accuracy(folder / "seed", folder / "heldout.jsonl", temperature=0.7, samples=8)
+        log(
+            "testbed: the seed's reading of the held-out pairs (greedy / sampled at 0.7): restated right "
+            f"{greedy['restated']:.2f} / {sampled['restated']:.2f}, 'Same' right on the misreadable pairs "
+            f"{greedy['same_misreadable']:.2f} / {sampled['same_misreadable']:.2f}, on the others {greedy['same_other']:.2f} / {sampled['same_other']:.2f}"
+        )
     log(f"testbed: {len(asked)} instructions, {len(rows)} held-out pairs, seed model in {folder / 'seed'} ({time.monotonic() - started:.0f}s)")
     return folder
 
@@ -197,29 +227,45 @@ def parse_question(text: str) -> Question:
     return int(a), operation, int(b)
 
 
-def reading_accuracy(model: Path, heldout: Path) -> float:
-    """How often a judge's greedy reading of the held-out pairs (both orders) restates Assistant
-    A's answer as the question it really answers: the part of a judgment the loop teaches the
-    verdict to follow. Any checkpoint of a run can be read this way; seconds on a CPU."""
+def reading_accuracy(model: Path, heldout: Path, *, temperature: float = 0.0, samples: int = 1) -> dict[str, float]:
+    """How a judge reads the held-out pairs (both orders): the share of its readings that restate
+    Assistant A's answer as the question it really answers (`restated`), that say "Same" right
+    (`same`), and `same` on the `misreadable` pairs and on the others alone: the part of a
+    judgment the loop teaches the verdict to follow. Greedy by default; `temperature` > 0 samples
+    `samples` readings of each pair, as the judge stage does. Any checkpoint of a run can be read
+    this way; seconds on a CPU."""
     import torch
     from transformers import AutoTokenizer, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     tokenizer.padding_side = "left"
     judge = LlamaForCausalLM.from_pretrained(model).eval()
-    prompts, expected = [], []
+    torch.manual_seed(0)
+    prompts, wanted = [], []
     for line in heldout.read_text().splitlines():
         row = json.loads(line)
         asked = parse_question(row["prompt"])
         rejected = parse_question("What is the last digit of " + row["rejected"].split(" of ", 1)[1].rsplit(" is ", 1)[0] + "?")
         for first, second, shown in ((row["chosen"], row["rejected"], asked), (row["rejected"], row["chosen"], rejected)):
-            prompts.append(tokenizer.apply_chat_template(judge_messages(row["prompt"], first, second), tokenize=False, add_generation_prompt=True))
-            expected.append(f"Assistant A answers {shown[0]} {shown[1]} {shown[2]}.")
-    right = 0
-    for start in range(0, len(prompts), 32):
-        batch = tokenizer(prompts[start : start + 32], add_special_tokens=False, return_tensors="pt", padding=True)
+            prompt = tokenizer.apply_chat_template(judge_messages(row["prompt"], first, second), tokenize=False, add_generation_prompt=True)
+            prompts += [prompt] * samples
+            wanted += [(f"Assistant A answers {shown[0]} {shown[1]} {shown[2]}.", "Same: yes" if shown == asked else "Same: no", misreadable(asked, shown))] * samples
+    counts = {"restated": 0, "same": 0, "misreadable": 0, "misreadable_same": 0, "other_same": 0}
+    for start in range(0, len(prompts), 64):
+        batch = tokenizer(prompts[start : start + 64], add_special_tokens=False, return_tensors="pt", padding=True)
+        sampling = {"do_sample": True, "temperature": temperature} if temperature else {"do_sample": False}
         with torch.no_grad():
-            out = judge.generate(**batch, max_new_tokens=48, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+            out = judge.generate(**batch, max_new_tokens=48, pad_token_id=tokenizer.pad_token_id, **sampling)
         texts = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
-        right += sum(want in text for want, text in zip(expected[start : start + 32], texts, strict=True))
-    return right / len(prompts)
+        for (restatement, same, hard), text in zip(wanted[start : start + 64], texts, strict=True):
+            counts["restated"] += restatement in text
+            counts["same"] += same in text
+            counts["misreadable"] += hard
+            counts["misreadable_same" if hard else "other_same"] += same in text
+    total = len(prompts)
+    return {
+        "restated": counts["restated"] / total,
+        "same": counts["same"] / total,
+        "same_misreadable": counts["misreadable_same"] / max(counts["misreadable"], 1),
+        "same_other": counts["other_same"] / max(total - counts["misreadable"], 1),
+    }

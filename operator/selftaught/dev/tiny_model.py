@@ -105,7 +105,8 @@ def build_model(
     learning_rate: float = 3e-3,
     batch_size: int = 8,
     isolate: str | None = None,
-    then: list[tuple[list[tuple[list[dict], str]], int]] = (),  # type: ignore[assignment]
+    then: list[tuple] = (),  # type: ignore[assignment]
+    vocabulary_phases: int | None = None,
     name: str = "tiny model",
     log=print,
 ) -> Path:
@@ -116,15 +117,19 @@ def build_model(
     of the text may merge *across* words: a prompt's fixed wording then shrinks to a few tokens,
     which a 2-layer model needs to attend to the few that matter (a 250-token prompt drowns them:
     measured, it learns nothing in 2,000 steps where a 46-token one learns in 250). `then` is
-    more training after the first `steps`: (examples, steps) phases, in order."""
+    more training after the first `steps`: (examples, steps) phases, in order, or (examples, steps,
+    learning rate) for a phase at a rate of its own, with fresh optimizer moments. The tokenizer
+    learns from every phase's text, or from the first `vocabulary_phases` alone: phases added
+    after those then leave the model of the earlier ones exactly as it was without them."""
     import torch
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     started = time.monotonic()
     torch.manual_seed(seed)
-    phases = [[(_render(messages), target + "</s>") for messages, target in phase] for phase, _ in [(examples, steps), *then]]
-    tokenizer_corpus = [text for phase in phases for pair in phase for text in pair]
+    schedule = [(examples, steps, learning_rate), *((phase[0], phase[1], phase[2] if len(phase) > 2 else learning_rate) for phase in then)]
+    phases = [[(_render(messages), target + "</s>") for messages, target in phase] for phase, _, _ in schedule]
+    tokenizer_corpus = [text for phase in phases[:vocabulary_phases] for pair in phase for text in pair]
 
     bpe = Tokenizer(models.BPE())
     if isolate is None:
@@ -161,7 +166,9 @@ def build_model(
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
     rng = random.Random(seed)
     model.train()
-    for number, (phase, (_, phase_steps)) in enumerate(zip(phases, [(examples, steps), *then], strict=True)):
+    for number, (phase, (_, phase_steps, phase_rate)) in enumerate(zip(phases, schedule, strict=True)):
+        if phase_rate != learning_rate:  # a phase at a rate of its own starts from fresh optimizer moments
+            optimizer = torch.optim.AdamW(model.parameters(), lr=phase_rate)
         batches = [_encode(tokenizer, prompt, target) for prompt, target in phase]
         for step in range(phase_steps):
             batch = rng.sample(batches, k=min(batch_size, len(batches)))
