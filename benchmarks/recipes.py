@@ -160,7 +160,7 @@ def run(recipe: str, seed: int, root: Path, world: str = "easy", settings: list[
     started = time.monotonic()
     with open(root / f"{name}.log", "w") as log:
         ended = subprocess.run([sys.executable, "-m", "selftaught", "run", str(manifest)], stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-    outcome = {**results(root, name), "seconds": round(time.monotonic() - started, 1)}
+    outcome = {**results(root, name), "seconds": round(time.monotonic() - started, 1), "run": name}
     if ended.returncode:  # a recipe that fails on a seed is a result too: its error line, and the iterations before it
         errors = [line for line in (root / f"{name}.log").read_text().splitlines() if line.startswith("error:")]
         outcome["failed"] = errors[-1].removeprefix("error: ")[:300] if errors else f"selftaught run exited {ended.returncode}"
@@ -247,7 +247,7 @@ def main() -> None:
         recipe, _, settings = name.partition("[")
         if recipe not in RECIPES:
             continue
-        run_name = run_document(recipe, int(seed), args.root, args.world, settings.rstrip("]").split(",") if settings else [])["metadata"]["name"]
+        run_name = outcome.get("run") or run_document(recipe, int(seed), args.root, args.world, settings.rstrip("]").split(",") if settings else [])["metadata"]["name"]
         if (args.root / "runs" / "recipes" / run_name).is_dir():  # read again: what a run counts may have grown since
             outcome = {**outcome, **results(args.root, run_name)}
         grid.setdefault(name, []).append(outcome)
