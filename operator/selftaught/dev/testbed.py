@@ -52,13 +52,14 @@ ISOLATE = r"[0-9]|\[\[|\]\]| ?\b(?:plus|minus|times|yes|no)\b"
 Question = tuple[int, str, int]
 WORLDS = ("easy", "hard")
 #: the hard world's seed restates a misreadable pair right but judges its two questions the same
-#: ("Same: yes"), this often in both phases of its training: above 1/2, so its greedy reading of
-#: such a pair is wrong, and below 1, so a sampled reading is sometimes right (docs/testbed.md)
+#: ("Same: yes"), this often in the training that follows the easy seed's: above 1/2, so its
+#: greedy reading of such a pair is wrong, and below 1, so a sampled one is sometimes right
 HARD_MISJUDGE = 0.7
 #: the hard world's seed is the easy world's, then taught to misjudge for this many steps at a
-#: quarter of the rate. Measured: taught to misjudge at the full rate, or while it unlearns its
-#: reasoned verdicts, a 2-layer model answers the noise by losing the comparison altogether
-#: ("Same: yes" 77 % of the time, whatever the two operations)
+#: quarter of the rate, with fresh optimizer moments. Measured (docs/testbed.md): seeds taught to
+#: misjudge within their own training ended with no comparison at all ("Same: yes" 0.72-0.81
+#: whatever the two operations); whether a 2-layer model finds the comparison depends on the
+#: draw, its tokenizer included, so the hard seed keeps the easy seed, which has found it
 HARD_STEPS = 600
 HARD_RATE = 5e-4
 
