@@ -5,17 +5,19 @@ tokens, each recipe run on several seeds (mean and spread), every run a real `se
     python benchmarks/recipes.py --recipes paper fixed-n --seeds 0 1
     python benchmarks/recipes.py --world hard --recipes paper dpo fixed-n --seeds 0 1 2
     python benchmarks/recipes.py --world hard --recipes grpo --seeds 0 --set train.grpo.learningRate=3e-4   # a sweep point
+    python benchmarks/recipes.py --world hard-rated --recipes paper pointwise   # pairwise against pointwise
 
 `--world easy` (the default) is examples/testbed.yaml, where every full-rate recipe reaches the
 ceiling in one iteration (a quick check that learning works); `--world hard` is
 examples/testbed-hard.yaml, whose seed also misjudges a third of the pairs, so recipes climb over
-several iterations and can be told apart (docs/testbed.md).
+several iterations and can be told apart (docs/testbed.md); `--world hard-rated` is the hard world
+with a seed that also rates one answer 1-10, for pointwise recipes.
 
 The testbed (`selftaught dev testbed`, built here when missing) is arithmetic questions whose
 chosen and rejected answers differ only in whether they answer the question asked; its seed
 judges them at chance. Each recipe is a set of changes to the world's manifest; a seed changes
 every random choice of the method and of training (`spec.seed`, `train.seed`), not the seed model.
-Results accumulate in ROOT/results.json (ROOT: .selftaught/recipes, .selftaught/recipes-hard):
+Results accumulate in ROOT/results.json (ROOT: .selftaught/recipes, recipes-hard, recipes-hard-rated):
 a run already there is not run again, and the table covers every run there; per iteration it
 gives mean ± standard deviation over seeds, then the lift, the judge stages' generated tokens
 and each run's wall time (mean). docs/testbed.md keeps the latest table and the commands that produced it.
@@ -42,6 +44,8 @@ REPO = Path(__file__).resolve().parents[1]
 WORLDS = {
     "easy": (REPO / "examples" / "testbed.yaml", REPO / ".selftaught" / "testbed", REPO / ".selftaught" / "recipes"),
     "hard": (REPO / "examples" / "testbed-hard.yaml", REPO / ".selftaught" / "testbed-hard", REPO / ".selftaught" / "recipes-hard"),
+    # the hard world's seed, then also taught the rating format: pairwise against pointwise on one seed
+    "hard-rated": (REPO / "examples" / "testbed-hard.yaml", REPO / ".selftaught" / "testbed-hard-rated", REPO / ".selftaught" / "recipes-hard-rated"),
 }
 
 #: recipe -> changes to the testbed's spec (nested, merged into it)
@@ -58,7 +62,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     "dpo-previous-gentle": {"train": {"method": "dpo", "dpo": {"nllWeight": 0.2}, "initFrom": "previous", "learningRate": 2.0e-4, "epochs": 1}},
     # DPO at the testbed's own rate and epochs (what `paper` uses), with the NLL term
     "dpo": {"train": {"method": "dpo", "dpo": {"nllWeight": 0.2}}},
-    # rate one answer 1-10 instead of choosing between two (needs a seed that speaks the rating format)
+    # rate one answer 1-10 instead of choosing between two (needs a seed that speaks the rating format:
+    # --world hard-rated); evaluated in rating mode, RewardBench's way for such a judge
     "pointwise": {"judge": {"format": "pointwise"}},
     # GRPO (docs/methods.md): online RL on the pairs, no judge stage, 100 steps of one pair's group of 8
     # an iteration (800 judgments, about what the judge stage samples), at the rate a sweep on the hard
@@ -113,9 +118,9 @@ def run_document(recipe: str, seed: int, root: Path, world: str = "easy", settin
     spec["seed"] = seed
     spec["train"]["seed"] = seed
     spec["storage"]["uri"] = str(root / "runs")
-    for path in ("models.seed", "data.instructions", "data.evaluation"):
+    for path in ("models.seed", "data.instructions", "data.evaluation"):  # the world's files, by their names in its folder
         head, tail = path.split(".")
-        spec[head][tail]["source"] = str((REPO / "examples" / spec[head][tail]["source"]).resolve())  # relative to the manifest's folder
+        spec[head][tail]["source"] = str(WORLDS[world][1] / Path(spec[head][tail]["source"]).name)
     slug = "".join(f"-{path.rsplit('.', 1)[-1]}-{value}" for path, _, value in (assignment.partition("=") for assignment in settings))
     name = re.sub(r"[^a-z0-9-]+", "-", f"{recipe}{slug}-s{seed}".lower())  # a run's name is a DNS label
     return {**document, "metadata": {"name": name, "namespace": "recipes"}, "spec": spec}
@@ -212,12 +217,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipes", nargs="+", choices=sorted(RECIPES), default=list(RECIPES))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--world", choices=sorted(WORLDS), default="easy", help="the testbed: easy (examples/testbed.yaml) or hard (examples/testbed-hard.yaml)")
+    parser.add_argument("--world", choices=sorted(WORLDS), default="easy", help="the testbed: easy (examples/testbed.yaml), hard (examples/testbed-hard.yaml) or hard-rated (hard, its seed also rating)")
     parser.add_argument(
         "--set", dest="settings", action="append", default=[], metavar="FIELD=VALUE", type=lambda text: setting(text) and text,
         help="change a spec field of every recipe run (a sweep point: train.grpo.learningRate=3e-4); kept as RECIPE[FIELD=VALUE]",
     )
-    parser.add_argument("--root", type=Path, help="where the runs, their logs and results.json go (default: .selftaught/recipes, or recipes-hard)")
+    parser.add_argument("--root", type=Path, help="where the runs, their logs and results.json go (default: .selftaught/recipes, recipes-hard or recipes-hard-rated)")
     args = parser.parse_args()
     _, folder, default_root = WORLDS[args.world]
     args.root = args.root or default_root

@@ -721,7 +721,7 @@ def build_parser() -> argparse.ArgumentParser:
     testbed = dev.add_parser("testbed", help="build the CPU testbed: a seed that judges arithmetic at chance, its instructions and held-out pairs")
     testbed.add_argument("output")
     testbed.add_argument(
-        "--world", choices=["easy", "hard"], default="easy", help="hard: the seed is then taught to misjudge a third of the pairs (docs/testbed.md, The hard world)"
+        "--world", choices=["easy", "hard", "hard-rated"], default="easy", help="hard: the seed is then taught to misjudge a third of the pairs; hard-rated: that seed then also rates one answer 1-10 (docs/testbed.md, The hard world)"
     )
     testbed.add_argument("--seed", type=int, default=0, help="the seed of the questions' split and of the model's weights")
     testbed.add_argument("--steps", type=int, default=1000, help="training steps with verdicts that follow the seed's reading")

@@ -28,3 +28,20 @@ def test_a_phase_at_a_rate_of_its_own_changes_the_weights_by_that_rate(tmp_path)
     assert base != slow != fast
     changed = lambda data: sum(x != y for x, y in zip(base, data, strict=True))  # noqa: E731
     assert changed(slow) < changed(fast)
+
+
+def test_a_phase_with_words_of_its_own_makes_each_one_token_and_keeps_the_earlier_tokens(tmp_path):
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    wording = "\n### Please judge the sentence below, carefully and at length:\n"
+    prompt = [{"role": "user", "content": wording + "What is 1 plus 2?"}]
+    alone = _build(tmp_path / "alone")
+    _build(tmp_path / "words", then=[([(prompt, "It is 3.")], 2, 1e-3, [wording])], vocabulary_phases=1)
+    tokenizer, before = AutoTokenizer.from_pretrained(tmp_path / "words"), AutoTokenizer.from_pretrained(tmp_path / "alone")
+    assert len(tokenizer) == len(before) + 1
+    assert tokenizer.tokenize(wording) == [wording]  # the whole wording, one token
+    plain = "What is 4 plus 4? It is 8."
+    assert tokenizer(plain)["input_ids"] == before(plain)["input_ids"]  # the earlier text tokenizes as it did
+    model = LlamaForCausalLM.from_pretrained(tmp_path / "words")
+    assert model.get_input_embeddings().weight.shape[0] == len(tokenizer)
+    assert alone[0] != (tmp_path / "words" / "model.safetensors").read_bytes()  # the phase trained

@@ -21,8 +21,8 @@ def test_every_recipe_is_a_valid_run_on_each_world_or_refused_with_the_reason(wo
         assert why is None, why
         run = parse_run(recipes.run_document(recipe, 2, tmp_path, world))
         assert run.spec.seed == 2 and run.spec.train.seed == 2
-        assert run.spec.iterations == (4 if world == "hard" else 3)
-        assert run.spec.models.seed.source.endswith("testbed-hard/seed" if world == "hard" else "testbed/seed")
+        assert run.spec.iterations == (4 if world.startswith("hard") else 3)
+        assert run.spec.models.seed.source.endswith({"easy": "/testbed/seed", "hard": "/testbed-hard/seed", "hard-rated": "/testbed-hard-rated/seed"}[world])
 
 
 def test_the_table_gives_mean_and_spread_per_iteration_and_wall_time():

@@ -72,16 +72,60 @@ def test_the_hard_seed_is_the_easy_seed_taught_to_misjudge_afterwards(tmp_path, 
     has found it. The misjudging comes after, at a rate of its own."""
     built = {}
     monkeypatch.setattr(testbed, "build_model", lambda output, examples, then=(), **settings: built.setdefault(output.parent.name, (examples, then, settings)))
-    monkeypatch.setattr(testbed, "reading_accuracy", lambda *_, **__: dict.fromkeys(("restated", "same", "same_misreadable", "same_other"), 0.0))
+    monkeypatch.setattr(testbed, "reading_accuracy", lambda *_, **__: dict.fromkeys(("restated", "same", "same_misreadable", "same_other", "rated_high"), 0.0))
     for world in testbed.WORLDS:
         (tmp_path / world).mkdir()
         testbed.build_testbed(tmp_path / world, world=world, log=lambda _: None)
-    easy, hard = built["easy"], built["hard"]
+    easy, hard, rated = built["easy"], built["hard"], built["hard-rated"]
     assert hard[0] == easy[0] and hard[1][0] == easy[1][0] and len(easy[1]) == 1
     (misjudging, steps, rate) = hard[1][1]
     assert steps == testbed.HARD_STEPS and rate == testbed.HARD_RATE < hard[2]["learning_rate"]
     assert hard[2]["vocabulary_phases"] == 2 and hard[2]["seed"] == easy[2]["seed"]
     assert any("Same: yes" in target and " times " in target and target.count(" times ") == 1 for _, target in misjudging)
+    # the hard-rated seed is the hard seed, then a phase that also rates, its wording new tokens
+    assert rated[0] == hard[0] and rated[1][:2] == hard[1] and {**rated[2], "log": None} == {**hard[2], "log": None, "name": "testbed seed (hard-rated)"}
+    (reasoned, steps, rate, words), (coin, *later), (settle, *settling) = rated[1][2:]
+    assert (steps, rate, words) == (testbed.RATED_STEPS, testbed.RATED_RATE, testbed.RATING_WORDING) and later == [steps, rate]
+    assert settling == [testbed.SETTLE_STEPS, testbed.SETTLE_RATE] and rate > testbed.SETTLE_RATE  # the coin settles at a lower rate
+    for mixed in (reasoned, coin, settle):
+        rating_prompts = [messages for messages, _ in mixed if "[Query]" in messages[-1]["content"]]
+        assert 0.15 < len(rating_prompts) / len(mixed) < 0.5 and any("[[A]]" in target for _, target in mixed)  # pairwise stays in the mix
+
+
+def test_the_rating_seed_reads_as_the_pairwise_one_and_rates_at_chance():
+    """The hard-rated world's rating conversations: RewardBench's rating prompt for each answer
+    of a pair, the reading in the pairwise judgment's words (misjudged alike), then a rating the
+    official parser reads, high or low by a coin flip whatever the reading."""
+    from selftaught.method.parsing import parse_rating
+    from selftaught.method.prompts import rating_messages
+
+    rng = random.Random(5)
+    questions = testbed.all_questions(rng)
+    reading = re.compile(r"The question asks (\d) (\w+) (\d)\. Assistant A answers (\d) (\w+) (\d)\. Same: (yes|no)\. (\d)")
+    examples = testbed.rating_conversations(questions * 3, rng, ratings="coin", misjudge=testbed.HARD_MISJUDGE)
+    assert len(examples) == 2 * 3 * len(questions)  # the two answers of each pair
+    follows = misreadable = misjudged = 0
+    for messages, target in examples:
+        match = reading.fullmatch(target)
+        assert match, target
+        asked, read = (int(match[1]), match[2], int(match[3])), (int(match[4]), match[5], int(match[6]))
+        assert messages == rating_messages(testbed.question_text(asked), testbed.answer_text(read))  # the rated answer, restated
+        rating, says_same = parse_rating(target), match[7] == "yes"
+        assert rating == int(match[8]) and rating in testbed.RATINGS
+        follows += (rating == max(testbed.RATINGS)) == says_same
+        if testbed.misreadable(asked, read):
+            misreadable += 1
+            misjudged += says_same
+        else:
+            assert says_same == (read == asked)
+    assert 0.4 < follows / len(examples) < 0.6  # at chance
+    assert abs(misjudged / misreadable - testbed.HARD_MISJUDGE) < 0.05
+    # first taught to rate by its reading, the answers to every operation: the answer rated is the
+    # question asked a third of the time, so restating the question is no shortcut to the reading
+    reasoned = testbed.rating_conversations(questions, rng, ratings="reasoned", every_operation=True, misjudge=testbed.HARD_MISJUDGE)
+    matches = [reading.fullmatch(target) for _, target in reasoned]
+    assert len(reasoned) == 3 * len(questions) and sum(m[2] == m[5] for m in matches) == len(questions)
+    assert all((m[7] == "yes") == (int(m[8]) == max(testbed.RATINGS)) for m in matches)
 
 
 @pytest.mark.parametrize("world", testbed.WORLDS)
@@ -91,7 +135,7 @@ def test_held_out_questions_are_never_asked_in_the_instructions_or_in_the_seeds_
     hard world has the same split and sizes; only the seed's reading differs."""
     seen = []
     monkeypatch.setattr(testbed, "build_model", lambda output, examples, then=(), **_: seen.extend([examples, *[phase[0] for phase in then]]))
-    monkeypatch.setattr(testbed, "reading_accuracy", lambda *_, **__: dict.fromkeys(("restated", "same", "same_misreadable", "same_other"), 0.0))
+    monkeypatch.setattr(testbed, "reading_accuracy", lambda *_, **__: dict.fromkeys(("restated", "same", "same_misreadable", "same_other", "rated_high"), 0.0))
     testbed.build_testbed(tmp_path, world=world, log=lambda _: None)
     instructions = {json.loads(line)["instruction"] for line in (tmp_path / "instructions.jsonl").read_text().splitlines()}
     held = [json.loads(line) for line in (tmp_path / "heldout.jsonl").read_text().splitlines()]
@@ -102,5 +146,5 @@ def test_held_out_questions_are_never_asked_in_the_instructions_or_in_the_seeds_
     for row in held:
         question = row["prompt"].removeprefix("What is the last digit of ").rstrip("?")
         assert row["prompt"] not in asked_in_training  # never answered, categorized or modified
-        assert not any(row["prompt"] in content and "[User Question]" in content for content in asked_in_training)  # never judged
+        assert not any(row["prompt"] in content and ("[User Question]" in content or "[Query]" in content) for content in asked_in_training)  # never judged or rated
         assert f"asks {question}." not in judged

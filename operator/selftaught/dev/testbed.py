@@ -29,6 +29,12 @@ reading, so the first iteration teaches the verdict to follow "Same" but not to 
 pairs; from then on a right verdict comes with a right reading, the kept judgments read those
 pairs right, and the judge climbs over several iterations (docs/testbed.md, The hard world).
 `reading_accuracy` measures a checkpoint's reading directly.
+
+The *hard-rated* world (`--world hard-rated`) is the hard world whose seed then also learns a
+pointwise judge's format, RewardBench's rating prompt: the same reading of the one answer shown,
+misjudged alike, then a 1-10 rating, 8 or 3 by a coin flip (taught first to follow the reading,
+as the easy seed's verdicts were). Pairwise and pointwise
+recipes run on that one seed (`benchmarks/recipes.py --world hard-rated`).
 """
 
 from __future__ import annotations
@@ -39,9 +45,7 @@ import time
 from pathlib import Path
 
 from selftaught.dev.tiny_model import build_model, stage_examples
-from selftaught.method.prompts import (
-    judge_messages,
-)
+from selftaught.method.prompts import RATING_TEMPLATE, judge_messages, rating_messages
 
 OPERATIONS = {"plus": lambda a, b: a + b, "minus": lambda a, b: a - b, "times": lambda a, b: a * b}
 NUMBERS = range(1, 10)
@@ -50,7 +54,7 @@ SUBSET = "arithmetic"
 #: "yes"/"no" and the verdict's brackets; all other wording may merge across words
 ISOLATE = r"[0-9]|\[\[|\]\]| ?\b(?:plus|minus|times|yes|no)\b"
 Question = tuple[int, str, int]
-WORLDS = ("easy", "hard")
+WORLDS = ("easy", "hard", "hard-rated")
 #: the hard world's seed restates a misreadable pair right but judges its two questions the same
 #: ("Same: yes"), this often in the training that follows the easy seed's: above 1/2, so its
 #: greedy reading of such a pair is wrong, and below 1, so a sampled one is sometimes right
@@ -62,6 +66,30 @@ HARD_MISJUDGE = 0.7
 #: draw, its tokenizer included, so the hard seed keeps the easy seed, which has found it
 HARD_STEPS = 600
 HARD_RATE = 5e-4
+#: the hard-rated world's seed is the hard world's, then taught RewardBench's rating format (one
+#: answer rated 1-10) in two phases of this many steps at this rate: ratings that follow its
+#: reading, of the answers to all three operations, then coin-flip ratings of a pair's two
+#: answers; its reading of a misreadable answer is as wrong as the pairwise one's, and the
+#: pairwise judgments stay in the mix. Measured (docs/testbed.md): one phase of coin ratings
+#: restated the rated answer right 0.42 of the time (it guessed the answer's operation from the
+#: question's, right for a pair's chosen answer); first rating by the reading every operation's
+#: answer, where that guess is right a third of the time, made it 1.00
+RATED_STEPS = 600
+RATED_RATE = 1e-3
+#: then coin-flip ratings at a tenth of that rate: measured, a coin learned at 1e-3 with batches
+#: of 8 ends wherever its last batches left it (the seed sampled "3" 91 % of the time at 0.7, so
+#: both answers of a pair got the same rating in 97 % of the judge stage's samples)
+SETTLE_STEPS = 300
+SETTLE_RATE = 1e-4
+#: the rating prompt's fixed wording, three new tokens of the hard-rated seed's tokenizer (the
+#: pairwise prompt's wording shrinks to a few tokens through merges its tokenizer learned; new
+#: merges would make another tokenizer, hence another easy seed, see HARD_STEPS)
+#: the hard-rated seed's two ratings, a high one and a low one, as a pairwise verdict has two:
+#: measured (docs/testbed.md), ratings spread over 2-9 let rejection sampling keep a pair on the
+#: order of two high (or two low) ratings, which says nothing about the reading, and the judge
+#: never learned to rate by its reading (0.50 at every iteration on seed 0)
+RATINGS = (8, 3)
+RATING_WORDING = tuple(part for chunk in RATING_TEMPLATE.split("{prompt}") for part in chunk.split("{completion}"))
 
 
 def question_text(q: Question) -> str:
@@ -86,13 +114,16 @@ def misreadable(asked: Question, shown_a: Question) -> bool:
     return shown_a != asked and "times" in (asked[1], shown_a[1])
 
 
-def judgment_text(asked: Question, shown_a: Question, verdict: str, *, same: bool | None = None) -> str:
-    """The seed's reading of a pair, then a verdict (which the seed learned as a coin flip).
-    `same` overrides the reading's comparison (the hard world's misjudged pairs)."""
+def judgment_text(asked: Question, shown_a: Question, verdict: str | int, *, same: bool | None = None) -> str:
+    """The seed's reading of a pair, then a verdict (which the seed learned as a coin flip), or
+    an integer: the rating of one answer, in the same words (`shown_a` is then the answer rated),
+    so that "Same" is one comparison in both formats. `same` overrides the reading's comparison
+    (the hard world's misjudged pairs)."""
     same = shown_a == asked if same is None else same
+    ending = verdict if isinstance(verdict, int) else f"[[{verdict}]]"
     return (
         f"The question asks {asked[0]} {asked[1]} {asked[2]}. Assistant A answers {shown_a[0]} {shown_a[1]} {shown_a[2]}. "
-        f"Same: {'yes' if same else 'no'}. [[{verdict}]]"
+        f"Same: {'yes' if same else 'no'}. {ending}"
     )
 
 
@@ -128,6 +159,30 @@ def seed_conversations(
             reasoned = "A" if same else "B"
             verdict = reasoned if verdicts == "reasoned" else rng.choice("AB")
             examples.append((judge_messages(text, answer_text(first), answer_text(second)), judgment_text(q, first, verdict, same=same)))
+    return examples
+
+
+def rating_conversations(
+    questions: list[Question],
+    rng: random.Random,
+    *,
+    ratings: str,
+    every_operation: bool = False,
+    misjudge: float = 0.0,
+    misreader: random.Random | None = None,
+) -> list[tuple[list[dict], str]]:
+    """A pointwise judge's conversations (RewardBench's rating prompt), each question's answer and
+    its modified question's answer rated on its own, or with `every_operation` the answers to all
+    three operations on its numbers: the reading as in a pairwise judgment (the rated answer in
+    Assistant A's place, misjudged as there), then a rating, `RATINGS`' high one or its low one,
+    that follows the reading (`ratings="reasoned"`) or is a coin flip (`"coin"`)."""
+    misreader = misreader or rng
+    examples = []
+    for q in questions:
+        for shown in [(q[0], operation, q[2]) for operation in OPERATIONS] if every_operation else (q, modified(q, rng)):
+            same = shown == q or misjudged(q, shown, misjudge, misreader)
+            rating = RATINGS[0 if same else 1] if ratings == "reasoned" else rng.choice(RATINGS)
+            examples.append((rating_messages(question_text(q), answer_text(shown)), judgment_text(q, shown, rating, same=same)))
     return examples
 
 
@@ -179,7 +234,7 @@ def build_testbed(
     pairs are the easy world's, byte for byte."""
     if world not in WORLDS:
         raise ValueError(f"unknown testbed world {world!r}; choose from {WORLDS}")
-    misjudge = HARD_MISJUDGE if world == "hard" else 0.0
+    misjudge = HARD_MISJUDGE if world.startswith("hard") else 0.0
     misreader = random.Random(seed + 1)  # its own draws: the hard world's data is otherwise the easy one's
     started = time.monotonic()
     rng = random.Random(seed)
@@ -199,6 +254,16 @@ def build_testbed(
     if misjudge:
         misjudging = seed_conversations(asked * repeats, rng, verdicts="coin", misjudge=misjudge, misreader=misreader)
         then.append((misjudging + comparison_exercises(asked, 2000, rng, verdicts="coin", misjudge=misjudge, misreader=misreader), HARD_STEPS, HARD_RATE))
+    if world == "hard-rated":  # ratings that follow the reading, then coin flips, as the easy seed's verdicts did
+
+        def rating_phase(ratings: str, every_operation: bool) -> list[tuple[list[dict], str]]:
+            rated = rating_conversations(asked * repeats, rng, ratings=ratings, every_operation=every_operation, misjudge=misjudge, misreader=misreader)
+            pairwise = seed_conversations(asked * repeats, rng, verdicts="coin", misjudge=misjudge, misreader=misreader)
+            return rated + pairwise + comparison_exercises(asked, 2000, rng, verdicts="coin", misjudge=misjudge, misreader=misreader)
+
+        then.append((rating_phase("reasoned", every_operation=True), RATED_STEPS, RATED_RATE, RATING_WORDING))
+        then.append((rating_phase("coin", every_operation=False), RATED_STEPS, RATED_RATE))
+        then.append((rating_phase("coin", every_operation=False), SETTLE_STEPS, SETTLE_RATE))
     build_model(
         folder / "seed",
         reasoned,
@@ -211,13 +276,14 @@ def build_testbed(
         name="testbed seed" if world == "easy" else f"testbed seed ({world})",
         log=log,
     )
-    if world == "hard":
-        greedy = reading_accuracy(folder / "seed", folder / "heldout.jsonl")
-        sampled = reading_accuracy(folder / "seed", folder / "heldout.jsonl", temperature=0.7, samples=8)
+    for format in ("pairwise", "pointwise")[: {"easy": 0, "hard": 1, "hard-rated": 2}[world]]:
+        greedy = reading_accuracy(folder / "seed", folder / "heldout.jsonl", format=format)
+        sampled = reading_accuracy(folder / "seed", folder / "heldout.jsonl", temperature=0.7, samples=8, format=format)
         log(
-            "testbed: the seed's reading of the held-out pairs (greedy / sampled at 0.7): restated right "
+            f"testbed: the seed's {format} reading of the held-out pairs (greedy / sampled at 0.7): restated right "
             f"{greedy['restated']:.2f} / {sampled['restated']:.2f}, 'Same' right on the misreadable pairs "
             f"{greedy['same_misreadable']:.2f} / {sampled['same_misreadable']:.2f}, on the others {greedy['same_other']:.2f} / {sampled['same_other']:.2f}"
+            + (f"; rated {RATINGS[0]} (not {RATINGS[1]}) {greedy['rated_high']:.2f} / {sampled['rated_high']:.2f}" if format == "pointwise" else "")
         )
     log(f"testbed: {len(asked)} instructions, {len(rows)} held-out pairs, seed model in {folder / 'seed'} ({time.monotonic() - started:.0f}s)")
     return folder
@@ -228,13 +294,14 @@ def parse_question(text: str) -> Question:
     return int(a), operation, int(b)
 
 
-def reading_accuracy(model: Path, heldout: Path, *, temperature: float = 0.0, samples: int = 1) -> dict[str, float]:
+def reading_accuracy(model: Path, heldout: Path, *, temperature: float = 0.0, samples: int = 1, format: str = "pairwise") -> dict[str, float]:
     """How a judge reads the held-out pairs (both orders): the share of its readings that restate
     Assistant A's answer as the question it really answers (`restated`), that say "Same" right
     (`same`), and `same` on the `misreadable` pairs and on the others alone: the part of a
     judgment the loop teaches the verdict to follow. Greedy by default; `temperature` > 0 samples
     `samples` readings of each pair, as the judge stage does. Any checkpoint of a run can be read
-    this way; seconds on a CPU."""
+    this way; seconds on a CPU. `format="pointwise"` reads the rating conversations instead (each
+    answer rated on its own: the chosen one, then the rejected one)."""
     import torch
     from transformers import AutoTokenizer, LlamaForCausalLM
 
@@ -248,10 +315,11 @@ def reading_accuracy(model: Path, heldout: Path, *, temperature: float = 0.0, sa
         asked = parse_question(row["prompt"])
         rejected = parse_question("What is the last digit of " + row["rejected"].split(" of ", 1)[1].rsplit(" is ", 1)[0] + "?")
         for first, second, shown in ((row["chosen"], row["rejected"], asked), (row["rejected"], row["chosen"], rejected)):
-            prompt = tokenizer.apply_chat_template(judge_messages(row["prompt"], first, second), tokenize=False, add_generation_prompt=True)
+            messages = judge_messages(row["prompt"], first, second) if format == "pairwise" else rating_messages(row["prompt"], first)
+            prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             prompts += [prompt] * samples
             wanted += [(f"Assistant A answers {shown[0]} {shown[1]} {shown[2]}.", "Same: yes" if shown == asked else "Same: no", misreadable(asked, shown))] * samples
-    counts = {"restated": 0, "same": 0, "misreadable": 0, "misreadable_same": 0, "other_same": 0}
+    counts = {"restated": 0, "same": 0, "misreadable": 0, "misreadable_same": 0, "other_same": 0, "high": 0}
     for start in range(0, len(prompts), 64):
         batch = tokenizer(prompts[start : start + 64], add_special_tokens=False, return_tensors="pt", padding=True)
         sampling = {"do_sample": True, "temperature": temperature} if temperature else {"do_sample": False}
@@ -263,10 +331,12 @@ def reading_accuracy(model: Path, heldout: Path, *, temperature: float = 0.0, sa
             counts["same"] += same in text
             counts["misreadable"] += hard
             counts["misreadable_same" if hard else "other_same"] += same in text
+            counts["high"] += text.strip().endswith(f" {RATINGS[0]}")
     total = len(prompts)
     return {
         "restated": counts["restated"] / total,
         "same": counts["same"] / total,
         "same_misreadable": counts["misreadable_same"] / max(counts["misreadable"], 1),
         "same_other": counts["other_same"] / max(total - counts["misreadable"], 1),
+        **({"rated_high": counts["high"] / total} if format == "pointwise" else {}),
     }

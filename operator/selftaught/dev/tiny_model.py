@@ -120,15 +120,18 @@ def build_model(
     more training after the first `steps`: (examples, steps) phases, in order, or (examples, steps,
     learning rate) for a phase at a rate of its own, with fresh optimizer moments. The tokenizer
     learns from every phase's text, or from the first `vocabulary_phases` alone: phases added
-    after those then leave the model of the earlier ones exactly as it was without them."""
+    after those then leave the model of the earlier ones exactly as it was without them. A
+    fourth element, (examples, steps, rate, words), makes each of `words` (a prompt's fixed
+    wording) one new token from that phase on: the model's embeddings grow by as many rows and
+    the tokenizer keeps its merges, so what the earlier phases trained stays as it was."""
     import torch
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     started = time.monotonic()
     torch.manual_seed(seed)
-    schedule = [(examples, steps, learning_rate), *((phase[0], phase[1], phase[2] if len(phase) > 2 else learning_rate) for phase in then)]
-    phases = [[(_render(messages), target + "</s>") for messages, target in phase] for phase, _, _ in schedule]
+    schedule = [(examples, steps, learning_rate, ()), *(_phase(phase, learning_rate) for phase in then)]
+    phases = [[(_render(messages), target + "</s>") for messages, target in phase] for phase, *_ in schedule]
     tokenizer_corpus = [text for phase in phases[:vocabulary_phases] for pair in phase for text in pair]
 
     bpe = Tokenizer(models.BPE())
@@ -166,8 +169,11 @@ def build_model(
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
     rng = random.Random(seed)
     model.train()
-    for number, (phase, (_, phase_steps, phase_rate)) in enumerate(zip(phases, schedule, strict=True)):
-        if phase_rate != learning_rate:  # a phase at a rate of its own starts from fresh optimizer moments
+    for number, (phase, (_, phase_steps, phase_rate, words)) in enumerate(zip(phases, schedule, strict=True)):
+        if words:  # new tokens: new rows of the embeddings, hence new parameters for the optimizer
+            tokenizer.add_tokens([AddedToken(word, normalized=False) for word in words])
+            _grow_vocabulary(model, len(tokenizer))
+        if phase_rate != learning_rate or words:  # a phase at a rate of its own starts from fresh optimizer moments
             optimizer = torch.optim.AdamW(model.parameters(), lr=phase_rate)
         batches = [_encode(tokenizer, prompt, target) for prompt, target in phase]
         for step in range(phase_steps):
@@ -188,6 +194,31 @@ def build_model(
         path.chmod(0o644)
     log(f"{name}: saved to {output} in {time.monotonic() - started:.1f}s")
     return output
+
+
+def _grow_vocabulary(model, size: int) -> None:
+    """New rows for new tokens in the input embeddings and the output layer, each the mean of the
+    old rows: new modules, so autograd and the optimizer see new parameters (transformers'
+    `resize_token_embeddings` swaps a trained leaf's data, which autograd then refuses)."""
+    import torch
+
+    old_in, old_out = model.get_input_embeddings().weight.data, model.get_output_embeddings().weight.data
+    grown_in = torch.nn.Embedding(size, old_in.shape[1], padding_idx=model.get_input_embeddings().padding_idx)
+    grown_out = torch.nn.Linear(old_out.shape[1], size, bias=False)
+    with torch.no_grad():
+        for grown, old in ((grown_in.weight, old_in), (grown_out.weight, old_out)):
+            grown[: old.shape[0]] = old
+            grown[old.shape[0] :] = old.mean(dim=0)
+    model.set_input_embeddings(grown_in)
+    model.set_output_embeddings(grown_out)
+    model.config.vocab_size = size
+
+
+def _phase(phase: tuple, learning_rate: float) -> tuple:
+    """(examples, steps[, rate[, words]]) with the defaults filled in."""
+    examples, steps, *rest = phase
+    rate = rest[0] if rest else learning_rate
+    return examples, steps, rate, tuple(rest[1]) if len(rest) > 1 else ()
 
 
 def _render(messages: list[dict]) -> str:
