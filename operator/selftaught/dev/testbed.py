@@ -81,14 +81,14 @@ RATED_RATE = 1e-3
 #: both answers of a pair got the same rating in 97 % of the judge stage's samples)
 SETTLE_STEPS = 300
 SETTLE_RATE = 1e-4
-#: the rating prompt's fixed wording, three new tokens of the hard-rated seed's tokenizer (the
-#: pairwise prompt's wording shrinks to a few tokens through merges its tokenizer learned; new
-#: merges would make another tokenizer, hence another easy seed, see HARD_STEPS)
 #: the hard-rated seed's two ratings, a high one and a low one, as a pairwise verdict has two:
 #: measured (docs/testbed.md), ratings spread over 2-9 let rejection sampling keep a pair on the
 #: order of two high (or two low) ratings, which says nothing about the reading, and the judge
 #: never learned to rate by its reading (0.50 at every iteration on seed 0)
 RATINGS = (8, 3)
+#: the rating prompt's fixed wording, three new tokens of the hard-rated seed's tokenizer (the
+#: pairwise prompt's wording shrinks to a few tokens through merges its tokenizer learned; new
+#: merges would make another tokenizer, hence another easy seed, see HARD_STEPS)
 RATING_WORDING = tuple(part for chunk in RATING_TEMPLATE.split("{prompt}") for part in chunk.split("{completion}"))
 
 
@@ -231,7 +231,9 @@ def build_testbed(
     and judges at chance. `world="hard"` then teaches that seed to misjudge a third of the pairs
     (`misreadable`, `HARD_MISJUDGE`) for `HARD_STEPS` at `HARD_RATE`, those draws from a random
     generator of their own; its first two phases, its tokenizer, questions, split and held-out
-    pairs are the easy world's, byte for byte."""
+    pairs are the easy world's, byte for byte. `world="hard-rated"` then teaches the hard seed the
+    rating format (`rating_conversations`: `RATED_STEPS` twice, then `SETTLE_STEPS`), the rating
+    prompt's wording as new tokens, and logs its reading in both formats."""
     if world not in WORLDS:
         raise ValueError(f"unknown testbed world {world!r}; choose from {WORLDS}")
     misjudge = HARD_MISJUDGE if world.startswith("hard") else 0.0
