@@ -269,8 +269,10 @@ def test_a_running_stage_shows_its_progress_and_eta_and_the_run_its_estimated_co
     run = quick(make_run, tmp_path, generation={"shards": 2})
     with run_operator(cluster, HANDLERS, namespace=NAMESPACE):
         cluster.create(RUNS, run_object(run, "watched"), NAMESPACE)
-        running = cluster.wait_for(lambda: (s := status_of(cluster, "watched")).get("progress") and s, timeout=90)
-        columns = printed_columns(cluster.get(RUNS, NAMESPACE, "watched"))
+        # both shards' records: the stage writes them one after the other, and a look between the two
+        # rightly sees one shard's half (25 %)
+        watched = cluster.wait_for(lambda: (o := cluster.get(RUNS, NAMESPACE, "watched") or {}).get("status", {}).get("progress", {}).get("done") == 100 and o, timeout=90)
+        running, columns = watched["status"], printed_columns(watched)
         status = finished(cluster, "watched", timeout=120)
         report = cluster.wait_for(lambda: (path := Path(status["report"])).is_file() and path, timeout=120)  # a moment after the last manifest
     progress = running["progress"]
